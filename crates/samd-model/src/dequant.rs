@@ -1,0 +1,458 @@
+//! Dequantisation of ggml blocks to f32, and the f16/bf16 conversions it needs.
+//!
+//! Written from the `block_*` layouts in ggml's `ggml-common.h` and the reference
+//! `dequantize_row_*` functions in `ggml-quants.c`; all multi-byte fields are
+//! little-endian. This is the CPU path: it loads weights for burn's CPU backend, checks GPU
+//! kernels, and gives the tests ground truth. It walks blocks with `chunks_exact` and
+//! fixed-size arrays, so no index can go out of bounds whatever the bytes hold.
+//!
+//! | type | block | bytes | layout | value |
+//! |---|---|---|---|---|
+//! | Q8_0 | 32 | 34 | d: f16, qs: [i8; 32] | d·q |
+//! | Q4_0 | 32 | 18 | d: f16, qs: [u8; 16] | d·(q − 8) |
+//! | Q4_1 | 32 | 20 | d: f16, m: f16, qs: [u8; 16] | d·q + m |
+//! | Q4_K | 256 | 144 | d, dmin: f16, scales: [u8; 12], qs: [u8; 128] | d·sc·q − dmin·m |
+//! | Q6_K | 256 | 210 | ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16 | d·sc·(q − 32) |
+//!
+//! In the 32-element blocks, byte j's low nibble is element j and its high nibble is
+//! element j + 16.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
+use crate::gguf::GgmlType;
+
+/// Why a byte slice could not be dequantised; [`crate::gguf::GgufFile::tensor_f32`] turns
+/// this into an [`crate::Error`] that names the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DequantError {
+    /// The type has no dequantiser here.
+    Unsupported,
+    /// The bytes are not exactly `n_elements / block_size` blocks.
+    SizeMismatch,
+}
+
+/// Dequantises `n_elements` values of type `dtype` stored in `bytes`, in storage order.
+///
+/// `bytes` must hold exactly the blocks for `n_elements` (a whole number of them).
+pub fn dequantize(
+    dtype: GgmlType,
+    bytes: &[u8],
+    n_elements: u64,
+) -> Result<Vec<f32>, DequantError> {
+    let block = dtype.block_size();
+    if !n_elements.is_multiple_of(block) {
+        return Err(DequantError::SizeMismatch);
+    }
+    let need = (n_elements / block)
+        .checked_mul(dtype.type_size())
+        .ok_or(DequantError::SizeMismatch)?;
+    if u64::try_from(bytes.len()).ok() != Some(need) {
+        return Err(DequantError::SizeMismatch);
+    }
+    let n = usize::try_from(n_elements).map_err(|_| DequantError::SizeMismatch)?;
+    let mut out = Vec::with_capacity(n);
+    match dtype {
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .filter_map(|c| c.try_into().ok())
+                .map(f32::from_le_bytes),
+        ),
+        GgmlType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .filter_map(|c| c.try_into().ok())
+                .map(|b| f16_to_f32(u16::from_le_bytes(b))),
+        ),
+        GgmlType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .filter_map(|c| c.try_into().ok())
+                .map(|b| bf16_to_f32(u16::from_le_bytes(b))),
+        ),
+        GgmlType::Q8_0 => blocks::<34>(bytes, |b| q8_0(b, &mut out)),
+        GgmlType::Q4_0 => blocks::<18>(bytes, |b| q4_0(b, &mut out)),
+        GgmlType::Q4_1 => blocks::<20>(bytes, |b| q4_1(b, &mut out)),
+        GgmlType::Q4_K => blocks::<144>(bytes, |b| q4_k(b, &mut out)),
+        GgmlType::Q6_K => blocks::<210>(bytes, |b| q6_k(b, &mut out)),
+        _ => return Err(DequantError::Unsupported),
+    }
+    if out.len() != n {
+        return Err(DequantError::SizeMismatch);
+    }
+    Ok(out)
+}
+
+/// Calls `f` on each `N`-byte block.
+fn blocks<const N: usize>(bytes: &[u8], mut f: impl FnMut(&[u8; N])) {
+    for chunk in bytes.chunks_exact(N) {
+        if let Ok(block) = <&[u8; N]>::try_from(chunk) {
+            f(block);
+        }
+    }
+}
+
+/// Splits a fixed-size array into a fixed-size head and tail.
+fn split<const N: usize, const H: usize, const T: usize>(a: &[u8; N]) -> (&[u8; H], &[u8; T]) {
+    const { assert!(H + T == N) };
+    let (h, t) = a.split_at(H);
+    // Cannot fail: the lengths are H and N - H = T by the assertion above.
+    match (h.try_into(), t.try_into()) {
+        (Ok(h), Ok(t)) => (h, t),
+        _ => unreachable!("invariant: split lengths are checked at compile time"),
+    }
+}
+
+fn f16_at(b: &[u8; 2]) -> f32 {
+    f16_to_f32(u16::from_le_bytes(*b))
+}
+
+fn q8_0(b: &[u8; 34], out: &mut Vec<f32>) {
+    let (d, qs) = split::<34, 2, 32>(b);
+    let d = f16_at(d);
+    out.extend(qs.iter().map(|&q| d * f32::from(i8::from_le_bytes([q]))));
+}
+
+fn q4_0(b: &[u8; 18], out: &mut Vec<f32>) {
+    let (d, qs) = split::<18, 2, 16>(b);
+    let d = f16_at(d);
+    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q & 0xf) - 8)));
+    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q >> 4) - 8)));
+}
+
+fn q4_1(b: &[u8; 20], out: &mut Vec<f32>) {
+    let (d, rest) = split::<20, 2, 18>(b);
+    let (m, qs) = split::<18, 2, 16>(rest);
+    let (d, m) = (f16_at(d), f16_at(m));
+    out.extend(qs.iter().map(|&q| d * f32::from(q & 0xf) + m));
+    out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
+}
+
+/// Unpacks the eight 6-bit (scale, min) pairs of a Q4_K/Q5_K block
+/// (`get_scale_min_k4` in ggml-quants.c): pairs 0–3 are the low 6 bits of bytes 0–3 and
+/// 4–7; pairs 4–7 take their low 4 bits from bytes 8–11 and their high 2 bits from the
+/// top bits of bytes 0–7.
+fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11] = *s;
+    let sc = [
+        s0 & 63,
+        s1 & 63,
+        s2 & 63,
+        s3 & 63,
+        (s8 & 0xf) | ((s0 >> 6) << 4),
+        (s9 & 0xf) | ((s1 >> 6) << 4),
+        (s10 & 0xf) | ((s2 >> 6) << 4),
+        (s11 & 0xf) | ((s3 >> 6) << 4),
+    ];
+    let m = [
+        s4 & 63,
+        s5 & 63,
+        s6 & 63,
+        s7 & 63,
+        (s8 >> 4) | ((s4 >> 6) << 4),
+        (s9 >> 4) | ((s5 >> 6) << 4),
+        (s10 >> 4) | ((s6 >> 6) << 4),
+        (s11 >> 4) | ((s7 >> 6) << 4),
+    ];
+    (sc, m)
+}
+
+fn q4_k(b: &[u8; 144], out: &mut Vec<f32>) {
+    let (d, rest) = split::<144, 2, 142>(b);
+    let (dmin, rest) = split::<142, 2, 140>(rest);
+    let (scales, qs) = split::<140, 12, 128>(rest);
+    let (d, dmin) = (f16_at(d), f16_at(dmin));
+    let (sc, m) = k4_scales(scales);
+    // Each 32-byte chunk of qs holds 64 elements: low nibbles use sub-block 2i, high
+    // nibbles sub-block 2i + 1.
+    let pairs = sc.chunks_exact(2).zip(m.chunks_exact(2));
+    for (q, (sc, m)) in qs.chunks_exact(32).zip(pairs) {
+        if let ([sc_lo, sc_hi], [m_lo, m_hi]) = (sc, m) {
+            let (d1, m1) = (d * f32::from(*sc_lo), dmin * f32::from(*m_lo));
+            let (d2, m2) = (d * f32::from(*sc_hi), dmin * f32::from(*m_hi));
+            out.extend(q.iter().map(|&q| d1 * f32::from(q & 0xf) - m1));
+            out.extend(q.iter().map(|&q| d2 * f32::from(q >> 4) - m2));
+        }
+    }
+}
+
+fn q6_k(b: &[u8; 210], out: &mut Vec<f32>) {
+    let (ql, rest) = split::<210, 128, 82>(b);
+    let (qh, rest) = split::<82, 64, 18>(rest);
+    let (scales, d) = split::<18, 16, 2>(rest);
+    let d = f16_at(d);
+    // Two halves of 128 elements, each using 64 bytes of ql, 32 of qh and 8 scales. In a
+    // half, quarter k (32 elements) takes ql's low nibbles (k = 0, 1) or high nibbles
+    // (k = 2, 3) from bytes 0..32 (k even) or 32..64 (k odd), qh bits 2k..2k+2, and
+    // scales 2k, 2k + 1 (one per 16 elements).
+    for ((ql, qh), sc) in ql
+        .chunks_exact(64)
+        .zip(qh.chunks_exact(32))
+        .zip(scales.chunks_exact(8))
+    {
+        let (ql_a, ql_b) = ql.split_at(32);
+        for (k, sc) in sc.chunks_exact(2).enumerate() {
+            let ql_k = if k % 2 == 0 { ql_a } else { ql_b };
+            let high = k >= 2;
+            let shift = 2 * k;
+            for (i, (&l, &h)) in ql_k.iter().zip(qh).enumerate() {
+                let lo = if high { l >> 4 } else { l & 0xf };
+                let q = lo | (((h >> shift) & 3) << 4);
+                let s = sc.get(i / 16).copied().unwrap_or(0);
+                let s = i8::from_le_bytes([s]);
+                out.push(d * f32::from(s) * f32::from(i16::from(q) - 32));
+            }
+        }
+    }
+}
+
+/// IEEE 754 half precision to single, exactly (every f16 is an f32).
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let mant = u32::from(h & 0x3ff);
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: mant · 2^-24, exact in f32.
+            let v = f32::from(h & 0x3ff) * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
+        }
+        (31, _) => sign | 0x7f80_0000 | (mant << 13),
+        _ => sign | ((exp + 112) << 23) | (mant << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Single precision to half, rounding to nearest even (as ggml's `GGML_FP32_TO_FP16`).
+/// Overflow gives ±infinity; NaN stays NaN.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let mant = bits & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if mant != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        // Subnormal: k · 2^-24 with k = m >> (14 - e), where m has the implicit bit.
+        let m = mant | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let mut k = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let half = 1 << (shift - 1);
+        if rem > half || (rem == half && k & 1 == 1) {
+            k += 1;
+        }
+        return sign | k as u16;
+    }
+    let mut h = ((e as u32) << 10) | (mant >> 13);
+    let rem = mant & 0x1fff;
+    if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) {
+        // May carry into the exponent, up to infinity: that is the right rounding.
+        h += 1;
+    }
+    sign | h as u16
+}
+
+/// bfloat16 to single: bf16 is the top half of an f32.
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_known_values() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x0400), 2f32.powi(-14));
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+    }
+
+    /// Every f16 against the textbook formula in f64, and back through `f32_to_f16`.
+    #[test]
+    fn f16_exhaustive_against_formula_and_round_trip() {
+        for h in 0..=u16::MAX {
+            let exp = i32::from((h >> 10) & 0x1f);
+            let mant = f64::from(h & 0x3ff);
+            let sign = if h >> 15 == 1 { -1.0 } else { 1.0 };
+            let x = f16_to_f32(h);
+            if exp == 31 {
+                assert_eq!(x.is_nan(), mant != 0.0, "{h:#06x}");
+                assert!(f32_to_f16(x) == h || mant != 0.0);
+                continue;
+            }
+            let want = if exp == 0 {
+                sign * mant * 2f64.powi(-24)
+            } else {
+                sign * (1.0 + mant / 1024.0) * 2f64.powi(exp - 15)
+            };
+            assert_eq!(f64::from(x), want, "{h:#06x}");
+            assert_eq!(f32_to_f16(x), h, "{h:#06x}");
+        }
+    }
+
+    #[test]
+    fn f32_to_f16_rounds_to_nearest_even() {
+        // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1.0).
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
+        // 1 + 3·2^-11 is halfway between 1 + 2^-10 and 1 + 2^-9: ties to even (up).
+        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        assert_eq!(f32_to_f16(65520.0), 0x7c00);
+        assert_eq!(f32_to_f16(1e-9), 0);
+        assert_eq!(f32_to_f16(3.0 * 2f32.powi(-26)), 0x0001); // 0.75 ulp rounds up
+    }
+
+    #[test]
+    fn bf16_is_the_top_half() {
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert_eq!(bf16_to_f32(0xc040), -3.0);
+    }
+
+    #[test]
+    fn plain_types() {
+        let f32s: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(dequantize(GgmlType::F32, &f32s, 2).unwrap(), [1.5, -2.0]);
+        assert_eq!(
+            dequantize(GgmlType::F16, &[0x00, 0x3c, 0x00, 0xc0], 2).unwrap(),
+            [1.0, -2.0]
+        );
+        assert_eq!(dequantize(GgmlType::BF16, &[0x80, 0x3f], 1).unwrap(), [1.0]);
+    }
+
+    #[test]
+    fn q8_0_block() {
+        let mut b = vec![0x00, 0x38]; // d = 0.5
+        b.extend((0..32).map(|i: i8| (i - 16).to_le_bytes()[0]));
+        let got = dequantize(GgmlType::Q8_0, &b, 32).unwrap();
+        let want: Vec<f32> = (0..32).map(|i| 0.5 * (i as f32 - 16.0)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn q4_0_block() {
+        let mut b = vec![0x00, 0x40]; // d = 2
+        // byte j: low nibble j (element j), high nibble 15 - j (element j + 16)
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let got = dequantize(GgmlType::Q4_0, &b, 32).unwrap();
+        let mut want: Vec<f32> = (0..16).map(|j| 2.0 * (j as f32 - 8.0)).collect();
+        want.extend((0..16).map(|j| 2.0 * ((15 - j) as f32 - 8.0)));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn q4_1_block() {
+        let mut b = vec![0x00, 0x34, 0x00, 0xbc]; // d = 0.25, m = -1
+        b.extend((0..16u8).map(|j| j | (3 << 4)));
+        let got = dequantize(GgmlType::Q4_1, &b, 32).unwrap();
+        let mut want: Vec<f32> = (0..16).map(|j| 0.25 * j as f32 - 1.0).collect();
+        want.extend([0.25 * 3.0 - 1.0; 16]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn q4_k_block() {
+        // d = 1, dmin = 0.5. Sub-block j has scale j + 1 and min 2j (j < 4), and for j ≥ 4
+        // scale 40 + j and min 50 + j, which need the high 2 bits.
+        let mut scales = [0u8; 12];
+        let sc: [u8; 8] = [1, 2, 3, 4, 44, 45, 46, 47];
+        let mn: [u8; 8] = [0, 2, 4, 6, 54, 55, 56, 57];
+        for j in 0..4 {
+            scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            scales[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+            scales[j + 8] = (sc[j + 4] & 0xf) | ((mn[j + 4] & 0xf) << 4);
+        }
+        assert_eq!(k4_scales(&scales), (sc, mn));
+        let mut b = vec![0x00, 0x3c, 0x00, 0x38];
+        b.extend(scales);
+        // qs byte at chunk c, position l: low nibble (l % 16), high nibble (15 - l % 16).
+        for _c in 0..4 {
+            b.extend((0..32u8).map(|l| (l % 16) | ((15 - l % 16) << 4)));
+        }
+        let got = dequantize(GgmlType::Q4_K, &b, 256).unwrap();
+        let mut want = Vec::new();
+        for c in 0..4 {
+            for l in 0..32 {
+                want.push(f32::from(sc[2 * c]) * (l % 16) as f32 - 0.5 * f32::from(mn[2 * c]));
+            }
+            for l in 0..32 {
+                want.push(
+                    f32::from(sc[2 * c + 1]) * (15 - l % 16) as f32
+                        - 0.5 * f32::from(mn[2 * c + 1]),
+                );
+            }
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn q6_k_block() {
+        // Pick every 6-bit q independently: element e = 128·n + 32·k + l has
+        // q = (e * 7) % 64, and scale s[8n + 2k + l/16] = (idx as i8) - 8.
+        let q = |e: usize| ((e * 7) % 64) as u8;
+        let mut ql = [0u8; 128];
+        let mut qh = [0u8; 64];
+        for n in 0..2 {
+            for k in 0..4 {
+                for l in 0..32 {
+                    let v = q(128 * n + 32 * k + l);
+                    let byte = 64 * n + l + if k % 2 == 1 { 32 } else { 0 };
+                    ql[byte] |= if k >= 2 { (v & 0xf) << 4 } else { v & 0xf };
+                    qh[32 * n + l] |= (v >> 4) << (2 * k);
+                }
+            }
+        }
+        let scales: Vec<u8> = (0..16).map(|i: i8| (i - 8).to_le_bytes()[0]).collect();
+        let mut b = Vec::new();
+        b.extend(ql);
+        b.extend(qh);
+        b.extend(&scales);
+        b.extend([0x00, 0x38]); // d = 0.5
+        let got = dequantize(GgmlType::Q6_K, &b, 256).unwrap();
+        for (e, &got) in got.iter().enumerate() {
+            let (n, k, l) = (e / 128, (e % 128) / 32, e % 32);
+            let s = (8 * n + 2 * k + l / 16) as f32 - 8.0;
+            let want = 0.5 * s * (f32::from(q(e)) - 32.0);
+            assert_eq!(got, want, "element {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_and_types_are_errors() {
+        assert_eq!(
+            dequantize(GgmlType::Q8_0, &[0; 33], 32),
+            Err(DequantError::SizeMismatch)
+        );
+        assert_eq!(
+            dequantize(GgmlType::Q8_0, &[0; 34], 31),
+            Err(DequantError::SizeMismatch)
+        );
+        assert_eq!(
+            dequantize(GgmlType::F32, &[0; 4], u64::MAX),
+            Err(DequantError::SizeMismatch)
+        );
+        assert_eq!(
+            dequantize(GgmlType::Q5_K, &[0; 176], 256),
+            Err(DequantError::Unsupported)
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! A small GGUF writer, for tests and fixtures.
+//!
+//! samd never writes models; this exists so that tests can build tiny files (a
+//! random-weight Llama of a few KB, a malformed header) without the network, and so that
+//! the reader is tested by round trips. It writes GGUF v3 with the layout llama.cpp
+//! writes: tensor data packed in insertion order, each tensor padded to the alignment.
+//! The quantisers are the plain reference ones from ggml-quants.c (`quantize_row_*_ref`).
+//!
+//! ```
+//! use samd_model::gguf::{GgufFile, Value};
+//! use samd_model::gguf_writer::GgufWriter;
+//!
+//! let mut w = GgufWriter::new();
+//! w.metadata("general.architecture", Value::String("llama".into()))
+//!     .tensor_f32("norm.weight", &[4], &[1.0, 2.0, 3.0, 4.0]);
+//! let bytes = w.to_bytes();
+//! let file = GgufFile::parse(&bytes).unwrap();
+//! assert_eq!(file.architecture().unwrap(), "llama");
+//! assert_eq!(file.tensor_f32("norm.weight").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+//! ```
+
+use crate::dequant::f32_to_f16;
+use crate::gguf::{DEFAULT_ALIGNMENT, GgmlType, MAGIC, Value};
+
+/// Builds a GGUF file in memory. Inputs are trusted (they come from test code), so
+/// misuse panics, as documented on each method.
+#[derive(Debug, Clone)]
+pub struct GgufWriter {
+    version: u32,
+    alignment: u64,
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+}
+
+impl Default for GgufWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GgufWriter {
+    /// An empty GGUF v3 file with the default alignment (32).
+    pub fn new() -> Self {
+        GgufWriter {
+            version: 3,
+            alignment: DEFAULT_ALIGNMENT,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Sets the version field written in the header (to test v2 files or bad versions).
+    pub fn version(&mut self, version: u32) -> &mut Self {
+        self.version = version;
+        self
+    }
+
+    /// Sets the data alignment and writes `general.alignment` as a u32. Any value is
+    /// accepted so that tests can write invalid files; the data is padded to it only if it
+    /// is a nonzero power of two (otherwise to the default).
+    pub fn alignment(&mut self, alignment: u32) -> &mut Self {
+        self.alignment = u64::from(alignment);
+        self.metadata("general.alignment", Value::U32(alignment))
+    }
+
+    fn padding_alignment(&self) -> u64 {
+        if self.alignment.is_power_of_two() {
+            self.alignment
+        } else {
+            DEFAULT_ALIGNMENT
+        }
+    }
+
+    /// Adds a metadata entry (duplicates are written as given, to test the reader).
+    pub fn metadata(&mut self, key: &str, value: Value) -> &mut Self {
+        self.metadata.push((key.to_owned(), value));
+        self
+    }
+
+    /// Adds a string array entry (a vocab, merges).
+    pub fn metadata_str_array<S: AsRef<str>>(&mut self, key: &str, items: &[S]) -> &mut Self {
+        let items = items
+            .iter()
+            .map(|s| Value::String(s.as_ref().to_owned()))
+            .collect();
+        self.metadata(
+            key,
+            Value::Array {
+                elem_type: crate::gguf::ValueType::String,
+                items,
+            },
+        )
+    }
+
+    /// Adds a tensor whose bytes are already in `dtype`'s storage format. Nothing is
+    /// checked, so this also writes malformed tensors.
+    pub fn tensor_raw(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        dtype: GgmlType,
+        bytes: Vec<u8>,
+    ) -> &mut Self {
+        self.tensors
+            .push((name.to_owned(), dims.to_vec(), dtype, bytes));
+        self
+    }
+
+    /// Adds an f32 tensor. `data` is in storage order (`dims[0]` innermost).
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `dims`.
+    pub fn tensor_f32(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
+        check_len(name, dims, data, 1);
+        let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.tensor_raw(name, dims, GgmlType::F32, bytes)
+    }
+
+    /// Adds an f16 tensor, rounding each value to nearest even.
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `dims`.
+    pub fn tensor_f16(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
+        check_len(name, dims, data, 1);
+        let bytes = data
+            .iter()
+            .flat_map(|&x| f32_to_f16(x).to_le_bytes())
+            .collect();
+        self.tensor_raw(name, dims, GgmlType::F16, bytes)
+    }
+
+    /// Adds a Q8_0 tensor: per block of 32, `d = max|x| / 127` and `q = round(x / d)`.
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `dims` or `dims[0]` is not a multiple of 32.
+    pub fn tensor_q8_0(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
+        check_len(name, dims, data, 32);
+        let mut bytes = Vec::with_capacity(data.len() / 32 * 34);
+        for block in data.chunks_exact(32) {
+            let amax = block.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            bytes.extend(f32_to_f16(d).to_le_bytes());
+            bytes.extend(
+                block
+                    .iter()
+                    .map(|&x| ((x * id).round() as i8).to_le_bytes()[0]),
+            );
+        }
+        self.tensor_raw(name, dims, GgmlType::Q8_0, bytes)
+    }
+
+    /// Adds a Q4_1 tensor: per block of 32, `m = min`, `d = (max − min) / 15` and
+    /// `q = round((x − m) / d)`, clamped to 15.
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `dims` or `dims[0]` is not a multiple of 32.
+    pub fn tensor_q4_1(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
+        check_len(name, dims, data, 32);
+        let mut bytes = Vec::with_capacity(data.len() / 32 * 20);
+        for block in data.chunks_exact(32) {
+            let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
+            let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            bytes.extend(f32_to_f16(d).to_le_bytes());
+            bytes.extend(f32_to_f16(min).to_le_bytes());
+            let q = |x: f32| (((x - min) * id + 0.5) as u8).min(15);
+            let (lo, hi) = block.split_at(16);
+            bytes.extend(lo.iter().zip(hi).map(|(&a, &b)| q(a) | (q(b) << 4)));
+        }
+        self.tensor_raw(name, dims, GgmlType::Q4_1, bytes)
+    }
+
+    /// Serialises the file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let align = self.padding_alignment();
+        let mut out = Vec::new();
+        out.extend(MAGIC);
+        out.extend(self.version.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend((self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            write_str(&mut out, key);
+            out.extend(value.value_type().id().to_le_bytes());
+            write_value(&mut out, value);
+        }
+        let mut offset = 0u64;
+        for (name, dims, dtype, bytes) in &self.tensors {
+            write_str(&mut out, name);
+            out.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(dtype.id().to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offset = (offset + bytes.len() as u64).next_multiple_of(align);
+        }
+        pad(&mut out, align);
+        for (_, _, _, bytes) in &self.tensors {
+            out.extend(bytes);
+            pad(&mut out, align);
+        }
+        out
+    }
+}
+
+fn check_len(name: &str, dims: &[u64], data: &[f32], block: u64) {
+    let n: u64 = dims.iter().product();
+    assert_eq!(
+        n,
+        data.len() as u64,
+        "tensor {name}: dims {dims:?} do not match {} values",
+        data.len()
+    );
+    assert_eq!(
+        dims.first().copied().unwrap_or(1) % block,
+        0,
+        "tensor {name}: ne0 must be a multiple of {block}"
+    );
+}
+
+fn pad(out: &mut Vec<u8>, align: u64) {
+    let len = (out.len() as u64).next_multiple_of(align) as usize;
+    out.resize(len, 0);
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::U8(v) => out.extend(v.to_le_bytes()),
+        Value::I8(v) => out.extend(v.to_le_bytes()),
+        Value::U16(v) => out.extend(v.to_le_bytes()),
+        Value::I16(v) => out.extend(v.to_le_bytes()),
+        Value::U32(v) => out.extend(v.to_le_bytes()),
+        Value::I32(v) => out.extend(v.to_le_bytes()),
+        Value::F32(v) => out.extend(v.to_le_bytes()),
+        Value::Bool(v) => out.push(u8::from(*v)),
+        Value::String(s) => write_str(out, s),
+        Value::Array { elem_type, items } => {
+            out.extend(elem_type.id().to_le_bytes());
+            out.extend((items.len() as u64).to_le_bytes());
+            for item in items {
+                write_value(out, item);
+            }
+        }
+        Value::U64(v) => out.extend(v.to_le_bytes()),
+        Value::I64(v) => out.extend(v.to_le_bytes()),
+        Value::F64(v) => out.extend(v.to_le_bytes()),
+    }
+}

@@ -1,0 +1,326 @@
+//! The tokenizer, rebuilt from a GGUF file's metadata.
+//!
+//! GGUF models ship no `tokenizer.json`: the vocab, merges and token types live in the
+//! `tokenizer.ggml.*` keys. This module rebuilds the HF tokenizer they came from with the
+//! `tokenizers` crate, so that encode/decode match what the model was trained with,
+//! instead of reimplementing BPE. The cost is the crate's size in the wasm build; the
+//! gain is that its BPE, byte-level mapping and added-token splitting are the reference.
+//!
+//! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
+//! llama.cpp calls `smollm`/`starcoder`/`refact` (every digit split off, then the GPT-2
+//! regex) and `gpt2` (the GPT-2 regex alone); see `llama_vocab::impl::load` in llama.cpp
+//! for the key names and the pre-tokenizer table. Anything else is an
+//! [`Error::UnsupportedTokenizer`] naming the value found, never a silently wrong split.
+//!
+//! Token types (`tokenizer.ggml.token_type`) follow llama.cpp: 3 (control, e.g.
+//! `<|im_start|>`) becomes a special added token, 4 (user-defined) a normal added token;
+//! both are matched whole in input text before BPE runs.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Once;
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, keys};
+
+/// llama.cpp's `LLAMA_TOKEN_TYPE_CONTROL`.
+const TOKEN_TYPE_CONTROL: i128 = 3;
+/// llama.cpp's `LLAMA_TOKEN_TYPE_USER_DEFINED`.
+const TOKEN_TYPE_USER_DEFINED: i128 = 4;
+/// ChatML's turn markers.
+const IM_START: &str = "<|im_start|>";
+const IM_END: &str = "<|im_end|>";
+
+/// A byte-level BPE tokenizer plus the few ids the decoder loop needs.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    vocab_size: usize,
+    eos_id: u32,
+    im_end_id: Option<u32>,
+    /// `Ok` when prompts can be formatted as ChatML, else why not.
+    chat: Result<(), &'static str>,
+    vocab_hash: u64,
+}
+
+impl fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size)
+            .field("eos_id", &self.eos_id)
+            .field("im_end_id", &self.im_end_id)
+            .field("vocab_hash", &format_args!("{:#018x}", self.vocab_hash))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the pre-tokenizer splits text before BPE.
+#[derive(Debug, Clone, Copy)]
+enum PreSplit {
+    /// Every digit alone, then the GPT-2 regex (StarCoder, SmolLM).
+    DigitsThenGpt2,
+    /// The GPT-2 regex alone.
+    Gpt2,
+}
+
+fn invalid(key: &'static str, problem: String) -> Error {
+    Error::InvalidTokenizer { key, problem }
+}
+
+fn tokenizer_error(what: &'static str) -> impl FnOnce(tokenizers::Error) -> Error {
+    move |source| Error::Tokenizer { what, source }
+}
+
+/// FNV-1a, 64-bit: tiny, stable across platforms and versions, good enough to tell two
+/// vocabularies apart (this is a fingerprint, not a defence against forgery).
+fn fnv1a64(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata, validating it first: token
+    /// strings must be unique, every merge must join two vocab tokens into a third, token
+    /// types must match the vocab in length, and the EOS id must be in range.
+    pub fn from_gguf(gguf: &GgufFile<'_>) -> Result<Tokenizer> {
+        static PARALLELISM: Once = Once::new();
+        // No rayon thread pool: wasm has no threads, and encoding one prompt gains nothing.
+        PARALLELISM.call_once(|| tokenizers::utils::parallelism::set_parallelism(false));
+
+        let model = gguf.get_str(keys::TOKENIZER_MODEL)?;
+        if model != "gpt2" {
+            return Err(Error::UnsupportedTokenizer {
+                what: keys::TOKENIZER_MODEL,
+                found: model.to_owned(),
+                hint: "only \"gpt2\" (byte-level BPE) is supported",
+            });
+        }
+        let pre = match gguf.metadata(keys::TOKENIZER_PRE) {
+            Some(_) => gguf.get_str(keys::TOKENIZER_PRE)?,
+            None => "",
+        };
+        let split = match pre {
+            "smollm" | "starcoder" | "refact" => PreSplit::DigitsThenGpt2,
+            "gpt2" => PreSplit::Gpt2,
+            other => {
+                return Err(Error::UnsupportedTokenizer {
+                    what: keys::TOKENIZER_PRE,
+                    found: other.to_owned(),
+                    hint: "supported pre-tokenizers: smollm, starcoder, refact, gpt2",
+                });
+            }
+        };
+
+        let tokens = gguf.get_str_array(keys::TOKENIZER_TOKENS)?;
+        let vocab_size = tokens.len();
+        if vocab_size == 0 || u32::try_from(vocab_size).is_err() {
+            return Err(invalid(
+                keys::TOKENIZER_TOKENS,
+                format!("vocab size {vocab_size} is out of range"),
+            ));
+        }
+        let mut vocab: HashMap<String, u32> = HashMap::with_capacity(vocab_size);
+        let mut vocab_hash = 0xcbf2_9ce4_8422_2325;
+        for (id, token) in (0u32..).zip(&tokens) {
+            if let Some(first) = vocab.insert((*token).to_owned(), id) {
+                return Err(invalid(
+                    keys::TOKENIZER_TOKENS,
+                    format!("token {token:?} appears twice (ids {first} and {id})"),
+                ));
+            }
+            vocab_hash = fnv1a64(fnv1a64(vocab_hash, token.as_bytes()), &[0xff]);
+        }
+
+        let merges_raw = gguf.get_str_array(keys::TOKENIZER_MERGES)?;
+        let mut merges = Vec::with_capacity(merges_raw.len());
+        for (i, merge) in merges_raw.iter().enumerate() {
+            // The `tokenizers` BPE builder writes each merged pair into a buffer as long as
+            // the longest token, so a pair whose join is not a token could index out of
+            // bounds there: check all three first.
+            let known = merge.split_once(' ').filter(|(a, b)| {
+                vocab.contains_key(*a)
+                    && vocab.contains_key(*b)
+                    && vocab.contains_key(&format!("{a}{b}"))
+            });
+            match known {
+                Some((a, b)) => merges.push((a.to_owned(), b.to_owned())),
+                None => {
+                    return Err(invalid(
+                        keys::TOKENIZER_MERGES,
+                        format!(
+                            "merge {i} ({merge:?}) is not two vocab tokens joining into a third"
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let mut added = Vec::new();
+        if gguf.metadata(keys::TOKENIZER_TOKEN_TYPE).is_some() {
+            let types = gguf.get_array(keys::TOKENIZER_TOKEN_TYPE)?;
+            if types.len() != vocab_size {
+                return Err(invalid(
+                    keys::TOKENIZER_TOKEN_TYPE,
+                    format!("{} types for {vocab_size} tokens", types.len()),
+                ));
+            }
+            for (token, ty) in tokens.iter().zip(types) {
+                match ty.as_i128() {
+                    Some(TOKEN_TYPE_CONTROL) => added.push(AddedToken::from(*token, true)),
+                    Some(TOKEN_TYPE_USER_DEFINED) => added.push(AddedToken::from(*token, false)),
+                    Some(_) => {}
+                    None => {
+                        return Err(invalid(
+                            keys::TOKENIZER_TOKEN_TYPE,
+                            format!("type of {token:?} is not an integer"),
+                        ));
+                    }
+                }
+            }
+        }
+
+        let eos_id = gguf.get_u32(keys::TOKENIZER_EOS_ID)?;
+        if usize::try_from(eos_id).map_or(true, |id| id >= vocab_size) {
+            return Err(invalid(
+                keys::TOKENIZER_EOS_ID,
+                format!("eos id {eos_id} is outside the vocab of {vocab_size}"),
+            ));
+        }
+        let im_end_id = vocab.get(IM_END).copied();
+        let chat = Self::chat_format(gguf, &vocab)?;
+
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges)
+            .build()
+            .map_err(tokenizer_error("building the BPE model"))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tokenizer: PreTokenizerWrapper = match split {
+            PreSplit::DigitsThenGpt2 => {
+                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+            }
+            PreSplit::Gpt2 => byte_level.into(),
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        // Added tokens all exist in the vocab, so this only marks them for whole matching.
+        let specials: Vec<AddedToken> = added.iter().filter(|t| t.special).cloned().collect();
+        let normal: Vec<AddedToken> = added.into_iter().filter(|t| !t.special).collect();
+        inner
+            .add_special_tokens(specials)
+            .map_err(tokenizer_error("adding control tokens"))?;
+        inner
+            .add_tokens(normal)
+            .map_err(tokenizer_error("adding user-defined tokens"))?;
+
+        Ok(Tokenizer {
+            inner,
+            vocab_size,
+            eos_id,
+            im_end_id,
+            chat,
+            vocab_hash,
+        })
+    }
+
+    /// Decides whether prompts can be formatted as ChatML. We do not run Jinja templates:
+    /// a template that mentions `<|im_start|>` is taken to be ChatML, and a file without
+    /// a template gets ChatML when its vocab has both markers.
+    fn chat_format(
+        gguf: &GgufFile<'_>,
+        vocab: &HashMap<String, u32>,
+    ) -> Result<Result<(), &'static str>> {
+        let has_markers = vocab.contains_key(IM_START) && vocab.contains_key(IM_END);
+        if !has_markers {
+            return Ok(Err("the vocab has no <|im_start|>/<|im_end|> tokens"));
+        }
+        match gguf.metadata(keys::TOKENIZER_CHAT_TEMPLATE) {
+            None => Ok(Ok(())),
+            Some(_)
+                if gguf
+                    .get_str(keys::TOKENIZER_CHAT_TEMPLATE)?
+                    .contains(IM_START) =>
+            {
+                Ok(Ok(()))
+            }
+            Some(_) => Ok(Err("the chat template is not ChatML (no <|im_start|>)")),
+        }
+    }
+
+    /// Encodes text. Special tokens written in the text (`<|im_start|>`) become their ids;
+    /// no BOS or other token is added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(tokenizer_error("encoding"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes ids back to text, special tokens included, so that `decode(encode(s)) == s`.
+    /// Ids that split a UTF-8 character decode to U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(tokenizer_error("decoding"))
+    }
+
+    /// The number of tokens in the vocab (the model's logit width).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// The end-of-sequence id (`tokenizer.ggml.eos_token_id`).
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
+    }
+
+    /// The id of `<|im_end|>`, which ends a ChatML turn, if the vocab has it. Generation
+    /// should stop on it as well as on [`Tokenizer::eos_id`].
+    pub fn im_end_id(&self) -> Option<u32> {
+        self.im_end_id
+    }
+
+    /// The id of a token string, if it is in the vocab.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Formats one user turn as a ChatML prompt that ends where the assistant's reply
+    /// begins:
+    ///
+    /// ```text
+    /// <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
+    /// ```
+    ///
+    /// No system turn is added (SmolLM2's own template would insert a default one). Fails
+    /// with [`Error::UnsupportedChatTemplate`] when the model's template is not ChatML.
+    pub fn chat_prompt(&self, user: &str) -> Result<String> {
+        match self.chat {
+            Ok(()) => Ok(format!(
+                "{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
+            )),
+            Err(reason) => Err(Error::UnsupportedChatTemplate { reason }),
+        }
+    }
+
+    /// A fingerprint of the vocab: FNV-1a-64 over each token string's UTF-8 bytes in id
+    /// order, each followed by one 0xFF byte (which never occurs in UTF-8). A static corpus
+    /// stores it, so that one built with another tokenizer is rejected rather than
+    /// drafting nonsense ids.
+    pub fn vocab_hash(&self) -> u64 {
+        self.vocab_hash
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+mod tests;

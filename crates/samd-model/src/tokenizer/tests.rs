@@ -1,0 +1,244 @@
+use super::*;
+use crate::gguf::tests::REAL_MODEL;
+use crate::gguf::{Value, ValueType};
+use crate::gguf_writer::GgufWriter;
+
+/// Where the Spec-Bench development prompts live (beside the clone, see DESIGN.md).
+const SPECBENCH_DEV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/data/specbench-dev.jsonl"
+);
+
+/// A tiny byte-level vocab: the 256 byte symbols, two merges, and ChatML specials.
+fn tiny_writer() -> GgufWriter {
+    // GPT-2's byte-to-unicode map: printable bytes map to themselves, the rest to U+0100+.
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), IM_START.into(), IM_END.into()];
+    let mut n = 0u32;
+    for b in 0u32..256 {
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let c = if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap()
+        };
+        tokens.push(c.to_string());
+    }
+    tokens.push("ab".into());
+    tokens.push("Ġab".into());
+    let mut types = vec![Value::I32(3); 3];
+    types.extend(std::iter::repeat_n(Value::I32(1), tokens.len() - 3));
+    let mut w = GgufWriter::new();
+    w.metadata(keys::TOKENIZER_MODEL, Value::String("gpt2".into()))
+        .metadata(keys::TOKENIZER_PRE, Value::String("smollm".into()))
+        .metadata_str_array(keys::TOKENIZER_TOKENS, &tokens)
+        .metadata_str_array(keys::TOKENIZER_MERGES, &["a b", "Ġ ab"])
+        .metadata(
+            keys::TOKENIZER_TOKEN_TYPE,
+            Value::Array {
+                elem_type: ValueType::I32,
+                items: types,
+            },
+        )
+        .metadata(keys::TOKENIZER_EOS_ID, Value::U32(2));
+    w
+}
+
+fn tiny() -> Tokenizer {
+    let bytes = tiny_writer().to_bytes();
+    Tokenizer::from_gguf(&GgufFile::parse(&bytes).unwrap()).unwrap()
+}
+
+#[test]
+fn tokenizer_tiny_vocab_merges_digits_and_specials() {
+    let t = tiny();
+    assert_eq!(t.vocab_size(), 3 + 256 + 2);
+    assert_eq!((t.eos_id(), t.im_end_id()), (2, Some(2)));
+    let ab = t.token_id("ab").unwrap();
+    let sp_ab = t.token_id("Ġab").unwrap();
+    assert_eq!(t.encode("ab ab").unwrap(), [ab, sp_ab]);
+    assert_eq!(t.encode("<|im_start|>ab<|im_end|>").unwrap(), [1, ab, 2]);
+    // Digits are split one by one before BPE.
+    let ids = t.encode("123").unwrap();
+    assert_eq!(ids.len(), 3);
+    for s in [
+        "ab ab",
+        "héllo, 🌍!\n\t 42",
+        "<|im_start|>user\nhi<|im_end|>\n",
+        "",
+    ] {
+        assert_eq!(t.decode(&t.encode(s).unwrap()).unwrap(), s);
+    }
+    let p = t.chat_prompt("hi").unwrap();
+    assert_eq!(p, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(t.encode(&p).unwrap()[0], 1);
+}
+
+#[test]
+fn tokenizer_vocab_hash_is_fnv1a_over_tokens_with_ff_separators() {
+    let t = tiny();
+    let bytes = tiny_writer().to_bytes();
+    let f = GgufFile::parse(&bytes).unwrap();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for tok in f.get_str_array(keys::TOKENIZER_TOKENS).unwrap() {
+        for b in tok.bytes().chain([0xff]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    assert_eq!(t.vocab_hash(), h);
+    // Known answer for the empty input, from the FNV reference.
+    assert_eq!(fnv1a64(0xcbf29ce484222325, b"a"), 0xaf63dc4c8601ec8c);
+}
+
+fn from_writer(w: &GgufWriter) -> Result<Tokenizer> {
+    let bytes = w.to_bytes();
+    Tokenizer::from_gguf(&GgufFile::parse(&bytes).unwrap())
+}
+
+#[test]
+fn tokenizer_rejects_unsupported_and_inconsistent_metadata() {
+    let swap = |key: &str, value: Value| {
+        let mut w = GgufWriter::new();
+        let bytes = tiny_writer().to_bytes();
+        let f = GgufFile::parse(&bytes).unwrap();
+        for (k, v) in f.metadata_entries() {
+            w.metadata(k, if k == key { value.clone() } else { v.clone() });
+        }
+        if f.metadata(key).is_none() {
+            w.metadata(key, value);
+        }
+        from_writer(&w)
+    };
+    let e = swap(keys::TOKENIZER_MODEL, Value::String("llama".into())).unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsupportedTokenizer { found, .. } if found == "llama"),
+        "{e}"
+    );
+    let e = swap(keys::TOKENIZER_PRE, Value::String("qwen2".into())).unwrap_err();
+    assert!(e.to_string().contains("qwen2"), "{e}");
+    let e = swap(keys::TOKENIZER_EOS_ID, Value::U32(1000)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidTokenizer {
+                key: keys::TOKENIZER_EOS_ID,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let merges = Value::Array {
+        elem_type: ValueType::String,
+        items: vec![Value::String("a c d".into())],
+    };
+    let e = swap(keys::TOKENIZER_MERGES, merges).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidTokenizer {
+                key: keys::TOKENIZER_MERGES,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A merge whose join is not a token (the `tokenizers` builder would index past its
+    // buffer if both halves were the longest tokens).
+    let merges = Value::Array {
+        elem_type: ValueType::String,
+        items: vec![Value::String("ab ab".into())],
+    };
+    assert!(swap(keys::TOKENIZER_MERGES, merges).is_err());
+    let types = Value::Array {
+        elem_type: ValueType::I32,
+        items: vec![Value::I32(1)],
+    };
+    let e = swap(keys::TOKENIZER_TOKEN_TYPE, types).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidTokenizer {
+                key: keys::TOKENIZER_TOKEN_TYPE,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let tokens = Value::Array {
+        elem_type: ValueType::String,
+        items: vec![
+            Value::String("a".into()),
+            Value::String("a".into()),
+            Value::String("b".into()),
+        ],
+    };
+    let e = swap(keys::TOKENIZER_TOKENS, tokens).unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+    let e = swap(
+        keys::TOKENIZER_CHAT_TEMPLATE,
+        Value::String("{{ bos_token }}[INST]".into()),
+    );
+    let t = e.unwrap();
+    assert!(matches!(
+        t.chat_prompt("x"),
+        Err(Error::UnsupportedChatTemplate { .. })
+    ));
+}
+
+fn real() -> Option<Tokenizer> {
+    let Ok(bytes) = std::fs::read(REAL_MODEL) else {
+        eprintln!("skipping: {REAL_MODEL} is absent (run scripts/fetch-model.sh)");
+        return None;
+    };
+    let f = GgufFile::parse(&bytes).unwrap();
+    Some(Tokenizer::from_gguf(&f).unwrap())
+}
+
+#[test]
+fn tokenizer_real_model_known_ids_and_chatml() {
+    let Some(t) = real() else { return };
+    assert_eq!(t.vocab_size(), 49152);
+    assert_eq!(t.encode("Hello").unwrap(), [19556]);
+    assert_eq!(t.encode(" world").unwrap(), [905]);
+    assert_eq!(t.token_id("<|endoftext|>"), Some(0));
+    assert_eq!(t.im_end_id(), Some(2));
+    let prompt = t
+        .chat_prompt("What is the capital of France? Answer in one sentence.")
+        .unwrap();
+    let ids = t.encode(&prompt).unwrap();
+    assert_eq!(ids[0], 1);
+    assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 2);
+    assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 1);
+    assert_eq!(t.decode(&ids).unwrap(), prompt);
+    // Individual digits.
+    assert_eq!(t.encode("2024").unwrap().len(), 4);
+    // Pinned: a change means a static corpus built earlier would be rejected.
+    assert_eq!(t.vocab_hash(), 0x3a65_df58_2f45_a486);
+    assert_eq!(t.eos_id(), 2);
+}
+
+#[test]
+fn tokenizer_real_model_round_trips_specbench_dev() {
+    let Some(t) = real() else { return };
+    let Ok(jsonl) = std::fs::read_to_string(SPECBENCH_DEV) else {
+        eprintln!("skipping: {SPECBENCH_DEV} is absent");
+        return;
+    };
+    let mut n_turns = 0;
+    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for turn in v["turns"].as_array().unwrap() {
+            let text = turn.as_str().unwrap();
+            let ids = t.encode(text).unwrap();
+            assert_eq!(
+                t.decode(&ids).unwrap(),
+                text,
+                "question {}",
+                v["question_id"]
+            );
+            n_turns += 1;
+        }
+    }
+    assert!(n_turns >= 240, "{n_turns} turns");
+}
