@@ -242,3 +242,49 @@ fn tokenizer_real_model_round_trips_specbench_dev() {
     }
     assert!(n_turns >= 240, "{n_turns} turns");
 }
+
+#[test]
+fn tokenizer_ignores_empty_control_tokens() {
+    let mut w = GgufWriter::new();
+    let bytes = tiny_writer().to_bytes();
+    let f = GgufFile::parse(&bytes).unwrap();
+    for (k, v) in f.metadata_entries() {
+        let v = match (k, v) {
+            (keys::TOKENIZER_TOKENS, Value::Array { elem_type, items }) => {
+                let mut items = items.clone();
+                items[0] = Value::String(String::new());
+                Value::Array {
+                    elem_type: *elem_type,
+                    items,
+                }
+            }
+            _ => v.clone(),
+        };
+        w.metadata(k, v);
+    }
+    let t = from_writer(&w).unwrap();
+    assert_eq!(t.encode("ab").unwrap(), [t.token_id("ab").unwrap()]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// Bit flips in the tokenizer metadata give an error or a working tokenizer, never a
+    /// panic, and whatever builds can encode and decode.
+    #[test]
+    fn tokenizer_bit_flips_never_panic(
+        flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 0u8..8), 1..3)
+    ) {
+        let mut bytes = tiny_writer().to_bytes();
+        for (at, bit) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+        }
+        if let Ok(f) = GgufFile::parse(&bytes)
+            && let Ok(t) = Tokenizer::from_gguf(&f)
+            && let Ok(ids) = t.encode("<|im_start|>ab 12 héllo")
+        {
+            let _ = t.decode(&ids);
+        }
+    }
+}
