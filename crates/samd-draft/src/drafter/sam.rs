@@ -1,0 +1,302 @@
+//! The SAM drafter: the paper's adaptive choice between the dynamic automaton, the static
+//! one and an auxiliary drafter (Token Recycling).
+//!
+//! Per step (SAM Decoding, §3.3): the static match length is discounted by `len_bias`,
+//! because a corpus match predicts this request's text less well than the request itself.
+//! If the longer of the two reaches `threshold`, the winner drafts a chain (the dynamic
+//! automaton wins ties) of `min(max_chain, 1 + chain_per_match · match_len)` tokens;
+//! otherwise the auxiliary drafter fills its tree. Without an auxiliary drafter the
+//! threshold is usually 1, so any match drafts.
+
+use std::sync::Arc;
+
+use super::{DraftReport, Drafter, TokenRecycling, check_tokens};
+use crate::corpus::{StaticSam, TreeShape};
+use crate::dynamic::DynamicSam;
+use crate::sam::Matcher;
+use crate::tree::{DraftTree, Source};
+use crate::{Error, TokenId, check_vocab_size};
+
+/// Settings of [`SamDrafter`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamConfig {
+    /// Least (discounted) match length that drafts from an automaton.
+    pub threshold: u32,
+    /// Discount on the static match length.
+    pub len_bias: u32,
+    /// Longest chain drafted.
+    pub max_chain: usize,
+    /// Chain tokens per matched token: longer matches earn longer drafts.
+    pub chain_per_match: usize,
+    /// When set, the static automaton drafts a tree of this shape instead of a chain.
+    pub static_tree: Option<TreeShape>,
+}
+
+impl SamConfig {
+    /// The paper's settings for SAM with an auxiliary drafter.
+    pub fn adaptive() -> Self {
+        Self {
+            threshold: 5,
+            len_bias: 5,
+            max_chain: 60,
+            chain_per_match: 4,
+            static_tree: None,
+        }
+    }
+
+    /// SAM alone: any match drafts.
+    pub fn sam_only() -> Self {
+        Self {
+            threshold: 1,
+            ..Self::adaptive()
+        }
+    }
+
+    fn chain_len(&self, match_len: u32) -> usize {
+        (1 + self.chain_per_match.saturating_mul(match_len as usize)).min(self.max_chain)
+    }
+}
+
+impl Default for SamConfig {
+    fn default() -> Self {
+        Self::adaptive()
+    }
+}
+
+/// Dynamic and static suffix automata, with an optional auxiliary drafter.
+///
+/// # Example
+///
+/// ```
+/// use samd_draft::Drafter;
+/// use samd_draft::drafter::{SamConfig, SamDrafter};
+/// use samd_draft::tree::DraftTree;
+///
+/// let mut sam = SamDrafter::new(SamConfig::sam_only(), 100, None, None).unwrap();
+/// sam.commit(&[10, 11, 12, 13, 10, 11]).unwrap();
+/// let mut tree = DraftTree::new(0);
+/// let report = sam.draft(&mut tree).unwrap();
+/// assert_eq!(report.dynamic_match_len, 2);
+/// assert_eq!(tree.tokens(), &[11, 12, 13, 10, 11]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SamDrafter {
+    config: SamConfig,
+    vocab_size: u32,
+    dynamic: DynamicSam,
+    corpus: Option<Arc<StaticSam>>,
+    corpus_match: Matcher,
+    aux: Option<TokenRecycling>,
+}
+
+impl SamDrafter {
+    /// A drafter for ids below `vocab_size`, over an optional corpus, with an optional
+    /// auxiliary drafter. The corpus must come from the same vocabulary.
+    pub fn new(
+        config: SamConfig,
+        vocab_size: u32,
+        corpus: Option<Arc<StaticSam>>,
+        aux: Option<TokenRecycling>,
+    ) -> Result<Self, Error> {
+        check_vocab_size(vocab_size)?;
+        if corpus
+            .as_ref()
+            .is_some_and(|c| c.vocab_size() != vocab_size)
+        {
+            return Err(Error::Config {
+                what: "the static corpus was built for another vocabulary size",
+            });
+        }
+        if config.static_tree.is_some_and(|s| s.max_nodes == 0) {
+            return Err(Error::Config {
+                what: "a static tree needs at least the root",
+            });
+        }
+        Ok(Self {
+            config,
+            vocab_size,
+            dynamic: DynamicSam::new(),
+            corpus,
+            corpus_match: Matcher::new(),
+            aux,
+        })
+    }
+
+    /// The request's text so far.
+    pub fn text(&self) -> &[TokenId] {
+        self.dynamic.text()
+    }
+
+    /// Drafts from the dynamic automaton; false when it has nothing to offer.
+    fn draft_dynamic(&self, tree: &mut DraftTree) -> bool {
+        let want = self.config.chain_len(self.dynamic.match_len());
+        match self.dynamic.chain(want) {
+            Some(chain) => {
+                tree.push_chain(0, self.dynamic.tokens(chain), Source::DynamicSam);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drafts from the static automaton; false when it has nothing to offer.
+    fn draft_static(&self, tree: &mut DraftTree) -> bool {
+        let Some(corpus) = &self.corpus else {
+            return false;
+        };
+        if let Some(shape) = self.config.static_tree {
+            corpus.tree(self.corpus_match, shape, tree, 0);
+            return tree.len() > 1;
+        }
+        let want = self.config.chain_len(self.corpus_match.len());
+        match corpus.chain(self.corpus_match, want) {
+            Some(chain) => {
+                tree.push_chain(0, corpus.tokens(chain), Source::StaticSam);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drafter for SamDrafter {
+    fn name(&self) -> &'static str {
+        if self.aux.is_some() { "sam+tr" } else { "sam" }
+    }
+
+    fn reset(&mut self) {
+        self.dynamic.clear();
+        self.corpus_match = Matcher::new();
+        if let Some(aux) = &mut self.aux {
+            aux.reset();
+        }
+    }
+
+    fn commit(&mut self, tokens: &[TokenId]) -> Result<(), Error> {
+        check_tokens(tokens, self.vocab_size)?;
+        for &t in tokens {
+            self.dynamic.push(t)?;
+            if let Some(corpus) = &self.corpus {
+                corpus.advance(&mut self.corpus_match, t);
+            }
+        }
+        if let Some(aux) = &mut self.aux {
+            aux.commit(tokens)?;
+        }
+        Ok(())
+    }
+
+    fn draft(&mut self, tree: &mut DraftTree) -> Result<DraftReport, Error> {
+        let &root = self.dynamic.text().last().ok_or(Error::EmptyText)?;
+        tree.reset(root);
+        let dynamic_len = self.dynamic.match_len();
+        let static_len = self.corpus_match.len();
+        let discounted = static_len.saturating_sub(self.config.len_bias);
+        let mut report = DraftReport {
+            dynamic_match_len: dynamic_len,
+            static_match_len: static_len,
+            source: None,
+        };
+        let threshold = self.config.threshold.max(1);
+        // The winner first; the other automaton if the winner has no text to offer.
+        let order = if dynamic_len >= discounted {
+            [Source::DynamicSam, Source::StaticSam]
+        } else {
+            [Source::StaticSam, Source::DynamicSam]
+        };
+        for source in order {
+            let drafted = match source {
+                Source::DynamicSam => dynamic_len >= threshold && self.draft_dynamic(tree),
+                _ => discounted >= threshold && self.draft_static(tree),
+            };
+            if drafted {
+                report.source = Some(source);
+                return Ok(report);
+            }
+        }
+        if let Some(aux) = &self.aux {
+            aux.fill(tree, 0);
+            report.source = (tree.len() > 1).then_some(Source::Recycling);
+        }
+        Ok(report)
+    }
+
+    fn top_k(&self) -> usize {
+        self.aux.as_ref().map_or(0, Drafter::top_k)
+    }
+
+    fn observe(&mut self, tokens: &[TokenId], top_k: &[TokenId]) -> Result<(), Error> {
+        match &mut self.aux {
+            Some(aux) => aux.observe(tokens, top_k),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drafter::RecyclingConfig;
+
+    fn corpus() -> Arc<StaticSam> {
+        let docs: [&[u32]; 2] = [&[1, 2, 3, 4, 5, 6, 7, 8, 9], &[20, 21, 22]];
+        Arc::new(StaticSam::build(docs, 100, 0).unwrap())
+    }
+
+    #[test]
+    fn dynamic_wins_ties_and_static_is_discounted() {
+        let mut d = SamDrafter::new(SamConfig::sam_only(), 100, Some(corpus()), None).unwrap();
+        // Static match "1 2 3 4 5 6" (6, discounted to 1); dynamic match "5 6" (2).
+        d.commit(&[5, 6, 0, 1, 2, 3, 4, 5, 6]).unwrap();
+        let mut tree = DraftTree::new(0);
+        let report = d.draft(&mut tree).unwrap();
+        assert_eq!((report.dynamic_match_len, report.static_match_len), (2, 6));
+        assert_eq!(report.source, Some(Source::DynamicSam));
+        assert_eq!(tree.tokens()[1], 0);
+    }
+
+    #[test]
+    fn a_long_static_match_drafts_from_the_corpus() {
+        let config = SamConfig {
+            len_bias: 0,
+            ..SamConfig::sam_only()
+        };
+        let mut d = SamDrafter::new(config, 100, Some(corpus()), None).unwrap();
+        d.commit(&[50, 2, 3, 4]).unwrap();
+        let mut tree = DraftTree::new(0);
+        let report = d.draft(&mut tree).unwrap();
+        assert_eq!(report.source, Some(Source::StaticSam));
+        assert_eq!(tree.tokens(), &[4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn below_threshold_falls_back_to_recycling() {
+        let tr = TokenRecycling::new(RecyclingConfig::default(), 100).unwrap();
+        let mut d = SamDrafter::new(SamConfig::adaptive(), 100, Some(corpus()), Some(tr)).unwrap();
+        d.observe(&[3], &[30, 31, 32, 33, 34, 35, 36, 37]).unwrap();
+        d.commit(&[40, 41, 3]).unwrap();
+        let mut tree = DraftTree::new(0);
+        let report = d.draft(&mut tree).unwrap();
+        assert_eq!(report.source, Some(Source::Recycling));
+        assert_eq!(tree.len(), 9);
+        // A reset keeps what recycling learned.
+        d.reset();
+        d.commit(&[3]).unwrap();
+        d.draft(&mut tree).unwrap();
+        assert_eq!(tree.len(), 9);
+    }
+
+    #[test]
+    fn foreign_corpus_is_rejected() {
+        let err = SamDrafter::new(SamConfig::default(), 99, Some(corpus()), None).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }));
+    }
+
+    #[test]
+    fn bad_ids_change_nothing() {
+        let mut d = SamDrafter::new(SamConfig::sam_only(), 100, None, None).unwrap();
+        d.commit(&[1, 2]).unwrap();
+        assert!(d.commit(&[3, 100]).is_err());
+        assert_eq!(d.text(), &[1, 2]);
+    }
+}

@@ -1,0 +1,260 @@
+//! Trace replay: measuring drafters without a model.
+//!
+//! With greedy decoding, what a verification step accepts follows from the greedy
+//! continuation alone: a draft node is accepted exactly when it and its ancestors spell
+//! the continuation. So one recorded AR trace (prompt plus greedy output) replays any
+//! drafter step by step and gives its mean accepted tokens per step (MAT) in
+//! milliseconds. Replay is exact for the automata and prompt lookup. For Token Recycling
+//! it is approximate: the trace holds the model's top-k only along the true path, while a
+//! real run also learns from the rejected branches.
+
+use crate::tree::DraftTree;
+use crate::{Drafter, Error, TokenId};
+
+/// Marks "no prediction" for nodes off the true path; never a token id.
+const NO_TOKEN: TokenId = u32::MAX;
+
+/// A recorded greedy generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// The prompt followed by the greedy continuation.
+    pub tokens: Vec<TokenId>,
+    /// How many of `tokens` are the prompt (at least one).
+    pub prompt_len: usize,
+    /// Optionally, the model's top-k next tokens after every position.
+    pub top_k: Option<TopK>,
+}
+
+/// The model's top-k next tokens per position, best first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopK {
+    /// Tokens per position.
+    pub k: usize,
+    /// `ids[q * k .. (q + 1) * k]` follow `tokens[..=q]`.
+    pub ids: Vec<TokenId>,
+}
+
+/// What a replay measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Verification steps (the prefill excluded).
+    pub steps: u64,
+    /// Tokens those steps produced, bonus tokens included.
+    pub tokens: u64,
+    /// Draft nodes proposed, roots excluded.
+    pub drafted: u64,
+    /// `histogram[n]` counts the steps that produced `n` tokens.
+    pub histogram: Vec<u64>,
+}
+
+impl ReplayReport {
+    /// Mean accepted tokens per step, the bonus token included (1.0 for plain decoding).
+    pub fn mat(&self) -> f64 {
+        if self.steps == 0 {
+            return 0.0;
+        }
+        self.tokens as f64 / self.steps as f64
+    }
+
+    /// Adds another replay's counts to this one.
+    pub fn merge(&mut self, other: &ReplayReport) {
+        self.steps += other.steps;
+        self.tokens += other.tokens;
+        self.drafted += other.drafted;
+        if self.histogram.len() < other.histogram.len() {
+            self.histogram.resize(other.histogram.len(), 0);
+        }
+        for (a, b) in self.histogram.iter_mut().zip(&other.histogram) {
+            *a += b;
+        }
+    }
+
+    fn record(&mut self, produced: usize, drafted: usize) {
+        self.steps += 1;
+        self.tokens += produced as u64;
+        self.drafted += drafted as u64;
+        if self.histogram.len() <= produced {
+            self.histogram.resize(produced + 1, 0);
+        }
+        self.histogram[produced] += 1;
+    }
+}
+
+impl Trace {
+    fn validate(&self) -> Result<(), Error> {
+        if self.prompt_len == 0 {
+            return Err(Error::Trace {
+                what: "the prompt is empty",
+            });
+        }
+        if self.tokens.len() <= self.prompt_len {
+            return Err(Error::Trace {
+                what: "the trace has no generated token",
+            });
+        }
+        if let Some(top_k) = &self.top_k
+            && (top_k.k == 0 || Some(top_k.ids.len()) != self.tokens.len().checked_mul(top_k.k))
+        {
+            return Err(Error::Trace {
+                what: "top-k ids do not cover every position",
+            });
+        }
+        Ok(())
+    }
+
+    /// The top-k rows after each of `positions`, cut to `k`, flattened.
+    fn rows(&self, positions: impl Iterator<Item = usize>, k: usize) -> Option<Vec<TokenId>> {
+        let top_k = self.top_k.as_ref().filter(|t| k > 0 && t.k >= k)?;
+        Some(
+            positions
+                .flat_map(|q| &top_k.ids[q * top_k.k..q * top_k.k + k])
+                .copied()
+                .collect(),
+        )
+    }
+}
+
+/// Replays `drafter` against `trace` as the decode loop would run it: the prefill yields
+/// the first generated token, then each step drafts, verifies against the trace, and
+/// commits the accepted tokens plus the bonus.
+pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, Error> {
+    trace.validate()?;
+    let tokens = &trace.tokens;
+    let k = drafter.top_k();
+    drafter.reset();
+    if let Some(rows) = trace.rows(0..trace.prompt_len, k) {
+        drafter.observe(&tokens[..trace.prompt_len], &rows)?;
+    }
+    drafter.commit(&tokens[..=trace.prompt_len])?;
+    let mut committed = trace.prompt_len + 1;
+    let mut report = ReplayReport::default();
+    let mut tree = DraftTree::new(0);
+    let mut on_path = Vec::new();
+    let mut verified = Vec::new();
+    while committed < tokens.len() {
+        drafter.draft(&mut tree)?;
+        let root_pos = committed - 1;
+        on_path.clear();
+        verified.clear();
+        for i in 0..tree.len() {
+            let pos = root_pos + tree.depths()[i] as usize;
+            let on = match tree.parent(i) {
+                None => true,
+                Some(p) => on_path[p] && tokens.get(pos) == Some(&tree.tokens()[i]),
+            };
+            on_path.push(on);
+            let next = tokens.get(pos + 1).copied().filter(|_| on);
+            verified.push(next.unwrap_or(NO_TOKEN));
+        }
+        let acc = tree.accept(&verified)?;
+        let produced = acc.path.len().min(tokens.len() - committed);
+        let path_positions = acc
+            .path
+            .iter()
+            .map(|&i| root_pos + tree.depths()[i] as usize);
+        if let Some(rows) = trace.rows(path_positions.clone(), k) {
+            let path_tokens: Vec<TokenId> = path_positions.map(|q| tokens[q]).collect();
+            drafter.observe(&path_tokens, &rows)?;
+        }
+        drafter.commit(&tokens[committed..committed + produced])?;
+        committed += produced;
+        report.record(produced, tree.len() - 1);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drafter::TokenRecycling;
+    use crate::drafter::{LookupConfig, PromptLookup, RecyclingConfig, SamConfig, SamDrafter};
+
+    fn sam() -> SamDrafter {
+        SamDrafter::new(SamConfig::sam_only(), 100, None, None).unwrap()
+    }
+
+    #[test]
+    fn a_repeated_text_is_accepted_in_long_runs() {
+        let unit: Vec<u32> = (10..30).collect();
+        let mut tokens = unit.clone();
+        tokens.extend(&unit);
+        tokens.extend(&unit);
+        let trace = Trace {
+            tokens,
+            prompt_len: 20,
+            top_k: None,
+        };
+        let report = replay(&mut sam(), &trace).unwrap();
+        assert_eq!(report.tokens, 39);
+        assert!(report.mat() > 5.0, "mat {}", report.mat());
+        let sum: u64 = report
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(n, c)| n as u64 * c)
+            .sum();
+        assert_eq!(sum, report.tokens);
+    }
+
+    #[test]
+    fn no_draft_means_one_token_per_step() {
+        let trace = Trace {
+            tokens: (0..50).collect(),
+            prompt_len: 10,
+            top_k: None,
+        };
+        let mut pld = PromptLookup::new(LookupConfig::default(), 100).unwrap();
+        let report = replay(&mut pld, &trace).unwrap();
+        assert_eq!((report.steps, report.tokens), (39, 39));
+        assert_eq!(report.mat(), 1.0);
+    }
+
+    #[test]
+    fn recycling_learns_from_the_trace() {
+        // A periodic text where each token's successor is fixed: once seen, always right.
+        let tokens: Vec<u32> = (0..200).map(|i| (i * 7) % 13).collect();
+        let k = 2;
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, _)| [tokens.get(i + 1).copied().unwrap_or(0), 99])
+            .collect();
+        let trace = Trace {
+            tokens,
+            prompt_len: 5,
+            top_k: Some(TopK { k, ids }),
+        };
+        let config = RecyclingConfig {
+            k,
+            ..RecyclingConfig::default()
+        };
+        let mut tr = TokenRecycling::new(config, 100).unwrap();
+        let report = replay(&mut tr, &trace).unwrap();
+        assert!(report.mat() > 3.0, "mat {}", report.mat());
+    }
+
+    #[test]
+    fn bad_traces_are_rejected() {
+        let empty_prompt = Trace {
+            tokens: vec![1, 2],
+            prompt_len: 0,
+            top_k: None,
+        };
+        assert!(replay(&mut sam(), &empty_prompt).is_err());
+        let nothing_generated = Trace {
+            tokens: vec![1, 2],
+            prompt_len: 2,
+            top_k: None,
+        };
+        assert!(replay(&mut sam(), &nothing_generated).is_err());
+        let short_top_k = Trace {
+            tokens: vec![1, 2, 3],
+            prompt_len: 1,
+            top_k: Some(TopK {
+                k: 2,
+                ids: vec![1; 5],
+            }),
+        };
+        assert!(replay(&mut sam(), &short_top_k).is_err());
+    }
+}
