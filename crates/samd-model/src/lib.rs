@@ -2,12 +2,18 @@
 //! forward pass that verifies draft trees.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod dequant;
 pub mod error;
 pub mod gguf;
 pub mod gguf_writer;
+pub mod kv_cache;
+pub mod llama;
 pub mod tokenizer;
 
+pub use config::LlamaConfig;
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
+pub use kv_cache::KvCache;
+pub use llama::{AncestorMask, HostTensor, Llama, Logits, TokenIds, WeightName};
 pub use tokenizer::Tokenizer;

@@ -1,0 +1,274 @@
+//! Llama hyperparameters, read from GGUF metadata and validated once.
+//!
+//! The forward pass trusts a [`LlamaConfig`] completely (it sizes tensors from it), so every
+//! rule it relies on is checked here, in [`LlamaConfig::validate`], and nowhere else. Keys
+//! follow llama.cpp's naming (`{arch}.block_count`, `{arch}.attention.head_count`, …); see
+//! <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md#llm>. Only `arch = "llama"` is
+//! accepted: other families need code (biases, other norms, other RoPE variants), not just
+//! other numbers.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+
+/// GGUF metadata keys the config reads. The per-architecture ones are suffixes appended to
+/// `{arch}.`, as llama.cpp spells them.
+pub mod keys {
+    /// The architecture name, e.g. `"llama"`.
+    pub const ARCHITECTURE: &str = "general.architecture";
+    /// Number of transformer blocks.
+    pub const BLOCK_COUNT: &str = "block_count";
+    /// Width of the residual stream.
+    pub const EMBEDDING_LENGTH: &str = "embedding_length";
+    /// Hidden width of the SwiGLU FFN.
+    pub const FEED_FORWARD_LENGTH: &str = "feed_forward_length";
+    /// Number of query heads.
+    pub const HEAD_COUNT: &str = "attention.head_count";
+    /// Number of key/value heads (GQA); absent means equal to the query heads.
+    pub const HEAD_COUNT_KV: &str = "attention.head_count_kv";
+    /// RMSNorm epsilon.
+    pub const RMS_EPS: &str = "attention.layer_norm_rms_epsilon";
+    /// RoPE base frequency; absent means 10000 (llama.cpp's default).
+    pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
+    /// Trained context length.
+    pub const CONTEXT_LENGTH: &str = "context_length";
+    /// The tokenizer's token list; its length is the vocabulary size.
+    pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
+}
+
+/// The only architecture the forward pass implements.
+pub const SUPPORTED_ARCH: &str = "llama";
+
+/// The embedding tensor, whose row count backs up the vocabulary size.
+const TOKEN_EMBD: &str = "token_embd.weight";
+
+/// RoPE base used when the file does not say (llama.cpp's default).
+pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
+
+/// Hyperparameters of a Llama-family decoder.
+///
+/// Invariants after [`validate`](Self::validate): every size is nonzero,
+/// `n_heads % n_kv_heads == 0`, `head_dim` is even, and `rms_eps`/`rope_theta` are finite
+/// and positive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Width of the residual stream (`n_heads * head_dim`).
+    pub d_model: usize,
+    /// Hidden width of the SwiGLU FFN.
+    pub d_ffn: usize,
+    /// Number of query heads.
+    pub n_heads: usize,
+    /// Number of key/value heads; each serves `n_heads / n_kv_heads` query heads.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+    /// Trained context length; RoPE tables are built for this many positions.
+    pub context_len: usize,
+}
+
+impl LlamaConfig {
+    /// SmolLM2-135M's shape, for tests and examples that do not read a file.
+    pub fn smollm2_135m() -> Self {
+        Self {
+            n_layers: 30,
+            d_model: 576,
+            d_ffn: 1536,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            rms_eps: 1e-5,
+            rope_theta: 100_000.0,
+            context_len: 8192,
+        }
+    }
+
+    /// A tiny config (2 layers, GQA 4:2, head_dim 8) for fast random-weight tests.
+    pub fn tiny() -> Self {
+        Self {
+            n_layers: 2,
+            d_model: 32,
+            d_ffn: 48,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+            vocab_size: 64,
+            rms_eps: 1e-5,
+            rope_theta: 10_000.0,
+            context_len: 256,
+        }
+    }
+
+    /// Reads and validates the config of a GGUF model.
+    ///
+    /// Refuses anything but plain Llama: other `general.architecture` values, and Llama
+    /// files carrying q/k/v biases (Qwen2-style), which the forward pass would silently
+    /// ignore.
+    pub fn from_gguf(file: &GgufFile<'_>) -> Result<Self> {
+        let arch = file.architecture()?;
+        if arch != SUPPORTED_ARCH {
+            return Err(Error::UnsupportedArchitecture {
+                arch: arch.to_owned(),
+                reason: format!(
+                    "only {SUPPORTED_ARCH:?} is implemented (qwen2 needs q/k/v biases, \
+                     other families other norms or RoPE variants)"
+                ),
+            });
+        }
+        for bias in [
+            "blk.0.attn_q.bias",
+            "blk.0.attn_k.bias",
+            "blk.0.attn_v.bias",
+        ] {
+            if file.tensors().iter().any(|t| t.name == bias) {
+                return Err(Error::UnsupportedArchitecture {
+                    arch: arch.to_owned(),
+                    reason: format!("tensor {bias} present: q/k/v biases are not implemented"),
+                });
+            }
+        }
+        let key = |suffix: &str| format!("{arch}.{suffix}");
+        let size = |suffix: &str| -> Result<usize> {
+            let k = key(suffix);
+            let v = file.get_u32(&k)?;
+            usize::try_from(v).map_err(|_| Error::InvalidConfig {
+                what: format!("{k} = {v} does not fit usize"),
+            })
+        };
+        let n_heads = size(keys::HEAD_COUNT)?;
+        let n_kv_heads = match file.get_u32_opt(&key(keys::HEAD_COUNT_KV))? {
+            Some(v) => usize::try_from(v).map_err(|_| Error::InvalidConfig {
+                what: format!("{} = {v} does not fit usize", key(keys::HEAD_COUNT_KV)),
+            })?,
+            None => n_heads,
+        };
+        let d_model = size(keys::EMBEDDING_LENGTH)?;
+        if n_heads == 0 {
+            return Err(invalid(format!("{} is zero", key(keys::HEAD_COUNT))));
+        }
+        let embd = file.tensor(TOKEN_EMBD)?;
+        // Prefer the token list (what the tokenizer will produce); fall back to the
+        // embedding's row count (ne1).
+        let vocab_size = match file.get_array(keys::TOKENIZER_TOKENS) {
+            Ok(tokens) => tokens.len(),
+            Err(_) => embd
+                .dims
+                .get(1)
+                .and_then(|&d| usize::try_from(d).ok())
+                .ok_or_else(|| invalid(format!("{TOKEN_EMBD} has no row dimension")))?,
+        };
+        let config = Self {
+            n_layers: size(keys::BLOCK_COUNT)?,
+            d_model,
+            d_ffn: size(keys::FEED_FORWARD_LENGTH)?,
+            n_heads,
+            n_kv_heads,
+            head_dim: d_model / n_heads,
+            vocab_size,
+            rms_eps: file.get_f32(&key(keys::RMS_EPS))?,
+            rope_theta: file
+                .get_f32_opt(&key(keys::ROPE_FREQ_BASE))?
+                .unwrap_or(DEFAULT_ROPE_THETA),
+            context_len: size(keys::CONTEXT_LENGTH)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Number of query heads sharing one key/value head.
+    pub fn group_size(&self) -> usize {
+        self.n_heads / self.n_kv_heads.max(1)
+    }
+
+    /// Checks every invariant the forward pass relies on.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("n_layers", self.n_layers),
+            ("d_model", self.d_model),
+            ("d_ffn", self.d_ffn),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("context_len", self.context_len),
+        ];
+        for (what, value) in sizes {
+            if value == 0 {
+                return Err(invalid(format!("{what} is zero")));
+            }
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(invalid(format!(
+                "n_heads ({}) is not a multiple of n_kv_heads ({})",
+                self.n_heads, self.n_kv_heads
+            )));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(invalid(format!(
+                "head_dim ({}) is odd: RoPE rotates pairs",
+                self.head_dim
+            )));
+        }
+        if self.n_heads.checked_mul(self.head_dim) != Some(self.d_model) {
+            return Err(invalid(format!(
+                "n_heads ({}) * head_dim ({}) != d_model ({})",
+                self.n_heads, self.head_dim, self.d_model
+            )));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
+            return Err(invalid(format!(
+                "rms_eps ({}) is not positive",
+                self.rms_eps
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(invalid(format!(
+                "rope_theta ({}) is not positive",
+                self.rope_theta
+            )));
+        }
+        // Token ids travel as i32 on the device.
+        if i32::try_from(self.vocab_size).is_err() || i32::try_from(self.context_len).is_err() {
+            return Err(invalid("vocab_size or context_len exceeds i32".to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(what: String) -> Error {
+    Error::InvalidConfig { what }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_builtin_shapes_validate() {
+        LlamaConfig::smollm2_135m().validate().expect("smollm2");
+        LlamaConfig::tiny().validate().expect("tiny");
+    }
+
+    #[test]
+    fn config_rejects_bad_gqa_and_odd_head_dim() {
+        let mut c = LlamaConfig::tiny();
+        c.n_kv_heads = 3;
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+        let mut c = LlamaConfig::tiny();
+        c.head_dim = 7;
+        c.n_heads = 4;
+        c.d_model = 28;
+        let err = c.validate().expect_err("odd head_dim");
+        assert!(err.to_string().contains("odd"), "{err}");
+        let mut c = LlamaConfig::tiny();
+        c.n_layers = 0;
+        assert!(c.validate().is_err());
+    }
+}

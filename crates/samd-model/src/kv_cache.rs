@@ -1,0 +1,192 @@
+//! A preallocated key/value cache with a cursor, built for tree verification.
+//!
+//! Each layer owns one `[n_kv_heads, max_seq_len, head_dim]` tensor for keys and one for
+//! values (batch 1), allocated once. `len` counts the committed positions. A forward pass
+//! over N draft nodes writes their K/V *past* the cursor without moving it:
+//!
+//! ```text
+//!  slot:  0 .. len-1 | len .. len+N-1          | .. max_seq_len-1
+//!         committed  | pending (this forward)  | free
+//! ```
+//!
+//! [`KvCache::compact`] then gathers the accepted nodes' K/V into `len .. len+acc` on the
+//! device and advances the cursor; rejected nodes are simply overwritten later. Rolling back
+//! is moving the cursor ([`KvCache::truncate`]). Unlike llama-burn's cache, a full cache is an
+//! error ([`Error::CacheFull`]) and never slides: sliding would silently change the output.
+//! The cost is `2 * n_layers * n_kv_heads * max_seq_len * head_dim` floats up front
+//! (SmolLM2-135M at 2048 positions: 2·30·3·2048·64·4 B = 94 MB).
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
+
+/// Keys and values of one layer.
+#[derive(Debug, Clone)]
+struct LayerCache {
+    /// `[n_kv_heads, max_seq_len, head_dim]`, RoPE already applied.
+    k: Tensor<3>,
+    /// `[n_kv_heads, max_seq_len, head_dim]`.
+    v: Tensor<3>,
+}
+
+/// The per-request KV cache. The model's weights stay immutable; the engine owns this.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// Committed positions. Invariant: `len <= max_seq_len`.
+    len: usize,
+    /// Slots `len .. len + pending` hold K/V written by the last forward and not yet
+    /// compacted. Invariant: `len + pending <= max_seq_len`.
+    pending: usize,
+    max_seq_len: usize,
+    device: Device,
+}
+
+impl KvCache {
+    /// Allocates a zeroed cache for `max_seq_len` positions on `device`.
+    pub fn new(config: &LlamaConfig, max_seq_len: usize, device: &Device) -> Self {
+        let shape = [config.n_kv_heads, max_seq_len, config.head_dim];
+        let layers = (0..config.n_layers)
+            .map(|_| LayerCache {
+                k: Tensor::zeros(shape, device),
+                v: Tensor::zeros(shape, device),
+            })
+            .collect();
+        Self {
+            layers,
+            len: 0,
+            pending: 0,
+            max_seq_len,
+            device: device.clone(),
+        }
+    }
+
+    /// Number of committed positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is committed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.max_seq_len
+    }
+
+    /// Number of nodes written by the last forward and not yet compacted.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Rolls back to `len` committed positions (no device work) and drops pending nodes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.pending = 0;
+    }
+
+    /// Empties the cache for a new request, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Checks that `n` more nodes fit, and marks them pending. Called before any write.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result<()> {
+        let need = self.len.checked_add(n).ok_or_else(|| Error::InvalidInput {
+            what: format!("{n} nodes overflow the cache length"),
+        })?;
+        if need > self.max_seq_len {
+            return Err(Error::CacheFull {
+                need,
+                capacity: self.max_seq_len,
+            });
+        }
+        self.pending = n;
+        Ok(())
+    }
+
+    /// Writes `k`, `v` (`[n_kv_heads, n, head_dim]`) of `layer` into the pending slots
+    /// `len .. len+n` and returns the window `0 .. len+n` of keys and values
+    /// (`[n_kv_heads, len+n, head_dim]` each).
+    pub(crate) fn write_and_window(
+        &mut self,
+        layer: usize,
+        k: Tensor<3>,
+        v: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let [n_kv_heads, n, head_dim] = k.dims();
+        debug_assert_eq!(n, self.pending, "invariant: reserve() precedes writes");
+        let start = self.len;
+        let end = start + n;
+        let cache = &mut self.layers[layer];
+        // slice_assign works in place when the cache tensor is uniquely owned, which holds
+        // here: windows handed out below are dropped before the next write.
+        cache
+            .k
+            .inplace(|t| t.slice_assign([0..n_kv_heads, start..end, 0..head_dim], k));
+        cache
+            .v
+            .inplace(|t| t.slice_assign([0..n_kv_heads, start..end, 0..head_dim], v));
+        // [n_kv_heads, len+n, head_dim]
+        let k_window = cache.k.clone().slice([0..n_kv_heads, 0..end, 0..head_dim]);
+        let v_window = cache.v.clone().slice([0..n_kv_heads, 0..end, 0..head_dim]);
+        (k_window, v_window)
+    }
+
+    /// Commits the pending nodes listed in `accepted` (indices into the last forward's
+    /// nodes, in path order) and drops the rest.
+    ///
+    /// Their K/V are gathered on the device into slots `len .. len+accepted.len()`, then the
+    /// cursor advances by `accepted.len()`. A chain prefix (`accepted == [0, 1, .., a-1]`)
+    /// is already in place and moves nothing; prefill is that case.
+    pub fn compact(&mut self, accepted: &[usize]) -> Result<()> {
+        let n_acc = accepted.len();
+        if n_acc > self.pending {
+            return Err(Error::InvalidInput {
+                what: format!("{n_acc} accepted nodes but only {} pending", self.pending),
+            });
+        }
+        if let Some(&bad) = accepted.iter().find(|&&i| i >= self.pending) {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "accepted node {bad} out of range for {} pending",
+                    self.pending
+                ),
+            });
+        }
+        let is_prefix = accepted
+            .iter()
+            .enumerate()
+            .all(|(slot, &node)| slot == node);
+        if !is_prefix {
+            let start = self.len;
+            let indices: Vec<i32> = accepted
+                .iter()
+                .map(|&i| i32::try_from(i).expect("invariant: i < pending <= max_seq_len"))
+                .collect();
+            let indices =
+                Tensor::<1, Int>::from_data(TensorData::new(indices, [n_acc]), &self.device);
+            for cache in &mut self.layers {
+                for t in [&mut cache.k, &mut cache.v] {
+                    let [n_kv_heads, _, head_dim] = t.dims();
+                    let pending_range = start..start + self.pending;
+                    // [n_kv_heads, n_acc, head_dim]: select copies, so the write below cannot
+                    // clobber a source slot it still needs.
+                    let gathered = t
+                        .clone()
+                        .slice([0..n_kv_heads, pending_range, 0..head_dim])
+                        .select(1, indices.clone());
+                    t.inplace(|t| {
+                        t.slice_assign([0..n_kv_heads, start..start + n_acc, 0..head_dim], gathered)
+                    });
+                }
+            }
+        }
+        self.len += n_acc;
+        self.pending = 0;
+        Ok(())
+    }
+}

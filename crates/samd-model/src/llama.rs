@@ -1,0 +1,973 @@
+//! The Llama forward pass in burn, over a whole draft tree at once.
+//!
+//! One call of [`Llama::forward`] runs N tree nodes through the model in a single batched
+//! pass: node i sees every committed cache position and, among the new nodes, exactly its
+//! ancestors and itself ([`AncestorMask`]). Prefill is the special case of a chain. The pass
+//! returns logits on the device; the decode loop reads back only token ids
+//! ([`Logits::top_k_ids`], [`TokenIds::read`]), one small readback per step.
+//!
+//! Design choices and their costs:
+//! - Weights are dequantised to f32 at load (`4 * n_params` bytes: ~540 MB for SmolLM2-135M)
+//!   and matrices are stored transposed, `[in, out]`, so every projection is `x @ W`.
+//!   Quantised matmul in WGSL is the planned way out of that memory cost.
+//! - GQA never materialises repeated K/V: the query heads of one KV head are folded into
+//!   the row dimension (`[n_kv_heads, group * N, head_dim]`), so one batched matmul per
+//!   layer serves all heads.
+//! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
+//!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
+//!   We apply interleaved RoPE to the weights as stored rather than un-permuting them, so
+//!   the loader stays a plain copy. (HF's rotate-half on un-permuted weights gives the same
+//!   numbers.)
+//! - The output projection reuses the token embedding when `output.weight` is absent (tied
+//!   embeddings); it is then a matmul against the embedding's transposed view, with no second
+//!   copy of the largest matrix.
+//!
+//! Tensor names follow llama.cpp (`blk.{i}.attn_q.weight`, …) and pass through
+//! [`WeightName::gguf_name`] only.
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvCache;
+
+/// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
+/// backend that computes `x - max` never sees `inf - inf`.
+const MASKED: f32 = -1.0e9;
+
+/// Which of the model's weights; the one place tensor names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightName {
+    /// `token_embd.weight`, dims `[d_model, vocab]`.
+    TokenEmbd,
+    /// `output.weight`, dims `[d_model, vocab]`; optional (tied embeddings).
+    Output,
+    /// `output_norm.weight`, dims `[d_model]`.
+    OutputNorm,
+    /// `blk.{i}.attn_norm.weight`.
+    AttnNorm(usize),
+    /// `blk.{i}.attn_q.weight`.
+    AttnQ(usize),
+    /// `blk.{i}.attn_k.weight`.
+    AttnK(usize),
+    /// `blk.{i}.attn_v.weight`.
+    AttnV(usize),
+    /// `blk.{i}.attn_output.weight`.
+    AttnOutput(usize),
+    /// `blk.{i}.ffn_norm.weight`.
+    FfnNorm(usize),
+    /// `blk.{i}.ffn_gate.weight`.
+    FfnGate(usize),
+    /// `blk.{i}.ffn_up.weight`.
+    FfnUp(usize),
+    /// `blk.{i}.ffn_down.weight`.
+    FfnDown(usize),
+}
+
+impl WeightName {
+    /// The GGUF tensor name, as llama.cpp writes it.
+    pub fn gguf_name(self) -> String {
+        match self {
+            Self::TokenEmbd => "token_embd.weight".into(),
+            Self::Output => "output.weight".into(),
+            Self::OutputNorm => "output_norm.weight".into(),
+            Self::AttnNorm(i) => format!("blk.{i}.attn_norm.weight"),
+            Self::AttnQ(i) => format!("blk.{i}.attn_q.weight"),
+            Self::AttnK(i) => format!("blk.{i}.attn_k.weight"),
+            Self::AttnV(i) => format!("blk.{i}.attn_v.weight"),
+            Self::AttnOutput(i) => format!("blk.{i}.attn_output.weight"),
+            Self::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
+            Self::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
+            Self::FfnUp(i) => format!("blk.{i}.ffn_up.weight"),
+            Self::FfnDown(i) => format!("blk.{i}.ffn_down.weight"),
+        }
+    }
+
+    /// The dims the config implies, GGUF order (`ne0`, the innermost, first). A matrix
+    /// `[in, out]` here is row-major `[out, in]` in memory.
+    pub fn expected_dims(self, c: &LlamaConfig) -> Vec<usize> {
+        let q_dim = c.n_heads * c.head_dim;
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        match self {
+            Self::TokenEmbd | Self::Output => vec![c.d_model, c.vocab_size],
+            Self::OutputNorm | Self::AttnNorm(_) | Self::FfnNorm(_) => vec![c.d_model],
+            Self::AttnQ(_) => vec![c.d_model, q_dim],
+            Self::AttnK(_) | Self::AttnV(_) => vec![c.d_model, kv_dim],
+            Self::AttnOutput(_) => vec![q_dim, c.d_model],
+            Self::FfnGate(_) | Self::FfnUp(_) => vec![c.d_model, c.d_ffn],
+            Self::FfnDown(_) => vec![c.d_ffn, c.d_model],
+        }
+    }
+
+    /// Every weight of a model with `n_layers` blocks, `output.weight` included.
+    pub fn all(n_layers: usize) -> Vec<Self> {
+        let mut names = vec![Self::TokenEmbd, Self::Output, Self::OutputNorm];
+        for i in 0..n_layers {
+            names.extend([
+                Self::AttnNorm(i),
+                Self::AttnQ(i),
+                Self::AttnK(i),
+                Self::AttnV(i),
+                Self::AttnOutput(i),
+                Self::FfnNorm(i),
+                Self::FfnGate(i),
+                Self::FfnUp(i),
+                Self::FfnDown(i),
+            ]);
+        }
+        names
+    }
+}
+
+/// A dequantised weight on the host: dims in GGUF order (`ne0` first) and f32 data in
+/// row-major order with `ne0` innermost.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    /// Dims, innermost first.
+    pub dims: Vec<usize>,
+    /// `dims.iter().product()` values.
+    pub data: Vec<f32>,
+}
+
+/// Which new nodes each new node may attend to: itself and its ancestors.
+///
+/// Row-major `n × n` booleans; `allowed(i, j)` implies `j <= i` because a parent always
+/// precedes its children in node order.
+///
+/// ```text
+///  tree:  0 ─ 1 ─ 2        mask (x = attend):   0 1 2 3
+///          └─ 3                             0  x . . .
+///                                           1  x x . .
+///                                           2  x x x .
+///                                           3  x . . x
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AncestorMask {
+    n: usize,
+    /// `bits[i * n + j]`: node i may attend to node j.
+    bits: Vec<bool>,
+}
+
+impl AncestorMask {
+    /// A chain of `n` nodes: the causal mask, as in prefill or a chain draft.
+    pub fn causal(n: usize) -> Self {
+        let mut bits = vec![false; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                bits[i * n + j] = true;
+            }
+        }
+        Self { n, bits }
+    }
+
+    /// The mask of a tree given each node's parent (`None` for roots). Parents must precede
+    /// their children.
+    pub fn from_parents(parents: &[Option<usize>]) -> Result<Self> {
+        let n = parents.len();
+        let mut bits = vec![false; n * n];
+        for (i, parent) in parents.iter().enumerate() {
+            bits[i * n + i] = true;
+            if let Some(p) = *parent {
+                if p >= i {
+                    return Err(Error::InvalidInput {
+                        what: format!("node {i} has parent {p}: parents must precede children"),
+                    });
+                }
+                for j in 0..=p {
+                    bits[i * n + j] = bits[p * n + j];
+                }
+            }
+        }
+        Ok(Self { n, bits })
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the mask has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Whether node `i` may attend to node `j`.
+    pub fn allowed(&self, i: usize, j: usize) -> bool {
+        i < self.n && j < self.n && self.bits[i * self.n + j]
+    }
+}
+
+/// Logits of the last forward, on the device: `[n_nodes, vocab]`.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    tensor: Tensor<2>,
+}
+
+impl Logits {
+    /// The raw tensor, `[n_nodes, vocab]`.
+    pub fn tensor(&self) -> &Tensor<2> {
+        &self.tensor
+    }
+
+    /// Number of nodes (rows).
+    pub fn n_nodes(&self) -> usize {
+        self.tensor.dims()[0]
+    }
+
+    /// The argmax id of each node, computed on the device: `[n_nodes, 1]`.
+    pub fn argmax_ids(&self) -> TokenIds {
+        TokenIds {
+            tensor: self.tensor.clone().argmax(1),
+        }
+    }
+
+    /// The `k` best ids of each node, best first, computed on the device: `[n_nodes, k]`.
+    /// Column 0 is the argmax, so one readback serves both verification and Token Recycling.
+    ///
+    /// burn's `topk` panics on wasm (burn #5110), so this runs `k` rounds of argmax, each
+    /// masking the previous winner to `-inf`: `k` passes over the logits, which for k = 8 is
+    /// cheap next to the output matmul. Ties go to the lower id, as in `argmax`.
+    pub fn top_k_ids(&self, k: usize) -> TokenIds {
+        let [n_nodes, vocab] = self.tensor.dims();
+        let k = k.clamp(1, vocab.max(1));
+        let device = self.tensor.device();
+        let vocab_i64 = i64::try_from(vocab).expect("invariant: vocab fits i32 (validated)");
+        // [n_nodes, vocab]: each row is 0..vocab.
+        let iota = Tensor::<1, Int>::arange(0..vocab_i64, &device)
+            .reshape([1, vocab])
+            .expand([n_nodes, vocab]);
+        let mut scores = self.tensor.clone();
+        let mut columns = Vec::with_capacity(k);
+        for round in 0..k {
+            // [n_nodes, 1]
+            let best = scores.clone().argmax(1);
+            if round + 1 < k {
+                let hit = iota.clone().equal(best.clone().expand([n_nodes, vocab]));
+                scores = scores.mask_fill(hit, f32::NEG_INFINITY);
+            }
+            columns.push(best);
+        }
+        TokenIds {
+            // [n_nodes, k]
+            tensor: Tensor::cat(columns, 1),
+        }
+    }
+
+    /// Reads the logits back (tests and debugging; the decode loop reads ids only).
+    pub async fn read(self) -> Result<Vec<f32>> {
+        let data = self
+            .tensor
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Readback {
+                reason: e.to_string(),
+            })?;
+        data.try_into_vec_as::<f32>().map_err(|e| Error::Readback {
+            reason: format!("{e:?}"),
+        })
+    }
+}
+
+/// Token ids on the device, `[n_nodes, k]`, waiting to be read back.
+#[derive(Debug, Clone)]
+pub struct TokenIds {
+    tensor: Tensor<2, Int>,
+}
+
+impl TokenIds {
+    /// `[n_nodes, k]`.
+    pub fn dims(&self) -> [usize; 2] {
+        self.tensor.dims()
+    }
+
+    /// Reads the ids back, row-major. Async because synchronous reads panic in the browser.
+    pub async fn read(self) -> Result<Vec<u32>> {
+        let data = self
+            .tensor
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Readback {
+                reason: e.to_string(),
+            })?;
+        let ids = data.try_into_vec_as::<i64>().map_err(|e| Error::Readback {
+            reason: format!("{e:?}"),
+        })?;
+        ids.into_iter()
+            .map(|id| {
+                u32::try_from(id).map_err(|_| Error::Readback {
+                    reason: format!("token id {id} read back out of range"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// One transformer block's weights. Matrices are `[in, out]`.
+#[derive(Debug, Clone)]
+struct Block {
+    /// `[d_model]`
+    attn_norm: Tensor<1>,
+    /// `[d_model, n_heads * head_dim]`
+    wq: Tensor<2>,
+    /// `[d_model, n_kv_heads * head_dim]`
+    wk: Tensor<2>,
+    /// `[d_model, n_kv_heads * head_dim]`
+    wv: Tensor<2>,
+    /// `[n_heads * head_dim, d_model]`
+    wo: Tensor<2>,
+    /// `[d_model]`
+    ffn_norm: Tensor<1>,
+    /// `[d_model, d_ffn]`
+    w_gate: Tensor<2>,
+    /// `[d_model, d_ffn]`
+    w_up: Tensor<2>,
+    /// `[d_ffn, d_model]`
+    w_down: Tensor<2>,
+}
+
+/// A Llama-family decoder with immutable weights on one device.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    config: LlamaConfig,
+    device: Device,
+    /// `[vocab, d_model]`: rows are gathered by token id.
+    token_embd: Tensor<2>,
+    /// `[d_model, vocab]`, or `None` when tied to `token_embd`.
+    output: Option<Tensor<2>>,
+    /// `[d_model]`
+    output_norm: Tensor<1>,
+    blocks: Vec<Block>,
+    /// `[context_len, head_dim / 2]`: `cos(pos * theta_i)`.
+    rope_cos: Tensor<2>,
+    /// `[context_len, head_dim / 2]`: `sin(pos * theta_i)`.
+    rope_sin: Tensor<2>,
+}
+
+impl Llama {
+    /// Builds the model from weights supplied by `load`, which returns `None` for an absent
+    /// tensor (allowed only for `output.weight`). Every tensor's dims are checked against
+    /// `config` before it is uploaded.
+    pub fn from_weights(
+        config: LlamaConfig,
+        device: &Device,
+        mut load: impl FnMut(WeightName) -> Result<Option<HostTensor>>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut fetch = |name: WeightName| -> Result<Option<HostTensor>> {
+            let Some(t) = load(name)? else {
+                return Ok(None);
+            };
+            let expected = name.expected_dims(&config);
+            if t.dims != expected {
+                return Err(Error::WeightShape {
+                    name: name.gguf_name(),
+                    expected,
+                    actual: t.dims,
+                });
+            }
+            if t.data.len() != expected.iter().product::<usize>() {
+                return Err(Error::InvalidInput {
+                    what: format!(
+                        "{} has {} values for dims {expected:?}",
+                        name.gguf_name(),
+                        t.data.len()
+                    ),
+                });
+            }
+            Ok(Some(t))
+        };
+        let mut required = |name: WeightName| -> Result<HostTensor> {
+            fetch(name)?.ok_or_else(|| Error::MissingWeight {
+                name: name.gguf_name(),
+            })
+        };
+        let vector = |t: HostTensor| -> Tensor<1> {
+            let n = t.data.len();
+            Tensor::from_data(TensorData::new(t.data, [n]), device)
+        };
+        // GGUF [in, out] is row-major [out, in]; transpose on the host to [in, out] so the
+        // forward is `x @ W` on contiguous memory.
+        let matrix_in_out = |t: HostTensor| -> Tensor<2> {
+            let (n_in, n_out) = (t.dims[0], t.dims[1]);
+            let mut data = vec![0.0f32; t.data.len()];
+            for o in 0..n_out {
+                for i in 0..n_in {
+                    data[i * n_out + o] = t.data[o * n_in + i];
+                }
+            }
+            Tensor::from_data(TensorData::new(data, [n_in, n_out]), device)
+        };
+
+        let embd = required(WeightName::TokenEmbd)?;
+        // [vocab, d_model]: the row-major layout as stored.
+        let token_embd = Tensor::from_data(
+            TensorData::new(embd.data, [config.vocab_size, config.d_model]),
+            device,
+        );
+        let mut blocks = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            blocks.push(Block {
+                attn_norm: vector(required(WeightName::AttnNorm(i))?),
+                wq: matrix_in_out(required(WeightName::AttnQ(i))?),
+                wk: matrix_in_out(required(WeightName::AttnK(i))?),
+                wv: matrix_in_out(required(WeightName::AttnV(i))?),
+                wo: matrix_in_out(required(WeightName::AttnOutput(i))?),
+                ffn_norm: vector(required(WeightName::FfnNorm(i))?),
+                w_gate: matrix_in_out(required(WeightName::FfnGate(i))?),
+                w_up: matrix_in_out(required(WeightName::FfnUp(i))?),
+                w_down: matrix_in_out(required(WeightName::FfnDown(i))?),
+            });
+        }
+        let output_norm = vector(required(WeightName::OutputNorm)?);
+        let output = fetch(WeightName::Output)?.map(matrix_in_out);
+        let (rope_cos, rope_sin) = rope_tables(&config, device);
+        Ok(Self {
+            config,
+            device: device.clone(),
+            token_embd,
+            output,
+            output_norm,
+            blocks,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    /// Loads a Llama GGUF: reads the config from its metadata, dequantises every weight to
+    /// f32 on the host and uploads it to `device`.
+    pub fn from_gguf(file: &GgufFile<'_>, device: &Device) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(file)?;
+        Self::from_weights(config, device, |name| {
+            let gguf_name = name.gguf_name();
+            let Some(info) = file.tensors().iter().find(|t| t.name == gguf_name) else {
+                return Ok(None);
+            };
+            let dims = info
+                .dims
+                .iter()
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<Vec<usize>, _>>()
+                .map_err(|_| Error::InvalidInput {
+                    what: format!("{gguf_name} has dims {:?} beyond usize", info.dims),
+                })?;
+            let data = file.tensor_f32(&gguf_name)?;
+            Ok(Some(HostTensor { dims, data }))
+        })
+    }
+
+    /// A model with deterministic pseudo-random weights, for tests. `tied` leaves out
+    /// `output.weight`.
+    pub fn random(config: LlamaConfig, seed: u64, tied: bool, device: &Device) -> Result<Self> {
+        let c = config.clone();
+        Self::from_weights(config, device, |name| {
+            if tied && name == WeightName::Output {
+                return Ok(None);
+            }
+            Ok(Some(random_weight(&c, name, seed)))
+        })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device holding the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A fresh cache for this model holding up to `max_seq_len` positions.
+    pub fn new_cache(&self, max_seq_len: usize) -> KvCache {
+        KvCache::new(&self.config, max_seq_len, &self.device)
+    }
+
+    /// Runs `tokens` (N nodes) through the model against the committed cache.
+    ///
+    /// `positions[i]` is node i's absolute position (`cache.len() + depth(i)`), and `mask`
+    /// says which new nodes node i sees besides every committed position. The nodes' K/V
+    /// land in the cache's pending slots `len .. len+N`; call [`KvCache::compact`] with the
+    /// accepted nodes afterwards. Returns logits for all N nodes.
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+    ) -> Result<Logits> {
+        let n = tokens.len();
+        if n == 0 || positions.len() != n || mask.len() != n {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "{n} tokens, {} positions, mask of {} nodes: need equal nonzero counts",
+                    positions.len(),
+                    mask.len()
+                ),
+            });
+        }
+        let c = &self.config;
+        let token_ids = tokens
+            .iter()
+            .map(|&t| {
+                usize::try_from(t)
+                    .ok()
+                    .filter(|&u| u < c.vocab_size)
+                    .and_then(|u| i32::try_from(u).ok())
+                    .ok_or(Error::TokenOutOfRange {
+                        token: t,
+                        vocab_size: c.vocab_size,
+                    })
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        let position_ids = positions
+            .iter()
+            .map(|&p| {
+                usize::try_from(p)
+                    .ok()
+                    .filter(|&u| u < c.context_len)
+                    .and_then(|u| i32::try_from(u).ok())
+                    .ok_or(Error::PositionOutOfRange {
+                        position: p,
+                        max_positions: c.context_len,
+                    })
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        cache.reserve(n)?;
+        let past = cache.len();
+        let total = past + n;
+        let device = &self.device;
+        let (n_heads, n_kv_heads, head_dim) = (c.n_heads, c.n_kv_heads, c.head_dim);
+        let group = c.group_size();
+        let half = head_dim / 2;
+
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(token_ids, [n]), device);
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), device);
+        // [n, d_model]
+        let mut x = self.token_embd.clone().select(0, ids);
+        // [n, 1, half]: broadcast over heads.
+        let cos = self
+            .rope_cos
+            .clone()
+            .select(0, pos.clone())
+            .reshape([n, 1, half]);
+        let sin = self.rope_sin.clone().select(0, pos).reshape([n, 1, half]);
+        // [1, 1, n, total]
+        let mask = self.attention_mask(mask, past).reshape([1, 1, n, total]);
+        let scale = 1.0 / (head_dim as f64).sqrt();
+
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let h = rms_norm(x.clone(), &block.attn_norm, c.rms_eps);
+            // [n, n_heads * head_dim] -> [n, n_heads, head_dim]
+            let q = h
+                .clone()
+                .matmul(block.wq.clone())
+                .reshape([n, n_heads, head_dim]);
+            // [n, n_kv_heads * head_dim] -> [n, n_kv_heads, head_dim]
+            let k = h
+                .clone()
+                .matmul(block.wk.clone())
+                .reshape([n, n_kv_heads, head_dim]);
+            let v = h
+                .matmul(block.wv.clone())
+                .reshape([n, n_kv_heads, head_dim]);
+            let q = rope_interleaved(q, cos.clone(), sin.clone());
+            let k = rope_interleaved(k, cos.clone(), sin.clone());
+            // [n_kv_heads, n, head_dim]
+            let k = k.swap_dims(0, 1);
+            let v = v.swap_dims(0, 1);
+            // [n_kv_heads, total, head_dim] each
+            let (k_all, v_all) = cache.write_and_window(layer, k, v);
+            // [n, n_heads, head_dim] -> [n_heads, n, head_dim] -> [n_kv_heads, group * n, head_dim]:
+            // query head h uses kv head h / group, so heads are kv-major.
+            let q = q.swap_dims(0, 1).reshape([n_kv_heads, group * n, head_dim]);
+            // [n_kv_heads, group * n, head_dim] @ [n_kv_heads, head_dim, total]
+            //   -> [n_kv_heads, group * n, total]
+            let scores = q.matmul(k_all.swap_dims(1, 2)).mul_scalar(scale);
+            // [n_kv_heads, group, n, total] + [1, 1, n, total]
+            let scores = scores.reshape([n_kv_heads, group, n, total]) + mask.clone();
+            // [n_kv_heads, group * n, total]
+            let probs = softmax(scores, 3).reshape([n_kv_heads, group * n, total]);
+            // [n_kv_heads, group * n, total] @ [n_kv_heads, total, head_dim]
+            //   -> [n_kv_heads, group * n, head_dim]
+            let attn = probs.matmul(v_all);
+            // -> [n_heads, n, head_dim] -> [n, n_heads, head_dim] -> [n, d_model]
+            let attn = attn
+                .reshape([n_heads, n, head_dim])
+                .swap_dims(0, 1)
+                .reshape([n, n_heads * head_dim]);
+            // [n, d_model]
+            x = x + attn.matmul(block.wo.clone());
+
+            let h = rms_norm(x.clone(), &block.ffn_norm, c.rms_eps);
+            // [n, d_ffn]
+            let gate = silu(h.clone().matmul(block.w_gate.clone()));
+            let up = h.matmul(block.w_up.clone());
+            // [n, d_ffn] @ [d_ffn, d_model] -> [n, d_model]
+            x = x + (gate * up).matmul(block.w_down.clone());
+        }
+        let x = rms_norm(x, &self.output_norm, c.rms_eps);
+        // [n, d_model] @ [d_model, vocab] -> [n, vocab]
+        let logits = match &self.output {
+            Some(w) => x.matmul(w.clone()),
+            None => x.matmul(self.token_embd.clone().transpose()),
+        };
+        Ok(Logits { tensor: logits })
+    }
+
+    /// Reads ids back from the device; the only readback the decode loop needs per step.
+    pub async fn read_ids(&self, ids: TokenIds) -> Result<Vec<u32>> {
+        ids.read().await
+    }
+
+    /// The additive attention mask `[n, past + n]`, built on the device from the small
+    /// `n × n` tree part.
+    ///
+    /// ```text
+    ///              past (committed)     new nodes (tree part)
+    ///            ┌───────────────────┬──────────────────────┐
+    ///   node 0   │ 0 0 0 … 0         │ 0 M M M              │
+    ///   node 1   │ 0 0 0 … 0         │ 0 0 M M              │   0 = attend
+    ///   node 2   │ 0 0 0 … 0         │ 0 0 0 M              │   M = MASKED
+    ///   node 3   │ 0 0 0 … 0         │ 0 M M 0              │
+    ///            └───────────────────┴──────────────────────┘
+    /// ```
+    fn attention_mask(&self, mask: &AncestorMask, past: usize) -> Tensor<2> {
+        let n = mask.len();
+        let tree: Vec<f32> = mask
+            .bits
+            .iter()
+            .map(|&allowed| if allowed { 0.0 } else { MASKED })
+            .collect();
+        // [n, n]
+        let tree = Tensor::<2>::from_data(TensorData::new(tree, [n, n]), &self.device);
+        if past == 0 {
+            return tree;
+        }
+        // [n, past] ++ [n, n] -> [n, past + n]
+        Tensor::cat(vec![Tensor::zeros([n, past], &self.device), tree], 1)
+    }
+}
+
+/// RMSNorm over the last dim: `x / sqrt(mean(x²) + eps) * weight`. `x`: `[n, d]`.
+fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
+    let d = weight.dims()[0];
+    // [n, 1]
+    let rms = x.clone().square().mean_dim(1).add_scalar(eps).sqrt();
+    // [n, d] / [n, 1] * [1, d]
+    (x / rms) * weight.clone().reshape([1, d])
+}
+
+/// Interleaved RoPE (ggml "normal" mode): rotates pairs `(2i, 2i+1)` of each head by
+/// `pos * theta_i`. `x`: `[n, heads, head_dim]`; `cos`, `sin`: `[n, 1, head_dim / 2]`.
+fn rope_interleaved(x: Tensor<3>, cos: Tensor<3>, sin: Tensor<3>) -> Tensor<3> {
+    let [n, heads, head_dim] = x.dims();
+    let half = head_dim / 2;
+    // [n, heads, half, 2]
+    let pairs = x.reshape([n, heads, half, 2]);
+    // [n, heads, half] each
+    let x0 = pairs
+        .clone()
+        .slice([0..n, 0..heads, 0..half, 0..1])
+        .reshape([n, heads, half]);
+    let x1 = pairs
+        .slice([0..n, 0..heads, 0..half, 1..2])
+        .reshape([n, heads, half]);
+    let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+    let r1 = x0 * sin + x1 * cos;
+    // [n, heads, half, 2] -> [n, heads, head_dim]
+    Tensor::stack::<4>(vec![r0, r1], 3).reshape([n, heads, head_dim])
+}
+
+/// cos/sin tables `[context_len, head_dim / 2]` with `theta_i = base^(-2i / head_dim)`,
+/// computed in f64 so long positions keep their precision.
+fn rope_tables(c: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let half = c.head_dim / 2;
+    let mut cos = Vec::with_capacity(c.context_len * half);
+    let mut sin = Vec::with_capacity(c.context_len * half);
+    for pos in 0..c.context_len {
+        for i in 0..half {
+            let theta = f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64);
+            let angle = pos as f64 * theta;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [c.context_len, half]), device),
+        Tensor::from_data(TensorData::new(sin, [c.context_len, half]), device),
+    )
+}
+
+/// Deterministic pseudo-random weights (splitmix64 per tensor): norms near 1, matrices
+/// uniform with a `1/sqrt(fan_in)` scale so activations stay O(1) through the layers.
+fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> HostTensor {
+    let dims = name.expected_dims(c);
+    let len = dims.iter().product::<usize>();
+    let mut state = seed
+        ^ name
+            .gguf_name()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // uniform in [-1, 1)
+        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let data = if dims.len() == 1 {
+        (0..len).map(|_| 1.0 + 0.2 * next()).collect()
+    } else {
+        let scale = match name {
+            WeightName::TokenEmbd => 1.0,
+            _ => 1.7 / (dims[0] as f32).sqrt(),
+        };
+        (0..len).map(|_| scale * next()).collect()
+    };
+    HostTensor { dims, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::read_sync;
+
+    /// Max abs difference allowed between a tree forward and the equivalent chain forward:
+    /// both are f32 with different matmul shapes, so summation order differs slightly.
+    const TREE_TOLERANCE: f32 = 1e-4;
+
+    fn cpu() -> Device {
+        Device::flex()
+    }
+
+    /// A small deterministic generator for test inputs.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) as usize) % n
+        }
+    }
+
+    fn read_logits(logits: Logits) -> Vec<f32> {
+        read_sync(logits.read()).expect("read logits")
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Feeds `tokens` as a chain from the cache's current position and commits them all.
+    fn feed_chain(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Logits {
+        let past = cache.len() as u32;
+        let positions: Vec<u32> = (0..tokens.len() as u32).map(|i| past + i).collect();
+        let logits = model
+            .forward(
+                cache,
+                tokens,
+                &positions,
+                &AncestorMask::causal(tokens.len()),
+            )
+            .expect("chain forward");
+        let all: Vec<usize> = (0..tokens.len()).collect();
+        cache.compact(&all).expect("compact chain");
+        logits
+    }
+
+    fn random_tree(rng: &mut Lcg, n: usize, vocab: usize) -> (Vec<u32>, Vec<Option<usize>>) {
+        let tokens = (0..n).map(|_| rng.below(vocab) as u32).collect();
+        let parents = (0..n)
+            .map(|i| if i == 0 { None } else { Some(rng.below(i)) })
+            .collect();
+        (tokens, parents)
+    }
+
+    fn path_to(parents: &[Option<usize>], node: usize) -> Vec<usize> {
+        let mut path = vec![node];
+        let mut at = node;
+        while let Some(p) = parents[at] {
+            path.push(p);
+            at = p;
+        }
+        path.reverse();
+        path
+    }
+
+    fn depth_positions(parents: &[Option<usize>], past: usize) -> Vec<u32> {
+        (0..parents.len())
+            .map(|i| (past + path_to(parents, i).len() - 1) as u32)
+            .collect()
+    }
+
+    #[test]
+    fn ancestor_mask_from_parents_matches_diagram() {
+        let mask = AncestorMask::from_parents(&[None, Some(0), Some(1), Some(0)]).expect("mask");
+        let rows: Vec<Vec<bool>> = (0..4)
+            .map(|i| (0..4).map(|j| mask.allowed(i, j)).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec![true, false, false, false],
+                vec![true, true, false, false],
+                vec![true, true, true, false],
+                vec![true, false, false, true],
+            ]
+        );
+        let chain = AncestorMask::from_parents(&[None, Some(0), Some(1)]).expect("chain");
+        assert_eq!(chain, AncestorMask::causal(3));
+        assert!(AncestorMask::from_parents(&[None, Some(1)]).is_err());
+    }
+
+    #[test]
+    fn tree_forward_equals_each_root_to_node_path_as_a_chain() {
+        let config = LlamaConfig::tiny();
+        let device = cpu();
+        for (case, tied) in [(0u64, true), (1, false), (2, true)] {
+            let model = Llama::random(config.clone(), 7 + case, tied, &device).expect("model");
+            let mut rng = Lcg(case * 1000 + 3);
+            let prompt: Vec<u32> = (0..5 + case as usize)
+                .map(|_| rng.below(config.vocab_size) as u32)
+                .collect();
+            let mut cache = model.new_cache(64);
+            feed_chain(&model, &mut cache, &prompt);
+            let past = cache.len();
+
+            let n = 12;
+            let (tokens, parents) = random_tree(&mut rng, n, config.vocab_size);
+            let mask = AncestorMask::from_parents(&parents).expect("mask");
+            let positions = depth_positions(&parents, past);
+            let mut tree_cache = cache.clone();
+            let tree = read_logits(
+                model
+                    .forward(&mut tree_cache, &tokens, &positions, &mask)
+                    .expect("tree forward"),
+            );
+            let vocab = config.vocab_size;
+            for node in 0..n {
+                let path: Vec<u32> = path_to(&parents, node).iter().map(|&i| tokens[i]).collect();
+                let mut chain_cache = cache.clone();
+                let chain = read_logits(feed_chain(&model, &mut chain_cache, &path));
+                let last = &chain[(path.len() - 1) * vocab..path.len() * vocab];
+                let row = &tree[node * vocab..(node + 1) * vocab];
+                let diff = max_abs_diff(last, row);
+                assert!(
+                    diff <= TREE_TOLERANCE,
+                    "case {case} node {node}: tree vs chain max abs diff {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_leaves_cache_as_if_only_the_accepted_path_was_fed() {
+        let config = LlamaConfig::tiny();
+        let device = cpu();
+        let model = Llama::random(config.clone(), 11, true, &device).expect("model");
+        let mut rng = Lcg(42);
+        for round in 0..4 {
+            let prompt: Vec<u32> = (0..6)
+                .map(|_| rng.below(config.vocab_size) as u32)
+                .collect();
+            let mut cache = model.new_cache(64);
+            feed_chain(&model, &mut cache, &prompt);
+            let past = cache.len();
+            let (tokens, parents) = random_tree(&mut rng, 10, config.vocab_size);
+            let mask = AncestorMask::from_parents(&parents).expect("mask");
+            let positions = depth_positions(&parents, past);
+            model
+                .forward(&mut cache, &tokens, &positions, &mask)
+                .expect("tree forward");
+            // Accept the path to the last node (round 0: a non-prefix path in general) or
+            // to a random node.
+            let leaf = if round == 0 { 9 } else { rng.below(10) };
+            let accepted = path_to(&parents, leaf);
+            cache.compact(&accepted).expect("compact");
+            assert_eq!(cache.len(), past + accepted.len());
+
+            let next = [rng.below(config.vocab_size) as u32, 5];
+            let got = read_logits(feed_chain(&model, &mut cache, &next));
+
+            let mut reference = model.new_cache(64);
+            let fed: Vec<u32> = prompt
+                .iter()
+                .copied()
+                .chain(accepted.iter().map(|&i| tokens[i]))
+                .collect();
+            feed_chain(&model, &mut reference, &fed);
+            let want = read_logits(feed_chain(&model, &mut reference, &next));
+            let diff = max_abs_diff(&got, &want);
+            assert!(diff <= TREE_TOLERANCE, "round {round}: diff {diff}");
+        }
+    }
+
+    #[test]
+    fn cache_full_is_an_error_not_a_slide() {
+        let config = LlamaConfig::tiny();
+        let model = Llama::random(config, 1, true, &cpu()).expect("model");
+        let mut cache = model.new_cache(4);
+        feed_chain(&model, &mut cache, &[1, 2, 3]);
+        let err = model
+            .forward(&mut cache, &[4, 5], &[3, 4], &AncestorMask::causal(2))
+            .expect_err("overflow");
+        assert!(
+            matches!(
+                err,
+                Error::CacheFull {
+                    need: 5,
+                    capacity: 4
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(cache.len(), 3);
+        let err = model
+            .forward(&mut cache, &[99], &[3], &AncestorMask::causal(1))
+            .expect_err("token range");
+        assert!(
+            matches!(err, Error::TokenOutOfRange { token: 99, .. }),
+            "{err}"
+        );
+        assert!(
+            cache.compact(&[0]).is_err(),
+            "nothing pending after an error"
+        );
+    }
+
+    #[test]
+    fn top_k_ids_match_a_host_sort_and_start_with_argmax() {
+        let device = cpu();
+        let (n, vocab, k) = (5, 40, 8);
+        let mut rng = Lcg(9);
+        let values: Vec<f32> = (0..n * vocab)
+            .map(|_| rng.below(1000) as f32 * 0.01)
+            .collect();
+        let logits = Logits {
+            tensor: Tensor::from_data(TensorData::new(values.clone(), [n, vocab]), &device),
+        };
+        let top = read_sync(logits.top_k_ids(k).read()).expect("top-k");
+        let argmax = read_sync(logits.argmax_ids().read()).expect("argmax");
+        for row in 0..n {
+            let slice = &values[row * vocab..(row + 1) * vocab];
+            let mut order: Vec<usize> = (0..vocab).collect();
+            // Descending by value, ties to the lower id.
+            order.sort_by(|&a, &b| slice[b].total_cmp(&slice[a]).then(a.cmp(&b)));
+            let want: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+            assert_eq!(&top[row * k..(row + 1) * k], &want[..], "row {row}");
+            assert_eq!(argmax[row], want[0], "row {row}");
+        }
+    }
+}
