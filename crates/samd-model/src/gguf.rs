@@ -371,7 +371,6 @@ impl TensorInfo {
 }
 
 /// A parsed GGUF file borrowing its bytes.
-#[derive(Debug)]
 pub struct GgufFile<'a> {
     bytes: &'a [u8],
     version: u32,
@@ -385,6 +384,20 @@ pub struct GgufFile<'a> {
     alignment: u64,
     /// Absolute offset of the data section; a multiple of `alignment`.
     data_offset: u64,
+}
+
+/// Summarises instead of dumping: the bytes are the whole model.
+impl fmt::Debug for GgufFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("len_bytes", &self.bytes.len())
+            .field("version", &self.version)
+            .field("n_metadata", &self.metadata.len())
+            .field("n_tensors", &self.tensors.len())
+            .field("alignment", &self.alignment)
+            .field("data_offset", &self.data_offset)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cursor over the input that names every field it reads.
