@@ -970,4 +970,92 @@ mod tests {
             assert_eq!(argmax[row], want[0], "row {row}");
         }
     }
+
+    /// A GGUF of the tiny config with `Llama::random`'s weights stored as F32.
+    fn tiny_gguf(arch: &str, extra_tensor: Option<&str>, skip_key: Option<&str>) -> Vec<u8> {
+        use crate::gguf::Value;
+        use crate::gguf_writer::GgufWriter;
+        let c = LlamaConfig::tiny();
+        let mut w = GgufWriter::new();
+        w.metadata("general.architecture", Value::String(arch.into()));
+        let u32_keys = [
+            ("block_count", c.n_layers),
+            ("embedding_length", c.d_model),
+            ("feed_forward_length", c.d_ffn),
+            ("attention.head_count", c.n_heads),
+            ("attention.head_count_kv", c.n_kv_heads),
+            ("context_length", c.context_len),
+        ];
+        for (key, value) in u32_keys {
+            if skip_key != Some(key) {
+                w.metadata(
+                    &format!("{arch}.{key}"),
+                    Value::U32(u32::try_from(value).expect("tiny")),
+                );
+            }
+        }
+        w.metadata(
+            &format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(c.rms_eps),
+        );
+        w.metadata(&format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta));
+        let tokens: Vec<String> = (0..c.vocab_size).map(|i| format!("t{i}")).collect();
+        w.metadata_str_array("tokenizer.ggml.tokens", &tokens);
+        for name in WeightName::all(c.n_layers) {
+            if name == WeightName::Output {
+                continue; // tied
+            }
+            let t = random_weight(&c, name, 5);
+            let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
+            w.tensor_f32(&name.gguf_name(), &dims, &t.data);
+        }
+        if let Some(extra) = extra_tensor {
+            w.tensor_f32(extra, &[c.d_model as u64], &vec![0.0; c.d_model]);
+        }
+        w.to_bytes()
+    }
+
+    #[test]
+    fn from_gguf_loads_the_same_model_as_from_weights() {
+        let bytes = tiny_gguf("llama", None, None);
+        let file = GgufFile::parse(&bytes).expect("parse");
+        assert_eq!(
+            LlamaConfig::from_gguf(&file).expect("config"),
+            LlamaConfig::tiny()
+        );
+        let device = cpu();
+        let loaded = Llama::from_gguf(&file, &device).expect("load");
+        let random = Llama::random(LlamaConfig::tiny(), 5, true, &device).expect("random");
+        let tokens = [1, 2, 3, 60];
+        let run = |m: &Llama| {
+            let mut cache = m.new_cache(8);
+            read_logits(feed_chain(m, &mut cache, &tokens))
+        };
+        assert_eq!(run(&loaded), run(&random));
+    }
+
+    #[test]
+    fn from_gguf_rejects_other_architectures_and_qkv_biases() {
+        let bytes = tiny_gguf("qwen2", None, None);
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let err = LlamaConfig::from_gguf(&file).expect_err("qwen2");
+        assert!(
+            matches!(err, Error::UnsupportedArchitecture { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("qwen2"), "{err}");
+
+        let bytes = tiny_gguf("llama", Some("blk.0.attn_q.bias"), None);
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let err = Llama::from_gguf(&file, &cpu()).expect_err("bias");
+        assert!(err.to_string().contains("blk.0.attn_q.bias"), "{err}");
+
+        let bytes = tiny_gguf("llama", None, Some("attention.head_count"));
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let err = LlamaConfig::from_gguf(&file).expect_err("missing key");
+        assert!(
+            err.to_string().contains("llama.attention.head_count"),
+            "{err}"
+        );
+    }
 }
