@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, read_sync};
 use samd_model::gguf::GgufFile;
-use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig};
+use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig, Tokenizer};
 
 /// Max abs difference allowed against the float64 numpy reference. Our forward is f32;
 /// over 30 layers the rounding differences stay well below this (see the test output).
@@ -150,6 +150,18 @@ fn real_model_logits_match_numpy_reference_and_greedy_reply_is_paris() {
         fx.greedy_text
     );
     assert_eq!(fx.greedy_text, "The capital of France is Paris.");
+
+    // The crate's own tokenizer agrees with the HF tokenizer the fixture was made with.
+    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let prompt = tokenizer
+        .chat_prompt("What is the capital of France? Answer in one sentence.")
+        .expect("chatml");
+    assert_eq!(tokenizer.encode(&prompt).expect("encode"), fx.prompt_ids);
+    let text = tokenizer.decode(&reply).expect("decode");
+    assert_eq!(
+        text.trim_end_matches("<|im_end|>"),
+        "The capital of France is Paris."
+    );
 }
 
 #[test]
