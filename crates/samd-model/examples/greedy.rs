@@ -36,7 +36,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("loaded {path} in {:.2} s", t.elapsed().as_secs_f64());
 
     let prompt = tokenizer.encode(&tokenizer.chat_prompt(&user)?)?;
-    let mut cache = model.new_cache(prompt.len() + max_new + 1);
+    // SAMD_CACHE_LEN sizes the cache like a real session would (default: just enough), to
+    // check that per-step cost does not grow with capacity.
+    let capacity = match std::env::var("SAMD_CACHE_LEN") {
+        Ok(s) => s.parse()?,
+        Err(_) => prompt.len() + max_new + 1,
+    };
+    let mut cache = model.new_cache(capacity);
     let positions: Vec<u32> = (0..prompt.len() as u32).collect();
     let t = Instant::now();
     let logits = model.forward(
@@ -68,5 +74,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         steps as f64 / decode_s.max(1e-9)
     );
     println!("reply: {:?}", tokenizer.decode(&out)?);
+
+    // Cost of one verify step against the current context, by tree size: what a draft of
+    // N nodes costs relative to one plain decode step (N = 1). The nodes are a chain; the
+    // pending slots are dropped afterwards.
+    let len = cache.len();
+    for n in [1usize, 4, 16, 32, 64] {
+        if cache.capacity() < len + n {
+            break;
+        }
+        let tokens = vec![next; n];
+        let positions: Vec<u32> = (0..n as u32).map(|i| len as u32 + i).collect();
+        let reps = 5;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let logits =
+                model.forward(&mut cache, &tokens, &positions, &AncestorMask::causal(n))?;
+            read_sync(logits.top_k_ids(8).read())?;
+            cache.truncate(len);
+        }
+        println!(
+            "verify {n:>2} nodes at context {len}: {:.2} ms/step (forward + top-8 ids)",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+    }
     Ok(())
 }
