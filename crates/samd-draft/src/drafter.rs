@@ -43,6 +43,12 @@ pub trait Drafter {
     /// bad id leaves the drafter as it was.
     fn commit(&mut self, tokens: &[TokenId]) -> Result<(), Error>;
 
+    /// Makes room for `additional` more committed tokens (the prompt plus the token
+    /// budget), so that no step pays for a reallocation.
+    fn reserve(&mut self, additional: usize) {
+        let _ = additional;
+    }
+
     /// Fills `tree` with a draft rooted at the last committed token.
     fn draft(&mut self, tree: &mut DraftTree) -> Result<DraftReport, Error>;
 

@@ -40,6 +40,12 @@ impl DynamicSam {
         *self = Self::new();
     }
 
+    /// Makes room for `additional` more tokens, so that the next ones reallocate nothing.
+    pub fn reserve(&mut self, additional: usize) {
+        self.sam.reserve(additional);
+        self.text.reserve(additional);
+    }
+
     /// Appends one token: matches it against the text so far, then extends.
     pub fn push(&mut self, token: TokenId) -> Result<(), Error> {
         let mut matcher = self.matcher;

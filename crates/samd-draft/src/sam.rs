@@ -5,11 +5,13 @@
 //! Extension by one token is the classic online construction (Blumer et al. 1985) with the
 //! clone step, giving at most `2n` states and `3n` transitions in amortised O(1) per token.
 //!
-//! Transitions live in one hash map keyed by `(state, token)` rather than per-state maps:
-//! the vocabulary is large (49,152 for SmolLM2) and most states have one or two edges,
-//! so per-state tables would waste memory and allocations. A per-state singly linked edge
-//! list sits beside the map, because cloning a state and drafting a tree need to
-//! enumerate a state's edges.
+//! Transitions: the vocabulary is large (49,152 for SmolLM2) and most states have one or
+//! two edges, so dense per-state tables are out. Each state keeps its first two edges
+//! inline, in its own 32 bytes; further edges go to one hash map keyed by
+//! `(state, token)`, with a per-state token list beside it for enumeration (cloning a
+//! state and drafting a tree need a state's edges). Lookups on the common low-degree
+//! states then cost no extra cache miss, which is what keeps extension cheap on long
+//! texts, where the hash map no longer fits in cache.
 //!
 //! See DESIGN.md ("Suffix automaton") and the SAM Decoding paper (arXiv 2411.10666).
 
@@ -24,19 +26,49 @@ pub type StateId = u32;
 /// The root state: the empty string, which ends everywhere.
 pub const ROOT: StateId = 0;
 
-/// Marks "no state" (the root's suffix link) and "no edge" (the end of an edge list).
+/// Marks "no state": the root's suffix link.
 const NONE: u32 = u32::MAX;
 
 /// The most tokens one automaton holds: state and edge ids are `u32`, and a text of `n`
 /// tokens can need `2n` states and `3n` edges.
 pub const MAX_TEXT_LEN: u64 = (u32::MAX / 4) as u64;
 
-/// One outgoing edge in a state's edge list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An outgoing transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Edge {
     token: TokenId,
-    /// The next edge of the same state, or `NONE`.
-    next: u32,
+    target: StateId,
+}
+
+/// Edges stored inside the state itself. Most states of a text automaton have one or two
+/// edges, so lookups there touch only the state's own cache line, which the
+/// construction reads anyway for `len` and `link`.
+const INLINE_EDGES: usize = 2;
+
+/// Bit of `State::flags` set on primary (non-clone) states.
+const PRIMARY: u32 = 1 << 31;
+
+/// One state: 32 bytes, two to a cache line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    /// Longest string of the state. Invariant: `len[link[s]] < len[s]`.
+    len: u32,
+    /// Suffix link: the state of the longest suffix in another class. `NONE` for the root.
+    link: u32,
+    /// End position (index of the last token) of the first occurrence of the state's
+    /// strings. Unused for the root.
+    first_endpos: u32,
+    /// The number of edges in the low bits; `PRIMARY` when the state was created for a
+    /// new position rather than cloned (each primary state is one end position).
+    flags: u32,
+    /// The first `INLINE_EDGES` edges; the rest live in `SuffixAutomaton::overflow`.
+    inline: [Edge; INLINE_EDGES],
+}
+
+impl State {
+    fn n_edges(&self) -> usize {
+        (self.flags & !PRIMARY) as usize
+    }
 }
 
 /// A suffix automaton, extended online one token at a time.
@@ -58,26 +90,17 @@ struct Edge {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SuffixAutomaton {
-    /// Longest string of each state. Invariant: `len[link[s]] < len[s]`.
-    len: Vec<u32>,
-    /// Suffix link: the state of the longest suffix in another class. `NONE` for the root.
-    link: Vec<u32>,
-    /// End position (index of the last token) of the first occurrence of the state's
-    /// strings. Unused for the root.
-    first_endpos: Vec<u32>,
-    /// Whether the state was created for a new position (not a clone). Non-clones each
-    /// contribute one end position when counting occurrences.
-    is_primary: Vec<bool>,
-    /// Head of each state's edge list, or `NONE`.
-    first_edge: Vec<u32>,
-    /// Edge list nodes, shared by all states.
-    edges: Vec<Edge>,
-    /// `(state << 32) | token` → target state.
-    next: HashMap<u64, StateId, BuildKeyHasher>,
+    states: Vec<State>,
+    /// Edges past a state's inline ones: `(state << 32) | token` → target.
+    overflow: HashMap<u64, StateId, BuildKeyHasher>,
+    /// Tokens of each state's overflow edges, for enumeration, in insertion order.
+    overflow_tokens: HashMap<StateId, Vec<TokenId>, BuildKeyHasher>,
     /// The state of the whole text.
     last: StateId,
     /// Tokens added so far.
     text_len: u32,
+    /// Transitions in all.
+    n_transitions: usize,
 }
 
 impl Default for SuffixAutomaton {
@@ -97,23 +120,26 @@ impl SuffixAutomaton {
         Self::with_capacity(0)
     }
 
-    /// An automaton with room for a text of `text_len` tokens without reallocating.
+    /// An automaton with room for a text of `text_len` tokens without reallocating states.
     pub fn with_capacity(text_len: usize) -> Self {
-        let states = text_len.saturating_mul(2).saturating_add(1);
-        let edges = text_len.saturating_mul(3);
         let mut sam = Self {
-            len: Vec::with_capacity(states),
-            link: Vec::with_capacity(states),
-            first_endpos: Vec::with_capacity(states),
-            is_primary: Vec::with_capacity(states),
-            first_edge: Vec::with_capacity(states),
-            edges: Vec::with_capacity(edges),
-            next: HashMap::with_capacity_and_hasher(edges, BuildKeyHasher::default()),
+            states: Vec::with_capacity(text_len.saturating_mul(2).saturating_add(1)),
+            overflow: HashMap::default(),
+            overflow_tokens: HashMap::default(),
             last: ROOT,
             text_len: 0,
+            n_transitions: 0,
         };
-        sam.push_state(0, NONE, 0, false);
+        sam.push_state(0, NONE, 0, 0);
         sam
+    }
+
+    /// Makes room for `additional` more tokens, so that growing the text to that length
+    /// reallocates nothing.
+    pub fn reserve(&mut self, additional: usize) {
+        self.states.reserve(additional.saturating_mul(2));
+        // Roughly one edge in three lands past the inline slots on natural text.
+        self.overflow.reserve(additional / 3);
     }
 
     /// Tokens added so far.
@@ -123,73 +149,106 @@ impl SuffixAutomaton {
 
     /// Number of states, the root included.
     pub fn n_states(&self) -> usize {
-        self.len.len()
+        self.states.len()
     }
 
     /// Number of transitions.
     pub fn n_transitions(&self) -> usize {
-        self.edges.len()
+        self.n_transitions
     }
 
     /// Length of the longest string in `state`.
     #[inline]
     pub fn state_len(&self, state: StateId) -> u32 {
-        self.len[state as usize]
+        self.states[state as usize].len
     }
 
     /// Suffix link of `state`, or `None` for the root.
     #[inline]
     pub fn link(&self, state: StateId) -> Option<StateId> {
-        let l = self.link[state as usize];
+        let l = self.states[state as usize].link;
         (l != NONE).then_some(l)
     }
 
     /// End position (token index) of the first occurrence of `state`'s strings.
     #[inline]
     pub fn first_endpos(&self, state: StateId) -> u32 {
-        self.first_endpos[state as usize]
+        self.states[state as usize].first_endpos
     }
 
     /// The state reached from `state` by `token`, if any.
     #[inline]
     pub fn next(&self, state: StateId, token: TokenId) -> Option<StateId> {
-        self.next.get(&key(state, token)).copied()
-    }
-
-    /// The outgoing edges of `state` as `(token, target)` pairs, newest first.
-    pub fn edges(&self, state: StateId) -> impl Iterator<Item = (TokenId, StateId)> + '_ {
-        let mut e = self.first_edge[state as usize];
-        std::iter::from_fn(move || {
-            if e == NONE {
-                return None;
+        let st = &self.states[state as usize];
+        let n = st.n_edges();
+        for e in &st.inline[..n.min(INLINE_EDGES)] {
+            if e.token == token {
+                return Some(e.target);
             }
-            let edge = self.edges[e as usize];
-            e = edge.next;
-            let target = self
-                .next(state, edge.token)
-                .expect("invariant: every listed edge is in the transition map");
-            Some((edge.token, target))
-        })
+        }
+        if n > INLINE_EDGES {
+            return self.overflow.get(&key(state, token)).copied();
+        }
+        None
     }
 
-    fn push_state(&mut self, len: u32, link: u32, first_endpos: u32, is_primary: bool) -> StateId {
-        let id = self.len.len() as StateId;
-        self.len.push(len);
-        self.link.push(link);
-        self.first_endpos.push(first_endpos);
-        self.is_primary.push(is_primary);
-        self.first_edge.push(NONE);
+    /// The target of `state`'s `token` edge, for redirection during a clone.
+    fn next_mut(&mut self, state: StateId, token: TokenId) -> Option<&mut StateId> {
+        let st = &mut self.states[state as usize];
+        let n = st.n_edges();
+        if let Some(e) = st.inline[..n.min(INLINE_EDGES)]
+            .iter_mut()
+            .find(|e| e.token == token)
+        {
+            return Some(&mut e.target);
+        }
+        if n > INLINE_EDGES {
+            return self.overflow.get_mut(&key(state, token));
+        }
+        None
+    }
+
+    /// The outgoing edges of `state` as `(token, target)` pairs, in insertion order.
+    pub fn edges(&self, state: StateId) -> impl Iterator<Item = (TokenId, StateId)> + '_ {
+        let st = &self.states[state as usize];
+        let inline = st.inline[..st.n_edges().min(INLINE_EDGES)]
+            .iter()
+            .map(|e| (e.token, e.target));
+        let overflow = self
+            .overflow_tokens
+            .get(&state)
+            .into_iter()
+            .flatten()
+            .map(move |&t| {
+                let target = self.overflow[&key(state, t)];
+                (t, target)
+            });
+        inline.chain(overflow)
+    }
+
+    fn push_state(&mut self, len: u32, link: u32, first_endpos: u32, flags: u32) -> StateId {
+        let id = self.states.len() as StateId;
+        self.states.push(State {
+            len,
+            link,
+            first_endpos,
+            flags,
+            inline: [Edge::default(); INLINE_EDGES],
+        });
         id
     }
 
-    fn add_edge(&mut self, from: StateId, token: TokenId, to: StateId) {
-        let e = self.edges.len() as u32;
-        self.edges.push(Edge {
-            token,
-            next: self.first_edge[from as usize],
-        });
-        self.first_edge[from as usize] = e;
-        self.next.insert(key(from, token), to);
+    fn add_edge(&mut self, from: StateId, token: TokenId, target: StateId) {
+        let st = &mut self.states[from as usize];
+        let n = st.n_edges();
+        st.flags += 1;
+        self.n_transitions += 1;
+        if n < INLINE_EDGES {
+            st.inline[n] = Edge { token, target };
+        } else {
+            self.overflow.insert(key(from, token), target);
+            self.overflow_tokens.entry(from).or_default().push(token);
+        }
     }
 
     /// Appends `token` to the text.
@@ -204,7 +263,8 @@ impl SuffixAutomaton {
         }
         let pos = self.text_len;
         self.text_len += 1;
-        let cur = self.push_state(self.len[self.last as usize] + 1, ROOT, pos, true);
+        let last_len = self.states[self.last as usize].len;
+        let cur = self.push_state(last_len + 1, ROOT, pos, PRIMARY);
 
         // Walk the suffix path of the old text, adding `token` edges until one exists.
         let mut p = self.last;
@@ -220,35 +280,27 @@ impl SuffixAutomaton {
         };
 
         if let Some((p, q)) = existing {
-            if self.len[p as usize] + 1 == self.len[q as usize] {
-                self.link[cur as usize] = q;
+            let p_len = self.states[p as usize].len;
+            let q_state = self.states[q as usize];
+            if p_len + 1 == q_state.len {
+                self.states[cur as usize].link = q;
             } else {
                 // `q` holds strings longer than `p`'s + 1: split off the short ones.
-                let clone = self.push_state(
-                    self.len[p as usize] + 1,
-                    self.link[q as usize],
-                    self.first_endpos[q as usize],
-                    false,
-                );
-                let mut e = self.first_edge[q as usize];
-                while e != NONE {
-                    let edge = self.edges[e as usize];
-                    let target = self
-                        .next(q, edge.token)
-                        .expect("invariant: every listed edge is in the transition map");
-                    self.add_edge(clone, edge.token, target);
-                    e = edge.next;
+                let clone = self.push_state(p_len + 1, q_state.link, q_state.first_endpos, 0);
+                let edges: Vec<(TokenId, StateId)> = self.edges(q).collect();
+                for (t, target) in edges {
+                    self.add_edge(clone, t, target);
                 }
                 let mut p = Some(p);
                 while let Some(s) = p {
-                    match self.next.get_mut(&key(s, token)) {
+                    match self.next_mut(s, token) {
                         Some(t) if *t == q => *t = clone,
                         _ => break,
                     }
                     p = self.link(s);
                 }
-                self.link[q as usize] = clone;
-                self.link[cur as usize] = clone;
+                self.states[q as usize].link = clone;
+                self.states[cur as usize].link = clone;
             }
         }
         self.last = cur;
@@ -262,19 +314,23 @@ impl SuffixAutomaton {
     pub fn occurrence_counts(&self) -> Vec<u32> {
         let n = self.n_states();
         let mut bucket = vec![0u32; self.text_len as usize + 2];
-        for &l in &self.len {
-            bucket[l as usize] += 1;
+        for st in &self.states {
+            bucket[st.len as usize] += 1;
         }
         for i in 1..bucket.len() {
             bucket[i] += bucket[i - 1];
         }
         let mut order = vec![0 as StateId; n];
         for s in (0..n).rev() {
-            let l = self.len[s] as usize;
+            let l = self.states[s].len as usize;
             bucket[l] -= 1;
             order[bucket[l] as usize] = s as StateId;
         }
-        let mut count: Vec<u32> = self.is_primary.iter().map(|&p| u32::from(p)).collect();
+        let mut count: Vec<u32> = self
+            .states
+            .iter()
+            .map(|st| u32::from(st.flags & PRIMARY != 0))
+            .collect();
         for &s in order.iter().rev() {
             if let Some(l) = self.link(s) {
                 count[l as usize] += count[s as usize];
@@ -287,22 +343,26 @@ impl SuffixAutomaton {
     #[cfg(test)]
     pub(crate) fn validate(&self) {
         let n = self.n_states() as u32;
-        assert_eq!(self.link[0], NONE);
+        assert_eq!(self.states[0].link, NONE);
         for s in 1..n as usize {
-            let l = self.link[s];
+            let l = self.states[s].link;
             assert!(l < n, "link out of range");
-            assert!(self.len[l as usize] < self.len[s], "len[link[s]] < len[s]");
-            assert!(self.first_endpos[s] < self.text_len);
+            assert!(self.states[l as usize].len < self.states[s].len, "len[link[s]] < len[s]");
+            assert!(self.states[s].first_endpos < self.text_len);
         }
         let mut listed = 0;
         for s in 0..n {
-            for (_, t) in self.edges(s) {
-                assert!(t < n);
-                assert!(self.len[t as usize] > self.len[s as usize]);
+            let mut tokens = std::collections::HashSet::new();
+            for (t, target) in self.edges(s) {
+                assert!(target < n);
+                assert!(tokens.insert(t), "one edge per token");
+                assert_eq!(self.next(s, t), Some(target));
+                assert!(self.state_len(target) > self.state_len(s));
                 listed += 1;
             }
+            assert_eq!(tokens.len(), self.states[s as usize].n_edges());
         }
-        assert_eq!(listed, self.next.len());
+        assert_eq!(listed, self.n_transitions);
         assert!(self.n_states() <= 2 * self.text_len.max(1) as usize);
     }
 }

@@ -103,6 +103,10 @@ impl Drafter for PromptLookup {
         Ok(())
     }
 
+    fn reserve(&mut self, additional: usize) {
+        self.text.reserve(additional);
+    }
+
     fn draft(&mut self, tree: &mut DraftTree) -> Result<DraftReport, Error> {
         let &root = self.text.last().ok_or(Error::EmptyText)?;
         tree.reset(root);

@@ -186,6 +186,10 @@ impl Drafter for SamDrafter {
         Ok(())
     }
 
+    fn reserve(&mut self, additional: usize) {
+        self.dynamic.reserve(additional);
+    }
+
     fn draft(&mut self, tree: &mut DraftTree) -> Result<DraftReport, Error> {
         let &root = self.dynamic.text().last().ok_or(Error::EmptyText)?;
         tree.reset(root);
