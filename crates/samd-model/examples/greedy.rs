@@ -6,7 +6,8 @@
 //!
 //! Measures the plain autoregressive baseline on the chosen device: prefill time, then decode
 //! tokens/s with one small id readback per token. It does not stop at `<|im_end|>` unless the
-//! model emits it; pass a larger MAX_NEW for a longer timing run.
+//! model emits it; pass a larger MAX_NEW for a longer timing run. Environment:
+//! `SAMD_CACHE_LEN` (cache capacity), `SAMD_TOP_K` (ids per node in the verify timings).
 
 use std::time::Instant;
 
@@ -79,6 +80,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // N nodes costs relative to one plain decode step (N = 1). The nodes are a chain; the
     // pending slots are dropped afterwards.
     let len = cache.len();
+    // SAMD_TOP_K: ids per node read back (8 = Token Recycling's table; 1 = argmax only).
+    let k: usize = std::env::var("SAMD_TOP_K").map_or(Ok(8), |s| s.parse())?;
     for n in [1usize, 4, 16, 32, 64] {
         if cache.capacity() < len + n {
             break;
@@ -90,11 +93,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..reps {
             let logits =
                 model.forward(&mut cache, &tokens, &positions, &AncestorMask::causal(n))?;
-            read_sync(logits.top_k_ids(8).read())?;
+            read_sync(logits.top_k_ids(k).read())?;
             cache.truncate(len);
         }
         println!(
-            "verify {n:>2} nodes at context {len}: {:.2} ms/step (forward + top-8 ids)",
+            "verify {n:>2} nodes at context {len}: {:.2} ms/step (forward + top-{k} ids)",
             t.elapsed().as_secs_f64() * 1e3 / reps as f64
         );
     }
