@@ -1,0 +1,22 @@
+//! The samd decode loop: plain autoregressive decoding and lossless speculative decoding,
+//! where each step verifies one draft tree in one batched forward pass.
+//!
+//! - [`Session`] runs generations over a [`Target`] (the model and its cache) with a
+//!   drafter chosen by [`Method`];
+//! - [`Stats`] counts what MAT, tokens/s and the time split come from.
+//!
+//! The loop is `async` so that the same code runs natively (under a blocking executor)
+//! and in the browser (where readbacks must be awaited).
+#![deny(missing_docs)]
+
+mod error;
+mod method;
+mod session;
+mod stats;
+mod target;
+
+pub use error::Error;
+pub use method::{Method, check_corpus};
+pub use session::{GenerateOptions, Session, StepEvent, StopReason};
+pub use stats::Stats;
+pub use target::{ModelTarget, Target};

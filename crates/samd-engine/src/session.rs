@@ -1,0 +1,330 @@
+//! The decode loop: prefill, then draft → verify → accept → compact → update, one tree
+//! per step.
+//!
+//! The loop is pull-based: the caller awaits [`Session::start`] and then
+//! [`Session::step`] until an event carries a stop reason. Each call does one forward
+//! pass and one readback, so a browser can render between steps, and cancelling is just
+//! not calling `step` again (or calling [`Session::cancel`]).
+//!
+//! Greedy verification keeps the output identical to plain greedy decoding: a draft token
+//! is kept only when it equals the model's argmax after its accepted prefix, and the
+//! bonus token is that argmax itself.
+
+use samd_draft::Drafter;
+use samd_draft::drafter::DraftReport;
+use samd_draft::tree::{DraftTree, Source};
+use web_time::Instant;
+
+use crate::{Error, Stats, Target};
+
+/// Options of one generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerateOptions {
+    /// Most tokens to generate (at least 1).
+    pub max_new_tokens: usize,
+    /// Ids that end the generation (end of turn, end of text). They are not emitted.
+    pub stop_ids: Vec<u32>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// The model emitted a stop id.
+    Eos,
+    /// The token budget is spent.
+    MaxTokens,
+    /// The context is full.
+    Context,
+}
+
+impl StopReason {
+    /// The name used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::Context => "context",
+        }
+    }
+}
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEvent {
+    /// Tokens committed by this step, in order.
+    pub tokens: Vec<u32>,
+    /// Where each token came from: a drafter, or the model (the bonus token).
+    pub sources: Vec<Source>,
+    /// The match lengths and source of the draft (default for the prefill and AR).
+    pub draft: DraftReport,
+    /// Nodes verified, the root included.
+    pub tree_len: usize,
+    /// Time spent drafting.
+    pub draft_us: u64,
+    /// Time of the forward pass and its readback.
+    pub verify_us: u64,
+    /// Set on the last step of a generation.
+    pub stop: Option<StopReason>,
+}
+
+/// A generation in progress.
+#[derive(Debug)]
+struct Run {
+    options: GenerateOptions,
+    /// The last committed token: the root of the next tree, not yet in the cache.
+    root: u32,
+    /// Set while a step is in flight; still set if its future was dropped midway.
+    in_step: bool,
+}
+
+/// One model and one drafter, generating one request at a time.
+pub struct Session<T: Target> {
+    target: T,
+    drafter: Option<Box<dyn Drafter>>,
+    tree: DraftTree,
+    run: Option<Run>,
+    stats: Stats,
+}
+
+impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &self.target)
+            .field("drafter", &self.drafter.as_ref().map(|d| d.name()))
+            .field("running", &self.run.is_some())
+            .finish()
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+impl<T: Target> Session<T> {
+    /// A session decoding with `drafter`, or plainly when it is `None`.
+    pub fn new(target: T, drafter: Option<Box<dyn Drafter>>) -> Self {
+        Self {
+            target,
+            drafter,
+            tree: DraftTree::new(0),
+            run: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The counters of the current (or last) generation.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The target, for inspection.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// Swaps the drafter, for the next generation.
+    pub fn set_drafter(&mut self, drafter: Option<Box<dyn Drafter>>) {
+        self.drafter = drafter;
+        self.run = None;
+    }
+
+    /// Ends the current generation; the next one starts afresh.
+    pub fn cancel(&mut self) {
+        self.run = None;
+    }
+
+    /// Ids per node to read back: the drafter's top-k, or the argmax alone.
+    fn top_k(&self) -> usize {
+        self.drafter.as_ref().map_or(1, |d| d.top_k()).max(1)
+    }
+
+    /// Starts a generation: checks the inputs, resets the cache and the drafter, and runs
+    /// the prompt. The event carries the first generated token.
+    pub async fn start(
+        &mut self,
+        prompt: &[u32],
+        options: GenerateOptions,
+    ) -> Result<StepEvent, Error> {
+        self.run = None;
+        if prompt.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if options.max_new_tokens == 0 {
+            return Err(Error::Options {
+                what: "the token budget must be at least 1",
+            });
+        }
+        let capacity = self.target.capacity();
+        if prompt.len() >= capacity {
+            return Err(Error::PromptTooLong {
+                len: prompt.len(),
+                capacity,
+            });
+        }
+        let vocab_size = self.target.vocab_size();
+        if let Some(&bad) = prompt.iter().find(|&&t| t >= vocab_size) {
+            return Err(samd_draft::Error::TokenOutOfVocab {
+                token: bad,
+                vocab_size,
+            }
+            .into());
+        }
+        self.target.reset();
+        self.stats = Stats {
+            prompt_tokens: prompt.len(),
+            ..Stats::default()
+        };
+        let k = self.top_k();
+        self.tree.reset(prompt[0]);
+        self.tree.push_chain(0, &prompt[1..], Source::Model);
+        if let Some(d) = &mut self.drafter {
+            d.reset();
+            d.reserve(prompt.len() + options.max_new_tokens);
+            d.commit(prompt)?;
+        }
+
+        let t = Instant::now();
+        let ids = self.target.verify(&self.tree, k).await?;
+        let chain: Vec<usize> = (0..prompt.len()).collect();
+        self.target.commit(&chain)?;
+        self.stats.prefill_us = micros(t);
+        if k > 1
+            && let Some(d) = &mut self.drafter
+        {
+            d.observe(prompt, &ids)?;
+        }
+        let first = ids[(prompt.len() - 1) * k];
+        self.run = Some(Run {
+            options,
+            root: first,
+            in_step: false,
+        });
+        let event = StepEvent {
+            tokens: vec![first],
+            sources: vec![Source::Model],
+            draft: DraftReport::default(),
+            tree_len: prompt.len(),
+            draft_us: 0,
+            verify_us: 0,
+            stop: None,
+        };
+        self.finish(event)
+    }
+
+    /// Runs one verification step.
+    pub async fn step(&mut self) -> Result<StepEvent, Error> {
+        let run = self.run.as_mut().ok_or(Error::NotStarted)?;
+        if run.in_step {
+            // The previous step's future was dropped midway: its cache writes are pending
+            // and its tokens unknown. Only a fresh start is safe.
+            self.run = None;
+            return Err(Error::NotStarted);
+        }
+        run.in_step = true;
+        let root = run.root;
+        let k = self.top_k();
+
+        let t = Instant::now();
+        let draft = match &mut self.drafter {
+            Some(d) => d.draft(&mut self.tree)?,
+            None => {
+                self.tree.reset(root);
+                DraftReport::default()
+            }
+        };
+        let room = self.target.capacity() - self.target.past_len();
+        if self.tree.len() > room {
+            self.tree.reset(root);
+        }
+        let draft_us = micros(t);
+
+        let t = Instant::now();
+        let ids = self.target.verify(&self.tree, k).await?;
+        let argmax: Vec<u32> = ids.iter().step_by(k).copied().collect();
+        let acc = self.tree.accept(&argmax)?;
+        self.target.commit(&acc.path)?;
+        let verify_us = micros(t);
+        if k > 1
+            && let Some(d) = &mut self.drafter
+        {
+            d.observe(self.tree.tokens(), &ids)?;
+        }
+
+        let mut sources: Vec<Source> = acc.path[1..]
+            .iter()
+            .map(|&i| self.tree.sources()[i])
+            .collect();
+        sources.push(Source::Model);
+        self.stats.draft_us += draft_us;
+        self.stats.verify_us += verify_us;
+        let event = StepEvent {
+            tokens: acc.committed(&self.tree),
+            sources,
+            draft,
+            tree_len: self.tree.len(),
+            draft_us,
+            verify_us,
+            stop: None,
+        };
+        let event = self.finish(event)?;
+        self.stats
+            .record_step(event.tokens.len(), self.tree.len() - 1);
+        Ok(event)
+    }
+
+    /// Runs a whole generation and returns the generated ids and why it stopped.
+    pub async fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: GenerateOptions,
+    ) -> Result<(Vec<u32>, StopReason), Error> {
+        let mut event = self.start(prompt, options).await?;
+        let mut out = Vec::new();
+        loop {
+            out.extend_from_slice(&event.tokens);
+            if let Some(stop) = event.stop {
+                return Ok((out, stop));
+            }
+            event = self.step().await?;
+        }
+    }
+
+    /// Applies the stop rules to a step's tokens, commits them to the drafter, and ends
+    /// the run when a rule fires.
+    fn finish(&mut self, mut event: StepEvent) -> Result<StepEvent, Error> {
+        let run = self
+            .run
+            .as_mut()
+            .expect("invariant: finish runs inside a generation");
+        run.in_step = false;
+        if let Some(at) = event
+            .tokens
+            .iter()
+            .position(|t| run.options.stop_ids.contains(t))
+        {
+            event.tokens.truncate(at);
+            event.sources.truncate(at);
+            event.stop = Some(StopReason::Eos);
+        }
+        let left = run.options.max_new_tokens - self.stats.generated;
+        if event.tokens.len() >= left {
+            event.tokens.truncate(left);
+            event.sources.truncate(left);
+            event.stop = event.stop.or(Some(StopReason::MaxTokens));
+        }
+        // The next step needs a slot for its root at least.
+        if event.stop.is_none() && self.target.past_len() + 1 >= self.target.capacity() {
+            event.stop = Some(StopReason::Context);
+        }
+        self.stats.generated += event.tokens.len();
+        if let Some(&last) = event.tokens.last() {
+            run.root = last;
+        }
+        if event.stop.is_some() {
+            self.run = None;
+        } else if let Some(d) = &mut self.drafter {
+            d.commit(&event.tokens)?;
+        }
+        Ok(event)
+    }
+}
