@@ -4,7 +4,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+scripts/setup-system.sh
 scripts/setup-rust.sh
+scripts/fetch-model.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -14,5 +16,6 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
-step "wasm32 build of the drafter"
+step "wasm32 builds"
 cargo build -p samd-draft --target wasm32-unknown-unknown --locked
+cargo check -p samd-model --target wasm32-unknown-unknown --locked

@@ -231,16 +231,27 @@ impl StaticSam {
         depth: usize,
         shape: TreeShape,
     ) {
-        if depth > shape.max_depth {
+        if depth > shape.max_depth || shape.per_depth == 0 {
             return;
         }
-        let total = f64::from(self.counts[state as usize]);
+        // No node can use more than `per_depth` of its children, so keep only the most
+        // frequent ones: states near the root can have thousands of edges, and pushing
+        // them all would cost far more than the rest of the draft.
+        let keep = shape.per_depth;
+        let mut best: Vec<(u32, TokenId, StateId)> = Vec::with_capacity(keep + 1);
         for (token, child) in self.sam.edges(state) {
-            if token == SEPARATOR {
+            let count = self.counts[child as usize];
+            if token == SEPARATOR || best.len() == keep && best[keep - 1].0 >= count {
                 continue;
             }
+            let at = best.partition_point(|b| b.0 >= count);
+            best.insert(at, (count, token, child));
+            best.truncate(keep);
+        }
+        let total = f64::from(self.counts[state as usize]);
+        for (count, token, child) in best {
             heap.push(Candidate {
-                weight: weight * f64::from(self.counts[child as usize]) / total,
+                weight: weight * f64::from(count) / total,
                 parent,
                 token,
                 state: child,
