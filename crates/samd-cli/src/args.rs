@@ -1,0 +1,110 @@
+//! Command-line arguments, declared with clap's derive API so the help text and the
+//! parsing live in one place.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The model `scripts/fetch-model.sh` puts in place, relative to the repository root.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// samd: SAM speculative decoding for small Llama-family GGUF models.
+#[derive(Debug, Parser)]
+#[command(name = "samd", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Greedy (argmax) generation, streamed to stdout, with timings on stderr.
+    Generate(GenerateArgs),
+    /// Print a model file's architecture, config, tensors and load-time breakdown.
+    InspectModel(InspectArgs),
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// burn's CPU backend (flex).
+    Cpu,
+    /// burn's wgpu backend on native Vulkan (a GPU, or Mesa's lavapipe without one).
+    Wgpu,
+}
+
+impl DeviceKind {
+    /// The name used in messages and in `--json` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+        }
+    }
+}
+
+/// Options shared by every subcommand that loads a model.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The GGUF model file.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// The device to run the model on.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+/// `samd generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt: one user turn, wrapped in the ChatML template unless `--raw`.
+    #[arg(
+        required_unless_present = "prompt_file",
+        conflicts_with = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    /// Read the prompt from this file instead (UTF-8).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Feed the prompt to the model verbatim, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Stop after this many generated tokens.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+    /// Print one JSON object (ids, text, stop reason, timings) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// Model file and device.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+impl GenerateArgs {
+    /// The prompt text, from the argument or the file. An empty (or all-whitespace)
+    /// prompt is an error here, before the model is read, so the mistake costs nothing.
+    pub fn prompt_text(&self) -> Result<String> {
+        let text = match (&self.prompt, &self.prompt_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading prompt file {}", path.display()))?,
+            (None, None) => bail!("no prompt: give one as an argument or with --prompt-file"),
+        };
+        if text.trim().is_empty() {
+            bail!("empty prompt: nothing to generate from");
+        }
+        Ok(text)
+    }
+}
+
+/// `samd inspect-model`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Model file and device (the device the weights are uploaded to when timing the load).
+    #[command(flatten)]
+    pub model: ModelArgs,
+}

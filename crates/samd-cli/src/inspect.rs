@@ -1,0 +1,107 @@
+//! `samd inspect-model`: what a GGUF file holds and how long each load stage takes.
+//!
+//! It prints what it can before it fails: a file with an unsupported architecture still
+//! shows its architecture and tensor types, which is exactly what one needs to know to see
+//! why it is refused.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use samd_model::gguf::keys;
+
+use crate::args::InspectArgs;
+use crate::load::{LoadTimings, ModelBytes, init_device, timed};
+
+/// Runs the subcommand.
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let mut timings = LoadTimings::default();
+    let (model, ms) = timed(|| ModelBytes::read(&args.model.model));
+    let model = model?;
+    timings.read_ms = ms;
+    let (file, ms) = timed(|| model.parse());
+    let file = file?;
+    timings.parse_ms = ms;
+
+    println!("file:          {}", model.path().display());
+    println!(
+        "size:          {} bytes (GGUF v{}, alignment {}, data at {})",
+        model.len_bytes(),
+        file.version(),
+        file.alignment(),
+        file.data_offset()
+    );
+    if let Some(name) = file.metadata(keys::GENERAL_NAME).and_then(|v| v.as_str()) {
+        println!("name:          {name}");
+    }
+    let arch = file.architecture().unwrap_or("(none)");
+    println!("architecture:  {arch}");
+
+    // dtype name -> (tensor count, elements, bytes)
+    let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+    for t in file.tensors() {
+        let entry = by_type.entry(t.dtype.name()).or_default();
+        entry.0 += 1;
+        entry.1 += t.n_elements();
+        entry.2 += t.n_bytes();
+    }
+    let n_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+    println!(
+        "tensors:       {} ({:.1} M parameters)",
+        file.tensors().len(),
+        n_params as f64 / 1e6
+    );
+    for (dtype, (count, elements, bytes)) in &by_type {
+        println!(
+            "  {dtype:<6} {count:>4} tensors {:>9.1} M values {:>8.2} MiB",
+            *elements as f64 / 1e6,
+            *bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+
+    let config = model.config(&file)?;
+    println!(
+        "config:        {} layers, d_model {}, d_ffn {}, {} query / {} KV heads of {}, \
+         vocab {}, context {}, rms_eps {:e}, rope_theta {}",
+        config.n_layers,
+        config.d_model,
+        config.d_ffn,
+        config.n_heads,
+        config.n_kv_heads,
+        config.head_dim,
+        config.vocab_size,
+        config.context_len,
+        config.rms_eps,
+        config.rope_theta
+    );
+
+    let (tokenizer, ms) = timed(|| model.tokenizer(&file));
+    let tokenizer = tokenizer?;
+    timings.tokenizer_ms = ms;
+    let im_end = tokenizer
+        .im_end_id()
+        .map_or_else(|| "none".to_owned(), |id| id.to_string());
+    println!(
+        "vocab:         {} tokens (eos {}, <|im_end|> {im_end})",
+        tokenizer.vocab_size(),
+        tokenizer.eos_id()
+    );
+
+    let (device, ms) = timed(|| init_device(args.model.device));
+    let device = device?;
+    timings.device_ms = ms;
+    let (weights, ms) = timed(|| model.weights(&file, &device));
+    drop(weights?);
+    timings.weights_ms = ms;
+    println!(
+        "load ({}):    read {:.0} ms, parse {:.0} ms, tokenizer {:.0} ms, device {:.0} ms, \
+         dequantise+upload {:.0} ms, total {:.0} ms",
+        args.model.device.name(),
+        timings.read_ms,
+        timings.parse_ms,
+        timings.tokenizer_ms,
+        timings.device_ms,
+        timings.weights_ms,
+        timings.total_ms()
+    );
+    Ok(())
+}

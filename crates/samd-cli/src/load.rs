@@ -1,0 +1,133 @@
+//! Loading a model in timed stages: device, file read, GGUF parse, config, tokenizer,
+//! weights.
+//!
+//! The stages are separate on purpose. `generate` checks the prompt against the tokenizer
+//! and the context length before it pays for the weights (the slowest stage: every tensor
+//! is dequantised to f32 and uploaded), and `inspect-model` reports each stage's time.
+//! Every error names the model file, since "truncated at offset N" means little without it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuBackend;
+use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
+
+use crate::args::DeviceKind;
+
+/// Wall time of each load stage, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimings {
+    /// Creating the device (wgpu: adapter and queue; CPU: nothing).
+    pub device_ms: f64,
+    /// Reading the file into memory.
+    pub read_ms: f64,
+    /// Parsing and validating the GGUF header and tensor table.
+    pub parse_ms: f64,
+    /// Building the BPE tokenizer from the GGUF metadata.
+    pub tokenizer_ms: f64,
+    /// Dequantising every weight to f32 and uploading it to the device.
+    pub weights_ms: f64,
+}
+
+impl LoadTimings {
+    /// The sum of the stages.
+    pub fn total_ms(&self) -> f64 {
+        self.device_ms + self.read_ms + self.parse_ms + self.tokenizer_ms + self.weights_ms
+    }
+
+    /// The stages as a JSON object, for `--json`.
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "device_ms": self.device_ms,
+            "read_ms": self.read_ms,
+            "parse_ms": self.parse_ms,
+            "tokenizer_ms": self.tokenizer_ms,
+            "weights_ms": self.weights_ms,
+            "load_ms": self.total_ms(),
+        })
+    }
+}
+
+/// Runs `f` and returns its result with its wall time in milliseconds.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Creates the device.
+///
+/// wgpu is pinned to Vulkan in code: cubecl ignores `WGPU_BACKEND`, and Vulkan is what
+/// both a real GPU and Mesa's lavapipe (the GPU-less fallback) offer on Linux. The adapter
+/// itself can still be chosen with `CUBECL_WGPU_DEFAULT_DEVICE`.
+pub fn init_device(kind: DeviceKind) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex()),
+        DeviceKind::Wgpu => Device::wgpu_options()
+            .graphics_api(WgpuBackend::Vulkan)
+            .init()
+            .map_err(|e| {
+                anyhow!(
+                    "no Vulkan adapter for wgpu ({e}); without a GPU install Mesa's lavapipe \
+                     (apt-get install mesa-vulkan-drivers libvulkan1) or use --device cpu"
+                )
+            }),
+    }
+}
+
+/// A model file read into memory. The GGUF view borrows from it, so it outlives every
+/// stage that reads tensors.
+#[derive(Debug)]
+pub struct ModelBytes {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl ModelBytes {
+    /// Reads the whole file: the weights are dequantised from it anyway, and a plain read
+    /// needs no `unsafe` mmap.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read model file {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            bytes,
+        })
+    }
+
+    /// The file's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Parses and validates the GGUF header and tensor table (tensor data is not touched).
+    pub fn parse(&self) -> Result<GgufFile<'_>> {
+        GgufFile::parse(&self.bytes)
+            .with_context(|| format!("{} is not a valid GGUF file", self.path.display()))
+    }
+
+    /// The Llama config, or an error naming the architecture the file declares.
+    pub fn config(&self, file: &GgufFile<'_>) -> Result<LlamaConfig> {
+        LlamaConfig::from_gguf(file)
+            .with_context(|| format!("{} cannot be run", self.path.display()))
+    }
+
+    /// The tokenizer stored in the file's metadata.
+    pub fn tokenizer(&self, file: &GgufFile<'_>) -> Result<Tokenizer> {
+        Tokenizer::from_gguf(file)
+            .with_context(|| format!("{} has no usable tokenizer", self.path.display()))
+    }
+
+    /// Dequantises every weight and uploads it to `device`.
+    pub fn weights(&self, file: &GgufFile<'_>, device: &Device) -> Result<Llama> {
+        Llama::from_gguf(file, device)
+            .with_context(|| format!("cannot load the weights of {}", self.path.display()))
+    }
+}

@@ -1,0 +1,31 @@
+//! `samd`, the native command-line front end: `generate` and `inspect-model`.
+//!
+//! Errors are `anyhow` chains printed on one line (`samd: error: outer: inner`) with a
+//! non-zero exit code; every failure a user can cause (a missing or corrupt model, an empty
+//! or too-long prompt, an unsupported architecture) ends up here rather than in a panic.
+
+mod args;
+mod generate;
+mod inspect;
+mod load;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::InspectModel(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

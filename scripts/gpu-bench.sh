@@ -1,0 +1,143 @@
+#!/bin/sh
+# Usage:
+#   scripts/gpu-bench.sh prepare             (here: stage what the GPU machine needs)
+#   scripts/gpu-bench.sh stage PART...       (there: add model parts, assemble the model)
+#   scripts/gpu-bench.sh run [SAMD] [MODEL]  (there: greedy AR tok/s on wgpu, and cpu once)
+#
+# Measures `samd generate` (plain autoregressive greedy decoding) on a remote NVIDIA GPU
+# (H100/H200) through wgpu on native Vulkan. Only the working tree and carried files reach
+# that machine, and it has no network, no Rust toolchain and maybe no Vulkan loader, so:
+#
+# - `prepare` (run here, once) builds nothing; it expects `cargo build --release -p samd-cli`
+#   to have run, and puts under the git-ignored .gpu/ and .gl/:
+#     .gpu/samd           the release binary, stripped (about 49 MiB: wgpu, naga, cubecl);
+#     .gpu/model/part-NN  the model split into 45 MiB parts (45, 45, 3.8): the 94 MiB model
+#                         is over the device tool's 64 MiB carry limit, so it travels in
+#                         several calls;
+#     .gl/*.deb           the Vulkan loader (libvulkan1), as the device README describes.
+# - `stage` (there) copies .gpu/samd (when carried) to /root/m/samd and the given parts to
+#   /root/m/parts/ and, once the parts together have the expected sha256
+#   ($SAMD_MODEL_SHA256, default: the SmolLM2-135M Q4_1 file), writes /root/m/model.gguf.
+#   Files survive between calls only while the machine stays warm (about 30 s idle), so
+#   issue the calls back to back, each under 64 MiB, e.g.
+#     run(carry=[".gl", ".gpu/samd", ".gpu/model/part-02"], "scripts/gpu-bench.sh stage .gpu/model/part-02")
+#     run(carry=[".gpu/model/part-00"], "scripts/gpu-bench.sh stage .gpu/model/part-00")
+#     run(carry=[".gl", ".gpu/model/part-01"],
+#         "scripts/gpu-bench.sh stage .gpu/model/part-01 && scripts/gpu-bench.sh run")
+# - `run` (there) unpacks .gl/*.deb when no libvulkan.so.1 is installed, points the loader
+#   at NVIDIA's ICD when the system has none registered, then runs
+#   `samd generate --device wgpu --json` on a few prompts and prints tok/s. Each prompt is
+#   a fresh process, so its first decode steps include shader compilation; the long
+#   (--max-tokens 256) replies keep that a small share. Results also go to $OUT if set.
+#
+# SAMD defaults to /root/m/samd (or .gpu/samd) and MODEL to /root/m/model.gguf.
+set -eu
+cd "$(dirname "$0")/.."
+
+DEFAULT_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MODEL_DIR=/root/m
+
+usage() {
+  sed -n '2,5p' "$0" >&2
+  exit 2
+}
+
+prepare() {
+  target="${CARGO_TARGET_DIR:-target}"
+  bin="$target/release/samd"
+  [ -x "$bin" ] || { echo "no $bin: run cargo build --release -p samd-cli" >&2; exit 1; }
+  model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+  [ -f "$model" ] || { echo "no $model: run scripts/fetch-model.sh" >&2; exit 1; }
+  mkdir -p .git/info
+  for d in /.gpu/ /.gl/; do
+    grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >>.git/info/exclude
+  done
+  rm -rf .gpu && mkdir -p .gpu/model
+  cp "$bin" .gpu/samd
+  if command -v strip >/dev/null 2>&1; then strip .gpu/samd; fi
+  split -b 45M -d "$model" .gpu/model/part-
+  if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+    mkdir -p .gl /tmp/amd64/partial
+    o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+    # shellcheck disable=SC2086 # $o is several options on purpose
+    apt-get $o update >/dev/null
+    # shellcheck disable=SC2086
+    (cd .gl && apt-get $o download libvulkan1)
+  fi
+  ls -l .gpu/samd .gpu/model .gl
+}
+
+stage() {
+  [ $# -gt 0 ] || usage
+  mkdir -p "$MODEL_DIR/parts"
+  if [ -f .gpu/samd ]; then cp .gpu/samd "$MODEL_DIR/samd" && chmod +x "$MODEL_DIR/samd"; fi
+  for part in "$@"; do cp "$part" "$MODEL_DIR/parts/$(basename "$part")"; done
+  want="${SAMD_MODEL_SHA256:-$DEFAULT_SHA256}"
+  cat "$MODEL_DIR"/parts/part-* >"$MODEL_DIR/model.gguf.partial"
+  got=$(sha256sum "$MODEL_DIR/model.gguf.partial" | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then
+    mv "$MODEL_DIR/model.gguf.partial" "$MODEL_DIR/model.gguf"
+    rm -rf "$MODEL_DIR/parts"
+    echo "model ready: $MODEL_DIR/model.gguf"
+  else
+    echo "have parts: $(ls "$MODEL_DIR/parts" | tr '\n' ' ')(sha256 not complete yet)"
+  fi
+}
+
+setup_vulkan() {
+  if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    ls .gl/*.deb >/dev/null 2>&1 || { echo "no libvulkan.so.1 and no .gl/*.deb carried" >&2; exit 1; }
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+  icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] &&
+    ! ls /usr/share/vulkan/icd.d/nvidia*.json /etc/vulkan/icd.d/nvidia*.json >/dev/null 2>&1; then
+    export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
+  fi
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+}
+
+run() {
+  samd="${1:-$MODEL_DIR/samd}"
+  if [ $# -eq 0 ] && [ ! -x "$samd" ]; then samd=.gpu/samd; fi
+  model="${2:-$MODEL_DIR/model.gguf}"
+  [ -x "$samd" ] || { echo "no samd binary at $samd (carry it; see prepare)" >&2; exit 1; }
+  [ -f "$model" ] || { echo "no model at $model (see stage)" >&2; exit 1; }
+  setup_vulkan
+  out="${OUT:-/tmp}/gpu-bench.jsonl"
+  : >"$out"
+  bench() { # device max_tokens prompt
+    if "$samd" generate --device "$1" --json --max-tokens "$2" --model "$model" "$3" \
+      >>"$out" 2>/tmp/gpu-bench.err; then :; else
+      echo "samd failed on $1:" >&2
+      cat /tmp/gpu-bench.err >&2
+      exit 1
+    fi
+  }
+  bench wgpu 12 "What is the capital of France? Answer in one sentence."
+  bench wgpu 256 "Write a detailed, step-by-step explanation of how a hash table works."
+  bench wgpu 256 "Summarise the causes and consequences of the French Revolution."
+  bench wgpu 256 "Write a Python function that returns the n-th Fibonacci number, and explain it."
+  bench cpu 64 "Write a detailed, step-by-step explanation of how a hash table works."
+  python3 - "$out" <<'EOF'
+import json, sys
+print(f"{'device':6} {'prompt':>6} {'gen':>4} {'stop':10} {'load ms':>8} {'prefill ms':>10} {'decode tok/s':>12}  text")
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    t = r["timings"]
+    text = r["text"].replace("\n", " ")[:48]
+    print(f"{r['device']:6} {len(r['prompt_ids']):>6} {len(r['generated_ids']):>4} {r['stop_reason']:10} "
+          f"{t['load']['load_ms']:>8.0f} {t['prefill_ms']:>10.1f} {t['decode_tok_per_s']:>12.1f}  {text}")
+EOF
+}
+
+[ $# -gt 0 ] || usage
+cmd="$1"
+shift
+case "$cmd" in
+  prepare) prepare ;;
+  stage) stage "$@" ;;
+  run) run "$@" ;;
+  *) usage ;;
+esac

@@ -1,0 +1,244 @@
+//! `samd generate` and `samd inspect-model` as a user runs them: exit codes, stdout/stderr
+//! and the `--json` report. CPU backend only, and at most a dozen generated tokens per run,
+//! to keep the suite short.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const QUESTION: &str = "What is the capital of France? Answer in one sentence.";
+
+fn model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// The real model's path, or `None` (with a message) when it has not been fetched.
+fn real_model() -> Option<PathBuf> {
+    let path = model_path();
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipping: {} is absent; run scripts/fetch-model.sh",
+            path.display()
+        );
+        None
+    }
+}
+
+/// A scratch directory for this test, under cargo's per-target temp dir.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-cli-{test}"));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn samd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_samd"))
+        .args(args)
+        .output()
+        .expect("run samd")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, one `samd: error:` line, no panic.
+fn assert_clean_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(err.contains("samd: error:"), "stderr: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    err
+}
+
+fn generate_json(model: &Path, max_tokens: &str, extra: &[&str]) -> serde_json::Value {
+    let model = model.to_str().expect("utf-8 model path");
+    let mut args = vec![
+        "generate",
+        "--json",
+        "--max-tokens",
+        max_tokens,
+        "--model",
+        model,
+    ];
+    args.extend_from_slice(extra);
+    let out = samd(&args);
+    assert!(out.status.success(), "samd failed: {}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    let mut lines = stdout.lines();
+    let line = lines.next().expect("one line of JSON");
+    assert_eq!(lines.next(), None, "exactly one JSON object: {stdout}");
+    serde_json::from_str(line).expect("valid JSON")
+}
+
+#[test]
+fn generate_json_answers_the_capital_of_france() {
+    let Some(model) = real_model() else { return };
+    let report = generate_json(&model, "12", &[QUESTION]);
+    assert_eq!(report["text"], "The capital of France is Paris.");
+    assert_eq!(report["stop_reason"], "eos");
+    let generated = report["generated_ids"].as_array().expect("ids");
+    assert!(!generated.is_empty() && generated.len() < 12, "{report}");
+    let prompt = report["prompt_ids"].as_array().expect("ids");
+    // <|im_start|> opens the ChatML turn.
+    assert_eq!(prompt.first().and_then(|v| v.as_u64()), Some(1), "{report}");
+    let timings = &report["timings"];
+    assert_eq!(
+        timings["prefill_tokens"].as_u64(),
+        Some(prompt.len() as u64)
+    );
+    assert!(timings["decode_tok_per_s"].as_f64().expect("tok/s") > 0.0);
+    assert!(timings["load"]["load_ms"].as_f64().expect("load") > 0.0);
+}
+
+#[test]
+fn generate_raw_feeds_the_prompt_verbatim_and_stops_at_max_tokens() {
+    let Some(model) = real_model() else { return };
+    let report = generate_json(&model, "4", &["--raw", "The capital of France is"]);
+    // "The capital of France is" with no template around it: no <|im_start|>.
+    let prompt: Vec<u64> = report["prompt_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id"))
+        .collect();
+    assert!(!prompt.contains(&1), "{report}");
+    assert_eq!(prompt.len(), 5, "{report}");
+    assert_eq!(report["stop_reason"], "max_tokens");
+    assert_eq!(report["generated_ids"].as_array().map(Vec::len), Some(4));
+    assert!(
+        report["text"].as_str().expect("text").contains("Paris"),
+        "{report}"
+    );
+}
+
+#[test]
+fn generate_streams_text_to_stdout_and_timings_to_stderr() {
+    let Some(model) = real_model() else { return };
+    let model = model.to_str().expect("utf-8 path");
+    let out = samd(&["generate", "--max-tokens", "12", "--model", model, QUESTION]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "The capital of France is Paris.\n"
+    );
+    assert!(err.contains("tok/s") && err.contains("stop: eos"), "{err}");
+}
+
+#[test]
+fn empty_prompt_is_an_error() {
+    for prompt in ["", "  \n"] {
+        let out = samd(&["generate", "--model", "does-not-matter.gguf", prompt]);
+        let err = assert_clean_error(&out);
+        assert!(err.contains("empty prompt"), "{err}");
+    }
+}
+
+#[test]
+fn missing_model_file_is_an_error_naming_it() {
+    let path = scratch("missing").join("no-such-model.gguf");
+    let out = samd(&["generate", "--model", path.to_str().expect("utf-8"), "hi"]);
+    let err = assert_clean_error(&out);
+    assert!(err.contains("no-such-model.gguf"), "{err}");
+}
+
+#[test]
+fn non_gguf_file_is_an_error_naming_it() {
+    let path = scratch("non-gguf").join("notes.gguf");
+    std::fs::write(&path, "these are not the weights you are looking for\n").expect("write");
+    let path = path.to_str().expect("utf-8");
+    for args in [
+        vec!["generate", "--model", path, "hi"],
+        vec!["inspect-model", "--model", path],
+    ] {
+        let err = assert_clean_error(&samd(&args));
+        assert!(err.contains("notes.gguf"), "{err}");
+        assert!(err.contains("not a GGUF file"), "{err}");
+    }
+}
+
+#[test]
+fn truncated_gguf_is_an_error_naming_the_file() {
+    let Some(model) = real_model() else { return };
+    let bytes = std::fs::read(&model).expect("read model");
+    let path = scratch("truncated").join("half.gguf");
+    std::fs::write(&path, bytes.get(..bytes.len() / 2).expect("half")).expect("write");
+    let out = samd(&["generate", "--model", path.to_str().expect("utf-8"), "hi"]);
+    let err = assert_clean_error(&out);
+    assert!(err.contains("half.gguf"), "{err}");
+    assert!(err.contains("but the file has"), "{err}");
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_an_error() {
+    let Some(model) = real_model() else { return };
+    let path = scratch("too-long").join("prompt.txt");
+    // " hello" is one token; 9000 of them exceed the 8192-token context.
+    std::fs::write(&path, " hello".repeat(9000)).expect("write prompt");
+    let out = samd(&[
+        "generate",
+        "--raw",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--prompt-file",
+        path.to_str().expect("utf-8"),
+    ]);
+    let err = assert_clean_error(&out);
+    assert!(err.contains("context"), "{err}");
+    assert!(err.contains("9000 tokens"), "{err}");
+}
+
+#[test]
+fn missing_prompt_file_is_an_error_naming_it() {
+    let out = samd(&["generate", "--prompt-file", "/nonexistent/prompt.txt"]);
+    let err = assert_clean_error(&out);
+    assert!(err.contains("/nonexistent/prompt.txt"), "{err}");
+}
+
+#[test]
+fn inspect_model_prints_architecture_config_and_load_times() {
+    let Some(model) = real_model() else { return };
+    let out = samd(&["inspect-model", "--model", model.to_str().expect("utf-8")]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "architecture:  llama",
+        "30 layers",
+        "d_model 576",
+        "vocab:         49152 tokens",
+        "q4_1",
+        "q8_0",
+        "dequantise+upload",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn unsupported_architecture_is_an_error_naming_it() {
+    use samd_model::gguf::Value;
+    use samd_model::gguf_writer::GgufWriter;
+    let mut w = GgufWriter::new();
+    w.metadata("general.architecture", Value::String("qwen2".into()));
+    w.tensor_f32("token_embd.weight", &[32, 4], &[0.0; 128]);
+    let path = scratch("qwen2").join("qwen2.gguf");
+    std::fs::write(&path, w.to_bytes()).expect("write");
+    let path = path.to_str().expect("utf-8");
+    for args in [
+        vec!["generate", "--model", path, "hi"],
+        vec!["inspect-model", "--model", path],
+    ] {
+        let err = assert_clean_error(&samd(&args));
+        assert!(err.contains("qwen2.gguf"), "{err}");
+        assert!(
+            err.contains("unsupported model architecture \"qwen2\""),
+            "{err}"
+        );
+    }
+}
