@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use samd_engine::Method;
 
 /// The model `scripts/fetch-model.sh` puts in place, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -79,9 +80,17 @@ pub struct GenerateArgs {
     /// Print one JSON object (ids, text, stop reason, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Decoding method: ar, pld, sam, tr or sam+tr. Every method gives the same greedy text.
+    #[arg(long, default_value = "ar", value_parser = parse_method)]
+    pub method: Method,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// clap's parser for [`Method`], with the engine's error message.
+pub fn parse_method(s: &str) -> Result<Method, String> {
+    s.parse().map_err(|e: samd_engine::Error| e.to_string())
 }
 
 impl GenerateArgs {

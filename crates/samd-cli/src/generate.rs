@@ -1,140 +1,68 @@
-//! `samd generate`: plain autoregressive greedy decoding, streamed or as one JSON object.
+//! `samd generate`: greedy decoding with any method, streamed or as one JSON object.
 //!
-//! This is the AR baseline every speculative method is measured against and must match
-//! token for token, so it is kept as small as it can be: one forward per token, argmax on
-//! the device, and only the argmax ids read back ([`greedy_ar`]). The decoding loop is
-//! meant to move into `samd-engine`; then this file keeps only the prompt handling and
-//! the output.
+//! The decoding itself is the engine's ([`samd_engine::Session`]); this file keeps the
+//! prompt handling and the output. Every method's greedy output equals plain AR's, so
+//! `--method` changes the speed and the stats, never the text.
 
 use std::io::Write;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::read_sync;
-use samd_model::{AncestorMask, Llama};
+use samd_engine::{GenerateOptions, Method, ModelTarget, Session, Stats, StopReason};
+use samd_model::Llama;
 
 use crate::args::GenerateArgs;
 use crate::load::{LoadTimings, ModelBytes, init_device, timed};
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The model emitted an end token (EOS or `<|im_end|>`).
-    Eos,
-    /// `--max-tokens` tokens were generated.
-    MaxTokens,
-    /// Prompt plus output filled the model's context.
-    Context,
-}
-
-impl StopReason {
-    /// The name used in messages and `--json`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Eos => "eos",
-            Self::MaxTokens => "max_tokens",
-            Self::Context => "context",
-        }
-    }
-}
-
-/// What [`greedy_ar`] produced, with its timings.
+/// What a generation produced, with the engine's counters.
 #[derive(Debug, Clone)]
-pub struct ArOutput {
-    /// Generated ids, without the end token that stopped generation (so that decoding
-    /// them gives the reply without a trailing `<|im_end|>`).
+pub struct Output {
+    /// Generated ids, the stopping end token excluded.
     pub generated_ids: Vec<u32>,
-    /// Why generation ended.
+    /// Why it stopped.
     pub stop_reason: StopReason,
-    /// Prefill forward over the whole prompt plus the readback of its argmax.
-    pub prefill_ms: f64,
-    /// All single-token decode steps, streaming callback included.
-    pub decode_ms: f64,
-    /// Number of single-token forwards after prefill (each yields one token, the end token
-    /// included).
-    pub decode_steps: usize,
+    /// Counters: prefill and step times, steps, MAT.
+    pub stats: Stats,
 }
 
-impl ArOutput {
-    /// Decode throughput: tokens from single-token forwards per second.
-    pub fn decode_tok_per_s(&self) -> f64 {
-        if self.decode_ms > 0.0 {
-            self.decode_steps as f64 / (self.decode_ms / 1e3)
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Plain autoregressive greedy decoding: prefill the prompt, then one forward per token,
-/// each reading back only the argmax id.
-///
-/// Stops before `max_tokens` generated tokens when the model emits one of `stop_ids`
-/// (the end token is not included in the output), or when prompt plus output reach the
-/// model's context length. `on_token` sees the whole generated list after each new token,
-/// for streaming. The prompt must be non-empty and shorter than the context.
-pub fn greedy_ar(
-    model: &Llama,
+/// Decodes `prompt_ids` greedily with `method` on the engine, calling `on_token` with all
+/// generated ids after every step (for streaming).
+pub fn decode(
+    model: Llama,
+    method: Method,
     prompt_ids: &[u32],
     max_tokens: usize,
     stop_ids: &[u32],
     mut on_token: impl FnMut(&[u32]) -> Result<()>,
-) -> Result<ArOutput> {
-    let context_len = model.config().context_len;
-    let n_prompt = prompt_ids.len();
-    if n_prompt == 0 || n_prompt >= context_len {
-        bail!(
-            "prompt of {n_prompt} tokens: need 1 to {} tokens",
-            context_len - 1
-        );
-    }
+) -> Result<Output> {
+    let vocab = u32::try_from(model.config().vocab_size).context("vocabulary beyond u32")?;
     // The last generated token is never fed back, so this many slots always suffice.
-    let mut cache = model.new_cache(context_len.min(n_prompt + max_tokens));
-
-    let start = Instant::now();
-    let positions: Vec<u32> = (0..n_prompt)
-        .map(|p| u32::try_from(p).context("prompt position beyond u32"))
-        .collect::<Result<_>>()?;
-    let logits = model.forward(
-        &mut cache,
-        prompt_ids,
-        &positions,
-        &AncestorMask::causal(n_prompt),
-    )?;
-    cache.compact(&(0..n_prompt).collect::<Vec<_>>())?;
-    // One id per prompt position comes back (n_prompt × 4 bytes); only the last is used.
-    let ids = read_sync(logits.argmax_ids().read())?;
-    let mut next = *ids.last().context("prefill returned no ids")?;
-    let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
-
-    let start = Instant::now();
-    let mut generated = Vec::new();
-    let mut decode_steps = 0;
-    let stop_reason = loop {
-        if stop_ids.contains(&next) {
-            break StopReason::Eos;
-        }
-        generated.push(next);
-        on_token(&generated)?;
-        if generated.len() >= max_tokens {
-            break StopReason::MaxTokens;
-        }
-        if n_prompt + generated.len() >= context_len {
-            break StopReason::Context;
-        }
-        let position = u32::try_from(cache.len()).context("position beyond u32")?;
-        let logits = model.forward(&mut cache, &[next], &[position], &AncestorMask::causal(1))?;
-        cache.compact(&[0])?;
-        let ids = read_sync(logits.argmax_ids().read())?;
-        next = *ids.first().context("decode step returned no id")?;
-        decode_steps += 1;
+    let capacity = prompt_ids.len() + max_tokens + 1;
+    let mut session = Session::new(
+        ModelTarget::new(model, capacity),
+        method.drafter(vocab, None)?,
+    );
+    let options = GenerateOptions {
+        max_new_tokens: max_tokens,
+        stop_ids: stop_ids.to_vec(),
     };
-    Ok(ArOutput {
+    let mut generated = Vec::new();
+    let mut event = read_sync(session.start(prompt_ids, options))?;
+    let stop_reason = loop {
+        generated.extend_from_slice(&event.tokens);
+        if !event.tokens.is_empty() {
+            on_token(&generated)?;
+        }
+        if let Some(stop) = event.stop {
+            break stop;
+        }
+        event = read_sync(session.step())?;
+    };
+    Ok(Output {
         generated_ids: generated,
         stop_reason,
-        prefill_ms,
-        decode_ms: start.elapsed().as_secs_f64() * 1e3,
-        decode_steps,
+        stats: session.stats().clone(),
     })
 }
 
@@ -144,6 +72,11 @@ pub fn greedy_ar(
 /// across tokens shows up as trailing U+FFFD until its last byte arrives. Holding back
 /// trailing U+FFFD keeps every printed prefix final; whatever is held back at the end is
 /// printed then.
+/// Time of the steps after the prefill, in milliseconds.
+fn decode_ms(stats: &Stats) -> f64 {
+    (stats.draft_us + stats.verify_us) as f64 / 1e3
+}
+
 fn stable_suffix(full: &str, printed_len: usize) -> &str {
     let stable = full.trim_end_matches('\u{FFFD}');
     stable.get(printed_len..).unwrap_or("")
@@ -195,8 +128,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     stop_ids.extend(tokenizer.im_end_id());
     let mut printed_len = 0;
     let mut stdout = std::io::stdout().lock();
-    let out = greedy_ar(
-        &model,
+    let out = decode(
+        model,
+        args.method,
         &prompt_ids,
         args.max_tokens as usize,
         &stop_ids,
@@ -220,13 +154,17 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "text": text,
             "stop_reason": out.stop_reason.name(),
             "device": args.model.device.name(),
+            "method": args.method.name(),
+            "steps": out.stats.steps,
+            "mat": out.stats.mat(),
             "timings": {
                 "load": load.to_json(),
-                "prefill_ms": out.prefill_ms,
+                "prefill_ms": out.stats.prefill_us as f64 / 1e3,
                 "prefill_tokens": prompt_ids.len(),
-                "decode_ms": out.decode_ms,
-                "decode_tokens": out.decode_steps,
-                "decode_tok_per_s": out.decode_tok_per_s(),
+                "decode_ms": decode_ms(&out.stats),
+                "decode_tokens": out.stats.generated.saturating_sub(1),
+                "decode_tok_per_s": out.stats.tokens_per_s(),
+                "draft_ms": out.stats.draft_us as f64 / 1e3,
             },
         });
         writeln!(stdout, "{report}")?;
@@ -234,10 +172,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     writeln!(stdout, "{}", text.get(printed_len..).unwrap_or(""))?;
     eprintln!(
-        "[{}] load {:.0} ms (device {:.0}, read {:.0}, parse {:.0}, tokenizer {:.0}, \
+        "[{} {}] load {:.0} ms (device {:.0}, read {:.0}, parse {:.0}, tokenizer {:.0}, \
          weights {:.0}); prefill {} tokens in {:.0} ms; decode {} tokens in {:.0} ms = \
-         {:.1} tok/s; stop: {}",
+         {:.1} tok/s, {} steps, MAT {:.2}; stop: {}",
         args.model.device.name(),
+        args.method.name(),
         load.total_ms(),
         load.device_ms,
         load.read_ms,
@@ -245,10 +184,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         load.tokenizer_ms,
         load.weights_ms,
         prompt_ids.len(),
-        out.prefill_ms,
-        out.decode_steps,
-        out.decode_ms,
-        out.decode_tok_per_s(),
+        out.stats.prefill_us as f64 / 1e3,
+        out.stats.generated.saturating_sub(1),
+        decode_ms(&out.stats),
+        out.stats.tokens_per_s(),
+        out.stats.steps,
+        out.stats.mat(),
         out.stop_reason.name()
     );
     Ok(())

@@ -39,8 +39,8 @@ impl Words {
             }
         };
         for c in text.chars() {
-            let continues = c.is_alphabetic()
-                && piece.chars().last().is_some_and(|p| p.is_alphabetic());
+            let continues =
+                c.is_alphabetic() && piece.chars().last().is_some_and(|p| p.is_alphabetic());
             let after_space = piece == " ";
             if !(continues || after_space && !c.is_whitespace()) {
                 flush(&mut piece, &mut out);
@@ -99,7 +99,11 @@ fn data() -> Data {
     let mut words = Words::default();
     let docs = gsm8k_docs(&mut words);
     let stream: Vec<u32> = docs.concat();
-    assert!(stream.len() >= 1_000_000, "need 1M tokens, got {}", stream.len());
+    assert!(
+        stream.len() >= 1_000_000,
+        "need 1M tokens, got {}",
+        stream.len()
+    );
     let unseen = specbench(&mut words);
     Data {
         stream,
@@ -196,7 +200,9 @@ fn corpus(c: &mut Criterion, d: &Data) {
     g.bench_function("build", |b| {
         b.iter(|| StaticSam::build(docs.iter().copied(), d.vocab_size, 0).unwrap())
     });
-    g.bench_function("load", |b| b.iter(|| StaticSam::from_bytes(&bytes).unwrap()));
+    g.bench_function("load", |b| {
+        b.iter(|| StaticSam::from_bytes(&bytes).unwrap())
+    });
 
     // Matching and drafting against the full corpus, on text it has not seen.
     let live = &d.unseen[..STEPS];

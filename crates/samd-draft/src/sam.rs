@@ -347,7 +347,10 @@ impl SuffixAutomaton {
         for s in 1..n as usize {
             let l = self.states[s].link;
             assert!(l < n, "link out of range");
-            assert!(self.states[l as usize].len < self.states[s].len, "len[link[s]] < len[s]");
+            assert!(
+                self.states[l as usize].len < self.states[s].len,
+                "len[link[s]] < len[s]"
+            );
             assert!(self.states[s].first_endpos < self.text_len);
         }
         let mut listed = 0;
