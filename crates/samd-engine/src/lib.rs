@@ -3,12 +3,15 @@
 //!
 //! - [`Session`] runs generations over a [`Target`] (the model and its cache) with a
 //!   drafter chosen by [`Method`];
-//! - [`Stats`] counts what MAT, tokens/s and the time split come from.
+//! - [`Stats`] counts what MAT, tokens/s and the time split come from;
+//! - [`bench`] runs Spec-Bench prompts through every method (or replays traces) and
+//!   aggregates the results.
 //!
 //! The loop is `async` so that the same code runs natively (under a blocking executor)
 //! and in the browser (where readbacks must be awaited).
 #![deny(missing_docs)]
 
+pub mod bench;
 mod error;
 mod method;
 mod session;

@@ -1,0 +1,389 @@
+//! The bench module: aggregation math on hand-made records, the table and JSON, replay on
+//! a made-up trace, a whole run against a fake model, and Spec-Bench lines with the real
+//! tokenizer (skipped when the model file is absent).
+
+#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
+
+use std::path::PathBuf;
+
+use burn::tensor::read_sync;
+use samd_draft::tree::DraftTree;
+use samd_engine::bench::{
+    BenchConfig, BenchError, BenchPrompt, BenchRecord, BenchResult, BenchTrace, CATEGORY_ORDER,
+    bench_category, load_prompts, replay_bench, run_bench, select, traces_from_jsonl,
+    traces_from_run, traces_to_jsonl,
+};
+use samd_engine::{Error, Method, Session, Target};
+
+const VOCAB: u32 = 40;
+
+/// A "model" whose next token depends on the last two, with short cycles so drafts hit.
+fn successor(a: u32, b: u32) -> u32 {
+    (a + b * 3 + 1) % 11
+}
+
+/// Keeps the committed tokens as its cache; verifies each node from its own context.
+#[derive(Debug, Default)]
+struct Cyclic {
+    cache: Vec<u32>,
+    pending: Vec<Vec<u32>>,
+}
+
+impl Target for Cyclic {
+    fn vocab_size(&self) -> u32 {
+        VOCAB
+    }
+
+    fn capacity(&self) -> usize {
+        4096
+    }
+
+    fn past_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    async fn verify(&mut self, tree: &DraftTree, k: usize) -> Result<Vec<u32>, Error> {
+        self.pending.clear();
+        let mut ids = Vec::with_capacity(tree.len() * k);
+        for i in 0..tree.len() {
+            let mut ctx = match tree.parent(i) {
+                Some(p) => self.pending[p].clone(),
+                None => self.cache.clone(),
+            };
+            ctx.push(tree.tokens()[i]);
+            let n = ctx.len();
+            let best = successor(ctx[n.saturating_sub(2)], ctx[n - 1]);
+            ids.extend((0..k as u32).map(|r| (best + r * 3) % VOCAB));
+            self.pending.push(ctx);
+        }
+        Ok(ids)
+    }
+
+    fn commit(&mut self, path: &[usize]) -> Result<(), Error> {
+        if let Some(&last) = path.last() {
+            self.cache = self.pending[last].clone();
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.cache.clear();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    question_id: u64,
+    category: &str,
+    method: &str,
+    generated: usize,
+    steps: usize,
+    draft_us: u64,
+    verify_us: u64,
+    lossless: bool,
+) -> BenchRecord {
+    BenchRecord {
+        question_id,
+        category: category.into(),
+        method: method.into(),
+        prompt_len: 5,
+        generated_ids: (0..generated as u32).collect(),
+        generated,
+        steps,
+        drafted: steps * 2,
+        mat: 0.0,
+        tok_s: 0.0,
+        time_s: 0.0,
+        prefill_us: 10,
+        draft_us,
+        verify_us,
+        stop: Some("max_tokens".into()),
+        lossless,
+    }
+}
+
+/// Two categories, two prompts in one, AR and SAM on each.
+fn hand_made() -> Vec<BenchRecord> {
+    vec![
+        record(1, "qa", "ar", 11, 10, 0, 1_000, true),
+        record(2, "qa", "ar", 21, 20, 0, 2_000, true),
+        record(3, "rag", "ar", 31, 30, 0, 3_000, true),
+        record(1, "qa", "sam", 11, 5, 100, 400, true),
+        record(2, "qa", "sam", 21, 5, 100, 900, true),
+        record(3, "rag", "sam", 31, 10, 500, 1_000, false),
+    ]
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn aggregates_are_ratios_of_sums() {
+    let result = BenchResult::from_records(hand_made());
+    let s = &result.summary;
+    assert!(s.timed);
+    assert_eq!(s.categories, ["qa", "rag"]);
+    assert_eq!(s.methods.len(), 2);
+    let ar = &s.methods[0];
+    let sam = &s.methods[1];
+    assert_eq!((ar.method.as_str(), sam.method.as_str()), ("ar", "sam"));
+    assert!(close(ar.overall.mat, 1.0));
+    assert_eq!(ar.overall.speedup, Some(1.0));
+
+    let qa = &sam.categories[0];
+    assert_eq!((qa.category.as_str(), qa.prompts, qa.steps), ("qa", 2, 10));
+    assert!(close(qa.mat, 30.0 / 10.0));
+    // AR's 3000 µs over SAM's 1500 µs on the same two prompts.
+    assert!(close(qa.speedup.unwrap(), 2.0));
+    assert!(close(qa.tok_s.unwrap(), 30.0 * 1e6 / 1_500.0));
+    assert!(close(qa.drafter_share.unwrap(), 200.0 / 1_500.0));
+
+    let o = &sam.overall;
+    assert!(close(o.mat, 60.0 / 20.0));
+    assert!(close(o.speedup.unwrap(), 6_000.0 / 3_000.0));
+    assert!(close(o.drafter_share.unwrap(), 700.0 / 3_000.0));
+    assert_eq!((o.lossless, o.prompts), (2, 3));
+    assert_eq!(result.mismatches().count(), 1);
+}
+
+#[test]
+fn speedup_counts_only_prompts_ar_ran() {
+    let mut records = hand_made();
+    records.retain(|r| !(r.method == "ar" && r.question_id == 2));
+    let s = BenchResult::from_records(records).summary;
+    let qa = &s.methods[1].categories[0];
+    assert_eq!(qa.ar_decode_us, 1_000);
+    assert!(close(qa.speedup.unwrap(), 1_000.0 / 1_500.0));
+}
+
+#[test]
+fn markdown_names_every_method_and_category() {
+    let result = BenchResult::from_records(hand_made());
+    let md = result.markdown();
+    for needle in [
+        "| ar |",
+        "| sam |",
+        "qa",
+        "rag",
+        "MAT",
+        "tok/s",
+        "speedup",
+        "drafter %",
+    ] {
+        assert!(md.contains(needle), "{needle:?} missing from\n{md}");
+    }
+    assert!(md.contains("2.00"), "qa speedup missing from\n{md}");
+    assert!(md.contains("NOT LOSSLESS"), "{md}");
+    assert!(md.contains("sam on question 3"), "{md}");
+    // Header, separator and one row per method all have the same number of cells.
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(table.len(), 4);
+    let cells = table[0].matches('|').count();
+    assert!(
+        table.iter().all(|l| l.matches('|').count() == cells),
+        "{md}"
+    );
+}
+
+#[test]
+fn json_round_trips() {
+    let result = BenchResult::from_records(hand_made());
+    let json = result.to_json().unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let first = &value["records"][0];
+    for key in [
+        "question_id",
+        "category",
+        "method",
+        "generated_ids",
+        "steps",
+        "mat",
+        "tok_s",
+        "time_s",
+        "lossless",
+    ] {
+        assert!(first.get(key).is_some(), "record lacks {key}");
+    }
+    assert_eq!(BenchResult::from_json(&json).unwrap(), result);
+}
+
+#[test]
+fn bad_json_names_its_line() {
+    let err = traces_from_jsonl(
+        "{\"question_id\":1,\"category\":\"qa\",\"prompt_len\":1,\"tokens\":[1,2]}\n\n{oops",
+    )
+    .unwrap_err();
+    assert!(matches!(err, BenchError::Json { line: 3, .. }), "{err}");
+    assert!(err.to_string().starts_with("line 3:"), "{err}");
+    let err = traces_from_jsonl(
+        "{\"question_id\":1,\"category\":\"qa\",\"prompt_len\":0,\"tokens\":[1]}",
+    )
+    .unwrap_err();
+    assert!(matches!(err, BenchError::Line { line: 1, .. }), "{err}");
+}
+
+#[test]
+fn replay_gives_mat_of_at_least_one() {
+    let unit: Vec<u32> = (3..15).collect();
+    let mut tokens = unit.clone();
+    tokens.extend(&unit);
+    tokens.extend(&unit);
+    let traces = vec![
+        BenchTrace {
+            question_id: 7,
+            category: "qa".into(),
+            prompt_len: unit.len(),
+            tokens: tokens.clone(),
+        },
+        // Nothing generated: counted, not replayed.
+        BenchTrace {
+            question_id: 8,
+            category: "rag".into(),
+            prompt_len: 3,
+            tokens: vec![1, 2, 3],
+        },
+    ];
+    let jsonl = traces_to_jsonl(&traces).unwrap();
+    assert_eq!(traces_from_jsonl(&jsonl).unwrap(), traces);
+
+    let result = replay_bench(&traces, &[Method::Sam, Method::Pld], VOCAB, None).unwrap();
+    let s = &result.summary;
+    assert!(!s.timed);
+    let names: Vec<&str> = s.methods.iter().map(|m| m.method.as_str()).collect();
+    assert_eq!(names, ["ar", "sam", "pld"]);
+    assert!(close(s.methods[0].overall.mat, 1.0));
+    for m in &s.methods {
+        assert!(m.overall.mat >= 1.0, "{} mat {}", m.method, m.overall.mat);
+        assert_eq!(m.overall.speedup, None);
+        assert_eq!(m.overall.generated, tokens.len() - unit.len());
+    }
+    assert!(
+        s.methods[1].overall.mat > 3.0,
+        "sam should copy the repeats"
+    );
+    let md = result.markdown();
+    assert!(md.contains("trace replay"), "{md}");
+    assert!(md.contains("| sam |") && md.contains("| pld |"), "{md}");
+}
+
+fn fake_prompts() -> Vec<BenchPrompt> {
+    let prompt = |question_id: u64, category: &str, ids: Vec<u32>| BenchPrompt {
+        question_id,
+        category: bench_category(category).into(),
+        subcategory: category.into(),
+        ids,
+    };
+    vec![
+        prompt(1, "writing", vec![1, 2, 3, 4]),
+        prompt(2, "qa", vec![5, 6]),
+        prompt(3, "qa", vec![7, 8, 9, 7, 8]),
+        prompt(4, "coding", vec![9]),
+    ]
+}
+
+#[test]
+fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
+    let prompts = fake_prompts();
+    let mut session = Session::new(Cyclic::default(), None);
+    let config = BenchConfig {
+        methods: vec![
+            Method::Sam,
+            Method::Pld,
+            Method::Tr,
+            Method::SamTr,
+            Method::Sam,
+        ],
+        max_new_tokens: 60,
+        stop_ids: vec![],
+        corpus: None,
+        warmup: true,
+    };
+    let mut seen = Vec::new();
+    let result = read_sync(run_bench(&mut session, &prompts, &config, |p| {
+        seen.push((p.done, p.total, p.record.method.clone()));
+    }))
+    .unwrap();
+    assert_eq!(result.records.len(), 4 * 5);
+    assert_eq!(seen.len(), 20);
+    assert_eq!(seen[0], (1, 20, "ar".to_owned()));
+    assert_eq!(seen[19].0, 20);
+    assert_eq!(result.mismatches().count(), 0);
+    for r in &result.records {
+        assert_eq!(r.generated_ids.len(), 60);
+        assert_eq!(r.stop.as_deref(), Some("max_tokens"));
+        assert!(r.steps > 0);
+    }
+    assert_eq!(result.summary.categories, ["multi-turn", "qa"]);
+    let sam_mat = result.summary.methods[1].overall.mat;
+    assert!(sam_mat > 1.5, "sam mat {sam_mat}");
+
+    // Replay of the AR outputs predicts SAM's and PLD's real MAT exactly.
+    let traces = traces_from_run(&prompts, &result.records);
+    assert_eq!(traces.len(), 4);
+    let replayed = replay_bench(&traces, &[Method::Sam, Method::Pld], VOCAB, None).unwrap();
+    for name in ["sam", "pld"] {
+        let real = result.summary.methods.iter().find(|m| m.method == name);
+        let rep = replayed.summary.methods.iter().find(|m| m.method == name);
+        assert_eq!(
+            real.unwrap().overall.steps,
+            rep.unwrap().overall.steps,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn select_rotates_over_sub_categories() {
+    let mut prompts = fake_prompts();
+    prompts.insert(1, prompts[0].clone());
+    prompts[1].question_id = 10;
+    let picked: Vec<u64> = select(&prompts, 2).iter().map(|p| p.question_id).collect();
+    // multi-turn: the first writing, then the coding one before the second writing.
+    assert_eq!(picked, [1, 2, 3, 4]);
+    let picked: Vec<u64> = select(&prompts, 1).iter().map(|p| p.question_id).collect();
+    assert_eq!(picked, [1, 2]);
+}
+
+fn model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+#[test]
+fn spec_bench_lines_load_with_the_real_tokenizer() {
+    let Ok(bytes) = std::fs::read(model_path()) else {
+        eprintln!("skipping: {} not readable", model_path().display());
+        return;
+    };
+    let data =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/specbench-dev.jsonl");
+    let Ok(jsonl) = std::fs::read_to_string(&data) else {
+        eprintln!("skipping: {} not readable", data.display());
+        return;
+    };
+    let file = samd_model::GgufFile::parse(&bytes).unwrap();
+    let tokenizer = samd_model::Tokenizer::from_gguf(&file).unwrap();
+    let prompts = load_prompts(&jsonl, &tokenizer).unwrap();
+    assert_eq!(
+        prompts.len(),
+        jsonl.lines().filter(|l| !l.trim().is_empty()).count()
+    );
+    for c in CATEGORY_ORDER {
+        assert!(prompts.iter().any(|p| p.category == c), "no {c} prompt");
+    }
+    let first = &prompts[0];
+    assert_eq!(first.category, "multi-turn");
+    let text = tokenizer.decode(&first.ids).unwrap();
+    assert!(text.starts_with("<|im_start|>user\n"), "{text}");
+    assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
+
+    let quick = select(&prompts, 2);
+    assert_eq!(quick.len(), 2 * CATEGORY_ORDER.len());
+
+    let bad = format!("{}\nnot json", jsonl.lines().next().unwrap());
+    let err = load_prompts(&bad, &tokenizer).unwrap_err();
+    assert!(err.to_string().starts_with("line 2:"), "{err}");
+    let repeated = format!("{0}\n{0}", jsonl.lines().next().unwrap());
+    let err = load_prompts(&repeated, &tokenizer).unwrap_err();
+    assert!(matches!(err, BenchError::Line { line: 2, .. }), "{err}");
+}
