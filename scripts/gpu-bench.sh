@@ -56,6 +56,7 @@ prepare() {
   cp "$bin" .gpu/samd
   if command -v strip >/dev/null 2>&1; then strip .gpu/samd; fi
   split -b 45M -d "$model" .gpu/model/part-
+  cp ../shared/data/specbench-dev.jsonl .gpu/
   if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     mkdir -p .gl /tmp/amd64/partial
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -105,31 +106,14 @@ run() {
   [ -x "$samd" ] || { echo "no samd binary at $samd (carry it; see prepare)" >&2; exit 1; }
   [ -f "$model" ] || { echo "no model at $model (see stage)" >&2; exit 1; }
   setup_vulkan
-  out="${OUT:-/tmp}/gpu-bench.jsonl"
-  : >"$out"
-  bench() { # device max_tokens prompt
-    if "$samd" generate --device "$1" --json --max-tokens "$2" --model "$model" "$3" \
-      >>"$out" 2>/tmp/gpu-bench.err; then :; else
-      echo "samd failed on $1:" >&2
-      cat /tmp/gpu-bench.err >&2
-      exit 1
-    fi
-  }
-  bench wgpu 12 "What is the capital of France? Answer in one sentence."
-  bench wgpu 256 "Write a detailed, step-by-step explanation of how a hash table works."
-  bench wgpu 256 "Summarise the causes and consequences of the French Revolution."
-  bench wgpu 256 "Write a Python function that returns the n-th Fibonacci number, and explain it."
-  bench cpu 64 "Write a detailed, step-by-step explanation of how a hash table works."
-  python3 - "$out" <<'EOF'
-import json, sys
-print(f"{'device':6} {'prompt':>6} {'gen':>4} {'stop':10} {'load ms':>8} {'prefill ms':>10} {'decode tok/s':>12}  text")
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    t = r["timings"]
-    text = r["text"].replace("\n", " ")[:48]
-    print(f"{r['device']:6} {len(r['prompt_ids']):>6} {len(r['generated_ids']):>4} {r['stop_reason']:10} "
-          f"{t['load']['load_ms']:>8.0f} {t['prefill_ms']:>10.1f} {t['decode_tok_per_s']:>12.1f}  {text}")
-EOF
+  prompts="${SAMD_PROMPTS:-.gpu/specbench-dev.jsonl}"
+  out="${OUT:-/tmp}"
+  # One process for every method: the speedups are ratios from one run on one device.
+  "$samd" bench --device wgpu --model "$model" --prompts "$prompts" \
+    --per-category "${SAMD_PER_CATEGORY:-2}" --max-tokens "${SAMD_MAX_TOKENS:-128}" \
+    --json "$out/gpu-bench.json" --save-traces "$out/gpu-traces.jsonl" 2>"$out/gpu-bench.log" |
+    tee "$out/gpu-bench.md"
+  tail -n 3 "$out/gpu-bench.log"
 }
 
 [ $# -gt 0 ] || usage

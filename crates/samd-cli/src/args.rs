@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Greedy (argmax) generation, streamed to stdout, with timings on stderr.
     Generate(GenerateArgs),
+    /// Run every method on the same prompts and print per-category tables.
+    Bench(BenchArgs),
     /// Print a model file's architecture, config, tensors and load-time breakdown.
     InspectModel(InspectArgs),
 }
@@ -108,6 +110,42 @@ impl GenerateArgs {
         }
         Ok(text)
     }
+}
+
+/// `samd bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Spec-Bench-style prompts (JSONL with `question_id`, `category`, `turns`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "../shared/data/specbench-dev.jsonl"
+    )]
+    pub prompts: PathBuf,
+    /// Methods to compare, comma-separated; AR always runs first as the baseline.
+    #[arg(long, value_delimiter = ',', default_value = "ar,pld,sam,tr,sam+tr",
+          value_parser = parse_method)]
+    pub methods: Vec<Method>,
+    /// Most tokens per generation.
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+    /// Prompts per category (0: all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub per_category: usize,
+    /// Write per prompt × method records (ids, steps, MAT, times) here as JSON.
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+    /// Write the AR runs as traces (JSONL) for `--replay`.
+    #[arg(long, value_name = "OUT")]
+    pub save_traces: Option<PathBuf>,
+    /// Replay drafters on recorded AR traces instead of running the model: MAT only, in
+    /// seconds on a CPU.
+    #[arg(long, value_name = "TRACES")]
+    pub replay: Option<PathBuf>,
+    /// Model file and device.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// `samd inspect-model`.

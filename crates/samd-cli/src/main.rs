@@ -1,10 +1,11 @@
-//! `samd`, the native command-line front end: `generate` and `inspect-model`.
+//! `samd`, the native command-line front end: `generate`, `bench` and `inspect-model`.
 //!
 //! Errors are `anyhow` chains printed on one line (`samd: error: outer: inner`) with a
 //! non-zero exit code; every failure a user can cause (a missing or corrupt model, an empty
 //! or too-long prompt, an unsupported architecture) ends up here rather than in a panic.
 
 mod args;
+mod bench;
 mod generate;
 mod inspect;
 mod load;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::InspectModel(args) => inspect::run(args),
     };
     match result {

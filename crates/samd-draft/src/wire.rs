@@ -45,7 +45,9 @@ pub fn checksum(bytes: &[u8]) -> u64 {
         h = (h ^ w).wrapping_mul(K).rotate_left(29);
     }
     let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    for (t, &b) in tail.iter_mut().zip(chunks.remainder()) {
+        *t = b;
+    }
     h = (h ^ u64::from_le_bytes(tail))
         .wrapping_mul(K)
         .rotate_left(29);
@@ -94,7 +96,7 @@ impl StaticSam {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let have = bytes.len() as u64;
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
-            if !bytes.is_empty() && !MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
+            if !bytes.is_empty() && !MAGIC.starts_with(bytes.get(..8).unwrap_or(bytes)) {
                 return Err(Error::BadMagic);
             }
             return Err(Error::Length {
@@ -132,8 +134,11 @@ impl StaticSam {
             return Err(Error::Length { need, have });
         }
         let body_end = bytes.len() - CHECKSUM_LEN;
+        let (body, _) = bytes
+            .split_at_checked(body_end)
+            .ok_or(Error::Length { need, have })?;
         let stored = u64::from_le_bytes(read(bytes, body_end));
-        let computed = checksum(&bytes[..body_end]);
+        let computed = checksum(body);
         if stored != computed {
             return Err(Error::Checksum { stored, computed });
         }
@@ -145,7 +150,8 @@ impl StaticSam {
                 what: "vocabulary too large for 2-byte tokens",
             });
         }
-        let text = decode_tokens(&bytes[HEADER_LEN..body_end], width, vocab_size)?;
+        let slots = body.get(HEADER_LEN..).unwrap_or_default();
+        let text = decode_tokens(slots, width, vocab_size)?;
         let separators = text.iter().filter(|&&t| t == SEPARATOR).count();
         if separators as u64 != u64::from(n_docs) || text.last().is_some_and(|&t| t != SEPARATOR) {
             return Err(Error::Corrupt {
@@ -159,29 +165,30 @@ impl StaticSam {
 /// Decodes token slots, mapping the all-ones slot to [`SEPARATOR`] and rejecting ids at
 /// or beyond the vocabulary.
 fn decode_tokens(body: &[u8], width: u32, vocab_size: u32) -> Result<Vec<u32>, Error> {
-    let out_of_vocab = Error::Corrupt {
-        what: "token id beyond the vocabulary",
-    };
-    if width == 2 {
-        body.chunks_exact(2)
-            .map(|c| match u16::from_le_bytes([c[0], c[1]]) {
-                u16::MAX => Ok(SEPARATOR),
-                t if u32::from(t) < vocab_size => Ok(u32::from(t)),
-                _ => Err(out_of_vocab.clone()),
-            })
-            .collect()
+    let separator_slot = if width == 2 {
+        u32::from(u16::MAX)
     } else {
-        body.chunks_exact(4)
-            .map(|c| match u32::from_le_bytes([c[0], c[1], c[2], c[3]]) {
-                SEPARATOR => Ok(SEPARATOR),
-                t if t < vocab_size => Ok(t),
-                _ => Err(out_of_vocab.clone()),
-            })
-            .collect()
-    }
+        SEPARATOR
+    };
+    body.chunks_exact(width as usize)
+        .map(|c| {
+            let t = c
+                .iter()
+                .rev()
+                .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+            match t {
+                _ if t == separator_slot => Ok(SEPARATOR),
+                _ if t < vocab_size => Ok(t),
+                _ => Err(Error::Corrupt {
+                    what: "token id beyond the vocabulary",
+                }),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -34,7 +34,9 @@ pub enum Error {
         name: String,
     },
     /// The static corpus was made with another tokenizer.
-    #[error("the static corpus was built with another tokenizer (hash {corpus:#x}, model {model:#x})")]
+    #[error(
+        "the static corpus was built with another tokenizer (hash {corpus:#x}, model {model:#x})"
+    )]
     CorpusTokenizer {
         /// The corpus's tokenizer hash.
         corpus: u64,

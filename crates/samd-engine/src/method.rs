@@ -29,7 +29,13 @@ pub enum Method {
 
 impl Method {
     /// Every method, baseline first.
-    pub const ALL: [Method; 5] = [Method::Ar, Method::Pld, Method::Sam, Method::Tr, Method::SamTr];
+    pub const ALL: [Method; 5] = [
+        Method::Ar,
+        Method::Pld,
+        Method::Sam,
+        Method::Tr,
+        Method::SamTr,
+    ];
 
     /// The name used on command lines and in reports.
     pub fn name(self) -> &'static str {

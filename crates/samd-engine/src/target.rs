@@ -25,8 +25,11 @@ pub trait Target {
     /// Runs `tree`'s nodes at positions `past_len + depth` and returns each node's `k`
     /// most likely next ids, best first, row-major (`k >= 1`; column 0 is the argmax).
     /// Only ids come back from the device, never logits.
-    fn verify(&mut self, tree: &DraftTree, k: usize)
-    -> impl Future<Output = Result<Vec<u32>, Error>>;
+    fn verify(
+        &mut self,
+        tree: &DraftTree,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<u32>, Error>>;
 
     /// Keeps the K/V of `path` (node indices of the last verified tree, root first) and
     /// drops the other nodes'.
@@ -76,9 +79,9 @@ impl Target for ModelTarget {
         })?;
         let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
         let mask = AncestorMask::from_parents(&parents)?;
-        let logits = self
-            .model
-            .forward(&mut self.cache, tree.tokens(), &tree.positions(past), &mask)?;
+        let logits =
+            self.model
+                .forward(&mut self.cache, tree.tokens(), &tree.positions(past), &mask)?;
         let ids = if k <= 1 {
             logits.argmax_ids()
         } else {

@@ -7,68 +7,21 @@
 use std::path::PathBuf;
 
 use burn::tensor::read_sync;
-use samd_draft::tree::DraftTree;
 use samd_engine::bench::{
     BenchConfig, BenchError, BenchPrompt, BenchRecord, BenchResult, BenchTrace, CATEGORY_ORDER,
     bench_category, load_prompts, replay_bench, run_bench, select, traces_from_jsonl,
     traces_from_run, traces_to_jsonl,
 };
-use samd_engine::{Error, Method, Session, Target};
+use samd_engine::{Method, Session};
+
+mod common;
+use common::FakeModel;
 
 const VOCAB: u32 = 40;
 
 /// A "model" whose next token depends on the last two, with short cycles so drafts hit.
 fn successor(a: u32, b: u32) -> u32 {
     (a + b * 3 + 1) % 11
-}
-
-/// Keeps the committed tokens as its cache; verifies each node from its own context.
-#[derive(Debug, Default)]
-struct Cyclic {
-    cache: Vec<u32>,
-    pending: Vec<Vec<u32>>,
-}
-
-impl Target for Cyclic {
-    fn vocab_size(&self) -> u32 {
-        VOCAB
-    }
-
-    fn capacity(&self) -> usize {
-        4096
-    }
-
-    fn past_len(&self) -> usize {
-        self.cache.len()
-    }
-
-    async fn verify(&mut self, tree: &DraftTree, k: usize) -> Result<Vec<u32>, Error> {
-        self.pending.clear();
-        let mut ids = Vec::with_capacity(tree.len() * k);
-        for i in 0..tree.len() {
-            let mut ctx = match tree.parent(i) {
-                Some(p) => self.pending[p].clone(),
-                None => self.cache.clone(),
-            };
-            ctx.push(tree.tokens()[i]);
-            let n = ctx.len();
-            let best = successor(ctx[n.saturating_sub(2)], ctx[n - 1]);
-            ids.extend((0..k as u32).map(|r| (best + r * 3) % VOCAB));
-            self.pending.push(ctx);
-        }
-        Ok(ids)
-    }
-
-    fn commit(&mut self, path: &[usize]) -> Result<(), Error> {
-        if let Some(&last) = path.last() {
-            self.cache = self.pending[last].clone();
-        }
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.cache.clear();
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,7 +238,7 @@ fn fake_prompts() -> Vec<BenchPrompt> {
 #[test]
 fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
     let prompts = fake_prompts();
-    let mut session = Session::new(Cyclic::default(), None);
+    let mut session = Session::new(FakeModel::new(VOCAB, 4096, successor, 3), None);
     let config = BenchConfig {
         methods: vec![
             Method::Sam,

@@ -3,8 +3,10 @@
 //! bad inputs must behave.
 
 use burn::tensor::read_sync;
-use samd_draft::tree::DraftTree;
 use samd_engine::{Error, GenerateOptions, Method, Session, StopReason, Target};
+
+mod common;
+use common::FakeModel;
 
 const VOCAB: u32 = 50;
 
@@ -13,63 +15,8 @@ fn next(a: u32, b: u32) -> u32 {
     (a * 7 + b * 3 + 1) % 23
 }
 
-#[derive(Debug, Default)]
-struct Fake {
-    /// Committed tokens (the cache).
-    cache: Vec<u32>,
-    /// Tokens of the last verified tree's nodes' contexts, for commit.
-    pending: Vec<Vec<u32>>,
-    capacity: usize,
-}
-
-impl Target for Fake {
-    fn vocab_size(&self) -> u32 {
-        VOCAB
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn past_len(&self) -> usize {
-        self.cache.len()
-    }
-
-    async fn verify(&mut self, tree: &DraftTree, k: usize) -> Result<Vec<u32>, Error> {
-        let mut contexts: Vec<Vec<u32>> = Vec::new();
-        let mut ids = Vec::new();
-        for i in 0..tree.len() {
-            let mut ctx = match tree.parent(i) {
-                Some(p) => contexts[p].clone(),
-                None => self.cache.clone(),
-            };
-            ctx.push(tree.tokens()[i]);
-            let n = ctx.len();
-            let best = next(ctx[n.saturating_sub(2)], ctx[n - 1]);
-            ids.extend((0..k as u32).map(|r| (best + r * 5) % VOCAB));
-            contexts.push(ctx);
-        }
-        self.pending = contexts;
-        Ok(ids)
-    }
-
-    fn commit(&mut self, path: &[usize]) -> Result<(), Error> {
-        if let Some(&last) = path.last() {
-            self.cache = self.pending[last].clone();
-        }
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.cache.clear();
-    }
-}
-
-fn session(method: Method, capacity: usize) -> Session<Fake> {
-    let target = Fake {
-        capacity,
-        ..Fake::default()
-    };
+fn session(method: Method, capacity: usize) -> Session<FakeModel> {
+    let target = FakeModel::new(VOCAB, capacity, next, 5);
     Session::new(target, method.drafter(VOCAB, None).unwrap())
 }
 
@@ -97,7 +44,11 @@ fn every_method_reproduces_plain_decoding() {
             Method::Tr => 1.05,
             _ => 2.0,
         };
-        assert!(s.stats().mat() >= floor, "{method}: mat {}", s.stats().mat());
+        assert!(
+            s.stats().mat() >= floor,
+            "{method}: mat {}",
+            s.stats().mat()
+        );
         // A second request on the same session gives the same output.
         let (again, _) = read_sync(s.generate(&prompt, options(200))).unwrap();
         assert_eq!(again, plain, "{method}, second run");
@@ -135,13 +86,25 @@ fn stops_at_the_end_of_the_context() {
 #[test]
 fn bad_requests_are_errors_and_the_session_stays_usable() {
     let mut s = session(Method::SamTr, 16);
-    assert!(matches!(read_sync(s.start(&[], options(5))), Err(Error::EmptyPrompt)));
+    assert!(matches!(
+        read_sync(s.start(&[], options(5))),
+        Err(Error::EmptyPrompt)
+    ));
     assert!(matches!(
         read_sync(s.start(&[1; 16], options(5))),
-        Err(Error::PromptTooLong { len: 16, capacity: 16 })
+        Err(Error::PromptTooLong {
+            len: 16,
+            capacity: 16
+        })
     ));
-    assert!(matches!(read_sync(s.start(&[1, 2], options(0))), Err(Error::Options { .. })));
-    assert!(matches!(read_sync(s.start(&[1, VOCAB], options(5))), Err(Error::Draft(_))));
+    assert!(matches!(
+        read_sync(s.start(&[1, 2], options(0))),
+        Err(Error::Options { .. })
+    ));
+    assert!(matches!(
+        read_sync(s.start(&[1, VOCAB], options(5))),
+        Err(Error::Draft(_))
+    ));
     assert!(matches!(read_sync(s.step()), Err(Error::NotStarted)));
     let (out, _) = read_sync(s.generate(&[1, 2], options(5))).unwrap();
     assert_eq!(out.len(), 5);
@@ -165,5 +128,8 @@ fn unknown_methods_are_named() {
         Method::parse_list("ar,foo"),
         Err(Error::UnknownMethod { name }) if name == "foo"
     ));
-    assert_eq!(Method::parse_list("ar,sam+tr").unwrap(), vec![Method::Ar, Method::SamTr]);
+    assert_eq!(
+        Method::parse_list("ar,sam+tr").unwrap(),
+        vec![Method::Ar, Method::SamTr]
+    );
 }

@@ -1,0 +1,91 @@
+//! `samd bench`: every method on the same prompts, in one process and one run, so the
+//! speedups are side-by-side ratios on the same device. The measuring and the tables are
+//! the engine's ([`samd_engine::bench`]); this file loads things and writes the output.
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::read_sync;
+use samd_engine::bench::{
+    BenchConfig, load_prompts, replay_bench, run_bench, select, traces_from_jsonl, traces_from_run,
+    traces_to_jsonl,
+};
+use samd_engine::{ModelTarget, Session};
+
+use crate::args::BenchArgs;
+use crate::load::{ModelBytes, init_device};
+
+/// Runs `samd bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let model_bytes = ModelBytes::read(&args.model.model)?;
+    let file = model_bytes.parse()?;
+    let tokenizer = model_bytes.tokenizer(&file)?;
+    let vocab = u32::try_from(tokenizer.vocab_size()).context("vocabulary beyond u32")?;
+
+    if let Some(path) = &args.replay {
+        let jsonl = std::fs::read_to_string(path)
+            .with_context(|| format!("reading traces {}", path.display()))?;
+        let traces = traces_from_jsonl(&jsonl)?;
+        let result = replay_bench(&traces, &args.methods, vocab, None)?;
+        println!("{}", result.markdown());
+        return write_json(args, &result.to_json()?);
+    }
+
+    let jsonl = std::fs::read_to_string(&args.prompts)
+        .with_context(|| format!("reading prompts {}", args.prompts.display()))?;
+    let mut prompts = load_prompts(&jsonl, &tokenizer)?;
+    if args.per_category > 0 {
+        prompts = select(&prompts, args.per_category);
+    }
+    if prompts.is_empty() {
+        bail!("no prompts in {}", args.prompts.display());
+    }
+    let device = init_device(args.model.device)?;
+    let model = model_bytes.weights(&file, &device)?;
+    drop(file);
+    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    let max_new = args.max_tokens as usize;
+    let mut session = Session::new(ModelTarget::new(model, longest + max_new + 1), None);
+    let config = BenchConfig {
+        methods: args.methods.clone(),
+        max_new_tokens: max_new,
+        stop_ids: [Some(tokenizer.eos_id()), tokenizer.im_end_id()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        corpus: None,
+        warmup: true,
+    };
+    let result = read_sync(run_bench(&mut session, &prompts, &config, |p| {
+        let r = p.record;
+        eprintln!(
+            "[{}/{}] {:<7} {:<15} q{:<4} {:>4} tokens  MAT {:>5.2}  {:>7.1} tok/s{}",
+            p.done,
+            p.total,
+            r.method,
+            r.category,
+            r.question_id,
+            r.generated,
+            r.mat,
+            r.tok_s,
+            if r.lossless { "" } else { "  MISMATCH" }
+        );
+    }))?;
+    println!("{}", result.markdown());
+    if let Some(path) = &args.save_traces {
+        let traces = traces_from_run(&prompts, &result.records);
+        std::fs::write(path, traces_to_jsonl(&traces)?)
+            .with_context(|| format!("writing traces {}", path.display()))?;
+    }
+    write_json(args, &result.to_json()?)?;
+    let mismatches = result.mismatches().count();
+    if mismatches > 0 {
+        bail!("{mismatches} generations differ from plain AR decoding");
+    }
+    Ok(())
+}
+
+fn write_json(args: &BenchArgs, json: &str) -> Result<()> {
+    if let Some(path) = &args.json {
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

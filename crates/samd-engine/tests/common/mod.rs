@@ -1,0 +1,74 @@
+//! A fake model for the engine's tests: its next token is a fixed function of the last
+//! two tokens, so outputs are known and cycle quickly enough for drafts to be accepted.
+
+use samd_draft::tree::DraftTree;
+use samd_engine::{Error, Target};
+
+/// Keeps the committed tokens as its "cache" and verifies each node from its own context.
+#[derive(Debug)]
+pub struct FakeModel {
+    pub vocab: u32,
+    pub capacity: usize,
+    /// The greedy next token after `(second to last, last)`.
+    pub successor: fn(u32, u32) -> u32,
+    /// Rank r of the top-k is `(best + r * stride) % vocab`.
+    pub stride: u32,
+    cache: Vec<u32>,
+    /// Contexts of the last verified tree's nodes, for commit.
+    pending: Vec<Vec<u32>>,
+}
+
+impl FakeModel {
+    pub fn new(vocab: u32, capacity: usize, successor: fn(u32, u32) -> u32, stride: u32) -> Self {
+        Self {
+            vocab,
+            capacity,
+            successor,
+            stride,
+            cache: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl Target for FakeModel {
+    fn vocab_size(&self) -> u32 {
+        self.vocab
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn past_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    async fn verify(&mut self, tree: &DraftTree, k: usize) -> Result<Vec<u32>, Error> {
+        self.pending.clear();
+        let mut ids = Vec::with_capacity(tree.len() * k);
+        for i in 0..tree.len() {
+            let mut ctx = match tree.parent(i) {
+                Some(p) => self.pending[p].clone(),
+                None => self.cache.clone(),
+            };
+            ctx.push(tree.tokens()[i]);
+            let n = ctx.len();
+            let best = (self.successor)(ctx[n.saturating_sub(2)], ctx[n - 1]);
+            ids.extend((0..k as u32).map(|r| (best + r * self.stride) % self.vocab));
+            self.pending.push(ctx);
+        }
+        Ok(ids)
+    }
+
+    fn commit(&mut self, path: &[usize]) -> Result<(), Error> {
+        if let Some(&last) = path.last() {
+            self.cache = self.pending[last].clone();
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.cache.clear();
+    }
+}
