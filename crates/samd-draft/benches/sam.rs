@@ -113,6 +113,9 @@ fn data() -> Data {
     }
 }
 
+/// Builds a fresh copy of a primed drafter for each measured batch.
+type MakeDrafter<'a> = dyn Fn() -> Box<dyn Drafter> + 'a;
+
 const SIZES: [(&str, usize); 2] = [("10k", 10_000), ("1M", 1_000_000)];
 /// Steps measured per iteration of the step benches.
 const STEPS: usize = 1_000;
@@ -151,7 +154,7 @@ fn step(c: &mut Criterion, d: &Data) {
         sam.commit(history).unwrap();
         let mut pld = PromptLookup::new(LookupConfig::default(), d.vocab_size).unwrap();
         pld.commit(history).unwrap();
-        let drafters: [(&str, &dyn Fn() -> Box<dyn Drafter>); 2] = [
+        let drafters: [(&str, &MakeDrafter); 2] = [
             ("sam", &|| Box::new(sam.clone())),
             ("pld", &|| Box::new(pld.clone())),
         ];

@@ -188,7 +188,7 @@ fn decode_tokens(body: &[u8], width: u32, vocab_size: u32) -> Result<Vec<u32>, E
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

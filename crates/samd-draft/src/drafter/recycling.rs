@@ -215,7 +215,7 @@ mod tests {
         }
         assert!(depth.iter().all(|&d| d <= config.max_depth));
         // The greedy chain (rank 0 all the way) is in the template, as deep as allowed.
-        assert!(depth.iter().any(|&d| d == config.max_depth));
+        assert!(depth.contains(&config.max_depth));
     }
 
     #[test]
