@@ -2,7 +2,7 @@
 # Usage:
 #   scripts/gpu-bench.sh prepare             (here: stage what the GPU machine needs)
 #   scripts/gpu-bench.sh stage PART...       (there: add model parts, assemble the model)
-#   scripts/gpu-bench.sh run [SAMD] [MODEL]  (there: greedy AR tok/s on wgpu, and cpu once)
+#   scripts/gpu-bench.sh run [SAMD] [MODEL]  (there: samd bench on wgpu, every method side by side)
 #
 # Measures `samd generate` (plain autoregressive greedy decoding) on a remote NVIDIA GPU
 # (H100/H200) through wgpu on native Vulkan. Only the working tree and carried files reach
@@ -63,7 +63,7 @@ prepare() {
     # shellcheck disable=SC2086 # $o is several options on purpose
     apt-get $o update >/dev/null
     # shellcheck disable=SC2086
-    (cd .gl && apt-get $o download libvulkan1)
+    (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
   fi
   ls -l .gpu/samd .gpu/model .gl
 }
@@ -86,15 +86,13 @@ stage() {
 }
 
 setup_vulkan() {
-  if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
-    ls .gl/*.deb >/dev/null 2>&1 || { echo "no libvulkan.so.1 and no .gl/*.deb carried" >&2; exit 1; }
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-  fi
+  # The loader alone is not enough there: NVIDIA's ICD (libGLX_nvidia) needs GLVND too.
+  ls .gl/*.deb >/dev/null 2>&1 || { echo "no .gl/*.deb carried (see prepare)" >&2; exit 1; }
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
   icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] &&
-    ! ls /usr/share/vulkan/icd.d/nvidia*.json /etc/vulkan/icd.d/nvidia*.json >/dev/null 2>&1; then
-    export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then
+    export VK_DRIVER_FILES="$icd"
   fi
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 }
