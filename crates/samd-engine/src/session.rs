@@ -266,10 +266,9 @@ impl<T: Target> Session<T> {
             verify_us,
             stop: None,
         };
-        let event = self.finish(event)?;
-        self.stats
-            .record_step(event.tokens.len(), self.tree.len() - 1);
-        Ok(event)
+        let produced = event.tokens.len();
+        self.stats.record_step(produced, self.tree.len() - 1);
+        self.finish(event)
     }
 
     /// Runs a whole generation and returns the generated ids and why it stopped.

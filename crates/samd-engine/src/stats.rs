@@ -9,6 +9,9 @@ pub struct Stats {
     pub generated: usize,
     /// Verification steps after the prefill.
     pub steps: usize,
+    /// Tokens those steps produced (accepted drafts plus bonus), counted before the stop
+    /// rules cut a step's output, so that MAT measures verification alone.
+    pub step_tokens: usize,
     /// Draft nodes proposed, roots excluded.
     pub drafted: usize,
     /// Prefill time: the prompt's forward pass and its readback.
@@ -27,7 +30,7 @@ impl Stats {
         if self.steps == 0 {
             return 0.0;
         }
-        self.generated.saturating_sub(1) as f64 / self.steps as f64
+        self.step_tokens as f64 / self.steps as f64
     }
 
     /// Decode speed: tokens after the first over the time of the steps that made them.
@@ -46,6 +49,7 @@ impl Stats {
 
     pub(crate) fn record_step(&mut self, committed: usize, drafted: usize) {
         self.steps += 1;
+        self.step_tokens += committed;
         self.drafted += drafted;
         if self.histogram.len() <= committed {
             self.histogram.resize(committed + 1, 0);
