@@ -26,6 +26,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run every method on the same prompts and print per-category tables.
     Bench(BenchArgs),
+    /// Time one verification step by tree size (1 to 128 nodes) on the chosen device.
+    Profile(ProfileArgs),
     /// Print a model file's architecture, config, tensors and load-time breakdown.
     InspectModel(InspectArgs),
 }
@@ -143,6 +145,24 @@ pub struct BenchArgs {
     /// seconds on a CPU.
     #[arg(long, value_name = "TRACES")]
     pub replay: Option<PathBuf>,
+    /// Model file and device.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `samd profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Committed positions in the cache before each timed step.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub context: usize,
+    /// Timed steps per tree size (the median is printed).
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub reps: u32,
+    /// Ids read back per node (8: what Token Recycling needs; 1: argmax only).
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub top_k: usize,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -1,4 +1,4 @@
-//! `samd`, the native command-line front end: `generate`, `bench` and `inspect-model`.
+//! `samd`, the native command-line front end: `generate`, `bench`, `profile` and `inspect-model`.
 //!
 //! Errors are `anyhow` chains printed on one line (`samd: error: outer: inner`) with a
 //! non-zero exit code; every failure a user can cause (a missing or corrupt model, an empty
@@ -9,6 +9,7 @@ mod bench;
 mod generate;
 mod inspect;
 mod load;
+mod profile;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::InspectModel(args) => inspect::run(args),
+        Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

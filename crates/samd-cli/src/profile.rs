@@ -1,0 +1,86 @@
+//! `samd profile`: the cost of one verification step by tree size, on the chosen device.
+//!
+//! Speculation pays only while verifying N nodes costs little more than verifying one, so
+//! this is the number that decides how large drafts should be on a device. Each size is
+//! timed as the decode loop runs it: one forward over N nodes against a filled cache, the
+//! top-k ids read back, the pending nodes dropped.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::read_sync;
+use samd_draft::tree::{DraftTree, Source};
+use samd_engine::{ModelTarget, Target};
+
+use crate::args::ProfileArgs;
+use crate::load::{ModelBytes, init_device};
+
+/// Tree sizes timed, in nodes.
+const SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+/// Untimed runs per size first: shader compilation and autotuning happen there.
+const WARMUP: usize = 3;
+
+/// Runs the subcommand.
+pub fn run(args: &ProfileArgs) -> Result<()> {
+    let model_bytes = ModelBytes::read(&args.model.model)?;
+    let file = model_bytes.parse()?;
+    let tokenizer = model_bytes.tokenizer(&file)?;
+    let device = init_device(args.model.device)?;
+    let model = model_bytes.weights(&file, &device)?;
+    drop(file);
+
+    // A real token stream, repeated to the context length asked for.
+    let text =
+        tokenizer.chat_prompt("Explain, step by step, how a hash table handles collisions.")?;
+    let prompt = tokenizer.encode(&text)?;
+    let ids: Vec<u32> = prompt
+        .iter()
+        .copied()
+        .cycle()
+        .take(args.context.max(1))
+        .collect();
+    let max_nodes = SIZES[SIZES.len() - 1];
+    let mut target = ModelTarget::new(model, ids.len() + max_nodes);
+
+    let mut tree = DraftTree::new(ids[0]);
+    tree.push_chain(0, &ids[1..], Source::Model);
+    read_sync(target.verify(&tree, 1))?;
+    target.commit(&(0..ids.len()).collect::<Vec<_>>())?;
+
+    println!(
+        "verify step at context {} on {} (forward + top-{} ids, median of {}):",
+        target.past_len(),
+        args.model.device.name(),
+        args.top_k,
+        args.reps
+    );
+    println!("| nodes | ms per step | × one node |\n|---|---|---|");
+    let mut one_node_ms = None;
+    for n in SIZES {
+        tree.reset(ids[0]);
+        tree.push_chain(0, &ids[1..n.min(ids.len())], Source::Model);
+        while tree.len() < n {
+            // Contexts shorter than the tree: widen it with siblings of the root's child.
+            tree.push(
+                0,
+                u32::try_from(tree.len()).context("node count")?,
+                Source::Model,
+            );
+        }
+        let reps = args.reps as usize;
+        let mut times = Vec::with_capacity(reps);
+        for rep in 0..WARMUP + reps {
+            let t = Instant::now();
+            read_sync(target.verify(&tree, args.top_k))?;
+            target.commit(&[])?;
+            if rep >= WARMUP {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let base = *one_node_ms.get_or_insert(median);
+        println!("| {n} | {median:.2} | {:.2} |", median / base);
+    }
+    Ok(())
+}
