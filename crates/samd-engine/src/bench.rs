@@ -26,7 +26,7 @@ use samd_draft::replay::{Trace, replay};
 use samd_model::Tokenizer;
 use serde::{Deserialize, Serialize};
 
-use crate::{GenerateOptions, Method, Session, Target};
+use crate::{GenerateOptions, Method, Session, StopReason, Target};
 
 /// The MT-bench sub-categories that Spec-Bench keeps separate and reports as one.
 pub const MT_BENCH_CATEGORIES: [&str; 8] = [
@@ -303,6 +303,23 @@ pub struct BenchProgress<'a> {
     pub record: &'a BenchRecord,
 }
 
+/// One generation of `prompt`, its error tagged with the prompt and method.
+async fn generate<T: Target>(
+    session: &mut Session<T>,
+    prompt: &BenchPrompt,
+    method: Method,
+    options: &GenerateOptions,
+) -> Result<(Vec<u32>, StopReason), BenchError> {
+    session
+        .generate(&prompt.ids, options.clone())
+        .await
+        .map_err(|source| BenchError::Generate {
+            question_id: prompt.question_id,
+            method,
+            source,
+        })
+}
+
 /// Decodes every prompt with every method (AR first) on `session`, whose drafter is
 /// replaced; it is left with the last method's. `progress` sees each record as it is
 /// made, for a live display. A mismatch with AR is recorded (`lossless: false`), not an
@@ -327,26 +344,11 @@ pub async fn run_bench<T: Target>(
             && let Some(p) = prompts.first()
         {
             session.set_drafter(method.drafter(vocab_size, config.corpus.clone())?);
-            session
-                .generate(&p.ids, options.clone())
-                .await
-                .map_err(|source| BenchError::Generate {
-                    question_id: p.question_id,
-                    method,
-                    source,
-                })?;
+            generate(session, p, method, &options).await?;
         }
         session.set_drafter(method.drafter(vocab_size, config.corpus.clone())?);
         for (i, p) in prompts.iter().enumerate() {
-            let (ids, stop) =
-                session
-                    .generate(&p.ids, options.clone())
-                    .await
-                    .map_err(|source| BenchError::Generate {
-                        question_id: p.question_id,
-                        method,
-                        source,
-                    })?;
+            let (ids, stop) = generate(session, p, method, &options).await?;
             let lossless = match ar_ids.get(i) {
                 Some(reference) => *reference == ids,
                 None => true,

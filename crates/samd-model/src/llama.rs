@@ -304,6 +304,14 @@ impl TokenIds {
     }
 }
 
+/// `value` as a device index (`i32`, burn's int type for `select`) when below `limit`.
+fn device_index(value: u32, limit: usize) -> Option<i32> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&u| u < limit)
+        .and_then(|u| i32::try_from(u).ok())
+}
+
 /// One transformer block's weights. Matrices are `[in, out]`.
 #[derive(Debug, Clone)]
 struct Block {
@@ -511,27 +519,19 @@ impl Llama {
         let token_ids = tokens
             .iter()
             .map(|&t| {
-                usize::try_from(t)
-                    .ok()
-                    .filter(|&u| u < c.vocab_size)
-                    .and_then(|u| i32::try_from(u).ok())
-                    .ok_or(Error::TokenOutOfRange {
-                        token: t,
-                        vocab_size: c.vocab_size,
-                    })
+                device_index(t, c.vocab_size).ok_or(Error::TokenOutOfRange {
+                    token: t,
+                    vocab_size: c.vocab_size,
+                })
             })
             .collect::<Result<Vec<i32>>>()?;
         let position_ids = positions
             .iter()
             .map(|&p| {
-                usize::try_from(p)
-                    .ok()
-                    .filter(|&u| u < c.context_len)
-                    .and_then(|u| i32::try_from(u).ok())
-                    .ok_or(Error::PositionOutOfRange {
-                        position: p,
-                        max_positions: c.context_len,
-                    })
+                device_index(p, c.context_len).ok_or(Error::PositionOutOfRange {
+                    position: p,
+                    max_positions: c.context_len,
+                })
             })
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
