@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, read_sync};
+use samd_engine::bench::{BenchPrompt, load_prompts};
 use samd_engine::{GenerateOptions, Method, ModelTarget, Session};
 use samd_model::{GgufFile, Llama, Tokenizer};
 
@@ -22,31 +23,15 @@ const PROMPTS: &str = concat!(
 const PER_CATEGORY: usize = 4;
 const MAX_NEW_TOKENS: usize = 12;
 
-/// MT-bench's sub-categories count as Spec-Bench's one multi-turn category.
-fn category(raw: &str) -> &str {
-    match raw {
-        "translation" | "summarization" | "qa" | "math_reasoning" | "rag" => raw,
-        _ => "multi-turn",
-    }
-}
-
-/// The shortest first turns of each category, so that CPU prefill stays cheap.
-fn prompts() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(PROMPTS).expect("the Spec-Bench dev prompts");
-    let mut all: Vec<(String, String)> = text
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
-            let cat = category(v["category"].as_str().expect("a category")).to_string();
-            let turn = v["turns"][0].as_str().expect("a first turn").to_string();
-            (cat, turn)
-        })
-        .collect();
-    all.sort_by_key(|(cat, turn)| (cat.clone(), turn.len()));
-    let mut picked: Vec<(String, String)> = Vec::new();
-    for (cat, turn) in all {
-        if picked.iter().filter(|(c, _)| *c == cat).count() < PER_CATEGORY {
-            picked.push((cat, turn));
+/// The shortest prompts of each category (in tokens), so that CPU prefill stays cheap.
+fn prompts(tokenizer: &Tokenizer) -> Vec<BenchPrompt> {
+    let jsonl = std::fs::read_to_string(PROMPTS).expect("the Spec-Bench dev prompts");
+    let mut all = load_prompts(&jsonl, tokenizer).expect("valid prompts");
+    all.sort_by_key(|p| p.ids.len());
+    let mut picked: Vec<BenchPrompt> = Vec::new();
+    for p in all {
+        if picked.iter().filter(|q| q.category == p.category).count() < PER_CATEGORY {
+            picked.push(p);
         }
     }
     picked
@@ -69,14 +54,11 @@ fn every_method_matches_plain_greedy_decoding_on_the_real_model() {
         .flatten()
         .collect();
     let mut session = Session::new(ModelTarget::new(model, 2048), None);
-    let prompts = prompts();
+    let prompts = prompts(&tokenizer);
     assert_eq!(prompts.len(), 6 * PER_CATEGORY, "every category is covered");
 
     let mut accepted_drafts = 0;
-    for (cat, turn) in &prompts {
-        let ids = tokenizer
-            .encode(&tokenizer.chat_prompt(turn).expect("ChatML"))
-            .expect("encodable");
+    for prompt in &prompts {
         let options = GenerateOptions {
             max_new_tokens: MAX_NEW_TOKENS,
             stop_ids: stop_ids.clone(),
@@ -84,17 +66,20 @@ fn every_method_matches_plain_greedy_decoding_on_the_real_model() {
         let mut plain = None;
         for method in Method::ALL {
             session.set_drafter(method.drafter(vocab, None).expect("a drafter"));
-            let (out, stop) = read_sync(session.generate(&ids, options.clone())).expect("decodes");
+            let (out, stop) =
+                read_sync(session.generate(&prompt.ids, options.clone())).expect("decodes");
             match &plain {
                 None => plain = Some((out, stop)),
                 Some(expected) => {
                     assert_eq!(
                         (&out, stop),
                         (&expected.0, expected.1),
-                        "{method} differs from AR on a {cat} prompt: {turn:?}"
+                        "{method} differs from AR on {} prompt {}",
+                        prompt.category,
+                        prompt.question_id
                     );
                     let stats = session.stats();
-                    accepted_drafts += stats.generated.saturating_sub(1) - stats.steps;
+                    accepted_drafts += stats.step_tokens - stats.steps;
                 }
             }
         }
