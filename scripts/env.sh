@@ -5,3 +5,6 @@ export CARGO_TARGET_DIR
 # Mesa's lavapipe prints warnings without a runtime dir.
 : "${XDG_RUNTIME_DIR:=/tmp}"
 export XDG_RUNTIME_DIR
+# Tools the project installs itself (wasm-bindgen-cli), outside the clone.
+: "${SAMD_TOOLS:=$HOME/.cache/samd/tools}"
+export SAMD_TOOLS

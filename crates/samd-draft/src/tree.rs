@@ -33,6 +33,20 @@ pub enum Source {
     Lookup,
 }
 
+impl Source {
+    /// A short stable name, for JSON and the demo's colours: `model`, `dynamic`,
+    /// `static`, `recycling` or `lookup`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Model => "model",
+            Source::DynamicSam => "dynamic",
+            Source::StaticSam => "static",
+            Source::Recycling => "recycling",
+            Source::Lookup => "lookup",
+        }
+    }
+}
+
 /// A tree of draft tokens rooted at a known-correct token.
 ///
 /// # Example

@@ -17,9 +17,11 @@ mod method;
 mod session;
 mod stats;
 mod target;
+mod text;
 
 pub use error::Error;
 pub use method::{Method, check_corpus};
-pub use session::{GenerateOptions, Session, StepEvent, StopReason};
+pub use session::{GenerateOptions, PREFILL_CHUNK, Session, StepEvent, StopReason};
 pub use stats::Stats;
 pub use target::{ModelTarget, Target};
+pub use text::TextStream;

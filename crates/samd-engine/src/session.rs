@@ -96,6 +96,11 @@ impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
     }
 }
 
+/// Prompt tokens per prefill forward pass. A pass computes logits for every node, so
+/// chunking bounds that buffer (`PREFILL_CHUNK × vocab` floats, 50 MB for SmolLM2) below
+/// WebGPU's default 128 MiB binding limit, whatever the prompt's length.
+pub const PREFILL_CHUNK: usize = 256;
+
 fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
@@ -175,8 +180,6 @@ impl<T: Target> Session<T> {
             ..Stats::default()
         };
         let k = self.top_k();
-        self.tree.reset(prompt[0]);
-        self.tree.push_chain(0, &prompt[1..], Source::Model);
         if let Some(d) = &mut self.drafter {
             d.reset();
             d.reserve(prompt.len() + options.max_new_tokens);
@@ -184,16 +187,22 @@ impl<T: Target> Session<T> {
         }
 
         let t = Instant::now();
-        let ids = self.target.verify(&self.tree, k).await?;
-        let chain: Vec<usize> = (0..prompt.len()).collect();
-        self.target.commit(&chain)?;
-        self.stats.prefill_us = micros(t);
-        if k > 1
-            && let Some(d) = &mut self.drafter
-        {
-            d.observe(prompt, &ids)?;
+        let mut ids = Vec::new();
+        for chunk in prompt.chunks(PREFILL_CHUNK) {
+            self.tree.reset(chunk[0]);
+            self.tree.push_chain(0, &chunk[1..], Source::Model);
+            ids = self.target.verify(&self.tree, k).await?;
+            let chain: Vec<usize> = (0..chunk.len()).collect();
+            self.target.commit(&chain)?;
+            if k > 1
+                && let Some(d) = &mut self.drafter
+            {
+                d.observe(chunk, &ids)?;
+            }
         }
-        let first = ids[(prompt.len() - 1) * k];
+        self.stats.prefill_us = micros(t);
+        let last_chunk = (prompt.len() - 1) % PREFILL_CHUNK;
+        let first = ids[last_chunk * k];
         self.run = Some(Run {
             options,
             root: first,

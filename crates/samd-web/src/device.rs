@@ -1,0 +1,126 @@
+//! Choosing the device: WebGPU when the browser has it, burn's CPU backend otherwise, and
+//! a plain notice saying which and why.
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::error::{ErrorKind, WebError};
+
+/// Which backend the page asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// WebGPU if it works, else the CPU with a notice.
+    Auto,
+    /// WebGPU or an error.
+    WebGpu,
+    /// The CPU.
+    Cpu,
+}
+
+impl Want {
+    /// Parses `auto`, `webgpu` or `cpu`.
+    pub fn parse(s: &str) -> Result<Self, WebError> {
+        match s {
+            "auto" => Ok(Want::Auto),
+            "webgpu" => Ok(Want::WebGpu),
+            "cpu" => Ok(Want::Cpu),
+            _ => Err(WebError::new(
+                ErrorKind::Options,
+                format!("unknown backend {s:?} (expected auto, webgpu or cpu)"),
+            )),
+        }
+    }
+}
+
+/// What runs the model, as shown to the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceInfo {
+    /// `webgpu` or `cpu`.
+    pub backend: &'static str,
+    /// The adapter's name (or the CPU).
+    pub adapter: String,
+    /// WebGPU was wanted but the CPU is used.
+    pub fallback: bool,
+    /// Why, when it fell back.
+    pub notice: Option<String>,
+    /// The largest buffer a shader may bind, in bytes (WebGPU only).
+    #[serde(skip)]
+    pub max_binding: Option<u64>,
+}
+
+/// The device, and what to tell the user about it.
+pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
+    if want == Want::Cpu {
+        return Ok((Device::flex(), cpu_info(false, None)));
+    }
+    match Device::wgpu_options().init_with_setup_async().await {
+        Ok((device, setup)) => {
+            let info = setup.adapter.get_info();
+            let adapter = if info.name.is_empty() {
+                format!("{:?} adapter", info.backend)
+            } else {
+                info.name.clone()
+            };
+            let limits = setup.device.limits();
+            let max_binding = limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size);
+            Ok((
+                device,
+                DeviceInfo {
+                    backend: "webgpu",
+                    adapter,
+                    fallback: false,
+                    notice: None,
+                    max_binding: Some(max_binding),
+                },
+            ))
+        }
+        Err(e) if want == Want::Auto => {
+            let notice = format!(
+                "WebGPU is not available here ({e}); running on the CPU, which is much slower"
+            );
+            Ok((Device::flex(), cpu_info(true, Some(notice))))
+        }
+        Err(e) => Err(WebError::new(
+            ErrorKind::Unsupported,
+            format!("WebGPU is not available: {e}"),
+        )),
+    }
+}
+
+fn cpu_info(fallback: bool, notice: Option<String>) -> DeviceInfo {
+    DeviceInfo {
+        backend: "cpu",
+        adapter: "CPU (burn flex, one thread)".into(),
+        fallback,
+        notice,
+        max_binding: None,
+    }
+}
+
+/// Checks that every weight, once dequantised to f32, fits one buffer binding; otherwise
+/// the upload would fail deep inside the GPU runtime instead of with a message.
+pub fn check_fits(info: &DeviceInfo, config: &samd_model::LlamaConfig) -> Result<(), WebError> {
+    let Some(max) = info.max_binding else {
+        return Ok(());
+    };
+    let floats = [
+        config.vocab_size * config.d_model,
+        config.d_model * config.d_ffn,
+        config.d_model * config.n_heads * config.head_dim,
+    ];
+    let largest = floats.iter().max().copied().unwrap_or(0) as u64 * 4;
+    if largest > max {
+        return Err(WebError::new(
+            ErrorKind::TooBig,
+            format!(
+                "the model is too big for this device: its largest weight needs a {:.0} MB \
+                 buffer, and the adapter allows {:.0} MB",
+                largest as f64 / 1e6,
+                max as f64 / 1e6
+            ),
+        ));
+    }
+    Ok(())
+}

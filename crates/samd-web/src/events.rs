@@ -1,0 +1,233 @@
+//! The values that cross into JavaScript: requests in, events out (camelCase fields, as
+//! `web/worker.js` documents them).
+
+use samd_engine::{StepEvent, StopReason};
+use samd_model::gguf::keys;
+use samd_model::{GgufFile, LlamaConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorKind, WebError};
+use crate::{Loaded, Run};
+
+/// A generation request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// The user's text.
+    pub prompt: String,
+    /// `ar`, `pld`, `sam`, `tr` or `sam+tr`.
+    pub method: String,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Use the prompt verbatim instead of wrapping it as a ChatML user turn.
+    #[serde(default)]
+    pub raw: bool,
+    /// 0 for greedy decoding.
+    #[serde(default)]
+    pub temperature: f64,
+    /// Nucleus mass, in (0, 1].
+    #[serde(default = "one")]
+    pub top_p: f64,
+    /// Sampling seed.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl GenerateRequest {
+    /// Rejects options that cannot work, before anything runs.
+    pub fn check(&self) -> Result<(), WebError> {
+        let bad = |what: &str| Err(WebError::new(ErrorKind::Options, what));
+        if self.max_tokens == 0 {
+            return bad("the token budget must be at least 1");
+        }
+        if self.temperature.is_nan() || self.temperature < 0.0 || self.temperature.is_infinite() {
+            return bad("the temperature must be a number ≥ 0");
+        }
+        if self.top_p.is_nan() || self.top_p <= 0.0 || self.top_p > 1.0 {
+            return bad("top-p must be in (0, 1]");
+        }
+        if self.temperature > 0.0 {
+            return bad("sampling (temperature > 0) is not available in the browser yet; use 0");
+        }
+        Ok(())
+    }
+}
+
+/// What was loaded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadedInfo {
+    /// The model.
+    pub model: ModelInfo,
+    /// Tokens in the static corpus, if one was loaded.
+    pub corpus_tokens: Option<usize>,
+    /// Whether the model came from the Cache Storage rather than the network.
+    pub from_cache: bool,
+    /// Wall time of the whole load.
+    pub load_ms: f64,
+}
+
+/// A model's identity and shape.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    /// `general.name`, or the file name.
+    pub name: String,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Context length.
+    pub context: usize,
+}
+
+impl ModelInfo {
+    /// Reads the names from `file` and the shape from `config`.
+    pub fn new(file: &GgufFile<'_>, config: &LlamaConfig, url: &str) -> Self {
+        let file_name = url.rsplit('/').next().unwrap_or(url);
+        Self {
+            name: file
+                .get_str(keys::GENERAL_NAME)
+                .map_or_else(|_| file_name.to_owned(), str::to_owned),
+            architecture: file.architecture().unwrap_or("unknown").to_owned(),
+            layers: config.n_layers,
+            hidden: config.d_model,
+            vocab: config.vocab_size,
+            context: config.context_len,
+        }
+    }
+}
+
+/// One step, as the page renders it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepView {
+    /// Tokens committed by the step.
+    pub tokens: Vec<u32>,
+    /// Text that became final with them.
+    pub text: String,
+    /// Each token's source: `model`, `dynamic`, `static`, `recycling` or `lookup`.
+    pub sources: Vec<&'static str>,
+    /// Match length in the dynamic automaton.
+    pub dynamic_match: u32,
+    /// Match length in the static automaton.
+    pub static_match: u32,
+    /// Nodes verified.
+    pub tree_len: usize,
+    /// Drafting time.
+    pub draft_us: f64,
+    /// Forward pass and readback time.
+    pub verify_us: f64,
+    /// Milliseconds since the generation started, when the step ended.
+    pub at_ms: f64,
+    /// Why the generation ended, on its last step.
+    pub stop: Option<&'static str>,
+    /// The whole text, on the last step.
+    pub full_text: Option<String>,
+    /// The counters, on the last step.
+    pub stats: Option<StatsView>,
+}
+
+/// A generation's counters.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub generated: usize,
+    /// Verification steps after the prefill.
+    pub steps: usize,
+    /// Mean tokens per step.
+    pub mat: f64,
+    /// Decode speed after the first token.
+    pub tokens_per_s: f64,
+    /// Prefill time.
+    pub prefill_ms: f64,
+    /// Drafting time.
+    pub draft_ms: f64,
+    /// Forward and readback time.
+    pub verify_ms: f64,
+    /// Wall time since the request.
+    pub total_ms: f64,
+    /// Device readbacks: one per prefill chunk and one per step.
+    pub readbacks: usize,
+    /// `histogram[n]` counts the steps that committed `n` tokens.
+    pub histogram: Vec<u64>,
+}
+
+impl StepView {
+    pub(crate) fn new(event: &StepEvent, run: &mut Run, loaded: &Loaded) -> Result<Self, WebError> {
+        let mut text = run.text.push(&loaded.tokenizer, &event.tokens)?;
+        let last = event.stop.is_some();
+        if last {
+            text.push_str(&run.text.finish(&loaded.tokenizer)?);
+        }
+        let mut view = Self {
+            tokens: event.tokens.clone(),
+            text,
+            sources: event.sources.iter().map(|&s| s.name()).collect(),
+            dynamic_match: event.draft.dynamic_match_len,
+            static_match: event.draft.static_match_len,
+            tree_len: event.tree_len,
+            draft_us: event.draft_us as f64,
+            verify_us: event.verify_us as f64,
+            at_ms: run.started.elapsed().as_secs_f64() * 1e3,
+            stop: event.stop.map(StopReason::name),
+            full_text: None,
+            stats: None,
+        };
+        if last {
+            view.finish(run, loaded)?;
+        }
+        Ok(view)
+    }
+
+    /// The last event of a cancelled generation.
+    pub(crate) fn cancelled(run: &mut Run, loaded: &Loaded) -> Result<Self, WebError> {
+        let text = run.text.finish(&loaded.tokenizer)?;
+        let mut view = Self {
+            tokens: Vec::new(),
+            text,
+            sources: Vec::new(),
+            dynamic_match: 0,
+            static_match: 0,
+            tree_len: 0,
+            draft_us: 0.0,
+            verify_us: 0.0,
+            at_ms: run.started.elapsed().as_secs_f64() * 1e3,
+            stop: Some("cancelled"),
+            full_text: None,
+            stats: None,
+        };
+        view.finish(run, loaded)?;
+        Ok(view)
+    }
+
+    fn finish(&mut self, run: &Run, loaded: &Loaded) -> Result<(), WebError> {
+        let stats = loaded.session.stats();
+        self.full_text = Some(loaded.tokenizer.decode(run.text.ids())?);
+        self.stats = Some(StatsView {
+            prompt_tokens: stats.prompt_tokens,
+            generated: stats.generated,
+            steps: stats.steps,
+            mat: stats.mat(),
+            tokens_per_s: stats.tokens_per_s(),
+            prefill_ms: stats.prefill_us as f64 / 1e3,
+            draft_ms: stats.draft_us as f64 / 1e3,
+            verify_ms: stats.verify_us as f64 / 1e3,
+            total_ms: run.started.elapsed().as_secs_f64() * 1e3,
+            readbacks: run.prefill_chunks + stats.steps,
+            histogram: stats.histogram.clone(),
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! samd in the browser: the decode engine behind a small wasm-bindgen API.
+//!
+//! `web/worker.js` hosts one [`Engine`] in a dedicated Web Worker, so the page never
+//! blocks, and turns its calls into the worker protocol documented there. The engine is
+//! pull-based like [`samd_engine::Session`]: the worker awaits [`Engine::start`], then
+//! [`Engine::step`] until an event carries `stop`, yielding to its event loop between
+//! steps so that a cancel message gets through.
+#![deny(missing_docs)]
+
+mod device;
+mod error;
+mod events;
+mod fetch;
+
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use samd_draft::corpus::StaticSam;
+use samd_engine::{GenerateOptions, Method, ModelTarget, Session, TextStream, check_corpus};
+use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
+use wasm_bindgen::prelude::*;
+use web_sys::AbortSignal;
+use web_time::Instant;
+
+pub use device::{DeviceInfo, Want};
+pub use error::{ErrorKind, WebError};
+pub use events::{GenerateRequest, LoadedInfo, ModelInfo, StepView};
+
+/// Positions of the KV cache: prompt and output together. Smaller than SmolLM2's 8192
+/// context, to keep the cache (46 KB per position for SmolLM2-135M) modest in a tab.
+const CACHE_POSITIONS: usize = 2048;
+
+/// A loaded model, ready to generate.
+#[derive(Debug)]
+struct Loaded {
+    session: Session<ModelTarget>,
+    tokenizer: Tokenizer,
+    corpus: Option<Arc<StaticSam>>,
+    vocab: u32,
+}
+
+/// A generation in progress.
+#[derive(Debug)]
+struct Run {
+    text: TextStream,
+    started: Instant,
+    prefill_chunks: usize,
+}
+
+/// One device, at most one model, one generation at a time.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Engine {
+    device: Device,
+    info: DeviceInfo,
+    loaded: Option<Loaded>,
+    run: Option<Run>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Creates the engine on `backend` (`auto`, `webgpu` or `cpu`).
+    pub async fn create(backend: String) -> Result<Engine, JsValue> {
+        install_panic_hook();
+        let want = Want::parse(&backend)?;
+        let (device, info) = device::init(want).await?;
+        Ok(Engine {
+            device,
+            info,
+            loaded: None,
+            run: None,
+        })
+    }
+
+    /// What runs the model: `{backend, adapter, fallback, notice}`.
+    #[wasm_bindgen(js_name = deviceInfo)]
+    pub fn device_info(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.info)
+    }
+
+    /// Loads a GGUF model (and optionally a static corpus) from URLs, from the cache when
+    /// it holds them. `on_progress(phase, bytes, total)` is called as it goes. The
+    /// previous model stays loaded until the new one is ready, so a bad URL loses nothing.
+    pub async fn load(
+        &mut self,
+        model_url: String,
+        corpus_url: Option<String>,
+        on_progress: js_sys::Function,
+        signal: Option<AbortSignal>,
+    ) -> Result<JsValue, JsValue> {
+        let started = Instant::now();
+        let report = |phase: &str, bytes: u64, total: Option<u64>| {
+            let total = total.map_or(JsValue::NULL, |t| JsValue::from_f64(t as f64));
+            let _ = on_progress.call3(
+                &JsValue::NULL,
+                &JsValue::from_str(phase),
+                &JsValue::from_f64(bytes as f64),
+                &total,
+            );
+        };
+        let mut download_progress = |source: fetch::Source, bytes: u64, total: Option<u64>| {
+            let phase = match source {
+                fetch::Source::Download => "download",
+                fetch::Source::Cache => "cache",
+            };
+            report(phase, bytes, total);
+        };
+        let fetched =
+            fetch::fetch_cached(&model_url, signal.as_ref(), &mut download_progress).await?;
+        check_cancel(signal.as_ref())?;
+
+        let size = fetched.bytes.len() as u64;
+        report("parse", size, Some(size));
+        let file = GgufFile::parse(&fetched.bytes)
+            .map_err(|e| named(&model_url, "is not a valid GGUF file", e.into()))?;
+        let config = LlamaConfig::from_gguf(&file)
+            .map_err(|e| named(&model_url, "cannot be run", e.into()))?;
+        device::check_fits(&self.info, &config)?;
+        report("tokenizer", size, Some(size));
+        let tokenizer = Tokenizer::from_gguf(&file)
+            .map_err(|e| named(&model_url, "has no usable tokenizer", e.into()))?;
+        check_cancel(signal.as_ref())?;
+
+        let corpus = match &corpus_url {
+            Some(url) if !url.is_empty() => {
+                let fetched = fetch::fetch_cached(url, signal.as_ref(), &mut |_, bytes, total| {
+                    report("corpus", bytes, total)
+                })
+                .await?;
+                let corpus = StaticSam::from_bytes(&fetched.bytes)
+                    .map_err(|e| named(url, "is not a valid corpus file", e.into()))?;
+                check_corpus(&corpus, tokenizer.vocab_hash())
+                    .map_err(|e| named(url, "does not fit this model", e.into()))?;
+                Some(Arc::new(corpus))
+            }
+            _ => None,
+        };
+        check_cancel(signal.as_ref())?;
+
+        report("weights", 0, Some(size));
+        // The old model's buffers go first, so that two never share the device.
+        self.loaded = None;
+        self.run = None;
+        let model = Llama::from_gguf(&file, &self.device)
+            .map_err(|e| named(&model_url, "has unusable weights", e.into()))?;
+        report("weights", size, Some(size));
+
+        let info = LoadedInfo {
+            model: ModelInfo::new(&file, &config, &model_url),
+            corpus_tokens: corpus.as_ref().map(|c| c.text().len()),
+            from_cache: fetched.from_cache,
+            load_ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        let vocab = u32::try_from(config.vocab_size)
+            .map_err(|_| WebError::new(ErrorKind::Unsupported, "vocabulary beyond u32"))?;
+        let capacity = CACHE_POSITIONS.min(config.context_len);
+        self.loaded = Some(Loaded {
+            session: Session::new(ModelTarget::new(model, capacity), None),
+            tokenizer,
+            corpus,
+            vocab,
+        });
+        to_js(&info)
+    }
+
+    /// Starts a generation; the returned step event carries the prefill's first token.
+    pub async fn start(&mut self, request: JsValue) -> Result<JsValue, JsValue> {
+        self.run = None;
+        let request: GenerateRequest = serde_wasm_bindgen::from_value(request)
+            .map_err(|e| WebError::new(ErrorKind::Options, format!("bad request: {e}")))?;
+        let loaded = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| WebError::new(ErrorKind::NoModel, "load a model before generating"))?;
+        let method: Method = request.method.parse().map_err(WebError::from)?;
+        request.check()?;
+        let text = if request.raw {
+            request.prompt.clone()
+        } else {
+            loaded
+                .tokenizer
+                .chat_prompt(&request.prompt)
+                .map_err(WebError::from)?
+        };
+        let ids = loaded.tokenizer.encode(&text).map_err(WebError::from)?;
+        let drafter = method
+            .drafter(loaded.vocab, loaded.corpus.clone())
+            .map_err(WebError::from)?;
+        loaded.session.set_drafter(drafter);
+        let mut stop_ids = vec![loaded.tokenizer.eos_id()];
+        stop_ids.extend(loaded.tokenizer.im_end_id());
+        let options = GenerateOptions {
+            max_new_tokens: request.max_tokens,
+            stop_ids,
+        };
+        let started = Instant::now();
+        let event = loaded
+            .session
+            .start(&ids, options)
+            .await
+            .map_err(WebError::from)?;
+        self.run = Some(Run {
+            text: TextStream::new(),
+            started,
+            prefill_chunks: ids.len().div_ceil(samd_engine::PREFILL_CHUNK),
+        });
+        self.view(&event)
+    }
+
+    /// Runs one verification step.
+    pub async fn step(&mut self) -> Result<JsValue, JsValue> {
+        if self.run.is_none() {
+            return Err(WebError::new(ErrorKind::Options, "no generation is running").into());
+        }
+        let loaded = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| WebError::new(ErrorKind::NoModel, "load a model before generating"))?;
+        let event = loaded.session.step().await;
+        let event = event.map_err(|e| {
+            self.run = None;
+            WebError::from(e)
+        })?;
+        self.view(&event)
+    }
+
+    /// Ends the current generation and returns its final event (`stop: "cancelled"`), or
+    /// `null` when none was running.
+    pub fn cancel(&mut self) -> Result<JsValue, JsValue> {
+        let Some(loaded) = self.loaded.as_mut() else {
+            return Ok(JsValue::NULL);
+        };
+        let Some(mut run) = self.run.take() else {
+            return Ok(JsValue::NULL);
+        };
+        loaded.session.cancel();
+        let view = StepView::cancelled(&mut run, loaded)?;
+        to_js(&view)
+    }
+}
+
+impl Engine {
+    /// The event as the page sees it; on the last step, also the full text and stats.
+    fn view(&mut self, event: &samd_engine::StepEvent) -> Result<JsValue, JsValue> {
+        let (Some(loaded), Some(run)) = (self.loaded.as_ref(), self.run.as_mut()) else {
+            return Err(WebError::new(ErrorKind::Internal, "no generation is running").into());
+        };
+        let view = StepView::new(event, run, loaded)?;
+        if event.stop.is_some() {
+            self.run = None;
+        }
+        to_js(&view)
+    }
+}
+
+/// Deletes every cached model and corpus file.
+#[wasm_bindgen(js_name = clearCache)]
+pub async fn clear_cache() -> Result<(), JsValue> {
+    Ok(fetch::clear_cache().await?)
+}
+
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    serde_wasm_bindgen::to_value(value)
+        .map_err(|e| WebError::new(ErrorKind::Internal, e.to_string()).into())
+}
+
+fn check_cancel(signal: Option<&AbortSignal>) -> Result<(), WebError> {
+    if signal.is_some_and(|s| s.aborted()) {
+        return Err(WebError::new(ErrorKind::Cancelled, "loading was cancelled"));
+    }
+    Ok(())
+}
+
+/// Prefixes an error's message with the file it is about.
+fn named(url: &str, what: &str, e: WebError) -> WebError {
+    WebError::new(e.kind, format!("{url} {what}: {}", e.message))
+}
+
+/// Sends panics to the console before the wasm instance traps, so that the worker can
+/// report what broke instead of a bare "unreachable".
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("samd panicked: {info}").into());
+    }));
+}

@@ -1,0 +1,135 @@
+// The samd Web Worker: hosts one wasm Engine (crates/samd-web) off the page's thread and
+// speaks the protocol below. This file is the authoritative description of it.
+//
+// Requests (page → worker); each carries a numeric `id`, echoed by its replies:
+//   {type:'init', id, backend:'auto'|'webgpu'|'cpu'}
+//       → {type:'device', id, backend:'webgpu'|'cpu', adapter, fallback, notice}
+//   {type:'load', id, modelUrl, corpusUrl|null}
+//       → {type:'progress', id, phase, bytes, total|null}*  (phase: download, cache, parse,
+//         tokenizer, corpus, weights)
+//       → {type:'loaded', id, model:{name, architecture, layers, hidden, vocab, context},
+//          corpus:{tokens}|null, fromCache, loadMs}
+//   {type:'generate', id, prompt, method, maxTokens, raw, temperature, topP, seed}
+//       → {type:'step', id, tokens, text, sources, dynamicMatch, staticMatch, treeLen,
+//          draftUs, verifyUs, atMs}*   (the first step is the prefill's first token)
+//       → {type:'done', id, stop:'eos'|'max_tokens'|'context'|'cancelled', text, stats:{
+//          promptTokens, generated, steps, mat, tokensPerS, prefillMs, draftMs, verifyMs,
+//          totalMs, readbacks, histogram}}
+//   {type:'cancel'}  cancels the running load (→ error kind 'cancelled') or generate
+//                    (→ done with stop 'cancelled')
+//   {type:'clearCache', id} → {type:'cacheCleared', id}
+// Any request may end in {type:'error', id, kind, message} instead. Kinds: network, http,
+// corrupt, unsupported, too-big, device-lost, out-of-memory, busy, prompt, options,
+// no-model, cancelled, internal. A request while another runs gets 'busy'.
+// If the wasm instance traps (a panic, an out-of-memory), the worker posts
+// {type:'fatal', message}: the engine is gone, and the page must start a new worker.
+
+import init, { Engine, clearCache } from './pkg/samd_web.js';
+
+let engine = null;
+let busy = null; // the id of the request in progress
+let loadAbort = null;
+let cancelGenerate = false;
+
+const post = (msg) => self.postMessage(msg);
+
+// Yields to the event loop, so that a 'cancel' message can run between steps (the CPU
+// backend never awaits anything real, so without this nothing else would run).
+const yieldToEvents = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+function errorOf(e) {
+  if (e && typeof e === 'object' && typeof e.kind === 'string') return e;
+  const message = e && e.message ? e.message : String(e);
+  // A trap leaves the instance unusable: only a fresh worker helps.
+  if (e instanceof WebAssembly.RuntimeError) return { kind: 'fatal', message };
+  if (/out of memory|allocation failed/i.test(message)) return { kind: 'out-of-memory', message };
+  return { kind: 'internal', message };
+}
+
+async function handle(msg) {
+  switch (msg.type) {
+    case 'init': {
+      await init({ module_or_path: new URL('./pkg/samd_web_bg.wasm', import.meta.url) });
+      engine = await Engine.create(msg.backend || 'auto');
+      return { type: 'device', ...engine.deviceInfo() };
+    }
+    case 'load': {
+      requireEngine();
+      loadAbort = new AbortController();
+      try {
+        const onProgress = (phase, bytes, total) =>
+          post({ type: 'progress', id: msg.id, phase, bytes, total });
+        const info = await engine.load(msg.modelUrl, msg.corpusUrl || null, onProgress, loadAbort.signal);
+        return {
+          type: 'loaded',
+          model: info.model,
+          corpus: info.corpusTokens == null ? null : { tokens: info.corpusTokens },
+          fromCache: info.fromCache,
+          loadMs: info.loadMs,
+        };
+      } finally {
+        loadAbort = null;
+      }
+    }
+    case 'generate': {
+      requireEngine();
+      cancelGenerate = false;
+      const request = {
+        prompt: msg.prompt,
+        method: msg.method,
+        maxTokens: msg.maxTokens,
+        raw: !!msg.raw,
+        temperature: msg.temperature ?? 0,
+        topP: msg.topP ?? 1,
+        seed: msg.seed ?? 0,
+      };
+      let event = await engine.start(request);
+      for (;;) {
+        const { fullText, stats, stop, ...step } = event;
+        post({ type: 'step', id: msg.id, ...step });
+        if (stop) return { type: 'done', stop, text: fullText, stats };
+        await yieldToEvents();
+        if (cancelGenerate) {
+          const last = engine.cancel();
+          return { type: 'done', stop: 'cancelled', text: last.fullText, stats: last.stats };
+        }
+        event = await engine.step();
+      }
+    }
+    case 'clearCache':
+      await clearCache();
+      return { type: 'cacheCleared' };
+    default:
+      throw { kind: 'options', message: `unknown request type ${JSON.stringify(msg.type)}` };
+  }
+}
+
+function requireEngine() {
+  if (!engine) throw { kind: 'internal', message: "send 'init' before any other request" };
+}
+
+self.onmessage = async ({ data: msg }) => {
+  if (msg.type === 'cancel') {
+    cancelGenerate = true;
+    if (loadAbort) loadAbort.abort();
+    return;
+  }
+  if (busy !== null) {
+    post({ type: 'error', id: msg.id, kind: 'busy', message: `busy with request ${busy}; wait for it or cancel it` });
+    return;
+  }
+  busy = msg.id;
+  try {
+    post({ id: msg.id, ...(await handle(msg)) });
+  } catch (e) {
+    const { kind, message } = errorOf(e);
+    if (kind === 'fatal') {
+      engine = null;
+      post({ type: 'fatal', id: msg.id, message });
+    } else {
+      post({ type: 'error', id: msg.id, kind, message });
+    }
+  } finally {
+    busy = null;
+  }
+};
