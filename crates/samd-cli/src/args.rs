@@ -87,6 +87,19 @@ pub struct GenerateArgs {
     /// Decoding method: ar, pld, sam, tr or sam+tr. Every method gives the same greedy text.
     #[arg(long, default_value = "ar", value_parser = parse_method)]
     pub method: Method,
+    /// Sampling temperature; 0 decodes greedily. Speculative methods keep the model's
+    /// distribution exactly.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus (top-p) mass for sampling, in (0, 1].
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampling draws.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the text contains this string (repeatable); the string is not printed.
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,

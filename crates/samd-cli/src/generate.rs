@@ -8,7 +8,9 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::read_sync;
-use samd_engine::{GenerateOptions, Method, ModelTarget, Session, Stats, StopReason};
+use samd_engine::{
+    GenerateOptions, Method, ModelTarget, Sampling, Session, Stats, StopReason, TextStream,
+};
 use samd_model::Llama;
 
 use crate::args::GenerateArgs;
@@ -26,33 +28,47 @@ pub struct Output {
     pub stats: Stats,
 }
 
-/// Decodes `prompt_ids` greedily with `method` on the engine, calling `on_token` with all
-/// generated ids after every step (for streaming).
+/// What to decode and how.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The prompt's ids.
+    pub prompt_ids: &'a [u32],
+    /// Decoding method.
+    pub method: Method,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Ids that end the generation.
+    pub stop_ids: Vec<u32>,
+    /// `None` decodes greedily.
+    pub sampling: Option<Sampling>,
+}
+
+/// Decodes `request` on the engine, calling `on_tokens` with each step's new ids (for
+/// streaming). `on_tokens` returns true to stop there (a stop string appeared).
 pub fn decode(
     model: Llama,
-    method: Method,
-    prompt_ids: &[u32],
-    max_tokens: usize,
-    stop_ids: &[u32],
-    mut on_token: impl FnMut(&[u32]) -> Result<()>,
+    request: &Request<'_>,
+    mut on_tokens: impl FnMut(&[u32]) -> Result<bool>,
 ) -> Result<Output> {
     let vocab = u32::try_from(model.config().vocab_size).context("vocabulary beyond u32")?;
     // The last generated token is never fed back, so this many slots always suffice.
-    let capacity = prompt_ids.len() + max_tokens + 1;
+    let capacity = request.prompt_ids.len() + request.max_tokens + 1;
     let mut session = Session::new(
         ModelTarget::new(model, capacity),
-        method.drafter(vocab, None)?,
+        request.method.drafter(vocab, None)?,
     );
     let options = GenerateOptions {
-        max_new_tokens: max_tokens,
-        stop_ids: stop_ids.to_vec(),
+        max_new_tokens: request.max_tokens,
+        stop_ids: request.stop_ids.clone(),
+        sampling: request.sampling,
     };
     let mut generated = Vec::new();
-    let mut event = read_sync(session.start(prompt_ids, options))?;
+    let mut event = read_sync(session.start(request.prompt_ids, options))?;
     let stop_reason = loop {
         generated.extend_from_slice(&event.tokens);
-        if !event.tokens.is_empty() {
-            on_token(&generated)?;
+        if on_tokens(&event.tokens)? {
+            session.cancel();
+            break StopReason::StopString;
         }
         if let Some(stop) = event.stop {
             break stop;
@@ -66,20 +82,9 @@ pub fn decode(
     })
 }
 
-/// The part of `full` that can be printed after `printed_len` bytes were already printed.
-///
-/// The tokenizer decodes byte-level BPE with lossy UTF-8, so a multi-byte character split
-/// across tokens shows up as trailing U+FFFD until its last byte arrives. Holding back
-/// trailing U+FFFD keeps every printed prefix final; whatever is held back at the end is
-/// printed then.
 /// Time of the steps after the prefill, in milliseconds.
 fn decode_ms(stats: &Stats) -> f64 {
     (stats.draft_us + stats.verify_us) as f64 / 1e3
-}
-
-fn stable_suffix(full: &str, printed_len: usize) -> &str {
-    let stable = full.trim_end_matches('\u{FFFD}');
-    stable.get(printed_len..).unwrap_or("")
 }
 
 /// Runs the subcommand.
@@ -126,26 +131,27 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 
     let mut stop_ids = vec![tokenizer.eos_id()];
     stop_ids.extend(tokenizer.im_end_id());
-    let mut printed_len = 0;
+    let request = Request {
+        prompt_ids: &prompt_ids,
+        method: args.method,
+        max_tokens: args.max_tokens as usize,
+        stop_ids,
+        sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,
+    };
+    let mut stream = TextStream::with_stops(args.stop.iter().cloned());
+    let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
-    let out = decode(
-        model,
-        args.method,
-        &prompt_ids,
-        args.max_tokens as usize,
-        &stop_ids,
-        |ids| {
-            if !args.json {
-                let full = tokenizer.decode(ids)?;
-                let new = stable_suffix(&full, printed_len);
-                stdout.write_all(new.as_bytes())?;
-                stdout.flush()?;
-                printed_len += new.len();
-            }
-            Ok(())
-        },
-    )?;
-    let text = tokenizer.decode(&out.generated_ids)?;
+    let out = decode(model, &request, |ids| {
+        let delta = stream.push(&tokenizer, ids)?;
+        if !args.json {
+            stdout.write_all(delta.as_bytes())?;
+            stdout.flush()?;
+        }
+        text.push_str(&delta);
+        Ok(stream.stopped())
+    })?;
+    let rest = stream.finish(&tokenizer)?;
+    text.push_str(&rest);
 
     if args.json {
         let report = serde_json::json!({
@@ -170,7 +176,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         writeln!(stdout, "{report}")?;
         return Ok(());
     }
-    writeln!(stdout, "{}", text.get(printed_len..).unwrap_or(""))?;
+    writeln!(stdout, "{rest}")?;
     eprintln!(
         "[{} {}] load {:.0} ms (device {:.0}, read {:.0}, parse {:.0}, tokenizer {:.0}, \
          weights {:.0}); prefill {} tokens in {:.0} ms; decode {} tokens in {:.0} ms = \
@@ -193,19 +199,4 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         out.stop_reason.name()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stable_suffix_holds_back_split_characters() {
-        assert_eq!(stable_suffix("Paris", 0), "Paris");
-        assert_eq!(stable_suffix("Paris", 3), "is");
-        assert_eq!(stable_suffix("caf\u{FFFD}", 0), "caf");
-        assert_eq!(stable_suffix("caf\u{FFFD}", 3), "");
-        assert_eq!(stable_suffix("café", 3), "é");
-        assert_eq!(stable_suffix("", 0), "");
-    }
 }

@@ -44,7 +44,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 
     let mut tree = DraftTree::new(ids[0]);
     tree.push_chain(0, &ids[1..], Source::Model);
-    read_sync(target.verify(&tree, 1))?;
+    read_sync(target.verify(&tree, 1, None))?;
     target.commit(&(0..ids.len()).collect::<Vec<_>>())?;
 
     println!(
@@ -71,7 +71,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         let mut times = Vec::with_capacity(reps);
         for rep in 0..WARMUP + reps {
             let t = Instant::now();
-            read_sync(target.verify(&tree, args.top_k))?;
+            read_sync(target.verify(&tree, args.top_k, None))?;
             target.commit(&[])?;
             if rep >= WARMUP {
                 times.push(t.elapsed().as_secs_f64() * 1e3);

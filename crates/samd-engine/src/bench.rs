@@ -335,6 +335,7 @@ pub async fn run_bench<T: Target>(
     let options = GenerateOptions {
         max_new_tokens: config.max_new_tokens,
         stop_ids: config.stop_ids.clone(),
+        sampling: None,
     };
     let total = prompts.len() * methods.len();
     let mut records = Vec::with_capacity(total);

@@ -14,6 +14,7 @@
 pub mod bench;
 mod error;
 mod method;
+mod sampling;
 mod session;
 mod stats;
 mod target;
@@ -21,7 +22,8 @@ mod text;
 
 pub use error::Error;
 pub use method::{Method, check_corpus};
+pub use sampling::Sampling;
 pub use session::{GenerateOptions, PREFILL_CHUNK, Session, StepEvent, StopReason};
 pub use stats::Stats;
-pub use target::{ModelTarget, Target};
+pub use target::{ModelTarget, Target, Verified, split_columns};
 pub use text::TextStream;

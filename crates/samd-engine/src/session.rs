@@ -15,15 +15,17 @@ use samd_draft::drafter::DraftReport;
 use samd_draft::tree::{DraftTree, Source};
 use web_time::Instant;
 
-use crate::{Error, Stats, Target};
+use crate::{Error, Sampling, Stats, Target};
 
 /// Options of one generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     /// Most tokens to generate (at least 1).
     pub max_new_tokens: usize,
     /// Ids that end the generation (end of turn, end of text). They are not emitted.
     pub stop_ids: Vec<u32>,
+    /// Draw tokens instead of taking the argmax; `None` is greedy decoding.
+    pub sampling: Option<Sampling>,
 }
 
 /// Why a generation ended.
@@ -35,6 +37,10 @@ pub enum StopReason {
     MaxTokens,
     /// The context is full.
     Context,
+    /// The text reached a stop string (see [`crate::TextStream`]).
+    StopString,
+    /// The caller cancelled.
+    Cancelled,
 }
 
 impl StopReason {
@@ -44,6 +50,8 @@ impl StopReason {
             StopReason::Eos => "eos",
             StopReason::MaxTokens => "max_tokens",
             StopReason::Context => "context",
+            StopReason::StopString => "stop_string",
+            StopReason::Cancelled => "cancelled",
         }
     }
 }
@@ -138,9 +146,9 @@ impl<T: Target> Session<T> {
         self.run = None;
     }
 
-    /// Ids per node to read back: the drafter's top-k, or the argmax alone.
+    /// Top-k ids per node the drafter wants read back (0: none).
     fn top_k(&self) -> usize {
-        self.drafter.as_ref().map_or(1, |d| d.top_k()).max(1)
+        self.drafter.as_ref().map_or(0, |d| d.top_k())
     }
 
     /// Starts a generation: checks the inputs, resets the cache and the drafter, and runs
@@ -180,6 +188,10 @@ impl<T: Target> Session<T> {
             ..Stats::default()
         };
         let k = self.top_k();
+        let sampling = options.sampling;
+        if let Some(s) = sampling {
+            self.target.seed(s.seed);
+        }
         if let Some(d) = &mut self.drafter {
             d.reset();
             d.reserve(prompt.len() + options.max_new_tokens);
@@ -187,22 +199,22 @@ impl<T: Target> Session<T> {
         }
 
         let t = Instant::now();
-        let mut ids = Vec::new();
+        let mut next = Vec::new();
         for chunk in prompt.chunks(PREFILL_CHUNK) {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
-            ids = self.target.verify(&self.tree, k).await?;
+            let verified = self.target.verify(&self.tree, k, sampling).await?;
             let chain: Vec<usize> = (0..chunk.len()).collect();
             self.target.commit(&chain)?;
-            if k > 1
+            if k > 0
                 && let Some(d) = &mut self.drafter
             {
-                d.observe(chunk, &ids)?;
+                d.observe(chunk, &verified.top_k)?;
             }
+            next = verified.next;
         }
         self.stats.prefill_us = micros(t);
-        let last_chunk = (prompt.len() - 1) % PREFILL_CHUNK;
-        let first = ids[last_chunk * k];
+        let first = next[(prompt.len() - 1) % PREFILL_CHUNK];
         self.run = Some(Run {
             options,
             root: first,
@@ -231,6 +243,7 @@ impl<T: Target> Session<T> {
         }
         run.in_step = true;
         let root = run.root;
+        let sampling = run.options.sampling;
         let k = self.top_k();
 
         let t = Instant::now();
@@ -248,15 +261,16 @@ impl<T: Target> Session<T> {
         let draft_us = micros(t);
 
         let t = Instant::now();
-        let ids = self.target.verify(&self.tree, k).await?;
-        let argmax: Vec<u32> = ids.iter().step_by(k).copied().collect();
-        let acc = self.tree.accept(&argmax)?;
+        let verified = self.target.verify(&self.tree, k, sampling).await?;
+        // Under sampling `next` holds draws, and the same walk is lossless (see
+        // `sampling`'s module docs).
+        let acc = self.tree.accept(&verified.next)?;
         self.target.commit(&acc.path)?;
         let verify_us = micros(t);
-        if k > 1
+        if k > 0
             && let Some(d) = &mut self.drafter
         {
-            d.observe(self.tree.tokens(), &ids)?;
+            d.observe(self.tree.tokens(), &verified.top_k)?;
         }
 
         let mut sources: Vec<Source> = acc.path[1..]

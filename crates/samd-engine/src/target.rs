@@ -9,7 +9,7 @@ use std::future::Future;
 use samd_draft::tree::DraftTree;
 use samd_model::{AncestorMask, KvCache, Llama};
 
-use crate::Error;
+use crate::{Error, Sampling};
 
 /// A model that verifies draft trees against a cache of committed positions.
 pub trait Target {
@@ -22,14 +22,18 @@ pub trait Target {
     /// Committed positions.
     fn past_len(&self) -> usize;
 
-    /// Runs `tree`'s nodes at positions `past_len + depth` and returns each node's `k`
-    /// most likely next ids, best first, row-major (`k >= 1`; column 0 is the argmax).
-    /// Only ids come back from the device, never logits.
+    /// Runs `tree`'s nodes at positions `past_len + depth` and returns, per node, the
+    /// next token (the argmax, or a draw under `sampling`) and, when `k > 0`, the `k` most
+    /// likely next ids, best first. Only ids come back from the device, never logits.
     fn verify(
         &mut self,
         tree: &DraftTree,
         k: usize,
-    ) -> impl Future<Output = Result<Vec<u32>, Error>>;
+        sampling: Option<Sampling>,
+    ) -> impl Future<Output = Result<Verified, Error>>;
+
+    /// Seeds the random draws of the following verifications.
+    fn seed(&mut self, seed: u64);
 
     /// Keeps the K/V of `path` (node indices of the last verified tree, root first) and
     /// drops the other nodes'.
@@ -37,6 +41,15 @@ pub trait Target {
 
     /// Forgets every position, for the next request.
     fn reset(&mut self);
+}
+
+/// What one verification returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verified {
+    /// Per node, the token that follows it.
+    pub next: Vec<u32>,
+    /// Per node, the `k` most likely next ids, best first, row-major (empty when `k = 0`).
+    pub top_k: Vec<u32>,
 }
 
 /// A [`Llama`] with its KV cache.
@@ -73,7 +86,12 @@ impl Target for ModelTarget {
         self.cache.len()
     }
 
-    async fn verify(&mut self, tree: &DraftTree, k: usize) -> Result<Vec<u32>, Error> {
+    async fn verify(
+        &mut self,
+        tree: &DraftTree,
+        k: usize,
+        sampling: Option<Sampling>,
+    ) -> Result<Verified, Error> {
         let past = u32::try_from(self.cache.len()).map_err(|_| Error::Options {
             what: "cache length exceeds u32",
         })?;
@@ -82,12 +100,22 @@ impl Target for ModelTarget {
         let logits =
             self.model
                 .forward(&mut self.cache, tree.tokens(), &tree.positions(past), &mask)?;
-        let ids = if k <= 1 {
-            logits.argmax_ids()
-        } else {
-            logits.top_k_ids(k)
+        // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
+        let ids = match (sampling, k) {
+            (None, 0 | 1) => logits.argmax_ids(),
+            (None, k) => logits.top_k_ids(k),
+            (Some(s), 0) => logits.sample_ids(s.temperature, s.top_p),
+            (Some(s), k) => logits
+                .sample_ids(s.temperature, s.top_p)
+                .join(logits.top_k_ids(k)),
         };
-        Ok(self.model.read_ids(ids).await?)
+        let width = ids.dims()[1];
+        let ids = self.model.read_ids(ids).await?;
+        Ok(split_columns(&ids, width, sampling.is_some(), k))
+    }
+
+    fn seed(&mut self, seed: u64) {
+        self.model.device().seed(seed);
     }
 
     fn commit(&mut self, path: &[usize]) -> Result<(), Error> {
@@ -97,4 +125,17 @@ impl Target for ModelTarget {
     fn reset(&mut self) {
         self.cache.clear();
     }
+}
+
+/// Splits rows of `width` ids into the next tokens and the top-k. Under greedy decoding
+/// the next token is the top-k's first column; under sampling it is a column of its own.
+pub fn split_columns(ids: &[u32], width: usize, sampled: bool, k: usize) -> Verified {
+    let rows = ids.chunks_exact(width.max(1));
+    let next = rows.clone().map(|row| row[0]).collect();
+    let top_k = match (sampled, k) {
+        (_, 0) => Vec::new(),
+        (false, _) => ids.to_vec(),
+        (true, _) => rows.flat_map(|row| row[1..].iter().copied()).collect(),
+    };
+    Verified { next, top_k }
 }

@@ -24,6 +24,7 @@ fn options(max: usize) -> GenerateOptions {
     GenerateOptions {
         max_new_tokens: max,
         stop_ids: vec![],
+        sampling: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn stops_at_a_stop_id_without_emitting_it() {
         let opts = GenerateOptions {
             max_new_tokens: 50,
             stop_ids: vec![stop_id],
+            sampling: None,
         };
         let (out, stop) = read_sync(session(method, 512).generate(&prompt, opts)).unwrap();
         assert_eq!(stop, StopReason::Eos, "{method}");

@@ -62,6 +62,7 @@ fn every_method_matches_plain_greedy_decoding_on_the_real_model() {
         let options = GenerateOptions {
             max_new_tokens: MAX_NEW_TOKENS,
             stop_ids: stop_ids.clone(),
+            sampling: None,
         };
         let mut plain = None;
         for method in Method::ALL {

@@ -26,7 +26,7 @@
 //! [`WeightName::gguf_name`] only.
 
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
@@ -255,6 +255,46 @@ impl Logits {
         }
     }
 
+    /// One id per node drawn from `softmax(logits / temperature)` restricted to the top-p
+    /// nucleus, on the device: `[n_nodes, 1]`.
+    ///
+    /// Gumbel-max: `argmax(l / T + G)` with `G = -ln(-ln U)` is an exact draw from the
+    /// softmax, and needs no sort or cumulative sum (burn's wgpu cumsum is quadratic in
+    /// the row length). The nucleus is `{v : p_v ≥ τ}` with `τ` the largest threshold
+    /// whose kept mass reaches `top_p`, found by bisection; it equals the sorted-prefix
+    /// nucleus except within `2⁻²⁴` of `τ`.
+    pub fn sample_ids(&self, temperature: f32, top_p: f32) -> TokenIds {
+        let [n_nodes, vocab] = self.tensor.dims();
+        let device = self.tensor.device();
+        let scaled = self.tensor.clone() / temperature;
+        let scaled = if top_p < 1.0 {
+            let probs = softmax(scaled.clone(), 1);
+            let mut lo = Tensor::<2>::zeros([n_nodes, 1], &device);
+            let mut hi = probs.clone().max_dim(1);
+            for _ in 0..24 {
+                let mid = (lo.clone() + hi.clone()) / 2.0;
+                let kept = probs
+                    .clone()
+                    .greater_equal(mid.clone().expand([n_nodes, vocab]));
+                let mass = probs.clone().mask_fill(kept.bool_not(), 0.0).sum_dim(1);
+                let enough = mass.greater_equal_elem(top_p);
+                lo = lo.mask_where(enough.clone(), mid.clone());
+                hi = mid.mask_where(enough, hi);
+            }
+            let out = probs.lower(lo.expand([n_nodes, vocab]));
+            scaled.mask_fill(out, f32::NEG_INFINITY)
+        } else {
+            scaled
+        };
+        // U in (0, 1): both ends would make G infinite.
+        let u = Tensor::<2>::random([n_nodes, vocab], Distribution::Uniform(0.0, 1.0), &device)
+            .clamp(1e-20, 1.0 - 1e-7);
+        let gumbel = u.log().neg().log().neg();
+        TokenIds {
+            tensor: (scaled + gumbel).argmax(1),
+        }
+    }
+
     /// Reads the logits back (tests and debugging; the decode loop reads ids only).
     pub async fn read(self) -> Result<Vec<f32>> {
         let data = self
@@ -280,6 +320,14 @@ impl TokenIds {
     /// `[n_nodes, k]`.
     pub fn dims(&self) -> [usize; 2] {
         self.tensor.dims()
+    }
+
+    /// `[n_nodes, k + k2]`: these columns, then `other`'s, so that both come back in one
+    /// readback.
+    pub fn join(self, other: TokenIds) -> TokenIds {
+        TokenIds {
+            tensor: Tensor::cat(vec![self.tensor, other.tensor], 1),
+        }
     }
 
     /// Reads the ids back, row-major. Async because synchronous reads panic in the browser.

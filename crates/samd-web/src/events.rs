@@ -1,7 +1,7 @@
 //! The values that cross into JavaScript: requests in, events out (camelCase fields, as
 //! `web/worker.js` documents them).
 
-use samd_engine::{StepEvent, StopReason};
+use samd_engine::{Sampling, StepEvent, StopReason};
 use samd_model::gguf::keys;
 use samd_model::{GgufFile, LlamaConfig};
 use serde::{Deserialize, Serialize};
@@ -39,21 +39,18 @@ fn one() -> f64 {
 
 impl GenerateRequest {
     /// Rejects options that cannot work, before anything runs.
-    pub fn check(&self) -> Result<(), WebError> {
-        let bad = |what: &str| Err(WebError::new(ErrorKind::Options, what));
+    pub fn sampling(&self) -> Result<Option<Sampling>, WebError> {
         if self.max_tokens == 0 {
-            return bad("the token budget must be at least 1");
+            return Err(WebError::new(
+                ErrorKind::Options,
+                "the token budget must be at least 1",
+            ));
         }
-        if self.temperature.is_nan() || self.temperature < 0.0 || self.temperature.is_infinite() {
-            return bad("the temperature must be a number ≥ 0");
-        }
-        if self.top_p.is_nan() || self.top_p <= 0.0 || self.top_p > 1.0 {
-            return bad("top-p must be in (0, 1]");
-        }
-        if self.temperature > 0.0 {
-            return bad("sampling (temperature > 0) is not available in the browser yet; use 0");
-        }
-        Ok(())
+        Ok(Sampling::new(
+            self.temperature as f32,
+            self.top_p as f32,
+            self.seed,
+        )?)
     }
 }
 

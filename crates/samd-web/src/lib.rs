@@ -173,7 +173,7 @@ impl Engine {
             .as_mut()
             .ok_or_else(|| WebError::new(ErrorKind::NoModel, "load a model before generating"))?;
         let method: Method = request.method.parse().map_err(WebError::from)?;
-        request.check()?;
+        let sampling = request.sampling()?;
         let text = if request.raw {
             request.prompt.clone()
         } else {
@@ -192,6 +192,7 @@ impl Engine {
         let options = GenerateOptions {
             max_new_tokens: request.max_tokens,
             stop_ids,
+            sampling,
         };
         let started = Instant::now();
         let event = loaded

@@ -2,7 +2,7 @@
 //! two tokens, so outputs are known and cycle quickly enough for drafts to be accepted.
 
 use samd_draft::tree::DraftTree;
-use samd_engine::{Error, Target};
+use samd_engine::{Error, Sampling, Target, Verified};
 
 /// Keeps the committed tokens as its "cache" and verifies each node from its own context.
 #[derive(Debug)]
@@ -44,7 +44,13 @@ impl Target for FakeModel {
         self.cache.len()
     }
 
-    async fn verify(&mut self, tree: &DraftTree, k: usize) -> Result<Vec<u32>, Error> {
+    async fn verify(
+        &mut self,
+        tree: &DraftTree,
+        k: usize,
+        _sampling: Option<Sampling>,
+    ) -> Result<Verified, Error> {
+        let k = k.max(1);
         self.pending.clear();
         let mut ids = Vec::with_capacity(tree.len() * k);
         for i in 0..tree.len() {
@@ -58,8 +64,10 @@ impl Target for FakeModel {
             ids.extend((0..k as u32).map(|r| (best + r * self.stride) % self.vocab));
             self.pending.push(ctx);
         }
-        Ok(ids)
+        Ok(samd_engine::split_columns(&ids, k, false, k))
     }
+
+    fn seed(&mut self, _seed: u64) {}
 
     fn commit(&mut self, path: &[usize]) -> Result<(), Error> {
         if let Some(&last) = path.last() {
