@@ -52,7 +52,7 @@ fn next_distribution(model: &Llama, prefix: &[u32], sampling: &Sampling) -> Vec<
     let mut order: Vec<usize> = (0..VOCAB).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
     let mut mass = 0.0;
-    let mut keep = vec![false; VOCAB];
+    let mut keep = [false; VOCAB];
     for &v in &order {
         keep[v] = true;
         mass += p[v];
