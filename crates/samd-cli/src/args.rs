@@ -30,6 +30,8 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Print a model file's architecture, config, tensors and load-time breakdown.
     InspectModel(InspectArgs),
+    /// Write a copy of a model with only its first layers (a fast model for tests).
+    ShrinkModel(ShrinkArgs),
 }
 
 /// Where the model runs.
@@ -187,4 +189,18 @@ pub struct InspectArgs {
     /// Model file and device (the device the weights are uploaded to when timing the load).
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// `samd shrink-model`.
+#[derive(Debug, Args)]
+pub struct ShrinkArgs {
+    /// The GGUF model to copy.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Blocks to keep, from the first.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub layers: u32,
+    /// Where to write the copy.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
 }

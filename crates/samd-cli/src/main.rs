@@ -10,6 +10,7 @@ mod generate;
 mod inspect;
 mod load;
 mod profile;
+mod shrink;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::InspectModel(args) => inspect::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::ShrinkModel(args) => shrink::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -253,3 +253,42 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::F64(v) => out.extend(v.to_le_bytes()),
     }
 }
+
+/// A copy of a Llama-family GGUF with only its first `n_layers` blocks: same tokenizer,
+/// embedding and output head, same quant types, and `{arch}.block_count` set to match.
+///
+/// Its text is poorer but still the model's own, and it runs far faster. The browser
+/// tests use one, since a software WebGPU adapter (SwiftShader) takes seconds per token
+/// on the full model.
+pub fn keep_first_layers(file: &crate::GgufFile<'_>, n_layers: u32) -> crate::Result<Vec<u8>> {
+    let arch = file.architecture()?.to_owned();
+    let block_count = format!("{arch}.block_count");
+    let have = file.get_u32(&block_count)?;
+    if n_layers == 0 || n_layers > have {
+        return Err(crate::Error::InvalidInput {
+            what: format!("cannot keep {n_layers} of the model's {have} layers"),
+        });
+    }
+    let mut w = GgufWriter::new();
+    for (key, value) in file.metadata_entries() {
+        match key {
+            k if k == block_count => w.metadata(k, Value::U32(n_layers)),
+            // The writer lays out its own data section.
+            "general.alignment" => &mut w,
+            k => w.metadata(k, value.clone()),
+        };
+    }
+    for info in file.tensors() {
+        let layer = info
+            .name
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<u32>().ok());
+        if layer.is_some_and(|i| i >= n_layers) {
+            continue;
+        }
+        let bytes = file.tensor_bytes(&info.name)?.to_vec();
+        w.tensor_raw(&info.name, &info.dims, info.dtype, bytes);
+    }
+    Ok(w.to_bytes())
+}

@@ -1020,6 +1020,24 @@ mod tests {
     }
 
     /// A GGUF of the tiny config with `Llama::random`'s weights stored as F32.
+    #[test]
+    fn a_model_cut_to_its_first_layers_loads_with_that_many() {
+        let bytes = tiny_gguf("llama", None, None);
+        let file = GgufFile::parse(&bytes).expect("tiny");
+        let cut = crate::gguf_writer::keep_first_layers(&file, 1).expect("cut");
+        let cut = GgufFile::parse(&cut).expect("valid");
+        assert_eq!(LlamaConfig::from_gguf(&cut).expect("config").n_layers, 1);
+        assert!(cut.tensors().iter().all(|t| !t.name.starts_with("blk.1.")));
+        assert_eq!(
+            cut.tensor_bytes("token_embd.weight").expect("kept"),
+            file.tensor_bytes("token_embd.weight").expect("orig")
+        );
+        Llama::from_gguf(&cut, &cpu()).expect("loads");
+        for bad in [0, 3] {
+            assert!(crate::gguf_writer::keep_first_layers(&file, bad).is_err());
+        }
+    }
+
     fn tiny_gguf(arch: &str, extra_tensor: Option<&str>, skip_key: Option<&str>) -> Vec<u8> {
         use crate::gguf::Value;
         use crate::gguf_writer::GgufWriter;
