@@ -104,7 +104,9 @@ function onCrash(message, revival) {
   showError({ kind: 'fatal', message });
   ui.progressLabel.textContent = 'Restarting the engine and reloading the model…';
   revival.then(() => {
-    ui.progressLabel.textContent = client.loaded ? 'Engine restarted; model reloaded.' : 'Engine restarted.';
+    const loaded = client.loaded;
+    ui.progressLabel.textContent = loaded ? 'Engine restarted; model reloaded.' : 'Engine restarted.';
+    if (loaded) ui.device.dataset.fromCache = String(loaded.info.fromCache);
   });
 }
 
@@ -115,16 +117,21 @@ async function load() {
   ui.progress.removeAttribute('value');
   ui.progressLabel.textContent = 'Loading…';
   delete ui.device.dataset.fromCache;
-  const loaded = await client.load(modelUrl, corpusUrl, (p) => {
-    if (p.total) {
-      ui.progress.max = p.total;
-      ui.progress.value = p.bytes;
-    } else {
-      ui.progress.removeAttribute('value');
-    }
-    const mb = (n) => (n / 1e6).toFixed(1);
-    ui.progressLabel.textContent = `${p.phase}: ${mb(p.bytes)}${p.total ? ` / ${mb(p.total)}` : ''} MB`;
-  });
+  const loaded = await client
+    .load(modelUrl, corpusUrl, (p) => {
+      if (p.total) {
+        ui.progress.max = p.total;
+        ui.progress.value = p.bytes;
+      } else {
+        ui.progress.removeAttribute('value');
+      }
+      const mb = (n) => (n / 1e6).toFixed(1);
+      ui.progressLabel.textContent = `${p.phase}: ${mb(p.bytes)}${p.total ? ` / ${mb(p.total)}` : ''} MB`;
+    })
+    .catch((e) => {
+      ui.progressArea.hidden = true;
+      throw e;
+    });
   const m = loaded.model;
   ui.progress.max = 1;
   ui.progress.value = 1;
@@ -154,14 +161,14 @@ async function run() {
     topP: Number(ui.topP.value),
     seed: Number(ui.seed.value),
   };
-  await ensureLoaded();
   lanes.ar.clear();
   lanes.spec.clear();
   ui.specMethod.textContent = `(${ui.method.value})`;
+  await ensureLoaded();
   const ar = await lanes.ar.run(client, { ...options, method: 'ar' });
+  drawTimelines();
   if (ar.stop === 'cancelled' || cancelled) return;
-  const spec = await lanes.spec.run(client, { ...options, method: ui.method.value });
-  lanes.spec.finish(spec, ar);
+  await lanes.spec.run(client, { ...options, method: ui.method.value }, ar);
   drawTimelines();
 }
 

@@ -149,7 +149,7 @@ export class SamdClient {
     worker.terminate();
     this.#worker = null;
     const reviving = this.#reviving;
-    this.#fail(new SamdError('fatal', `the engine crashed: ${message}`));
+    this.#fail(new SamdError('fatal', message));
     // A crash while reviving is left to the next request, so a model that kills the
     // worker on every load cannot loop.
     if (reviving || !this.#init) return;

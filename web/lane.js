@@ -1,7 +1,7 @@
 // One lane of the race page: streamed tokens, stats, a per-step timeline and the
 // accepted-length histogram. It keeps the run's steps so Race replay can play them again.
 
-import { appendStep, markStats } from './tokens.js';
+import { STATS_KEYS, appendStep, markStats } from './tokens.js';
 
 export class Lane {
   /** `root` is an article holding [data-testid$=-text|-stats|-timeline|-histogram]. */
@@ -20,7 +20,7 @@ export class Lane {
   clear(keepRecord = false) {
     this.text.replaceChildren();
     this.stats.textContent = '';
-    for (const key of Object.keys(this.stats.dataset)) delete this.stats.dataset[key];
+    for (const key of STATS_KEYS) delete this.stats.dataset[key];
     this.timelineEl.replaceChildren();
     this.histogramEl.replaceChildren();
     if (!keepRecord) {
@@ -30,9 +30,9 @@ export class Lane {
   }
 
   /** Generates with `client`, streaming into the lane; resolves with the `done` message. */
-  async run(client, options) {
+  async run(client, options, baseline = null) {
     const done = await client.generate(options, (step) => this.step(step));
-    this.finish(done);
+    this.finish(done, baseline);
     return done;
   }
 

@@ -54,11 +54,15 @@ function labelOf(source) {
   return SOURCES.find((s) => s.id === source)?.label ?? source;
 }
 
+/** The dataset keys markStats sets. */
+export const STATS_KEYS = ['done', 'mat', 'tokensPerS', 'generated', 'steps', 'readbacks', 'speedup'];
+
 /** Sets the machine-readable attributes that tests and scripts read off a stats element. */
 export function markStats(el, stats, speedup = null) {
   el.dataset.done = 'true';
   el.dataset.mat = String(stats.mat);
   el.dataset.tokensPerS = String(stats.tokensPerS);
+  el.dataset.generated = String(stats.generated);
   el.dataset.steps = String(stats.steps);
   el.dataset.readbacks = String(stats.readbacks);
   if (speedup != null) el.dataset.speedup = String(speedup);

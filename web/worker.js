@@ -9,10 +9,13 @@
 //         tokenizer, corpus, weights)
 //       → {type:'loaded', id, model:{name, architecture, layers, hidden, vocab, context},
 //          corpus:{tokens}|null, fromCache, loadMs}
-//   {type:'generate', id, prompt, method, maxTokens, raw, temperature, topP, seed}
-//       → {type:'step', id, tokens, text, sources, dynamicMatch, staticMatch, treeLen,
-//          draftUs, verifyUs, atMs}*   (the first step is the prefill's first token)
-//       → {type:'done', id, stop:'eos'|'max_tokens'|'context'|'cancelled', text, stats:{
+//   {type:'generate', id, prompt, method, maxTokens, raw, temperature, topP, seed, stop}
+//       → {type:'step', id, tokens, text, pieces, sources, dynamicMatch, staticMatch,
+//          treeLen, draftUs, verifyUs, atMs}*   (the first step is the prefill's first
+//          token; pieces[i] is the text that became final with tokens[i], and joins to
+//          text; a cancel's last step has no tokens and one piece)
+//       → {type:'done', id, stop:'eos'|'max_tokens'|'context'|'stop_string'|'cancelled',
+//          text, stats:{
 //          promptTokens, generated, steps, mat, tokensPerS, prefillMs, draftMs, verifyMs,
 //          totalMs, readbacks, histogram}}
 //   {type:'cancel'}  cancels the running load (→ error kind 'cancelled') or generate
@@ -82,6 +85,7 @@ async function handle(msg) {
         temperature: msg.temperature ?? 0,
         topP: msg.topP ?? 1,
         seed: msg.seed ?? 0,
+        stop: msg.stop ?? [],
       };
       let event = await engine.start(request);
       for (;;) {
@@ -90,8 +94,10 @@ async function handle(msg) {
         if (stop) return { type: 'done', stop, text: fullText, stats };
         await yieldToEvents();
         if (cancelGenerate) {
-          const last = engine.cancel();
-          return { type: 'done', stop: 'cancelled', text: last.fullText, stats: last.stats };
+          // The held-back tail of the text goes out as a last (token-less) step.
+          const { fullText, stats, stop, ...last } = engine.cancel();
+          post({ type: 'step', id: msg.id, ...last });
+          return { type: 'done', stop, text: fullText, stats };
         }
         event = await engine.step();
       }

@@ -32,6 +32,57 @@ pub enum Command {
     InspectModel(InspectArgs),
     /// Write a copy of a model with only its first layers (a fast model for tests).
     ShrinkModel(ShrinkArgs),
+    /// Static corpus tools.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+/// `samd corpus …`.
+#[derive(Debug, Subcommand)]
+pub enum CorpusCommand {
+    /// Generate the model's own answers to training prompts (GSM8K train, self-instruct
+    /// seeds, HumanEval) and write them as a static suffix-automaton corpus.
+    Build(CorpusBuildArgs),
+}
+
+/// The default static corpus, committed and served to the browser demo.
+pub const DEFAULT_CORPUS: &str = "web/corpus/default.samdcorp";
+
+/// The static corpus the SAM methods draft from.
+#[derive(Debug, Clone, Args)]
+pub struct CorpusArgs {
+    /// Static corpus file (`samd corpus build` makes one). The default is used when it
+    /// exists; a path given explicitly must exist.
+    #[arg(long, value_name = "PATH")]
+    pub corpus: Option<PathBuf>,
+    /// Draft from the prompt and the output only, without a static corpus.
+    #[arg(long, conflicts_with = "corpus")]
+    pub no_corpus: bool,
+}
+
+/// `samd corpus build`.
+#[derive(Debug, Args)]
+pub struct CorpusBuildArgs {
+    /// The folder with gsm8k-train.jsonl, selfinstruct-seed-tasks.jsonl,
+    /// HumanEval.jsonl.gz and specbench-dev.jsonl (whose prompts are kept out).
+    #[arg(long, value_name = "DIR", default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Where to write the corpus (rewritten every 25 prompts, so a cut run leaves one).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CORPUS)]
+    pub out: PathBuf,
+    /// Prompts to answer, taken in turn from each source.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub limit: usize,
+    /// Most tokens per answer.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+    /// Decoding method (greedy, so every method writes the same answers).
+    #[arg(long, default_value = "ar", value_parser = parse_method)]
+    pub method: Method,
+    /// Model file and device.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// Where the model runs.
@@ -102,6 +153,9 @@ pub struct GenerateArgs {
     /// Stop when the text contains this string (repeatable); the string is not printed.
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Static corpus.
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -160,6 +214,9 @@ pub struct BenchArgs {
     /// seconds on a CPU.
     #[arg(long, value_name = "TRACES")]
     pub replay: Option<PathBuf>,
+    /// Static corpus.
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,

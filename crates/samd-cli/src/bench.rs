@@ -11,7 +11,7 @@ use samd_engine::bench::{
 use samd_engine::{ModelTarget, Session};
 
 use crate::args::BenchArgs;
-use crate::load::{ModelBytes, init_device};
+use crate::load::{ModelBytes, init_device, load_corpus};
 
 /// Runs `samd bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -24,7 +24,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let jsonl = std::fs::read_to_string(path)
             .with_context(|| format!("reading traces {}", path.display()))?;
         let traces = traces_from_jsonl(&jsonl)?;
-        let result = replay_bench(&traces, &args.methods, vocab, None)?;
+        let corpus = load_corpus(&args.corpus, &tokenizer)?;
+        let result = replay_bench(&traces, &args.methods, vocab, corpus)?;
         println!("{}", result.markdown());
         return write_json(args, &result.to_json()?);
     }
@@ -51,7 +52,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .into_iter()
             .flatten()
             .collect(),
-        corpus: None,
+        corpus: load_corpus(&args.corpus, &tokenizer)?,
         warmup: true,
     };
     let result = read_sync(run_bench(&mut session, &prompts, &config, |p| {

@@ -5,16 +5,18 @@
 //! `--method` changes the speed and the stats, never the text.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::read_sync;
+use samd_draft::corpus::StaticSam;
 use samd_engine::{
     GenerateOptions, Method, ModelTarget, Sampling, Session, Stats, StopReason, TextStream,
 };
 use samd_model::Llama;
 
 use crate::args::GenerateArgs;
-use crate::load::{LoadTimings, ModelBytes, init_device, timed};
+use crate::load::{LoadTimings, ModelBytes, init_device, load_corpus, timed};
 
 /// Why generation ended.
 /// What a generation produced, with the engine's counters.
@@ -41,6 +43,8 @@ pub struct Request<'a> {
     pub stop_ids: Vec<u32>,
     /// `None` decodes greedily.
     pub sampling: Option<Sampling>,
+    /// The static corpus of the SAM methods.
+    pub corpus: Option<Arc<StaticSam>>,
 }
 
 /// Decodes `request` on the engine, calling `on_tokens` with each step's new ids (for
@@ -55,7 +59,7 @@ pub fn decode(
     let capacity = request.prompt_ids.len() + request.max_tokens + 1;
     let mut session = Session::new(
         ModelTarget::new(model, capacity),
-        request.method.drafter(vocab, None)?,
+        request.method.drafter(vocab, request.corpus.clone())?,
     );
     let options = GenerateOptions {
         max_new_tokens: request.max_tokens,
@@ -137,6 +141,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         max_tokens: args.max_tokens as usize,
         stop_ids,
         sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,
+        corpus: load_corpus(&args.corpus, &tokenizer)?,
     };
     let mut stream = TextStream::with_stops(args.stop.iter().cloned());
     let mut text = String::new();

@@ -7,14 +7,17 @@
 //! Every error names the model file, since "truncated at offset N" means little without it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
+use samd_draft::corpus::StaticSam;
+use samd_engine::check_corpus;
 use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
 
-use crate::args::DeviceKind;
+use crate::args::{CorpusArgs, DEFAULT_CORPUS, DeviceKind};
 
 /// Wall time of each load stage, in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,4 +133,24 @@ impl ModelBytes {
         Llama::from_gguf(file, device)
             .with_context(|| format!("cannot load the weights of {}", self.path.display()))
     }
+}
+
+/// The static corpus `args` asks for, checked against the model's tokenizer: the given
+/// file, else the default one when it exists, else none.
+pub fn load_corpus(args: &CorpusArgs, tokenizer: &Tokenizer) -> Result<Option<Arc<StaticSam>>> {
+    if args.no_corpus {
+        return Ok(None);
+    }
+    let path = match &args.corpus {
+        Some(path) => path.clone(),
+        None if Path::new(DEFAULT_CORPUS).exists() => PathBuf::from(DEFAULT_CORPUS),
+        None => return Ok(None),
+    };
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("cannot read corpus {}", path.display()))?;
+    let corpus = StaticSam::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a valid corpus file", path.display()))?;
+    check_corpus(&corpus, tokenizer.vocab_hash())
+        .with_context(|| format!("{} does not fit this model", path.display()))?;
+    Ok(Some(Arc::new(corpus)))
 }

@@ -6,17 +6,19 @@
 
 mod args;
 mod bench;
+mod corpus;
 mod generate;
 mod inspect;
 mod load;
 mod profile;
+mod progress;
 mod shrink;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, CorpusCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Command::InspectModel(args) => inspect::run(args),
         Command::Profile(args) => profile::run(args),
         Command::ShrinkModel(args) => shrink::run(args),
+        Command::Corpus(CorpusCommand::Build(args)) => corpus::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -152,6 +152,31 @@ impl DraftTree {
         id
     }
 
+    /// Keeps the first `n` nodes (the root at least). Parents precede their children, so
+    /// what is left is still a tree: the part a drafter proposed first, which is its best
+    /// guess. Used where verifying a node costs much (a CPU).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.max(1);
+        if n >= self.len() {
+            return;
+        }
+        // Siblings are linked newest (highest index) first, so skipping the dropped ones
+        // at the head of each list leaves only kept ones.
+        for i in 0..n {
+            let mut c = self.first_child[i];
+            while c != NONE && c as usize >= n {
+                c = self.next_sibling[c as usize];
+            }
+            self.first_child[i] = c;
+        }
+        self.tokens.truncate(n);
+        self.parents.truncate(n);
+        self.depths.truncate(n);
+        self.sources.truncate(n);
+        self.first_child.truncate(n);
+        self.next_sibling.truncate(n);
+    }
+
     /// Adds `tokens` as a path below `parent` and returns the last node (or `parent`).
     pub fn push_chain(&mut self, parent: usize, tokens: &[TokenId], source: Source) -> usize {
         tokens
@@ -307,6 +332,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn truncating_equals_building_only_the_first_nodes(tree in arb_tree(), n in 1usize..45) {
+            let mut cut = tree.clone();
+            cut.truncate(n);
+            let mut rebuilt = DraftTree::new(tree.root());
+            for i in 1..tree.len().min(n) {
+                let parent = tree.parent(i).unwrap();
+                rebuilt.push(parent, tree.tokens()[i], tree.sources()[i]);
+            }
+            prop_assert_eq!(cut.tokens(), rebuilt.tokens());
+            for i in 0..cut.len() {
+                prop_assert_eq!(cut.parent(i), rebuilt.parent(i));
+                let a: Vec<usize> = cut.children(i).collect();
+                let b: Vec<usize> = rebuilt.children(i).collect();
+                prop_assert_eq!(a, b);
+            }
+        }
+
         #[test]
         fn acceptance_matches_brute_force(
             tree in arb_tree(),

@@ -92,6 +92,7 @@ pub struct Session<T: Target> {
     tree: DraftTree,
     run: Option<Run>,
     stats: Stats,
+    tree_limit: Option<usize>,
 }
 
 impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
@@ -122,7 +123,15 @@ impl<T: Target> Session<T> {
             tree: DraftTree::new(0),
             run: None,
             stats: Stats::default(),
+            tree_limit: None,
         }
+    }
+
+    /// Caps the nodes verified per step (the root included), keeping the drafter's first
+    /// proposals. On a GPU a wide tree costs little more than one node; on a CPU every
+    /// node costs about as much as a token, so only a small tree pays.
+    pub fn set_tree_limit(&mut self, limit: Option<usize>) {
+        self.tree_limit = limit;
     }
 
     /// The counters of the current (or last) generation.
@@ -254,6 +263,9 @@ impl<T: Target> Session<T> {
                 DraftReport::default()
             }
         };
+        if let Some(limit) = self.tree_limit {
+            self.tree.truncate(limit);
+        }
         let room = self.target.capacity() - self.target.past_len();
         if self.tree.len() > room {
             self.tree.reset(root);

@@ -77,10 +77,10 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
             ))
         }
         Err(e) if want == Want::Auto => {
-            let notice = format!(
-                "WebGPU is not available here ({e}); running on the CPU, which is much slower"
-            );
-            Ok((Device::flex(), cpu_info(true, Some(notice))))
+            web_sys::console::warn_1(&format!("samd: no WebGPU device: {e}").into());
+            let notice = "No WebGPU adapter in this browser: running on the CPU, which is \
+                          much slower (details in the console)";
+            Ok((Device::flex(), cpu_info(true, Some(notice.into()))))
         }
         Err(e) => Err(WebError::new(
             ErrorKind::Unsupported,

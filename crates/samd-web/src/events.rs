@@ -31,6 +31,9 @@ pub struct GenerateRequest {
     /// Sampling seed.
     #[serde(default)]
     pub seed: u64,
+    /// Strings that end the generation; the text stops right before the first.
+    #[serde(default)]
+    pub stop: Vec<String>,
 }
 
 fn one() -> f64 {
@@ -111,6 +114,9 @@ pub struct StepView {
     pub tokens: Vec<u32>,
     /// Text that became final with them.
     pub text: String,
+    /// The same text cut per token (`pieces[i]` became final with `tokens[i]`; a
+    /// character split across tokens lands on its last one), for per-token colouring.
+    pub pieces: Vec<String>,
     /// Each token's source: `model`, `dynamic`, `static`, `recycling` or `lookup`.
     pub sources: Vec<&'static str>,
     /// Match length in the dynamic automaton.
@@ -163,14 +169,28 @@ pub struct StatsView {
 
 impl StepView {
     pub(crate) fn new(event: &StepEvent, run: &mut Run, loaded: &Loaded) -> Result<Self, WebError> {
-        let mut text = run.text.push(&loaded.tokenizer, &event.tokens)?;
-        let last = event.stop.is_some();
+        let mut pieces = event
+            .tokens
+            .iter()
+            .map(|&id| run.text.push(&loaded.tokenizer, &[id]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stop = event
+            .stop
+            .map(StopReason::name)
+            .or_else(|| run.text.stopped().then_some(StopReason::StopString.name()));
+        let last = stop.is_some();
         if last {
-            text.push_str(&run.text.finish(&loaded.tokenizer)?);
+            let rest = run.text.finish(&loaded.tokenizer)?;
+            match pieces.last_mut() {
+                Some(piece) => piece.push_str(&rest),
+                None if !rest.is_empty() => pieces.push(rest),
+                None => {}
+            }
         }
         let mut view = Self {
             tokens: event.tokens.clone(),
-            text,
+            text: pieces.concat(),
+            pieces,
             sources: event.sources.iter().map(|&s| s.name()).collect(),
             dynamic_match: event.draft.dynamic_match_len,
             static_match: event.draft.static_match_len,
@@ -178,7 +198,7 @@ impl StepView {
             draft_us: event.draft_us as f64,
             verify_us: event.verify_us as f64,
             at_ms: run.started.elapsed().as_secs_f64() * 1e3,
-            stop: event.stop.map(StopReason::name),
+            stop,
             full_text: None,
             stats: None,
         };
@@ -193,6 +213,7 @@ impl StepView {
         let text = run.text.finish(&loaded.tokenizer)?;
         let mut view = Self {
             tokens: Vec::new(),
+            pieces: vec![text.clone()],
             text,
             sources: Vec::new(),
             dynamic_match: 0,

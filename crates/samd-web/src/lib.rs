@@ -30,6 +30,10 @@ pub use events::{GenerateRequest, LoadedInfo, ModelInfo, StepView};
 /// context, to keep the cache (46 KB per position for SmolLM2-135M) modest in a tab.
 const CACHE_POSITIONS: usize = 2048;
 
+/// Nodes per verification on the CPU backend, where each node costs about a token's
+/// forward pass: the root and a short chain.
+const CPU_TREE_NODES: usize = 6;
+
 /// A loaded model, ready to generate.
 #[derive(Debug)]
 struct Loaded {
@@ -154,8 +158,12 @@ impl Engine {
         let vocab = u32::try_from(config.vocab_size)
             .map_err(|_| WebError::new(ErrorKind::Unsupported, "vocabulary beyond u32"))?;
         let capacity = CACHE_POSITIONS.min(config.context_len);
+        let mut session = Session::new(ModelTarget::new(model, capacity), None);
+        if self.info.backend == "cpu" {
+            session.set_tree_limit(Some(CPU_TREE_NODES));
+        }
         self.loaded = Some(Loaded {
-            session: Session::new(ModelTarget::new(model, capacity), None),
+            session,
             tokenizer,
             corpus,
             vocab,
@@ -201,7 +209,7 @@ impl Engine {
             .await
             .map_err(WebError::from)?;
         self.run = Some(Run {
-            text: TextStream::new(),
+            text: TextStream::with_stops(request.stop),
             started,
             prefill_chunks: ids.len().div_ceil(samd_engine::PREFILL_CHUNK),
         });
@@ -243,11 +251,13 @@ impl Engine {
 impl Engine {
     /// The event as the page sees it; on the last step, also the full text and stats.
     fn view(&mut self, event: &samd_engine::StepEvent) -> Result<JsValue, JsValue> {
-        let (Some(loaded), Some(run)) = (self.loaded.as_ref(), self.run.as_mut()) else {
+        let (Some(loaded), Some(run)) = (self.loaded.as_mut(), self.run.as_mut()) else {
             return Err(WebError::new(ErrorKind::Internal, "no generation is running").into());
         };
         let view = StepView::new(event, run, loaded)?;
-        if event.stop.is_some() {
+        if view.stop.is_some() {
+            // Ends the engine's run too when a stop string, not the engine, stopped it.
+            loaded.session.cancel();
             self.run = None;
         }
         to_js(&view)

@@ -1,0 +1,208 @@
+// Browser tests of the race page and the <samd-demo> widget, in Debian's headless chromium
+// (the CPU backend, and WebGPU through SwiftShader). Usage: node tests/browser/run.mjs
+// Screenshots go to tests/artifacts/. See harness.mjs for the environment variables.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { backend, checkBuilt, gpuModel, launch, model, modelFetches, repo, screenshot, serve, slow, stopwatch, waitUntil, webRoots } from './harness.mjs';
+
+const maxTokens = 12;
+const prompt = 'What is the capital of France? Answer in one sentence.';
+const sources = new Set(['model', 'dynamic', 'static', 'recycling', 'lookup']);
+
+let server;
+/** The AR text of the race test, for the WebGPU test to compare with. */
+let cpuText = null;
+
+before(async () => {
+  checkBuilt();
+  server = await serve();
+  console.log(`serving ${server.url} (model ${model}, backend ${backend})`);
+});
+after(() => server?.close());
+
+/** The race page with the test's defaults, once the engine has reported its device. */
+async function openPage(page, params = {}) {
+  const query = new URLSearchParams({ model, backend, max: String(maxTokens), prompt, ...params });
+  await page.goto(`${server.url}index.html?${query}`);
+  await page.locator('[data-testid=device][data-backend]').waitFor({ timeout: slow });
+}
+
+/** Clicks Run and waits for the spec lane, or fails with the page's error. */
+async function race(page, name, timeout = slow) {
+  await page.getByTestId('run').click();
+  const state = await waitUntil(
+    page,
+    name,
+    () => {
+      const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+      const error = q('error').hidden ? null : q('error').textContent;
+      const lanes = ['ar', 'spec'].map((l) => (q(`lane-${l}-stats`).dataset.done ? `${l} done` : '')).join(' ');
+      return { done: !!error || q('lane-spec-stats').dataset.done === 'true', error, status: `${q('progress-label').textContent} ${lanes}` };
+    },
+    timeout,
+  );
+  if (state.error) assert.fail(`the page shows an error: ${state.error}`);
+}
+
+/** Both lanes are done, non-empty and equal, and every token span names its source. */
+async function checkLanes(page) {
+  const ar = await page.getByTestId('lane-ar-text').textContent();
+  const spec = await page.getByTestId('lane-spec-text').textContent();
+  assert.ok(ar.length > 0, 'the AR lane is empty');
+  assert.equal(spec, ar, 'speculative decoding changed the greedy text');
+  const stats = page.getByTestId('lane-spec-stats');
+  assert.ok(Number(await stats.getAttribute('data-mat')) >= 1, 'MAT below 1');
+  assert.ok(Number(await stats.getAttribute('data-tokens-per-s')) > 0, 'no tok/s');
+  for (const lane of ['ar', 'spec']) {
+    const spans = await page.getByTestId(`lane-${lane}-text`).locator('span').evaluateAll((els) => els.map((e) => e.dataset.source));
+    const generated = Number(await page.getByTestId(`lane-${lane}-stats`).getAttribute('data-generated'));
+    assert.equal(spans.length, generated, `${lane}: one span per generated token`);
+    for (const s of spans) assert.ok(sources.has(s), `${lane}: token source ${s}`);
+  }
+  return { ar, mat: await stats.getAttribute('data-mat') };
+}
+
+test('race page: both lanes give the same text, then a reload loads the model from the cache', { timeout: 3 * slow }, async () => {
+  const lap = stopwatch('race');
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    await openPage(page);
+    lap('engine started');
+    await race(page, 'race');
+    lap('model loaded and both lanes ran');
+    const { ar, mat } = await checkLanes(page);
+    cpuText = backend === 'cpu' ? ar : null;
+    console.log(`  race: ${JSON.stringify(ar)} (spec MAT ${mat})`);
+    assert.equal(await page.getByTestId('device').getAttribute('data-from-cache'), 'false');
+    await page.getByTestId('replay').click();
+    await page.locator('[data-testid=lane-spec-stats][data-done=true]').waitFor({ timeout: slow });
+    assert.equal(await page.getByTestId('lane-spec-text').textContent(), ar, 'the replay shows the same text');
+    lap('replayed');
+    await screenshot(page, 'race');
+
+    const fetched = modelFetches(server);
+    assert.ok(fetched >= 1, 'the model was fetched over the network');
+    await page.reload();
+    await page.locator('[data-testid=device][data-backend]').waitFor({ timeout: slow });
+    await race(page, 'race-reload');
+    lap('reloaded and ran again');
+    assert.equal(modelFetches(server), fetched, 'the model was fetched again after a reload');
+    assert.equal(await page.getByTestId('device').getAttribute('data-from-cache'), 'true');
+    assert.equal((await checkLanes(page)).ar, ar, 'same text after the reload');
+    await screenshot(page, 'race-from-cache');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('bad model URLs show an error and the page recovers', { timeout: 2 * slow }, async () => {
+  const lap = stopwatch('bad-url');
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    await openPage(page, { model: 'models/no-such-model.gguf' });
+    const error = page.getByTestId('error');
+    for (const [url, kind] of [['models/no-such-model.gguf', 'http'], ['index.html', 'corrupt']]) {
+      await page.getByTestId('model').fill(url);
+      await page.getByTestId('run').click();
+      await error.waitFor({ state: 'visible', timeout: slow });
+      assert.equal(await error.getAttribute('data-kind'), kind, `${url}: ${await error.textContent()}`);
+      console.log(`  bad-url: ${url} -> ${await error.textContent()}`);
+      await screenshot(page, `bad-url-${kind}`);
+      await page.locator('[data-testid=run]:enabled').waitFor();
+    }
+    lap('errors shown');
+    await page.getByTestId('model').fill(model);
+    await race(page, 'bad-url');
+    assert.ok(await error.isHidden(), 'the error is cleared');
+    await checkLanes(page);
+    lap('recovered');
+    await screenshot(page, 'bad-url-recovered');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('without WebGPU the page falls back to the CPU and says so', { timeout: 2 * slow }, async () => {
+  const lap = stopwatch('cpu-fallback');
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page } = browser;
+    await openPage(page, { backend: 'auto', max: '8' });
+    const notice = page.getByTestId('fallback-notice');
+    assert.ok(await notice.isVisible(), 'the fallback notice is visible');
+    assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'cpu');
+    console.log(`  cpu-fallback: ${await notice.textContent()}`);
+    await race(page, 'cpu-fallback');
+    await checkLanes(page);
+    lap('ran on the CPU');
+    await screenshot(page, 'cpu-fallback');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('<samd-demo> runs embedded in a page of another origin', { timeout: 2 * slow }, async () => {
+  const lap = stopwatch('widget');
+  // The example page is served by a second origin, with its script tag pointing at the first.
+  const site = await mkdtemp(join(tmpdir(), 'samd-site-'));
+  const html = await readFile(join(repo, 'web/embed-example.html'), 'utf8');
+  const rewritten = html.replace('src="samd-demo.js"', `src="${server.url}samd-demo.js"`);
+  assert.notEqual(rewritten, html, 'embed-example.html loads samd-demo.js');
+  await writeFile(join(site, 'embed-example.html'), rewritten);
+  const host = await serve([['/', site], ...webRoots.filter(([prefix]) => prefix === '/models/')]);
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    const before = server.requests.length;
+    const query = new URLSearchParams({ model, 'max-tokens': String(maxTokens), backend, prompt });
+    await page.goto(`${host.url}embed-example.html?${query}`);
+    const state = await waitUntil(page, 'widget', () => {
+      const root = document.querySelector('samd-demo').shadowRoot;
+      const q = (id) => root?.querySelector(`[data-testid="${id}"]`);
+      const error = q('error') && !q('error').hidden ? q('error').textContent : null;
+      return { done: !!error || q('lane-1-stats')?.dataset.done === 'true', error, status: q('device')?.textContent ?? 'not upgraded' };
+    });
+    if (state.error) assert.fail(`the widget shows an error: ${state.error}`);
+    lap('loaded and ran');
+    const demo = page.locator('samd-demo');
+    const base = await demo.getByTestId('lane-0-text').textContent();
+    assert.ok(base.length > 0, 'the baseline lane is empty');
+    assert.equal(await demo.getByTestId('lane-1-text').textContent(), base, 'the lanes differ');
+    assert.ok(Number(await demo.getByTestId('lane-1-stats').getAttribute('data-mat')) >= 1);
+    assert.ok((await demo.locator('.text span[data-source]').count()) > 0, 'tokens carry their source');
+    const fromWidgetOrigin = server.requests.slice(before).map((r) => r.path);
+    assert.ok(fromWidgetOrigin.includes('/worker.js'), 'the worker comes from the widget origin');
+    assert.ok(!host.requests.some((r) => r.path.endsWith('.js')), 'no script from the page origin');
+    await screenshot(page, 'widget-cross-origin');
+  } finally {
+    await browser.close();
+    await host.close();
+    await rm(site, { recursive: true, force: true });
+  }
+});
+
+// SwiftShader runs WebGPU on the CPU at seconds per step even for the two-layer model, so
+// this run stops after four tokens.
+test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slow }, async () => {
+  const lap = stopwatch('webgpu');
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    await openPage(page, { backend: 'webgpu', max: '4', model: gpuModel });
+    assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'webgpu');
+    console.log(`  webgpu: ${await page.getByTestId('device').textContent()}`);
+    await race(page, 'webgpu', 3 * slow);
+    const { ar } = await checkLanes(page);
+    lap('ran');
+    console.log(`  webgpu: ${JSON.stringify(ar)}; the CPU run began ${JSON.stringify(cpuText?.slice(0, 40))}`);
+    await screenshot(page, 'webgpu');
+  } finally {
+    await browser.close();
+  }
+});
