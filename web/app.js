@@ -62,7 +62,8 @@ function applyDefaults() {
   const q = new URLSearchParams(location.search);
   ui.prompt.value = q.get('prompt') ?? EXAMPLES[0].prompt;
   ui.model.value = q.get('model') ?? 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
-  ui.corpus.value = q.get('corpus') ?? '';
+  // The committed static corpus (samd corpus build); `?corpus=` with nothing after it drafts without one.
+  ui.corpus.value = q.get('corpus') ?? 'corpus/default.samdcorp';
   for (const [name, select] of [['backend', ui.backend], ['method', ui.method]]) {
     const value = q.get(name);
     if (value && [...select.options].some((o) => o.value === value)) select.value = value;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::args::CorpusBuildArgs;
 use crate::generate::{Request, decode};
-use crate::load::{ModelBytes, init_device};
+use crate::load::load_model;
 use crate::progress::Progress;
 
 /// Runs the subcommand.
@@ -27,12 +27,7 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
     if prompts.is_empty() {
         bail!("no training prompts found in {}", args.data.display());
     }
-    let model_bytes = ModelBytes::read(&args.model.model)?;
-    let file = model_bytes.parse()?;
-    let tokenizer = model_bytes.tokenizer(&file)?;
-    let device = init_device(args.model.device)?;
-    let model = model_bytes.weights(&file, &device)?;
-    drop(file);
+    let (model, tokenizer) = load_model(&args.model)?;
     let mut stop_ids = vec![tokenizer.eos_id()];
     stop_ids.extend(tokenizer.im_end_id());
 

@@ -17,7 +17,7 @@ use samd_draft::corpus::StaticSam;
 use samd_engine::check_corpus;
 use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
 
-use crate::args::{CorpusArgs, DEFAULT_CORPUS, DeviceKind};
+use crate::args::{CorpusArgs, DEFAULT_CORPUS, DeviceKind, ModelArgs};
 
 /// Wall time of each load stage, in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -153,4 +153,15 @@ pub fn load_corpus(args: &CorpusArgs, tokenizer: &Tokenizer) -> Result<Option<Ar
     check_corpus(&corpus, tokenizer.vocab_hash())
         .with_context(|| format!("{} does not fit this model", path.display()))?;
     Ok(Some(Arc::new(corpus)))
+}
+
+/// The model and its tokenizer, on the device `args` names: for subcommands that need
+/// nothing else from the file.
+pub fn load_model(args: &ModelArgs) -> Result<(Llama, Tokenizer)> {
+    let model_bytes = ModelBytes::read(&args.model)?;
+    let file = model_bytes.parse()?;
+    let tokenizer = model_bytes.tokenizer(&file)?;
+    let device = init_device(args.device)?;
+    let model = model_bytes.weights(&file, &device)?;
+    Ok((model, tokenizer))
 }

@@ -13,7 +13,7 @@ use samd_draft::tree::{DraftTree, Source};
 use samd_engine::{ModelTarget, Target};
 
 use crate::args::ProfileArgs;
-use crate::load::{ModelBytes, init_device};
+use crate::load::load_model;
 
 /// Tree sizes timed, in nodes.
 const SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -22,12 +22,7 @@ const WARMUP: usize = 3;
 
 /// Runs the subcommand.
 pub fn run(args: &ProfileArgs) -> Result<()> {
-    let model_bytes = ModelBytes::read(&args.model.model)?;
-    let file = model_bytes.parse()?;
-    let tokenizer = model_bytes.tokenizer(&file)?;
-    let device = init_device(args.model.device)?;
-    let model = model_bytes.weights(&file, &device)?;
-    drop(file);
+    let (model, tokenizer) = load_model(&args.model)?;
 
     // A real token stream, repeated to the context length asked for.
     let text =
