@@ -265,9 +265,13 @@ pub struct BenchRecord {
     pub generated: usize,
     /// Verification steps after the prefill.
     pub steps: usize,
+    /// Tokens those steps produced, counted before the stop rules cut the last one (as
+    /// [`crate::Stats::step_tokens`]), so that MAT measures verification alone.
+    #[serde(default)]
+    pub step_tokens: usize,
     /// Draft nodes proposed, roots excluded.
     pub drafted: usize,
-    /// Mean tokens per step, the bonus token included.
+    /// Mean tokens per step, the bonus token included: `step_tokens / steps`.
     pub mat: f64,
     /// Decode tokens/s (prefill excluded); 0 in replay records.
     pub tok_s: f64,
@@ -362,6 +366,7 @@ pub async fn run_bench<T: Target>(
                 prompt_len: p.ids.len(),
                 generated: stats.generated,
                 steps: stats.steps,
+                step_tokens: stats.step_tokens,
                 drafted: stats.drafted,
                 mat: stats.mat(),
                 tok_s: stats.tokens_per_s(),
@@ -400,6 +405,9 @@ pub struct Aggregate {
     pub generated: usize,
     /// Verification steps.
     pub steps: usize,
+    /// Tokens the steps produced, before the stop rules.
+    #[serde(default)]
+    pub step_tokens: usize,
     /// Draft nodes proposed.
     pub drafted: usize,
     /// Drafting time in µs.
@@ -408,7 +416,7 @@ pub struct Aggregate {
     pub verify_us: u64,
     /// AR's decode time over the prompts that this method also ran, in µs.
     pub ar_decode_us: u64,
-    /// Tokens after the first over steps.
+    /// Step tokens over steps, as each record's MAT.
     pub mat: f64,
     /// Tokens after the first over decode time; none without timings (replay).
     pub tok_s: Option<f64>,
@@ -426,6 +434,7 @@ impl Aggregate {
             lossless: 0,
             generated: 0,
             steps: 0,
+            step_tokens: 0,
             drafted: 0,
             draft_us: 0,
             verify_us: 0,
@@ -442,6 +451,7 @@ impl Aggregate {
         self.lossless += usize::from(r.lossless);
         self.generated += r.generated;
         self.steps += r.steps;
+        self.step_tokens += r.step_tokens;
         self.drafted += r.drafted;
         self.draft_us += r.draft_us;
         self.verify_us += r.verify_us;
@@ -454,7 +464,7 @@ impl Aggregate {
         self.mat = if self.steps == 0 {
             0.0
         } else {
-            tokens_after_first as f64 / self.steps as f64
+            self.step_tokens as f64 / self.steps as f64
         };
         let timed = decode_us > 0;
         self.tok_s = timed.then(|| tokens_after_first as f64 * 1e6 / decode_us as f64);
@@ -758,6 +768,8 @@ pub fn replay_bench(
                 generated_ids: Vec::new(),
                 generated,
                 steps,
+                // A trace has no stop rules to cut a step: every step's tokens count.
+                step_tokens: generated.saturating_sub(1),
                 drafted,
                 mat: if steps == 0 {
                     0.0

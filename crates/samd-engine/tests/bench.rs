@@ -43,6 +43,7 @@ fn record(
         generated_ids: (0..generated as u32).collect(),
         generated,
         steps,
+        step_tokens: generated - 1,
         drafted: steps * 2,
         mat: 0.0,
         tok_s: 0.0,
@@ -98,6 +99,16 @@ fn aggregates_are_ratios_of_sums() {
     assert!(close(o.drafter_share.unwrap(), 700.0 / 3_000.0));
     assert_eq!((o.lossless, o.prompts), (2, 3));
     assert_eq!(result.mismatches().count(), 1);
+}
+
+#[test]
+fn aggregate_mat_counts_a_step_cut_by_the_stop_rules_in_full() {
+    // A last step that verified 4 tokens but kept 1 (the budget ran out): the records'
+    // MAT and the aggregate's both see 4, so they agree.
+    let mut r = record(7, "qa", "sam", 5, 2, 10, 100, true);
+    r.step_tokens = 7;
+    let s = BenchResult::from_records(vec![r]).summary;
+    assert!(close(s.methods[0].categories[0].mat, 3.5));
 }
 
 #[test]
