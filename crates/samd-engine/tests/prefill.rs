@@ -1,0 +1,56 @@
+//! A prompt longer than one prefill chunk (256 tokens) is run in several passes; the
+//! greedy continuation must equal a single full forward pass over the same text.
+
+use burn::tensor::{Device, read_sync};
+use samd_engine::{GenerateOptions, Method, ModelTarget, PREFILL_CHUNK, Session};
+use samd_model::{AncestorMask, Llama, LlamaConfig};
+
+/// The greedy next token after `text`, from one causal forward pass over all of it.
+fn next_in_one_pass(model: &Llama, text: &[u32]) -> u32 {
+    let mut cache = model.new_cache(text.len());
+    let positions: Vec<u32> = (0..text.len() as u32).collect();
+    let logits = model
+        .forward(
+            &mut cache,
+            text,
+            &positions,
+            &AncestorMask::causal(text.len()),
+        )
+        .expect("forward");
+    let ids = read_sync(model.read_ids(logits.argmax_ids())).expect("readback");
+    *ids.last().expect("one id per position")
+}
+
+#[test]
+fn chunked_prefill_equals_one_pass() {
+    let config = LlamaConfig {
+        context_len: 1024,
+        ..LlamaConfig::tiny()
+    };
+    let model = Llama::random(config, 3, true, &Device::flex()).expect("tiny model");
+    // Pseudo-random ids, so that nothing repeats by accident.
+    let prompt: Vec<u32> = (0..(2 * PREFILL_CHUNK + 88) as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % 64)
+        .collect();
+    const NEW: usize = 5;
+
+    let mut expected = Vec::new();
+    let mut text = prompt.clone();
+    for _ in 0..NEW {
+        let next = next_in_one_pass(&model, &text);
+        expected.push(next);
+        text.push(next);
+    }
+
+    for method in [Method::Ar, Method::SamTr] {
+        let drafter = method.drafter(64, None).expect("drafter");
+        let mut session = Session::new(ModelTarget::new(model.clone(), 1024), drafter);
+        let options = GenerateOptions {
+            max_new_tokens: NEW,
+            stop_ids: vec![],
+            sampling: None,
+        };
+        let (out, _) = read_sync(session.generate(&prompt, options)).expect("generate");
+        assert_eq!(out, expected, "{method}");
+    }
+}
