@@ -166,6 +166,8 @@ async function run() {
   lanes.spec.clear();
   ui.specMethod.textContent = `(${ui.method.value})`;
   await ensureLoaded();
+  // A cancel in the load's last phase (the weights) cannot stop the load, but stops here.
+  if (cancelled) return;
   const ar = await lanes.ar.run(client, { ...options, method: 'ar' });
   drawTimelines();
   if (ar.stop === 'cancelled' || cancelled) return;

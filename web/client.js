@@ -67,8 +67,8 @@ export class SamdClient {
   }
 
   /** Resolves with the `done` message; `onStep` gets each `step`. */
-  generate({ prompt, method = 'sam+tr', maxTokens = 64, raw = false, temperature = 0, topP = 1, seed = 0 }, onStep = null) {
-    return this.#enqueue({ type: 'generate', prompt, method, maxTokens, raw, temperature, topP, seed }, onStep);
+  generate({ prompt, method = 'sam+tr', maxTokens = 64, raw = false, temperature = 0, topP = 1, seed = 0, stop = [] }, onStep = null) {
+    return this.#enqueue({ type: 'generate', prompt, method, maxTokens, raw, temperature, topP, seed, stop }, onStep);
   }
 
   /** Stops the running request (not the queued ones); it then settles as the protocol says. */

@@ -33,6 +33,9 @@ export function appendStep(container, step) {
     span.textContent = pieces[i];
     container.append(span);
   });
+  // Text released with no token of its own (the held-back tail of a cancelled run).
+  const rest = pieces.slice(step.tokens.length).join('');
+  if (rest) container.append(document.createTextNode(rest));
 }
 
 /** A legend: one swatch and label per source. */

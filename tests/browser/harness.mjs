@@ -12,8 +12,10 @@
 //                      the page before the wasm is built
 //   CHROMIUM           the browser (/usr/bin/chromium)
 
+import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +28,10 @@ export const gpuModel =
   process.env.SAMD_TEST_GPU_MODEL ??
   (existsSync(join(repo, 'models/smollm2-135m-2layers.gguf')) ? 'models/smollm2-135m-2layers.gguf' : model);
 export const backend = process.env.SAMD_TEST_BACKEND ?? 'cpu';
+/** The race page's defaults in the tests: short runs of a prompt with a one-line answer. */
+export const maxTokens = 12;
+export const prompt = 'What is the capital of France? Answer in one sentence.';
+const sources = new Set(['model', 'dynamic', 'static', 'recycling', 'lookup']);
 const overlay = process.env.SAMD_TEST_OVERLAY;
 const artifacts = join(repo, 'tests/artifacts');
 
@@ -48,6 +54,46 @@ export async function serve(roots = webRoots) {
   const requests = [];
   const server = await startServer({ port: 0, roots, log: (r) => requests.push(r) });
   return { ...server, requests };
+}
+
+/**
+ * A second origin serving `file` at every path, with the faults a download must survive:
+ * the first `cuts` GETs announce the whole length but lose the connection after `cutAt`
+ * bytes, and `delayMs` before each 256 KB chunk makes a slow network. Each request is
+ * logged as {method, path, sent, closed}.
+ */
+export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 0 } = {}) {
+  const data = await readFile(join(repo, file));
+  const requests = [];
+  const server = createServer(async (req, res) => {
+    const log = { method: req.method, path: req.url, sent: 0, closed: false };
+    requests.push(log);
+    res.on('close', () => (log.closed = true));
+    res.on('error', () => {});
+    res.writeHead(200, { 'Access-Control-Allow-Origin': '*', 'Content-Type': 'application/octet-stream', 'Content-Length': data.length });
+    if (req.method !== 'GET') return res.end();
+    const gets = requests.filter((r) => r.method === 'GET').length;
+    const end = gets <= cuts ? Math.min(cutAt, data.length) : data.length;
+    while (log.sent < end && !res.destroyed) {
+      if (delayMs) await new Promise((ok) => setTimeout(ok, delayMs));
+      const chunk = data.subarray(log.sent, Math.min(log.sent + (1 << 18), end));
+      // One chunk in flight at a time: once its callback runs it is with the kernel, so a
+      // cut below comes after exactly `cutAt` bytes.
+      await new Promise((ok) => res.write(chunk, ok));
+      log.sent += chunk.length;
+    }
+    if (end < data.length) res.destroy();
+    else res.end();
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    requests,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((ok) => server.close(ok));
+    },
+  };
 }
 
 /**
@@ -86,6 +132,79 @@ export async function launch({ webgpu = true } = {}) {
     },
   };
 }
+
+/** The race page with the test's defaults, once the engine has reported its device. */
+export async function openPage(page, server, params = {}) {
+  const query = new URLSearchParams({ model, backend, max: String(maxTokens), prompt, ...params });
+  await page.goto(`${server.url}index.html?${query}`);
+  await page.locator('[data-testid=device][data-backend]').waitFor({ timeout: slow });
+}
+
+/** Clicks Run and waits for the spec lane, or fails with the page's error. */
+export async function race(page, name, timeout = slow) {
+  await page.getByTestId('run').click();
+  await waitForLanes(page, name, timeout);
+}
+
+/** Waits for the spec lane of a run already started, or fails with the page's error. */
+export async function waitForLanes(page, name, timeout = slow) {
+  const state = await waitUntil(
+    page,
+    name,
+    () => {
+      const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+      const error = q('error').hidden ? null : q('error').textContent;
+      const lanes = ['ar', 'spec'].map((l) => (q(`lane-${l}-stats`).dataset.done ? `${l} done` : '')).join(' ');
+      return { done: !!error || q('lane-spec-stats').dataset.done === 'true', error, status: `${q('progress-label').textContent} ${lanes}` };
+    },
+    timeout,
+  );
+  if (state.error) assert.fail(`the page shows an error: ${state.error}`);
+}
+
+/** Both lanes are done, non-empty and equal, and every token span names its source. */
+export async function checkLanes(page) {
+  const ar = await page.getByTestId('lane-ar-text').textContent();
+  const spec = await page.getByTestId('lane-spec-text').textContent();
+  assert.ok(ar.length > 0, 'the AR lane is empty');
+  assert.equal(spec, ar, 'speculative decoding changed the greedy text');
+  const stats = page.getByTestId('lane-spec-stats');
+  assert.ok(Number(await stats.getAttribute('data-mat')) >= 1, 'MAT below 1');
+  assert.ok(Number(await stats.getAttribute('data-tokens-per-s')) > 0, 'no tok/s');
+  for (const lane of ['ar', 'spec']) await checkSpans(page, lane);
+  assert.ok(await page.getByTestId('error').isHidden(), 'no error is shown');
+  return { ar, mat: await stats.getAttribute('data-mat') };
+}
+
+/** A finished lane shows one span per generated token, each naming its source. */
+export async function checkSpans(page, lane) {
+  const spans = await page.getByTestId(`lane-${lane}-text`).locator('span').evaluateAll((els) => els.map((e) => e.dataset.source));
+  const generated = Number(await page.getByTestId(`lane-${lane}-stats`).getAttribute('data-generated'));
+  assert.equal(spans.length, generated, `${lane}: one span per generated token`);
+  for (const s of spans) assert.ok(sources.has(s), `${lane}: token source ${s}`);
+}
+
+/**
+ * Waits for the error of a failed load, checks its kind, that the stale progress is gone and
+ * that the page is usable again; returns its text.
+ */
+export async function shownError(page, kind) {
+  const error = page.getByTestId('error');
+  await error.waitFor({ state: 'visible', timeout: slow });
+  const text = await error.textContent();
+  assert.equal(await error.getAttribute('data-kind'), kind, text);
+  await page.locator('[data-testid=run]:enabled').waitFor();
+  assert.ok(await page.getByTestId('progress-area').isHidden(), 'the progress of the failed load is still shown');
+  return text;
+}
+
+/** The URLs in the page origin's Cache Storage, where the worker keeps whole downloads. */
+export const cachedUrls = (page) =>
+  page.evaluate(async () => {
+    const urls = [];
+    for (const name of await caches.keys()) for (const r of await (await caches.open(name)).keys()) urls.push(r.url);
+    return urls;
+  });
 
 /**
  * Polls `summary` (a function run in the page) until it returns {done: true}, logging each

@@ -1,17 +1,35 @@
 // Browser tests of the race page and the <samd-demo> widget, in Debian's headless chromium
 // (the CPU backend, and WebGPU through SwiftShader). Usage: node tests/browser/run.mjs
 // Screenshots go to tests/artifacts/. See harness.mjs for the environment variables.
+// The robustness tests (cut and slow downloads, cancels, concurrent requests) are in
+// robustness.mjs, imported below so that this one command runs them all.
 
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { backend, checkBuilt, gpuModel, launch, model, modelFetches, repo, screenshot, serve, slow, stopwatch, waitUntil, webRoots } from './harness.mjs';
-
-const maxTokens = 12;
-const prompt = 'What is the capital of France? Answer in one sentence.';
-const sources = new Set(['model', 'dynamic', 'static', 'recycling', 'lookup']);
+import {
+  backend,
+  checkBuilt,
+  checkLanes,
+  gpuModel,
+  launch,
+  maxTokens,
+  model,
+  modelFetches,
+  openPage,
+  prompt,
+  race,
+  repo,
+  screenshot,
+  serve,
+  shownError,
+  slow,
+  stopwatch,
+  waitUntil,
+  webRoots,
+} from './harness.mjs';
 
 let server;
 /** The AR text of the race test, for the WebGPU test to compare with. */
@@ -24,54 +42,12 @@ before(async () => {
 });
 after(() => server?.close());
 
-/** The race page with the test's defaults, once the engine has reported its device. */
-async function openPage(page, params = {}) {
-  const query = new URLSearchParams({ model, backend, max: String(maxTokens), prompt, ...params });
-  await page.goto(`${server.url}index.html?${query}`);
-  await page.locator('[data-testid=device][data-backend]').waitFor({ timeout: slow });
-}
-
-/** Clicks Run and waits for the spec lane, or fails with the page's error. */
-async function race(page, name, timeout = slow) {
-  await page.getByTestId('run').click();
-  const state = await waitUntil(
-    page,
-    name,
-    () => {
-      const q = (id) => document.querySelector(`[data-testid="${id}"]`);
-      const error = q('error').hidden ? null : q('error').textContent;
-      const lanes = ['ar', 'spec'].map((l) => (q(`lane-${l}-stats`).dataset.done ? `${l} done` : '')).join(' ');
-      return { done: !!error || q('lane-spec-stats').dataset.done === 'true', error, status: `${q('progress-label').textContent} ${lanes}` };
-    },
-    timeout,
-  );
-  if (state.error) assert.fail(`the page shows an error: ${state.error}`);
-}
-
-/** Both lanes are done, non-empty and equal, and every token span names its source. */
-async function checkLanes(page) {
-  const ar = await page.getByTestId('lane-ar-text').textContent();
-  const spec = await page.getByTestId('lane-spec-text').textContent();
-  assert.ok(ar.length > 0, 'the AR lane is empty');
-  assert.equal(spec, ar, 'speculative decoding changed the greedy text');
-  const stats = page.getByTestId('lane-spec-stats');
-  assert.ok(Number(await stats.getAttribute('data-mat')) >= 1, 'MAT below 1');
-  assert.ok(Number(await stats.getAttribute('data-tokens-per-s')) > 0, 'no tok/s');
-  for (const lane of ['ar', 'spec']) {
-    const spans = await page.getByTestId(`lane-${lane}-text`).locator('span').evaluateAll((els) => els.map((e) => e.dataset.source));
-    const generated = Number(await page.getByTestId(`lane-${lane}-stats`).getAttribute('data-generated'));
-    assert.equal(spans.length, generated, `${lane}: one span per generated token`);
-    for (const s of spans) assert.ok(sources.has(s), `${lane}: token source ${s}`);
-  }
-  return { ar, mat: await stats.getAttribute('data-mat') };
-}
-
 test('race page: both lanes give the same text, then a reload loads the model from the cache', { timeout: 3 * slow }, async () => {
   const lap = stopwatch('race');
   const browser = await launch();
   try {
     const { page } = browser;
-    await openPage(page);
+    await openPage(page, server);
     lap('engine started');
     await race(page, 'race');
     lap('model loaded and both lanes ran');
@@ -105,21 +81,16 @@ test('bad model URLs show an error and the page recovers', { timeout: 2 * slow }
   const browser = await launch();
   try {
     const { page } = browser;
-    await openPage(page, { model: 'models/no-such-model.gguf' });
-    const error = page.getByTestId('error');
+    await openPage(page, server, { model: 'models/no-such-model.gguf' });
     for (const [url, kind] of [['models/no-such-model.gguf', 'http'], ['index.html', 'corrupt']]) {
       await page.getByTestId('model').fill(url);
       await page.getByTestId('run').click();
-      await error.waitFor({ state: 'visible', timeout: slow });
-      assert.equal(await error.getAttribute('data-kind'), kind, `${url}: ${await error.textContent()}`);
-      console.log(`  bad-url: ${url} -> ${await error.textContent()}`);
+      console.log(`  bad-url: ${url} -> ${await shownError(page, kind)}`);
       await screenshot(page, `bad-url-${kind}`);
-      await page.locator('[data-testid=run]:enabled').waitFor();
     }
     lap('errors shown');
     await page.getByTestId('model').fill(model);
     await race(page, 'bad-url');
-    assert.ok(await error.isHidden(), 'the error is cleared');
     await checkLanes(page);
     lap('recovered');
     await screenshot(page, 'bad-url-recovered');
@@ -133,7 +104,7 @@ test('without WebGPU the page falls back to the CPU and says so', { timeout: 2 *
   const browser = await launch({ webgpu: false });
   try {
     const { page } = browser;
-    await openPage(page, { backend: 'auto', max: '8' });
+    await openPage(page, server, { backend: 'auto', max: '8' });
     const notice = page.getByTestId('fallback-notice');
     assert.ok(await notice.isVisible(), 'the fallback notice is visible');
     assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'cpu');
@@ -194,7 +165,7 @@ test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slo
   const browser = await launch();
   try {
     const { page } = browser;
-    await openPage(page, { backend: 'webgpu', max: '4', model: gpuModel });
+    await openPage(page, server, { backend: 'webgpu', max: '4', model: gpuModel });
     assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'webgpu');
     console.log(`  webgpu: ${await page.getByTestId('device').textContent()}`);
     await race(page, 'webgpu', 3 * slow);
@@ -206,3 +177,6 @@ test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slo
     await browser.close();
   }
 });
+
+// Imported last, so that its tests run after these.
+await import('./robustness.mjs');
