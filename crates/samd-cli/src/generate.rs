@@ -144,7 +144,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         corpus: load_corpus(&args.corpus, &tokenizer)?,
     };
     let mut stream = TextStream::with_stops(args.stop.iter().cloned());
-    let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
     let out = decode(model, &request, |ids| {
         let delta = stream.push(&tokenizer, ids)?;
@@ -152,11 +151,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             stdout.write_all(delta.as_bytes())?;
             stdout.flush()?;
         }
-        text.push_str(&delta);
         Ok(stream.stopped())
     })?;
     let rest = stream.finish(&tokenizer)?;
-    text.push_str(&rest);
+    let text = stream.text();
 
     if args.json {
         let report = serde_json::json!({

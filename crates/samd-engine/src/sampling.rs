@@ -26,20 +26,36 @@ pub struct Sampling {
 impl Sampling {
     /// The sampling for `temperature` (0 means greedy decoding: `None`), checked.
     pub fn new(temperature: f32, top_p: f32, seed: u64) -> Result<Option<Self>, Error> {
-        if temperature.is_nan() || temperature < 0.0 || temperature.is_infinite() {
-            return Err(Error::Options {
-                what: "the temperature must be a finite number ≥ 0",
-            });
-        }
-        if top_p.is_nan() || top_p <= 0.0 || top_p > 1.0 {
-            return Err(Error::Options {
-                what: "top-p must be in (0, 1]",
-            });
-        }
+        check_values(temperature, top_p)?;
         Ok((temperature > 0.0).then_some(Self {
             temperature,
             top_p,
             seed,
         }))
     }
+
+    /// Rejects values no draw can use. The fields are public, so the session checks
+    /// again whatever it is handed.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.temperature == 0.0 {
+            return Err(Error::Options {
+                what: "a temperature of 0 is greedy decoding: pass no sampling",
+            });
+        }
+        check_values(self.temperature, self.top_p)
+    }
+}
+
+fn check_values(temperature: f32, top_p: f32) -> Result<(), Error> {
+    if temperature.is_nan() || temperature < 0.0 || temperature.is_infinite() {
+        return Err(Error::Options {
+            what: "the temperature must be a finite number ≥ 0",
+        });
+    }
+    if top_p.is_nan() || top_p <= 0.0 || top_p > 1.0 {
+        return Err(Error::Options {
+            what: "top-p must be in (0, 1]",
+        });
+    }
+    Ok(())
 }

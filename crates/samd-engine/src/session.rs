@@ -176,6 +176,9 @@ impl<T: Target> Session<T> {
                 what: "the token budget must be at least 1",
             });
         }
+        if let Some(s) = &options.sampling {
+            s.check()?;
+        }
         let capacity = self.target.capacity();
         if prompt.len() >= capacity {
             return Err(Error::PromptTooLong {
@@ -213,6 +216,7 @@ impl<T: Target> Session<T> {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
             let verified = self.target.verify(&self.tree, k, sampling).await?;
+            self.stats.readbacks += 1;
             let chain: Vec<usize> = (0..chunk.len()).collect();
             self.target.commit(&chain)?;
             if k > 0
@@ -274,6 +278,7 @@ impl<T: Target> Session<T> {
 
         let t = Instant::now();
         let verified = self.target.verify(&self.tree, k, sampling).await?;
+        self.stats.readbacks += 1;
         // Under sampling `next` holds draws, and the same walk is lossless (see
         // `sampling`'s module docs).
         let acc = self.tree.accept(&verified.next)?;

@@ -20,6 +20,8 @@ pub struct Stats {
     pub draft_us: u64,
     /// Time spent in forward passes and their readbacks (one readback per step).
     pub verify_us: u64,
+    /// Device readbacks: one per prefill chunk and one per step.
+    pub readbacks: usize,
     /// `histogram[n]` counts the steps that committed `n` tokens.
     pub histogram: Vec<u64>,
 }

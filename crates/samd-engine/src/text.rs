@@ -17,7 +17,8 @@ use crate::Error;
 #[derive(Debug, Clone, Default)]
 pub struct TextStream {
     ids: Vec<u32>,
-    emitted: usize,
+    /// Everything handed out so far.
+    out: String,
     stops: Vec<String>,
     stopped: bool,
 }
@@ -46,7 +47,8 @@ impl TextStream {
         let full = tokenizer.decode(&self.ids)?;
         let stable = full.trim_end_matches('\u{FFFD}');
         // A match cannot start in emitted text: any prefix of a stop string was held back.
-        let fresh = stable.get(self.emitted..).unwrap_or("");
+        let emitted = self.out.len();
+        let fresh = stable.get(emitted..).unwrap_or("");
         if let Some(at) = self
             .stops
             .iter()
@@ -54,7 +56,7 @@ impl TextStream {
             .min()
         {
             self.stopped = true;
-            return Ok(self.take(&stable[..self.emitted + at]));
+            return Ok(self.take(&stable[..emitted + at]));
         }
         let hold = self.partial_stop_len(stable);
         Ok(self.take(&stable[..stable.len() - hold]))
@@ -67,6 +69,12 @@ impl TextStream {
         }
         let full = tokenizer.decode(&self.ids)?;
         Ok(self.take(&full))
+    }
+
+    /// The text handed out so far: after [`TextStream::finish`], the whole text, cut
+    /// before the stop string if one appeared.
+    pub fn text(&self) -> &str {
+        &self.out
     }
 
     /// Whether a stop string has appeared.
@@ -89,14 +97,9 @@ impl TextStream {
             .unwrap_or(0)
     }
 
-    /// Every id pushed so far.
-    pub fn ids(&self) -> &[u32] {
-        &self.ids
-    }
-
     fn take(&mut self, stable: &str) -> String {
-        let delta = stable.get(self.emitted..).unwrap_or("").to_owned();
-        self.emitted += delta.len();
+        let delta = stable.get(self.out.len()..).unwrap_or("").to_owned();
+        self.out.push_str(&delta);
         delta
     }
 }

@@ -3,7 +3,7 @@
 //! bad inputs must behave.
 
 use burn::tensor::read_sync;
-use samd_engine::{Error, GenerateOptions, Method, Session, StopReason, Target};
+use samd_engine::{Error, GenerateOptions, Method, Sampling, Session, StopReason, Target};
 
 mod common;
 use common::FakeModel;
@@ -107,6 +107,20 @@ fn bad_requests_are_errors_and_the_session_stays_usable() {
         read_sync(s.start(&[1, VOCAB], options(5))),
         Err(Error::Draft(_))
     ));
+    for (temperature, top_p) in [(f32::NAN, 1.0), (-1.0, 1.0), (0.0, 1.0), (1.0, 0.0)] {
+        let bad = GenerateOptions {
+            sampling: Some(Sampling {
+                temperature,
+                top_p,
+                seed: 0,
+            }),
+            ..options(5)
+        };
+        assert!(
+            matches!(read_sync(s.start(&[1, 2], bad)), Err(Error::Options { .. })),
+            "temperature {temperature}, top-p {top_p}"
+        );
+    }
     assert!(matches!(read_sync(s.step()), Err(Error::NotStarted)));
     let (out, _) = read_sync(s.generate(&[1, 2], options(5))).unwrap();
     assert_eq!(out.len(), 5);

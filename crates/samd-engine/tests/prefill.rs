@@ -52,5 +52,8 @@ fn chunked_prefill_equals_one_pass() {
         };
         let (out, _) = read_sync(session.generate(&prompt, options)).expect("generate");
         assert_eq!(out, expected, "{method}");
+        // One readback per prefill chunk (3 here) and one per step.
+        let stats = session.stats();
+        assert_eq!(stats.readbacks, 3 + stats.steps, "{method}");
     }
 }

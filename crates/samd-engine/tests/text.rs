@@ -31,6 +31,11 @@ fn stream(tokenizer: &Tokenizer, text: &str, stops: &[&str]) -> (Vec<String>, St
         .map(|&id| s.push(tokenizer, &[id]).expect("push"))
         .collect();
     let rest = s.finish(tokenizer).expect("finish");
+    assert_eq!(
+        s.text(),
+        deltas.concat() + &rest,
+        "text() is what was handed out"
+    );
     (deltas, rest, s.stopped())
 }
 

@@ -1,6 +1,7 @@
 //! The values that cross into JavaScript: requests in, events out (camelCase fields, as
 //! `web/worker.js` documents them).
 
+use samd_draft::drafter::DraftReport;
 use samd_engine::{Sampling, StepEvent, StopReason};
 use samd_model::gguf::keys;
 use samd_model::{GgufFile, LlamaConfig};
@@ -203,36 +204,29 @@ impl StepView {
             stats: None,
         };
         if last {
-            view.finish(run, loaded)?;
+            view.finish(run, loaded);
         }
         Ok(view)
     }
 
-    /// The last event of a cancelled generation.
+    /// The last event of a cancelled generation: no tokens, the held-back text.
     pub(crate) fn cancelled(run: &mut Run, loaded: &Loaded) -> Result<Self, WebError> {
-        let text = run.text.finish(&loaded.tokenizer)?;
-        let mut view = Self {
+        let event = StepEvent {
             tokens: Vec::new(),
-            pieces: vec![text.clone()],
-            text,
             sources: Vec::new(),
-            dynamic_match: 0,
-            static_match: 0,
+            draft: DraftReport::default(),
             tree_len: 0,
-            draft_us: 0.0,
-            verify_us: 0.0,
-            at_ms: run.started.elapsed().as_secs_f64() * 1e3,
-            stop: Some("cancelled"),
-            full_text: None,
-            stats: None,
+            draft_us: 0,
+            verify_us: 0,
+            stop: Some(StopReason::Cancelled),
         };
-        view.finish(run, loaded)?;
-        Ok(view)
+        Self::new(&event, run, loaded)
     }
 
-    fn finish(&mut self, run: &Run, loaded: &Loaded) -> Result<(), WebError> {
+    fn finish(&mut self, run: &Run, loaded: &Loaded) {
         let stats = loaded.session.stats();
-        self.full_text = Some(loaded.tokenizer.decode(run.text.ids())?);
+        // What was handed out: cut before a stop string, unlike a decode of every id.
+        self.full_text = Some(run.text.text().to_owned());
         self.stats = Some(StatsView {
             prompt_tokens: stats.prompt_tokens,
             generated: stats.generated,
@@ -243,9 +237,8 @@ impl StepView {
             draft_ms: stats.draft_us as f64 / 1e3,
             verify_ms: stats.verify_us as f64 / 1e3,
             total_ms: run.started.elapsed().as_secs_f64() * 1e3,
-            readbacks: run.prefill_chunks + stats.steps,
+            readbacks: stats.readbacks,
             histogram: stats.histogram.clone(),
         });
-        Ok(())
     }
 }

@@ -48,7 +48,6 @@ struct Loaded {
 struct Run {
     text: TextStream,
     started: Instant,
-    prefill_chunks: usize,
 }
 
 /// One device, at most one model, one generation at a time.
@@ -211,7 +210,6 @@ impl Engine {
         self.run = Some(Run {
             text: TextStream::with_stops(request.stop),
             started,
-            prefill_chunks: ids.len().div_ceil(samd_engine::PREFILL_CHUNK),
         });
         self.view(&event)
     }
