@@ -178,5 +178,28 @@ test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slo
   }
 });
 
+// Our hand-written WGSL (shaders/) on the browser's WebGPU, against burn's ops and a host
+// sort, through the module's own export rather than the page.
+test('WebGPU (SwiftShader): the WGSL top-k kernel agrees with the reference op', { timeout: slow }, async () => {
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    await page.goto(`${server.url}/index.html?backend=cpu`);
+    const check = await page.evaluate(async () => {
+      const wasm = await import('/pkg/samd_web.js');
+      await wasm.default();
+      const engine = await wasm.Engine.create('webgpu');
+      const device = engine.deviceInfo();
+      return { device, check: await engine.checkKernels() };
+    });
+    console.log(`  kernels on ${check.device.adapter}: ${check.check?.message}`);
+    assert.equal(check.device.backend, 'webgpu', 'the check needs a WebGPU adapter');
+    assert.ok(check.check.rows > 0);
+    assert.ok(check.check.passed, check.check.message);
+  } finally {
+    await browser.close();
+  }
+});
+
 // Imported last, so that its tests run after these.
 await import('./robustness.mjs');

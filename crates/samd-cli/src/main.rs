@@ -9,6 +9,7 @@ mod bench;
 mod corpus;
 mod generate;
 mod inspect;
+mod launches;
 mod load;
 mod profile;
 mod progress;

@@ -13,6 +13,7 @@ use samd_draft::tree::{DraftTree, Source};
 use samd_engine::{ModelTarget, Target};
 
 use crate::args::ProfileArgs;
+use crate::launches::Watch;
 use crate::load::load_model;
 
 /// Tree sizes timed, in nodes.
@@ -49,8 +50,9 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         args.top_k,
         args.reps
     );
-    println!("| nodes | ms per step | × one node |\n|---|---|---|");
+    println!("| nodes | ms per step | × one node | kernels per step |\n|---|---|---|---|");
     let mut one_node_ms = None;
+    let mut one_node_kernels = Vec::new();
     for n in SIZES {
         tree.reset(ids[0]);
         tree.push_chain(0, &ids[1..n.min(ids.len())], Source::Model);
@@ -72,10 +74,25 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
         }
+        // One more step, untimed, with every kernel launch counted.
+        let watch = Watch::start();
+        read_sync(target.verify(&tree, args.top_k, None))?;
+        target.commit(&[])?;
+        let kernels = watch.finish();
+        let launches: usize = kernels.iter().map(|(_, count)| count).sum();
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         let base = *one_node_ms.get_or_insert(median);
-        println!("| {n} | {median:.2} | {:.2} |", median / base);
+        println!("| {n} | {median:.2} | {:.2} | {launches} |", median / base);
+        if n == 1 {
+            one_node_kernels = kernels;
+        }
+    }
+    if !one_node_kernels.is_empty() {
+        println!("\nkernels of a one-node step, by launches:");
+        for (name, count) in one_node_kernels {
+            println!("  {count:>5}  {name}");
+        }
     }
     Ok(())
 }

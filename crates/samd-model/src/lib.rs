@@ -10,6 +10,7 @@ pub mod gguf_writer;
 pub mod kv_cache;
 pub mod llama;
 pub mod tokenizer;
+pub mod top_k;
 
 pub use config::LlamaConfig;
 pub use error::{Error, Result};

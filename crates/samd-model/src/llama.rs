@@ -15,9 +15,13 @@
 //!   layer serves all heads.
 //! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
 //!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
-//!   We apply interleaved RoPE to the weights as stored rather than un-permuting them, so
-//!   the loader stays a plain copy. (HF's rotate-half on un-permuted weights gives the same
-//!   numbers.)
+//!   We apply interleaved RoPE to the weights as stored rather than un-permuting them.
+//!   (HF's rotate-half on un-permuted weights gives the same numbers.)
+//! - On a GPU a decode step of a model this small is bound by kernel launches, not
+//!   arithmetic (`samd profile` counts them). Projections of the same input share one
+//!   matrix (`q|k|v`, `gate|up`), RoPE needs no gather (see `Block::w_qkv`), burn's
+//!   fusion merges the elementwise ops, and the top-k ids are one hand-written kernel
+//!   ([`crate::top_k`]).
 //! - The output projection reuses the token embedding when `output.weight` is absent (tied
 //!   embeddings); it is then a matmul against the embedding's transposed view, with no second
 //!   copy of the largest matrix.
@@ -225,33 +229,10 @@ impl Logits {
 
     /// The `k` best ids of each node, best first, computed on the device: `[n_nodes, k]`.
     /// Column 0 is the argmax, so one readback serves both verification and Token Recycling.
-    ///
-    /// burn's `topk` panics on wasm (burn #5110), so this runs `k` rounds of argmax, each
-    /// masking the previous winner to `-inf`: `k` passes over the logits, which for k = 8 is
-    /// cheap next to the output matmul. Ties go to the lower id, as in `argmax`.
+    /// On wgpu this is one launch of our WGSL kernel ([`crate::top_k`]).
     pub fn top_k_ids(&self, k: usize) -> TokenIds {
-        let [n_nodes, vocab] = self.tensor.dims();
-        let k = k.clamp(1, vocab.max(1));
-        let device = self.tensor.device();
-        let vocab_i64 = i64::try_from(vocab).expect("invariant: vocab fits i32 (validated)");
-        // [n_nodes, vocab]: each row is 0..vocab.
-        let iota = Tensor::<1, Int>::arange(0..vocab_i64, &device)
-            .reshape([1, vocab])
-            .expand([n_nodes, vocab]);
-        let mut scores = self.tensor.clone();
-        let mut columns = Vec::with_capacity(k);
-        for round in 0..k {
-            // [n_nodes, 1]
-            let best = scores.clone().argmax(1);
-            if round + 1 < k {
-                let hit = iota.clone().equal(best.clone().expand([n_nodes, vocab]));
-                scores = scores.mask_fill(hit, f32::NEG_INFINITY);
-            }
-            columns.push(best);
-        }
         TokenIds {
-            // [n_nodes, k]
-            tensor: Tensor::cat(columns, 1),
+            tensor: crate::top_k::top_k_ids(self.tensor.clone(), k),
         }
     }
 
@@ -361,24 +342,23 @@ fn device_index(value: u32, limit: usize) -> Option<i32> {
 }
 
 /// One transformer block's weights. Matrices are `[in, out]`.
+///
+/// Projections that read the same input share one matrix, side by side, so that each is
+/// one matmul launch: on a GPU a step of this small model is bound by kernel launches.
 #[derive(Debug, Clone)]
 struct Block {
     /// `[d_model]`
     attn_norm: Tensor<1>,
-    /// `[d_model, n_heads * head_dim]`
-    wq: Tensor<2>,
-    /// `[d_model, n_kv_heads * head_dim]`
-    wk: Tensor<2>,
-    /// `[d_model, n_kv_heads * head_dim]`
-    wv: Tensor<2>,
+    /// `[d_model, q + k + v + q + k]`: `W_q | W_k | W_v | W_q·S | W_k·S`, where `S` swaps
+    /// the columns of each RoPE pair. `x·W·S` is `x·W` with each pair swapped, exactly (a
+    /// permutation), which is what RoPE's rotation needs; see [`rope`].
+    w_qkv: Tensor<2>,
     /// `[n_heads * head_dim, d_model]`
     wo: Tensor<2>,
     /// `[d_model]`
     ffn_norm: Tensor<1>,
-    /// `[d_model, d_ffn]`
-    w_gate: Tensor<2>,
-    /// `[d_model, d_ffn]`
-    w_up: Tensor<2>,
+    /// `[d_model, 2 * d_ffn]`: `W_gate | W_up`.
+    w_gate_up: Tensor<2>,
     /// `[d_ffn, d_model]`
     w_down: Tensor<2>,
 }
@@ -395,9 +375,9 @@ pub struct Llama {
     /// `[d_model]`
     output_norm: Tensor<1>,
     blocks: Vec<Block>,
-    /// `[context_len, head_dim / 2]`: `cos(pos * theta_i)`.
+    /// `[context_len, head_dim]`: `cos(pos * theta_i)` at columns `2i` and `2i + 1`.
     rope_cos: Tensor<2>,
-    /// `[context_len, head_dim / 2]`: `sin(pos * theta_i)`.
+    /// `[context_len, head_dim]`: `-sin(pos * theta_i)` at `2i`, `+sin` at `2i + 1`.
     rope_sin: Tensor<2>,
 }
 
@@ -443,18 +423,10 @@ impl Llama {
             let n = t.data.len();
             Tensor::from_data(TensorData::new(t.data, [n]), device)
         };
-        // GGUF [in, out] is row-major [out, in]; transpose on the host to [in, out] so the
-        // forward is `x @ W` on contiguous memory.
-        let matrix_in_out = |t: HostTensor| -> Tensor<2> {
-            let (n_in, n_out) = (t.dims[0], t.dims[1]);
-            let mut data = vec![0.0f32; t.data.len()];
-            for o in 0..n_out {
-                for i in 0..n_in {
-                    data[i * n_out + o] = t.data[o * n_in + i];
-                }
-            }
-            Tensor::from_data(TensorData::new(data, [n_in, n_out]), device)
+        let upload = |m: InOut| -> Tensor<2> {
+            Tensor::from_data(TensorData::new(m.data, [m.n_in, m.n_out]), device)
         };
+        let matrix_in_out = |t: HostTensor| upload(InOut::from_gguf(t));
 
         let embd = required(WeightName::TokenEmbd)?;
         // [vocab, d_model]: the row-major layout as stored.
@@ -464,15 +436,18 @@ impl Llama {
         );
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
+            let wq = InOut::from_gguf(required(WeightName::AttnQ(i))?);
+            let wk = InOut::from_gguf(required(WeightName::AttnK(i))?);
+            let wv = InOut::from_gguf(required(WeightName::AttnV(i))?);
+            let (wq_swapped, wk_swapped) = (wq.pairs_swapped(), wk.pairs_swapped());
+            let gate = InOut::from_gguf(required(WeightName::FfnGate(i))?);
+            let up = InOut::from_gguf(required(WeightName::FfnUp(i))?);
             blocks.push(Block {
                 attn_norm: vector(required(WeightName::AttnNorm(i))?),
-                wq: matrix_in_out(required(WeightName::AttnQ(i))?),
-                wk: matrix_in_out(required(WeightName::AttnK(i))?),
-                wv: matrix_in_out(required(WeightName::AttnV(i))?),
+                w_qkv: upload(InOut::side_by_side(&[wq, wk, wv, wq_swapped, wk_swapped])),
                 wo: matrix_in_out(required(WeightName::AttnOutput(i))?),
                 ffn_norm: vector(required(WeightName::FfnNorm(i))?),
-                w_gate: matrix_in_out(required(WeightName::FfnGate(i))?),
-                w_up: matrix_in_out(required(WeightName::FfnUp(i))?),
+                w_gate_up: upload(InOut::side_by_side(&[gate, up])),
                 w_down: matrix_in_out(required(WeightName::FfnDown(i))?),
             });
         }
@@ -523,6 +498,21 @@ impl Llama {
             }
             Ok(Some(random_weight(&c, name, seed)))
         })
+    }
+
+    /// The most floats any one weight tensor of this model takes on the device: the
+    /// embedding, or one of the side-by-side matrices of a block. A device must bind a
+    /// buffer this large (times 4 bytes) to run the model.
+    pub fn largest_weight_floats(c: &LlamaConfig) -> usize {
+        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        [
+            c.vocab_size * c.d_model,
+            c.d_model * (2 * q + 3 * kv),
+            c.d_model * 2 * c.d_ffn,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
     }
 
     /// The model's hyperparameters.
@@ -588,40 +578,48 @@ impl Llama {
         let device = &self.device;
         let (n_heads, n_kv_heads, head_dim) = (c.n_heads, c.n_kv_heads, c.head_dim);
         let group = c.group_size();
-        let half = head_dim / 2;
+        let (q_dim, kv_dim, d_ffn) = (n_heads * head_dim, n_kv_heads * head_dim, c.d_ffn);
 
         let ids = Tensor::<1, Int>::from_data(TensorData::new(token_ids, [n]), device);
         let pos = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), device);
         // [n, d_model]
         let mut x = self.token_embd.clone().select(0, ids);
-        // [n, 1, half]: broadcast over heads.
+        // [n, 1, head_dim]: broadcast over heads.
         let cos = self
             .rope_cos
             .clone()
             .select(0, pos.clone())
-            .reshape([n, 1, half]);
-        let sin = self.rope_sin.clone().select(0, pos).reshape([n, 1, half]);
+            .reshape([n, 1, head_dim]);
+        let sin = self
+            .rope_sin
+            .clone()
+            .select(0, pos)
+            .reshape([n, 1, head_dim]);
         // [1, 1, n, total]
         let mask = self.attention_mask(mask, past).reshape([1, 1, n, total]);
         let scale = 1.0 / (head_dim as f64).sqrt();
 
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(x.clone(), &block.attn_norm, c.rms_eps);
-            // [n, n_heads * head_dim] -> [n, n_heads, head_dim]
-            let q = h
-                .clone()
-                .matmul(block.wq.clone())
-                .reshape([n, n_heads, head_dim]);
-            // [n, n_kv_heads * head_dim] -> [n, n_kv_heads, head_dim]
-            let k = h
-                .clone()
-                .matmul(block.wk.clone())
-                .reshape([n, n_kv_heads, head_dim]);
-            let v = h
-                .matmul(block.wv.clone())
-                .reshape([n, n_kv_heads, head_dim]);
-            let q = rope_interleaved(q, cos.clone(), sin.clone());
-            let k = rope_interleaved(k, cos.clone(), sin.clone());
+            // [n, q | k | v | q swapped | k swapped]
+            let qkv = h.matmul(block.w_qkv.clone());
+            let part = |start: usize, width: usize, heads: usize| {
+                qkv.clone()
+                    .slice([0..n, start..start + width])
+                    .reshape([n, heads, head_dim])
+            };
+            let (q, k, v) = (
+                part(0, q_dim, n_heads),
+                part(q_dim, kv_dim, n_kv_heads),
+                part(q_dim + kv_dim, kv_dim, n_kv_heads),
+            );
+            let (q_swapped, k_swapped) = (
+                part(q_dim + 2 * kv_dim, q_dim, n_heads),
+                part(2 * q_dim + 2 * kv_dim, kv_dim, n_kv_heads),
+            );
+            // [n, heads, head_dim]
+            let q = rope(q, q_swapped, &cos, &sin);
+            let k = rope(k, k_swapped, &cos, &sin);
             // [n_kv_heads, n, head_dim]
             let k = k.swap_dims(0, 1);
             let v = v.swap_dims(0, 1);
@@ -649,9 +647,10 @@ impl Llama {
             x = x + attn.matmul(block.wo.clone());
 
             let h = rms_norm(x.clone(), &block.ffn_norm, c.rms_eps);
-            // [n, d_ffn]
-            let gate = silu(h.clone().matmul(block.w_gate.clone()));
-            let up = h.matmul(block.w_up.clone());
+            // [n, 2 * d_ffn] -> [n, d_ffn] each
+            let gate_up = h.matmul(block.w_gate_up.clone());
+            let gate = silu(gate_up.clone().slice([0..n, 0..d_ffn]));
+            let up = gate_up.slice([0..n, d_ffn..2 * d_ffn]);
             // [n, d_ffn] @ [d_ffn, d_model] -> [n, d_model]
             x = x + (gate * up).matmul(block.w_down.clone());
         }
@@ -708,44 +707,93 @@ fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
 }
 
 /// Interleaved RoPE (ggml "normal" mode): rotates pairs `(2i, 2i+1)` of each head by
-/// `pos * theta_i`. `x`: `[n, heads, head_dim]`; `cos`, `sin`: `[n, 1, head_dim / 2]`.
-fn rope_interleaved(x: Tensor<3>, cos: Tensor<3>, sin: Tensor<3>) -> Tensor<3> {
-    let [n, heads, head_dim] = x.dims();
-    let half = head_dim / 2;
-    // [n, heads, half, 2]
-    let pairs = x.reshape([n, heads, half, 2]);
-    // [n, heads, half] each
-    let x0 = pairs
-        .clone()
-        .slice([0..n, 0..heads, 0..half, 0..1])
-        .reshape([n, heads, half]);
-    let x1 = pairs
-        .slice([0..n, 0..heads, 0..half, 1..2])
-        .reshape([n, heads, half]);
-    let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-    let r1 = x0 * sin + x1 * cos;
-    // [n, heads, half, 2] -> [n, heads, head_dim]
-    Tensor::stack::<4>(vec![r0, r1], 3).reshape([n, heads, head_dim])
+/// `pos * theta_i`:
+///
+/// ```text
+/// r[2i]     = x[2i]·cos − x[2i+1]·sin   = x[2i]·cos     + swapped[2i]·(−sin)
+/// r[2i + 1] = x[2i]·sin + x[2i+1]·cos   = x[2i+1]·cos   + swapped[2i+1]·sin
+/// ```
+///
+/// `swapped` is `x` with each pair's entries exchanged; the projection computes it in the
+/// same matmul as `x` ([`Block::w_qkv`]), so RoPE is two products and a sum with no
+/// gather, which the backend fuses into one kernel. `x`, `swapped`: `[n, heads, head_dim]`;
+/// `cos`, `sin`: `[n, 1, head_dim]` (signed sin).
+fn rope(x: Tensor<3>, swapped: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+    x * cos.clone() + swapped * sin.clone()
 }
 
-/// cos/sin tables `[context_len, head_dim / 2]` with `theta_i = base^(-2i / head_dim)`,
-/// computed in f64 so long positions keep their precision.
+/// The tables [`rope`] reads, `[context_len, head_dim]` each: `cos` at both columns of a
+/// pair, `-sin` at the first and `+sin` at the second, with
+/// `theta_i = base^(-2i / head_dim)`, computed in f64 so long positions keep their
+/// precision.
 fn rope_tables(c: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
     let half = c.head_dim / 2;
-    let mut cos = Vec::with_capacity(c.context_len * half);
-    let mut sin = Vec::with_capacity(c.context_len * half);
+    let mut cos = Vec::with_capacity(c.context_len * c.head_dim);
+    let mut sin = Vec::with_capacity(c.context_len * c.head_dim);
     for pos in 0..c.context_len {
         for i in 0..half {
             let theta = f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64);
             let angle = pos as f64 * theta;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
+            let (s, co) = (angle.sin() as f32, angle.cos() as f32);
+            cos.extend([co, co]);
+            sin.extend([-s, s]);
         }
     }
     (
-        Tensor::from_data(TensorData::new(cos, [c.context_len, half]), device),
-        Tensor::from_data(TensorData::new(sin, [c.context_len, half]), device),
+        Tensor::from_data(TensorData::new(cos, [c.context_len, c.head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [c.context_len, c.head_dim]), device),
     )
+}
+
+/// A weight matrix on the host, `[in, out]` row-major, on its way to the device.
+struct InOut {
+    n_in: usize,
+    n_out: usize,
+    data: Vec<f32>,
+}
+
+impl InOut {
+    /// GGUF dims `[in, out]` are stored row-major as `[out, in]`; transposed here so the
+    /// forward is `x @ W` on contiguous memory.
+    fn from_gguf(t: HostTensor) -> Self {
+        let (n_in, n_out) = (t.dims[0], t.dims[1]);
+        let mut data = vec![0.0f32; t.data.len()];
+        for o in 0..n_out {
+            for i in 0..n_in {
+                data[i * n_out + o] = t.data[o * n_in + i];
+            }
+        }
+        Self { n_in, n_out, data }
+    }
+
+    /// The matrix with output columns `2i` and `2i + 1` exchanged (`W·S` in [`Block`]).
+    /// Heads are `head_dim` wide and `head_dim` is even, so pairs never straddle heads.
+    fn pairs_swapped(&self) -> Self {
+        let mut data = self.data.clone();
+        for row in data.chunks_exact_mut(self.n_out) {
+            for pair in row.chunks_exact_mut(2) {
+                pair.swap(0, 1);
+            }
+        }
+        Self {
+            n_in: self.n_in,
+            n_out: self.n_out,
+            data,
+        }
+    }
+
+    /// `[A | B | …]`: the matrices' columns side by side (all have the same `n_in`).
+    fn side_by_side(parts: &[InOut]) -> Self {
+        let n_in = parts[0].n_in;
+        let n_out = parts.iter().map(|p| p.n_out).sum();
+        let mut data = Vec::with_capacity(n_in * n_out);
+        for i in 0..n_in {
+            for p in parts {
+                data.extend_from_slice(&p.data[i * p.n_out..][..p.n_out]);
+            }
+        }
+        Self { n_in, n_out, data }
+    }
 }
 
 /// Deterministic pseudo-random weights (splitmix64 per tensor): norms near 1, matrices

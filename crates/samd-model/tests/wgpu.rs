@@ -84,3 +84,11 @@ fn wgpu_matches_cpu_on_tiny_random_model() {
     assert!(diff <= BACKEND_TOLERANCE, "max abs diff {diff}");
     assert_eq!(cpu_ids, gpu_ids, "top-8 ids differ between backends");
 }
+
+#[test]
+fn wgsl_top_k_kernel_equals_the_reference_op_and_a_host_sort() {
+    let Some(gpu) = wgpu_device() else { return };
+    let check = read_sync(samd_model::top_k::check_kernel(&gpu)).expect("check ran");
+    assert!(check.rows > 0);
+    assert!(check.passed(), "{check}");
+}

@@ -105,12 +105,7 @@ pub fn check_fits(info: &DeviceInfo, config: &samd_model::LlamaConfig) -> Result
     let Some(max) = info.max_binding else {
         return Ok(());
     };
-    let floats = [
-        config.vocab_size * config.d_model,
-        config.d_model * config.d_ffn,
-        config.d_model * config.n_heads * config.head_dim,
-    ];
-    let largest = floats.iter().max().copied().unwrap_or(0) as u64 * 4;
+    let largest = samd_model::Llama::largest_weight_floats(config) as u64 * 4;
     if largest > max {
         return Err(WebError::new(
             ErrorKind::TooBig,

@@ -43,6 +43,14 @@ struct Loaded {
     vocab: u32,
 }
 
+/// What `checkKernels` found.
+#[derive(Debug, serde::Serialize)]
+struct KernelReport {
+    rows: usize,
+    passed: bool,
+    message: String,
+}
+
 /// A generation in progress.
 #[derive(Debug)]
 struct Run {
@@ -79,6 +87,24 @@ impl Engine {
     #[wasm_bindgen(js_name = deviceInfo)]
     pub fn device_info(&self) -> Result<JsValue, JsValue> {
         to_js(&self.info)
+    }
+
+    /// Checks our hand-written WGSL kernels on this device against burn's ops and a host
+    /// sort: `{rows, passed, message}`. A diagnostic for a user's GPU, and what the browser
+    /// tests run on WebGPU. On the CPU backend there is no kernel to check: `null`.
+    #[wasm_bindgen(js_name = checkKernels)]
+    pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
+        if self.info.backend != "webgpu" {
+            return Ok(JsValue::NULL);
+        }
+        let check = samd_model::top_k::check_kernel(&self.device)
+            .await
+            .map_err(WebError::from)?;
+        to_js(&KernelReport {
+            rows: check.rows,
+            passed: check.passed(),
+            message: check.to_string(),
+        })
     }
 
     /// Loads a GGUF model (and optionally a static corpus) from URLs, from the cache when

@@ -1,0 +1,268 @@
+//! The top-k ids of each row of the logits, on the device.
+//!
+//! The decode loop reads back only ids: column 0 of the top-k is the argmax that
+//! verification needs, and all k columns feed Token Recycling. Two implementations give
+//! the same ids:
+//!
+//! - [`reference_top_k_ids`], burn ops only, for every backend: k rounds of argmax, each
+//!   masking the previous winner. burn's own `topk` panics on wasm (burn #5110). On a GPU
+//!   it costs about 3k kernel launches per step, and a step of this small model is bound by
+//!   launches.
+//! - `shaders/top_k.wgsl`, our hand-written kernel: one launch, one workgroup per row. It
+//!   runs on every wgpu device (native Vulkan, Metal, DX12, and WebGPU in the browser),
+//!   through burn's backend-extension API, so it also works under burn's kernel fusion.
+//!
+//! [`top_k_ids`] picks the kernel on wgpu for f32 logits and the reference elsewhere. Both
+//! rank a larger logit first and break ties towards the lower id, as burn's `argmax`
+//! does, so the two agree exactly; the tests hold them to that on lavapipe and in the
+//! browser.
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{Backend, DispatchDevice, Shape, backend_extension, ops::IntTensorOps};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+
+/// Largest k the kernel takes: its workgroup keeps `threads × k` candidates in 16 KiB of
+/// shared memory (WebGPU's guaranteed minimum), and fewer than 64 threads per row would
+/// scan a 49k-wide row too slowly. Larger k falls back to the reference.
+pub const KERNEL_MAX_K: usize = 32;
+
+/// Rows per launch: one workgroup each, and WebGPU guarantees 65,535 workgroups per
+/// dimension.
+const KERNEL_MAX_ROWS: usize = 65_535;
+
+/// The `k` best ids of each row of `logits` (`[rows, vocab]`), best first: `[rows, k]`.
+/// `k` is clamped to `1..=vocab`.
+pub fn top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
+    let [rows, vocab] = logits.dims();
+    let k = k.clamp(1, vocab.max(1));
+    let device = logits.device();
+    let on_wgpu = matches!(device.as_dispatch(), DispatchDevice::Cube(_));
+    if on_wgpu && logits.dtype() == DType::F32 && k <= KERNEL_MAX_K && rows <= KERNEL_MAX_ROWS {
+        kernel_top_k_ids(logits, k)
+    } else {
+        reference_top_k_ids(logits, k)
+    }
+}
+
+/// [`top_k_ids`] by our WGSL kernel, whatever the device; wgpu only.
+pub fn kernel_top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
+    let int_dtype = logits.device().settings().int_dtype;
+    Tensor::from_dispatch(<burn::backend::Dispatch as TopKOps>::top_k_ids(
+        logits.into_dispatch(),
+        k,
+        int_dtype,
+    ))
+}
+
+/// [`top_k_ids`] by burn ops only: k rounds of argmax, each masking the winner to `-inf`.
+pub fn reference_top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
+    let [rows, vocab] = logits.dims();
+    let device = logits.device();
+    let vocab_i64 = i64::try_from(vocab).expect("invariant: vocab fits i32 (validated)");
+    // [rows, vocab]: each row is 0..vocab.
+    let iota = Tensor::<1, Int>::arange(0..vocab_i64, &device)
+        .reshape([1, vocab])
+        .expand([rows, vocab]);
+    let mut scores = logits;
+    let mut columns = Vec::with_capacity(k);
+    for round in 0..k {
+        // [rows, 1]
+        let best = scores.clone().argmax(1);
+        if round + 1 < k {
+            let hit = iota.clone().equal(best.clone().expand([rows, vocab]));
+            scores = scores.mask_fill(hit, f32::NEG_INFINITY);
+        }
+        columns.push(best);
+    }
+    Tensor::cat(columns, 1)
+}
+
+/// The backend extension behind [`kernel_top_k_ids`]. Fusion records the call and runs it
+/// in order with the ops around it.
+#[backend_extension(Fusion, Cube)]
+pub trait TopKOps: Backend {
+    /// `[rows, vocab]` f32 logits to `[rows, k]` ids, best first.
+    #[fusion(dtype = (*out_dtype).into(), shape = top_k_shape(logits, *k))]
+    fn top_k_ids(logits: FloatTensor<Self>, k: usize, out_dtype: IntDType) -> IntTensor<Self>;
+}
+
+/// `[rows, vocab]` → `[rows, k]`.
+fn top_k_shape(logits: &Shape, k: usize) -> Shape {
+    Shape::from([logits[0], k])
+}
+
+/// The kernel's text, with `{{ placeholders }}` that [`TopKKernel`] fills.
+const TOP_K_WGSL: &str = include_str!("../../../shaders/top_k.wgsl");
+
+/// The kernel's compile-time parameters: one compiled pipeline per (k, vocab).
+#[derive(Debug)]
+struct TopKKernel {
+    k: usize,
+    vocab: usize,
+    threads: u32,
+}
+
+impl TopKKernel {
+    fn new(k: usize, vocab: usize) -> Self {
+        // The most threads, up to 256, whose candidates fit 16 KiB (8 bytes each); a power
+        // of two, for the pairwise merge.
+        let fit = (16 * 1024 / 8 / k).min(256);
+        let threads = 1u32 << (usize::BITS - 1 - fit.leading_zeros());
+        Self { k, vocab, threads }
+    }
+}
+
+impl KernelSource for TopKKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(TOP_K_WGSL)
+            .register("k", self.k.to_string())
+            .register("vocab", self.vocab.to_string())
+            .register("threads", self.threads.to_string())
+            .register("slots", (self.threads as usize * self.k).to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.k, self.vocab, self.threads))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+impl TopKOps for CubeBackend {
+    fn top_k_ids(logits: CubeTensor, k: usize, out_dtype: IntDType) -> CubeTensor {
+        let logits = into_contiguous(logits);
+        let (rows, vocab) = (logits.meta.shape()[0], logits.meta.shape()[1]);
+        let kernel = TopKKernel::new(k, vocab);
+        let cube_dim = CubeDim::new_1d(kernel.threads);
+        let client = logits.client.clone();
+        let ids = client.empty(rows * k * size_of::<i32>());
+        let ids = CubeTensor::new_contiguous(
+            client.clone(),
+            logits.device.clone(),
+            Shape::from([rows, k]),
+            ids,
+            DType::I32,
+        );
+        client.launch(
+            Box::new(SourceKernel::new(kernel, cube_dim)),
+            CubeCount::Static(
+                u32::try_from(rows).expect("invariant: rows ≤ 65,535 (checked by top_k_ids)"),
+                1,
+                1,
+            ),
+            KernelArguments::new().with_buffers(vec![
+                logits.handle.clone().binding(),
+                ids.handle.clone().binding(),
+            ]),
+        );
+        if out_dtype == IntDType::I32 {
+            ids
+        } else {
+            Self::int_cast(ids, out_dtype)
+        }
+    }
+}
+
+/// What [`check_kernel`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelCheck {
+    /// Rows compared, over all cases.
+    pub rows: usize,
+    /// The first disagreement, if any: which case, row and implementation.
+    pub mismatch: Option<String>,
+}
+
+impl KernelCheck {
+    /// Whether the kernel, the reference and the host sort agreed on every row.
+    pub fn passed(&self) -> bool {
+        self.mismatch.is_none()
+    }
+}
+
+impl std::fmt::Display for KernelCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mismatch {
+            None => write!(f, "top-k kernel: {} rows agree", self.rows),
+            Some(what) => write!(f, "top-k kernel: {what}"),
+        }
+    }
+}
+
+/// Runs the WGSL kernel and the reference op on `device` (wgpu) over logits full of ties,
+/// and compares both with a sort on the host. The shapes are the real vocabulary, a width
+/// that is no multiple of the workgroup and one narrower than it, with k from 1 to
+/// [`KERNEL_MAX_K`]. Async, so that it also runs in the browser.
+pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
+    let mut checked = 0;
+    for (rows, vocab, k) in [(3, 49_152, 8), (64, 49_152, 1), (5, 1_000, 32), (7, 100, 2)] {
+        let host = tied_logits(rows, vocab, (rows * vocab + k) as u64);
+        let logits = Tensor::<2>::from_data(TensorData::new(host.clone(), [rows, vocab]), device);
+        let want = host_top_k(&host, vocab, k);
+        let kernel = read_ids(kernel_top_k_ids(logits.clone(), k)).await?;
+        let reference = read_ids(reference_top_k_ids(logits, k)).await?;
+        for (name, got) in [("kernel", &kernel), ("reference", &reference)] {
+            if let Some(row) = (0..rows).find(|r| got[r * k..][..k] != want[r * k..][..k]) {
+                return Ok(KernelCheck {
+                    rows: checked,
+                    mismatch: Some(format!(
+                        "{name} differs from a host sort at row {row} of {rows}×{vocab}, k={k}: \
+                         {:?} vs {:?}",
+                        &got[row * k..][..k],
+                        &want[row * k..][..k]
+                    )),
+                });
+            }
+        }
+        checked += rows;
+    }
+    Ok(KernelCheck {
+        rows: checked,
+        mismatch: None,
+    })
+}
+
+/// Logits with many exact ties (8 levels) and some `-inf`: where two top-k
+/// implementations most easily differ.
+fn tied_logits(rows: usize, vocab: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..rows * vocab)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            match (state >> 33) % 64 {
+                0 => f32::NEG_INFINITY,
+                r => (r % 8) as f32 * 0.5 - 2.0,
+            }
+        })
+        .collect()
+}
+
+/// Each row sorted by value descending, then id ascending; the first `k` ids.
+fn host_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<i64> {
+    logits
+        .chunks(vocab)
+        .flat_map(|row| {
+            let mut ids: Vec<usize> = (0..vocab).collect();
+            ids.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            ids.into_iter().take(k).map(|id| id as i64)
+        })
+        .collect()
+}
+
+async fn read_ids(ids: Tensor<2, Int>) -> Result<Vec<i64>> {
+    let data = ids.into_data_async().await.map_err(|e| Error::Readback {
+        reason: e.to_string(),
+    })?;
+    Ok(data.iter::<i64>().collect())
+}

@@ -1,0 +1,109 @@
+// The k best ids of each row of a [rows, vocab] f32 matrix, best first.
+//
+// Token Recycling needs the top-k ids of every tree node each step, and verification needs
+// the argmax, which is column 0. One launch replaces k rounds of argmax + mask, and only
+// the ids ever leave the GPU.
+//
+// One workgroup per row. Each lane scans a strided slice of the row and keeps its own
+// sorted top-k in registers; the workgroup then merges the lists pairwise in shared memory,
+// halving the live lists each round, and lane 0 writes the row's k ids.
+//
+// Order: a larger value first; equal values go to the lower id, as burn's argmax does.
+// NaN never wins. Rows must have at least k entries.
+//
+// Filled in by samd-model's top_k.rs: k, vocab, threads (a power of two) and
+// slots = threads * k.
+
+// read_write, though only read: cubecl sub-allocates tensors from shared buffers, and
+// wgpu refuses one buffer bound both read-only and read-write in a dispatch.
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> ids: array<i32>;
+
+const K: u32 = {{ k }}u;
+const VOCAB: u32 = {{ vocab }}u;
+const THREADS: u32 = {{ threads }}u;
+// No id: loses every comparison it can lose.
+const NO_ID: u32 = 0xffffffffu;
+
+var<workgroup> shared_values: array<f32, {{ slots }}>;
+var<workgroup> shared_ids: array<u32, {{ slots }}>;
+
+// Whether (value a, id i) ranks before (value b, id j).
+fn ranks_before(a: f32, i: u32, b: f32, j: u32) -> bool {
+    return a > b || (a == b && i < j);
+}
+
+@compute @workgroup_size({{ threads }}, 1, 1)
+fn main(
+    @builtin(local_invocation_index) lane: u32,
+    @builtin(workgroup_id) row: vec3<u32>,
+) {
+    let row_start = row.x * VOCAB;
+
+    // This lane's top-k, sorted, in registers.
+    var values: array<f32, {{ k }}>;
+    var best: array<u32, {{ k }}>;
+    let neg_inf = bitcast<f32>(0xff800000u);
+    for (var s = 0u; s < K; s++) {
+        values[s] = neg_inf;
+        best[s] = NO_ID;
+    }
+    for (var i = lane; i < VOCAB; i += THREADS) {
+        let x = logits[row_start + i];
+        // `x != x` is NaN: never ranked.
+        if x != x || !ranks_before(x, i, values[K - 1u], best[K - 1u]) {
+            continue;
+        }
+        // Insertion into the sorted list, dropping its last entry.
+        var s = K - 1u;
+        while s > 0u && ranks_before(x, i, values[s - 1u], best[s - 1u]) {
+            values[s] = values[s - 1u];
+            best[s] = best[s - 1u];
+            s -= 1u;
+        }
+        values[s] = x;
+        best[s] = i;
+    }
+    for (var s = 0u; s < K; s++) {
+        shared_values[lane * K + s] = values[s];
+        shared_ids[lane * K + s] = best[s];
+    }
+    workgroupBarrier();
+
+    // Each round, list t merges list t + width into itself. Only lists below `width` are
+    // written and only lists t and t + width are read by lane t, so no two threads touch
+    // the same list within a round.
+    for (var width = THREADS / 2u; width > 0u; width /= 2u) {
+        if lane < width {
+            let a = lane * K;
+            let b = (lane + width) * K;
+            var ia = 0u;
+            var ib = 0u;
+            // At most k are taken in all, so neither index passes its list's end while
+            // it is read.
+            for (var s = 0u; s < K; s++) {
+                if ranks_before(shared_values[a + ia], shared_ids[a + ia],
+                                shared_values[b + ib], shared_ids[b + ib]) {
+                    values[s] = shared_values[a + ia];
+                    best[s] = shared_ids[a + ia];
+                    ia += 1u;
+                } else {
+                    values[s] = shared_values[b + ib];
+                    best[s] = shared_ids[b + ib];
+                    ib += 1u;
+                }
+            }
+            for (var s = 0u; s < K; s++) {
+                shared_values[a + s] = values[s];
+                shared_ids[a + s] = best[s];
+            }
+        }
+        workgroupBarrier();
+    }
+
+    if lane == 0u {
+        for (var s = 0u; s < K; s++) {
+            ids[row.x * K + s] = i32(shared_ids[s]);
+        }
+    }
+}
