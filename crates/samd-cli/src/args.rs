@@ -210,6 +210,10 @@ pub struct BenchArgs {
     /// Write the AR runs as traces (JSONL) for `--replay`.
     #[arg(long, value_name = "OUT")]
     pub save_traces: Option<PathBuf>,
+    /// With `--save-traces`: AR also reads back its top K ids after every position, so
+    /// that Token Recycling replays (0: tokens only). AR's timings then include that.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub trace_top_k: usize,
     /// Replay drafters on recorded AR traces instead of running the model: MAT only, in
     /// seconds on a CPU.
     #[arg(long, value_name = "TRACES")]

@@ -54,6 +54,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect(),
         corpus: load_corpus(&args.corpus, &tokenizer)?,
         warmup: true,
+        trace_top_k: if args.save_traces.is_some() {
+            args.trace_top_k
+        } else {
+            0
+        },
     };
     let result = read_sync(run_bench(&mut session, &prompts, &config, |p| {
         let r = p.record;

@@ -21,7 +21,8 @@ pub struct Trace {
     pub tokens: Vec<TokenId>,
     /// How many of `tokens` are the prompt (at least one).
     pub prompt_len: usize,
-    /// Optionally, the model's top-k next tokens after every position.
+    /// Optionally, the model's top-k next tokens after every position but the last (which
+    /// a generation cut by its token budget never verifies).
     pub top_k: Option<TopK>,
 }
 
@@ -93,24 +94,31 @@ impl Trace {
             });
         }
         if let Some(top_k) = &self.top_k
-            && (top_k.k == 0 || Some(top_k.ids.len()) != self.tokens.len().checked_mul(top_k.k))
+            && (top_k.k == 0
+                || top_k.ids.len() % top_k.k != 0
+                || top_k.ids.len() / top_k.k + 1 < self.tokens.len())
         {
             return Err(Error::Trace {
-                what: "top-k ids do not cover every position",
+                what: "top-k ids do not cover every position but the last",
             });
         }
         Ok(())
     }
 
-    /// The top-k rows after each of `positions`, cut to `k`, flattened.
-    fn rows(&self, positions: impl Iterator<Item = usize>, k: usize) -> Option<Vec<TokenId>> {
+    /// The tokens at those of `positions` that have a top-k row, and their rows cut to
+    /// `k`, flattened; `None` without rows of at least `k` ids.
+    fn rows(
+        &self,
+        positions: impl Iterator<Item = usize>,
+        k: usize,
+    ) -> Option<(Vec<TokenId>, Vec<TokenId>)> {
         let top_k = self.top_k.as_ref().filter(|t| k > 0 && t.k >= k)?;
-        Some(
-            positions
-                .flat_map(|q| &top_k.ids[q * top_k.k..q * top_k.k + k])
-                .copied()
-                .collect(),
-        )
+        let (mut tokens, mut rows) = (Vec::new(), Vec::new());
+        for q in positions.filter(|&q| (q + 1) * top_k.k <= top_k.ids.len()) {
+            tokens.push(self.tokens[q]);
+            rows.extend_from_slice(&top_k.ids[q * top_k.k..][..k]);
+        }
+        Some((tokens, rows))
     }
 }
 
@@ -122,8 +130,8 @@ pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, 
     let tokens = &trace.tokens;
     let k = drafter.top_k();
     drafter.reset();
-    if let Some(rows) = trace.rows(0..trace.prompt_len, k) {
-        drafter.observe(&tokens[..trace.prompt_len], &rows)?;
+    if let Some((known, rows)) = trace.rows(0..trace.prompt_len, k) {
+        drafter.observe(&known, &rows)?;
     }
     drafter.commit(&tokens[..=trace.prompt_len])?;
     let mut committed = trace.prompt_len + 1;
@@ -152,9 +160,8 @@ pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, 
             .path
             .iter()
             .map(|&i| root_pos + tree.depths()[i] as usize);
-        if let Some(rows) = trace.rows(path_positions.clone(), k) {
-            let path_tokens: Vec<TokenId> = path_positions.map(|q| tokens[q]).collect();
-            drafter.observe(&path_tokens, &rows)?;
+        if let Some((known, rows)) = trace.rows(path_positions, k) {
+            drafter.observe(&known, &rows)?;
         }
         drafter.commit(&tokens[committed..committed + produced])?;
         committed += produced;
@@ -214,11 +221,8 @@ mod tests {
         // A periodic text where each token's successor is fixed: once seen, always right.
         let tokens: Vec<u32> = (0..200).map(|i| (i * 7) % 13).collect();
         let k = 2;
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .flat_map(|(i, _)| [tokens.get(i + 1).copied().unwrap_or(0), 99])
-            .collect();
+        // Every position but the last, as a run cut by its token budget records them.
+        let ids = (1..tokens.len()).flat_map(|i| [tokens[i], 99]).collect();
         let trace = Trace {
             tokens,
             prompt_len: 5,
@@ -256,5 +260,14 @@ mod tests {
             }),
         };
         assert!(replay(&mut sam(), &short_top_k).is_err());
+        let one_row_of_two = Trace {
+            tokens: vec![1, 2, 3],
+            prompt_len: 1,
+            top_k: Some(TopK {
+                k: 2,
+                ids: vec![1; 2],
+            }),
+        };
+        assert!(replay(&mut sam(), &one_row_of_two).is_err());
     }
 }

@@ -19,10 +19,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use samd_draft::Drafter;
 use samd_draft::corpus::StaticSam;
-use samd_draft::replay::{Trace, replay};
+use samd_draft::drafter::DraftReport;
+use samd_draft::replay::{TopK, Trace, replay};
+use samd_draft::tree::DraftTree;
 use samd_model::Tokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +237,10 @@ pub struct BenchConfig {
     /// Runs the first prompt once per method, untimed and with a throwaway drafter,
     /// before that method's timed runs (GPU shader compilation, allocator warm-up).
     pub warmup: bool,
+    /// When nonzero, AR also reads back its top `trace_top_k` ids after every position
+    /// ([`BenchRecord::top_k_ids`]), so that its traces replay Token Recycling. AR's
+    /// timings then include that readback.
+    pub trace_top_k: usize,
 }
 
 /// `methods` with AR first and repeats dropped.
@@ -287,6 +294,10 @@ pub struct BenchRecord {
     pub stop: Option<String>,
     /// Whether `generated_ids` equal AR's for this prompt.
     pub lossless: bool,
+    /// AR with [`BenchConfig::trace_top_k`] only: the model's top-k ids after each of the
+    /// prompt's and the output's positions but the last, best first, `trace_top_k` each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_k_ids: Vec<u32>,
 }
 
 impl BenchRecord {
@@ -344,16 +355,31 @@ pub async fn run_bench<T: Target>(
     let total = prompts.len() * methods.len();
     let mut records = Vec::with_capacity(total);
     let mut ar_ids: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let drafter = |method: Method| -> Result<Option<Box<dyn Drafter>>, BenchError> {
+        if method == Method::Ar && config.trace_top_k > 0 {
+            return Ok(Some(Box::new(TopKRecorder::new(
+                config.trace_top_k,
+                recorded.clone(),
+            ))));
+        }
+        Ok(method.drafter(vocab_size, config.corpus.clone())?)
+    };
     for &method in &methods {
         if config.warmup
             && let Some(p) = prompts.first()
         {
-            session.set_drafter(method.drafter(vocab_size, config.corpus.clone())?);
+            session.set_drafter(drafter(method)?);
             generate(session, p, method, &options).await?;
         }
-        session.set_drafter(method.drafter(vocab_size, config.corpus.clone())?);
+        session.set_drafter(drafter(method)?);
         for (i, p) in prompts.iter().enumerate() {
             let (ids, stop) = generate(session, p, method, &options).await?;
+            let mut top_k_ids =
+                std::mem::take(&mut *recorded.lock().unwrap_or_else(|e| e.into_inner()));
+            // Every position but the last: a generation cut by the token budget never
+            // verifies its last token, one ended by EOS does.
+            top_k_ids.truncate((p.ids.len() + ids.len() - 1) * config.trace_top_k);
             let lossless = match ar_ids.get(i) {
                 Some(reference) => *reference == ids,
                 None => true,
@@ -377,6 +403,7 @@ pub async fn run_bench<T: Target>(
                 stop: Some(stop.name().to_owned()),
                 lossless,
                 generated_ids: ids,
+                top_k_ids,
             };
             if method == Method::Ar {
                 ar_ids.push(record.generated_ids.clone());
@@ -390,6 +417,64 @@ pub async fn run_bench<T: Target>(
         }
     }
     Ok(BenchResult::from_records(records))
+}
+
+/// Plain AR that keeps the model's top-k ids after every verified position. It drafts
+/// nothing (each tree is the root alone), so its output and step count are AR's.
+#[derive(Debug)]
+struct TopKRecorder {
+    k: usize,
+    last: Option<u32>,
+    /// Rows of the current generation, in position order; shared with [`run_bench`],
+    /// which takes them after each generation.
+    rows: Arc<Mutex<Vec<u32>>>,
+}
+
+impl TopKRecorder {
+    fn new(k: usize, rows: Arc<Mutex<Vec<u32>>>) -> Self {
+        Self {
+            k,
+            last: None,
+            rows,
+        }
+    }
+}
+
+impl Drafter for TopKRecorder {
+    fn name(&self) -> &'static str {
+        Method::Ar.name()
+    }
+
+    fn reset(&mut self) {
+        self.last = None;
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn commit(&mut self, tokens: &[u32]) -> Result<(), samd_draft::Error> {
+        if let Some(&t) = tokens.last() {
+            self.last = Some(t);
+        }
+        Ok(())
+    }
+
+    fn draft(&mut self, tree: &mut DraftTree) -> Result<DraftReport, samd_draft::Error> {
+        tree.reset(self.last.ok_or(samd_draft::Error::EmptyText)?);
+        Ok(DraftReport::default())
+    }
+
+    fn top_k(&self) -> usize {
+        self.k
+    }
+
+    /// The prefill observes every prompt position and each step its root: together, every
+    /// position but the last, in order.
+    fn observe(&mut self, _tokens: &[u32], top_k: &[u32]) -> Result<(), samd_draft::Error> {
+        self.rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(top_k);
+        Ok(())
+    }
 }
 
 /// Sums over a set of records of one method, and the figures made from them.
@@ -662,16 +747,33 @@ pub struct BenchTrace {
     pub prompt_len: usize,
     /// The prompt followed by AR's output.
     pub tokens: Vec<u32>,
+    /// The model's top-k ids after each position but the last, when recorded
+    /// ([`BenchConfig::trace_top_k`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<TraceTopK>,
+}
+
+/// [`BenchTrace::top_k`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceTopK {
+    /// Ids per position.
+    pub k: usize,
+    /// `ids[q * k .. (q + 1) * k]` follow `tokens[..=q]`.
+    pub ids: Vec<u32>,
 }
 
 impl BenchTrace {
-    /// The trace to replay. Without top-k ids, Token Recycling learns nothing in replay,
-    /// so its replayed MAT is a lower bound.
+    /// The trace to replay. Without top-k ids Token Recycling learns nothing in replay;
+    /// with them it learns from the true path only (a real run also learns from rejected
+    /// branches), so its replayed MAT is a lower bound either way.
     pub fn trace(&self) -> Trace {
         Trace {
             tokens: self.tokens.clone(),
             prompt_len: self.prompt_len,
-            top_k: None,
+            top_k: self.top_k.as_ref().map(|t| TopK {
+                k: t.k,
+                ids: t.ids.clone(),
+            }),
         }
     }
 }
@@ -690,11 +792,19 @@ pub fn traces_from_run(prompts: &[BenchPrompt], records: &[BenchRecord]) -> Vec<
             let r = ar.get(&p.question_id)?;
             let mut tokens = p.ids.clone();
             tokens.extend_from_slice(&r.generated_ids);
+            // Rows for every position but the last, or none.
+            let rows = tokens.len() - 1;
+            let top_k =
+                (!r.top_k_ids.is_empty() && r.top_k_ids.len() % rows == 0).then(|| TraceTopK {
+                    k: r.top_k_ids.len() / rows,
+                    ids: r.top_k_ids.clone(),
+                });
             Some(BenchTrace {
                 question_id: p.question_id,
                 category: p.category.clone(),
                 prompt_len: p.ids.len(),
                 tokens,
+                top_k,
             })
         })
         .collect()
@@ -783,6 +893,7 @@ pub fn replay_bench(
                 verify_us: 0,
                 stop: None,
                 lossless: true,
+                top_k_ids: Vec::new(),
             });
         }
     }

@@ -53,6 +53,7 @@ fn record(
         verify_us,
         stop: Some("max_tokens".into()),
         lossless,
+        top_k_ids: Vec::new(),
     }
 }
 
@@ -199,6 +200,7 @@ fn replay_gives_mat_of_at_least_one() {
             category: "qa".into(),
             prompt_len: unit.len(),
             tokens: tokens.clone(),
+            top_k: None,
         },
         // Nothing generated: counted, not replayed.
         BenchTrace {
@@ -206,6 +208,7 @@ fn replay_gives_mat_of_at_least_one() {
             category: "rag".into(),
             prompt_len: 3,
             tokens: vec![1, 2, 3],
+            top_k: None,
         },
     ];
     let jsonl = traces_to_jsonl(&traces).unwrap();
@@ -262,6 +265,8 @@ fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
         stop_ids: vec![],
         corpus: None,
         warmup: true,
+        // Token Recycling's k, so that its replay learns from the rows.
+        trace_top_k: 8,
     };
     let mut seen = Vec::new();
     let result = read_sync(run_bench(&mut session, &prompts, &config, |p| {
@@ -285,7 +290,29 @@ fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
     // Replay of the AR outputs predicts SAM's and PLD's real MAT exactly.
     let traces = traces_from_run(&prompts, &result.records);
     assert_eq!(traces.len(), 4);
-    let replayed = replay_bench(&traces, &[Method::Sam, Method::Pld], VOCAB, None).unwrap();
+    for t in &traces {
+        let top_k = t.top_k.as_ref().expect("AR recorded its top-k");
+        assert_eq!(top_k.k, 8);
+        assert_eq!(top_k.ids.len(), (t.tokens.len() - 1) * 8);
+        // From the prompt's last position on, column 0 is the greedy next token.
+        for (q, row) in top_k.ids.chunks(8).enumerate().skip(t.prompt_len - 1) {
+            assert_eq!(row[0], t.tokens[q + 1], "position {q}");
+        }
+    }
+    let replayed = replay_bench(
+        &traces,
+        &[Method::Sam, Method::Pld, Method::Tr],
+        VOCAB,
+        None,
+    )
+    .unwrap();
+    // With the recorded rows, Token Recycling learns in replay too.
+    let tr = replayed.summary.methods.iter().find(|m| m.method == "tr");
+    assert!(
+        tr.unwrap().overall.mat > 1.5,
+        "replayed tr {:?}",
+        tr.map(|m| m.overall.mat)
+    );
     for name in ["sam", "pld"] {
         let real = result.summary.methods.iter().find(|m| m.method == name);
         let rep = replayed.summary.methods.iter().find(|m| m.method == name);

@@ -29,7 +29,7 @@
 //! Tensor names follow llama.cpp (`blk.{i}.attn_q.weight`, …) and pass through
 //! [`WeightName::gguf_name`] only.
 
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
@@ -649,8 +649,11 @@ impl Llama {
             let h = rms_norm(x.clone(), &block.ffn_norm, c.rms_eps);
             // [n, 2 * d_ffn] -> [n, d_ffn] each
             let gate_up = h.matmul(block.w_gate_up.clone());
-            let gate = silu(gate_up.clone().slice([0..n, 0..d_ffn]));
+            let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
             let up = gate_up.slice([0..n, d_ffn..2 * d_ffn]);
+            // SiLU written out: burn's `silu` on this slice ran as eight launches, these
+            // ops fuse into one.
+            let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
             // [n, d_ffn] @ [d_ffn, d_model] -> [n, d_model]
             x = x + (gate * up).matmul(block.w_down.clone());
         }
@@ -698,12 +701,16 @@ impl Llama {
 }
 
 /// RMSNorm over the last dim: `x / sqrt(mean(x²) + eps) * weight`. `x`: `[n, d]`.
+///
+/// The mean is broadcast to `[n, d]` before the rest, so that every elementwise op after
+/// the reduction has the output's shape and burn's fusion runs them as one kernel (on
+/// `[n, 1]` they ran as three more launches).
 fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
-    let d = weight.dims()[0];
-    // [n, 1]
-    let rms = x.clone().square().mean_dim(1).add_scalar(eps).sqrt();
-    // [n, d] / [n, 1] * [1, d]
-    (x / rms) * weight.clone().reshape([1, d])
+    let [n, d] = x.dims();
+    // [n, 1] -> [n, d]
+    let mean_square = x.clone().square().mean_dim(1).expand([n, d]);
+    // [n, d] / [n, d] * [1, d]
+    x / mean_square.add_scalar(eps).sqrt() * weight.clone().reshape([1, d])
 }
 
 /// Interleaved RoPE (ggml "normal" mode): rotates pairs `(2i, 2i+1)` of each head by

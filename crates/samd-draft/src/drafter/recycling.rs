@@ -109,7 +109,8 @@ impl TokenRecycling {
     }
 
     /// Fills the template below `tree`'s node `at`, skipping empty table slots (and with
-    /// them their subtrees).
+    /// them their subtrees). Where `tree` already has the child a template node asks for
+    /// (another drafter's), the template continues below it instead of duplicating it.
     pub fn fill(&self, tree: &mut DraftTree, at: usize) {
         let mut placed: Vec<Option<usize>> = Vec::with_capacity(self.template.len() + 1);
         placed.push(Some(at));
@@ -117,7 +118,10 @@ impl TokenRecycling {
             let slot = placed[node.parent].and_then(|parent| {
                 let token = tree.tokens()[parent];
                 let next = self.table[token as usize * self.k + node.rank];
-                (next != EMPTY).then(|| tree.push(parent, next, Source::Recycling))
+                (next != EMPTY).then(|| {
+                    tree.child(parent, next)
+                        .unwrap_or_else(|| tree.push(parent, next, Source::Recycling))
+                })
             });
             placed.push(slot);
         }

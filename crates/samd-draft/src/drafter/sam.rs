@@ -7,6 +7,10 @@
 //! automaton wins ties) of `min(max_chain, 1 + chain_per_match · match_len)` tokens;
 //! otherwise the auxiliary drafter fills its tree. Without an auxiliary drafter the
 //! threshold is usually 1, so any match drafts.
+//!
+//! Beyond the paper: with `aux_beside_chain`, the auxiliary drafter also fills its tree
+//! beside an automaton's chain, merged where they agree. On a GPU a wider tree costs
+//! little, and a wrong chain then still leaves the auxiliary drafter's guesses.
 
 use std::sync::Arc;
 
@@ -30,6 +34,8 @@ pub struct SamConfig {
     pub chain_per_match: usize,
     /// When set, the static automaton drafts a tree of this shape instead of a chain.
     pub static_tree: Option<TreeShape>,
+    /// The auxiliary drafter fills its tree beside an automaton's chain too.
+    pub aux_beside_chain: bool,
 }
 
 impl SamConfig {
@@ -41,6 +47,7 @@ impl SamConfig {
             max_chain: 60,
             chain_per_match: 4,
             static_tree: None,
+            aux_beside_chain: true,
         }
     }
 
@@ -215,6 +222,9 @@ impl Drafter for SamDrafter {
             };
             if drafted {
                 report.source = Some(source);
+                if let Some(aux) = self.aux.as_ref().filter(|_| self.config.aux_beside_chain) {
+                    aux.fill(tree, 0);
+                }
                 return Ok(report);
             }
         }
