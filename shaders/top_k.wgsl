@@ -43,7 +43,10 @@ fn main(
     // This lane's top-k, sorted, in registers.
     var values: array<f32, {{ k }}>;
     var best: array<u32, {{ k }}>;
-    let neg_inf = bitcast<f32>(0xff800000u);
+    // -inf, from a runtime value: WGSL makes a const-expression that evaluates to an
+    // infinity a shader-creation error (Chrome's Tint enforces it; naga does not).
+    var neg_inf_bits = 0xff800000u;
+    let neg_inf = bitcast<f32>(neg_inf_bits);
     for (var s = 0u; s < K; s++) {
         values[s] = neg_inf;
         best[s] = NO_ID;
