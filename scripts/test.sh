@@ -22,7 +22,8 @@ step "browser build (wasm32, the CI profile)"
 scripts/build-web.sh --dev
 step "browser tests (headless chromium: CPU backend, and WebGPU on SwiftShader)"
 if [ ! -f models/smollm2-135m-2layers.gguf ]; then
-  cargo build --workspace --bins --locked
+  # `cargo test` above built this binary (the CLI end-to-end tests run it); a separate
+  # `cargo build` would compile every dependency again in the dev profile.
   "$CARGO_TARGET_DIR/debug/samd" shrink-model --layers 2 --out models/smollm2-135m-2layers.gguf
 fi
 node tests/browser/run.mjs
