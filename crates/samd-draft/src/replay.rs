@@ -251,23 +251,17 @@ mod tests {
             top_k: None,
         };
         assert!(replay(&mut sam(), &nothing_generated).is_err());
-        let short_top_k = Trace {
-            tokens: vec![1, 2, 3],
-            prompt_len: 1,
-            top_k: Some(TopK {
-                k: 2,
-                ids: vec![1; 5],
-            }),
-        };
-        assert!(replay(&mut sam(), &short_top_k).is_err());
-        let one_row_of_two = Trace {
-            tokens: vec![1, 2, 3],
-            prompt_len: 1,
-            top_k: Some(TopK {
-                k: 2,
-                ids: vec![1; 2],
-            }),
-        };
-        assert!(replay(&mut sam(), &one_row_of_two).is_err());
+        // Three tokens need two rows of k = 2: a partial row, and one row of two.
+        for ids in [5, 2] {
+            let short_top_k = Trace {
+                tokens: vec![1, 2, 3],
+                prompt_len: 1,
+                top_k: Some(TopK {
+                    k: 2,
+                    ids: vec![1; ids],
+                }),
+            };
+            assert!(replay(&mut sam(), &short_top_k).is_err(), "{ids} ids");
+        }
     }
 }

@@ -231,9 +231,7 @@ impl Logits {
     /// Column 0 is the argmax, so one readback serves both verification and Token Recycling.
     /// On wgpu this is one launch of our WGSL kernel ([`crate::top_k`]).
     pub fn top_k_ids(&self, k: usize) -> TokenIds {
-        TokenIds {
-            tensor: crate::top_k::top_k_ids(self.tensor.clone(), k),
-        }
+        TokenIds::new(crate::top_k::top_k_ids(self.tensor.clone(), k))
     }
 
     /// One id per node drawn from `softmax(logits / temperature)` restricted to the top-p
@@ -298,6 +296,11 @@ pub struct TokenIds {
 }
 
 impl TokenIds {
+    /// Ids computed elsewhere in this crate ([`crate::top_k`]), to be read back the same way.
+    pub(crate) fn new(tensor: Tensor<2, Int>) -> Self {
+        Self { tensor }
+    }
+
     /// `[n_nodes, k]`.
     pub fn dims(&self) -> [usize; 2] {
         self.tensor.dims()

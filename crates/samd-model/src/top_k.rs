@@ -6,7 +6,7 @@
 //!
 //! - [`reference_top_k_ids`], burn ops only, for every backend: k rounds of argmax, each
 //!   masking the previous winner. burn's own `topk` panics on wasm (burn #5110). On a GPU
-//!   it costs about 3k kernel launches per step, and a step of this small model is bound by
+//!   it costs three kernel launches per rank, and a step of this small model is bound by
 //!   launches.
 //! - `shaders/top_k.wgsl`, our hand-written kernel: one launch, one workgroup per row. It
 //!   runs on every wgpu device (native Vulkan, Metal, DX12, and WebGPU in the browser),
@@ -27,7 +27,8 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::llama::TokenIds;
 
 /// Largest k the kernel takes: its workgroup keeps `threads × k` candidates in 16 KiB of
 /// shared memory (WebGPU's guaranteed minimum), and fewer than 64 threads per row would
@@ -208,8 +209,10 @@ pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
         let host = tied_logits(rows, vocab, (rows * vocab + k) as u64);
         let logits = Tensor::<2>::from_data(TensorData::new(host.clone(), [rows, vocab]), device);
         let want = host_top_k(&host, vocab, k);
-        let kernel = read_ids(kernel_top_k_ids(logits.clone(), k)).await?;
-        let reference = read_ids(reference_top_k_ids(logits, k)).await?;
+        let kernel = TokenIds::new(kernel_top_k_ids(logits.clone(), k))
+            .read()
+            .await?;
+        let reference = TokenIds::new(reference_top_k_ids(logits, k)).read().await?;
         for (name, got) in [("kernel", &kernel), ("reference", &reference)] {
             if let Some(row) = (0..rows).find(|r| got[r * k..][..k] != want[r * k..][..k]) {
                 return Ok(KernelCheck {
@@ -249,20 +252,13 @@ fn tied_logits(rows: usize, vocab: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Each row sorted by value descending, then id ascending; the first `k` ids.
-fn host_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<i64> {
+fn host_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<u32> {
     logits
         .chunks(vocab)
         .flat_map(|row| {
-            let mut ids: Vec<usize> = (0..vocab).collect();
-            ids.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            ids.into_iter().take(k).map(|id| id as i64)
+            let mut ids: Vec<u32> = (0..vocab as u32).collect();
+            ids.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            ids.into_iter().take(k)
         })
         .collect()
-}
-
-async fn read_ids(ids: Tensor<2, Int>) -> Result<Vec<i64>> {
-    let data = ids.into_data_async().await.map_err(|e| Error::Readback {
-        reason: e.to_string(),
-    })?;
-    Ok(data.iter::<i64>().collect())
 }
