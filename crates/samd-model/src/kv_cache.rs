@@ -1,8 +1,9 @@
 //! A preallocated key/value cache with a cursor, built for tree verification.
 //!
-//! Each layer owns one `[n_kv_heads, max_seq_len, head_dim]` tensor for keys and one for
-//! values (batch 1), allocated once. `len` counts the committed positions. A forward pass
-//! over N draft nodes writes their K/V *past* the cursor without moving it:
+//! Each layer owns one `[2, n_kv_heads, max_seq_len, head_dim]` tensor, keys then values
+//! (batch 1), allocated once: one tensor per layer, so a kernel stores both in one launch
+//! and compaction gathers both in one. `len` counts the committed positions. A forward
+//! pass over N draft nodes writes their K/V *past* the cursor without moving it:
 //!
 //! ```text
 //!  slot:  0 .. len-1 | len .. len+N-1          | .. max_seq_len-1
@@ -21,19 +22,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 
-/// Keys and values of one layer.
-#[derive(Debug, Clone)]
-struct LayerCache {
-    /// `[n_kv_heads, max_seq_len, head_dim]`, RoPE already applied.
-    k: Tensor<3>,
-    /// `[n_kv_heads, max_seq_len, head_dim]`.
-    v: Tensor<3>,
-}
-
 /// The per-request KV cache. The model's weights stay immutable; the engine owns this.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<LayerCache>,
+    /// Per layer `[2, n_kv_heads, max_seq_len, head_dim]`: keys (RoPE applied), then values.
+    layers: Vec<Tensor<4>>,
     /// Committed positions. Invariant: `len <= max_seq_len`.
     len: usize,
     /// Slots `len .. len + pending` hold K/V written by the last forward and not yet
@@ -46,12 +39,9 @@ pub struct KvCache {
 impl KvCache {
     /// Allocates a zeroed cache for `max_seq_len` positions on `device`.
     pub fn new(config: &LlamaConfig, max_seq_len: usize, device: &Device) -> Self {
-        let shape = [config.n_kv_heads, max_seq_len, config.head_dim];
+        let shape = [2, config.n_kv_heads, max_seq_len, config.head_dim];
         let layers = (0..config.n_layers)
-            .map(|_| LayerCache {
-                k: Tensor::zeros(shape, device),
-                v: Tensor::zeros(shape, device),
-            })
+            .map(|_| Tensor::zeros(shape, device))
             .collect();
         Self {
             layers,
@@ -110,13 +100,13 @@ impl KvCache {
 
     /// Writes `k`, `v` (`[n_kv_heads, n, head_dim]`) of `layer` into the pending slots
     /// `len .. len+n` and returns the window `0 .. len+n` of keys and values
-    /// (`[n_kv_heads, len+n, head_dim]` each).
+    /// (`[1, n_kv_heads, len+n, head_dim]` each).
     pub(crate) fn write_and_window(
         &mut self,
         layer: usize,
         k: Tensor<3>,
         v: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
+    ) -> (Tensor<4>, Tensor<4>) {
         let [n_kv_heads, n, head_dim] = k.dims();
         debug_assert_eq!(n, self.pending, "invariant: reserve() precedes writes");
         let start = self.len;
@@ -124,16 +114,37 @@ impl KvCache {
         let cache = &mut self.layers[layer];
         // slice_assign works in place when the cache tensor is uniquely owned, which holds
         // here: windows handed out below are dropped before the next write.
-        cache
-            .k
-            .inplace(|t| t.slice_assign([0..n_kv_heads, start..end, 0..head_dim], k));
-        cache
-            .v
-            .inplace(|t| t.slice_assign([0..n_kv_heads, start..end, 0..head_dim], v));
-        // [n_kv_heads, len+n, head_dim]
-        let k_window = cache.k.clone().slice([0..n_kv_heads, 0..end, 0..head_dim]);
-        let v_window = cache.v.clone().slice([0..n_kv_heads, 0..end, 0..head_dim]);
-        (k_window, v_window)
+        for (kv, value) in [k, v].into_iter().enumerate() {
+            cache.inplace(|t| {
+                t.slice_assign(
+                    [kv..kv + 1, 0..n_kv_heads, start..end, 0..head_dim],
+                    value.unsqueeze_dim(0),
+                )
+            });
+        }
+        // [1, n_kv_heads, len+n, head_dim]
+        let window = |kv: usize| {
+            cache
+                .clone()
+                .slice([kv..kv + 1, 0..n_kv_heads, 0..end, 0..head_dim])
+        };
+        (window(0), window(1))
+    }
+
+    /// `layer`'s keys and values, `[2, n_kv_heads, max_seq_len, head_dim]`, for a kernel
+    /// that reads slots `0 .. len + pending`.
+    pub(crate) fn layer(&self, layer: usize) -> &Tensor<4> {
+        &self.layers[layer]
+    }
+
+    /// Replaces `layer`'s tensor with `write(tensor)`, for a kernel that stores the
+    /// pending nodes' K/V. Owning the tensor lets the kernel write in place.
+    pub(crate) fn update_layer(
+        &mut self,
+        layer: usize,
+        write: impl FnOnce(Tensor<4>) -> Tensor<4>,
+    ) {
+        self.layers[layer].inplace(write);
     }
 
     /// Commits the pending nodes listed in `accepted` (indices into the last forward's
@@ -169,20 +180,21 @@ impl KvCache {
                 .collect();
             let indices =
                 Tensor::<1, Int>::from_data(TensorData::new(indices, [n_acc]), &self.device);
-            for cache in &mut self.layers {
-                for t in [&mut cache.k, &mut cache.v] {
-                    let [n_kv_heads, _, head_dim] = t.dims();
-                    let pending_range = start..start + self.pending;
-                    // [n_kv_heads, n_acc, head_dim]: select copies, so the write below cannot
-                    // clobber a source slot it still needs.
-                    let gathered = t
-                        .clone()
-                        .slice([0..n_kv_heads, pending_range, 0..head_dim])
-                        .select(1, indices.clone());
-                    t.inplace(|t| {
-                        t.slice_assign([0..n_kv_heads, start..start + n_acc, 0..head_dim], gathered)
-                    });
-                }
+            for t in &mut self.layers {
+                let [_, n_kv_heads, _, head_dim] = t.dims();
+                let pending_range = start..start + self.pending;
+                // [2, n_kv_heads, n_acc, head_dim]: select copies, so the write below cannot
+                // clobber a source slot it still needs.
+                let gathered = t
+                    .clone()
+                    .slice([0..2, 0..n_kv_heads, pending_range, 0..head_dim])
+                    .select(2, indices.clone());
+                t.inplace(|t| {
+                    t.slice_assign(
+                        [0..2, 0..n_kv_heads, start..start + n_acc, 0..head_dim],
+                        gathered,
+                    )
+                });
             }
         }
         self.len += n_acc;

@@ -10,18 +10,16 @@
 //! - Weights are dequantised to f32 at load (`4 * n_params` bytes: ~540 MB for SmolLM2-135M)
 //!   and matrices are stored transposed, `[in, out]`, so every projection is `x @ W`.
 //!   Quantised matmul in WGSL is the planned way out of that memory cost.
-//! - GQA never materialises repeated K/V: the query heads of one KV head are folded into
-//!   the row dimension (`[n_kv_heads, group * N, head_dim]`), so one batched matmul per
-//!   layer serves all heads.
 //! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
 //!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
 //!   We apply interleaved RoPE to the weights as stored rather than un-permuting them.
 //!   (HF's rotate-half on un-permuted weights gives the same numbers.)
 //! - On a GPU a decode step of a model this small is bound by kernel launches, not
 //!   arithmetic (`samd profile` counts them). Projections of the same input share one
-//!   matrix (`q|k|v`, `gate|up`), RoPE needs no gather (see `Block::w_qkv`), burn's
-//!   fusion merges the elementwise ops, and the top-k ids are one hand-written kernel
-//!   ([`crate::top_k`]).
+//!   matrix (`q|k|v`, `gate|up`); the norms, the K/V store and the attention are our WGSL
+//!   kernels on wgpu ([`crate::kernels`]), beside reference burn ops on every backend
+//!   ([`crate::layer_ops`]); burn's fusion merges the remaining elementwise ops; the
+//!   top-k ids are one kernel too ([`crate::top_k`]).
 //! - The output projection reuses the token embedding when `output.weight` is absent (tied
 //!   embeddings); it is then a matmul against the embedding's transposed view, with no second
 //!   copy of the largest matrix.
@@ -35,7 +33,9 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
+use crate::layer_ops::{self, AttentionInput, BlockOps};
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -354,7 +354,8 @@ struct Block {
     attn_norm: Tensor<1>,
     /// `[d_model, q + k + v + q + k]`: `W_q | W_k | W_v | W_q·S | W_k·S`, where `S` swaps
     /// the columns of each RoPE pair. `x·W·S` is `x·W` with each pair swapped, exactly (a
-    /// permutation), which is what RoPE's rotation needs; see [`rope`].
+    /// permutation), which is what the reference ops' RoPE needs (`layer_ops::rope_rotate`);
+    /// the kernels read each pair's partner directly.
     w_qkv: Tensor<2>,
     /// `[n_heads * head_dim, d_model]`
     wo: Tensor<2>,
@@ -378,10 +379,11 @@ pub struct Llama {
     /// `[d_model]`
     output_norm: Tensor<1>,
     blocks: Vec<Block>,
-    /// `[context_len, head_dim]`: `cos(pos * theta_i)` at columns `2i` and `2i + 1`.
-    rope_cos: Tensor<2>,
-    /// `[context_len, head_dim]`: `-sin(pos * theta_i)` at `2i`, `+sin` at `2i + 1`.
-    rope_sin: Tensor<2>,
+    /// `[context_len, 2 * head_dim]`: row `pos` is `cos | sin` with `cos(pos * theta_i)`
+    /// at columns `2i` and `2i + 1`, and `-sin(pos * theta_i)` at `2i`, `+sin` at `2i + 1`.
+    rope: Tensor<2>,
+    /// Kernels or reference ops for the fused pieces of each block.
+    ops: BlockOps,
 }
 
 impl Llama {
@@ -456,7 +458,7 @@ impl Llama {
         }
         let output_norm = vector(required(WeightName::OutputNorm)?);
         let output = fetch(WeightName::Output)?.map(matrix_in_out);
-        let (rope_cos, rope_sin) = rope_tables(&config, device);
+        let rope = rope_table(&config, device);
         Ok(Self {
             config,
             device: device.clone(),
@@ -464,8 +466,8 @@ impl Llama {
             output,
             output_norm,
             blocks,
-            rope_cos,
-            rope_sin,
+            rope,
+            ops: BlockOps::for_device(device),
         })
     }
 
@@ -528,6 +530,21 @@ impl Llama {
         &self.device
     }
 
+    /// The model running `ops` for the fused pieces of each block. By default a model
+    /// runs our kernels on wgpu and the reference ops elsewhere; the reference on wgpu
+    /// is what the kernels are checked against.
+    ///
+    /// # Panics
+    /// If `ops` is [`BlockOps::Kernels`] and the device is not a wgpu device.
+    pub fn with_block_ops(mut self, ops: BlockOps) -> Self {
+        assert!(
+            ops == BlockOps::Reference || BlockOps::for_device(&self.device) == ops,
+            "the block kernels need a wgpu device"
+        );
+        self.ops = ops;
+        self
+    }
+
     /// A fresh cache for this model holding up to `max_seq_len` positions.
     pub fn new_cache(&self, max_seq_len: usize) -> KvCache {
         KvCache::new(&self.config, max_seq_len, &self.device)
@@ -576,80 +593,42 @@ impl Llama {
             })
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
-        let past = cache.len();
-        let total = past + n;
         let device = &self.device;
-        let (n_heads, n_kv_heads, head_dim) = (c.n_heads, c.n_kv_heads, c.head_dim);
-        let group = c.group_size();
-        let (q_dim, kv_dim, d_ffn) = (n_heads * head_dim, n_kv_heads * head_dim, c.d_ffn);
+        let heads = Heads {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let ops = self.ops.for_nodes(n);
+        let d_ffn = c.d_ffn;
 
         let ids = Tensor::<1, Int>::from_data(TensorData::new(token_ids, [n]), device);
         let pos = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), device);
+        // The residual stream is carried as `x` plus a `delta` not yet added: each norm's
+        // kernel adds it first. Before the first block, x is zero and delta the embeddings.
         // [n, d_model]
-        let mut x = self.token_embd.clone().select(0, ids);
-        // [n, 1, head_dim]: broadcast over heads.
-        let cos = self
-            .rope_cos
-            .clone()
-            .select(0, pos.clone())
-            .reshape([n, 1, head_dim]);
-        let sin = self
-            .rope_sin
-            .clone()
-            .select(0, pos)
-            .reshape([n, 1, head_dim]);
-        // [1, 1, n, total]
-        let mask = self.attention_mask(mask, past).reshape([1, 1, n, total]);
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut delta = self.token_embd.clone().select(0, ids);
+        let mut x = Tensor::zeros([n, c.d_model], device);
+        // [n, 2 * head_dim]
+        let rope = self.rope.clone().select(0, pos);
+        let tree_mask = self.tree_mask(mask);
 
         for (layer, block) in self.blocks.iter().enumerate() {
-            let h = rms_norm(x.clone(), &block.attn_norm, c.rms_eps);
+            let (sum, h) = layer_ops::add_rms_norm(ops, x, delta, &block.attn_norm, c.rms_eps);
             // [n, q | k | v | q swapped | k swapped]
             let qkv = h.matmul(block.w_qkv.clone());
-            let part = |start: usize, width: usize, heads: usize| {
-                qkv.clone()
-                    .slice([0..n, start..start + width])
-                    .reshape([n, heads, head_dim])
+            let input = AttentionInput {
+                qkv,
+                rope: &rope,
+                tree_mask: &tree_mask,
+                heads,
             };
-            let (q, k, v) = (
-                part(0, q_dim, n_heads),
-                part(q_dim, kv_dim, n_kv_heads),
-                part(q_dim + kv_dim, kv_dim, n_kv_heads),
-            );
-            let (q_swapped, k_swapped) = (
-                part(q_dim + 2 * kv_dim, q_dim, n_heads),
-                part(2 * q_dim + 2 * kv_dim, kv_dim, n_kv_heads),
-            );
-            // [n, heads, head_dim]
-            let q = rope(q, q_swapped, &cos, &sin);
-            let k = rope(k, k_swapped, &cos, &sin);
-            // [n_kv_heads, n, head_dim]
-            let k = k.swap_dims(0, 1);
-            let v = v.swap_dims(0, 1);
-            // [n_kv_heads, total, head_dim] each
-            let (k_all, v_all) = cache.write_and_window(layer, k, v);
-            // [n, n_heads, head_dim] -> [n_heads, n, head_dim] -> [n_kv_heads, group * n, head_dim]:
-            // query head h uses kv head h / group, so heads are kv-major.
-            let q = q.swap_dims(0, 1).reshape([n_kv_heads, group * n, head_dim]);
-            // [n_kv_heads, group * n, head_dim] @ [n_kv_heads, head_dim, total]
-            //   -> [n_kv_heads, group * n, total]
-            let scores = q.matmul(k_all.swap_dims(1, 2)).mul_scalar(scale);
-            // [n_kv_heads, group, n, total] + [1, 1, n, total]
-            let scores = scores.reshape([n_kv_heads, group, n, total]) + mask.clone();
-            // [n_kv_heads, group * n, total]
-            let probs = softmax(scores, 3).reshape([n_kv_heads, group * n, total]);
-            // [n_kv_heads, group * n, total] @ [n_kv_heads, total, head_dim]
-            //   -> [n_kv_heads, group * n, head_dim]
-            let attn = probs.matmul(v_all);
-            // -> [n_heads, n, head_dim] -> [n, n_heads, head_dim] -> [n, d_model]
-            let attn = attn
-                .reshape([n_heads, n, head_dim])
-                .swap_dims(0, 1)
-                .reshape([n, n_heads * head_dim]);
+            // [n, n_heads * head_dim]
+            let attn = layer_ops::attend(ops, cache, layer, input);
             // [n, d_model]
-            x = x + attn.matmul(block.wo.clone());
+            let attn_out = attn.matmul(block.wo.clone());
 
-            let h = rms_norm(x.clone(), &block.ffn_norm, c.rms_eps);
+            let (sum, h) = layer_ops::add_rms_norm(ops, sum, attn_out, &block.ffn_norm, c.rms_eps);
             // [n, 2 * d_ffn] -> [n, d_ffn] each
             let gate_up = h.matmul(block.w_gate_up.clone());
             let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
@@ -658,9 +637,10 @@ impl Llama {
             // (a sigmoid through log and exp), each a launch where fusion leaves it.
             let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
             // [n, d_ffn] @ [d_ffn, d_model] -> [n, d_model]
-            x = x + (gate * up).matmul(block.w_down.clone());
+            delta = (gate * up).matmul(block.w_down.clone());
+            x = sum;
         }
-        let x = rms_norm(x, &self.output_norm, c.rms_eps);
+        let (_, x) = layer_ops::add_rms_norm(ops, x, delta, &self.output_norm, c.rms_eps);
         // [n, d_model] @ [d_model, vocab] -> [n, vocab]
         let logits = match &self.output {
             Some(w) => x.matmul(w.clone()),
@@ -674,11 +654,11 @@ impl Llama {
         ids.read().await
     }
 
-    /// The additive attention mask `[n, past + n]`, built on the device from the small
-    /// `n × n` tree part.
+    /// The additive attention mask among the new nodes, `[n, n]`; every node also sees
+    /// every committed position.
     ///
     /// ```text
-    ///              past (committed)     new nodes (tree part)
+    ///              past (committed)     new nodes (this tensor)
     ///            ┌───────────────────┬──────────────────────┐
     ///   node 0   │ 0 0 0 … 0         │ 0 M M M              │
     ///   node 1   │ 0 0 0 … 0         │ 0 0 M M              │   0 = attend
@@ -686,72 +666,39 @@ impl Llama {
     ///   node 3   │ 0 0 0 … 0         │ 0 M M 0              │
     ///            └───────────────────┴──────────────────────┘
     /// ```
-    fn attention_mask(&self, mask: &AncestorMask, past: usize) -> Tensor<2> {
+    fn tree_mask(&self, mask: &AncestorMask) -> Tensor<2> {
         let n = mask.len();
         let tree: Vec<f32> = mask
             .bits
             .iter()
             .map(|&allowed| if allowed { 0.0 } else { MASKED })
             .collect();
-        // [n, n]
-        let tree = Tensor::<2>::from_data(TensorData::new(tree, [n, n]), &self.device);
-        if past == 0 {
-            return tree;
-        }
-        // [n, past] ++ [n, n] -> [n, past + n]
-        Tensor::cat(vec![Tensor::zeros([n, past], &self.device), tree], 1)
+        Tensor::<2>::from_data(TensorData::new(tree, [n, n]), &self.device)
     }
 }
 
-/// RMSNorm over the last dim: `x / sqrt(mean(x²) + eps) * weight`. `x`: `[n, d]`.
-///
-/// The mean is broadcast to `[n, d]` before the rest, so that the elementwise ops after
-/// the reduction have the output's shape, which burn's fusion can merge; on `[n, 1]` it
-/// never did. (It still leaves some unmerged: `samd profile` lists the launches.)
-fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
-    let [n, d] = x.dims();
-    // [n, 1] -> [n, d]
-    let mean_square = x.clone().square().mean_dim(1).expand([n, d]);
-    // [n, d] / [n, d] * [1, d]
-    x / mean_square.add_scalar(eps).sqrt() * weight.clone().reshape([1, d])
-}
-
-/// Interleaved RoPE (ggml "normal" mode): rotates pairs `(2i, 2i+1)` of each head by
-/// `pos * theta_i`:
-///
-/// ```text
-/// r[2i]     = x[2i]·cos − x[2i+1]·sin   = x[2i]·cos     + swapped[2i]·(−sin)
-/// r[2i + 1] = x[2i]·sin + x[2i+1]·cos   = x[2i+1]·cos   + swapped[2i+1]·sin
-/// ```
-///
-/// `swapped` is `x` with each pair's entries exchanged; the projection computes it in the
-/// same matmul as `x` ([`Block::w_qkv`]), so RoPE is two products and a sum with no
-/// gather, which the backend fuses into one kernel. `x`, `swapped`: `[n, heads, head_dim]`;
-/// `cos`, `sin`: `[n, 1, head_dim]` (signed sin).
-fn rope(x: Tensor<3>, swapped: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
-    x * cos.clone() + swapped * sin.clone()
-}
-
-/// The tables [`rope`] reads, `[context_len, head_dim]` each: `cos` at both columns of a
-/// pair, `-sin` at the first and `+sin` at the second, with
-/// `theta_i = base^(-2i / head_dim)`, computed in f64 so long positions keep their
-/// precision.
-fn rope_tables(c: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
+/// The table the attention reads RoPE angles from, `[context_len, 2 * head_dim]`: per
+/// position, `cos` at both columns of a pair, then `-sin` at the first and `+sin` at the
+/// second, with `theta_i = base^(-2i / head_dim)`, computed in f64 so long positions keep
+/// their precision. One table, so one gather per step serves every layer.
+fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
     let half = c.head_dim / 2;
-    let mut cos = Vec::with_capacity(c.context_len * c.head_dim);
-    let mut sin = Vec::with_capacity(c.context_len * c.head_dim);
+    let mut table = Vec::with_capacity(c.context_len * 2 * c.head_dim);
+    let mut sin = Vec::with_capacity(c.head_dim);
     for pos in 0..c.context_len {
+        sin.clear();
         for i in 0..half {
             let theta = f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64);
             let angle = pos as f64 * theta;
             let (s, co) = (angle.sin() as f32, angle.cos() as f32);
-            cos.extend([co, co]);
+            table.extend([co, co]);
             sin.extend([-s, s]);
         }
+        table.extend_from_slice(&sin);
     }
-    (
-        Tensor::from_data(TensorData::new(cos, [c.context_len, c.head_dim]), device),
-        Tensor::from_data(TensorData::new(sin, [c.context_len, c.head_dim]), device),
+    Tensor::from_data(
+        TensorData::new(table, [c.context_len, 2 * c.head_dim]),
+        device,
     )
 }
 

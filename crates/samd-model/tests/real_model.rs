@@ -2,7 +2,10 @@
 //!
 //! Each test prints a message and passes when the model file is absent, so the suite runs
 //! offline; CI fetches the model first. The reference values come from an independent numpy
-//! forward (`scripts/make-reference-logits.py`).
+//! forward (`scripts/make-reference-logits.py`). The checks run on the CPU and, where a
+//! Vulkan adapter exists (lavapipe in CI), on wgpu with our WGSL kernels.
+
+mod common;
 
 use std::path::PathBuf;
 
@@ -115,12 +118,38 @@ fn real_model_config_is_smollm2_135m() {
     assert_eq!(config, LlamaConfig::smollm2_135m());
 }
 
+/// The CPU, then wgpu if there is an adapter.
+fn devices() -> Vec<Device> {
+    std::iter::once(Device::flex())
+        .chain(common::wgpu_device())
+        .collect()
+}
+
 #[test]
 fn real_model_logits_match_numpy_reference_and_greedy_reply_is_paris() {
     let Some(bytes) = load_bytes() else { return };
     let file = GgufFile::parse(&bytes).expect("parse");
-    let device = Device::flex();
-    let model = Llama::from_gguf(&file, &device).expect("load");
+    for device in devices() {
+        eprintln!("on {device:?}:");
+        let model = Llama::from_gguf(&file, &device).expect("load");
+        logits_match_numpy_reference_and_greedy_reply_is_paris(&model);
+    }
+
+    // The crate's own tokenizer agrees with the HF tokenizer the fixture was made with.
+    let fx = fixture();
+    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let prompt = tokenizer
+        .chat_prompt("What is the capital of France? Answer in one sentence.")
+        .expect("chatml");
+    assert_eq!(tokenizer.encode(&prompt).expect("encode"), fx.prompt_ids);
+    let text = tokenizer.decode(&fx.greedy_ids).expect("decode");
+    assert_eq!(
+        text.trim_end_matches("<|im_end|>"),
+        "The capital of France is Paris."
+    );
+}
+
+fn logits_match_numpy_reference_and_greedy_reply_is_paris(model: &Llama) {
     let fx = fixture();
     let vocab = model.config().vocab_size;
 
@@ -143,25 +172,13 @@ fn real_model_logits_match_numpy_reference_and_greedy_reply_is_paris() {
         "max abs diff {worst} > {REFERENCE_TOLERANCE}"
     );
 
-    let reply = greedy(&model, &fx.prompt_ids, fx.greedy_ids.len());
+    let reply = greedy(model, &fx.prompt_ids, fx.greedy_ids.len());
     assert_eq!(
         reply, fx.greedy_ids,
         "greedy reply differs from the reference {:?}",
         fx.greedy_text
     );
     assert_eq!(fx.greedy_text, "The capital of France is Paris.");
-
-    // The crate's own tokenizer agrees with the HF tokenizer the fixture was made with.
-    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
-    let prompt = tokenizer
-        .chat_prompt("What is the capital of France? Answer in one sentence.")
-        .expect("chatml");
-    assert_eq!(tokenizer.encode(&prompt).expect("encode"), fx.prompt_ids);
-    let text = tokenizer.decode(&reply).expect("decode");
-    assert_eq!(
-        text.trim_end_matches("<|im_end|>"),
-        "The capital of France is Paris."
-    );
 }
 
 #[test]
@@ -170,7 +187,14 @@ fn real_model_tree_verification_accepts_the_greedy_reply() {
     // at each node on the true path must be the next true token.
     let Some(bytes) = load_bytes() else { return };
     let file = GgufFile::parse(&bytes).expect("parse");
-    let model = Llama::from_gguf(&file, &Device::flex()).expect("load");
+    for device in devices() {
+        eprintln!("on {device:?}:");
+        let model = Llama::from_gguf(&file, &device).expect("load");
+        tree_verification_accepts_the_greedy_reply(&model);
+    }
+}
+
+fn tree_verification_accepts_the_greedy_reply(model: &Llama) {
     let fx = fixture();
     let mut cache = model.new_cache(64);
     let (positions, mask) = chain(&cache, fx.prompt_ids.len());

@@ -1,31 +1,19 @@
-//! The wgpu backend must agree with the CPU (flex) backend on a tiny random model.
+//! The wgpu backend, with our kernels and with the reference ops, must agree with the CPU
+//! (flex) backend on a tiny random model.
 //!
-//! Runs on any Vulkan adapter; in CI and on GPU-less machines that is Mesa's lavapipe
-//! (`apt-get install mesa-vulkan-drivers libvulkan1`, `XDG_RUNTIME_DIR=/tmp`). The API is
-//! pinned to Vulkan in code because cubecl ignores `WGPU_BACKEND`. Shaders are WGSL, as in
-//! the browser. Without an adapter the test prints why and passes.
+//! Runs on any Vulkan adapter (see [`common::wgpu_device`]). Without an adapter the tests
+//! print why and pass.
 
-use burn::tensor::wgpu::WgpuBackend;
+mod common;
+
 use burn::tensor::{Device, read_sync};
-use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig};
+use common::wgpu_device;
+use samd_model::{AncestorMask, BlockOps, KvCache, Llama, LlamaConfig};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
 /// stays far below this.
 const BACKEND_TOLERANCE: f32 = 1e-4;
-
-fn wgpu_device() -> Option<Device> {
-    match Device::wgpu_options()
-        .graphics_api(WgpuBackend::Vulkan)
-        .init()
-    {
-        Ok(device) => Some(device),
-        Err(e) => {
-            eprintln!("skipping: no Vulkan adapter for wgpu ({e})");
-            None
-        }
-    }
-}
 
 /// Prefill, then a tree step with compaction of a non-prefix path, then one more token;
 /// returns every logit and the top-8 ids of each forward.
@@ -71,18 +59,25 @@ fn wgpu_matches_cpu_on_tiny_random_model() {
     let Some(gpu) = wgpu_device() else { return };
     let config = LlamaConfig::tiny();
     let cpu_model = Llama::random(config.clone(), 5, true, &Device::flex()).expect("cpu model");
-    let gpu_model = Llama::random(config, 5, true, &gpu).expect("gpu model");
     let (cpu_logits, cpu_ids) = run(&cpu_model);
-    let (gpu_logits, gpu_ids) = run(&gpu_model);
-    let diff = cpu_logits
-        .iter()
-        .zip(&gpu_logits)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    eprintln!("wgpu vs cpu: max abs logit diff {diff:e}");
-    assert_eq!(cpu_logits.len(), gpu_logits.len());
-    assert!(diff <= BACKEND_TOLERANCE, "max abs diff {diff}");
-    assert_eq!(cpu_ids, gpu_ids, "top-8 ids differ between backends");
+    for ops in [BlockOps::Kernels, BlockOps::Reference] {
+        let gpu_model = Llama::random(config.clone(), 5, true, &gpu)
+            .expect("gpu model")
+            .with_block_ops(ops);
+        let (gpu_logits, gpu_ids) = run(&gpu_model);
+        let diff = cpu_logits
+            .iter()
+            .zip(&gpu_logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("wgpu ({ops:?}) vs cpu: max abs logit diff {diff:e}");
+        assert_eq!(cpu_logits.len(), gpu_logits.len());
+        assert!(diff <= BACKEND_TOLERANCE, "{ops:?}: max abs diff {diff}");
+        assert_eq!(
+            cpu_ids, gpu_ids,
+            "{ops:?}: top-8 ids differ between backends"
+        );
+    }
 }
 
 #[test]

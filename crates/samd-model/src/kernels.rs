@@ -1,0 +1,329 @@
+//! Our hand-written WGSL kernels for a block's hot spots, and how they plug into burn.
+//!
+//! On a GPU a verify step of this small model is bound by kernel launches, not by
+//! arithmetic (`samd profile` counts them). burn's ops spend several launches on what
+//! is one loop in a kernel, so each piece of a block that costs many launches has a
+//! kernel in `shaders/`:
+//!
+//! | kernel | replaces (burn ops) |
+//! |---|---|
+//! | `add_rms_norm.wgsl` | the residual add, a reduction and the elementwise tail |
+//! | `store_kv.wgsl` | RoPE on the keys, two transposes, two slice assignments |
+//! | `tree_attention.wgsl` | RoPE on the queries, two batched matmuls, scale, mask, softmax |
+//!
+//! They run on every wgpu device (Vulkan, Metal, DX12 natively, WebGPU in the browser)
+//! through burn's backend-extension API, which records each call in order with the ops
+//! around it under burn's fusion. [`crate::layer_ops`] chooses between them and the
+//! reference burn ops, which every backend runs; the tests hold the two to the same
+//! logits on lavapipe and in the browser.
+//!
+//! Runtime values a kernel needs beyond its buffers (how many nodes, where they go in
+//! the cache) travel in a small uniform, so one compiled pipeline serves every step.
+//! Sizes fixed for a model (head dim, widths, cache length) are compiled in.
+
+use std::marker::PhantomData;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{Backend, Shape, backend_extension};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{BufferBinding, KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::DType;
+
+/// Most workgroups per grid dimension WebGPU guarantees. Kernels put nodes (or rows) on
+/// one dimension, so a forward of more nodes than this takes the reference ops.
+pub(crate) const MAX_WORKGROUPS: usize = 65_535;
+
+/// A WGSL file in `shaders/`, with `{{ placeholders }}` that its caller fills.
+pub(crate) trait Shader: Send + Sync + 'static {
+    /// The file's text.
+    const TEXT: &'static str;
+}
+
+/// A [`Shader`] with its placeholders' values: one compiled pipeline per distinct set.
+///
+/// Generic over the shader so that each kernel keeps its own type name, which is what
+/// `samd profile` lists launches by.
+pub(crate) struct WgslKernel<S> {
+    params: Vec<(&'static str, String)>,
+    shader: PhantomData<S>,
+}
+
+impl<S: Shader> WgslKernel<S> {
+    pub(crate) fn new(params: Vec<(&'static str, String)>) -> Self {
+        Self {
+            params,
+            shader: PhantomData,
+        }
+    }
+
+    /// Launches the kernel on `client` with `lanes` threads per workgroup over a
+    /// `workgroups` grid, binding `buffers` in order and then, if given, `info` as a
+    /// `vec4<u32>` uniform.
+    pub(crate) fn launch(
+        self,
+        client: &burn::cubecl::client::Client,
+        lanes: u32,
+        workgroups: [usize; 3],
+        buffers: Vec<BufferBinding>,
+        info: Option<[u32; 4]>,
+    ) {
+        let [x, y, z] = workgroups.map(|w| {
+            u32::try_from(w)
+                .ok()
+                .filter(|&w| w as usize <= MAX_WORKGROUPS)
+                .expect("invariant: callers keep grids within MAX_WORKGROUPS")
+        });
+        let mut args = KernelArguments::new().with_buffers(buffers);
+        if let Some([a, b, c, d]) = info {
+            let word = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+            args = args.with_info(MetadataBindingInfo::custom(vec![word(a, b), word(c, d)]));
+        }
+        client.launch(
+            Box::new(SourceKernel::new(self, CubeDim::new_1d(lanes))),
+            CubeCount::Static(x, y, z),
+            args,
+        );
+    }
+}
+
+impl<S: Shader> KernelSource for WgslKernel<S> {
+    fn source(&self) -> SourceTemplate {
+        self.params
+            .iter()
+            .fold(SourceTemplate::new(S::TEXT), |t, (name, value)| {
+                t.register(*name, value.clone())
+            })
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.params.clone())
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// `shaders/add_rms_norm.wgsl`.
+pub(crate) struct AddRmsNorm;
+impl Shader for AddRmsNorm {
+    const TEXT: &'static str = include_str!("../../../shaders/add_rms_norm.wgsl");
+}
+
+/// `shaders/store_kv.wgsl`.
+pub(crate) struct StoreKv;
+impl Shader for StoreKv {
+    const TEXT: &'static str = include_str!("../../../shaders/store_kv.wgsl");
+}
+
+/// `shaders/tree_attention.wgsl`.
+pub(crate) struct TreeAttention;
+impl Shader for TreeAttention {
+    const TEXT: &'static str = include_str!("../../../shaders/tree_attention.wgsl");
+}
+
+/// The attention shape the kernels compile in; the rest comes from tensor shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_heads`).
+    pub n_kv_heads: usize,
+    /// Columns per head.
+    pub head_dim: usize,
+}
+
+impl Heads {
+    fn q_dim(self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    fn kv_dim(self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// The kernels as backend operations. Fusion records each call and runs it in order with
+/// the ops around it.
+///
+/// Shapes (`n` nodes): `qkv` is the projection's output `[n, width]` with q, k and v as
+/// its first columns; `rope` is `[n, 2 * head_dim]`, the nodes' cos then signed sin;
+/// `cache` is one layer's `[2, n_kv_heads, max_seq, head_dim]`, keys then values;
+/// `tree_mask` is `[n, n]`, additive.
+#[backend_extension(Fusion, Cube)]
+pub trait BlockKernels: Backend {
+    /// `(x + delta, rms_norm(x + delta) * weight)`, row by row; `x`, `delta`: `[rows, d]`,
+    /// `weight`: `[d]`.
+    #[fusion(meta = |x, _delta, _weight, _eps| (x.clone(), x.clone()))]
+    fn add_rms_norm(
+        x: &FloatTensor<Self>,
+        delta: &FloatTensor<Self>,
+        weight: &FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `cache` with the nodes' keys (RoPE applied) and values in slots `start ..
+    /// start + n`; in place when `cache` is not shared.
+    #[fusion(dtype = cache, shape = cache)]
+    fn store_kv(
+        cache: FloatTensor<Self>,
+        qkv: &FloatTensor<Self>,
+        rope: &FloatTensor<Self>,
+        start: usize,
+        heads: Heads,
+    ) -> FloatTensor<Self>;
+
+    /// Each node's attention output, `[n, n_heads * head_dim]`, over cache slots
+    /// `0 .. past + n` (the nodes' own keys already stored there).
+    #[fusion(dtype = qkv, shape = Shape::from([qkv[0], heads.q_dim()]))]
+    fn tree_attention(
+        qkv: &FloatTensor<Self>,
+        rope: &FloatTensor<Self>,
+        cache: &FloatTensor<Self>,
+        tree_mask: &FloatTensor<Self>,
+        past: usize,
+        heads: Heads,
+    ) -> FloatTensor<Self>;
+}
+
+/// A new contiguous f32 tensor of `shape` on `like`'s device, contents undefined.
+fn empty_like(like: &CubeTensor, shape: [usize; 2]) -> CubeTensor {
+    let bytes = shape[0] * shape[1] * size_of::<f32>();
+    let buffer = like.client.empty(bytes);
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape),
+        buffer,
+        DType::F32,
+    )
+}
+
+fn binding(t: &CubeTensor) -> BufferBinding {
+    t.handle.clone().binding()
+}
+
+/// `value` as a u32 for a kernel's uniform; every caller's value is a cache slot or a node
+/// count, far below `u32::MAX`.
+fn info_word(value: usize) -> u32 {
+    u32::try_from(value).expect("invariant: slots and node counts fit u32")
+}
+
+impl BlockKernels for CubeBackend {
+    fn add_rms_norm(
+        x: &CubeTensor,
+        delta: &CubeTensor,
+        weight: &CubeTensor,
+        eps: f32,
+    ) -> (CubeTensor, CubeTensor) {
+        let x = into_contiguous(x.clone());
+        let delta = into_contiguous(delta.clone());
+        let weight = into_contiguous(weight.clone());
+        let (rows, d) = (x.meta.shape()[0], x.meta.shape()[1]);
+        // Enough lanes that each sums a few values; a power of two for the tree sum.
+        let lanes = d.div_ceil(4).next_power_of_two().clamp(32, 256);
+        let sum = empty_like(&x, [rows, d]);
+        let y = empty_like(&x, [rows, d]);
+        WgslKernel::<AddRmsNorm>::new(vec![
+            ("d", d.to_string()),
+            // `{:?}` keeps a decimal point or exponent: a WGSL float literal.
+            ("eps", format!("{eps:?}")),
+            ("threads", lanes.to_string()),
+        ])
+        .launch(
+            &x.client,
+            lanes as u32,
+            [rows, 1, 1],
+            vec![
+                binding(&x),
+                binding(&delta),
+                binding(&weight),
+                binding(&sum),
+                binding(&y),
+            ],
+            None,
+        );
+        (sum, y)
+    }
+
+    fn store_kv(
+        cache: CubeTensor,
+        qkv: &CubeTensor,
+        rope: &CubeTensor,
+        start: usize,
+        heads: Heads,
+    ) -> CubeTensor {
+        // In place, as burn's own slice assignment does, unless another tensor shares
+        // the buffer.
+        let cache = if cache.can_mut() && cache.is_contiguous() {
+            cache
+        } else {
+            into_contiguous(cache.copy())
+        };
+        let qkv = into_contiguous(qkv.clone());
+        let rope = into_contiguous(rope.clone());
+        let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
+        let max_seq = cache.meta.shape()[2];
+        WgslKernel::<StoreKv>::new(vec![
+            ("q_dim", heads.q_dim().to_string()),
+            ("kv_dim", heads.kv_dim().to_string()),
+            ("head_dim", heads.head_dim.to_string()),
+            ("qkv_width", width.to_string()),
+            ("max_seq", max_seq.to_string()),
+        ])
+        .launch(
+            &cache.client,
+            64,
+            [heads.kv_dim().div_ceil(64), n, 1],
+            vec![binding(&qkv), binding(&rope), binding(&cache)],
+            Some([info_word(start), info_word(n), 0, 0]),
+        );
+        cache
+    }
+
+    fn tree_attention(
+        qkv: &CubeTensor,
+        rope: &CubeTensor,
+        cache: &CubeTensor,
+        tree_mask: &CubeTensor,
+        past: usize,
+        heads: Heads,
+    ) -> CubeTensor {
+        let qkv = into_contiguous(qkv.clone());
+        let rope = into_contiguous(rope.clone());
+        let cache = into_contiguous(cache.clone());
+        let tree_mask = into_contiguous(tree_mask.clone());
+        let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
+        let max_seq = cache.meta.shape()[2];
+        let out = empty_like(&qkv, [n, heads.q_dim()]);
+        let scale = 1.0 / (heads.head_dim as f32).sqrt();
+        WgslKernel::<TreeAttention>::new(vec![
+            ("head_dim", heads.head_dim.to_string()),
+            ("group", (heads.n_heads / heads.n_kv_heads).to_string()),
+            ("q_dim", heads.q_dim().to_string()),
+            ("kv_dim", heads.kv_dim().to_string()),
+            ("qkv_width", width.to_string()),
+            ("max_seq", max_seq.to_string()),
+            ("scale", format!("{scale:?}")),
+            ("columns_per_lane", heads.head_dim.div_ceil(64).to_string()),
+        ])
+        .launch(
+            &qkv.client,
+            64,
+            [heads.n_heads, n, 1],
+            vec![
+                binding(&qkv),
+                binding(&rope),
+                binding(&cache),
+                binding(&tree_mask),
+                binding(&out),
+            ],
+            Some([info_word(past), info_word(n), 0, 0]),
+        );
+        out
+    }
+}

@@ -1,0 +1,229 @@
+//! The pieces of a block that have a fused kernel, each beside its reference in burn ops.
+//!
+//! [`BlockOps::Kernels`] runs our WGSL kernels ([`crate::kernels`]): few launches, wgpu
+//! only. [`BlockOps::Reference`] runs burn ops on any backend; it is what the CPU runs,
+//! and what the kernels are tested against on wgpu. Both compute the same function up to
+//! f32 summation order.
+
+use burn::backend::DispatchDevice;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS};
+use crate::kv_cache::KvCache;
+
+/// Which implementation of a block's fused pieces a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOps {
+    /// Our WGSL kernels: wgpu devices only.
+    Kernels,
+    /// burn ops: every backend.
+    Reference,
+}
+
+impl BlockOps {
+    /// The kernels on a wgpu device, the reference elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        match device.as_dispatch() {
+            DispatchDevice::Cube(_) => Self::Kernels,
+            _ => Self::Reference,
+        }
+    }
+
+    /// What a forward of `n` nodes runs: the kernels put nodes on one grid dimension, so
+    /// a larger forward takes the reference.
+    pub(crate) fn for_nodes(self, n: usize) -> Self {
+        if n > MAX_WORKGROUPS {
+            Self::Reference
+        } else {
+            self
+        }
+    }
+}
+
+/// The residual add and the RMSNorm after it: `(x + delta, rms_norm(x + delta))`, where
+/// `rms_norm(s) = s / sqrt(mean(s²) + eps) * weight` over the last dim. `x`, `delta`:
+/// `[n, d]`.
+pub(crate) fn add_rms_norm(
+    ops: BlockOps,
+    x: Tensor<2>,
+    delta: Tensor<2>,
+    weight: &Tensor<1>,
+    eps: f32,
+) -> (Tensor<2>, Tensor<2>) {
+    match ops {
+        BlockOps::Kernels => {
+            let (sum, normed) = <burn::backend::Dispatch as BlockKernels>::add_rms_norm(
+                &x.into_dispatch(),
+                &delta.into_dispatch(),
+                &weight.clone().into_dispatch(),
+                eps,
+            );
+            (Tensor::from_dispatch(sum), Tensor::from_dispatch(normed))
+        }
+        BlockOps::Reference => {
+            let sum = x + delta;
+            (sum.clone(), reference_rms_norm(sum, weight, eps))
+        }
+    }
+}
+
+/// The mean is broadcast to `[n, d]` before the rest, so that the elementwise ops after
+/// the reduction have the output's shape, which burn's fusion can merge.
+fn reference_rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
+    let [n, d] = x.dims();
+    // [n, 1] -> [n, d]
+    let mean_square = x.clone().square().mean_dim(1).expand([n, d]);
+    // [n, d] / [n, d] * [1, d]
+    x / mean_square.add_scalar(eps).sqrt() * weight.clone().reshape([1, d])
+}
+
+/// The inputs of one layer's attention over `n` new nodes.
+pub(crate) struct AttentionInput<'a> {
+    /// `[n, width]`: the projection's output, `q | k | v | q swapped | k swapped` (see
+    /// `Block::w_qkv` in llama.rs).
+    pub qkv: Tensor<2>,
+    /// `[n, 2 * head_dim]`: each node's `cos | signed sin` (see [`rope_rotate`]).
+    pub rope: &'a Tensor<2>,
+    /// `[n, n]`: 0 where node i sees new node j, a large negative number elsewhere.
+    pub tree_mask: &'a Tensor<2>,
+    pub heads: Heads,
+}
+
+/// Stores the nodes' keys and values in `cache` (pending slots `len .. len + n` of
+/// `layer`), then returns their attention outputs, `[n, n_heads * head_dim]`.
+pub(crate) fn attend(
+    ops: BlockOps,
+    cache: &mut KvCache,
+    layer: usize,
+    input: AttentionInput<'_>,
+) -> Tensor<2> {
+    match ops {
+        BlockOps::Kernels => {
+            type Kernels = burn::backend::Dispatch;
+            let AttentionInput {
+                qkv,
+                rope,
+                tree_mask,
+                heads,
+            } = input;
+            let past = cache.len();
+            let (qkv, rope) = (qkv.into_dispatch(), rope.clone().into_dispatch());
+            cache.update_layer(layer, |t| {
+                Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
+                    t.into_dispatch(),
+                    &qkv,
+                    &rope,
+                    past,
+                    heads,
+                ))
+            });
+            Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
+                &qkv,
+                &rope,
+                &cache.layer(layer).clone().into_dispatch(),
+                &tree_mask.clone().into_dispatch(),
+                past,
+                heads,
+            ))
+        }
+        BlockOps::Reference => reference_attend(cache, layer, input),
+    }
+}
+
+/// GQA never materialises repeated K/V: the query heads of one KV head are folded into
+/// the row dimension (`[n_kv_heads, group * n, head_dim]`), so one batched matmul serves
+/// all heads.
+fn reference_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>) -> Tensor<2> {
+    let AttentionInput {
+        qkv,
+        rope,
+        tree_mask,
+        heads,
+    } = input;
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = heads;
+    let [n, _] = qkv.dims();
+    let (q_dim, kv_dim) = (n_heads * head_dim, n_kv_heads * head_dim);
+    let group = n_heads / n_kv_heads;
+    let part = |start: usize, width: usize, heads: usize| {
+        qkv.clone()
+            .slice([0..n, start..start + width])
+            .reshape([n, heads, head_dim])
+    };
+    // [n, 1, head_dim]: broadcast over heads.
+    let cos = rope
+        .clone()
+        .slice([0..n, 0..head_dim])
+        .reshape([n, 1, head_dim]);
+    let sin = rope
+        .clone()
+        .slice([0..n, head_dim..2 * head_dim])
+        .reshape([n, 1, head_dim]);
+    // [n, heads, head_dim]
+    let q = rope_rotate(
+        part(0, q_dim, n_heads),
+        part(q_dim + 2 * kv_dim, q_dim, n_heads),
+        &cos,
+        &sin,
+    );
+    let k = rope_rotate(
+        part(q_dim, kv_dim, n_kv_heads),
+        part(2 * q_dim + 2 * kv_dim, kv_dim, n_kv_heads),
+        &cos,
+        &sin,
+    );
+    let v = part(q_dim + kv_dim, kv_dim, n_kv_heads);
+    let past = cache.len();
+    let total = past + n;
+    // [1, n_kv_heads, total, head_dim] each
+    let (k_all, v_all) = cache.write_and_window(layer, k.swap_dims(0, 1), v.swap_dims(0, 1));
+    // [n, n_heads, head_dim] -> [n_heads, n, head_dim] -> [1, n_kv_heads, group * n, head_dim]:
+    // query head h uses kv head h / group, so heads are kv-major.
+    let q = q
+        .swap_dims(0, 1)
+        .reshape([1, n_kv_heads, group * n, head_dim]);
+    // -> [1, n_kv_heads, group * n, total]
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(scale);
+    // [n, past] ++ [n, n] -> [1, 1, n, total]: committed positions are always visible.
+    let mask = if past == 0 {
+        tree_mask.clone()
+    } else {
+        Tensor::cat(
+            vec![
+                Tensor::zeros([n, past], &tree_mask.device()),
+                tree_mask.clone(),
+            ],
+            1,
+        )
+    }
+    .reshape([1, 1, n, total]);
+    // [n_kv_heads, group, n, total] + [1, 1, n, total]
+    let scores = scores.reshape([n_kv_heads, group, n, total]) + mask;
+    let probs = softmax(scores, 3).reshape([1, n_kv_heads, group * n, total]);
+    // -> [1, n_kv_heads, group * n, head_dim] -> [n_heads, n, head_dim] -> [n, q_dim]
+    probs
+        .matmul(v_all)
+        .reshape([n_heads, n, head_dim])
+        .swap_dims(0, 1)
+        .reshape([n, q_dim])
+}
+
+/// Interleaved RoPE (ggml "normal" mode): rotates pairs `(2i, 2i+1)` of each head by
+/// `pos * theta_i`:
+///
+/// ```text
+/// r[2i]     = x[2i]·cos − x[2i+1]·sin   = x[2i]·cos     + swapped[2i]·(−sin)
+/// r[2i + 1] = x[2i]·sin + x[2i+1]·cos   = x[2i+1]·cos   + swapped[2i+1]·sin
+/// ```
+///
+/// `swapped` is `x` with each pair's entries exchanged; the projection computes it in the
+/// same matmul as `x`, so RoPE is two products and a sum with no gather. `x`, `swapped`:
+/// `[n, heads, head_dim]`; `cos`, `sin`: `[n, 1, head_dim]` (signed sin).
+fn rope_rotate(x: Tensor<3>, swapped: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+    x * cos.clone() + swapped * sin.clone()
+}
