@@ -34,8 +34,9 @@ const COLUMNS_PER_LANE: u32 = {{ columns_per_lane }}u;
 // Lanes per workgroup, and keys per tile.
 const LANES: u32 = 64u;
 // Below every score: the running max before the first tile, and the score of a lane past
-// the last key. Finite, since a const-expression infinity is a shader-creation error.
-const LOWEST: f32 = -3.4028235e38;
+// the last key. Finite, since a const-expression infinity is a shader-creation error, and
+// below -3.4e38 the literal is not an f32 (Tint rejects it; naga rounds it).
+const LOWEST: f32 = -3.0e38;
 
 var<workgroup> query: array<f32, {{ head_dim }}>;
 var<workgroup> scores: array<f32, LANES>;

@@ -178,9 +178,10 @@ test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slo
   }
 });
 
-// Our hand-written WGSL (shaders/) on the browser's WebGPU, against burn's ops and a host
-// sort, through the module's own export rather than the page.
-test('WebGPU (SwiftShader): the WGSL top-k kernel agrees with the reference op', { timeout: slow }, async () => {
+// Our hand-written WGSL (shaders/) on the browser's WebGPU, compiled by Chrome's Tint
+// rather than naga, against burn's ops and a host sort, through the module's own export
+// rather than the page.
+test('WebGPU (SwiftShader): the WGSL kernels agree with the reference ops', { timeout: slow }, async () => {
   const browser = await launch();
   try {
     const { page } = browser;

@@ -65,10 +65,17 @@ impl Watch {
 }
 
 /// `burn_cubecl::kernel::binary::kernel_binop::KernelBinop<…>` → `KernelBinop`: the
-/// type's own name, without its path or generic arguments.
+/// type's own name, without its path or generic arguments. Our WGSL kernels are all
+/// `SourceKernel<WgslKernel<Shader>>`, so wrappers give way to what they wrap.
 fn short_name(full: &str) -> String {
-    let head = full.split('<').next().unwrap_or(full);
-    head.rsplit("::").next().unwrap_or(head).to_string()
+    let (head, args) = full.split_once('<').unwrap_or((full, ""));
+    let name = head.rsplit("::").next().unwrap_or(head);
+    match name {
+        "SourceKernel" | "WgslKernel" if !args.is_empty() => {
+            short_name(args.strip_suffix('>').unwrap_or(args))
+        }
+        _ => name.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +89,12 @@ mod tests {
             "KernelBinop"
         );
         assert_eq!(short_name("plain"), "plain");
+        assert_eq!(
+            short_name(
+                "burn_cubecl::template::base::SourceKernel<\
+                 samd_model::kernels::WgslKernel<samd_model::kernels::StoreKv>>"
+            ),
+            "StoreKv"
+        );
     }
 }

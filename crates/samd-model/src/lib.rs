@@ -7,6 +7,7 @@ pub mod dequant;
 pub mod error;
 pub mod gguf;
 pub mod gguf_writer;
+pub mod kernel_check;
 pub mod kernels;
 pub mod kv_cache;
 pub mod layer_ops;

@@ -18,26 +18,19 @@
 //! browser.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{Backend, DispatchDevice, Shape, backend_extension, ops::IntTensorOps};
-use burn::cubecl::prelude::KernelId;
-use burn::cubecl::server::KernelArguments;
-use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::kernel_check::KernelCheck;
+use crate::kernels::{MAX_WORKGROUPS, Shader, WgslKernel};
 use crate::llama::TokenIds;
 
 /// Largest k the kernel takes: its workgroup keeps `threads × k` candidates in 16 KiB of
 /// shared memory (WebGPU's guaranteed minimum), and fewer than 64 threads per row would
 /// scan a 49k-wide row too slowly. Larger k falls back to the reference.
 pub const KERNEL_MAX_K: usize = 32;
-
-/// Rows per launch: one workgroup each, and WebGPU guarantees 65,535 workgroups per
-/// dimension.
-const KERNEL_MAX_ROWS: usize = 65_535;
 
 /// The `k` best ids of each row of `logits` (`[rows, vocab]`), best first: `[rows, k]`.
 /// `k` is clamped to `1..=vocab`.
@@ -46,7 +39,7 @@ pub fn top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
     let k = k.clamp(1, vocab.max(1));
     let device = logits.device();
     let on_wgpu = matches!(device.as_dispatch(), DispatchDevice::Cube(_));
-    if on_wgpu && logits.dtype() == DType::F32 && k <= KERNEL_MAX_K && rows <= KERNEL_MAX_ROWS {
+    if on_wgpu && logits.dtype() == DType::F32 && k <= KERNEL_MAX_K && rows <= MAX_WORKGROUPS {
         kernel_top_k_ids(logits, k)
     } else {
         reference_top_k_ids(logits, k)
@@ -100,101 +93,48 @@ fn top_k_shape(logits: &Shape, k: usize) -> Shape {
     Shape::from([logits[0], k])
 }
 
-/// The kernel's text, with `{{ placeholders }}` that [`TopKKernel`] fills.
-const TOP_K_WGSL: &str = include_str!("../../../shaders/top_k.wgsl");
-
-/// The kernel's compile-time parameters: one compiled pipeline per (k, vocab).
-#[derive(Debug)]
-struct TopKKernel {
-    k: usize,
-    vocab: usize,
-    threads: u32,
-}
-
-impl TopKKernel {
-    fn new(k: usize, vocab: usize) -> Self {
-        // The most threads, up to 256, whose candidates fit 16 KiB (8 bytes each); a power
-        // of two, for the pairwise merge.
-        let fit = (16 * 1024 / 8 / k).min(256);
-        let threads = 1u32 << (usize::BITS - 1 - fit.leading_zeros());
-        Self { k, vocab, threads }
-    }
-}
-
-impl KernelSource for TopKKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(TOP_K_WGSL)
-            .register("k", self.k.to_string())
-            .register("vocab", self.vocab.to_string())
-            .register("threads", self.threads.to_string())
-            .register("slots", (self.threads as usize * self.k).to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.k, self.vocab, self.threads))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
+/// `shaders/top_k.wgsl`.
+struct TopK;
+impl Shader for TopK {
+    const TEXT: &'static str = include_str!("../../../shaders/top_k.wgsl");
 }
 
 impl TopKOps for CubeBackend {
     fn top_k_ids(logits: CubeTensor, k: usize, out_dtype: IntDType) -> CubeTensor {
         let logits = into_contiguous(logits);
         let (rows, vocab) = (logits.meta.shape()[0], logits.meta.shape()[1]);
-        let kernel = TopKKernel::new(k, vocab);
-        let cube_dim = CubeDim::new_1d(kernel.threads);
+        // The most lanes, up to 256, whose candidates fit 16 KiB (8 bytes each); a power
+        // of two, for the pairwise merge.
+        let fit = (16 * 1024 / 8 / k).min(256);
+        let lanes = 1usize << (usize::BITS - 1 - fit.leading_zeros());
         let client = logits.client.clone();
-        let ids = client.empty(rows * k * size_of::<i32>());
         let ids = CubeTensor::new_contiguous(
             client.clone(),
             logits.device.clone(),
             Shape::from([rows, k]),
-            ids,
+            client.empty(rows * k * size_of::<i32>()),
             DType::I32,
         );
-        client.launch(
-            Box::new(SourceKernel::new(kernel, cube_dim)),
-            CubeCount::Static(
-                u32::try_from(rows).expect("invariant: rows ≤ 65,535 (checked by top_k_ids)"),
-                1,
-                1,
-            ),
-            KernelArguments::new().with_buffers(vec![
+        WgslKernel::<TopK>::new(vec![
+            ("k", k.to_string()),
+            ("vocab", vocab.to_string()),
+            ("threads", lanes.to_string()),
+            ("slots", (lanes * k).to_string()),
+        ])
+        .launch(
+            &client,
+            lanes as u32,
+            [rows, 1, 1],
+            vec![
                 logits.handle.clone().binding(),
                 ids.handle.clone().binding(),
-            ]),
+            ],
+            None,
         );
         if out_dtype == IntDType::I32 {
             ids
         } else {
             Self::int_cast(ids, out_dtype)
-        }
-    }
-}
-
-/// What [`check_kernel`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelCheck {
-    /// Rows compared, over all cases.
-    pub rows: usize,
-    /// The first disagreement, if any: which case, row and implementation.
-    pub mismatch: Option<String>,
-}
-
-impl KernelCheck {
-    /// Whether the kernel, the reference and the host sort agreed on every row.
-    pub fn passed(&self) -> bool {
-        self.mismatch.is_none()
-    }
-}
-
-impl std::fmt::Display for KernelCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.mismatch {
-            None => write!(f, "top-k kernel: {} rows agree", self.rows),
-            Some(what) => write!(f, "top-k kernel: {what}"),
         }
     }
 }
@@ -218,7 +158,8 @@ pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
                 return Ok(KernelCheck {
                     rows: checked,
                     mismatch: Some(format!(
-                        "{name} differs from a host sort at row {row} of {rows}×{vocab}, k={k}: \
+                        "top-k {name} differs from a host sort at row {row} of {rows}×{vocab}, \
+                         k={k}: \
                          {:?} vs {:?}",
                         &got[row * k..][..k],
                         &want[row * k..][..k]

@@ -8,50 +8,16 @@ mod common;
 
 use burn::tensor::{Device, read_sync};
 use common::wgpu_device;
-use samd_model::{AncestorMask, BlockOps, KvCache, Llama, LlamaConfig};
+use samd_model::kernel_check::{check_kernels, verify_scenario};
+use samd_model::{BlockOps, Llama, LlamaConfig};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
 /// stays far below this.
 const BACKEND_TOLERANCE: f32 = 1e-4;
 
-/// Prefill, then a tree step with compaction of a non-prefix path, then one more token;
-/// returns every logit and the top-8 ids of each forward.
 fn run(model: &Llama) -> (Vec<f32>, Vec<u32>) {
-    let mut cache: KvCache = model.new_cache(32);
-    let mut logits = Vec::new();
-    let mut ids = Vec::new();
-    let mut step = |cache: &mut KvCache, tokens: &[u32], parents: &[Option<usize>]| {
-        let past = cache.len() as u32;
-        let mask = AncestorMask::from_parents(parents).expect("mask");
-        let positions: Vec<u32> = (0..tokens.len())
-            .map(|i| {
-                let (mut d, mut at) = (0, i);
-                while let Some(p) = parents[at] {
-                    at = p;
-                    d += 1;
-                }
-                past + d
-            })
-            .collect();
-        let out = model
-            .forward(cache, tokens, &positions, &mask)
-            .expect("forward");
-        ids.extend(read_sync(out.top_k_ids(8).read()).expect("ids"));
-        logits.extend(read_sync(out.read()).expect("logits"));
-    };
-    let prompt = [3, 14, 15, 9, 26, 5, 35];
-    let chain: Vec<Option<usize>> = (0..prompt.len()).map(|i| i.checked_sub(1)).collect();
-    step(&mut cache, &prompt, &chain);
-    cache
-        .compact(&(0..prompt.len()).collect::<Vec<_>>())
-        .expect("commit");
-    let tree = [8, 9, 7, 9, 3, 2];
-    let parents = [None, Some(0), Some(0), Some(2), Some(3), Some(1)];
-    step(&mut cache, &tree, &parents);
-    cache.compact(&[0, 2, 3]).expect("compact");
-    step(&mut cache, &[62], &[None]);
-    (logits, ids)
+    read_sync(verify_scenario(model)).expect("scenario runs")
 }
 
 #[test]
@@ -80,10 +46,13 @@ fn wgpu_matches_cpu_on_tiny_random_model() {
     }
 }
 
+/// What the browser tests run on WebGPU: the top-k kernel against a host sort, and the
+/// block kernels against the reference ops on SmolLM2's head shape.
 #[test]
-fn wgsl_top_k_kernel_equals_the_reference_op_and_a_host_sort() {
+fn wgsl_kernels_agree_with_the_reference_ops() {
     let Some(gpu) = wgpu_device() else { return };
-    let check = read_sync(samd_model::top_k::check_kernel(&gpu)).expect("check ran");
+    let check = read_sync(check_kernels(&gpu)).expect("check ran");
+    eprintln!("{check}");
     assert!(check.rows > 0);
     assert!(check.passed(), "{check}");
 }

@@ -90,14 +90,14 @@ impl Engine {
     }
 
     /// Checks our hand-written WGSL kernels on this device against burn's ops and a host
-    /// sort: `{rows, passed, message}`. A diagnostic for a user's GPU, and what the browser
+    /// sort (`samd_model::kernel_check`): `{rows, passed, message}`. A diagnostic for a user's GPU, and what the browser
     /// tests run on WebGPU. On the CPU backend there is no kernel to check: `null`.
     #[wasm_bindgen(js_name = checkKernels)]
     pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
         if self.info.backend != "webgpu" {
             return Ok(JsValue::NULL);
         }
-        let check = samd_model::top_k::check_kernel(&self.device)
+        let check = samd_model::kernel_check::check_kernels(&self.device)
             .await
             .map_err(WebError::from)?;
         to_js(&KernelReport {

@@ -1,0 +1,162 @@
+//! Checks our WGSL kernels against the reference burn ops on a device.
+//!
+//! Native runs use Vulkan through naga; the browser compiles the same WGSL with its own
+//! compiler (Chrome's Tint), which is stricter in places naga is not. So the checks are
+//! async and live in the library: the native tests run them on lavapipe, and the web
+//! engine exposes them (`Engine.checkKernels()`) for the browser tests and for a user's
+//! GPU.
+
+use burn::tensor::Device;
+
+use crate::config::LlamaConfig;
+use crate::error::Result;
+use crate::kv_cache::KvCache;
+use crate::layer_ops::BlockOps;
+use crate::llama::{AncestorMask, Llama};
+use crate::top_k;
+
+/// Max abs logit difference allowed between the kernels and the reference ops on one
+/// device: both are f32 and differ only in summation order.
+pub const LOGIT_TOLERANCE: f32 = 1e-4;
+
+/// What a kernel check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelCheck {
+    /// Rows compared (top-k rows, and logit rows of the block check), over all cases.
+    pub rows: usize,
+    /// The first disagreement, if any: which kernel, case and row.
+    pub mismatch: Option<String>,
+}
+
+impl KernelCheck {
+    /// Whether every kernel agreed with its reference on every row.
+    pub fn passed(&self) -> bool {
+        self.mismatch.is_none()
+    }
+}
+
+impl std::fmt::Display for KernelCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mismatch {
+            None => write!(f, "WGSL kernels: {} rows agree", self.rows),
+            Some(what) => write!(f, "WGSL kernels: {what}"),
+        }
+    }
+}
+
+/// Every kernel on `device` (wgpu): the top-k kernel against a host sort
+/// ([`top_k::check_kernel`]), then the block kernels against the reference ops
+/// ([`check_block_kernels`]). Stops at the first disagreement.
+pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
+    let top_k = top_k::check_kernel(device).await?;
+    if !top_k.passed() {
+        return Ok(top_k);
+    }
+    let block = check_block_kernels(device).await?;
+    Ok(KernelCheck {
+        rows: top_k.rows + block.rows,
+        mismatch: block.mismatch,
+    })
+}
+
+/// A small random model with SmolLM2's head shape (head_dim 64, three query heads per
+/// key/value head) run through [`verify_scenario`] twice on `device` (wgpu): with the
+/// kernels and with the reference ops. Their logits must agree within
+/// [`LOGIT_TOLERANCE`] and their top-8 ids exactly.
+pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
+    let config = LlamaConfig {
+        n_layers: 2,
+        d_model: 192,
+        d_ffn: 256,
+        n_heads: 3,
+        n_kv_heads: 1,
+        head_dim: 64,
+        vocab_size: 96,
+        rms_eps: 1e-5,
+        rope_theta: 10_000.0,
+        context_len: 128,
+    };
+    let model = Llama::random(config, 7, true, device)?;
+    let (kernel_logits, kernel_ids) =
+        verify_scenario(&model.clone().with_block_ops(BlockOps::Kernels)).await?;
+    let (reference_logits, reference_ids) =
+        verify_scenario(&model.with_block_ops(BlockOps::Reference)).await?;
+    let vocab = 96;
+    let rows = reference_logits.len() / vocab;
+    let worst = kernel_logits
+        .iter()
+        .zip(&reference_logits)
+        .enumerate()
+        .map(|(i, (a, b))| (i / vocab, (a - b).abs()))
+        .fold(
+            (0, 0.0f32),
+            |best, (row, diff)| {
+                if diff > best.1 { (row, diff) } else { best }
+            },
+        );
+    let mismatch = if kernel_logits.iter().any(|x| x.is_nan()) {
+        Some("block kernels gave NaN logits".to_string())
+    } else if kernel_logits.len() != reference_logits.len() {
+        Some(format!(
+            "block kernels gave {} logits, the reference {}",
+            kernel_logits.len(),
+            reference_logits.len()
+        ))
+    } else if worst.1 > LOGIT_TOLERANCE {
+        Some(format!(
+            "block kernels differ from the reference ops by {:e} at logit row {} of {rows}",
+            worst.1, worst.0
+        ))
+    } else if kernel_ids != reference_ids {
+        Some("block kernels' top-8 ids differ from the reference ops'".to_string())
+    } else {
+        None
+    };
+    Ok(KernelCheck { rows, mismatch })
+}
+
+/// One forward of [`verify_scenario`]: tokens, each node's parent, the nodes accepted.
+type Step = (&'static [u32], &'static [Option<usize>], &'static [usize]);
+
+/// What a decode loop does to a model, in miniature: a 7-token prefill, a 6-node tree
+/// step whose accepted path is not a prefix (so compaction moves K/V), then one more
+/// token. Returns every logit and the top-8 ids of every forward, in order.
+pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
+    let vocab = model.config().vocab_size as u32;
+    let mut cache: KvCache = model.new_cache(32);
+    let mut logits = Vec::new();
+    let mut ids = Vec::new();
+    let steps: [Step; 3] = [
+        (
+            &[3, 14, 15, 9, 26, 5, 35],
+            &[None, Some(0), Some(1), Some(2), Some(3), Some(4), Some(5)],
+            &[0, 1, 2, 3, 4, 5, 6],
+        ),
+        (
+            &[8, 9, 7, 9, 3, 2],
+            &[None, Some(0), Some(0), Some(2), Some(3), Some(1)],
+            &[0, 2, 3],
+        ),
+        (&[62], &[None], &[0]),
+    ];
+    for (tokens, parents, accepted) in steps {
+        let tokens: Vec<u32> = tokens.iter().map(|t| t % vocab).collect();
+        let past = cache.len() as u32;
+        let mask = AncestorMask::from_parents(parents)?;
+        let positions: Vec<u32> = (0..tokens.len())
+            .map(|i| {
+                let (mut depth, mut at) = (0, i);
+                while let Some(parent) = parents[at] {
+                    at = parent;
+                    depth += 1;
+                }
+                past + depth
+            })
+            .collect();
+        let out = model.forward(&mut cache, &tokens, &positions, &mask)?;
+        ids.extend(out.top_k_ids(8).read().await?);
+        logits.extend(out.read().await?);
+        cache.compact(accepted)?;
+    }
+    Ok((logits, ids))
+}
