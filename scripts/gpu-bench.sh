@@ -2,7 +2,8 @@
 # Usage:
 #   scripts/gpu-bench.sh prepare             (here: stage what the GPU machine needs)
 #   scripts/gpu-bench.sh stage PART...       (there: add model parts, assemble the model)
-#   scripts/gpu-bench.sh run [SAMD] [MODEL]  (there: samd bench on wgpu, every method side by side)
+#   scripts/gpu-bench.sh run [SAMD] [MODEL]  (there: samd bench on wgpu, every method side by side,
+#                                             then the HF transformers peer on the same prompts)
 #
 # Measures `samd generate` (plain autoregressive greedy decoding) on a remote NVIDIA GPU
 # (H100/H200) through wgpu on native Vulkan. Only the working tree and carried files reach
@@ -10,27 +11,30 @@
 #
 # - `prepare` (run here, once) builds nothing; it expects `cargo build --release -p samd-cli`
 #   to have run, and puts under the git-ignored .gpu/ and .gl/:
-#     .gpu/samd           the release binary, stripped (about 49 MiB: wgpu, naga, cubecl);
+#     .gpu/samd.gz        the release binary, stripped and gzipped (about 16 MiB; 60 MiB
+#                         unpacked: wgpu, naga, cubecl);
 #     .gpu/model/part-NN  the model split into 45 MiB parts (45, 45, 3.8): the 94 MiB model
 #                         is over the device tool's 64 MiB carry limit, so it travels in
 #                         several calls;
-#     .gl/*.deb           the Vulkan loader (libvulkan1), as the device README describes.
-# - `stage` (there) copies .gpu/samd (when carried) to /root/m/samd and the given parts to
+#     .gl/*.deb           the Vulkan loader (libvulkan1), as the device README describes;
+#     .gpu/wheels/        gguf, accelerate and psutil wheels: HF transformers there loads
+#                         a GGUF only with them, and that machine has no registry.
+# - `stage` (there) unpacks .gpu/samd.gz (when carried) to /root/m/samd, copies the given parts to
 #   /root/m/parts/ and, once the parts together have the expected sha256
 #   ($SAMD_MODEL_SHA256, default: the SmolLM2-135M Q4_1 file), writes /root/m/model.gguf.
 #   Files survive between calls only while the machine stays warm (about 30 s idle), so
 #   issue the calls back to back, each under 64 MiB, e.g.
-#     run(carry=[".gl", ".gpu/samd", ".gpu/model/part-02"], "scripts/gpu-bench.sh stage .gpu/model/part-02")
+#     run(carry=[".gl", ".gpu/samd.gz", ".gpu/model/part-02"], "scripts/gpu-bench.sh stage .gpu/model/part-02")
 #     run(carry=[".gpu/model/part-00"], "scripts/gpu-bench.sh stage .gpu/model/part-00")
-#     run(carry=[".gl", ".gpu/model/part-01"],
+#     run(carry=[".gl", ".gpu/model/part-01", ".gpu/wheels", ".gpu/specbench-dev.jsonl"],
 #         "scripts/gpu-bench.sh stage .gpu/model/part-01 && scripts/gpu-bench.sh run")
-# - `run` (there) unpacks .gl/*.deb when no libvulkan.so.1 is installed, points the loader
-#   at NVIDIA's ICD when the system has none registered, then runs
-#   `samd generate --device wgpu --json` on a few prompts and prints tok/s. Each prompt is
-#   a fresh process, so its first decode steps include shader compilation; the long
-#   (--max-tokens 256) replies keep that a small share. Results also go to $OUT if set.
+# - `run` (there) unpacks .gl/*.deb, points the loader at NVIDIA's ICD when the system has
+#   none registered, then runs `samd bench --device wgpu` over the dev prompts (every
+#   method in one process, so speedups are ratios from one run), and then
+#   scripts/hf-peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
+#   ids, budget and GPU, with our figures beside them. Results go to $OUT if set.
 #
-# SAMD defaults to /root/m/samd (or .gpu/samd) and MODEL to /root/m/model.gguf.
+# SAMD defaults to /root/m/samd (see stage) and MODEL to /root/m/model.gguf.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -55,8 +59,12 @@ prepare() {
   rm -rf .gpu && mkdir -p .gpu/model
   cp "$bin" .gpu/samd
   if command -v strip >/dev/null 2>&1; then strip .gpu/samd; fi
+  gzip -6 .gpu/samd
   split -b 45M -d "$model" .gpu/model/part-
   cp ../shared/data/specbench-dev.jsonl .gpu/
+  # Pure-Python wheels but psutil, whose abi3 wheel fits any CPython 3.
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .gpu/wheels \
+    gguf==0.19.0 accelerate==1.15.0 psutil==7.2.2
   if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     mkdir -p .gl /tmp/amd64/partial
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -65,13 +73,15 @@ prepare() {
     # shellcheck disable=SC2086
     (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
   fi
-  ls -l .gpu/samd .gpu/model .gl
+  ls -l .gpu/samd.gz .gpu/model .gpu/wheels .gl
 }
 
 stage() {
   [ $# -gt 0 ] || usage
   mkdir -p "$MODEL_DIR/parts"
-  if [ -f .gpu/samd ]; then cp .gpu/samd "$MODEL_DIR/samd" && chmod +x "$MODEL_DIR/samd"; fi
+  if [ -f .gpu/samd.gz ]; then
+    gzip -dc .gpu/samd.gz >"$MODEL_DIR/samd" && chmod +x "$MODEL_DIR/samd"
+  fi
   for part in "$@"; do cp "$part" "$MODEL_DIR/parts/$(basename "$part")"; done
   want="${SAMD_MODEL_SHA256:-$DEFAULT_SHA256}"
   cat "$MODEL_DIR"/parts/part-* >"$MODEL_DIR/model.gguf.partial"
@@ -99,7 +109,6 @@ setup_vulkan() {
 
 run() {
   samd="${1:-$MODEL_DIR/samd}"
-  if [ $# -eq 0 ] && [ ! -x "$samd" ]; then samd=.gpu/samd; fi
   model="${2:-$MODEL_DIR/model.gguf}"
   [ -x "$samd" ] || { echo "no samd binary at $samd (carry it; see prepare)" >&2; exit 1; }
   [ -f "$model" ] || { echo "no model at $model (see stage)" >&2; exit 1; }
@@ -112,6 +121,21 @@ run() {
     --json "$out/gpu-bench.json" --save-traces "$out/gpu-traces.jsonl" 2>"$out/gpu-bench.log" |
     tee "$out/gpu-bench.md"
   tail -n 3 "$out/gpu-bench.log"
+  peer_deps
+  PYTHONPATH="$MODEL_DIR/py${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/hf-peer.py \
+    --model "$model" --traces "$out/gpu-traces.jsonl" --bench-json "$out/gpu-bench.json" \
+    --max-tokens "${SAMD_MAX_TOKENS:-128}" --json "$out/hf-peer.json" 2>"$out/hf-peer.log" |
+    tee "$out/hf-peer.md"
+  tail -n 2 "$out/hf-peer.log"
+}
+
+# What HF needs to load a GGUF and the GPU machine may lack, from the carried wheels.
+peer_deps() {
+  for module in gguf accelerate psutil; do
+    python3 -c "import $module" 2>/dev/null ||
+      python3 -m pip install -q --no-deps --no-index --find-links .gpu/wheels \
+        --target "$MODEL_DIR/py" "$module"
+  done
 }
 
 [ $# -gt 0 ] || usage
