@@ -75,3 +75,35 @@ fn a_held_back_partial_stop_string_is_released_at_the_end() {
     assert_eq!(deltas.concat(), "Tea for two");
     assert_eq!(rest, "\nQues");
 }
+
+/// Speculative steps push several ids at once, in any grouping: the deltas must add up
+/// to the same text whatever the grouping, each settled once (the stream decodes only
+/// the new ids after a little context, so a grouping that splits a character or a word
+/// differently must not change the text).
+#[test]
+fn any_grouping_of_ids_into_pushes_gives_the_same_text() {
+    let Some(tokenizer) = tokenizer() else { return };
+    let text = "Grüße aus Köln! 東京は大きい都市です。 naïve → café 🙂🙂 ✓\n  indented   spaces\tand tabs, \
+                then code: fn main() { println!(\"hi\"); } and the end.";
+    let ids = tokenizer.encode(text).expect("encode");
+    let mut state = 12_345u64;
+    for _ in 0..20 {
+        let mut s = TextStream::new();
+        let mut deltas = String::new();
+        let mut at = 0;
+        while at < ids.len() {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let take = 1 + (state >> 33) as usize % 5;
+            let end = (at + take).min(ids.len());
+            let delta = s.push(&tokenizer, &ids[at..end]).expect("push");
+            assert!(!delta.contains('\u{FFFD}'), "{delta:?}");
+            deltas.push_str(&delta);
+            at = end;
+        }
+        deltas.push_str(&s.finish(&tokenizer).expect("finish"));
+        assert_eq!(deltas, text);
+        assert_eq!(s.text(), text);
+    }
+}
