@@ -29,7 +29,8 @@
 #     run(carry=[".gl", ".gpu/model/part-01", ".gpu/wheels", ".gpu/specbench-dev.jsonl"],
 #         "scripts/gpu-bench.sh stage .gpu/model/part-01 && scripts/gpu-bench.sh run")
 # - `run` (there) unpacks .gl/*.deb, points the loader at NVIDIA's ICD when the system has
-#   none registered, then runs `samd bench --device wgpu` over the dev prompts (every
+#   none registered, then runs `samd profile --prefill 1000` (prefill time, verify cost by
+#   tree size, kernel launches), `samd bench --device wgpu` over the dev prompts (every
 #   method in one process, so speedups are ratios from one run), and then
 #   scripts/hf-peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
 #   ids, budget and GPU, with our figures beside them. Results go to $OUT if set.
@@ -115,6 +116,9 @@ run() {
   setup_vulkan
   prompts="${SAMD_PROMPTS:-.gpu/specbench-dev.jsonl}"
   out="${OUT:-/tmp}"
+  # Issue 3's figures: a 1,000-token prefill, verify cost by tree size, launches per step.
+  "$samd" profile --device wgpu --model "$model" --prefill 1000 --context 256 2>"$out/gpu-profile.log" |
+    tee "$out/gpu-profile.md"
   # One process for every method: the speedups are ratios from one run on one device.
   "$samd" bench --device wgpu --model "$model" --prompts "$prompts" \
     --per-category "${SAMD_PER_CATEGORY:-2}" --max-tokens "${SAMD_MAX_TOKENS:-128}" \

@@ -239,6 +239,10 @@ pub struct ProfileArgs {
     /// Ids read back per node (8: what Token Recycling needs; 1: argmax only).
     #[arg(long, value_name = "K", default_value_t = 8)]
     pub top_k: usize,
+    /// Also time a prefill of N prompt tokens into an empty cache (0: skip). Slow off a
+    /// GPU: a 1,000-token prefill takes seconds on a CPU and minutes on lavapipe.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefill: usize,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -3,7 +3,8 @@
 //! Speculation pays only while verifying N nodes costs little more than verifying one, so
 //! this is the number that decides how large drafts should be on a device. Each size is
 //! timed as the decode loop runs it: one forward over N nodes against a filled cache, the
-//! top-k ids read back, the pending nodes dropped.
+//! top-k ids read back, the pending nodes dropped. With `--prefill N` it first times a
+//! prefill: N prompt tokens into an empty cache, as one forward, the argmax ids read back.
 
 use std::time::Instant;
 
@@ -36,7 +37,10 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         .take(args.context.max(1))
         .collect();
     let max_nodes = SIZES[SIZES.len() - 1];
-    let mut target = ModelTarget::new(model, ids.len() + max_nodes);
+    let mut target = ModelTarget::new(model, (ids.len() + max_nodes).max(args.prefill));
+    if args.prefill > 0 {
+        time_prefill(&mut target, &prompt, args)?;
+    }
 
     let mut tree = DraftTree::new(ids[0]);
     tree.push_chain(0, &ids[1..], Source::Model);
@@ -94,5 +98,37 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
             println!("  {count:>5}  {name}");
         }
     }
+    Ok(())
+}
+
+/// Times `args.prefill` tokens (the prompt, repeated) fed to an empty cache, median of
+/// `args.reps` after warm-up, and counts the prefill's kernel launches.
+fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) -> Result<()> {
+    let ids: Vec<u32> = prompt.iter().copied().cycle().take(args.prefill).collect();
+    let mut chain = DraftTree::new(ids[0]);
+    chain.push_chain(0, &ids[1..], Source::Model);
+    let mut times = Vec::with_capacity(args.reps as usize);
+    for rep in 0..WARMUP + args.reps as usize {
+        target.reset();
+        let t = Instant::now();
+        read_sync(target.verify(&chain, 1, None))?;
+        if rep >= WARMUP {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    target.reset();
+    let watch = Watch::start();
+    read_sync(target.verify(&chain, 1, None))?;
+    let launches: usize = watch.finish().iter().map(|(_, count)| count).sum();
+    target.reset();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "prefill of {} tokens on {}: {:.1} ms (forward + argmax ids, median of {}; {launches} \
+         kernels)\n",
+        args.prefill,
+        args.model.device.name(),
+        times[times.len() / 2],
+        args.reps
+    );
     Ok(())
 }

@@ -99,36 +99,35 @@ pub(crate) fn attend(
     input: AttentionInput<'_>,
 ) -> Tensor<2> {
     match ops {
-        BlockOps::Kernels => {
-            type Kernels = burn::backend::Dispatch;
-            let AttentionInput {
-                qkv,
-                rope,
-                tree_mask,
-                heads,
-            } = input;
-            let past = cache.len();
-            let (qkv, rope) = (qkv.into_dispatch(), rope.clone().into_dispatch());
-            cache.update_layer(layer, |t| {
-                Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
-                    t.into_dispatch(),
-                    &qkv,
-                    &rope,
-                    past,
-                    heads,
-                ))
-            });
-            Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
-                &qkv,
-                &rope,
-                &cache.layer(layer).clone().into_dispatch(),
-                &tree_mask.clone().into_dispatch(),
-                past,
-                heads,
-            ))
-        }
+        BlockOps::Kernels => kernel_attend(cache, layer, input),
         BlockOps::Reference => reference_attend(cache, layer, input),
     }
+}
+
+/// Two launches: `store_kv.wgsl` writes the nodes' K/V into the cache in place, then
+/// `tree_attention.wgsl` reads them back with everything committed.
+fn kernel_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>) -> Tensor<2> {
+    type Kernels = burn::backend::Dispatch;
+    let past = cache.len();
+    let qkv = input.qkv.into_dispatch();
+    let rope = input.rope.clone().into_dispatch();
+    cache.update_layer(layer, |t| {
+        Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
+            t.into_dispatch(),
+            &qkv,
+            &rope,
+            past,
+            input.heads,
+        ))
+    });
+    Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
+        &qkv,
+        &rope,
+        &cache.layer(layer).clone().into_dispatch(),
+        &input.tree_mask.clone().into_dispatch(),
+        past,
+        input.heads,
+    ))
 }
 
 /// GQA never materialises repeated K/V: the query heads of one KV head are folded into
