@@ -101,8 +101,8 @@ async function start() {
   ui.notice.textContent = device.fallback ? (device.notice ?? 'WebGPU is not available; running on the CPU.') : '';
 }
 
-function onCrash(message, revival) {
-  showError({ kind: 'fatal', message });
+function onCrash(message, revival, kind) {
+  showError({ kind, message });
   ui.progressLabel.textContent = 'Restarting the engine and reloading the model…';
   revival.then(() => {
     const loaded = client.loaded;

@@ -31,8 +31,9 @@ export class SamdClient {
   #load = null;
 
   /**
-   * `workerUrl` defaults to the worker.js beside this module. `onCrash(message, revival)`
-   * hears of a worker crash; `revival` settles when the replacement has the model again.
+   * `workerUrl` defaults to the worker.js beside this module. `onCrash(message, revival,
+   * kind)` hears of a worker crash (`kind` 'fatal') or of a lost GPU device
+   * ('device-lost'); `revival` settles when the replacement has the model again.
    */
   constructor({ workerUrl = new URL('./worker.js', import.meta.url), onCrash } = {}) {
     this.#workerUrl = new URL(workerUrl, location.href);
@@ -130,7 +131,7 @@ export class SamdClient {
 
   #receive(worker, msg) {
     if (worker !== this.#worker) return;
-    if (msg.type === 'fatal') return this.#crash(worker, msg.message);
+    if (msg.type === 'fatal') return this.#crash(worker, msg.message, msg.kind);
     const pending = this.#pending;
     if (!pending || msg.id !== pending.id) return;
     if (msg.type === 'error') {
@@ -144,17 +145,18 @@ export class SamdClient {
     }
   }
 
-  #crash(worker, message) {
+  /** The worker is gone (`kind` 'fatal', or 'device-lost'): a fresh one takes over. */
+  #crash(worker, message, kind = 'fatal') {
     if (worker !== this.#worker) return;
     worker.terminate();
     this.#worker = null;
     const reviving = this.#reviving;
-    this.#fail(new SamdError('fatal', message));
+    this.#fail(new SamdError(kind, message));
     // A crash while reviving is left to the next request, so a model that kills the
     // worker on every load cannot loop.
     if (reviving || !this.#init) return;
     this.#revival = this.#revive(true).catch(() => {});
-    this.#onCrash?.(message, this.#revival);
+    this.#onCrash?.(message, this.#revival, kind);
   }
 
   /** A fresh worker; with `replay`, the last init and the last successful load again. */

@@ -120,9 +120,10 @@ class SamdDemo extends HTMLElement {
     const { status, notice } = this.#ui;
     if (!this.#client) {
       this.#client = new SamdClient({
-        onCrash: (message) => {
+        onCrash: (message, _revival, kind) => {
+          const what = kind === 'device-lost' ? 'The GPU device was lost' : 'The engine crashed';
           this.#ui.error.hidden = false;
-          this.#ui.error.textContent = `The engine crashed and was restarted: ${message}`;
+          this.#ui.error.textContent = `${what} and the engine was restarted: ${message}`;
         },
       });
       status.textContent = 'Starting the engine…';

@@ -26,6 +26,9 @@
 // no-model, cancelled, internal. A request while another runs gets 'busy'.
 // If the wasm instance traps (a panic, an out-of-memory), the worker posts
 // {type:'fatal', message}: the engine is gone, and the page must start a new worker.
+// If the GPU device is lost, the request that finds out ends in
+// {type:'fatal', kind:'device-lost', message} for the same reason: a wasm instance keeps
+// its GPU runtime for life, so only a new worker gets a new device.
 
 import init, { Engine, clearCache } from './pkg/samd_web.js';
 
@@ -35,6 +38,37 @@ let loadAbort = null;
 let cancelGenerate = false;
 
 const post = (msg) => self.postMessage(msg);
+
+// The engine's GPUDevice lives inside the wasm. Wrapping requestDevice lets the worker
+// watch `device.lost`, so that a lost GPU is reported as that, not as whatever error the
+// next readback happens to give.
+let deviceLost = null; // the GPUDeviceLostInfo, once lost
+let deviceWatch = null; // settles when the device is lost
+if (self.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    deviceWatch = device.lost.then((info) => {
+      deviceLost = info;
+    });
+    return device;
+  };
+}
+
+// Error kinds a lost device can show up as. Others (a bad prompt, a network error) are
+// answered at once.
+const deviceErrorKinds = new Set(['internal', 'fatal', 'device-lost', 'out-of-memory']);
+
+/**
+ * The GPUDeviceLostInfo if the device behind an error of `kind` is lost. The browser
+ * settles `device.lost` only after the failed work drains (seconds on a software GPU),
+ * so this waits for it, up to a bound.
+ */
+async function lostDevice(kind) {
+  if (!deviceWatch || !deviceErrorKinds.has(kind)) return null;
+  if (!deviceLost) await Promise.race([deviceWatch, new Promise((r) => setTimeout(r, 3000))]);
+  return deviceLost;
+}
 
 // Yields to the event loop, so that a 'cancel' message can run between steps (the CPU
 // backend never awaits anything real, so without this nothing else would run).
@@ -129,7 +163,13 @@ self.onmessage = async ({ data: msg }) => {
     post({ id: msg.id, ...(await handle(msg)) });
   } catch (e) {
     const { kind, message } = errorOf(e);
-    if (kind === 'fatal') {
+    const lost = await lostDevice(kind);
+    if (lost) {
+      engine = null;
+      const why = lost.message ? `${lost.reason} (${lost.message})` : lost.reason;
+      const restart = `${why}; the engine restarts on a new device and reloads the model`;
+      post({ type: 'fatal', id: msg.id, kind: 'device-lost', message: restart });
+    } else if (kind === 'fatal') {
       engine = null;
       post({ type: 'fatal', id: msg.id, message });
     } else {

@@ -1,19 +1,24 @@
 // Browser tests of what the page promises when things go wrong, with the real worker and
-// wasm: a download cut halfway, a cancel during the download and during a generation, and
-// two generations asked for at once. run.mjs imports this file, so one command runs all.
+// wasm: a download cut halfway, a cancel during the download and during a generation, two
+// generations asked for at once, and the GPU device lost mid-generation. run.mjs imports
+// this file, so one command runs all.
 
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { defaultRoots } from '../../scripts/serve.mjs';
 import {
   cachedUrls,
   checkLanes,
   checkSpans,
+  gpuModel,
   launch,
   maxTokens,
   model,
   openPage,
   prompt,
   race,
+  repo,
   screenshot,
   serve,
   serveFaulty,
@@ -202,5 +207,36 @@ describe('robustness', () => {
       assert.equal(direct.done.text, ar, 'the generation that ran gives the page text');
       lap('the worker refused the second');
     });
+  });
+  // The stand-in worker (tests/browser/fixtures/lose-device) destroys the engine's
+  // WebGPU device during the first generation, then runs the real worker code.
+  test('a GPU device lost mid-generation is reported as such, and a new engine takes over', { timeout: 3 * slow }, async () => {
+    const lap = stopwatch('lost');
+    const roots = [['/', join(repo, 'tests/browser/fixtures/lose-device')], ['/real/', join(repo, 'web')], ...defaultRoots];
+    const lossy = await serve(roots);
+    const browser = await launch();
+    try {
+      const { page } = browser;
+      await openPage(page, lossy, { backend: 'webgpu', max: '4', model: gpuModel });
+      await page.getByTestId('run').click();
+      const error = page.getByTestId('error');
+      await error.waitFor({ state: 'visible', timeout: slow });
+      const text = await error.textContent();
+      console.log(`  lost: ${text}`);
+      assert.equal(await error.getAttribute('data-kind'), 'device-lost', text);
+      assert.match(text, /device was lost/);
+      assert.match(text, /destroyed/, 'the error gives the reason');
+      await page.getByTestId('progress-label').filter({ hasText: 'Engine restarted; model reloaded.' }).waitFor({ timeout: slow });
+      await screenshot(page, 'device-lost');
+      lap('error shown, engine restarted');
+
+      await race(page, 'lost', 3 * slow);
+      await checkLanes(page);
+      assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'webgpu');
+      lap('ran on the new device');
+    } finally {
+      await browser.close();
+      await lossy.close();
+    }
   });
 });
