@@ -52,12 +52,16 @@ def parse_args():
 
 
 def load_traces(path, limit):
+    try:
+        text = path.read_text()
+    except OSError as e:
+        sys.exit(f"{path}: cannot read the traces ({e.strerror})")
     traces = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        t = json.loads(line)
         try:
+            t = json.loads(line)
             prompt_len = int(t["prompt_len"])
             tokens = [int(x) for x in t["tokens"]]
             traces.append(
@@ -124,22 +128,37 @@ def our_records(path):
     """(question_id, method) -> end-to-end tok/s, from samd bench --json."""
     if path is None:
         return {}, []
-    data = json.loads(path.read_text())
     figures, methods = {}, []
-    for r in data["records"]:
-        if r["method"] not in methods:
-            methods.append(r["method"])
-        if r["time_s"] > 0:
-            figures[(r["question_id"], r["method"])] = len(r["generated_ids"]) / r["time_s"]
+    try:
+        for r in json.loads(path.read_text())["records"]:
+            if r["method"] not in methods:
+                methods.append(r["method"])
+            if r["time_s"] > 0:
+                figures[(r["question_id"], r["method"])] = len(r["generated_ids"]) / r["time_s"]
+    except OSError as e:
+        sys.exit(f"{path}: cannot read the bench results ({e.strerror})")
+    except (KeyError, TypeError, ValueError) as e:
+        sys.exit(f"{path}: not what samd bench --json writes ({e})")
     return figures, methods
 
 
 def main():
     args = parse_args()
-    import torch
+    try:
+        import torch
+        import transformers  # noqa: F401 (checked here, used in load_model)
+    except ImportError as e:
+        sys.exit(f"hf-peer needs torch, transformers, gguf and accelerate ({e})")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     traces = load_traces(args.traces, args.limit)
+    longest = max(len(t["ours"]) for t in traces)
+    if longest > args.max_tokens:
+        sys.exit(
+            f"{args.traces}: a trace has {longest} generated tokens but --max-tokens is "
+            f"{args.max_tokens}; pass the --max-tokens samd bench ran with"
+        )
+    ours, our_methods = our_records(args.bench_json)
     model = load_model(args.model, device)
     if device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name()}", file=sys.stderr)
@@ -168,7 +187,6 @@ def main():
                 file=sys.stderr,
             )
 
-    ours, our_methods = our_records(args.bench_json)
     report(rows, ours, our_methods, traces)
     if args.json:
         args.json.write_text(json.dumps({"device": device, "records": rows}, indent=1))
