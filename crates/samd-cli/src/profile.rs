@@ -68,24 +68,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 Source::Model,
             );
         }
-        let reps = args.reps as usize;
-        let mut times = Vec::with_capacity(reps);
-        for rep in 0..WARMUP + reps {
-            let t = Instant::now();
-            read_sync(target.verify(&tree, args.top_k, None))?;
-            target.commit(&[])?;
-            if rep >= WARMUP {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        // One more step, untimed, with every kernel launch counted.
-        let watch = Watch::start();
-        read_sync(target.verify(&tree, args.top_k, None))?;
-        target.commit(&[])?;
-        let kernels = watch.finish();
+        let (median, kernels) = time_verify(&mut target, &tree, args.top_k, args.reps)?;
         let launches: usize = kernels.iter().map(|(_, count)| count).sum();
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
         let base = *one_node_ms.get_or_insert(median);
         println!("| {n} | {median:.2} | {:.2} | {launches} |", median / base);
         if n == 1 {
@@ -101,34 +85,47 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     Ok(())
 }
 
-/// Times `args.prefill` tokens (the prompt, repeated) fed to an empty cache, median of
-/// `args.reps` after warm-up, and counts the prefill's kernel launches.
+/// Times `args.prefill` tokens (the prompt, repeated) fed to an empty cache, and counts
+/// the prefill's kernel launches.
 fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) -> Result<()> {
     let ids: Vec<u32> = prompt.iter().copied().cycle().take(args.prefill).collect();
     let mut chain = DraftTree::new(ids[0]);
     chain.push_chain(0, &ids[1..], Source::Model);
-    let mut times = Vec::with_capacity(args.reps as usize);
-    for rep in 0..WARMUP + args.reps as usize {
-        target.reset();
+    target.reset();
+    let (median, kernels) = time_verify(target, &chain, 1, args.reps)?;
+    let launches: usize = kernels.iter().map(|(_, count)| count).sum();
+    println!(
+        "prefill of {} tokens on {}: {median:.1} ms (forward + argmax ids, median of {}; \
+         {launches} kernels)\n",
+        args.prefill,
+        args.model.device.name(),
+        args.reps
+    );
+    Ok(())
+}
+
+/// The median time in ms of `reps` verifications of `tree` with `k` ids read back per
+/// node, after [`WARMUP`] untimed ones, then the kernels of one more, by launches. Each
+/// verification's nodes are dropped, so the cache ends as it began.
+fn time_verify(
+    target: &mut ModelTarget,
+    tree: &DraftTree,
+    k: usize,
+    reps: u32,
+) -> Result<(f64, Vec<(String, usize)>)> {
+    let mut times = Vec::with_capacity(reps as usize);
+    for rep in 0..WARMUP + reps as usize {
         let t = Instant::now();
-        read_sync(target.verify(&chain, 1, None))?;
+        read_sync(target.verify(tree, k, None))?;
+        target.commit(&[])?;
         if rep >= WARMUP {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    target.reset();
     let watch = Watch::start();
-    read_sync(target.verify(&chain, 1, None))?;
-    let launches: usize = watch.finish().iter().map(|(_, count)| count).sum();
-    target.reset();
+    read_sync(target.verify(tree, k, None))?;
+    target.commit(&[])?;
+    let kernels = watch.finish();
     times.sort_by(f64::total_cmp);
-    println!(
-        "prefill of {} tokens on {}: {:.1} ms (forward + argmax ids, median of {}; {launches} \
-         kernels)\n",
-        args.prefill,
-        args.model.device.name(),
-        times[times.len() / 2],
-        args.reps
-    );
-    Ok(())
+    Ok((times[times.len() / 2], kernels))
 }

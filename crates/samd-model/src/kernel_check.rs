@@ -76,12 +76,12 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
         rope_theta: 10_000.0,
         context_len: 128,
     };
+    let vocab = config.vocab_size;
     let model = Llama::random(config, 7, true, device)?;
     let (kernel_logits, kernel_ids) =
         verify_scenario(&model.clone().with_block_ops(BlockOps::Kernels)).await?;
     let (reference_logits, reference_ids) =
         verify_scenario(&model.with_block_ops(BlockOps::Reference)).await?;
-    let vocab = 96;
     let rows = reference_logits.len() / vocab;
     let worst = kernel_logits
         .iter()

@@ -33,6 +33,8 @@ use burn::cubecl::server::{BufferBinding, KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 
+use crate::config::LlamaConfig;
+
 /// Most workgroups per grid dimension WebGPU guarantees. Kernels put nodes (or rows) on
 /// one dimension, so a forward of more nodes than this takes the reference ops.
 pub(crate) const MAX_WORKGROUPS: usize = 65_535;
@@ -138,12 +140,28 @@ pub struct Heads {
 }
 
 impl Heads {
-    fn q_dim(self) -> usize {
+    /// The attention shape of a model.
+    pub fn of(config: &LlamaConfig) -> Self {
+        Self {
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim,
+        }
+    }
+
+    /// Width of all query heads.
+    pub(crate) fn q_dim(self) -> usize {
         self.n_heads * self.head_dim
     }
 
-    fn kv_dim(self) -> usize {
+    /// Width of all key (or value) heads.
+    pub(crate) fn kv_dim(self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+
+    /// Query heads per key/value head.
+    pub(crate) fn group(self) -> usize {
+        self.n_heads / self.n_kv_heads
     }
 }
 
@@ -190,20 +208,21 @@ pub trait BlockKernels: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// A new contiguous f32 tensor of `shape` on `like`'s device, contents undefined.
-fn empty_like(like: &CubeTensor, shape: [usize; 2]) -> CubeTensor {
-    let bytes = shape[0] * shape[1] * size_of::<f32>();
-    let buffer = like.client.empty(bytes);
+/// A new contiguous `dtype` tensor of `shape` on `like`'s device, contents undefined: a
+/// kernel's output.
+pub(crate) fn empty_like(like: &CubeTensor, shape: [usize; 2], dtype: DType) -> CubeTensor {
+    let buffer = like.client.empty(shape[0] * shape[1] * dtype.size());
     CubeTensor::new_contiguous(
         like.client.clone(),
         like.device.clone(),
         Shape::from(shape),
         buffer,
-        DType::F32,
+        dtype,
     )
 }
 
-fn binding(t: &CubeTensor) -> BufferBinding {
+/// `t`'s buffer, to bind to a kernel.
+pub(crate) fn binding(t: &CubeTensor) -> BufferBinding {
     t.handle.clone().binding()
 }
 
@@ -226,8 +245,8 @@ impl BlockKernels for CubeBackend {
         let (rows, d) = (x.meta.shape()[0], x.meta.shape()[1]);
         // Enough lanes that each sums a few values; a power of two for the tree sum.
         let lanes = d.div_ceil(4).next_power_of_two().clamp(32, 256);
-        let sum = empty_like(&x, [rows, d]);
-        let y = empty_like(&x, [rows, d]);
+        let sum = empty_like(&x, [rows, d], DType::F32);
+        let y = empty_like(&x, [rows, d], DType::F32);
         WgslKernel::<AddRmsNorm>::new(vec![
             ("d", d.to_string()),
             // `{:?}` keeps a decimal point or exponent: a WGSL float literal.
@@ -299,11 +318,11 @@ impl BlockKernels for CubeBackend {
         let tree_mask = into_contiguous(tree_mask.clone());
         let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
         let max_seq = cache.meta.shape()[2];
-        let out = empty_like(&qkv, [n, heads.q_dim()]);
+        let out = empty_like(&qkv, [n, heads.q_dim()], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
         WgslKernel::<TreeAttention>::new(vec![
             ("head_dim", heads.head_dim.to_string()),
-            ("group", (heads.n_heads / heads.n_kv_heads).to_string()),
+            ("group", heads.group().to_string()),
             ("q_dim", heads.q_dim().to_string()),
             ("kv_dim", heads.kv_dim().to_string()),
             ("qkv_width", width.to_string()),

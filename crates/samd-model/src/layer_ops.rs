@@ -146,8 +146,7 @@ fn reference_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>
         head_dim,
     } = heads;
     let [n, _] = qkv.dims();
-    let (q_dim, kv_dim) = (n_heads * head_dim, n_kv_heads * head_dim);
-    let group = n_heads / n_kv_heads;
+    let (q_dim, kv_dim, group) = (heads.q_dim(), heads.kv_dim(), heads.group());
     let part = |start: usize, width: usize, heads: usize| {
         qkv.clone()
             .slice([0..n, start..start + width])

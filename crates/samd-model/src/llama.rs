@@ -594,11 +594,7 @@ impl Llama {
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
         let device = &self.device;
-        let heads = Heads {
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: c.head_dim,
-        };
+        let heads = Heads::of(c);
         let ops = self.ops.for_nodes(n);
         let d_ffn = c.d_ffn;
 

@@ -24,7 +24,7 @@ use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::kernel_check::KernelCheck;
-use crate::kernels::{MAX_WORKGROUPS, Shader, WgslKernel};
+use crate::kernels::{MAX_WORKGROUPS, Shader, WgslKernel, binding, empty_like};
 use crate::llama::TokenIds;
 
 /// Largest k the kernel takes: its workgroup keeps `threads × k` candidates in 16 KiB of
@@ -107,14 +107,7 @@ impl TopKOps for CubeBackend {
         // of two, for the pairwise merge.
         let fit = (16 * 1024 / 8 / k).min(256);
         let lanes = 1usize << (usize::BITS - 1 - fit.leading_zeros());
-        let client = logits.client.clone();
-        let ids = CubeTensor::new_contiguous(
-            client.clone(),
-            logits.device.clone(),
-            Shape::from([rows, k]),
-            client.empty(rows * k * size_of::<i32>()),
-            DType::I32,
-        );
+        let ids = empty_like(&logits, [rows, k], DType::I32);
         WgslKernel::<TopK>::new(vec![
             ("k", k.to_string()),
             ("vocab", vocab.to_string()),
@@ -122,13 +115,10 @@ impl TopKOps for CubeBackend {
             ("slots", (lanes * k).to_string()),
         ])
         .launch(
-            &client,
+            &logits.client,
             lanes as u32,
             [rows, 1, 1],
-            vec![
-                logits.handle.clone().binding(),
-                ids.handle.clone().binding(),
-            ],
+            vec![binding(&logits), binding(&ids)],
             None,
         );
         if out_dtype == IntDType::I32 {
