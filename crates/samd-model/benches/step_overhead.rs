@@ -12,21 +12,16 @@
 
 use std::time::Duration;
 
-use burn::tensor::wgpu::WgpuBackend;
-use burn::tensor::{Device, read_sync};
+use burn::tensor::read_sync;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use samd_model::{AncestorMask, BlockOps, Llama, LlamaConfig};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 fn step_overhead(c: &mut Criterion) {
-    let device = match Device::wgpu_options()
-        .graphics_api(WgpuBackend::Vulkan)
-        .init()
-    {
-        Ok(device) => device,
-        Err(e) => {
-            eprintln!("skipping: no Vulkan adapter for wgpu ({e})");
-            return;
-        }
+    let Some(device) = common::wgpu_device() else {
+        return;
     };
     let model = Llama::random(LlamaConfig::tiny(), 1, true, &device).expect("tiny model");
     let mut group = c.benchmark_group("verify_step_tiny_model_wgpu");
