@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use samd_engine::Method;
+use samd_engine::{Method, TreePolicy};
 
 /// The model `scripts/fetch-model.sh` puts in place, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -80,6 +80,10 @@ pub struct CorpusBuildArgs {
     /// Decoding method (greedy, so every method writes the same answers).
     #[arg(long, default_value = "ar", value_parser = parse_method)]
     pub method: Method,
+    /// Which drafted nodes each step verifies: `adaptive` keeps those worth their
+    /// measured cost on this device, `full` every node the drafter proposed.
+    #[arg(long, value_name = "POLICY", default_value = "adaptive", value_parser = parse_tree_policy)]
+    pub tree: TreePolicy,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -140,6 +144,10 @@ pub struct GenerateArgs {
     /// Decoding method: ar, pld, sam, tr or sam+tr. Every method gives the same greedy text.
     #[arg(long, default_value = "ar", value_parser = parse_method)]
     pub method: Method,
+    /// Which drafted nodes each step verifies: `adaptive` keeps those worth their
+    /// measured cost on this device, `full` every node the drafter proposed.
+    #[arg(long, value_name = "POLICY", default_value = "adaptive", value_parser = parse_tree_policy)]
+    pub tree: TreePolicy,
     /// Sampling temperature; 0 decodes greedily. Speculative methods keep the model's
     /// distribution exactly.
     #[arg(long, value_name = "T", default_value_t = 0.0)]
@@ -159,6 +167,11 @@ pub struct GenerateArgs {
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// clap's parser for [`TreePolicy`].
+pub fn parse_tree_policy(s: &str) -> Result<TreePolicy, String> {
+    TreePolicy::parse(s).ok_or_else(|| format!("unknown tree policy {s:?}: use adaptive or full"))
 }
 
 /// clap's parser for [`Method`], with the engine's error message.
@@ -197,6 +210,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "ar,pld,sam,tr,sam+tr",
           value_parser = parse_method)]
     pub methods: Vec<Method>,
+    /// Which drafted nodes each step verifies: `adaptive` keeps those worth their
+    /// measured cost on this device, `full` every node the drafter proposed.
+    #[arg(long, value_name = "POLICY", default_value = "adaptive", value_parser = parse_tree_policy)]
+    pub tree: TreePolicy,
     /// Most tokens per generation.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]

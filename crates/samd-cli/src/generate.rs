@@ -12,13 +12,13 @@ use burn::tensor::read_sync;
 use samd_draft::corpus::StaticSam;
 use samd_engine::{
     GenerateOptions, Method, ModelTarget, Sampling, Session, Stats, StopReason, TextStream,
+    TreePolicy,
 };
 use samd_model::Llama;
 
 use crate::args::GenerateArgs;
 use crate::load::{LoadTimings, ModelBytes, init_device, load_corpus, timed};
 
-/// Why generation ended.
 /// What a generation produced, with the engine's counters.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -37,6 +37,8 @@ pub struct Request<'a> {
     pub prompt_ids: &'a [u32],
     /// Decoding method.
     pub method: Method,
+    /// Which drafted nodes each step verifies.
+    pub tree: TreePolicy,
     /// Most tokens to generate.
     pub max_tokens: usize,
     /// Ids that end the generation.
@@ -61,6 +63,7 @@ pub fn decode(
         ModelTarget::new(model, capacity),
         request.method.drafter(vocab, request.corpus.clone())?,
     );
+    session.set_tree_policy(request.tree);
     let options = GenerateOptions {
         max_new_tokens: request.max_tokens,
         stop_ids: request.stop_ids.clone(),
@@ -138,6 +141,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let request = Request {
         prompt_ids: &prompt_ids,
         method: args.method,
+        tree: args.tree,
         max_tokens: args.max_tokens as usize,
         stop_ids,
         sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,

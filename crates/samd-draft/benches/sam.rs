@@ -150,7 +150,7 @@ fn step(c: &mut Criterion, d: &Data) {
         .throughput(Throughput::Elements(STEPS as u64));
     for (name, n) in SIZES {
         let (history, live) = d.stream[..n].split_at(n - STEPS);
-        let mut sam = SamDrafter::new(SamConfig::sam_only(), d.vocab_size, None, None).unwrap();
+        let mut sam = SamDrafter::new(SamConfig::default(), d.vocab_size, None, None).unwrap();
         sam.commit(history).unwrap();
         let mut pld = PromptLookup::new(LookupConfig::default(), d.vocab_size).unwrap();
         pld.commit(history).unwrap();

@@ -6,8 +6,9 @@
 //!    the drafter sees is exactly the tokens known to be right, the last of which is the
 //!    root of the next tree;
 //! 2. `draft(&mut tree)` before each verification;
-//! 3. `observe(tokens, top_k)` with the model's top-k successors of verified nodes, for
-//!    drafters that learn from the model (Token Recycling).
+//! 3. `observe(tokens, preceding, top_k)` with the model's top-k successors of verified
+//!    nodes and the token before each, for drafters that learn from the model (Token
+//!    Recycling).
 
 mod lookup;
 mod recycling;
@@ -19,6 +20,9 @@ pub use sam::{SamConfig, SamDrafter};
 
 use crate::tree::{DraftTree, Source};
 use crate::{Error, TokenId, check_token};
+
+/// In [`Drafter::observe`]'s `preceding`: the node is the first token of its text.
+pub const NO_PRECEDING: TokenId = u32::MAX;
 
 /// What a draft rested on, for the demo's per-step display and the stats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,9 +62,15 @@ pub trait Drafter {
     }
 
     /// Learns from verification: `top_k[i * k .. (i + 1) * k]` are the model's top-k
-    /// next tokens after node `tokens[i]`, best first.
-    fn observe(&mut self, tokens: &[TokenId], top_k: &[TokenId]) -> Result<(), Error> {
-        let _ = (tokens, top_k);
+    /// next tokens after node `tokens[i]`, best first, and `preceding[i]` is the token
+    /// before that node (its parent's, or [`NO_PRECEDING`]).
+    fn observe(
+        &mut self,
+        tokens: &[TokenId],
+        preceding: &[TokenId],
+        top_k: &[TokenId],
+    ) -> Result<(), Error> {
+        let _ = (tokens, preceding, top_k);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! it is approximate: the trace holds the model's top-k only along the true path, while a
 //! real run also learns from the rejected branches.
 
+use crate::drafter::NO_PRECEDING;
 use crate::tree::DraftTree;
 use crate::{Drafter, Error, TokenId};
 
@@ -105,20 +106,32 @@ impl Trace {
         Ok(())
     }
 
-    /// The tokens at those of `positions` that have a top-k row, and their rows cut to
-    /// `k`, flattened; `None` without rows of at least `k` ids.
-    fn rows(
-        &self,
-        positions: impl Iterator<Item = usize>,
-        k: usize,
-    ) -> Option<(Vec<TokenId>, Vec<TokenId>)> {
+    /// The tokens at those of `positions` that have a top-k row, the token before each,
+    /// and their rows cut to `k`, flattened; `None` without rows of at least `k` ids.
+    fn rows(&self, positions: impl Iterator<Item = usize>, k: usize) -> Option<Observed> {
         let top_k = self.top_k.as_ref().filter(|t| k > 0 && t.k >= k)?;
-        let (mut tokens, mut rows) = (Vec::new(), Vec::new());
+        let mut out = Observed::default();
         for q in positions.filter(|&q| (q + 1) * top_k.k <= top_k.ids.len()) {
-            tokens.push(self.tokens[q]);
-            rows.extend_from_slice(&top_k.ids[q * top_k.k..][..k]);
+            out.tokens.push(self.tokens[q]);
+            out.preceding
+                .push(q.checked_sub(1).map_or(NO_PRECEDING, |p| self.tokens[p]));
+            out.rows.extend_from_slice(&top_k.ids[q * top_k.k..][..k]);
         }
-        Some((tokens, rows))
+        Some(out)
+    }
+}
+
+/// What [`Drafter::observe`] takes, gathered from a trace.
+#[derive(Debug, Default)]
+struct Observed {
+    tokens: Vec<TokenId>,
+    preceding: Vec<TokenId>,
+    rows: Vec<TokenId>,
+}
+
+impl Observed {
+    fn feed(&self, drafter: &mut dyn Drafter) -> Result<(), Error> {
+        drafter.observe(&self.tokens, &self.preceding, &self.rows)
     }
 }
 
@@ -130,8 +143,8 @@ pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, 
     let tokens = &trace.tokens;
     let k = drafter.top_k();
     drafter.reset();
-    if let Some((known, rows)) = trace.rows(0..trace.prompt_len, k) {
-        drafter.observe(&known, &rows)?;
+    if let Some(observed) = trace.rows(0..trace.prompt_len, k) {
+        observed.feed(drafter)?;
     }
     drafter.commit(&tokens[..=trace.prompt_len])?;
     let mut committed = trace.prompt_len + 1;
@@ -160,8 +173,8 @@ pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, 
             .path
             .iter()
             .map(|&i| root_pos + tree.depths()[i] as usize);
-        if let Some((known, rows)) = trace.rows(path_positions, k) {
-            drafter.observe(&known, &rows)?;
+        if let Some(observed) = trace.rows(path_positions, k) {
+            observed.feed(drafter)?;
         }
         drafter.commit(&tokens[committed..committed + produced])?;
         committed += produced;
@@ -177,7 +190,7 @@ mod tests {
     use crate::drafter::{LookupConfig, PromptLookup, RecyclingConfig, SamConfig, SamDrafter};
 
     fn sam() -> SamDrafter {
-        SamDrafter::new(SamConfig::sam_only(), 100, None, None).unwrap()
+        SamDrafter::new(SamConfig::default(), 100, None, None).unwrap()
     }
 
     #[test]

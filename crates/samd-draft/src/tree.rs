@@ -152,29 +152,24 @@ impl DraftTree {
         id
     }
 
-    /// Keeps the first `n` nodes (the root at least). Parents precede their children, so
-    /// what is left is still a tree: the part a drafter proposed first, which is its best
-    /// guess. Used where verifying a node costs much (a CPU).
-    pub fn truncate(&mut self, n: usize) {
-        let n = n.max(1);
-        if n >= self.len() {
-            return;
-        }
-        // Siblings are linked newest (highest index) first, so skipping the dropped ones
-        // at the head of each list leaves only kept ones.
-        for i in 0..n {
-            let mut c = self.first_child[i];
-            while c != NONE && c as usize >= n {
-                c = self.next_sibling[c as usize];
+    /// Keeps the root and the nodes marked in `keep`, in their order, and drops the rest.
+    /// A node whose parent is dropped goes too, so what is left is always a tree. Used to
+    /// verify only the nodes worth their cost (see the engine's tree budget).
+    pub fn retain(&mut self, keep: &[bool]) {
+        let tokens = std::mem::take(&mut self.tokens);
+        let parents = std::mem::take(&mut self.parents);
+        let sources = std::mem::take(&mut self.sources);
+        // `index[i]`: node `i`'s index in the pruned tree, or NONE when dropped.
+        let mut index = vec![NONE; tokens.len()];
+        index[0] = 0;
+        self.reset(tokens[0]);
+        for i in 1..tokens.len() {
+            let parent = index[parents[i] as usize];
+            if parent != NONE && keep.get(i).copied().unwrap_or(false) {
+                let id = self.push(parent as usize, tokens[i], sources[i]);
+                index[i] = id as u32;
             }
-            self.first_child[i] = c;
         }
-        self.tokens.truncate(n);
-        self.parents.truncate(n);
-        self.depths.truncate(n);
-        self.sources.truncate(n);
-        self.first_child.truncate(n);
-        self.next_sibling.truncate(n);
     }
 
     /// Adds `tokens` as a path below `parent` and returns the last node (or `parent`).
@@ -333,15 +328,27 @@ mod tests {
 
     proptest! {
         #[test]
-        fn truncating_equals_building_only_the_first_nodes(tree in arb_tree(), n in 1usize..45) {
+        fn retaining_equals_building_only_the_kept_nodes(
+            tree in arb_tree(),
+            keep in prop::collection::vec(any::<bool>(), 40),
+        ) {
             let mut cut = tree.clone();
-            cut.truncate(n);
+            cut.retain(&keep);
+            // Kept: marked, with every ancestor kept.
+            let mut kept = vec![true; tree.len()];
             let mut rebuilt = DraftTree::new(tree.root());
-            for i in 1..tree.len().min(n) {
+            let mut index = vec![0usize; tree.len()];
+            for i in 1..tree.len() {
                 let parent = tree.parent(i).unwrap();
-                rebuilt.push(parent, tree.tokens()[i], tree.sources()[i]);
+                kept[i] = keep[i] && kept[parent];
+                if kept[i] {
+                    index[i] = rebuilt.push(index[parent], tree.tokens()[i], tree.sources()[i]);
+                }
             }
+            prop_assert_eq!(cut.len(), kept.iter().filter(|&&k| k).count());
             prop_assert_eq!(cut.tokens(), rebuilt.tokens());
+            prop_assert_eq!(cut.sources(), rebuilt.sources());
+            prop_assert_eq!(cut.depths(), rebuilt.depths());
             for i in 0..cut.len() {
                 prop_assert_eq!(cut.parent(i), rebuilt.parent(i));
                 let a: Vec<usize> = cut.children(i).collect();

@@ -468,7 +468,12 @@ impl Drafter for TopKRecorder {
 
     /// The prefill observes every prompt position and each step its root: together, every
     /// position but the last, in order.
-    fn observe(&mut self, _tokens: &[u32], top_k: &[u32]) -> Result<(), samd_draft::Error> {
+    fn observe(
+        &mut self,
+        _tokens: &[u32],
+        _preceding: &[u32],
+        top_k: &[u32],
+    ) -> Result<(), samd_draft::Error> {
         self.rows
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod budget;
 mod error;
 mod method;
 mod sampling;
@@ -20,6 +21,7 @@ mod stats;
 mod target;
 mod text;
 
+pub use budget::{CostEstimate, TreePolicy};
 pub use error::Error;
 pub use method::{Method, check_corpus};
 pub use sampling::Sampling;

@@ -67,14 +67,14 @@ impl Method {
                 vocab_size,
             )?)),
             Method::Sam => Some(Box::new(SamDrafter::new(
-                SamConfig::sam_only(),
+                SamConfig::default(),
                 vocab_size,
                 corpus,
                 None,
             )?)),
             Method::Tr => Some(Box::new(recycling()?)),
             Method::SamTr => Some(Box::new(SamDrafter::new(
-                SamConfig::adaptive(),
+                SamConfig::default(),
                 vocab_size,
                 corpus,
                 Some(recycling()?),

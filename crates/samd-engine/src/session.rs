@@ -11,11 +11,12 @@
 //! bonus token is that argmax itself.
 
 use samd_draft::Drafter;
-use samd_draft::drafter::DraftReport;
+use samd_draft::drafter::{DraftReport, NO_PRECEDING};
 use samd_draft::tree::{DraftTree, Source};
 use web_time::Instant;
 
-use crate::{Error, Sampling, Stats, Target};
+use crate::budget::{CostEstimate, TreeBudget};
+use crate::{Error, Sampling, Stats, Target, TreePolicy};
 
 /// Options of one generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +82,8 @@ struct Run {
     options: GenerateOptions,
     /// The last committed token: the root of the next tree, not yet in the cache.
     root: u32,
+    /// The token before `root`, which the drafter learns the root's successors after.
+    before_root: u32,
     /// Set while a step is in flight; still set if its future was dropped midway.
     in_step: bool,
 }
@@ -92,7 +95,8 @@ pub struct Session<T: Target> {
     tree: DraftTree,
     run: Option<Run>,
     stats: Stats,
-    tree_limit: Option<usize>,
+    policy: TreePolicy,
+    budget: TreeBudget,
 }
 
 impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
@@ -123,15 +127,21 @@ impl<T: Target> Session<T> {
             tree: DraftTree::new(0),
             run: None,
             stats: Stats::default(),
-            tree_limit: None,
+            policy: TreePolicy::default(),
+            budget: TreeBudget::default(),
         }
     }
 
-    /// Caps the nodes verified per step (the root included), keeping the drafter's first
-    /// proposals. On a GPU a wide tree costs little more than one node; on a CPU every
-    /// node costs about as much as a token, so only a small tree pays.
-    pub fn set_tree_limit(&mut self, limit: Option<usize>) {
-        self.tree_limit = limit;
+    /// Chooses which drafted nodes each step verifies. The default,
+    /// [`TreePolicy::Adaptive`], keeps those worth their measured cost: on a GPU a wide
+    /// tree costs little more than one node, on a CPU only a few likely nodes pay.
+    pub fn set_tree_policy(&mut self, policy: TreePolicy) {
+        self.policy = policy;
+    }
+
+    /// What a step costs on this device, as fitted to the steps so far.
+    pub fn step_cost(&self) -> CostEstimate {
+        self.budget.cost()
     }
 
     /// The counters of the current (or last) generation.
@@ -147,6 +157,7 @@ impl<T: Target> Session<T> {
     /// Swaps the drafter, for the next generation.
     pub fn set_drafter(&mut self, drafter: Option<Box<dyn Drafter>>) {
         self.drafter = drafter;
+        self.budget.reset_acceptance();
         self.run = None;
     }
 
@@ -212,7 +223,7 @@ impl<T: Target> Session<T> {
 
         let t = Instant::now();
         let mut next = Vec::new();
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
+        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
             let verified = self.target.verify(&self.tree, k, sampling).await?;
@@ -222,7 +233,11 @@ impl<T: Target> Session<T> {
             if k > 0
                 && let Some(d) = &mut self.drafter
             {
-                d.observe(chunk, &verified.top_k)?;
+                let start = i * PREFILL_CHUNK;
+                let preceding: Vec<u32> = (start..start + chunk.len())
+                    .map(|p| p.checked_sub(1).map_or(NO_PRECEDING, |q| prompt[q]))
+                    .collect();
+                d.observe(chunk, &preceding, &verified.top_k)?;
             }
             next = verified.next;
         }
@@ -231,6 +246,7 @@ impl<T: Target> Session<T> {
         self.run = Some(Run {
             options,
             root: first,
+            before_root: prompt[prompt.len() - 1],
             in_step: false,
         });
         let event = StepEvent {
@@ -255,7 +271,7 @@ impl<T: Target> Session<T> {
             return Err(Error::NotStarted);
         }
         run.in_step = true;
-        let root = run.root;
+        let (root, before_root) = (run.root, run.before_root);
         let sampling = run.options.sampling;
         let k = self.top_k();
 
@@ -267,13 +283,11 @@ impl<T: Target> Session<T> {
                 DraftReport::default()
             }
         };
-        if let Some(limit) = self.tree_limit {
-            self.tree.truncate(limit);
-        }
         let room = self.target.capacity() - self.target.past_len();
         if self.tree.len() > room {
             self.tree.reset(root);
         }
+        self.budget.prune(&mut self.tree, &draft, self.policy);
         let draft_us = micros(t);
 
         let t = Instant::now();
@@ -284,10 +298,15 @@ impl<T: Target> Session<T> {
         let acc = self.tree.accept(&verified.next)?;
         self.target.commit(&acc.path)?;
         let verify_us = micros(t);
+        self.budget.learn(&self.tree, &acc.path, verify_us);
         if k > 0
             && let Some(d) = &mut self.drafter
         {
-            d.observe(self.tree.tokens(), &verified.top_k)?;
+            let tokens = self.tree.tokens();
+            let preceding: Vec<u32> = (0..tokens.len())
+                .map(|i| self.tree.parent(i).map_or(before_root, |p| tokens[p]))
+                .collect();
+            d.observe(tokens, &preceding, &verified.top_k)?;
         }
 
         let mut sources: Vec<Source> = acc.path[1..]
@@ -356,8 +375,10 @@ impl<T: Target> Session<T> {
             event.stop = Some(StopReason::Context);
         }
         self.stats.generated += event.tokens.len();
-        if let Some(&last) = event.tokens.last() {
-            run.root = last;
+        if let [.., before, last] = event.tokens[..] {
+            (run.before_root, run.root) = (before, last);
+        } else if let [last] = event.tokens[..] {
+            (run.before_root, run.root) = (run.root, last);
         }
         if event.stop.is_some() {
             self.run = None;

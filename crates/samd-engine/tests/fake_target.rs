@@ -3,7 +3,9 @@
 //! bad inputs must behave.
 
 use burn::tensor::read_sync;
-use samd_engine::{Error, GenerateOptions, Method, Sampling, Session, StopReason, Target};
+use samd_engine::{
+    Error, GenerateOptions, Method, Sampling, Session, StopReason, Target, TreePolicy,
+};
 
 mod common;
 use common::FakeModel;
@@ -17,7 +19,10 @@ fn next(a: u32, b: u32) -> u32 {
 
 fn session(method: Method, capacity: usize) -> Session<FakeModel> {
     let target = FakeModel::new(VOCAB, capacity, next, 5);
-    Session::new(target, method.drafter(VOCAB, None).unwrap())
+    let mut session = Session::new(target, method.drafter(VOCAB, None).unwrap());
+    // The fake's timings are noise, so the tree policy would be too.
+    session.set_tree_policy(TreePolicy::Full);
+    session
 }
 
 fn options(max: usize) -> GenerateOptions {
@@ -53,6 +58,20 @@ fn every_method_reproduces_plain_decoding() {
         // A second request on the same session gives the same output.
         let (again, _) = read_sync(s.generate(&prompt, options(200))).unwrap();
         assert_eq!(again, plain, "{method}, second run");
+    }
+}
+
+#[test]
+fn pruning_trees_to_their_cost_keeps_the_output() {
+    let prompt = [3, 4, 5, 6, 7, 3, 4];
+    let (plain, _) = read_sync(session(Method::Ar, 512).generate(&prompt, options(200))).unwrap();
+    for method in Method::ALL {
+        let mut s = session(method, 512);
+        s.set_tree_policy(TreePolicy::Adaptive);
+        for run in 0..3 {
+            let (out, _) = read_sync(s.generate(&prompt, options(200))).unwrap();
+            assert_eq!(out, plain, "{method}, run {run}");
+        }
     }
 }
 

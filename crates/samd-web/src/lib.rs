@@ -30,10 +30,6 @@ pub use events::{GenerateRequest, LoadedInfo, ModelInfo, StepView};
 /// context, to keep the cache (46 KB per position for SmolLM2-135M) modest in a tab.
 const CACHE_POSITIONS: usize = 2048;
 
-/// Nodes per verification on the CPU backend, where each node costs about a token's
-/// forward pass: the root and a short chain.
-const CPU_TREE_NODES: usize = 6;
-
 /// A loaded model, ready to generate.
 #[derive(Debug)]
 struct Loaded {
@@ -183,10 +179,7 @@ impl Engine {
         let vocab = u32::try_from(config.vocab_size)
             .map_err(|_| WebError::new(ErrorKind::Unsupported, "vocabulary beyond u32"))?;
         let capacity = CACHE_POSITIONS.min(config.context_len);
-        let mut session = Session::new(ModelTarget::new(model, capacity), None);
-        if self.info.backend == "cpu" {
-            session.set_tree_limit(Some(CPU_TREE_NODES));
-        }
+        let session = Session::new(ModelTarget::new(model, capacity), None);
         self.loaded = Some(Loaded {
             session,
             tokenizer,

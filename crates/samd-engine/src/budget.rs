@@ -1,0 +1,473 @@
+//! The tree budget: which drafted nodes are worth verifying on this device.
+//!
+//! A node pays when the tokens it is expected to add outweigh what it adds to the step's
+//! time. On a GPU a step of 64 nodes costs little more than one, so nearly every node
+//! pays; on a CPU each node costs a fifth of a token's forward pass, so only likely ones
+//! do. Both sides are learned while decoding:
+//!
+//! - [`AcceptanceModel`]: how often a node is accepted once its parent is, by its source,
+//!   depth, rank among its siblings and the match it came from;
+//! - [`StepCost`]: the step time as `a + b · nodes`, fitted to recent steps.
+//!
+//! [`TreeBudget::prune`] keeps the nodes with the highest chance of being reached (a
+//! node's chance never exceeds its parent's, so the kept set is a tree) and picks how many
+//! to keep by the best expected tokens per unit of time. Pruning only removes candidates,
+//! so decoding stays lossless.
+
+use samd_draft::drafter::DraftReport;
+use samd_draft::tree::{DraftTree, Source};
+
+/// Which nodes each step verifies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TreePolicy {
+    /// Every node the drafter proposed. Deterministic, so tests and trace replays use it.
+    Full,
+    /// The nodes whose expected tokens pay for their measured cost.
+    #[default]
+    Adaptive,
+}
+
+impl TreePolicy {
+    /// The name used on the command line and in JSON: `full` or `adaptive`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TreePolicy::Full => "full",
+            TreePolicy::Adaptive => "adaptive",
+        }
+    }
+
+    /// Parses [`TreePolicy::name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "full" => Some(TreePolicy::Full),
+            "adaptive" => Some(TreePolicy::Adaptive),
+            _ => None,
+        }
+    }
+}
+
+/// Depth buckets: 1, 2, …, `DEPTHS` and deeper.
+const DEPTHS: usize = 8;
+/// Sibling-rank buckets: 0, 1, …, `RANKS - 1` and later.
+const RANKS: usize = 4;
+/// Match-length buckets, by `log2(len + 1)`: 0, 1–2, 3–6, 7–14, 15 and longer.
+const MATCHES: usize = 5;
+/// Draft sources with statistics of their own (see `source_slot`).
+const SOURCES: usize = 4;
+/// Pseudo-trials behind the prior, so that a bucket follows its data after a few steps.
+const PRIOR_TRIALS: f32 = 2.0;
+/// The prior acceptance rate: optimistic, so that an unseen kind of node is tried.
+const PRIOR_RATE: f32 = 0.5;
+/// Counts are halved past this many trials, so that a bucket follows the request.
+const MAX_TRIALS: f32 = 256.0;
+
+fn source_slot(source: Source) -> usize {
+    match source {
+        Source::DynamicSam => 0,
+        Source::StaticSam => 1,
+        Source::Recycling => 2,
+        _ => 3,
+    }
+}
+
+fn match_bucket(len: u32) -> usize {
+    ((len + 1).ilog2() as usize).min(MATCHES - 1)
+}
+
+/// Acceptance rates of draft nodes, given that their parent was accepted.
+#[derive(Debug, Clone)]
+pub struct AcceptanceModel {
+    hits: Vec<f32>,
+    trials: Vec<f32>,
+}
+
+impl Default for AcceptanceModel {
+    fn default() -> Self {
+        let buckets = SOURCES * DEPTHS * RANKS * MATCHES;
+        Self {
+            hits: vec![0.0; buckets],
+            trials: vec![0.0; buckets],
+        }
+    }
+}
+
+impl AcceptanceModel {
+    /// The bucket of every node but the root (`buckets[0]` is unused), written into
+    /// `buckets`. A node's rank counts its elder siblings: drafters push their best guess
+    /// under a parent first.
+    fn buckets(tree: &DraftTree, report: &DraftReport, buckets: &mut Vec<usize>) {
+        buckets.clear();
+        buckets.push(0);
+        let mut children = vec![0usize; tree.len()];
+        for node in 1..tree.len() {
+            let parent = tree
+                .parent(node)
+                .expect("invariant: only the root has no parent");
+            let rank = children[parent].min(RANKS - 1);
+            children[parent] += 1;
+            let source = tree.sources()[node];
+            let matched = match source {
+                Source::DynamicSam => report.dynamic_match_len,
+                Source::StaticSam => report.static_match_len,
+                _ => 0,
+            };
+            let depth = (tree.depths()[node] as usize).min(DEPTHS) - 1;
+            buckets.push(
+                ((source_slot(source) * DEPTHS + depth) * RANKS + rank) * MATCHES
+                    + match_bucket(matched),
+            );
+        }
+    }
+
+    /// The estimated acceptance rate of a bucket.
+    fn rate(&self, bucket: usize) -> f32 {
+        (self.hits[bucket] + PRIOR_RATE * PRIOR_TRIALS) / (self.trials[bucket] + PRIOR_TRIALS)
+    }
+
+    /// Counts one verified node whose parent was accepted.
+    fn record(&mut self, bucket: usize, accepted: bool) {
+        if self.trials[bucket] >= MAX_TRIALS {
+            self.trials[bucket] /= 2.0;
+            self.hits[bucket] /= 2.0;
+        }
+        self.trials[bucket] += 1.0;
+        self.hits[bucket] += f32::from(u8::from(accepted));
+    }
+}
+
+/// Decayed least squares of step time on node count: old steps fade, so the fit follows
+/// the context as it grows.
+#[derive(Debug, Clone, Default)]
+struct DecayedLine {
+    /// Decayed sums: weight, Σn, Σn², Σt, Σn·t.
+    w: f64,
+    n: f64,
+    nn: f64,
+    t: f64,
+    nt: f64,
+}
+
+impl DecayedLine {
+    fn observe(&mut self, n: f64, t: f64) {
+        self.w = self.w * COST_DECAY + 1.0;
+        self.n = self.n * COST_DECAY + n;
+        self.nn = self.nn * COST_DECAY + n * n;
+        self.t = self.t * COST_DECAY + t;
+        self.nt = self.nt * COST_DECAY + n * t;
+    }
+
+    /// `(a, b)` of `t = a + b · n`; `None` before any data. With too little spread in `n`
+    /// to see a slope, a node costs `PRIOR_NODE_COST` of a step.
+    fn fit(&self) -> Option<(f64, f64)> {
+        if self.w == 0.0 {
+            return None;
+        }
+        let mean_n = self.n / self.w;
+        let mean_t = self.t / self.w;
+        let var = self.nn / self.w - mean_n * mean_n;
+        if var < 0.25 {
+            let a = mean_t / (1.0 + PRIOR_NODE_COST * mean_n);
+            return Some((a, a * PRIOR_NODE_COST));
+        }
+        let b = ((self.nt / self.w - mean_n * mean_t) / var).max(0.0);
+        Some(((mean_t - b * mean_n).max(mean_t * 0.05), b))
+    }
+}
+
+/// What a step costs by its node count: a one-node step apart (a matrix-vector product,
+/// which CPUs and GPUs alike run on a faster path than any batch: 19 vs 52 ms for 1 vs 2
+/// nodes on this project's dev CPU), and `a + b · nodes` for the rest.
+#[derive(Debug, Clone, Default)]
+pub struct StepCost {
+    single: DecayedLine,
+    batch: DecayedLine,
+}
+
+/// Weight kept by past steps at each new one: about the last 30 steps count.
+const COST_DECAY: f64 = 0.97;
+/// Cost of a node relative to a step while the data cannot tell: GPU-like, so that trees
+/// start wide and the first steps show the real slope.
+const PRIOR_NODE_COST: f64 = 0.002;
+
+/// [`StepCost`]'s estimate, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostEstimate {
+    /// A one-node step.
+    pub single: f64,
+    /// The fixed part of a step of two or more nodes.
+    pub fixed: f64,
+    /// What each node adds to such a step.
+    pub per_node: f64,
+}
+
+impl CostEstimate {
+    /// The time of a step of `nodes` nodes.
+    pub fn step(&self, nodes: usize) -> f64 {
+        if nodes <= 1 {
+            self.single
+        } else {
+            self.fixed + self.per_node * nodes as f64
+        }
+    }
+}
+
+impl StepCost {
+    /// Records a step of `nodes` nodes that took `micros`.
+    pub fn observe(&mut self, nodes: usize, micros: u64) {
+        let line = if nodes <= 1 {
+            &mut self.single
+        } else {
+            &mut self.batch
+        };
+        line.observe(nodes as f64, micros as f64);
+    }
+
+    /// The current estimate. Where one side has no data yet, it is taken from the other
+    /// with batch nodes assumed cheap (`PRIOR_NODE_COST`).
+    pub fn estimate(&self) -> CostEstimate {
+        let single = self.single.fit().map(|(a, b)| a + b);
+        let (fixed, per_node) = match (self.batch.fit(), single) {
+            (Some(line), _) => line,
+            (None, Some(t)) => (t, t * PRIOR_NODE_COST),
+            (None, None) => (1.0, PRIOR_NODE_COST),
+        };
+        CostEstimate {
+            single: single.unwrap_or(fixed + per_node),
+            fixed,
+            per_node,
+        }
+    }
+}
+
+/// Learns what nodes are worth and prunes each tree to the ones that pay.
+#[derive(Debug, Clone, Default)]
+pub struct TreeBudget {
+    acceptance: AcceptanceModel,
+    cost: StepCost,
+    /// Buckets of the tree being verified, node by node (kept across `prune` and `learn`).
+    buckets: Vec<usize>,
+    /// Scratch: each node's chance of being reached, and the nodes by that chance.
+    reach: Vec<f32>,
+    order: Vec<usize>,
+}
+
+impl TreeBudget {
+    /// Forgets what was learned about acceptance (the drafter changed); the step cost,
+    /// a property of the device, stays.
+    pub fn reset_acceptance(&mut self) {
+        self.acceptance = AcceptanceModel::default();
+    }
+
+    /// The fitted step cost.
+    pub fn cost(&self) -> CostEstimate {
+        self.cost.estimate()
+    }
+
+    /// Prunes `tree` to the nodes that pay under `policy`, and remembers their buckets
+    /// for [`TreeBudget::learn`].
+    pub fn prune(&mut self, tree: &mut DraftTree, report: &DraftReport, policy: TreePolicy) {
+        AcceptanceModel::buckets(tree, report, &mut self.buckets);
+        if policy == TreePolicy::Full || tree.len() == 1 {
+            return;
+        }
+        let n = tree.len();
+        self.reach.clear();
+        self.reach.push(1.0);
+        for node in 1..n {
+            let parent = tree
+                .parent(node)
+                .expect("invariant: only the root has no parent");
+            let reach = self.reach[parent] * self.acceptance.rate(self.buckets[node]);
+            self.reach.push(reach);
+        }
+        // Most likely first; a child never outranks its parent (ties keep index order).
+        self.order.clear();
+        self.order.extend(1..n);
+        let reach = &self.reach;
+        self.order
+            .sort_by(|&x, &y| reach[y].total_cmp(&reach[x]).then(x.cmp(&y)));
+
+        let cost = self.cost.estimate();
+        let (mut best, mut best_rate) = (0, 1.0 / cost.step(1));
+        let mut expected = 1.0;
+        for (i, &node) in self.order.iter().enumerate() {
+            expected += f64::from(reach[node]);
+            let rate = expected / cost.step(i + 2);
+            if rate > best_rate {
+                (best, best_rate) = (i + 1, rate);
+            }
+        }
+        if best + 1 == n {
+            return;
+        }
+        let mut keep = vec![false; n];
+        for &node in &self.order[..best] {
+            keep[node] = true;
+        }
+        tree.retain(&keep);
+        keep[0] = true;
+        let mut kept = keep.iter();
+        self.buckets.retain(|_| kept.next() == Some(&true));
+    }
+
+    /// Learns from a verified step: which nodes were accepted (`path`, root first) and
+    /// how long the step took.
+    pub fn learn(&mut self, tree: &DraftTree, path: &[usize], verify_us: u64) {
+        debug_assert_eq!(self.buckets.len(), tree.len(), "learn follows prune");
+        let mut on_path = vec![false; tree.len()];
+        for &node in path {
+            on_path[node] = true;
+        }
+        for node in 1..tree.len() {
+            let parent = tree
+                .parent(node)
+                .expect("invariant: only the root has no parent");
+            if on_path[parent] {
+                self.acceptance.record(self.buckets[node], on_path[node]);
+            }
+        }
+        self.cost.observe(tree.len(), verify_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(len: usize, source: Source) -> DraftTree {
+        let mut tree = DraftTree::new(0);
+        let tokens: Vec<u32> = (1..=len as u32).collect();
+        tree.push_chain(0, &tokens, source);
+        tree
+    }
+
+    fn report(dynamic: u32) -> DraftReport {
+        DraftReport {
+            dynamic_match_len: dynamic,
+            ..DraftReport::default()
+        }
+    }
+
+    /// Teaches `budget` a device where a step costs `a + b · nodes` µs (`single` for one
+    /// node), on dynamic-SAM chains of 12 whose step `i` is right for `accepted(i)` tokens.
+    fn teach(
+        budget: &mut TreeBudget,
+        single: u64,
+        a: u64,
+        b: u64,
+        accepted: impl Fn(usize) -> usize,
+    ) {
+        for step in 0..240 {
+            let mut tree = chain(12, Source::DynamicSam);
+            budget.prune(&mut tree, &report(8), TreePolicy::Full);
+            let path: Vec<usize> = (0..=accepted(step)).collect();
+            // The tree's size varies in practice; here the cost line is probed directly.
+            budget.learn(&tree, &path, a + b * 13);
+            let nodes = 2 + step % 12;
+            budget.cost.observe(nodes, a + b * nodes as u64);
+            budget.cost.observe(1, single);
+        }
+    }
+
+    #[test]
+    fn the_step_cost_fit_recovers_a_line_and_the_single_step() {
+        let mut cost = StepCost::default();
+        for i in 0..100 {
+            let n = 1 + i % 17;
+            let t = if n == 1 {
+                19_000
+            } else {
+                40_000 + 3_500 * n as u64
+            };
+            cost.observe(n, t);
+        }
+        let e = cost.estimate();
+        assert!((e.single - 19_000.0).abs() < 1.0, "{e:?}");
+        assert!((e.fixed - 40_000.0).abs() < 1.0, "{e:?}");
+        assert!((e.per_node - 3_500.0).abs() < 0.1, "{e:?}");
+    }
+
+    #[test]
+    fn without_data_batch_nodes_are_assumed_cheap() {
+        let mut cost = StepCost::default();
+        for _ in 0..10 {
+            cost.observe(1, 50_000);
+        }
+        let e = cost.estimate();
+        assert!(e.step(64) < 1.2 * e.step(1), "{e:?}");
+        let mut cost = StepCost::default();
+        for _ in 0..10 {
+            cost.observe(8, 50_000);
+        }
+        let e = cost.estimate();
+        assert!(e.per_node / e.fixed < 0.01, "{e:?}");
+        assert!(e.single <= 50_000.0, "{e:?}");
+    }
+
+    #[test]
+    fn expensive_nodes_are_cut_to_the_likely_ones() {
+        // A CPU-like device (each node a fifth of a step), chains right for 3 tokens.
+        let mut budget = TreeBudget::default();
+        teach(&mut budget, 24_000, 20_000, 4_000, |_| 3);
+        let mut tree = chain(12, Source::DynamicSam);
+        budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+        assert_eq!(tree.len(), 4, "the root and the three likely tokens");
+    }
+
+    #[test]
+    fn how_much_of_a_tree_pays_depends_on_the_device() {
+        // Chains right for 0 to 12 tokens, evenly: deeper nodes are ever less likely.
+        let prune = |a, b| {
+            let mut budget = TreeBudget::default();
+            teach(&mut budget, a + b, a, b, |step| step % 13);
+            let mut tree = chain(12, Source::DynamicSam);
+            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+            tree.len()
+        };
+        let cpu = prune(20_000, 4_000);
+        assert!(
+            (4..13).contains(&cpu),
+            "a CPU keeps only the likelier half: {cpu}"
+        );
+        assert_eq!(prune(50_000, 50), 13, "a GPU keeps the whole chain");
+    }
+
+    #[test]
+    fn a_costly_batch_step_is_worth_only_long_drafts() {
+        // The dev CPU: one node 19 ms, a batch 45 ms plus 3.5 ms a node.
+        let prune = |right: usize| {
+            let mut budget = TreeBudget::default();
+            teach(&mut budget, 19_000, 45_000, 3_500, |_| right);
+            let mut tree = chain(12, Source::DynamicSam);
+            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+            tree.len()
+        };
+        assert_eq!(prune(1), 1, "two tokens in 52 ms lose to one in 19");
+        assert_eq!(prune(6), 7, "seven tokens in 69.5 ms win");
+    }
+
+    #[test]
+    fn the_full_policy_keeps_everything() {
+        let mut budget = TreeBudget::default();
+        teach(&mut budget, 24_000, 20_000, 4_000, |_| 0);
+        let mut tree = chain(12, Source::DynamicSam);
+        budget.prune(&mut tree, &report(8), TreePolicy::Full);
+        assert_eq!(tree.len(), 13);
+    }
+
+    #[test]
+    fn pruning_keeps_a_tree_and_the_buckets_follow_it() {
+        let mut budget = TreeBudget::default();
+        teach(&mut budget, 24_000, 20_000, 4_000, |_| 2);
+        let mut tree = chain(6, Source::DynamicSam);
+        tree.push(0, 50, Source::Recycling);
+        tree.push(1, 51, Source::Recycling);
+        budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+        assert_eq!(budget.buckets.len(), tree.len());
+        for node in 1..tree.len() {
+            assert!(tree.parent(node).unwrap() < node);
+        }
+        // Learning from the pruned tree must not index past it.
+        budget.learn(&tree, &[0], 25_000);
+    }
+}
