@@ -22,11 +22,21 @@ use crate::{Error, TokenId};
 /// assert_eq!(chain.match_len, 2);
 /// assert_eq!(sam.tokens(chain), &[3, 4, 1]);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DynamicSam {
     sam: SuffixAutomaton,
     text: Vec<TokenId>,
     matcher: Matcher,
+}
+
+impl Default for DynamicSam {
+    fn default() -> Self {
+        Self {
+            sam: SuffixAutomaton::tracking_recent(),
+            text: Vec::new(),
+            matcher: Matcher::new(),
+        }
+    }
 }
 
 impl DynamicSam {
@@ -81,6 +91,22 @@ impl DynamicSam {
         })
     }
 
+    /// The chain draft of up to `want` tokens after the *latest* earlier occurrence of
+    /// the matched suffix: recent text predicts the next tokens better than old text.
+    /// `None` when nothing matches.
+    pub fn recent_chain(&self, want: usize) -> Option<ChainSource> {
+        if self.matcher.is_empty() {
+            return None;
+        }
+        let start = self.sam.recent_endpos(self.matcher.state())? as usize + 1;
+        let len = self.text.len().saturating_sub(start).min(want);
+        (len > 0).then_some(ChainSource {
+            start,
+            len,
+            match_len: self.matcher.len(),
+        })
+    }
+
     /// The drafted tokens of `chain`.
     pub fn tokens(&self, chain: ChainSource) -> &[TokenId] {
         &self.text[chain.start..chain.start + chain.len]
@@ -124,6 +150,18 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// Brute force of [`DynamicSam::recent_chain`]: the text after the latest earlier
+    /// occurrence of the longest matched suffix.
+    fn brute_recent_chain(text: &[TokenId], want: usize) -> Vec<TokenId> {
+        let (n, l) = (text.len(), brute_match_len(text));
+        if l == 0 {
+            return Vec::new();
+        }
+        let suffix = &text[n - l..];
+        let end = (l..n).rev().find(|&e| &text[e - l..e] == suffix).unwrap();
+        text[end..n.min(end + want)].to_vec()
+    }
+
     fn check(text: &[TokenId], want: usize) -> Result<(), TestCaseError> {
         let mut sam = DynamicSam::new();
         for (i, &t) in text.iter().enumerate() {
@@ -132,6 +170,8 @@ mod tests {
             prop_assert_eq!(sam.match_len() as usize, brute_match_len(prefix));
             let got = sam.chain(want).map(|c| sam.tokens(c).to_vec());
             prop_assert_eq!(got.unwrap_or_default(), brute_chain(prefix, want));
+            let recent = sam.recent_chain(want).map(|c| sam.tokens(c).to_vec());
+            prop_assert_eq!(recent.unwrap_or_default(), brute_recent_chain(prefix, want));
         }
         sam.automaton().validate();
         Ok(())
@@ -172,6 +212,20 @@ mod tests {
         let sam = DynamicSam::new();
         assert_eq!(sam.match_len(), 0);
         assert!(sam.chain(5).is_none());
+        assert!(sam.recent_chain(5).is_none());
+    }
+
+    #[test]
+    fn the_recent_chain_follows_the_latest_occurrence() {
+        let mut sam = DynamicSam::new();
+        for t in [1, 2, 3, 9, 1, 2, 4, 7, 1, 2] {
+            sam.push(t).unwrap();
+        }
+        let first = sam.chain(3).unwrap();
+        let recent = sam.recent_chain(3).unwrap();
+        assert_eq!(sam.tokens(first), &[3, 9, 1]);
+        assert_eq!(sam.tokens(recent), &[4, 7, 1]);
+        assert_eq!(recent.match_len, 2);
     }
 
     #[test]

@@ -33,6 +33,10 @@ const NONE: u32 = u32::MAX;
 /// tokens can need `2n` states and `3n` edges.
 pub const MAX_TEXT_LEN: u64 = (u32::MAX / 4) as u64;
 
+/// States per token whose latest occurrence is tracked: the longest suffixes, which
+/// drafts rest on. Bounds the work per token on repetitive text.
+const RECENT_WALK: usize = 64;
+
 /// An outgoing transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Edge {
@@ -101,6 +105,9 @@ pub struct SuffixAutomaton {
     text_len: u32,
     /// Transitions in all.
     n_transitions: usize,
+    /// When tracked: each state's latest end position and the one before (`NONE` when
+    /// none), so that drafts can follow the most recent occurrence.
+    recent: Option<Vec<[u32; 2]>>,
 }
 
 impl Default for SuffixAutomaton {
@@ -129,15 +136,37 @@ impl SuffixAutomaton {
             last: ROOT,
             text_len: 0,
             n_transitions: 0,
+            recent: None,
         };
         sam.push_state(0, NONE, 0, 0);
         sam
+    }
+
+    /// An empty automaton that also tracks the latest occurrences of its states
+    /// ([`SuffixAutomaton::recent_endpos`]), for texts that grow while drafting.
+    pub fn tracking_recent() -> Self {
+        let mut sam = Self::new();
+        sam.recent = Some(vec![[NONE; 2]]);
+        sam
+    }
+
+    /// The end position of the latest occurrence of `state`'s strings before the end of
+    /// the text; `None` unless tracked and seen before. Tracking stops after
+    /// `RECENT_WALK` states per token, so a short, frequent string may report an older
+    /// occurrence: still a true one.
+    pub fn recent_endpos(&self, state: StateId) -> Option<u32> {
+        let [latest, before] = self.recent.as_ref()?[state as usize];
+        let end = self.text_len.checked_sub(1)?;
+        [latest, before].into_iter().find(|&p| p != NONE && p < end)
     }
 
     /// Makes room for `additional` more tokens, so that growing the text to that length
     /// reallocates nothing.
     pub fn reserve(&mut self, additional: usize) {
         self.states.reserve(additional.saturating_mul(2));
+        if let Some(recent) = &mut self.recent {
+            recent.reserve(additional.saturating_mul(2));
+        }
         // Roughly one edge in three lands past the inline slots on natural text.
         self.overflow.reserve(additional / 3);
     }
@@ -228,6 +257,9 @@ impl SuffixAutomaton {
 
     fn push_state(&mut self, len: u32, link: u32, first_endpos: u32, flags: u32) -> StateId {
         let id = self.states.len() as StateId;
+        if let Some(recent) = &mut self.recent {
+            recent.push([first_endpos, NONE]);
+        }
         self.states.push(State {
             len,
             link,
@@ -287,6 +319,9 @@ impl SuffixAutomaton {
             } else {
                 // `q` holds strings longer than `p`'s + 1: split off the short ones.
                 let clone = self.push_state(p_len + 1, q_state.link, q_state.first_endpos, 0);
+                if let Some(recent) = &mut self.recent {
+                    recent[clone as usize] = recent[q as usize];
+                }
                 let edges: Vec<(TokenId, StateId)> = self.edges(q).collect();
                 for (t, target) in edges {
                     self.add_edge(clone, t, target);
@@ -304,7 +339,27 @@ impl SuffixAutomaton {
             }
         }
         self.last = cur;
+        self.note_recent(cur, pos);
         Ok(())
+    }
+
+    /// Records `pos` as the latest end position of the states on `cur`'s suffix path,
+    /// the longest first (every suffix of the text ends at `pos`).
+    fn note_recent(&mut self, cur: StateId, pos: u32) {
+        let Some(recent) = &mut self.recent else {
+            return;
+        };
+        let mut state = self.states[cur as usize].link;
+        for _ in 0..RECENT_WALK {
+            if state == NONE {
+                break;
+            }
+            let r = &mut recent[state as usize];
+            if r[0] != pos {
+                *r = [pos, r[0]];
+            }
+            state = self.states[state as usize].link;
+        }
     }
 
     /// Number of end positions (occurrences) of every state's strings, indexed by state.

@@ -124,16 +124,16 @@ impl SamDrafter {
         self.dynamic.text()
     }
 
-    /// Drafts from the dynamic automaton; false when it has nothing to offer.
+    /// Drafts from the dynamic automaton; false when it has nothing to offer. The text
+    /// after the matched suffix's latest occurrence goes first, then the text after its
+    /// first, branching where they differ.
     fn draft_dynamic(&self, tree: &mut DraftTree) -> bool {
         let want = self.config.chain_len(self.dynamic.match_len());
-        match self.dynamic.chain(want) {
-            Some(chain) => {
-                tree.push_chain(0, self.dynamic.tokens(chain), Source::DynamicSam);
-                true
-            }
-            None => false,
+        let chains = [self.dynamic.recent_chain(want), self.dynamic.chain(want)];
+        for chain in chains.iter().flatten() {
+            tree.push_chain(0, self.dynamic.tokens(*chain), Source::DynamicSam);
         }
+        chains.iter().any(Option::is_some)
     }
 
     /// Drafts from the static automaton; false when it has nothing to offer.
