@@ -34,6 +34,8 @@
 #   method in one process, so speedups are ratios from one run), and then
 #   scripts/hf-peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
 #   ids, budget and GPU, with our figures beside them. Results go to $OUT if set.
+#   SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
+#   every drafted node) set the bench's options.
 #
 # SAMD defaults to /root/m/samd (see stage) and MODEL to /root/m/model.gguf.
 set -eu
@@ -122,7 +124,7 @@ run() {
   # One process for every method: the speedups are ratios from one run on one device.
   "$samd" bench --device wgpu --model "$model" --prompts "$prompts" \
     --per-category "${SAMD_PER_CATEGORY:-2}" --max-tokens "${SAMD_MAX_TOKENS:-128}" \
-    --json "$out/gpu-bench.json" --save-traces "$out/gpu-traces.jsonl" 2>"$out/gpu-bench.log" |
+    --tree "${SAMD_TREE:-adaptive}" --json "$out/gpu-bench.json" --save-traces "$out/gpu-traces.jsonl" 2>"$out/gpu-bench.log" |
     tee "$out/gpu-bench.md"
   tail -n 3 "$out/gpu-bench.log"
   peer_deps

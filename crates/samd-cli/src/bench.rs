@@ -78,6 +78,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }))?;
     println!("{}", result.markdown());
+    let cost = session.step_cost();
+    eprintln!(
+        "fitted step cost: {:.1} ms for one node, {:.1} ms + {:.2} ms per node for more",
+        cost.single / 1e3,
+        cost.fixed / 1e3,
+        cost.per_node / 1e3
+    );
     if let Some(path) = &args.save_traces {
         let traces = traces_from_run(&prompts, &result.records);
         std::fs::write(path, traces_to_jsonl(&traces)?)

@@ -652,18 +652,19 @@ impl Summary {
         };
         let _ = writeln!(
             out,
-            "Per category: {per_category}. Then overall MAT, decode tokens/s, speedup over \
-             AR, drafting's share of decode time, and prompts whose output equals AR's.\n"
+            "Per category: {per_category}. Then overall MAT, nodes verified per step (the \
+             root included), decode tokens/s, speedup over AR, drafting's share of decode \
+             time, and prompts whose output equals AR's.\n"
         );
         out.push_str("| method |");
         for c in &self.categories {
             let _ = write!(out, " {c} |");
         }
-        out.push_str(" MAT | tok/s | speedup | drafter % | lossless |\n|---|");
+        out.push_str(" MAT | nodes | tok/s | speedup | drafter % | lossless |\n|---|");
         for _ in &self.categories {
             out.push_str("---|");
         }
-        out.push_str("---|---|---|---|---|\n");
+        out.push_str("---|---|---|---|---|---|\n");
         let fmt = |v: Option<f64>, digits: usize| match v {
             Some(v) => format!("{v:.digits$}"),
             None => "–".to_owned(),
@@ -679,10 +680,12 @@ impl Summary {
                 let _ = write!(out, " {} |", fmt(v, 2));
             }
             let o = &m.overall;
+            let nodes = (o.steps > 0).then(|| 1.0 + o.drafted as f64 / o.steps as f64);
             let _ = writeln!(
                 out,
-                " {:.2} | {} | {} | {} | {}/{} |",
+                " {:.2} | {} | {} | {} | {} | {}/{} |",
                 o.mat,
+                fmt(nodes, 1),
                 fmt(o.tok_s, 1),
                 fmt(o.speedup, 2),
                 fmt(o.drafter_share.map(|s| s * 100.0), 1),

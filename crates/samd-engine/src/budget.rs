@@ -272,10 +272,23 @@ impl StepCost {
     }
 }
 
+/// The current drafter's acceptance rates (an unnamed drafter's before any is selected).
+fn current<'a>(
+    acceptance: &'a mut Vec<(&'static str, AcceptanceModel)>,
+) -> &'a mut AcceptanceModel {
+    if acceptance.is_empty() {
+        acceptance.push(("", AcceptanceModel::default()));
+    }
+    let last = acceptance.len() - 1;
+    &mut acceptance[last].1
+}
+
 /// Learns what nodes are worth and prunes each tree to the ones that pay.
 #[derive(Debug, Clone, Default)]
 pub struct TreeBudget {
-    acceptance: AcceptanceModel,
+    /// Acceptance rates per drafter (by name), so that swapping drafters between
+    /// requests keeps what each learned; the current one is last.
+    acceptance: Vec<(&'static str, AcceptanceModel)>,
     cost: StepCost,
     /// Buckets of the tree being verified, node by node (kept across `prune` and `learn`).
     buckets: Vec<usize>,
@@ -285,10 +298,16 @@ pub struct TreeBudget {
 }
 
 impl TreeBudget {
-    /// Forgets what was learned about acceptance (the drafter changed); the step cost,
-    /// a property of the device, stays.
-    pub fn reset_acceptance(&mut self) {
-        self.acceptance = AcceptanceModel::default();
+    /// Makes the drafter named `name` the current one, with what was learned about its
+    /// nodes before; the step cost, a property of the device, is shared.
+    pub fn select_drafter(&mut self, name: &'static str) {
+        match self.acceptance.iter().position(|(n, _)| *n == name) {
+            Some(i) => {
+                let entry = self.acceptance.remove(i);
+                self.acceptance.push(entry);
+            }
+            None => self.acceptance.push((name, AcceptanceModel::default())),
+        }
     }
 
     /// The fitted step cost.
@@ -304,13 +323,14 @@ impl TreeBudget {
             return;
         }
         let n = tree.len();
+        let acceptance = current(&mut self.acceptance);
         self.reach.clear();
         self.reach.push(1.0);
         for node in 1..n {
             let parent = tree
                 .parent(node)
                 .expect("invariant: only the root has no parent");
-            let reach = self.reach[parent] * self.acceptance.rate(self.buckets[node]);
+            let reach = self.reach[parent] * acceptance.rate(self.buckets[node]);
             self.reach.push(reach);
         }
         // Most likely first; a child never outranks its parent (ties keep index order).
@@ -351,12 +371,13 @@ impl TreeBudget {
         for &node in path {
             on_path[node] = true;
         }
+        let acceptance = current(&mut self.acceptance);
         for node in 1..tree.len() {
             let parent = tree
                 .parent(node)
                 .expect("invariant: only the root has no parent");
             if on_path[parent] {
-                self.acceptance.record(self.buckets[node], on_path[node]);
+                acceptance.record(self.buckets[node], on_path[node]);
             }
         }
         self.cost.observe(tree.len(), verify_us);

@@ -121,15 +121,17 @@ fn micros(since: Instant) -> u64 {
 impl<T: Target> Session<T> {
     /// A session decoding with `drafter`, or plainly when it is `None`.
     pub fn new(target: T, drafter: Option<Box<dyn Drafter>>) -> Self {
-        Self {
+        let mut session = Self {
             target,
-            drafter,
+            drafter: None,
             tree: DraftTree::new(0),
             run: None,
             stats: Stats::default(),
             policy: TreePolicy::default(),
             budget: TreeBudget::default(),
-        }
+        };
+        session.set_drafter(drafter);
+        session
     }
 
     /// Chooses which drafted nodes each step verifies. The default,
@@ -154,11 +156,13 @@ impl<T: Target> Session<T> {
         &self.target
     }
 
-    /// Swaps the drafter, for the next generation.
-    pub fn set_drafter(&mut self, drafter: Option<Box<dyn Drafter>>) {
-        self.drafter = drafter;
-        self.budget.reset_acceptance();
+    /// Swaps the drafter, for the next generation, and hands back the previous one: what
+    /// it learned (Token Recycling's table) is worth keeping for a later request.
+    pub fn set_drafter(&mut self, drafter: Option<Box<dyn Drafter>>) -> Option<Box<dyn Drafter>> {
+        self.budget
+            .select_drafter(drafter.as_ref().map_or("ar", |d| d.name()));
         self.run = None;
+        std::mem::replace(&mut self.drafter, drafter)
     }
 
     /// Ends the current generation; the next one starts afresh.

@@ -76,6 +76,25 @@ fn pruning_trees_to_their_cost_keeps_the_output() {
 }
 
 #[test]
+fn a_drafter_handed_back_keeps_what_it_learned() {
+    let prompt = [3, 4, 5, 6, 7, 3, 4];
+    let mut s = session(Method::Tr, 512);
+    read_sync(s.generate(&prompt, options(100))).unwrap();
+    let cold = s.stats().mat();
+    // A plain request in between, as the demo's race runs them.
+    let tr = s.set_drafter(None);
+    assert!(tr.is_some());
+    read_sync(s.generate(&prompt, options(100))).unwrap();
+    assert!(
+        s.set_drafter(tr).is_none(),
+        "the plain session had no drafter"
+    );
+    read_sync(s.generate(&prompt, options(100))).unwrap();
+    let warm = s.stats().mat();
+    assert!(warm > cold, "warm MAT {warm} vs cold {cold}");
+}
+
+#[test]
 fn stops_at_a_stop_id_without_emitting_it() {
     let prompt = [3, 4];
     let (plain, _) = read_sync(session(Method::Ar, 512).generate(&prompt, options(50))).unwrap();

@@ -15,6 +15,7 @@ mod fetch;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use samd_draft::Drafter;
 use samd_draft::corpus::StaticSam;
 use samd_engine::{GenerateOptions, Method, ModelTarget, Session, TextStream, check_corpus};
 use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
@@ -31,12 +32,47 @@ pub use events::{GenerateRequest, LoadedInfo, ModelInfo, StepView};
 const CACHE_POSITIONS: usize = 2048;
 
 /// A loaded model, ready to generate.
-#[derive(Debug)]
 struct Loaded {
     session: Session<ModelTarget>,
     tokenizer: Tokenizer,
     corpus: Option<Arc<StaticSam>>,
     vocab: u32,
+    /// The method of the session's drafter.
+    method: Method,
+    /// Drafters of the other methods used before, kept for what they learned: the demo
+    /// alternates plain and speculative requests, and Token Recycling's table and the
+    /// tree budget's rates build up over a session.
+    parked: Vec<(Method, Box<dyn Drafter>)>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parked: Vec<Method> = self.parked.iter().map(|(m, _)| *m).collect();
+        f.debug_struct("Loaded")
+            .field("session", &self.session)
+            .field("vocab", &self.vocab)
+            .field("method", &self.method)
+            .field("parked", &parked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loaded {
+    /// Puts `method`'s drafter in the session: the one it has, a parked one, or a new one.
+    fn use_method(&mut self, method: Method) -> Result<(), WebError> {
+        if method == self.method {
+            return Ok(());
+        }
+        let next = match self.parked.iter().position(|(m, _)| *m == method) {
+            Some(i) => Some(self.parked.swap_remove(i).1),
+            None => method.drafter(self.vocab, self.corpus.clone())?,
+        };
+        if let Some(previous) = self.session.set_drafter(next) {
+            self.parked.push((self.method, previous));
+        }
+        self.method = method;
+        Ok(())
+    }
 }
 
 /// What `checkKernels` found.
@@ -185,6 +221,8 @@ impl Engine {
             tokenizer,
             corpus,
             vocab,
+            method: Method::Ar,
+            parked: Vec::new(),
         });
         to_js(&info)
     }
@@ -209,10 +247,7 @@ impl Engine {
                 .map_err(WebError::from)?
         };
         let ids = loaded.tokenizer.encode(&text).map_err(WebError::from)?;
-        let drafter = method
-            .drafter(loaded.vocab, loaded.corpus.clone())
-            .map_err(WebError::from)?;
-        loaded.session.set_drafter(drafter);
+        loaded.use_method(method)?;
         let mut stop_ids = vec![loaded.tokenizer.eos_id()];
         stop_ids.extend(loaded.tokenizer.im_end_id());
         let options = GenerateOptions {
