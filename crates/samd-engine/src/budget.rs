@@ -190,8 +190,8 @@ impl DecayedLine {
     }
 
     /// `(a, b)` of `t = a + b · n`; `None` before any data. With too little spread in `n`
-    /// to see a slope, a node costs `PRIOR_NODE_COST` of a step.
-    fn fit(&self) -> Option<(f64, f64)> {
+    /// to see a slope, a node costs `node_share` of the fixed part.
+    fn fit(&self, node_share: f64) -> Option<(f64, f64)> {
         if self.w == 0.0 {
             return None;
         }
@@ -199,28 +199,58 @@ impl DecayedLine {
         let mean_t = self.t / self.w;
         let var = self.nn / self.w - mean_n * mean_n;
         if var < 0.25 {
-            let a = mean_t / (1.0 + PRIOR_NODE_COST * mean_n);
-            return Some((a, a * PRIOR_NODE_COST));
+            let a = mean_t / (1.0 + node_share * mean_n);
+            return Some((a, a * node_share));
         }
         let b = ((self.nt / self.w - mean_n * mean_t) / var).max(0.0);
         Some(((mean_t - b * mean_n).max(mean_t * 0.05), b))
     }
 }
 
+/// How a device's step time grows with the tree, before any step is timed: the tree
+/// budget's first guess, which timings then replace. Relative to a one-node step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostShape {
+    /// The fixed part of a step of two or more nodes.
+    pub batch: f64,
+    /// What each node adds to such a step.
+    pub per_node: f64,
+}
+
+impl CostShape {
+    /// A GPU: a step is bound by launches and synchronisation, so nodes are nearly free
+    /// (an H200 verified 64 nodes for 1.3–1.6× one). Trees start wide.
+    pub const PARALLEL: Self = Self {
+        batch: 1.0,
+        per_node: 0.002,
+    };
+    /// A CPU: two nodes cost 2.7× one (matrix-matrix against matrix-vector products) and
+    /// each further node about a fifth of one (this project's dev CPU, burn's flex
+    /// backend). Only sure drafts are tried.
+    pub const SERIAL: Self = Self {
+        batch: 2.5,
+        per_node: 0.18,
+    };
+}
+
 /// What a step costs by its node count: a one-node step apart (a matrix-vector product,
 /// which CPUs and GPUs alike run on a faster path than any batch: 19 vs 52 ms for 1 vs 2
 /// nodes on this project's dev CPU), and `a + b · nodes` for the rest.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StepCost {
     single: DecayedLine,
     batch: DecayedLine,
+    shape: CostShape,
+}
+
+impl Default for StepCost {
+    fn default() -> Self {
+        Self::new(CostShape::PARALLEL)
+    }
 }
 
 /// Weight kept by past steps at each new one: about the last 30 steps count.
 const COST_DECAY: f64 = 0.97;
-/// Cost of a node relative to a step while the data cannot tell: GPU-like, so that trees
-/// start wide and the first steps show the real slope.
-const PRIOR_NODE_COST: f64 = 0.002;
 
 /// [`StepCost`]'s estimate, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -245,6 +275,15 @@ impl CostEstimate {
 }
 
 impl StepCost {
+    /// No timings yet: `shape` is the guess.
+    pub fn new(shape: CostShape) -> Self {
+        Self {
+            single: DecayedLine::default(),
+            batch: DecayedLine::default(),
+            shape,
+        }
+    }
+
     /// Records a step of `nodes` nodes that took `micros`.
     pub fn observe(&mut self, nodes: usize, micros: u64) {
         let line = if nodes <= 1 {
@@ -255,17 +294,18 @@ impl StepCost {
         line.observe(nodes as f64, micros as f64);
     }
 
-    /// The current estimate. Where one side has no data yet, it is taken from the other
-    /// with batch nodes assumed cheap (`PRIOR_NODE_COST`).
+    /// The current estimate. Where one side has no timings yet, the shape relates it to
+    /// the other.
     pub fn estimate(&self) -> CostEstimate {
-        let single = self.single.fit().map(|(a, b)| a + b);
-        let (fixed, per_node) = match (self.batch.fit(), single) {
+        let shape = self.shape;
+        let single = self.single.fit(0.0).map(|(a, _)| a);
+        let (fixed, per_node) = match (self.batch.fit(shape.per_node / shape.batch), single) {
             (Some(line), _) => line,
-            (None, Some(t)) => (t, t * PRIOR_NODE_COST),
-            (None, None) => (1.0, PRIOR_NODE_COST),
+            (None, Some(t)) => (t * shape.batch, t * shape.per_node),
+            (None, None) => (shape.batch, shape.per_node),
         };
         CostEstimate {
-            single: single.unwrap_or(fixed + per_node),
+            single: single.unwrap_or(fixed / shape.batch),
             fixed,
             per_node,
         }
@@ -313,6 +353,11 @@ impl TreeBudget {
     /// The fitted step cost.
     pub fn cost(&self) -> CostEstimate {
         self.cost.estimate()
+    }
+
+    /// Starts the step-cost fit over from `shape`, the device's guess.
+    pub fn set_cost_shape(&mut self, shape: CostShape) {
+        self.cost = StepCost::new(shape);
     }
 
     /// Prunes `tree` to the nodes that pay under `policy`, and remembers their buckets
@@ -498,6 +543,24 @@ mod tests {
         };
         assert_eq!(prune(1), 1, "two tokens in 52 ms lose to one in 19");
         assert_eq!(prune(6), 7, "seven tokens in 69.5 ms win");
+    }
+
+    #[test]
+    fn before_any_timing_the_device_shape_decides() {
+        // A short match: its chain is likely to yield about two tokens.
+        let prune = |shape| {
+            let mut budget = TreeBudget::default();
+            budget.set_cost_shape(shape);
+            let mut tree = chain(6, Source::DynamicSam);
+            budget.prune(&mut tree, &report(3), TreePolicy::Adaptive);
+            tree.len()
+        };
+        assert_eq!(prune(CostShape::PARALLEL), 7, "a GPU tries the whole chain");
+        assert_eq!(
+            prune(CostShape::SERIAL),
+            1,
+            "a CPU does not pay 2.7x for it"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod stats;
 mod target;
 mod text;
 
-pub use budget::{CostEstimate, TreePolicy};
+pub use budget::{CostEstimate, CostShape, TreePolicy};
 pub use error::Error;
 pub use method::{Method, check_corpus};
 pub use sampling::Sampling;

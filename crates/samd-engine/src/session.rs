@@ -121,6 +121,8 @@ fn micros(since: Instant) -> u64 {
 impl<T: Target> Session<T> {
     /// A session decoding with `drafter`, or plainly when it is `None`.
     pub fn new(target: T, drafter: Option<Box<dyn Drafter>>) -> Self {
+        let mut budget = TreeBudget::default();
+        budget.set_cost_shape(target.cost_shape());
         let mut session = Self {
             target,
             drafter: None,
@@ -128,7 +130,7 @@ impl<T: Target> Session<T> {
             run: None,
             stats: Stats::default(),
             policy: TreePolicy::default(),
-            budget: TreeBudget::default(),
+            budget,
         };
         session.set_drafter(drafter);
         session

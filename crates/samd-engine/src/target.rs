@@ -9,7 +9,7 @@ use std::future::Future;
 use samd_draft::tree::DraftTree;
 use samd_model::{AncestorMask, KvCache, Llama};
 
-use crate::{Error, Sampling};
+use crate::{CostShape, Error, Sampling};
 
 /// A model that verifies draft trees against a cache of committed positions.
 pub trait Target {
@@ -41,6 +41,12 @@ pub trait Target {
 
     /// Forgets every position, for the next request.
     fn reset(&mut self);
+
+    /// How a step's time grows with its nodes on this device, as a first guess: the tree
+    /// budget starts from it and then follows the timings.
+    fn cost_shape(&self) -> CostShape {
+        CostShape::PARALLEL
+    }
 }
 
 /// What one verification returns.
@@ -124,6 +130,14 @@ impl Target for ModelTarget {
 
     fn reset(&mut self) {
         self.cache.clear();
+    }
+
+    fn cost_shape(&self) -> CostShape {
+        if self.model.on_wgpu() {
+            CostShape::PARALLEL
+        } else {
+            CostShape::SERIAL
+        }
     }
 }
 

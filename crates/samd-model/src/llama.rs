@@ -530,6 +530,13 @@ impl Llama {
         &self.device
     }
 
+    /// Whether the model runs on burn's wgpu backend (a GPU, WebGPU, or lavapipe), where
+    /// a forward of many nodes costs little more than one; on the CPU backend each node
+    /// costs a share of a forward.
+    pub fn on_wgpu(&self) -> bool {
+        BlockOps::for_device(&self.device) == BlockOps::Kernels
+    }
+
     /// The model running `ops` for the fused pieces of each block. By default a model
     /// runs our kernels on wgpu and the reference ops elsewhere; the reference on wgpu
     /// is what the kernels are checked against.
