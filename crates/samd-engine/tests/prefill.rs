@@ -2,7 +2,7 @@
 //! greedy continuation must equal a single full forward pass over the same text.
 
 use burn::tensor::{Device, read_sync};
-use samd_engine::{GenerateOptions, Method, ModelTarget, PREFILL_CHUNK, Session};
+use samd_engine::{GenerateOptions, Method, ModelTarget, PREFILL_CHUNK, Session, TreePolicy};
 use samd_model::{AncestorMask, Llama, LlamaConfig};
 
 /// The greedy next token after `text`, from one causal forward pass over all of it.
@@ -45,6 +45,7 @@ fn chunked_prefill_equals_one_pass() {
     for method in [Method::Ar, Method::SamTr] {
         let drafter = method.drafter(64, None).expect("drafter");
         let mut session = Session::new(ModelTarget::new(model.clone(), 1024), drafter);
+        session.set_tree_policy(TreePolicy::Full);
         let options = GenerateOptions {
             max_new_tokens: NEW,
             stop_ids: vec![],
