@@ -60,6 +60,16 @@ pub struct CorpusArgs {
     pub no_corpus: bool,
 }
 
+/// Which drafted nodes each step verifies.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct TreeArgs {
+    /// `adaptive` keeps the drafted nodes worth their measured cost on this device, `full`
+    /// every node the drafter proposed.
+    #[arg(long = "tree", value_name = "POLICY", default_value = "adaptive",
+          value_parser = parse_tree_policy)]
+    pub policy: TreePolicy,
+}
+
 /// `samd corpus build`.
 #[derive(Debug, Args)]
 pub struct CorpusBuildArgs {
@@ -80,10 +90,9 @@ pub struct CorpusBuildArgs {
     /// Decoding method (greedy, so every method writes the same answers).
     #[arg(long, default_value = "ar", value_parser = parse_method)]
     pub method: Method,
-    /// Which drafted nodes each step verifies: `adaptive` keeps those worth their
-    /// measured cost on this device, `full` every node the drafter proposed.
-    #[arg(long, value_name = "POLICY", default_value = "adaptive", value_parser = parse_tree_policy)]
-    pub tree: TreePolicy,
+    /// Which drafted nodes each step verifies.
+    #[command(flatten)]
+    pub tree: TreeArgs,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -144,10 +153,9 @@ pub struct GenerateArgs {
     /// Decoding method: ar, pld, sam, tr or sam+tr. Every method gives the same greedy text.
     #[arg(long, default_value = "ar", value_parser = parse_method)]
     pub method: Method,
-    /// Which drafted nodes each step verifies: `adaptive` keeps those worth their
-    /// measured cost on this device, `full` every node the drafter proposed.
-    #[arg(long, value_name = "POLICY", default_value = "adaptive", value_parser = parse_tree_policy)]
-    pub tree: TreePolicy,
+    /// Which drafted nodes each step verifies.
+    #[command(flatten)]
+    pub tree: TreeArgs,
     /// Sampling temperature; 0 decodes greedily. Speculative methods keep the model's
     /// distribution exactly.
     #[arg(long, value_name = "T", default_value_t = 0.0)]
@@ -210,10 +218,9 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "ar,pld,sam,tr,sam+tr",
           value_parser = parse_method)]
     pub methods: Vec<Method>,
-    /// Which drafted nodes each step verifies: `adaptive` keeps those worth their
-    /// measured cost on this device, `full` every node the drafter proposed.
-    #[arg(long, value_name = "POLICY", default_value = "adaptive", value_parser = parse_tree_policy)]
-    pub tree: TreePolicy,
+    /// Which drafted nodes each step verifies.
+    #[command(flatten)]
+    pub tree: TreeArgs,
     /// Most tokens per generation.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]

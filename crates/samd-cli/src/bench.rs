@@ -45,8 +45,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     let max_new = args.max_tokens as usize;
     let mut session = Session::new(ModelTarget::new(model, longest + max_new + 1), None);
-    session.set_tree_policy(args.tree);
-    eprintln!("tree policy: {}", args.tree.name());
+    session.set_tree_policy(args.tree.policy);
+    eprintln!("tree policy: {}", args.tree.policy.name());
     let config = BenchConfig {
         methods: args.methods.clone(),
         max_new_tokens: max_new,

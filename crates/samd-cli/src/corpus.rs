@@ -40,7 +40,7 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
         let request = Request {
             prompt_ids: &ids,
             method: args.method,
-            tree: args.tree,
+            tree: args.tree.policy,
             max_tokens: args.max_tokens as usize,
             stop_ids: stop_ids.clone(),
             sampling: None,

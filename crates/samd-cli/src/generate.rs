@@ -141,7 +141,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let request = Request {
         prompt_ids: &prompt_ids,
         method: args.method,
-        tree: args.tree,
+        tree: args.tree.policy,
         max_tokens: args.max_tokens as usize,
         stop_ids,
         sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,

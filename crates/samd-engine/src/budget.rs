@@ -2,12 +2,13 @@
 //!
 //! A node pays when the tokens it is expected to add outweigh what it adds to the step's
 //! time. On a GPU a step of 64 nodes costs little more than one, so nearly every node
-//! pays; on a CPU each node costs a fifth of a token's forward pass, so only likely ones
-//! do. Both sides are learned while decoding:
+//! pays; on a CPU a step of two nodes costs 2.7× one and each node more adds a fifth, so
+//! only sure drafts do. Both sides are learned while decoding:
 //!
 //! - [`AcceptanceModel`]: how often a node is accepted once its parent is, by its source,
 //!   depth, rank among its siblings and the match it came from;
-//! - [`StepCost`]: the step time as `a + b · nodes`, fitted to recent steps.
+//! - [`StepCost`]: the time of a one-node step, and of larger steps as `a + b · nodes`,
+//!   fitted to recent steps.
 //!
 //! [`TreeBudget::prune`] keeps the nodes with the highest chance of being reached (a
 //! node's chance never exceeds its parent's, so the kept set is a tree) and picks how many
@@ -312,23 +313,15 @@ impl StepCost {
     }
 }
 
-/// The current drafter's acceptance rates (an unnamed drafter's before any is selected).
-fn current<'a>(
-    acceptance: &'a mut Vec<(&'static str, AcceptanceModel)>,
-) -> &'a mut AcceptanceModel {
-    if acceptance.is_empty() {
-        acceptance.push(("", AcceptanceModel::default()));
-    }
-    let last = acceptance.len() - 1;
-    &mut acceptance[last].1
-}
-
 /// Learns what nodes are worth and prunes each tree to the ones that pay.
 #[derive(Debug, Clone, Default)]
 pub struct TreeBudget {
-    /// Acceptance rates per drafter (by name), so that swapping drafters between
-    /// requests keeps what each learned; the current one is last.
-    acceptance: Vec<(&'static str, AcceptanceModel)>,
+    /// The current drafter's acceptance rates.
+    acceptance: AcceptanceModel,
+    /// The current drafter's name, and the rates of drafters used before it, by name, so
+    /// that swapping drafters between requests keeps what each learned.
+    drafter: &'static str,
+    parked: Vec<(&'static str, AcceptanceModel)>,
     cost: StepCost,
     /// Buckets of the tree being verified, node by node (kept across `prune` and `learn`).
     buckets: Vec<usize>,
@@ -341,13 +334,16 @@ impl TreeBudget {
     /// Makes the drafter named `name` the current one, with what was learned about its
     /// nodes before; the step cost, a property of the device, is shared.
     pub fn select_drafter(&mut self, name: &'static str) {
-        match self.acceptance.iter().position(|(n, _)| *n == name) {
-            Some(i) => {
-                let entry = self.acceptance.remove(i);
-                self.acceptance.push(entry);
-            }
-            None => self.acceptance.push((name, AcceptanceModel::default())),
+        if name == self.drafter {
+            return;
         }
+        let next = match self.parked.iter().position(|(n, _)| *n == name) {
+            Some(i) => self.parked.swap_remove(i).1,
+            None => AcceptanceModel::default(),
+        };
+        let previous = std::mem::replace(&mut self.acceptance, next);
+        self.parked.push((self.drafter, previous));
+        self.drafter = name;
     }
 
     /// The fitted step cost.
@@ -368,14 +364,13 @@ impl TreeBudget {
             return;
         }
         let n = tree.len();
-        let acceptance = current(&mut self.acceptance);
         self.reach.clear();
         self.reach.push(1.0);
         for node in 1..n {
             let parent = tree
                 .parent(node)
                 .expect("invariant: only the root has no parent");
-            let reach = self.reach[parent] * acceptance.rate(self.buckets[node]);
+            let reach = self.reach[parent] * self.acceptance.rate(self.buckets[node]);
             self.reach.push(reach);
         }
         // Most likely first; a child never outranks its parent (ties keep index order).
@@ -416,13 +411,12 @@ impl TreeBudget {
         for &node in path {
             on_path[node] = true;
         }
-        let acceptance = current(&mut self.acceptance);
         for node in 1..tree.len() {
             let parent = tree
                 .parent(node)
                 .expect("invariant: only the root has no parent");
             if on_path[parent] {
-                acceptance.record(self.buckets[node], on_path[node]);
+                self.acceptance.record(self.buckets[node], on_path[node]);
             }
         }
         self.cost.observe(tree.len(), verify_us);

@@ -14,7 +14,7 @@
 
 use super::{DraftReport, Drafter, NO_PRECEDING, check_tokens};
 use crate::tree::{DraftTree, Source};
-use crate::{Error, TokenId, check_vocab_size};
+use crate::{Error, TokenId, check_token, check_vocab_size};
 
 /// Marks an empty table slot.
 const EMPTY: TokenId = u32::MAX;
@@ -268,12 +268,10 @@ impl Drafter for TokenRecycling {
         }
         check_tokens(tokens, self.vocab_size)?;
         check_tokens(top_k, self.vocab_size)?;
-        if let Some(&bad) = preceding
+        preceding
             .iter()
-            .find(|&&t| t != NO_PRECEDING && t >= self.vocab_size)
-        {
-            check_tokens(&[bad], self.vocab_size)?;
-        }
+            .filter(|&&t| t != NO_PRECEDING)
+            .try_for_each(|&t| check_token(t, self.vocab_size))?;
         for ((&t, &before), row) in tokens.iter().zip(preceding).zip(top_k.chunks_exact(self.k)) {
             let at = t as usize * self.k;
             self.table[at..at + self.k].copy_from_slice(row);
