@@ -23,19 +23,22 @@
 #   /root/m/parts/ and, once the parts together have the expected sha256
 #   ($SAMD_MODEL_SHA256, default: the SmolLM2-135M Q4_1 file), writes /root/m/model.gguf.
 #   Files survive between calls only while the machine stays warm (about 30 s idle), so
-#   issue the calls back to back, each under 64 MiB, e.g.
-#     run(carry=[".gl", ".gpu/samd.gz", ".gpu/model/part-02"], "scripts/gpu-bench.sh stage .gpu/model/part-02")
-#     run(carry=[".gpu/model/part-00"], "scripts/gpu-bench.sh stage .gpu/model/part-00")
-#     run(carry=[".gl", ".gpu/model/part-01", ".gpu/wheels", ".gpu/specbench-dev.jsonl"],
-#         "scripts/gpu-bench.sh stage .gpu/model/part-01 && scripts/gpu-bench.sh run")
+#   issue the calls back to back, each under 64 MiB (the working tree counts too):
+#     run(carry=[".gpu/samd.gz", ".gpu/model/part-00"], "scripts/gpu-bench.sh stage .gpu/model/part-00")
+#     run(carry=[".gl", ".gpu/model/part-01", ".gpu/model/part-02", ".gpu/wheels",
+#                ".gpu/specbench-dev.jsonl"],
+#         "scripts/gpu-bench.sh stage .gpu/model/part-01 .gpu/model/part-02 && scripts/gpu-bench.sh run")
 # - `run` (there) unpacks .gl/*.deb, points the loader at NVIDIA's ICD when the system has
 #   none registered, then runs `samd profile --prefill 1000` (prefill time, verify cost by
 #   tree size, kernel launches), `samd bench --device wgpu` over the dev prompts (every
 #   method in one process, so speedups are ratios from one run), and then
 #   scripts/hf-peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
-#   ids, budget and GPU, with our figures beside them. Results go to $OUT if set.
+#   ids, budget and GPU, with our figures beside them. Results go to $OUT (else /tmp):
+#   gpu-report.md (every stage's tables), gpu.log (every stage's stderr), gpu-bench.json,
+#   gpu-traces.jsonl and hf-peer.json.
 #   SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
-#   every drafted node) set the bench's options.
+#   every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
+#   SAMD_BENCH_TIMEOUT (240) and SAMD_PEER_TIMEOUT (150) each stage's limit in seconds.
 #
 # SAMD defaults to /root/m/samd (see stage) and MODEL to /root/m/model.gguf.
 set -eu
@@ -115,24 +118,44 @@ run() {
   model="${2:-$MODEL_DIR/model.gguf}"
   [ -x "$samd" ] || { echo "no samd binary at $samd (carry it; see prepare)" >&2; exit 1; }
   [ -f "$model" ] || { echo "no model at $model (see stage)" >&2; exit 1; }
-  setup_vulkan
-  prompts="${SAMD_PROMPTS:-.gpu/specbench-dev.jsonl}"
   out="${OUT:-/tmp}"
+  # Few files, since the device tool brings back at most 8: every stage's stderr goes to
+  # one log and its markdown to one report. Each stage has its own time limit, so one
+  # that hangs still leaves the others' results.
+  log="$out/gpu.log"
+  report="$out/gpu-report.md"
+  setup_vulkan 2>&1 | tee -a "$report"
+  prompts="${SAMD_PROMPTS:-.gpu/specbench-dev.jsonl}"
+  tokens="${SAMD_MAX_TOKENS:-128}"
   # Issue 3's figures: a 1,000-token prefill, verify cost by tree size, launches per step.
-  "$samd" profile --device wgpu --model "$model" --prefill 1000 --context 256 2>"$out/gpu-profile.log" |
-    tee "$out/gpu-profile.md"
+  stage_run "${SAMD_PROFILE_TIMEOUT:-90}" profile \
+    "$samd" profile --device wgpu --model "$model" --prefill 1000 --context 256
   # One process for every method: the speedups are ratios from one run on one device.
-  "$samd" bench --device wgpu --model "$model" --prompts "$prompts" \
-    --per-category "${SAMD_PER_CATEGORY:-2}" --max-tokens "${SAMD_MAX_TOKENS:-128}" \
-    --tree "${SAMD_TREE:-adaptive}" --json "$out/gpu-bench.json" --save-traces "$out/gpu-traces.jsonl" 2>"$out/gpu-bench.log" |
-    tee "$out/gpu-bench.md"
-  tail -n 3 "$out/gpu-bench.log"
+  stage_run "${SAMD_BENCH_TIMEOUT:-240}" bench \
+    "$samd" bench --device wgpu --model "$model" --prompts "$prompts" \
+    --per-category "${SAMD_PER_CATEGORY:-2}" --max-tokens "$tokens" \
+    --tree "${SAMD_TREE:-adaptive}" --json "$out/gpu-bench.json" --save-traces "$out/gpu-traces.jsonl"
+  [ -f "$out/gpu-traces.jsonl" ] || { echo "no traces, so no peer run" | tee -a "$report"; return; }
   peer_deps
-  PYTHONPATH="$MODEL_DIR/py${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/hf-peer.py \
-    --model "$model" --traces "$out/gpu-traces.jsonl" --bench-json "$out/gpu-bench.json" \
-    --max-tokens "${SAMD_MAX_TOKENS:-128}" --json "$out/hf-peer.json" 2>"$out/hf-peer.log" |
-    tee "$out/hf-peer.md"
-  tail -n 2 "$out/hf-peer.log"
+  export PYTHONPATH="$MODEL_DIR/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+  stage_run "${SAMD_PEER_TIMEOUT:-150}" peer \
+    python3 scripts/hf-peer.py --model "$model" --traces "$out/gpu-traces.jsonl" \
+    --bench-json "$out/gpu-bench.json" --max-tokens "$tokens" --json "$out/hf-peer.json"
+}
+
+# stage_run SECONDS NAME COMMAND...: runs COMMAND under a time limit, its stdout to the
+# report and its stderr to the log, and says how it ended.
+stage_run() {
+  limit="$1"
+  name="$2"
+  shift 2
+  echo "== $name: $*" >>"$log"
+  started=$(date +%s)
+  rc=0
+  timeout "$limit" "$@" >"$out/.stage.md" 2>>"$log" || rc=$?
+  cat "$out/.stage.md" >>"$report"
+  rm -f "$out/.stage.md"
+  echo "== $name: exit $rc after $(($(date +%s) - started)) s (limit $limit s)" | tee -a "$log" "$report"
 }
 
 # What HF needs to load a GGUF and the GPU machine may lack, from the carried wheels.
