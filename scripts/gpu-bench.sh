@@ -4,6 +4,8 @@
 #   scripts/gpu-bench.sh stage PART...       (there: add model parts, assemble the model)
 #   scripts/gpu-bench.sh run [SAMD] [MODEL]  (there: samd bench on wgpu, every method side by side,
 #                                             then the HF transformers peer on the same prompts)
+#   scripts/gpu-bench.sh kernels [SAMD] [MODEL]  (there: every kernel's device time in a step,
+#                                             at a short and a long context, and in a prefill)
 #
 # Measures `samd generate` (plain autoregressive greedy decoding) on a remote NVIDIA GPU
 # (H100/H200) through wgpu on native Vulkan. Only the working tree and carried files reach
@@ -48,7 +50,7 @@ DEFAULT_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL_DIR=/root/m
 
 usage() {
-  sed -n '2,5p' "$0" >&2
+  sed -n "2,8p" "$0" >&2
   exit 2
 }
 
@@ -158,6 +160,19 @@ stage_run() {
   echo "== $name: exit $rc after $(($(date +%s) - started)) s (limit $limit s)" | tee -a "$log" "$report"
 }
 
+kernels() {
+  samd="${1:-$MODEL_DIR/samd}"
+  model="${2:-$MODEL_DIR/model.gguf}"
+  out="${OUT:-/tmp}"
+  log="$out/gpu.log"
+  report="$out/gpu-kernels.md"
+  setup_vulkan 2>&1 | tee -a "$report"
+  stage_run 90 kernels-256 "$samd" profile --device wgpu --model "$model" --kernel-times \
+    --prefill 1000 --context 256 --sizes 1,2,16,64
+  stage_run 60 kernels-1000 "$samd" profile --device wgpu --model "$model" --kernel-times \
+    --context 1000 --sizes 1,64 --reps 5
+}
+
 # What HF needs to load a GGUF and the GPU machine may lack, from the carried wheels.
 peer_deps() {
   for module in gguf accelerate psutil; do
@@ -174,5 +189,6 @@ case "$cmd" in
   prepare) prepare ;;
   stage) stage "$@" ;;
   run) run "$@" ;;
+  kernels) kernels "$@" ;;
   *) usage ;;
 esac

@@ -267,6 +267,16 @@ pub struct ProfileArgs {
     /// GPU: a 1,000-token prefill takes seconds on a CPU and minutes on lavapipe.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prefill: usize,
+    /// Tree sizes to time, in nodes.
+    #[arg(long, value_name = "N,...", value_delimiter = ',',
+          default_values_t = [1, 2, 4, 8, 16, 32, 64, 128],
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub sizes: Vec<u32>,
+    /// Also time every kernel on the device (wgpu's timestamp queries), for one step of
+    /// each size and for the prefill: where a step's time goes, and how long the device
+    /// sits idle between kernels.
+    #[arg(long)]
+    pub kernel_times: bool,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,

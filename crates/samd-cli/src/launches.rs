@@ -9,58 +9,166 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use cubecl_runtime::logging::{LaunchObservation, LaunchObserver};
+use burn::tensor::read_sync;
+use cubecl_runtime::logging::{
+    LaunchObservation, LaunchObserver, ProfileDuration, ProfileTicks, TimingMethod, TimingRequest,
+};
 
-/// Kernel launches by kernel name, while a [`Watch`] is alive.
-#[derive(Debug, Default)]
-struct Tally(Mutex<HashMap<&'static str, usize>>);
+/// Kernel launches by kernel name, and their measurements when timing was asked for,
+/// while a [`Watch`] is alive.
+#[derive(Default)]
+struct Tally {
+    counts: Mutex<HashMap<&'static str, usize>>,
+    timing: TimingRequest,
+    /// Unread device measurements (the pipelined case).
+    pending: Mutex<Vec<(&'static str, ProfileDuration)>>,
+    /// Measurements the launch path read itself (when cubecl's profiling logger is on).
+    read: Mutex<Vec<(&'static str, Duration)>>,
+}
 
 impl LaunchObserver for Tally {
     fn launched(&self, kernel: &'static str) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(kernel)
-            .or_default() += 1;
+        *lock(&self.counts).entry(kernel).or_default() += 1;
+    }
+
+    fn timing(&self) -> TimingRequest {
+        self.timing
+    }
+
+    fn profiled(&self, kernel: &'static str, profile: ProfileDuration) {
+        lock(&self.pending).push((kernel, profile));
+    }
+
+    fn timed(&self, kernel: &'static str, duration: Duration, _method: TimingMethod) {
+        lock(&self.read).push((kernel, duration));
     }
 }
 
-/// Counts every kernel launched from its creation until [`Watch::finish`].
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One kernel's launches in a watched stretch, and their device time when timed.
 #[derive(Debug)]
+pub struct KernelLaunches {
+    pub name: String,
+    pub count: usize,
+    /// Summed device time of its launches (zero when not timed).
+    pub device: Duration,
+}
+
+/// Where a timed stretch spent its device time.
+#[derive(Debug)]
+pub struct DeviceTimes {
+    /// Every kernel's device time, summed.
+    pub busy: Duration,
+    /// From the first kernel's start to the last one's end: `span - busy` is the time the
+    /// device sat idle between kernels, waiting on the host.
+    pub span: Duration,
+    /// Launches whose measurement never came back.
+    pub unmeasured: usize,
+}
+
+/// Counts every kernel launched from its creation until [`Watch::finish`], and with
+/// [`Watch::start_timed`] also measures each on the device.
 pub struct Watch {
     tally: Arc<Tally>,
+    /// Before any launch it sees, with a margin: device timestamps are mapped onto the
+    /// host's clock, and a mapping that runs a little early must not underflow.
+    epoch: Instant,
     _observation: LaunchObservation,
 }
 
 impl Watch {
     /// Starts counting.
     pub fn start() -> Self {
-        let tally = Arc::new(Tally::default());
+        Self::with(TimingRequest::None)
+    }
+
+    /// Starts counting and timing. Kernels still run back to back: measurements are read
+    /// only at [`Watch::finish`], after the work is done.
+    pub fn start_timed() -> Self {
+        Self::with(TimingRequest::Deferred)
+    }
+
+    fn with(timing: TimingRequest) -> Self {
+        let tally = Arc::new(Tally {
+            timing,
+            ..Tally::default()
+        });
         let observation = LaunchObservation::new(tally.clone());
+        let now = Instant::now();
         Self {
             tally,
+            epoch: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
             _observation: observation,
         }
     }
 
-    /// Stops counting and returns the launches by kernel, most launched first.
-    pub fn finish(self) -> Vec<(String, usize)> {
+    /// Stops counting and returns the launches by kernel, most device time (then most
+    /// launched) first, with the device times when the watch was timed.
+    pub fn finish(self) -> (Vec<KernelLaunches>, Option<DeviceTimes>) {
         let Self {
             tally,
+            epoch,
             _observation,
         } = self;
         drop(_observation);
-        let by_type = std::mem::take(&mut *tally.0.lock().unwrap_or_else(PoisonError::into_inner));
-        // Kernels that differ only in generic arguments count as one.
-        let mut by_name = HashMap::<String, usize>::new();
-        for (name, n) in by_type {
-            *by_name.entry(short_name(name)).or_default() += n;
+        let counts = std::mem::take(&mut *lock(&tally.counts));
+        let mut read = std::mem::take(&mut *lock(&tally.read));
+        let pending = std::mem::take(&mut *lock(&tally.pending));
+        let mut ticks: Vec<ProfileTicks> = Vec::new();
+        let mut unmeasured = 0;
+        for (kernel, profile) in pending {
+            match read_sync(profile.resolve()) {
+                Some(t) => {
+                    read.push((kernel, t.duration()));
+                    ticks.push(t);
+                }
+                None => unmeasured += 1,
+            }
         }
-        let mut counts: Vec<(String, usize)> = by_name.into_iter().collect();
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        counts
+        // Kernels that differ only in generic arguments count as one.
+        let mut by_name = HashMap::<String, KernelLaunches>::new();
+        for (kernel, count) in counts {
+            let name = short_name(kernel);
+            by_name
+                .entry(name.clone())
+                .or_insert(KernelLaunches {
+                    name,
+                    count: 0,
+                    device: Duration::ZERO,
+                })
+                .count += count;
+        }
+        let mut busy = Duration::ZERO;
+        for (kernel, duration) in read {
+            busy += duration;
+            if let Some(k) = by_name.get_mut(&short_name(kernel)) {
+                k.device += duration;
+            }
+        }
+        let times = (tally.timing != TimingRequest::None).then(|| DeviceTimes {
+            busy,
+            span: span(&ticks, epoch),
+            unmeasured,
+        });
+        let mut kernels: Vec<KernelLaunches> = by_name.into_values().collect();
+        kernels.sort_by(|a, b| (b.device, b.count, &a.name).cmp(&(a.device, a.count, &b.name)));
+        (kernels, times)
+    }
+}
+
+/// From the earliest start to the latest end of `ticks` (zero when there are none), read
+/// against `epoch`, an instant before all of them.
+fn span(ticks: &[ProfileTicks], epoch: Instant) -> Duration {
+    let first = ticks.iter().map(|t| t.start_duration_since(epoch)).min();
+    let last = ticks.iter().map(|t| t.end_duration_since(epoch)).max();
+    match (first, last) {
+        (Some(first), Some(last)) => last.saturating_sub(first),
+        _ => Duration::ZERO,
     }
 }
 

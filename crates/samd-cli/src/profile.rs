@@ -5,6 +5,10 @@
 //! timed as the decode loop runs it: one forward over N nodes against a filled cache, the
 //! top-k ids read back, the pending nodes dropped. With `--prefill N` it first times a
 //! prefill: N prompt tokens into an empty cache, as one forward, the argmax ids read back.
+//!
+//! With `--kernel-times` it also times each kernel on the device, which splits a step
+//! into kernel time and the device's idle time between kernels: on a GPU the second is
+//! launch overhead, the thing fusion and speculation are there to amortise.
 
 use std::time::Instant;
 
@@ -14,11 +18,9 @@ use samd_draft::tree::{DraftTree, Source};
 use samd_engine::{ModelTarget, Target};
 
 use crate::args::ProfileArgs;
-use crate::launches::Watch;
+use crate::launches::{KernelLaunches, Watch};
 use crate::load::load_model;
 
-/// Tree sizes timed, in nodes.
-const SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 /// Untimed runs per size first: shader compilation and autotuning happen there.
 const WARMUP: usize = 3;
 
@@ -36,7 +38,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         .cycle()
         .take(args.context.max(1))
         .collect();
-    let max_nodes = SIZES[SIZES.len() - 1];
+    let sizes: Vec<usize> = args.sizes.iter().map(|&n| n as usize).collect();
+    let max_nodes = sizes.iter().copied().max().unwrap_or(1);
     let mut target = ModelTarget::new(model, (ids.len() + max_nodes).max(args.prefill));
     if args.prefill > 0 {
         time_prefill(&mut target, &prompt, args)?;
@@ -54,10 +57,11 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         args.top_k,
         args.reps
     );
-    println!("| nodes | ms per step | × one node | kernels per step |\n|---|---|---|---|");
-    let mut one_node_ms = None;
-    let mut one_node_kernels = Vec::new();
-    for n in SIZES {
+    println!("| nodes | ms per step | × first size | kernels per step |\n|---|---|---|---|");
+    let mut first_ms = None;
+    let mut first_kernels = Vec::new();
+    let mut kernel_times = Vec::new();
+    for &n in &sizes {
         tree.reset(ids[0]);
         tree.push_chain(0, &ids[1..n.min(ids.len())], Source::Model);
         while tree.len() < n {
@@ -68,21 +72,78 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 Source::Model,
             );
         }
-        let (median, kernels) = time_verify(&mut target, &tree, args.top_k, args.reps)?;
-        let launches: usize = kernels.iter().map(|(_, count)| count).sum();
-        let base = *one_node_ms.get_or_insert(median);
-        println!("| {n} | {median:.2} | {:.2} | {launches} |", median / base);
-        if n == 1 {
-            one_node_kernels = kernels;
+        let step = time_verify(&mut target, &tree, args.top_k, args.reps)?;
+        let launches: usize = step.kernels.iter().map(|k| k.count).sum();
+        let base = *first_ms.get_or_insert(step.median_ms);
+        println!(
+            "| {n} | {:.2} | {:.2} | {launches} |",
+            step.median_ms,
+            step.median_ms / base,
+        );
+        if first_kernels.is_empty() {
+            first_kernels = step.kernels;
+        }
+        if args.kernel_times {
+            kernel_times.push((
+                format!("{n}-node step"),
+                time_kernels(&mut target, &tree, args.top_k)?,
+            ));
         }
     }
-    if !one_node_kernels.is_empty() {
-        println!("\nkernels of a one-node step, by launches:");
-        for (name, count) in one_node_kernels {
-            println!("  {count:>5}  {name}");
+    if kernel_times.is_empty() {
+        println!("\nkernels of a {}-node step, by launches:", sizes[0]);
+        for k in first_kernels {
+            println!("  {:>5}  {}", k.count, k.name);
         }
+    }
+    for (what, report) in kernel_times {
+        println!("\n{what}: {report}");
     }
     Ok(())
+}
+
+/// Runs one verification of `tree` with every kernel timed on the device and describes
+/// where its time went: wall time, device time, the device's idle time between kernels,
+/// and each kernel's share.
+fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, k: usize) -> Result<String> {
+    let watch = Watch::start_timed();
+    let t = Instant::now();
+    read_sync(target.verify(tree, k, None))?;
+    let wall = t.elapsed();
+    target.commit(&[])?;
+    let (kernels, times) = watch.finish();
+    let Some(times) = times.filter(|t| !t.busy.is_zero()) else {
+        return Ok("no device timings (a backend without timestamp queries)".into());
+    };
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut out = format!(
+        "{:.2} ms wall (each kernel timed, so slower than above); kernels {:.2} ms on the \
+         device over a span of {:.2} ms, so the device idled {:.2} ms between them{}\n\
+         | kernel | launches | device ms | µs each | share |\n|---|---|---|---|---|",
+        ms(wall),
+        ms(times.busy),
+        ms(times.span),
+        ms(times.span.saturating_sub(times.busy)),
+        if times.unmeasured > 0 {
+            format!(" ({} launches unmeasured)", times.unmeasured)
+        } else {
+            String::new()
+        },
+    );
+    for KernelLaunches {
+        name,
+        count,
+        device,
+    } in kernels
+    {
+        out.push_str(&format!(
+            "\n| {name} | {count} | {:.3} | {:.1} | {:.0}% |",
+            ms(device),
+            ms(device) * 1e3 / count.max(1) as f64,
+            100.0 * device.as_secs_f64() / times.busy.as_secs_f64()
+        ));
+    }
+    Ok(out)
 }
 
 /// Times `args.prefill` tokens (the prompt, repeated) fed to an empty cache, and counts
@@ -92,27 +153,39 @@ fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) ->
     let mut chain = DraftTree::new(ids[0]);
     chain.push_chain(0, &ids[1..], Source::Model);
     target.reset();
-    let (median, kernels) = time_verify(target, &chain, 1, args.reps)?;
-    let launches: usize = kernels.iter().map(|(_, count)| count).sum();
+    let step = time_verify(target, &chain, 1, args.reps)?;
+    let launches: usize = step.kernels.iter().map(|k| k.count).sum();
     println!(
-        "prefill of {} tokens on {}: {median:.1} ms (forward + argmax ids, median of {}; \
+        "prefill of {} tokens on {}: {:.1} ms (forward + argmax ids, median of {}; \
          {launches} kernels)\n",
         args.prefill,
         args.model.device.name(),
-        args.reps
+        step.median_ms,
+        args.reps,
     );
+    if args.kernel_times {
+        println!("prefill: {}\n", time_kernels(target, &chain, 1)?);
+    }
     Ok(())
 }
 
-/// The median time in ms of `reps` verifications of `tree` with `k` ids read back per
-/// node, after [`WARMUP`] untimed ones, then the kernels of one more, by launches. Each
-/// verification's nodes are dropped, so the cache ends as it began.
+/// One tree size's timings.
+struct StepTimes {
+    /// Median wall time of a step, ms.
+    median_ms: f64,
+    /// The kernels of one more step, by launches.
+    kernels: Vec<KernelLaunches>,
+}
+
+/// Times `reps` verifications of `tree` with `k` ids read back per node, after
+/// [`WARMUP`] untimed ones, then counts the kernels of one more. Each verification's
+/// nodes are dropped, so the cache ends as it began.
 fn time_verify(
     target: &mut ModelTarget,
     tree: &DraftTree,
     k: usize,
     reps: u32,
-) -> Result<(f64, Vec<(String, usize)>)> {
+) -> Result<StepTimes> {
     let mut times = Vec::with_capacity(reps as usize);
     for rep in 0..WARMUP + reps as usize {
         let t = Instant::now();
@@ -125,7 +198,14 @@ fn time_verify(
     let watch = Watch::start();
     read_sync(target.verify(tree, k, None))?;
     target.commit(&[])?;
-    let kernels = watch.finish();
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], kernels))
+    let (kernels, _) = watch.finish();
+    Ok(StepTimes {
+        median_ms: median(&mut times),
+        kernels,
+    })
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }

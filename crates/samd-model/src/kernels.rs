@@ -122,6 +122,12 @@ impl Shader for StoreKv {
     const TEXT: &'static str = include_str!("../../../shaders/store_kv.wgsl");
 }
 
+/// `shaders/skinny_matmul.wgsl`.
+pub(crate) struct SkinnyMatmul;
+impl Shader for SkinnyMatmul {
+    const TEXT: &'static str = include_str!("../../../shaders/skinny_matmul.wgsl");
+}
+
 /// `shaders/tree_attention.wgsl`.
 pub(crate) struct TreeAttention;
 impl Shader for TreeAttention {
@@ -195,6 +201,15 @@ pub trait BlockKernels: Backend {
         heads: Heads,
     ) -> FloatTensor<Self>;
 
+    /// `x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or `[n, k]` when `out_major`: a
+    /// product of few rows ([`SKINNY_MAX_ROWS`] at most).
+    #[fusion(dtype = x, shape = Shape::from([x[0], if *out_major { w[0] } else { w[1] }]))]
+    fn skinny_matmul(
+        x: &FloatTensor<Self>,
+        w: &FloatTensor<Self>,
+        out_major: bool,
+    ) -> FloatTensor<Self>;
+
     /// Each node's attention output, `[n, n_heads * head_dim]`, over cache slots
     /// `0 .. past + n` (the nodes' own keys already stored there).
     #[fusion(dtype = qkv, shape = Shape::from([qkv[0], heads.q_dim()]))]
@@ -232,7 +247,43 @@ fn info_word(value: usize) -> u32 {
     u32::try_from(value).expect("invariant: slots and node counts fit u32")
 }
 
+/// Most rows [`BlockKernels::skinny_matmul`] takes: it reads the weights once per
+/// [`SKINNY_TILE_ROWS`] rows, so past a few tiles burn's tiled matmul, which reuses each
+/// weight across a whole tile of rows, reads less.
+pub(crate) const SKINNY_MAX_ROWS: usize = 128;
+/// Rows of x each workgroup of the skinny matmul multiplies at once.
+const SKINNY_TILE_ROWS: usize = 8;
+
 impl BlockKernels for CubeBackend {
+    fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool) -> CubeTensor {
+        let x = into_contiguous(x.clone());
+        let w = into_contiguous(w.clone());
+        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let (w_rows, w_cols) = (w.meta.shape()[0], w.meta.shape()[1]);
+        let n = if out_major { w_rows } else { w_cols };
+        // Neighbouring lanes read neighbouring floats: along K for an out-major W, else
+        // along a row's columns (eight, one 32-byte sector).
+        let (cols, split) = if out_major { (4, 64) } else { (8, 32) };
+        let y = empty_like(&x, [m, n], DType::F32);
+        WgslKernel::<SkinnyMatmul>::new(vec![
+            ("k", k.to_string()),
+            ("n", n.to_string()),
+            ("cols", cols.to_string()),
+            ("split", split.to_string()),
+            ("tm", SKINNY_TILE_ROWS.to_string()),
+            ("partial_len", (256 * SKINNY_TILE_ROWS).to_string()),
+            ("out_major", out_major.to_string()),
+        ])
+        .launch(
+            &x.client,
+            256,
+            [n.div_ceil(cols), m.div_ceil(SKINNY_TILE_ROWS), 1],
+            vec![binding(&x), binding(&w), binding(&y)],
+            Some([info_word(m), 0, 0, 0]),
+        );
+        y
+    }
+
     fn add_rms_norm(
         x: &CubeTensor,
         delta: &CubeTensor,

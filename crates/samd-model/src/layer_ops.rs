@@ -9,7 +9,7 @@ use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS};
+use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 
 /// Which implementation of a block's fused pieces a model runs.
@@ -38,6 +38,33 @@ impl BlockOps {
         } else {
             self
         }
+    }
+}
+
+/// How a projection's weight matrix is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `[in, out]`: the block matrices, stored so the reference is `x @ W`.
+    InOut,
+    /// `[out, in]`: the tied output head, which is the token embedding.
+    OutIn,
+}
+
+/// `x @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says. The kernels take a
+/// product of few rows (a verify step's); burn's matmul takes the rest (a prefill's).
+pub(crate) fn project(ops: BlockOps, x: Tensor<2>, w: &Tensor<2>, layout: Layout) -> Tensor<2> {
+    let out_major = layout == Layout::OutIn;
+    if ops == BlockOps::Kernels && x.dims()[0] <= SKINNY_MAX_ROWS {
+        return Tensor::from_dispatch(<burn::backend::Dispatch as BlockKernels>::skinny_matmul(
+            &x.into_dispatch(),
+            &w.clone().into_dispatch(),
+            out_major,
+        ));
+    }
+    if out_major {
+        x.matmul(w.clone().transpose())
+    } else {
+        x.matmul(w.clone())
     }
 }
 

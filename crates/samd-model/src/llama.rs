@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
-use crate::layer_ops::{self, AttentionInput, BlockOps};
+use crate::layer_ops::{self, AttentionInput, BlockOps, Layout};
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -619,7 +619,7 @@ impl Llama {
         for (layer, block) in self.blocks.iter().enumerate() {
             let (sum, h) = layer_ops::add_rms_norm(ops, x, delta, &block.attn_norm, c.rms_eps);
             // [n, q | k | v | q swapped | k swapped]
-            let qkv = h.matmul(block.w_qkv.clone());
+            let qkv = layer_ops::project(ops, h, &block.w_qkv, Layout::InOut);
             let input = AttentionInput {
                 qkv,
                 rope: &rope,
@@ -629,25 +629,25 @@ impl Llama {
             // [n, n_heads * head_dim]
             let attn = layer_ops::attend(ops, cache, layer, input);
             // [n, d_model]
-            let attn_out = attn.matmul(block.wo.clone());
+            let attn_out = layer_ops::project(ops, attn, &block.wo, Layout::InOut);
 
             let (sum, h) = layer_ops::add_rms_norm(ops, sum, attn_out, &block.ffn_norm, c.rms_eps);
             // [n, 2 * d_ffn] -> [n, d_ffn] each
-            let gate_up = h.matmul(block.w_gate_up.clone());
+            let gate_up = layer_ops::project(ops, h, &block.w_gate_up, Layout::InOut);
             let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
             let up = gate_up.slice([0..n, d_ffn..2 * d_ffn]);
             // SiLU written out: five elementwise ops against the eight of burn's `silu`
             // (a sigmoid through log and exp), each a launch where fusion leaves it.
             let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
             // [n, d_ffn] @ [d_ffn, d_model] -> [n, d_model]
-            delta = (gate * up).matmul(block.w_down.clone());
+            delta = layer_ops::project(ops, gate * up, &block.w_down, Layout::InOut);
             x = sum;
         }
         let (_, x) = layer_ops::add_rms_norm(ops, x, delta, &self.output_norm, c.rms_eps);
         // [n, d_model] @ [d_model, vocab] -> [n, vocab]
         let logits = match &self.output {
-            Some(w) => x.matmul(w.clone()),
-            None => x.matmul(self.token_embd.clone().transpose()),
+            Some(w) => layer_ops::project(ops, x, w, Layout::InOut),
+            None => layer_ops::project(ops, x, &self.token_embd, Layout::OutIn),
         };
         Ok(Logits { tensor: logits })
     }
