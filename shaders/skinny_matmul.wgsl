@@ -9,17 +9,21 @@
 // shared memory. Weights are read once per TM rows, so the product runs at memory speed
 // for any M up to a few tiles.
 //
+// With GATED, x is a SwiGLU's gate and up side by side, [M, 2K], and the product is
+// silu(gate) * up times W: the feed-forward's down projection takes its input straight
+// from the gate|up projection, with no elementwise launch between.
+//
 // Two weight layouts, chosen so that neighbouring lanes read neighbouring floats:
 // - in-major (OUT_MAJOR false), W is [K, N]: lanes run along the COLS columns of a row;
 // - out-major (OUT_MAJOR true), W is [N, K] (the tied output head, which is the token
 //   embedding): lanes run along K.
 //
 // Filled in by samd-model's kernels.rs: k, n, cols, split (cols * split = 256, split a
-// power of two), tm, partial_len = 256 * tm and out_major.
+// power of two), tm, partial_len = 256 * tm, out_major and gated.
 
 // read_write, though x and w are only read: cubecl sub-allocates tensors from shared
 // buffers, and wgpu refuses one buffer bound both read-only and read-write in a dispatch.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [M, K]
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [M, K], or [M, 2K] if GATED
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;   // [K, N] or [N, K]
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;   // [M, N]
 // x: M, the rows of x.
@@ -31,6 +35,16 @@ const COLS: u32 = {{ cols }}u;
 const SPLIT: u32 = {{ split }}u;
 const TM: u32 = {{ tm }}u;
 const OUT_MAJOR: bool = {{ out_major }};
+const GATED: bool = {{ gated }};
+
+// Row r's input at column k.
+fn input(r: u32, k: u32) -> f32 {
+    if GATED {
+        let gate = x[r * 2u * K + k];
+        return gate / (1.0 + exp(-gate)) * x[r * 2u * K + K + k];
+    }
+    return x[r * K + k];
+}
 
 var<workgroup> partial: array<f32, {{ partial_len }}>;
 
@@ -62,7 +76,7 @@ fn main(
                 wk = w[k * N + n];
             }
             for (var r = 0u; r < rows; r++) {
-                acc[r] += wk * x[(m0 + r) * K + k];
+                acc[r] += wk * input(m0 + r, k);
             }
         }
     }

@@ -6,6 +6,10 @@
 //! top-k ids read back, the pending nodes dropped. With `--prefill N` it first times a
 //! prefill: N prompt tokens into an empty cache, as one forward, the argmax ids read back.
 //!
+//! Beside each step's time it prints the host's part: building the forward and handing
+//! its kernels to the device, before anything is waited on. On a GPU a step of this
+//! small model can be bound by that part alone.
+//!
 //! With `--kernel-times` it also times each kernel on the device, which splits a step
 //! into kernel time and the device's idle time between kernels: on a GPU the second is
 //! launch overhead, the thing fusion and speculation are there to amortise.
@@ -57,7 +61,10 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         args.top_k,
         args.reps
     );
-    println!("| nodes | ms per step | × first size | kernels per step |\n|---|---|---|---|");
+    println!(
+        "| nodes | ms per step | × first size | host ms | kernels per step |\n\
+         |---|---|---|---|---|"
+    );
     let mut first_ms = None;
     let mut first_kernels = Vec::new();
     let mut kernel_times = Vec::new();
@@ -76,9 +83,10 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         let launches: usize = step.kernels.iter().map(|k| k.count).sum();
         let base = *first_ms.get_or_insert(step.median_ms);
         println!(
-            "| {n} | {:.2} | {:.2} | {launches} |",
+            "| {n} | {:.2} | {:.2} | {:.2} | {launches} |",
             step.median_ms,
             step.median_ms / base,
+            step.host_ms,
         );
         if first_kernels.is_empty() {
             first_kernels = step.kernels;
@@ -157,11 +165,12 @@ fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) ->
     let launches: usize = step.kernels.iter().map(|k| k.count).sum();
     println!(
         "prefill of {} tokens on {}: {:.1} ms (forward + argmax ids, median of {}; \
-         {launches} kernels)\n",
+         {launches} kernels, {:.1} ms of it building them on the host)\n",
         args.prefill,
         args.model.device.name(),
         step.median_ms,
         args.reps,
+        step.host_ms,
     );
     if args.kernel_times {
         println!("prefill: {}\n", time_kernels(target, &chain, 1)?);
@@ -173,6 +182,8 @@ fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) ->
 struct StepTimes {
     /// Median wall time of a step, ms.
     median_ms: f64,
+    /// Median time of the step's host half ([`ModelTarget::launch`]), ms.
+    host_ms: f64,
     /// The kernels of one more step, by launches.
     kernels: Vec<KernelLaunches>,
 }
@@ -187,12 +198,16 @@ fn time_verify(
     reps: u32,
 ) -> Result<StepTimes> {
     let mut times = Vec::with_capacity(reps as usize);
+    let mut host = Vec::with_capacity(reps as usize);
     for rep in 0..WARMUP + reps as usize {
         let t = Instant::now();
-        read_sync(target.verify(tree, k, None))?;
+        let pending = target.launch(tree, k, None)?;
+        let launched = t.elapsed();
+        read_sync(target.finish(pending))?;
         target.commit(&[])?;
         if rep >= WARMUP {
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            host.push(launched.as_secs_f64() * 1e3);
         }
     }
     let watch = Watch::start();
@@ -201,6 +216,7 @@ fn time_verify(
     let (kernels, _) = watch.finish();
     Ok(StepTimes {
         median_ms: median(&mut times),
+        host_ms: median(&mut host),
         kernels,
     })
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use samd_draft::tree::DraftTree;
-use samd_model::{AncestorMask, KvCache, Llama};
+use samd_model::{AncestorMask, KvCache, Llama, TokenIds};
 
 use crate::{CostShape, Error, Sampling};
 
@@ -77,6 +77,55 @@ impl ModelTarget {
     pub fn model(&self) -> &Llama {
         &self.model
     }
+
+    /// The host's half of [`Target::verify`]: builds the step's forward and hands it to
+    /// the device, waiting on nothing. On a GPU a small model's step can be bound by
+    /// this half, which `samd profile` times apart.
+    pub fn launch(
+        &mut self,
+        tree: &DraftTree,
+        k: usize,
+        sampling: Option<Sampling>,
+    ) -> Result<PendingIds, Error> {
+        let past = u32::try_from(self.cache.len()).map_err(|_| Error::Options {
+            what: "cache length exceeds u32",
+        })?;
+        let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
+        let mask = AncestorMask::from_parents(&parents)?;
+        let logits =
+            self.model
+                .forward(&mut self.cache, tree.tokens(), &tree.positions(past), &mask)?;
+        // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
+        let ids = match (sampling, k) {
+            (None, 0 | 1) => logits.argmax_ids(),
+            (None, k) => logits.top_k_ids(k),
+            (Some(s), 0) => logits.sample_ids(s.temperature, s.top_p),
+            (Some(s), k) => logits
+                .sample_ids(s.temperature, s.top_p)
+                .join(logits.top_k_ids(k)),
+        };
+        Ok(PendingIds {
+            ids,
+            sampled: sampling.is_some(),
+            k,
+        })
+    }
+
+    /// The device's half of [`Target::verify`]: waits for the ids and reads them back.
+    pub async fn finish(&self, pending: PendingIds) -> Result<Verified, Error> {
+        let PendingIds { ids, sampled, k } = pending;
+        let width = ids.dims()[1];
+        let ids = self.model.read_ids(ids).await?;
+        Ok(split_columns(&ids, width, sampled, k))
+    }
+}
+
+/// A verification handed to the device and not yet read back ([`ModelTarget::launch`]).
+#[derive(Debug)]
+pub struct PendingIds {
+    ids: TokenIds,
+    sampled: bool,
+    k: usize,
 }
 
 impl Target for ModelTarget {
@@ -98,26 +147,8 @@ impl Target for ModelTarget {
         k: usize,
         sampling: Option<Sampling>,
     ) -> Result<Verified, Error> {
-        let past = u32::try_from(self.cache.len()).map_err(|_| Error::Options {
-            what: "cache length exceeds u32",
-        })?;
-        let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
-        let mask = AncestorMask::from_parents(&parents)?;
-        let logits =
-            self.model
-                .forward(&mut self.cache, tree.tokens(), &tree.positions(past), &mask)?;
-        // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
-        let ids = match (sampling, k) {
-            (None, 0 | 1) => logits.argmax_ids(),
-            (None, k) => logits.top_k_ids(k),
-            (Some(s), 0) => logits.sample_ids(s.temperature, s.top_p),
-            (Some(s), k) => logits
-                .sample_ids(s.temperature, s.top_p)
-                .join(logits.top_k_ids(k)),
-        };
-        let width = ids.dims()[1];
-        let ids = self.model.read_ids(ids).await?;
-        Ok(split_columns(&ids, width, sampling.is_some(), k))
+        let pending = self.launch(tree, k, sampling)?;
+        self.finish(pending).await
     }
 
     fn seed(&mut self, seed: u64) {

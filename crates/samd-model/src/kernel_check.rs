@@ -117,44 +117,37 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
 }
 
 /// One forward of [`verify_scenario`]: tokens, each node's parent, the nodes accepted.
-type Step = (&'static [u32], &'static [Option<usize>], &'static [usize]);
+type Step = (Vec<u32>, Vec<Option<usize>>, Vec<usize>);
 
-/// What a decode loop does to a model, in miniature: an 11-token prefill (more rows than
-/// one tile of the skinny matmul), a 6-node tree
+/// Tokens of the scenario's prefill: more than one chunk of the tree attention's keys
+/// (64), and more rows than one tile of the skinny matmul (8).
+const PREFILL: u32 = 70;
+
+/// What a decode loop does to a model, in miniature: a 70-token prefill, a 6-node tree
 /// step whose accepted path is not a prefix (so compaction moves K/V), then one more
 /// token. Returns every logit and the top-8 ids of every forward, in order.
 pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
     let vocab = model.config().vocab_size as u32;
-    let mut cache: KvCache = model.new_cache(32);
+    let mut cache: KvCache = model.new_cache(96);
     let mut logits = Vec::new();
     let mut ids = Vec::new();
+    let chain = (0..PREFILL as usize).map(|i| i.checked_sub(1)).collect();
     let steps: [Step; 3] = [
         (
-            &[3, 14, 15, 9, 26, 5, 35, 8, 97, 9, 32],
-            &[
-                None,
-                Some(0),
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(4),
-                Some(5),
-                Some(6),
-                Some(7),
-                Some(8),
-                Some(9),
-            ],
-            &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            (0..PREFILL).map(|i| (i * 7 + 3) % 97).collect(),
+            chain,
+            (0..PREFILL as usize).collect(),
         ),
         (
-            &[8, 9, 7, 9, 3, 2],
-            &[None, Some(0), Some(0), Some(2), Some(3), Some(1)],
-            &[0, 2, 3],
+            vec![8, 9, 7, 9, 3, 2],
+            vec![None, Some(0), Some(0), Some(2), Some(3), Some(1)],
+            vec![0, 2, 3],
         ),
-        (&[62], &[None], &[0]),
+        (vec![62], vec![None], vec![0]),
     ];
     for (tokens, parents, accepted) in steps {
         let tokens: Vec<u32> = tokens.iter().map(|t| t % vocab).collect();
+        let parents = &parents[..];
         let past = cache.len() as u32;
         let mask = AncestorMask::from_parents(parents)?;
         let positions: Vec<u32> = (0..tokens.len())
@@ -170,7 +163,7 @@ pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
         let out = model.forward(&mut cache, &tokens, &positions, &mask)?;
         ids.extend(out.top_k_ids(8).read().await?);
         logits.extend(out.read().await?);
-        cache.compact(accepted)?;
+        cache.compact(&accepted)?;
     }
     Ok((logits, ids))
 }

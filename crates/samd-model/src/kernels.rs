@@ -134,6 +134,16 @@ impl Shader for TreeAttention {
     const TEXT: &'static str = include_str!("../../../shaders/tree_attention.wgsl");
 }
 
+/// `shaders/attention_combine.wgsl`.
+pub(crate) struct AttentionCombine;
+impl Shader for AttentionCombine {
+    const TEXT: &'static str = include_str!("../../../shaders/attention_combine.wgsl");
+}
+
+/// Keys per workgroup of the tree attention (its lanes): a node's keys are split into
+/// chunks of this many, each its own workgroup, then merged.
+const ATTENTION_CHUNK: usize = 64;
+
 /// The attention shape the kernels compile in; the rest comes from tensor shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heads {
@@ -210,6 +220,12 @@ pub trait BlockKernels: Backend {
         out_major: bool,
     ) -> FloatTensor<Self>;
 
+    /// `(silu(gate) * up) · W` for `gate_up`: `[m, 2k]` (gate, then up) and `W`: `[k, n]`:
+    /// the feed-forward's down projection with SwiGLU folded in, for few rows
+    /// ([`SKINNY_MAX_ROWS`] at most).
+    #[fusion(dtype = gate_up, shape = Shape::from([gate_up[0], w[1]]))]
+    fn swiglu_matmul(gate_up: &FloatTensor<Self>, w: &FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// Each node's attention output, `[n, n_heads * head_dim]`, over cache slots
     /// `0 .. past + n` (the nodes' own keys already stored there).
     #[fusion(dtype = qkv, shape = Shape::from([qkv[0], heads.q_dim()]))]
@@ -254,34 +270,46 @@ pub(crate) const SKINNY_MAX_ROWS: usize = 128;
 /// Rows of x each workgroup of the skinny matmul multiplies at once.
 const SKINNY_TILE_ROWS: usize = 8;
 
+/// One launch of `skinny_matmul.wgsl`: [`BlockKernels::skinny_matmul`], or with `gated`
+/// [`BlockKernels::swiglu_matmul`] (`x` is then `[m, 2k]`, gate then up).
+fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool, gated: bool) -> CubeTensor {
+    let x = into_contiguous(x.clone());
+    let w = into_contiguous(w.clone());
+    let (m, x_cols) = (x.meta.shape()[0], x.meta.shape()[1]);
+    let k = if gated { x_cols / 2 } else { x_cols };
+    let (w_rows, w_cols) = (w.meta.shape()[0], w.meta.shape()[1]);
+    let n = if out_major { w_rows } else { w_cols };
+    // Neighbouring lanes read neighbouring floats: along K for an out-major W, else
+    // along a row's columns (eight, one 32-byte sector).
+    let (cols, split) = if out_major { (4, 64) } else { (8, 32) };
+    let y = empty_like(&x, [m, n], DType::F32);
+    WgslKernel::<SkinnyMatmul>::new(vec![
+        ("k", k.to_string()),
+        ("n", n.to_string()),
+        ("cols", cols.to_string()),
+        ("split", split.to_string()),
+        ("tm", SKINNY_TILE_ROWS.to_string()),
+        ("partial_len", (256 * SKINNY_TILE_ROWS).to_string()),
+        ("out_major", out_major.to_string()),
+        ("gated", gated.to_string()),
+    ])
+    .launch(
+        &x.client,
+        256,
+        [n.div_ceil(cols), m.div_ceil(SKINNY_TILE_ROWS), 1],
+        vec![binding(&x), binding(&w), binding(&y)],
+        Some([info_word(m), 0, 0, 0]),
+    );
+    y
+}
+
 impl BlockKernels for CubeBackend {
     fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool) -> CubeTensor {
-        let x = into_contiguous(x.clone());
-        let w = into_contiguous(w.clone());
-        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
-        let (w_rows, w_cols) = (w.meta.shape()[0], w.meta.shape()[1]);
-        let n = if out_major { w_rows } else { w_cols };
-        // Neighbouring lanes read neighbouring floats: along K for an out-major W, else
-        // along a row's columns (eight, one 32-byte sector).
-        let (cols, split) = if out_major { (4, 64) } else { (8, 32) };
-        let y = empty_like(&x, [m, n], DType::F32);
-        WgslKernel::<SkinnyMatmul>::new(vec![
-            ("k", k.to_string()),
-            ("n", n.to_string()),
-            ("cols", cols.to_string()),
-            ("split", split.to_string()),
-            ("tm", SKINNY_TILE_ROWS.to_string()),
-            ("partial_len", (256 * SKINNY_TILE_ROWS).to_string()),
-            ("out_major", out_major.to_string()),
-        ])
-        .launch(
-            &x.client,
-            256,
-            [n.div_ceil(cols), m.div_ceil(SKINNY_TILE_ROWS), 1],
-            vec![binding(&x), binding(&w), binding(&y)],
-            Some([info_word(m), 0, 0, 0]),
-        );
-        y
+        skinny_matmul(x, w, out_major, false)
+    }
+
+    fn swiglu_matmul(gate_up: &CubeTensor, w: &CubeTensor) -> CubeTensor {
+        skinny_matmul(gate_up, w, false, true)
     }
 
     fn add_rms_norm(
@@ -369,31 +397,58 @@ impl BlockKernels for CubeBackend {
         let tree_mask = into_contiguous(tree_mask.clone());
         let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
         let max_seq = cache.meta.shape()[2];
+        let chunks = (past + n).div_ceil(ATTENTION_CHUNK);
         let out = empty_like(&qkv, [n, heads.q_dim()], DType::F32);
+        // Per (node, head, chunk): max, sum and the unnormalised values. Bound even when
+        // unused (one chunk), so at least one row.
+        let partial_rows = if chunks > 1 {
+            n * heads.n_heads * chunks
+        } else {
+            1
+        };
+        let partials = empty_like(&qkv, [partial_rows, 2 + heads.head_dim], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
+        let columns_per_lane = heads.head_dim.div_ceil(64).to_string();
         WgslKernel::<TreeAttention>::new(vec![
             ("head_dim", heads.head_dim.to_string()),
             ("group", heads.group().to_string()),
+            ("n_heads", heads.n_heads.to_string()),
             ("q_dim", heads.q_dim().to_string()),
             ("kv_dim", heads.kv_dim().to_string()),
             ("qkv_width", width.to_string()),
             ("max_seq", max_seq.to_string()),
             ("scale", format!("{scale:?}")),
-            ("columns_per_lane", heads.head_dim.div_ceil(64).to_string()),
+            ("columns_per_lane", columns_per_lane.clone()),
         ])
         .launch(
             &qkv.client,
             64,
-            [heads.n_heads, n, 1],
+            [heads.n_heads, n, chunks],
             vec![
                 binding(&qkv),
                 binding(&rope),
                 binding(&cache),
                 binding(&tree_mask),
                 binding(&out),
+                binding(&partials),
             ],
-            Some([info_word(past), info_word(n), 0, 0]),
+            Some([info_word(past), info_word(n), info_word(chunks), 0]),
         );
+        if chunks > 1 {
+            WgslKernel::<AttentionCombine>::new(vec![
+                ("head_dim", heads.head_dim.to_string()),
+                ("n_heads", heads.n_heads.to_string()),
+                ("q_dim", heads.q_dim().to_string()),
+                ("columns_per_lane", columns_per_lane),
+            ])
+            .launch(
+                &qkv.client,
+                64,
+                [heads.n_heads, n, 1],
+                vec![binding(&partials), binding(&out)],
+                Some([0, 0, info_word(chunks), 0]),
+            );
+        }
         out
     }
 }

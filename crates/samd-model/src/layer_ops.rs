@@ -68,6 +68,26 @@ pub(crate) fn project(ops: BlockOps, x: Tensor<2>, w: &Tensor<2>, layout: Layout
     }
 }
 
+/// The feed-forward's second half: `(silu(gate) * up) @ W_down` for `gate_up`:
+/// `[n, 2 * d_ffn]`, gate then up, and `w_down`: `[d_ffn, d_model]`. The kernel folds
+/// SwiGLU into the projection's reads, so it costs no launch of its own.
+pub(crate) fn swiglu_down(ops: BlockOps, gate_up: Tensor<2>, w_down: &Tensor<2>) -> Tensor<2> {
+    let [n, width] = gate_up.dims();
+    if ops == BlockOps::Kernels && n <= SKINNY_MAX_ROWS {
+        return Tensor::from_dispatch(<burn::backend::Dispatch as BlockKernels>::swiglu_matmul(
+            &gate_up.into_dispatch(),
+            &w_down.clone().into_dispatch(),
+        ));
+    }
+    let d_ffn = width / 2;
+    let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
+    let up = gate_up.slice([0..n, d_ffn..width]);
+    // SiLU written out: five elementwise ops against the eight of burn's `silu` (a
+    // sigmoid through log and exp), each a launch where fusion leaves it.
+    let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
+    (gate * up).matmul(w_down.clone())
+}
+
 /// The residual add and the RMSNorm after it: `(x + delta, rms_norm(x + delta))`, where
 /// `rms_norm(s) = s / sqrt(mean(s²) + eps) * weight` over the last dim. `x`, `delta`:
 /// `[n, d]`.

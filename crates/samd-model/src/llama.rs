@@ -603,7 +603,6 @@ impl Llama {
         let device = &self.device;
         let heads = Heads::of(c);
         let ops = self.ops.for_nodes(n);
-        let d_ffn = c.d_ffn;
 
         let ids = Tensor::<1, Int>::from_data(TensorData::new(token_ids, [n]), device);
         let pos = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), device);
@@ -632,15 +631,10 @@ impl Llama {
             let attn_out = layer_ops::project(ops, attn, &block.wo, Layout::InOut);
 
             let (sum, h) = layer_ops::add_rms_norm(ops, sum, attn_out, &block.ffn_norm, c.rms_eps);
-            // [n, 2 * d_ffn] -> [n, d_ffn] each
+            // [n, 2 * d_ffn]: gate, then up
             let gate_up = layer_ops::project(ops, h, &block.w_gate_up, Layout::InOut);
-            let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
-            let up = gate_up.slice([0..n, d_ffn..2 * d_ffn]);
-            // SiLU written out: five elementwise ops against the eight of burn's `silu`
-            // (a sigmoid through log and exp), each a launch where fusion leaves it.
-            let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
-            // [n, d_ffn] @ [d_ffn, d_model] -> [n, d_model]
-            delta = layer_ops::project(ops, gate * up, &block.w_down, Layout::InOut);
+            // silu(gate) * up, [n, d_ffn], @ [d_ffn, d_model] -> [n, d_model]
+            delta = layer_ops::swiglu_down(ops, gate_up, &block.w_down);
             x = sum;
         }
         let (_, x) = layer_ops::add_rms_norm(ops, x, delta, &self.output_norm, c.rms_eps);
