@@ -31,13 +31,15 @@
 #                ".gpu/specbench-dev.jsonl"],
 #         "scripts/gpu-bench.sh stage .gpu/model/part-01 .gpu/model/part-02 && scripts/gpu-bench.sh run")
 # - `run` (there) unpacks .gl/*.deb, points the loader at NVIDIA's ICD when the system has
-#   none registered, then runs `samd profile --prefill 1000` (prefill time, verify cost by
-#   tree size, kernel launches), `samd bench --device wgpu` over the dev prompts (every
-#   method in one process, so speedups are ratios from one run), and then
+#   none registered, then runs `kernels` (below), `samd bench --device wgpu` over the dev
+#   prompts (every method in one process, so speedups are ratios from one run), and then
 #   scripts/hf-peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
 #   ids, budget and GPU, with our figures beside them. Results go to $OUT (else /tmp):
-#   gpu-report.md (every stage's tables), gpu.log (every stage's stderr), gpu-bench.json,
-#   gpu-traces.jsonl and hf-peer.json.
+#   gpu-kernels.md and gpu-report.md (every stage's tables), gpu.log (every stage's
+#   stderr), gpu-bench.json, gpu-traces.jsonl and hf-peer.json.
+# - `kernels` (there) runs `samd profile --kernel-times`: a 1,000-token prefill and verify
+#   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
+#   kernel's device time.
 #   SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
 #   every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
 #   SAMD_BENCH_TIMEOUT (240) and SAMD_PEER_TIMEOUT (150) each stage's limit in seconds.
@@ -120,18 +122,10 @@ run() {
   model="${2:-$MODEL_DIR/model.gguf}"
   [ -x "$samd" ] || { echo "no samd binary at $samd (carry it; see prepare)" >&2; exit 1; }
   [ -f "$model" ] || { echo "no model at $model (see stage)" >&2; exit 1; }
-  out="${OUT:-/tmp}"
-  # Few files, since the device tool brings back at most 8: every stage's stderr goes to
-  # one log and its markdown to one report. Each stage has its own time limit, so one
-  # that hangs still leaves the others' results.
-  log="$out/gpu.log"
+  kernels "$samd" "$model"
   report="$out/gpu-report.md"
-  setup_vulkan 2>&1 | tee -a "$report"
   prompts="${SAMD_PROMPTS:-.gpu/specbench-dev.jsonl}"
   tokens="${SAMD_MAX_TOKENS:-128}"
-  # Issue 3's figures: a 1,000-token prefill, verify cost by tree size, launches per step.
-  stage_run "${SAMD_PROFILE_TIMEOUT:-90}" profile \
-    "$samd" profile --device wgpu --model "$model" --prefill 1000 --context 256
   # One process for every method: the speedups are ratios from one run on one device.
   stage_run "${SAMD_BENCH_TIMEOUT:-240}" bench \
     "$samd" bench --device wgpu --model "$model" --prompts "$prompts" \
@@ -143,6 +137,22 @@ run() {
   stage_run "${SAMD_PEER_TIMEOUT:-150}" peer \
     python3 scripts/hf-peer.py --model "$model" --traces "$out/gpu-traces.jsonl" \
     --bench-json "$out/gpu-bench.json" --max-tokens "$tokens" --json "$out/hf-peer.json"
+}
+
+# Issue 3's figures, each kernel's device time beside them: a 1,000-token prefill, and
+# verify steps by tree size at a short and a long context, into gpu-kernels.md.
+kernels() {
+  samd="${1:-$MODEL_DIR/samd}"
+  model="${2:-$MODEL_DIR/model.gguf}"
+  out="${OUT:-/tmp}"
+  mkdir -p "$out"
+  log="$out/gpu.log"
+  report="$out/gpu-kernels.md"
+  setup_vulkan 2>&1 | tee -a "$report"
+  stage_run "${SAMD_PROFILE_TIMEOUT:-90}" kernels-256 "$samd" profile --device wgpu \
+    --model "$model" --kernel-times --prefill 1000 --context 256 --sizes 1,2,16,64
+  stage_run 60 kernels-1000 "$samd" profile --device wgpu --model "$model" --kernel-times \
+    --context 1000 --sizes 1,64 --reps 5
 }
 
 # stage_run SECONDS NAME COMMAND...: runs COMMAND under a time limit, its stdout to the
@@ -158,19 +168,6 @@ stage_run() {
   cat "$out/.stage.md" >>"$report"
   rm -f "$out/.stage.md"
   echo "== $name: exit $rc after $(($(date +%s) - started)) s (limit $limit s)" | tee -a "$log" "$report"
-}
-
-kernels() {
-  samd="${1:-$MODEL_DIR/samd}"
-  model="${2:-$MODEL_DIR/model.gguf}"
-  out="${OUT:-/tmp}"
-  log="$out/gpu.log"
-  report="$out/gpu-kernels.md"
-  setup_vulkan 2>&1 | tee -a "$report"
-  stage_run 90 kernels-256 "$samd" profile --device wgpu --model "$model" --kernel-times \
-    --prefill 1000 --context 256 --sizes 1,2,16,64
-  stage_run 60 kernels-1000 "$samd" profile --device wgpu --model "$model" --kernel-times \
-    --context 1000 --sizes 1,64 --reps 5
 }
 
 # What HF needs to load a GGUF and the GPU machine may lack, from the carried wheels.

@@ -38,7 +38,7 @@ const OUT_MAJOR: bool = {{ out_major }};
 const GATED: bool = {{ gated }};
 
 // Row r's input at column k.
-fn input(r: u32, k: u32) -> f32 {
+fn x_at(r: u32, k: u32) -> f32 {
     if GATED {
         let gate = x[r * 2u * K + k];
         return gate / (1.0 + exp(-gate)) * x[r * 2u * K + K + k];
@@ -76,7 +76,7 @@ fn main(
                 wk = w[k * N + n];
             }
             for (var r = 0u; r < rows; r++) {
-                acc[r] += wk * input(m0 + r, k);
+                acc[r] += wk * x_at(m0 + r, k);
             }
         }
     }

@@ -1,27 +1,35 @@
 // The k best ids of each row of a [rows, vocab] f32 matrix, best first.
 //
 // Token Recycling needs the top-k ids of every tree node each step, and verification needs
-// the argmax, which is column 0. One launch replaces k rounds of argmax + mask, and only
-// the ids ever leave the GPU.
+// the argmax, which is column 0. One or two launches replace k rounds of argmax + mask,
+// and only the ids ever leave the GPU.
 //
-// One workgroup per row. Each lane scans a strided slice of the row and keeps its own
-// sorted top-k in registers; the workgroup then merges the lists pairwise in shared memory,
-// halving the live lists each round, and lane 0 writes the row's k ids.
+// A workgroup scans items: each lane keeps its own sorted top-k of a strided slice in
+// registers, then the workgroup merges the lists pairwise in shared memory, halving the
+// live lists each round, and lane 0 writes the k best. One workgroup walking a whole
+// 49k-wide row took 200 us on an H200, so a long row is split in two passes (MODE):
+// - 0, whole rows: one workgroup per row scans the logits and writes ids;
+// - 1, parts: one workgroup per (row, part of SPAN logits) writes its k best as
+//   candidates, (value bits, id) pairs;
+// - 2, merge: one workgroup per row scans the PARTS * K candidates and writes ids.
 //
 // Order: a larger value first; equal values go to the lower id, as burn's argmax does.
 // NaN never wins. Rows must have at least k entries.
 //
-// Filled in by samd-model's top_k.rs: k, vocab, threads (a power of two) and
-// slots = threads * k.
+// Filled in by samd-model's top_k.rs: k, vocab, threads (a power of two),
+// slots = threads * k, mode, parts and span.
 
 // read_write, though only read: cubecl sub-allocates tensors from shared buffers, and
 // wgpu refuses one buffer bound both read-only and read-write in a dispatch.
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(1) var<storage, read_write> ids: array<i32>;
+@group(0) @binding(0) var<storage, read_write> src: array<f32>; // logits, or candidates
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>; // ids, or candidates
 
 const K: u32 = {{ k }}u;
 const VOCAB: u32 = {{ vocab }}u;
 const THREADS: u32 = {{ threads }}u;
+const MODE: u32 = {{ mode }}u;
+const PARTS: u32 = {{ parts }}u;
+const SPAN: u32 = {{ span }}u;
 // No id: loses every comparison it can lose.
 const NO_ID: u32 = 0xffffffffu;
 
@@ -36,9 +44,18 @@ fn ranks_before(a: f32, i: u32, b: f32, j: u32) -> bool {
 @compute @workgroup_size({{ threads }}, 1, 1)
 fn main(
     @builtin(local_invocation_index) lane: u32,
-    @builtin(workgroup_id) row: vec3<u32>,
+    @builtin(workgroup_id) group_id: vec3<u32>,
 ) {
-    let row_start = row.x * VOCAB;
+    let row = group_id.x;
+    let part = group_id.y;
+    var begin = 0u;
+    var end = VOCAB;
+    if MODE == 1u {
+        begin = part * SPAN;
+        end = min(begin + SPAN, VOCAB);
+    } else if MODE == 2u {
+        end = PARTS * K;
+    }
 
     // This lane's top-k, sorted, in registers.
     var values: array<f32, {{ k }}>;
@@ -51,8 +68,16 @@ fn main(
         values[s] = neg_inf;
         best[s] = NO_ID;
     }
-    for (var i = lane; i < VOCAB; i += THREADS) {
-        let x = logits[row_start + i];
+    for (var item = begin + lane; item < end; item += THREADS) {
+        var x: f32;
+        var i = item;
+        if MODE == 2u {
+            let at = (row * PARTS * K + item) * 2u;
+            x = src[at];
+            i = bitcast<u32>(src[at + 1u]);
+        } else {
+            x = src[row * VOCAB + item];
+        }
         // `x != x` is NaN: never ranked.
         if x != x || !ranks_before(x, i, values[K - 1u], best[K - 1u]) {
             continue;
@@ -106,7 +131,13 @@ fn main(
 
     if lane == 0u {
         for (var s = 0u; s < K; s++) {
-            ids[row.x * K + s] = i32(shared_ids[s]);
+            if MODE == 1u {
+                let at = ((row * PARTS + part) * K + s) * 2u;
+                dst[at] = bitcast<u32>(shared_values[s]);
+                dst[at + 1u] = shared_ids[s];
+            } else {
+                dst[row * K + s] = shared_ids[s];
+            }
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   masking the previous winner. burn's own `topk` panics on wasm (burn #5110). On a GPU
 //!   it costs three kernel launches per rank, and a step of this small model is bound by
 //!   launches.
-//! - `shaders/top_k.wgsl`, our hand-written kernel: one launch, one workgroup per row. It
+//! - `shaders/top_k.wgsl`, our hand-written kernel: one launch, one workgroup per row, or
+//!   for a long row two: parts of the row side by side, then a merge of their bests. It
 //!   runs on every wgpu device (native Vulkan, Metal, DX12, and WebGPU in the browser),
 //!   through burn's backend-extension API, so it also works under burn's kernel fusion.
 //!
@@ -99,6 +100,10 @@ impl Shader for TopK {
     const TEXT: &'static str = include_str!("../../../shaders/top_k.wgsl");
 }
 
+/// Logits per workgroup when a row is split into parts: a few per lane, so that a
+/// 49k-wide row spreads over a dozen workgroups.
+const TOP_K_SPAN: usize = 4096;
+
 impl TopKOps for CubeBackend {
     fn top_k_ids(logits: CubeTensor, k: usize, out_dtype: IntDType) -> CubeTensor {
         let logits = into_contiguous(logits);
@@ -107,20 +112,45 @@ impl TopKOps for CubeBackend {
         // of two, for the pairwise merge.
         let fit = (16 * 1024 / 8 / k).min(256);
         let lanes = 1usize << (usize::BITS - 1 - fit.leading_zeros());
+        let parts = vocab.div_ceil(TOP_K_SPAN);
         let ids = empty_like(&logits, [rows, k], DType::I32);
-        WgslKernel::<TopK>::new(vec![
-            ("k", k.to_string()),
-            ("vocab", vocab.to_string()),
-            ("threads", lanes.to_string()),
-            ("slots", (lanes * k).to_string()),
-        ])
-        .launch(
-            &logits.client,
-            lanes as u32,
-            [rows, 1, 1],
-            vec![binding(&logits), binding(&ids)],
-            None,
-        );
+        let kernel = |mode: usize| {
+            WgslKernel::<TopK>::new(vec![
+                ("k", k.to_string()),
+                ("vocab", vocab.to_string()),
+                ("threads", lanes.to_string()),
+                ("slots", (lanes * k).to_string()),
+                ("mode", mode.to_string()),
+                ("parts", parts.to_string()),
+                ("span", TOP_K_SPAN.to_string()),
+            ])
+        };
+        if parts == 1 {
+            kernel(0).launch(
+                &logits.client,
+                lanes as u32,
+                [rows, 1, 1],
+                vec![binding(&logits), binding(&ids)],
+                None,
+            );
+        } else {
+            // Each part's k best, as (value bits, id) pairs.
+            let candidates = empty_like(&logits, [rows * parts, 2 * k], DType::F32);
+            kernel(1).launch(
+                &logits.client,
+                lanes as u32,
+                [rows, parts, 1],
+                vec![binding(&logits), binding(&candidates)],
+                None,
+            );
+            kernel(2).launch(
+                &logits.client,
+                lanes as u32,
+                [rows, 1, 1],
+                vec![binding(&candidates), binding(&ids)],
+                None,
+            );
+        }
         if out_dtype == IntDType::I32 {
             ids
         } else {
@@ -135,8 +165,20 @@ impl TopKOps for CubeBackend {
 /// [`KERNEL_MAX_K`]. Async, so that it also runs in the browser.
 pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
     let mut checked = 0;
-    for (rows, vocab, k) in [(3, 49_152, 8), (64, 49_152, 1), (5, 1_000, 32), (7, 100, 2)] {
-        let host = tied_logits(rows, vocab, (rows * vocab + k) as u64);
+    let cases = [
+        (
+            3,
+            49_152,
+            8,
+            tied_logits as fn(usize, usize, u64) -> Vec<f32>,
+        ),
+        (64, 49_152, 1, tied_logits),
+        (5, 1_000, 32, tied_logits),
+        (7, 100, 2, tied_logits),
+        (2, 49_152, 8, rising_logits),
+    ];
+    for (rows, vocab, k, logits_of) in cases {
+        let host = logits_of(rows, vocab, (rows * vocab + k) as u64);
         let logits = Tensor::<2>::from_data(TensorData::new(host.clone(), [rows, vocab]), device);
         let want = host_top_k(&host, vocab, k);
         let kernel = TokenIds::new(kernel_top_k_ids(logits.clone(), k))
@@ -179,6 +221,14 @@ fn tied_logits(rows: usize, vocab: usize, seed: u64) -> Vec<f32> {
                 r => (r % 8) as f32 * 0.5 - 2.0,
             }
         })
+        .collect()
+}
+
+/// Distinct logits that grow along each row, so the best are the last ids: in the last
+/// part of a row the kernel splits.
+fn rising_logits(rows: usize, vocab: usize, _seed: u64) -> Vec<f32> {
+    (0..rows * vocab)
+        .map(|i| (i % vocab) as f32 * 1e-3)
         .collect()
 }
 
