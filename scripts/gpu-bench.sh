@@ -42,7 +42,8 @@
 #   kernel's device time.
 #   SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
 #   every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
-#   SAMD_BENCH_TIMEOUT (240) and SAMD_PEER_TIMEOUT (150) each stage's limit in seconds.
+#   SAMD_BENCH_TIMEOUT (240) and SAMD_PEER_TIMEOUT (150) each stage's limit in seconds;
+#   SAMD_KERNELS=0 skips the kernel timings (when `kernels` already ran).
 #
 # SAMD defaults to /root/m/samd (see stage) and MODEL to /root/m/model.gguf.
 set -eu
@@ -122,7 +123,13 @@ run() {
   model="${2:-$MODEL_DIR/model.gguf}"
   [ -x "$samd" ] || { echo "no samd binary at $samd (carry it; see prepare)" >&2; exit 1; }
   [ -f "$model" ] || { echo "no model at $model (see stage)" >&2; exit 1; }
-  kernels "$samd" "$model"
+  if [ "${SAMD_KERNELS:-1}" = 1 ]; then
+    kernels "$samd" "$model"
+  else
+    out="${OUT:-/tmp}"
+    log="$out/gpu.log"
+    setup_vulkan >>"$log" 2>&1
+  fi
   report="$out/gpu-report.md"
   prompts="${SAMD_PROMPTS:-.gpu/specbench-dev.jsonl}"
   tokens="${SAMD_MAX_TOKENS:-128}"
