@@ -12,7 +12,7 @@
 //!
 //! With `--kernel-times` it also times each kernel on the device, which splits a step
 //! into kernel time and the device's idle time between kernels: on a GPU the second is
-//! launch overhead, the thing fusion and speculation are there to amortise.
+//! launch overhead, the thing fewer kernels and speculation are there to amortise.
 
 use std::time::Instant;
 

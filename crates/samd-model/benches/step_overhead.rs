@@ -1,7 +1,7 @@
 //! The host-side cost of a verify step, apart from the arithmetic.
 //!
 //! A decode step of a small model on a GPU is bound by what the host spends per kernel
-//! launch (burn's op recording and fusion, cubecl's launch, wgpu's validation and
+//! launch (burn's op recording, cubecl's launch, wgpu's validation and
 //! encoding), not by the GPU. Here the model is tiny (2 layers, 32 wide), so a step's
 //! time is almost all that host cost: run on lavapipe or a real GPU, it compares our WGSL
 //! kernels (`BlockOps::Kernels`, few launches) with burn's ops (`BlockOps::Reference`)

@@ -83,7 +83,7 @@ pub(crate) fn swiglu_down(ops: BlockOps, gate_up: Tensor<2>, w_down: &Tensor<2>)
     let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
     let up = gate_up.slice([0..n, d_ffn..width]);
     // SiLU written out: five elementwise ops against the eight of burn's `silu` (a
-    // sigmoid through log and exp), each a launch where fusion leaves it.
+    // sigmoid through log and exp).
     let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
     (gate * up).matmul(w_down.clone())
 }
@@ -115,8 +115,8 @@ pub(crate) fn add_rms_norm(
     }
 }
 
-/// The mean is broadcast to `[n, d]` before the rest, so that the elementwise ops after
-/// the reduction have the output's shape, which burn's fusion can merge.
+/// The mean is broadcast to `[n, d]` before the rest, so that every elementwise op after
+/// the reduction has the output's shape.
 fn reference_rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
     let [n, d] = x.dims();
     // [n, 1] -> [n, d]

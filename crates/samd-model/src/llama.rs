@@ -18,8 +18,8 @@
 //!   arithmetic (`samd profile` counts them). Projections of the same input share one
 //!   matrix (`q|k|v`, `gate|up`); the norms, the K/V store and the attention are our WGSL
 //!   kernels on wgpu ([`crate::kernels`]), beside reference burn ops on every backend
-//!   ([`crate::layer_ops`]); burn's fusion merges the remaining elementwise ops; the
-//!   top-k ids are one kernel too ([`crate::top_k`]).
+//!   ([`crate::layer_ops`]), and so are the projections of a verify step's few rows and
+//!   the top-k ids ([`crate::top_k`]).
 //! - The output projection reuses the token embedding when `output.weight` is absent (tied
 //!   embeddings); it is then a matmul against the embedding's transposed view, with no second
 //!   copy of the largest matrix.

@@ -11,7 +11,7 @@
 //! - `shaders/top_k.wgsl`, our hand-written kernel: one launch, one workgroup per row, or
 //!   for a long row two: parts of the row side by side, then a merge of their bests. It
 //!   runs on every wgpu device (native Vulkan, Metal, DX12, and WebGPU in the browser),
-//!   through burn's backend-extension API, so it also works under burn's kernel fusion.
+//!   through burn's backend-extension API.
 //!
 //! [`top_k_ids`] picks the kernel on wgpu for f32 logits and the reference elsewhere. Both
 //! rank a larger logit first and break ties towards the lower id, as burn's `argmax`
@@ -20,7 +20,7 @@
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
-use burn::backend::{Backend, DispatchDevice, Shape, backend_extension, ops::IntTensorOps};
+use burn::backend::{Backend, DispatchDevice, backend_extension, ops::IntTensorOps};
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
 use crate::error::Result;
@@ -80,18 +80,11 @@ pub fn reference_top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
     Tensor::cat(columns, 1)
 }
 
-/// The backend extension behind [`kernel_top_k_ids`]. Fusion records the call and runs it
-/// in order with the ops around it.
-#[backend_extension(Fusion, Cube)]
+/// The backend extension behind [`kernel_top_k_ids`].
+#[backend_extension(Cube)]
 pub trait TopKOps: Backend {
     /// `[rows, vocab]` f32 logits to `[rows, k]` ids, best first.
-    #[fusion(dtype = (*out_dtype).into(), shape = top_k_shape(logits, *k))]
     fn top_k_ids(logits: FloatTensor<Self>, k: usize, out_dtype: IntDType) -> IntTensor<Self>;
-}
-
-/// `[rows, vocab]` → `[rows, k]`.
-fn top_k_shape(logits: &Shape, k: usize) -> Shape {
-    Shape::from([logits[0], k])
 }
 
 /// `shaders/top_k.wgsl`.
