@@ -25,7 +25,9 @@
 #   /root/m/parts/ and, once the parts together have the expected sha256
 #   ($SAMD_MODEL_SHA256, default: the SmolLM2-135M Q4_1 file), writes /root/m/model.gguf.
 #   Files survive between calls only while the machine stays warm (about 30 s idle), so
-#   issue the calls back to back, each under 64 MiB (the working tree counts too):
+#   issue the calls back to back, each under 64 MiB (the working tree counts too). Files
+#   written under /root/m stay; carried paths do not (each call has only its own carry),
+#   so what `run` reads (.gl, the wheels, the prompts) travels with the call that runs:
 #     run(carry=[".gpu/samd.gz", ".gpu/model/part-00"], "scripts/gpu-bench.sh stage .gpu/model/part-00")
 #     run(carry=[".gl", ".gpu/model/part-01", ".gpu/model/part-02", ".gpu/wheels",
 #                ".gpu/specbench-dev.jsonl"],
