@@ -59,6 +59,9 @@ pub fn kernel_top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
 
 /// [`top_k_ids`] by burn ops only: k rounds of argmax, each masking the winner to `-inf`.
 pub fn reference_top_k_ids(logits: Tensor<2>, k: usize) -> Tensor<2, Int> {
+    if k <= 1 {
+        return logits.argmax(1);
+    }
     let [rows, vocab] = logits.dims();
     let device = logits.device();
     let vocab_i64 = i64::try_from(vocab).expect("invariant: vocab fits i32 (validated)");
