@@ -1,4 +1,4 @@
-//! Counting the GPU kernels a step launches.
+//! Counting the GPU kernels a step launches, and timing each on the device.
 //!
 //! On a GPU a decode step of a model this small is bound by how many kernels it launches,
 //! not by arithmetic, so the launch count per step is the figure that fused kernels and
@@ -6,6 +6,10 @@
 //! on lavapipe holds for an H100. cubecl calls the observer on the issuing thread for
 //! every launch, on any wgpu adapter; the CPU backend (flex) launches no kernels and
 //! counts zero.
+//!
+//! A timed watch also asks cubecl to bracket each launch with device timestamps (wgpu's
+//! timestamp queries), read only once the step is done, so the kernels still run back
+//! to back; their sum against their span shows how long the device waited on the host.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,6 +50,7 @@ impl LaunchObserver for Tally {
     }
 }
 
+/// The lock, also after a panic elsewhere: the tallies stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
