@@ -7,8 +7,8 @@
 #   scripts/gpu-bench.sh kernels [SAMD] [MODEL]  (there: every kernel's device time in a step,
 #                                             at a short and a long context, and in a prefill)
 #
-# Measures `samd generate` (plain autoregressive greedy decoding) on a remote NVIDIA GPU
-# (H100/H200) through wgpu on native Vulkan. Only the working tree and carried files reach
+# Measures samd on a remote NVIDIA GPU (H100/H200) through wgpu on native Vulkan: step
+# and kernel times, every decoding method side by side, and the HF transformers peer. Only the working tree and carried files reach
 # that machine, and it has no network, no Rust toolchain and maybe no Vulkan loader, so:
 #
 # - `prepare` (run here, once) builds nothing; it expects `cargo build --release -p samd-cli`
@@ -42,10 +42,11 @@
 # - `kernels` (there) runs `samd profile --kernel-times`: a 1,000-token prefill and verify
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
 #   kernel's device time.
-#   SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
-#   every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
-#   SAMD_BENCH_TIMEOUT (240) and SAMD_PEER_TIMEOUT (150) each stage's limit in seconds;
-#   SAMD_KERNELS=0 skips the kernel timings (when `kernels` already ran).
+#
+# SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
+# every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
+# SAMD_BENCH_TIMEOUT (240) and SAMD_PEER_TIMEOUT (150) each stage's limit in seconds;
+# SAMD_KERNELS=0 skips the kernel timings (when `kernels` already ran).
 #
 # SAMD defaults to /root/m/samd (see stage) and MODEL to /root/m/model.gguf.
 set -eu
