@@ -202,8 +202,15 @@ impl DecayedLine {
             return Some(Fitted::Point(mean_n, mean_t));
         }
         let b = ((self.nt / self.w - mean_n * mean_t) / var).max(0.0);
-        Some(Fitted::Line((mean_t - b * mean_n).max(mean_t * 0.05), b))
+        let (a, b) = line_through(mean_n, mean_t, b);
+        Some(Fitted::Line(a, b))
     }
+}
+
+/// `(a, b)` of the line of slope `b` through `(n, t)`, its fixed part kept to at least a
+/// twentieth of `t`: a step never costs nothing.
+fn line_through(n: f64, t: f64, b: f64) -> (f64, f64) {
+    ((t - b * n).max(t * 0.05), b)
 }
 
 /// A [`DecayedLine`]'s fit.
@@ -213,6 +220,16 @@ enum Fitted {
     Line(f64, f64),
     /// Too little spread in `n` to see a slope: the mean step, `(n, t)`.
     Point(f64, f64),
+}
+
+impl Fitted {
+    /// The time of a step of `n` nodes: the line's, or the point's own time.
+    fn at(self, n: f64) -> f64 {
+        match self {
+            Fitted::Line(a, b) => a + b * n,
+            Fitted::Point(_, t) => t,
+        }
+    }
 }
 
 /// How a device's step time grows with the tree, before any step is timed: the tree
@@ -314,17 +331,12 @@ impl StepCost {
     /// (prompt lookup, Token Recycling) were never tried again.
     pub fn estimate(&self) -> CostEstimate {
         let shape = self.shape;
-        let single = match self.single.fit() {
-            Some(Fitted::Point(_, t)) => Some(t),
-            Some(Fitted::Line(a, b)) => Some(a + b),
-            None => None,
-        };
+        let single = self.single.fit().map(|fit| fit.at(1.0));
         let share = shape.per_node / shape.batch;
         let (fixed, per_node) = match (self.batch.fit(), single) {
             (Some(Fitted::Line(a, b)), _) => (a, b),
             (Some(Fitted::Point(n, t)), Some(s)) if n > 1.0 => {
-                let b = ((t - s) / (n - 1.0)).max(0.0);
-                ((t - b * n).max(t * 0.05), b)
+                line_through(n, t, ((t - s) / (n - 1.0)).max(0.0))
             }
             (Some(Fitted::Point(n, t)), _) => {
                 let a = t / (1.0 + share * n);

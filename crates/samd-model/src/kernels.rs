@@ -16,9 +16,9 @@
 //! through burn's backend-extension API. burn's kernel fusion is off: with these kernels
 //! it merged nothing that mattered (one launch of 277), and its bookkeeping cost more host
 //! time per step than it saved (6.36 ms against 7.24 ms for a one-node step on an H200).
-//! [`crate::layer_ops`] chooses between them and the
-//! reference burn ops, which every backend runs; the tests hold the two to the same
-//! logits on lavapipe and in the browser.
+//! [`crate::layer_ops`] chooses between them and the reference burn ops, which every
+//! backend runs; the tests hold the two to the same logits on lavapipe and in the
+//! browser.
 //!
 //! Runtime values a kernel needs beyond its buffers (how many nodes, where they go in
 //! the cache) travel in a small uniform, so one compiled pipeline serves every step.

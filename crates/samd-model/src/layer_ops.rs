@@ -50,11 +50,16 @@ pub(crate) enum Layout {
     OutIn,
 }
 
-/// `x @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says. The kernels take a
-/// product of few rows (a verify step's); burn's matmul takes the rest (a prefill's).
+/// Whether a product of `rows` rows takes the skinny matmul kernel: a verify step's few
+/// rows do; a prefill's many take burn's matmul.
+fn skinny(ops: BlockOps, rows: usize) -> bool {
+    ops == BlockOps::Kernels && rows <= SKINNY_MAX_ROWS
+}
+
+/// `x @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says.
 pub(crate) fn project(ops: BlockOps, x: Tensor<2>, w: &Tensor<2>, layout: Layout) -> Tensor<2> {
     let out_major = layout == Layout::OutIn;
-    if ops == BlockOps::Kernels && x.dims()[0] <= SKINNY_MAX_ROWS {
+    if skinny(ops, x.dims()[0]) {
         return Tensor::from_dispatch(<burn::backend::Dispatch as BlockKernels>::skinny_matmul(
             &x.into_dispatch(),
             &w.clone().into_dispatch(),
@@ -73,7 +78,7 @@ pub(crate) fn project(ops: BlockOps, x: Tensor<2>, w: &Tensor<2>, layout: Layout
 /// SwiGLU into the projection's reads, so it costs no launch of its own.
 pub(crate) fn swiglu_down(ops: BlockOps, gate_up: Tensor<2>, w_down: &Tensor<2>) -> Tensor<2> {
     let [n, width] = gate_up.dims();
-    if ops == BlockOps::Kernels && n <= SKINNY_MAX_ROWS {
+    if skinny(ops, n) {
         return Tensor::from_dispatch(<burn::backend::Dispatch as BlockKernels>::swiglu_matmul(
             &gate_up.into_dispatch(),
             &w_down.clone().into_dispatch(),
