@@ -9,9 +9,17 @@
 // shared memory. Weights are read once per TM rows, so the product runs at memory speed
 // for any M up to a few tiles.
 //
-// With GATED, x is a SwiGLU's gate and up side by side, [M, 2K], and the product is
-// silu(gate) * up times W: the feed-forward's down projection takes its input straight
-// from the gate|up projection, with no elementwise launch between.
+// This file is the kernel's core. kernels.rs appends one input part and one output part,
+// which is what folds a block's other steps into its projections, each a launch saved:
+// - skinny_in_rows.wgsl: x as it is, or with GATED a SwiGLU's gate and up side by side
+//   ([M, 2K]), so the input is silu(gate) * up;
+// - skinny_in_normed.wgsl: x RMS-normed row by row (the norm's weight in binding 3);
+// - skinny_out_store.wgsl: y = x · W, or with ACCUMULATE y += x · W (the residual add);
+// - skinny_out_qkv.wgsl: the attention's projection, whose keys (RoPE applied) and values
+//   go straight into the KV cache.
+// An input part defines x_at(row, k) and row_scales(), which scale each row's sums; an
+// output part defines write_out(row, n, value, mate), where mate is column n ^ 1's value
+// (RoPE rotates such pairs, and COLS is even, so they share a workgroup).
 //
 // Two weight layouts, chosen so that neighbouring lanes read neighbouring floats:
 // - in-major (OUT_MAJOR false), W is [K, N]: lanes run along the COLS columns of a row;
@@ -19,15 +27,15 @@
 //   embedding): lanes run along K.
 //
 // Filled in by samd-model's kernels.rs: k, n, cols, split (cols * split = 256, split a
-// power of two), tm, partial_len = 256 * tm, out_major and gated.
+// power of two), tm, partial_len = 256 * tm, out_major, info_binding, and the parts' own.
 
 // read_write, though x and w are only read: cubecl sub-allocates tensors from shared
 // buffers, and wgpu refuses one buffer bound both read-only and read-write in a dispatch.
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [M, K], or [M, 2K] if GATED
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;   // [K, N] or [N, K]
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;   // [M, N]
-// x: M, the rows of x.
-@group(0) @binding(3) var<uniform> info: vec4<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;   // [M, N], or as the output part says
+// x: M, the rows of x; y: the output part's.
+@group(0) @binding({{ info_binding }}) var<uniform> info: vec4<u32>;
 
 const K: u32 = {{ k }}u;
 const N: u32 = {{ n }}u;
@@ -35,16 +43,7 @@ const COLS: u32 = {{ cols }}u;
 const SPLIT: u32 = {{ split }}u;
 const TM: u32 = {{ tm }}u;
 const OUT_MAJOR: bool = {{ out_major }};
-const GATED: bool = {{ gated }};
-
-// Row r's input at column k.
-fn x_at(r: u32, k: u32) -> f32 {
-    if GATED {
-        let gate = x[r * 2u * K + k];
-        return gate / (1.0 + exp(-gate)) * x[r * 2u * K + K + k];
-    }
-    return x[r * K + k];
-}
+const LANES: u32 = 256u;
 
 var<workgroup> partial: array<f32, {{ partial_len }}>;
 
@@ -65,6 +64,7 @@ fn main(
     let n = group_id.x * COLS + col;
     let m0 = group_id.y * TM;
     let rows = min(TM, info.x - m0);
+    let scales = row_scales(m0, rows, t);
 
     var acc: array<f32, {{ tm }}>;
     if n < N {
@@ -97,8 +97,9 @@ fn main(
     }
 
     if lane == 0u && n < N {
+        let mate = (col ^ 1u) * SPLIT * TM;
         for (var r = 0u; r < rows; r++) {
-            y[(m0 + r) * N + n] = partial[slot + r];
+            write_out(m0 + r, n, partial[slot + r] * scales[r], partial[mate + r] * scales[r]);
         }
     }
 }

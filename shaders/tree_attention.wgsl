@@ -16,10 +16,10 @@
 // visible as the additive tree mask says (0, or a large negative number). The query
 // head h reads kv head h / GROUP (grouped-query attention).
 //
-// Filled in by samd-model's kernels.rs: head_dim, group, n_heads, q_dim, qkv_width,
+// Filled in by samd-model's kernels.rs: head_dim, group, n_heads, q_dim, row_width,
 // max_seq, kv_dim, scale and columns_per_lane = ceil(head_dim / 64).
 
-@group(0) @binding(0) var<storage, read_write> qkv: array<f32>;       // [n, QKV_WIDTH]
+@group(0) @binding(0) var<storage, read_write> queries: array<f32>;   // [n, ROW_WIDTH], q first
 @group(0) @binding(1) var<storage, read_write> rope: array<f32>;      // [n, 2 * HEAD_DIM]: cos | sin
 @group(0) @binding(2) var<storage, read_write> cache: array<f32>;     // [2, KV_HEADS, MAX_SEQ, HEAD_DIM]
 @group(0) @binding(3) var<storage, read_write> tree_mask: array<f32>; // [n, n], additive
@@ -33,7 +33,7 @@ const HEAD_DIM: u32 = {{ head_dim }}u;
 const GROUP: u32 = {{ group }}u;
 const N_HEADS: u32 = {{ n_heads }}u;
 const Q_DIM: u32 = {{ q_dim }}u;
-const QKV_WIDTH: u32 = {{ qkv_width }}u;
+const ROW_WIDTH: u32 = {{ row_width }}u;
 const MAX_SEQ: u32 = {{ max_seq }}u;
 const V_OFFSET: u32 = {{ kv_dim }}u * MAX_SEQ;
 const SCALE: f32 = {{ scale }};
@@ -61,11 +61,11 @@ fn main(
     let chunks = info.z;
     let keys = past + n;
 
-    let q_row = node * QKV_WIDTH + head * HEAD_DIM;
+    let q_row = node * ROW_WIDTH + head * HEAD_DIM;
     let angles = node * 2u * HEAD_DIM;
     for (var c = lane; c < HEAD_DIM; c += LANES) {
-        query[c] = qkv[q_row + c] * rope[angles + c]
-            + qkv[q_row + (c ^ 1u)] * rope[angles + HEAD_DIM + c];
+        query[c] = queries[q_row + c] * rope[angles + c]
+            + queries[q_row + (c ^ 1u)] * rope[angles + HEAD_DIM + c];
     }
     workgroupBarrier();
 

@@ -75,7 +75,7 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
         vocab_size: 99,
         rms_eps: 1e-5,
         rope_theta: 10_000.0,
-        context_len: 128,
+        context_len: 256,
     };
     let vocab = config.vocab_size;
     let model = Llama::random(config, 7, true, device)?;
@@ -120,23 +120,34 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
 type Step = (Vec<u32>, Vec<Option<usize>>, Vec<usize>);
 
 /// Tokens of the scenario's prefill: more than one chunk of the tree attention's keys
-/// (64), and more rows than one tile of the skinny matmul (8).
-const PREFILL: u32 = 70;
+/// (64), and more rows than the skinny matmul takes (128), so burn's matmul, the norm
+/// and K/V store kernels run.
+const PREFILL: u32 = 130;
 
-/// What a decode loop does to a model, in miniature: a 70-token prefill, a 6-node tree
-/// step whose accepted path is not a prefix (so compaction moves K/V), then one more
-/// token. Returns every logit and the top-8 ids of every forward, in order.
+/// Nodes of the scenario's chain step: more than two tiles of the skinny matmul's rows
+/// (8), the last one partial.
+const CHAIN: u32 = 20;
+
+/// What a decode loop does to a model, in miniature: a 130-token prefill, a 20-token
+/// chain of which 12 are accepted, a 6-node tree step whose accepted path is not a
+/// prefix (so compaction moves K/V), then one more token. Returns every logit and the
+/// top-8 ids of every forward, in order.
 pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
     let vocab = model.config().vocab_size as u32;
-    let mut cache: KvCache = model.new_cache(96);
+    let mut cache: KvCache = model.new_cache(192);
     let mut logits = Vec::new();
     let mut ids = Vec::new();
-    let chain = (0..PREFILL as usize).map(|i| i.checked_sub(1)).collect();
-    let steps: [Step; 3] = [
+    let chain = |n: u32| (0..n as usize).map(|i| i.checked_sub(1)).collect();
+    let steps: [Step; 4] = [
         (
             (0..PREFILL).map(|i| (i * 7 + 3) % 97).collect(),
-            chain,
+            chain(PREFILL),
             (0..PREFILL as usize).collect(),
+        ),
+        (
+            (0..CHAIN).map(|i| (i * 5 + 1) % 89).collect(),
+            chain(CHAIN),
+            (0..12).collect(),
         ),
         (
             vec![8, 9, 7, 9, 3, 2],

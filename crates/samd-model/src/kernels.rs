@@ -7,10 +7,12 @@
 //!
 //! | kernel | replaces (burn ops) |
 //! |---|---|
-//! | `add_rms_norm.wgsl` | the residual add, a reduction and the elementwise tail |
-//! | `store_kv.wgsl` | RoPE on the keys, two transposes, two slice assignments |
+//! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows, with a block's other steps folded in by its parts: the RMSNorm before a projection, SwiGLU, the residual add, and storing K (RoPE applied) and V in the cache |
 //! | `tree_attention.wgsl` (+ `attention_combine.wgsl` past 64 keys) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
-//! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows; with SwiGLU folded in, also the elementwise gate |
+//! | `rms_norm.wgsl`, `store_kv.wgsl` | a prefill's RMSNorm and K/V store, where the projections are burn's matmul |
+//!
+//! So a block of a verify step is five launches, or six past 64 keys: the q|k|v
+//! projection, the attention (and its merge), the output projection, gate|up and down.
 //!
 //! They run on every wgpu device (Vulkan, Metal, DX12 natively, WebGPU in the browser)
 //! through burn's backend-extension API. burn's kernel fusion is off: with these kernels
@@ -113,10 +115,10 @@ impl<S: Shader> KernelSource for WgslKernel<S> {
     }
 }
 
-/// `shaders/add_rms_norm.wgsl`.
-pub(crate) struct AddRmsNorm;
-impl Shader for AddRmsNorm {
-    const TEXT: &'static str = include_str!("../../../shaders/add_rms_norm.wgsl");
+/// `shaders/rms_norm.wgsl`.
+pub(crate) struct RmsNorm;
+impl Shader for RmsNorm {
+    const TEXT: &'static str = include_str!("../../../shaders/rms_norm.wgsl");
 }
 
 /// `shaders/store_kv.wgsl`.
@@ -125,10 +127,36 @@ impl Shader for StoreKv {
     const TEXT: &'static str = include_str!("../../../shaders/store_kv.wgsl");
 }
 
-/// `shaders/skinny_matmul.wgsl`.
+/// `shaders/skinny_matmul.wgsl` with `x`'s rows as they are (or gated) and `y = (or +=)
+/// x · W`.
 pub(crate) struct SkinnyMatmul;
 impl Shader for SkinnyMatmul {
-    const TEXT: &'static str = include_str!("../../../shaders/skinny_matmul.wgsl");
+    const TEXT: &'static str = concat!(
+        include_str!("../../../shaders/skinny_matmul.wgsl"),
+        include_str!("../../../shaders/skinny_in_rows.wgsl"),
+        include_str!("../../../shaders/skinny_out_store.wgsl"),
+    );
+}
+
+/// `shaders/skinny_matmul.wgsl` with `x`'s rows RMS-normed and `y = x · W`.
+pub(crate) struct NormedMatmul;
+impl Shader for NormedMatmul {
+    const TEXT: &'static str = concat!(
+        include_str!("../../../shaders/skinny_matmul.wgsl"),
+        include_str!("../../../shaders/skinny_in_normed.wgsl"),
+        include_str!("../../../shaders/skinny_out_store.wgsl"),
+    );
+}
+
+/// `shaders/skinny_matmul.wgsl` with `x`'s rows RMS-normed, the queries to `y` and the
+/// keys and values into the KV cache.
+pub(crate) struct QkvProjection;
+impl Shader for QkvProjection {
+    const TEXT: &'static str = concat!(
+        include_str!("../../../shaders/skinny_matmul.wgsl"),
+        include_str!("../../../shaders/skinny_in_normed.wgsl"),
+        include_str!("../../../shaders/skinny_out_qkv.wgsl"),
+    );
 }
 
 /// `shaders/tree_attention.wgsl`.
@@ -184,50 +212,74 @@ impl Heads {
     }
 }
 
+/// Where a forward's `n` nodes put their keys and values: cache slots `start .. start + n`
+/// of a cache of this attention shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSlots {
+    /// The first node's slot: the committed positions before it.
+    pub start: usize,
+    /// The cache's attention shape.
+    pub heads: Heads,
+}
+
 /// The kernels as backend operations.
 ///
-/// Shapes (`n` nodes): `qkv` is the projection's output `[n, width]` with q, k and v as
-/// its first columns; `rope` is `[n, 2 * head_dim]`, the nodes' cos then signed sin;
+/// Shapes (`n` nodes): `rope` is `[n, 2 * head_dim]`, the nodes' cos then signed sin;
 /// `cache` is one layer's `[2, n_kv_heads, max_seq, head_dim]`, keys then values;
-/// `tree_mask` is `[n, n]`, additive.
+/// `tree_mask` is `[n, n]`, additive. The skinny products take [`SKINNY_MAX_ROWS`] rows
+/// at most.
 #[backend_extension(Cube)]
 pub trait BlockKernels: Backend {
-    /// `(x + delta, rms_norm(x + delta) * weight)`, row by row; `x`, `delta`: `[rows, d]`,
-    /// `weight`: `[d]`.
-    fn add_rms_norm(
-        x: &FloatTensor<Self>,
-        delta: &FloatTensor<Self>,
-        weight: &FloatTensor<Self>,
-        eps: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// `rms_norm(x) * weight`, row by row; `x`: `[rows, d]`, `weight`: `[d]`.
+    fn rms_norm(x: &FloatTensor<Self>, weight: &FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
 
-    /// `cache` with the nodes' keys (RoPE applied) and values in slots `start ..
-    /// start + n`; in place when `cache` is not shared.
+    /// `cache` with the nodes' keys (RoPE applied) and values, from `qkv`'s columns
+    /// `q_dim ..` (`[n, q + k + v]`), in `slots`; in place when `cache` is not shared.
     fn store_kv(
         cache: FloatTensor<Self>,
         qkv: &FloatTensor<Self>,
         rope: &FloatTensor<Self>,
-        start: usize,
-        heads: Heads,
+        slots: KvSlots,
     ) -> FloatTensor<Self>;
 
-    /// `x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or `[n, k]` when `out_major`: a
-    /// product of few rows ([`SKINNY_MAX_ROWS`] at most).
-    fn skinny_matmul(
+    /// `stream + x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or with `gated` `stream +
+    /// (silu(gate) * up) · W` for `x`: `[m, 2k]`, gate then up; in place when `stream`
+    /// is not shared.
+    fn add_skinny_matmul(
+        stream: FloatTensor<Self>,
         x: &FloatTensor<Self>,
+        w: &FloatTensor<Self>,
+        gated: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `rms_norm(x) * norm_weight · W` for `x`: `[m, k]` and `W`: `[k, n]`, or `[n, k]`
+    /// when `out_major`.
+    fn normed_skinny_matmul(
+        x: &FloatTensor<Self>,
+        norm_weight: &FloatTensor<Self>,
+        eps: f32,
         w: &FloatTensor<Self>,
         out_major: bool,
     ) -> FloatTensor<Self>;
 
-    /// `(silu(gate) * up) · W` for `gate_up`: `[m, 2k]` (gate, then up) and `W`: `[k, n]`:
-    /// the feed-forward's down projection with SwiGLU folded in, for few rows
-    /// ([`SKINNY_MAX_ROWS`] at most).
-    fn swiglu_matmul(gate_up: &FloatTensor<Self>, w: &FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The attention's projection of `rms_norm(x) * norm_weight` by `w_qkv`: `[k, q + k +
+    /// v]`. Returns the queries, `[n, q_dim]`, and `cache` with the keys (RoPE applied)
+    /// and values in `slots`, in place when it is not shared.
+    fn skinny_qkv_projection(
+        x: &FloatTensor<Self>,
+        norm_weight: &FloatTensor<Self>,
+        eps: f32,
+        w_qkv: &FloatTensor<Self>,
+        cache: FloatTensor<Self>,
+        rope: &FloatTensor<Self>,
+        slots: KvSlots,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Each node's attention output, `[n, n_heads * head_dim]`, over cache slots
-    /// `0 .. past + n` (the nodes' own keys already stored there).
+    /// `0 .. past + n` (the nodes' own keys already stored there); the queries are the
+    /// first `q_dim` columns of `queries`.
     fn tree_attention(
-        qkv: &FloatTensor<Self>,
+        queries: &FloatTensor<Self>,
         rope: &FloatTensor<Self>,
         cache: &FloatTensor<Self>,
         tree_mask: &FloatTensor<Self>,
@@ -260,27 +312,39 @@ fn info_word(value: usize) -> u32 {
     u32::try_from(value).expect("invariant: slots and node counts fit u32")
 }
 
-/// Most rows [`BlockKernels::skinny_matmul`] takes: it reads the weights once per
-/// [`SKINNY_TILE_ROWS`] rows, so past a few tiles burn's tiled matmul, which reuses each
-/// weight across a whole tile of rows, reads less.
+/// Most rows a skinny product takes ([`BlockKernels::add_skinny_matmul`] and the
+/// rest): it reads the weights once per [`SKINNY_TILE_ROWS`] rows, so past a few tiles
+/// burn's tiled matmul, which reuses each weight across a whole tile of rows, reads less.
 pub(crate) const SKINNY_MAX_ROWS: usize = 128;
 /// Rows of x each workgroup of the skinny matmul multiplies at once.
 const SKINNY_TILE_ROWS: usize = 8;
 
-/// One launch of `skinny_matmul.wgsl`: [`BlockKernels::skinny_matmul`], or with `gated`
-/// [`BlockKernels::swiglu_matmul`] (`x` is then `[m, 2k]`, gate then up).
-fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool, gated: bool) -> CubeTensor {
-    let x = into_contiguous(x.clone());
-    let w = into_contiguous(w.clone());
-    let (m, x_cols) = (x.meta.shape()[0], x.meta.shape()[1]);
-    let k = if gated { x_cols / 2 } else { x_cols };
+/// One launch of `skinny_matmul.wgsl` and the parts `S` names: `x · W` over `m` rows into
+/// `y`'s `n` columns, binding `extra` after x, W and y, and `start` as the uniform's
+/// second word. `x`: `[m, k]` (`[m, 2k]` when gated, as `params` says); `w`: `[k, n]`, or
+/// `[n, k]` when `out_major`.
+fn launch_skinny<S: Shader>(
+    x: &CubeTensor,
+    w: &CubeTensor,
+    y: &CubeTensor,
+    out_major: bool,
+    extra: Vec<BufferBinding>,
+    start: usize,
+    mut params: Vec<(&'static str, String)>,
+) {
+    let m = x.meta.shape()[0];
     let (w_rows, w_cols) = (w.meta.shape()[0], w.meta.shape()[1]);
-    let n = if out_major { w_rows } else { w_cols };
+    let (k, n) = if out_major {
+        (w_cols, w_rows)
+    } else {
+        (w_rows, w_cols)
+    };
     // Neighbouring lanes read neighbouring floats: along K for an out-major W, else
     // along a row's columns (eight, one 32-byte sector).
     let (cols, split) = if out_major { (4, 64) } else { (8, 32) };
-    let y = empty_like(&x, [m, n], DType::F32);
-    WgslKernel::<SkinnyMatmul>::new(vec![
+    let mut buffers = vec![binding(x), binding(w), binding(y)];
+    buffers.extend(extra);
+    params.extend([
         ("k", k.to_string()),
         ("n", n.to_string()),
         ("cols", cols.to_string()),
@@ -288,81 +352,146 @@ fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool, gated: bool) -
         ("tm", SKINNY_TILE_ROWS.to_string()),
         ("partial_len", (256 * SKINNY_TILE_ROWS).to_string()),
         ("out_major", out_major.to_string()),
-        ("gated", gated.to_string()),
-    ])
-    .launch(
+        ("info_binding", buffers.len().to_string()),
+    ]);
+    WgslKernel::<S>::new(params).launch(
         &x.client,
         256,
         [n.div_ceil(cols), m.div_ceil(SKINNY_TILE_ROWS), 1],
-        vec![binding(&x), binding(&w), binding(&y)],
-        Some([info_word(m), 0, 0, 0]),
+        buffers,
+        Some([info_word(m), info_word(start), 0, 0]),
     );
-    y
+}
+
+/// `t` itself when a kernel may write it in place (no other tensor shares its buffer),
+/// else a contiguous copy.
+fn writable(t: CubeTensor) -> CubeTensor {
+    if t.can_mut() && t.is_contiguous() {
+        t
+    } else {
+        into_contiguous(t.copy())
+    }
+}
+
+/// `eps` as a WGSL float literal: `{:?}` keeps a decimal point or an exponent.
+fn float_literal(eps: f32) -> String {
+    format!("{eps:?}")
 }
 
 impl BlockKernels for CubeBackend {
-    fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool) -> CubeTensor {
-        skinny_matmul(x, w, out_major, false)
-    }
-
-    fn swiglu_matmul(gate_up: &CubeTensor, w: &CubeTensor) -> CubeTensor {
-        skinny_matmul(gate_up, w, false, true)
-    }
-
-    fn add_rms_norm(
+    fn add_skinny_matmul(
+        stream: CubeTensor,
         x: &CubeTensor,
-        delta: &CubeTensor,
-        weight: &CubeTensor,
-        eps: f32,
-    ) -> (CubeTensor, CubeTensor) {
+        w: &CubeTensor,
+        gated: bool,
+    ) -> CubeTensor {
+        let stream = writable(stream);
         let x = into_contiguous(x.clone());
-        let delta = into_contiguous(delta.clone());
+        let w = into_contiguous(w.clone());
+        launch_skinny::<SkinnyMatmul>(
+            &x,
+            &w,
+            &stream,
+            false,
+            vec![],
+            0,
+            vec![("gated", gated.to_string()), ("accumulate", "true".into())],
+        );
+        stream
+    }
+
+    fn normed_skinny_matmul(
+        x: &CubeTensor,
+        norm_weight: &CubeTensor,
+        eps: f32,
+        w: &CubeTensor,
+        out_major: bool,
+    ) -> CubeTensor {
+        let x = into_contiguous(x.clone());
+        let w = into_contiguous(w.clone());
+        let norm_weight = into_contiguous(norm_weight.clone());
+        let n = w.meta.shape()[usize::from(!out_major)];
+        let y = empty_like(&x, [x.meta.shape()[0], n], DType::F32);
+        launch_skinny::<NormedMatmul>(
+            &x,
+            &w,
+            &y,
+            out_major,
+            vec![binding(&norm_weight)],
+            0,
+            vec![("eps", float_literal(eps)), ("accumulate", "false".into())],
+        );
+        y
+    }
+
+    fn skinny_qkv_projection(
+        x: &CubeTensor,
+        norm_weight: &CubeTensor,
+        eps: f32,
+        w_qkv: &CubeTensor,
+        cache: CubeTensor,
+        rope: &CubeTensor,
+        slots: KvSlots,
+    ) -> (CubeTensor, CubeTensor) {
+        let cache = writable(cache);
+        let x = into_contiguous(x.clone());
+        let w_qkv = into_contiguous(w_qkv.clone());
+        let norm_weight = into_contiguous(norm_weight.clone());
+        let rope = into_contiguous(rope.clone());
+        let heads = slots.heads;
+        let queries = empty_like(&x, [x.meta.shape()[0], heads.q_dim()], DType::F32);
+        launch_skinny::<QkvProjection>(
+            &x,
+            &w_qkv,
+            &queries,
+            false,
+            vec![binding(&norm_weight), binding(&rope), binding(&cache)],
+            slots.start,
+            vec![
+                ("eps", float_literal(eps)),
+                ("q_dim", heads.q_dim().to_string()),
+                ("kv_dim", heads.kv_dim().to_string()),
+                ("head_dim", heads.head_dim.to_string()),
+                ("max_seq", cache.meta.shape()[2].to_string()),
+            ],
+        );
+        (queries, cache)
+    }
+
+    fn rms_norm(x: &CubeTensor, weight: &CubeTensor, eps: f32) -> CubeTensor {
+        let x = into_contiguous(x.clone());
         let weight = into_contiguous(weight.clone());
         let (rows, d) = (x.meta.shape()[0], x.meta.shape()[1]);
         // Enough lanes that each sums a few values; a power of two for the tree sum.
         let lanes = d.div_ceil(4).next_power_of_two().clamp(32, 256);
-        let sum = empty_like(&x, [rows, d], DType::F32);
         let y = empty_like(&x, [rows, d], DType::F32);
-        WgslKernel::<AddRmsNorm>::new(vec![
+        WgslKernel::<RmsNorm>::new(vec![
             ("d", d.to_string()),
-            // `{:?}` keeps a decimal point or exponent: a WGSL float literal.
-            ("eps", format!("{eps:?}")),
+            ("eps", float_literal(eps)),
             ("threads", lanes.to_string()),
         ])
         .launch(
             &x.client,
             lanes as u32,
             [rows, 1, 1],
-            vec![
-                binding(&x),
-                binding(&delta),
-                binding(&weight),
-                binding(&sum),
-                binding(&y),
-            ],
+            vec![binding(&x), binding(&weight), binding(&y)],
             None,
         );
-        (sum, y)
+        y
     }
 
     fn store_kv(
         cache: CubeTensor,
         qkv: &CubeTensor,
         rope: &CubeTensor,
-        start: usize,
-        heads: Heads,
+        slots: KvSlots,
     ) -> CubeTensor {
-        // In place, as burn's own slice assignment does, unless another tensor shares
-        // the buffer.
-        let cache = if cache.can_mut() && cache.is_contiguous() {
-            cache
-        } else {
-            into_contiguous(cache.copy())
-        };
+        let cache = writable(cache);
         let qkv = into_contiguous(qkv.clone());
         let rope = into_contiguous(rope.clone());
         let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
         let max_seq = cache.meta.shape()[2];
+        let heads = slots.heads;
         WgslKernel::<StoreKv>::new(vec![
             ("q_dim", heads.q_dim().to_string()),
             ("kv_dim", heads.kv_dim().to_string()),
@@ -375,27 +504,27 @@ impl BlockKernels for CubeBackend {
             64,
             [heads.kv_dim().div_ceil(64), n, 1],
             vec![binding(&qkv), binding(&rope), binding(&cache)],
-            Some([info_word(start), info_word(n), 0, 0]),
+            Some([info_word(slots.start), info_word(n), 0, 0]),
         );
         cache
     }
 
     fn tree_attention(
-        qkv: &CubeTensor,
+        queries: &CubeTensor,
         rope: &CubeTensor,
         cache: &CubeTensor,
         tree_mask: &CubeTensor,
         past: usize,
         heads: Heads,
     ) -> CubeTensor {
-        let qkv = into_contiguous(qkv.clone());
+        let queries = into_contiguous(queries.clone());
         let rope = into_contiguous(rope.clone());
         let cache = into_contiguous(cache.clone());
         let tree_mask = into_contiguous(tree_mask.clone());
-        let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
+        let (n, width) = (queries.meta.shape()[0], queries.meta.shape()[1]);
         let max_seq = cache.meta.shape()[2];
         let chunks = (past + n).div_ceil(ATTENTION_CHUNK);
-        let out = empty_like(&qkv, [n, heads.q_dim()], DType::F32);
+        let out = empty_like(&queries, [n, heads.q_dim()], DType::F32);
         // Per (node, head, chunk): max, sum and the unnormalised values. Bound even when
         // unused (one chunk), so at least one row.
         let partial_rows = if chunks > 1 {
@@ -403,7 +532,7 @@ impl BlockKernels for CubeBackend {
         } else {
             1
         };
-        let partials = empty_like(&qkv, [partial_rows, 2 + heads.head_dim], DType::F32);
+        let partials = empty_like(&queries, [partial_rows, 2 + heads.head_dim], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
         let columns_per_lane = heads.head_dim.div_ceil(64).to_string();
         WgslKernel::<TreeAttention>::new(vec![
@@ -412,17 +541,17 @@ impl BlockKernels for CubeBackend {
             ("n_heads", heads.n_heads.to_string()),
             ("q_dim", heads.q_dim().to_string()),
             ("kv_dim", heads.kv_dim().to_string()),
-            ("qkv_width", width.to_string()),
+            ("row_width", width.to_string()),
             ("max_seq", max_seq.to_string()),
             ("scale", format!("{scale:?}")),
             ("columns_per_lane", columns_per_lane.clone()),
         ])
         .launch(
-            &qkv.client,
+            &queries.client,
             64,
             [heads.n_heads, n, chunks],
             vec![
-                binding(&qkv),
+                binding(&queries),
                 binding(&rope),
                 binding(&cache),
                 binding(&tree_mask),
@@ -439,7 +568,7 @@ impl BlockKernels for CubeBackend {
                 ("columns_per_lane", columns_per_lane),
             ])
             .launch(
-                &qkv.client,
+                &queries.client,
                 64,
                 [heads.n_heads, n, 1],
                 vec![binding(&partials), binding(&out)],

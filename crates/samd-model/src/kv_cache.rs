@@ -99,36 +99,36 @@ impl KvCache {
     }
 
     /// Writes `k`, `v` (`[n_kv_heads, n, head_dim]`) of `layer` into the pending slots
-    /// `len .. len+n` and returns the window `0 .. len+n` of keys and values
-    /// (`[1, n_kv_heads, len+n, head_dim]` each).
-    pub(crate) fn write_and_window(
-        &mut self,
-        layer: usize,
-        k: Tensor<3>,
-        v: Tensor<3>,
-    ) -> (Tensor<4>, Tensor<4>) {
+    /// `len .. len+n`.
+    pub(crate) fn write(&mut self, layer: usize, k: Tensor<3>, v: Tensor<3>) {
         let [n_kv_heads, n, head_dim] = k.dims();
         debug_assert_eq!(n, self.pending, "invariant: reserve() precedes writes");
         let start = self.len;
         let end = start + n;
-        let cache = &mut self.layers[layer];
         // slice_assign works in place when the cache tensor is uniquely owned, which holds
-        // here: windows handed out below are dropped before the next write.
+        // here: windows handed out by `window` are dropped before the next write.
         for (kv, value) in [k, v].into_iter().enumerate() {
-            cache.inplace(|t| {
+            self.layers[layer].inplace(|t| {
                 t.slice_assign(
                     [kv..kv + 1, 0..n_kv_heads, start..end, 0..head_dim],
                     value.unsqueeze_dim(0),
                 )
             });
         }
-        // [1, n_kv_heads, len+n, head_dim]
-        let window = |kv: usize| {
+    }
+
+    /// `layer`'s keys and values in slots `0 .. len + pending`, `[1, n_kv_heads, len +
+    /// pending, head_dim]` each.
+    pub(crate) fn window(&self, layer: usize) -> (Tensor<4>, Tensor<4>) {
+        let cache = &self.layers[layer];
+        let [_, n_kv_heads, _, head_dim] = cache.dims();
+        let end = self.len + self.pending;
+        let part = |kv: usize| {
             cache
                 .clone()
                 .slice([kv..kv + 1, 0..n_kv_heads, 0..end, 0..head_dim])
         };
-        (window(0), window(1))
+        (part(0), part(1))
     }
 
     /// `layer`'s keys and values, `[2, n_kv_heads, max_seq_len, head_dim]`, for a kernel

@@ -9,7 +9,7 @@ use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
+use crate::kernels::{BlockKernels, Heads, KvSlots, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 
 /// Which implementation of a block's fused pieces a model runs.
@@ -56,33 +56,69 @@ fn skinny(ops: BlockOps, rows: usize) -> bool {
     ops == BlockOps::Kernels && rows <= SKINNY_MAX_ROWS
 }
 
-/// `x @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says.
-pub(crate) fn project(ops: BlockOps, x: Tensor<2>, w: &Tensor<2>, layout: Layout) -> Tensor<2> {
-    let out_major = layout == Layout::OutIn;
+/// The backend our kernels extend.
+type Kernels = burn::backend::Dispatch;
+
+/// An RMSNorm's weight, `[d]`, and epsilon: `rms_norm(x) = x / sqrt(mean(x²) + eps) *
+/// weight` over each row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Norm<'a> {
+    pub weight: &'a Tensor<1>,
+    pub eps: f32,
+}
+
+/// `rms_norm(x) @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says. One launch
+/// on the skinny path: the norm is folded into the projection.
+pub(crate) fn normed_project(
+    ops: BlockOps,
+    x: &Tensor<2>,
+    norm: Norm<'_>,
+    w: &Tensor<2>,
+    layout: Layout,
+) -> Tensor<2> {
     if skinny(ops, x.dims()[0]) {
-        return Tensor::from_dispatch(<burn::backend::Dispatch as BlockKernels>::skinny_matmul(
-            &x.into_dispatch(),
+        return Tensor::from_dispatch(<Kernels as BlockKernels>::normed_skinny_matmul(
+            &x.clone().into_dispatch(),
+            &norm.weight.clone().into_dispatch(),
+            norm.eps,
             &w.clone().into_dispatch(),
-            out_major,
+            layout == Layout::OutIn,
         ));
     }
-    if out_major {
-        x.matmul(w.clone().transpose())
-    } else {
-        x.matmul(w.clone())
+    let h = rms_norm(ops, x, norm);
+    match layout {
+        Layout::InOut => h.matmul(w.clone()),
+        Layout::OutIn => h.matmul(w.clone().transpose()),
     }
 }
 
-/// The feed-forward's second half: `(silu(gate) * up) @ W_down` for `gate_up`:
-/// `[n, 2 * d_ffn]`, gate then up, and `w_down`: `[d_ffn, d_model]`. The kernel folds
-/// SwiGLU into the projection's reads, so it costs no launch of its own.
-pub(crate) fn swiglu_down(ops: BlockOps, gate_up: Tensor<2>, w_down: &Tensor<2>) -> Tensor<2> {
+/// `stream + x @ W` (the residual add after the attention's output projection) for `x`:
+/// `[n, in]` and `w`: `[in, out]`. One launch on the skinny path, in place.
+pub(crate) fn add_project(
+    ops: BlockOps,
+    stream: Tensor<2>,
+    x: Tensor<2>,
+    w: &Tensor<2>,
+) -> Tensor<2> {
+    if skinny(ops, x.dims()[0]) {
+        return add_skinny(stream, x, w, false);
+    }
+    stream + x.matmul(w.clone())
+}
+
+/// `stream + (silu(gate) * up) @ W_down`: the feed-forward's second half and the residual
+/// add after it, for `gate_up`: `[n, 2 * d_ffn]`, gate then up, and `w_down`: `[d_ffn,
+/// d_model]`. One launch on the skinny path, in place: SwiGLU is folded into the
+/// projection's reads.
+pub(crate) fn add_swiglu_down(
+    ops: BlockOps,
+    stream: Tensor<2>,
+    gate_up: Tensor<2>,
+    w_down: &Tensor<2>,
+) -> Tensor<2> {
     let [n, width] = gate_up.dims();
     if skinny(ops, n) {
-        return Tensor::from_dispatch(<burn::backend::Dispatch as BlockKernels>::swiglu_matmul(
-            &gate_up.into_dispatch(),
-            &w_down.clone().into_dispatch(),
-        ));
+        return add_skinny(stream, gate_up, w_down, true);
     }
     let d_ffn = width / 2;
     let gate = gate_up.clone().slice([0..n, 0..d_ffn]);
@@ -90,51 +126,137 @@ pub(crate) fn swiglu_down(ops: BlockOps, gate_up: Tensor<2>, w_down: &Tensor<2>)
     // SiLU written out: five elementwise ops against the eight of burn's `silu` (a
     // sigmoid through log and exp).
     let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
-    (gate * up).matmul(w_down.clone())
+    stream + (gate * up).matmul(w_down.clone())
 }
 
-/// The residual add and the RMSNorm after it: `(x + delta, rms_norm(x + delta))`, where
-/// `rms_norm(s) = s / sqrt(mean(s²) + eps) * weight` over the last dim. `x`, `delta`:
-/// `[n, d]`.
-pub(crate) fn add_rms_norm(
-    ops: BlockOps,
-    x: Tensor<2>,
-    delta: Tensor<2>,
-    weight: &Tensor<1>,
-    eps: f32,
-) -> (Tensor<2>, Tensor<2>) {
+/// [`BlockKernels::add_skinny_matmul`] on tensors.
+fn add_skinny(stream: Tensor<2>, x: Tensor<2>, w: &Tensor<2>, gated: bool) -> Tensor<2> {
+    Tensor::from_dispatch(<Kernels as BlockKernels>::add_skinny_matmul(
+        stream.into_dispatch(),
+        &x.into_dispatch(),
+        &w.clone().into_dispatch(),
+        gated,
+    ))
+}
+
+/// `rms_norm(x)`, `x`: `[n, d]`: our kernel on wgpu, burn ops elsewhere.
+fn rms_norm(ops: BlockOps, x: &Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
     match ops {
-        BlockOps::Kernels => {
-            let (sum, normed) = <burn::backend::Dispatch as BlockKernels>::add_rms_norm(
-                &x.into_dispatch(),
-                &delta.into_dispatch(),
-                &weight.clone().into_dispatch(),
-                eps,
-            );
-            (Tensor::from_dispatch(sum), Tensor::from_dispatch(normed))
-        }
-        BlockOps::Reference => {
-            let sum = x + delta;
-            (sum.clone(), reference_rms_norm(sum, weight, eps))
-        }
+        BlockOps::Kernels => Tensor::from_dispatch(<Kernels as BlockKernels>::rms_norm(
+            &x.clone().into_dispatch(),
+            &norm.weight.clone().into_dispatch(),
+            norm.eps,
+        )),
+        BlockOps::Reference => reference_rms_norm(x.clone(), norm),
     }
 }
 
 /// The mean is broadcast to `[n, d]` before the rest, so that every elementwise op after
 /// the reduction has the output's shape.
-fn reference_rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f32) -> Tensor<2> {
+fn reference_rms_norm(x: Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
     let [n, d] = x.dims();
     // [n, 1] -> [n, d]
     let mean_square = x.clone().square().mean_dim(1).expand([n, d]);
     // [n, d] / [n, d] * [1, d]
-    x / mean_square.add_scalar(eps).sqrt() * weight.clone().reshape([1, d])
+    x / mean_square.add_scalar(norm.eps).sqrt() * norm.weight.clone().reshape([1, d])
+}
+
+/// A layer's weights for [`project_qkv`]: the attention's norm, and `w_qkv`: `[d_model,
+/// q + k + v]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QkvWeights<'a> {
+    pub norm: Norm<'a>,
+    pub w_qkv: &'a Tensor<2>,
+}
+
+/// The attention's projection for `n` new nodes: `rms_norm(x) @ w_qkv`, whose columns are
+/// `q | k | v`. Stores the keys (RoPE applied, by each node's `rope` row) and values in
+/// `cache`'s pending slots of `layer`, and returns a tensor whose first `q_dim` columns
+/// are the queries, before RoPE. One launch on the skinny path.
+pub(crate) fn project_qkv(
+    ops: BlockOps,
+    cache: &mut KvCache,
+    layer: usize,
+    x: &Tensor<2>,
+    weights: QkvWeights<'_>,
+    rope: &Tensor<2>,
+    heads: Heads,
+) -> Tensor<2> {
+    let QkvWeights { norm, w_qkv } = weights;
+    let slots = KvSlots {
+        start: cache.len(),
+        heads,
+    };
+    if skinny(ops, x.dims()[0]) {
+        let (x, norm_weight, w_qkv) = (
+            x.clone().into_dispatch(),
+            norm.weight.clone().into_dispatch(),
+            w_qkv.clone().into_dispatch(),
+        );
+        let rope = rope.clone().into_dispatch();
+        let mut queries = None;
+        cache.update_layer(layer, |t| {
+            let (q, t) = <Kernels as BlockKernels>::skinny_qkv_projection(
+                &x,
+                &norm_weight,
+                norm.eps,
+                &w_qkv,
+                t.into_dispatch(),
+                &rope,
+                slots,
+            );
+            queries = Some(q);
+            Tensor::from_dispatch(t)
+        });
+        return Tensor::from_dispatch(queries.expect("invariant: update_layer runs its closure"));
+    }
+    let qkv = normed_project(ops, x, norm, w_qkv, Layout::InOut);
+    match ops {
+        BlockOps::Kernels => {
+            let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());
+            cache.update_layer(layer, |t| {
+                Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
+                    t.into_dispatch(),
+                    &qkv,
+                    &rope,
+                    slots,
+                ))
+            });
+        }
+        BlockOps::Reference => reference_store_kv(cache, layer, &qkv, rope, heads),
+    }
+    qkv
+}
+
+/// Writes the keys (RoPE applied) and values of `qkv`: `[n, q | k | v]` into `cache`'s
+/// pending slots of `layer`.
+fn reference_store_kv(
+    cache: &mut KvCache,
+    layer: usize,
+    qkv: &Tensor<2>,
+    rope: &Tensor<2>,
+    heads: Heads,
+) {
+    let [n, _] = qkv.dims();
+    let (q_dim, kv_dim) = (heads.q_dim(), heads.kv_dim());
+    let part = |start: usize| {
+        qkv.clone().slice([0..n, start..start + kv_dim]).reshape([
+            n,
+            heads.n_kv_heads,
+            heads.head_dim,
+        ])
+    };
+    // [n, n_kv_heads, head_dim] -> [n_kv_heads, n, head_dim]
+    let k = rope_rotate(part(q_dim), rope).swap_dims(0, 1);
+    let v = part(q_dim + kv_dim).swap_dims(0, 1);
+    cache.write(layer, k, v);
 }
 
 /// The inputs of one layer's attention over `n` new nodes.
 pub(crate) struct AttentionInput<'a> {
-    /// `[n, width]`: the projection's output, `q | k | v | q swapped | k swapped` (see
-    /// `Block::w_qkv` in llama.rs).
-    pub qkv: Tensor<2>,
+    /// `[n, width]`: the queries before RoPE in the first `q_dim` columns, as
+    /// [`project_qkv`] returns them.
+    pub queries: Tensor<2>,
     /// `[n, 2 * head_dim]`: each node's `cos | signed sin` (see [`rope_rotate`]).
     pub rope: &'a Tensor<2>,
     /// `[n, n]`: 0 where node i sees new node j, a large negative number elsewhere.
@@ -142,52 +264,33 @@ pub(crate) struct AttentionInput<'a> {
     pub heads: Heads,
 }
 
-/// Stores the nodes' keys and values in `cache` (pending slots `len .. len + n` of
-/// `layer`), then returns their attention outputs, `[n, n_heads * head_dim]`.
+/// The nodes' attention outputs, `[n, n_heads * head_dim]`, over `layer`'s committed
+/// slots and the nodes' own (stored by [`project_qkv`]).
 pub(crate) fn attend(
     ops: BlockOps,
-    cache: &mut KvCache,
+    cache: &KvCache,
     layer: usize,
     input: AttentionInput<'_>,
 ) -> Tensor<2> {
     match ops {
-        BlockOps::Kernels => kernel_attend(cache, layer, input),
+        BlockOps::Kernels => Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
+            &input.queries.into_dispatch(),
+            &input.rope.clone().into_dispatch(),
+            &cache.layer(layer).clone().into_dispatch(),
+            &input.tree_mask.clone().into_dispatch(),
+            cache.len(),
+            input.heads,
+        )),
         BlockOps::Reference => reference_attend(cache, layer, input),
     }
-}
-
-/// Two launches: `store_kv.wgsl` writes the nodes' K/V into the cache in place, then
-/// `tree_attention.wgsl` reads them back with everything committed.
-fn kernel_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>) -> Tensor<2> {
-    type Kernels = burn::backend::Dispatch;
-    let past = cache.len();
-    let qkv = input.qkv.into_dispatch();
-    let rope = input.rope.clone().into_dispatch();
-    cache.update_layer(layer, |t| {
-        Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
-            t.into_dispatch(),
-            &qkv,
-            &rope,
-            past,
-            input.heads,
-        ))
-    });
-    Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
-        &qkv,
-        &rope,
-        &cache.layer(layer).clone().into_dispatch(),
-        &input.tree_mask.clone().into_dispatch(),
-        past,
-        input.heads,
-    ))
 }
 
 /// GQA never materialises repeated K/V: the query heads of one KV head are folded into
 /// the row dimension (`[n_kv_heads, group * n, head_dim]`), so one batched matmul serves
 /// all heads.
-fn reference_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>) -> Tensor<2> {
+fn reference_attend(cache: &KvCache, layer: usize, input: AttentionInput<'_>) -> Tensor<2> {
     let AttentionInput {
-        qkv,
+        queries,
         rope,
         tree_mask,
         heads,
@@ -197,40 +300,19 @@ fn reference_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>
         n_kv_heads,
         head_dim,
     } = heads;
-    let [n, _] = qkv.dims();
-    let (q_dim, kv_dim, group) = (heads.q_dim(), heads.kv_dim(), heads.group());
-    let part = |start: usize, width: usize, heads: usize| {
-        qkv.clone()
-            .slice([0..n, start..start + width])
-            .reshape([n, heads, head_dim])
-    };
-    // [n, 1, head_dim]: broadcast over heads.
-    let cos = rope
-        .clone()
-        .slice([0..n, 0..head_dim])
-        .reshape([n, 1, head_dim]);
-    let sin = rope
-        .clone()
-        .slice([0..n, head_dim..2 * head_dim])
-        .reshape([n, 1, head_dim]);
+    let [n, _] = queries.dims();
+    let (q_dim, group) = (heads.q_dim(), heads.group());
     // [n, heads, head_dim]
     let q = rope_rotate(
-        part(0, q_dim, n_heads),
-        part(q_dim + 2 * kv_dim, q_dim, n_heads),
-        &cos,
-        &sin,
+        queries
+            .slice([0..n, 0..q_dim])
+            .reshape([n, n_heads, head_dim]),
+        rope,
     );
-    let k = rope_rotate(
-        part(q_dim, kv_dim, n_kv_heads),
-        part(2 * q_dim + 2 * kv_dim, kv_dim, n_kv_heads),
-        &cos,
-        &sin,
-    );
-    let v = part(q_dim + kv_dim, kv_dim, n_kv_heads);
     let past = cache.len();
     let total = past + n;
     // [1, n_kv_heads, total, head_dim] each
-    let (k_all, v_all) = cache.write_and_window(layer, k.swap_dims(0, 1), v.swap_dims(0, 1));
+    let (k_all, v_all) = cache.window(layer);
     // [n, n_heads, head_dim] -> [n_heads, n, head_dim] -> [1, n_kv_heads, group * n, head_dim]:
     // query head h uses kv head h / group, so heads are kv-major.
     let q = q
@@ -271,9 +353,23 @@ fn reference_attend(cache: &mut KvCache, layer: usize, input: AttentionInput<'_>
 /// r[2i + 1] = x[2i]·sin + x[2i+1]·cos   = x[2i+1]·cos   + swapped[2i+1]·sin
 /// ```
 ///
-/// `swapped` is `x` with each pair's entries exchanged; the projection computes it in the
-/// same matmul as `x`, so RoPE is two products and a sum with no gather. `x`, `swapped`:
-/// `[n, heads, head_dim]`; `cos`, `sin`: `[n, 1, head_dim]` (signed sin).
-fn rope_rotate(x: Tensor<3>, swapped: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
-    x * cos.clone() + swapped * sin.clone()
+/// where `swapped` is `x` with each pair's entries exchanged. `x`: `[n, heads,
+/// head_dim]`; `rope`: `[n, 2 * head_dim]`, each node's `cos | signed sin`.
+fn rope_rotate(x: Tensor<3>, rope: &Tensor<2>) -> Tensor<3> {
+    let [n, heads, head_dim] = x.dims();
+    // [n, 1, head_dim]: broadcast over heads.
+    let cos = rope
+        .clone()
+        .slice([0..n, 0..head_dim])
+        .reshape([n, 1, head_dim]);
+    let sin = rope
+        .clone()
+        .slice([0..n, head_dim..2 * head_dim])
+        .reshape([n, 1, head_dim]);
+    let swapped = x
+        .clone()
+        .reshape([n, heads, head_dim / 2, 2])
+        .flip([3])
+        .reshape([n, heads, head_dim]);
+    x * cos + swapped * sin
 }

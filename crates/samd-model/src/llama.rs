@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
-use crate::layer_ops::{self, AttentionInput, BlockOps, Layout};
+use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Norm, QkvWeights};
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -355,10 +355,7 @@ fn device_index(value: u32, limit: usize) -> Option<i32> {
 struct Block {
     /// `[d_model]`
     attn_norm: Tensor<1>,
-    /// `[d_model, q + k + v + q + k]`: `W_q | W_k | W_v | W_q·S | W_k·S`, where `S` swaps
-    /// the columns of each RoPE pair. `x·W·S` is `x·W` with each pair swapped, exactly (a
-    /// permutation), which is what the reference ops' RoPE needs (`layer_ops::rope_rotate`);
-    /// the kernels read each pair's partner directly.
+    /// `[d_model, q + k + v]`: `W_q | W_k | W_v`.
     w_qkv: Tensor<2>,
     /// `[n_heads * head_dim, d_model]`
     wo: Tensor<2>,
@@ -447,12 +444,11 @@ impl Llama {
             let wq = InOut::from_gguf(required(WeightName::AttnQ(i))?);
             let wk = InOut::from_gguf(required(WeightName::AttnK(i))?);
             let wv = InOut::from_gguf(required(WeightName::AttnV(i))?);
-            let (wq_swapped, wk_swapped) = (wq.pairs_swapped(), wk.pairs_swapped());
             let gate = InOut::from_gguf(required(WeightName::FfnGate(i))?);
             let up = InOut::from_gguf(required(WeightName::FfnUp(i))?);
             blocks.push(Block {
                 attn_norm: vector(required(WeightName::AttnNorm(i))?),
-                w_qkv: upload(InOut::side_by_side(&[wq, wk, wv, wq_swapped, wk_swapped])),
+                w_qkv: upload(InOut::side_by_side(&[wq, wk, wv])),
                 wo: matrix_in_out(required(WeightName::AttnOutput(i))?),
                 ffn_norm: vector(required(WeightName::FfnNorm(i))?),
                 w_gate_up: upload(InOut::side_by_side(&[gate, up])),
@@ -609,42 +605,53 @@ impl Llama {
 
         let ids = Tensor::<1, Int>::from_data(TensorData::new(token_ids, [n]), device);
         let pos = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), device);
-        // The residual stream is carried as `x` plus a `delta` not yet added: each norm's
-        // kernel adds it first. Before the first block, x is zero and delta the embeddings.
-        // [n, d_model]
-        let mut delta = self.token_embd.clone().select(0, ids);
-        let mut x = Tensor::zeros([n, c.d_model], device);
+        // The residual stream, [n, d_model]: each block's two projections add into it.
+        let mut stream = self.token_embd.clone().select(0, ids);
         // [n, 2 * head_dim]
         let rope = self.rope.clone().select(0, pos);
         let tree_mask = self.tree_mask(mask);
+        let norm = |weight| Norm {
+            weight,
+            eps: c.rms_eps,
+        };
 
         for (layer, block) in self.blocks.iter().enumerate() {
-            let (sum, h) = layer_ops::add_rms_norm(ops, x, delta, &block.attn_norm, c.rms_eps);
-            // [n, q | k | v | q swapped | k swapped]
-            let qkv = layer_ops::project(ops, h, &block.w_qkv, Layout::InOut);
+            let weights = QkvWeights {
+                norm: norm(&block.attn_norm),
+                w_qkv: &block.w_qkv,
+            };
+            // [n, q | …]: the queries; the keys and values are in the cache.
+            let queries = layer_ops::project_qkv(ops, cache, layer, &stream, weights, &rope, heads);
             let input = AttentionInput {
-                qkv,
+                queries,
                 rope: &rope,
                 tree_mask: &tree_mask,
                 heads,
             };
             // [n, n_heads * head_dim]
             let attn = layer_ops::attend(ops, cache, layer, input);
-            // [n, d_model]
-            let attn_out = layer_ops::project(ops, attn, &block.wo, Layout::InOut);
-
-            let (sum, h) = layer_ops::add_rms_norm(ops, sum, attn_out, &block.ffn_norm, c.rms_eps);
+            stream = layer_ops::add_project(ops, stream, attn, &block.wo);
             // [n, 2 * d_ffn]: gate, then up
-            let gate_up = layer_ops::project(ops, h, &block.w_gate_up, Layout::InOut);
-            // silu(gate) * up, [n, d_ffn], @ [d_ffn, d_model] -> [n, d_model]
-            delta = layer_ops::swiglu_down(ops, gate_up, &block.w_down);
-            x = sum;
+            let gate_up = layer_ops::normed_project(
+                ops,
+                &stream,
+                norm(&block.ffn_norm),
+                &block.w_gate_up,
+                Layout::InOut,
+            );
+            stream = layer_ops::add_swiglu_down(ops, stream, gate_up, &block.w_down);
         }
-        let (_, x) = layer_ops::add_rms_norm(ops, x, delta, &self.output_norm, c.rms_eps);
         // [n, d_model] @ [d_model, vocab] -> [n, vocab]
+        let output_norm = norm(&self.output_norm);
         let logits = match &self.output {
-            Some(w) => layer_ops::project(ops, x, w, Layout::InOut),
-            None => layer_ops::project(ops, x, &self.token_embd, Layout::OutIn),
+            Some(w) => layer_ops::normed_project(ops, &stream, output_norm, w, Layout::InOut),
+            None => layer_ops::normed_project(
+                ops,
+                &stream,
+                output_norm,
+                &self.token_embd,
+                Layout::OutIn,
+            ),
         };
         Ok(Logits { tensor: logits })
     }
@@ -721,22 +728,6 @@ impl InOut {
             }
         }
         Self { n_in, n_out, data }
-    }
-
-    /// The matrix with output columns `2i` and `2i + 1` exchanged (`W·S` in [`Block`]).
-    /// Heads are `head_dim` wide and `head_dim` is even, so pairs never straddle heads.
-    fn pairs_swapped(&self) -> Self {
-        let mut data = self.data.clone();
-        for row in data.chunks_exact_mut(self.n_out) {
-            for pair in row.chunks_exact_mut(2) {
-                pair.swap(0, 1);
-            }
-        }
-        Self {
-            n_in: self.n_in,
-            n_out: self.n_out,
-            data,
-        }
     }
 
     /// `[A | B | …]`: the matrices' columns side by side (all have the same `n_in`).
