@@ -8,11 +8,11 @@
 //! | kernel | replaces (burn ops) |
 //! |---|---|
 //! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows, with a block's other steps folded in by its parts: the RMSNorm before a projection, SwiGLU, the residual add, and storing K (RoPE applied) and V in the cache |
-//! | `tree_attention.wgsl` (+ `attention_combine.wgsl` past 64 keys) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
+//! | `tree_attention.wgsl` | RoPE on the queries, two batched matmuls, scale, mask, softmax |
 //! | `rms_norm.wgsl`, `store_kv.wgsl` | a prefill's RMSNorm and K/V store, where the projections are burn's matmul |
 //!
-//! So a block of a verify step is five launches, or six past 64 keys: the q|k|v
-//! projection, the attention (and its merge), the output projection, gate|up and down.
+//! So a block of a verify step is five launches: the q|k|v projection, the attention,
+//! the output projection, gate|up and down.
 //!
 //! They run on every wgpu device (Vulkan, Metal, DX12 natively, WebGPU in the browser)
 //! through burn's backend-extension API. burn's kernel fusion is off: with these kernels
@@ -164,16 +164,6 @@ pub(crate) struct TreeAttention;
 impl Shader for TreeAttention {
     const TEXT: &'static str = include_str!("../../../shaders/tree_attention.wgsl");
 }
-
-/// `shaders/attention_combine.wgsl`.
-pub(crate) struct AttentionCombine;
-impl Shader for AttentionCombine {
-    const TEXT: &'static str = include_str!("../../../shaders/attention_combine.wgsl");
-}
-
-/// Keys per workgroup of the tree attention (its lanes): a node's keys are split into
-/// chunks of this many, each its own workgroup, then merged.
-const ATTENTION_CHUNK: usize = 64;
 
 /// The attention shape the kernels compile in; the rest comes from tensor shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,9 +363,9 @@ fn writable(t: CubeTensor) -> CubeTensor {
     }
 }
 
-/// `eps` as a WGSL float literal: `{:?}` keeps a decimal point or an exponent.
-fn float_literal(eps: f32) -> String {
-    format!("{eps:?}")
+/// `value` as a WGSL float literal: `{:?}` keeps a decimal point or an exponent.
+fn float_literal(value: f32) -> String {
+    format!("{value:?}")
 }
 
 impl BlockKernels for CubeBackend {
@@ -523,58 +513,32 @@ impl BlockKernels for CubeBackend {
         let tree_mask = into_contiguous(tree_mask.clone());
         let (n, width) = (queries.meta.shape()[0], queries.meta.shape()[1]);
         let max_seq = cache.meta.shape()[2];
-        let chunks = (past + n).div_ceil(ATTENTION_CHUNK);
         let out = empty_like(&queries, [n, heads.q_dim()], DType::F32);
-        // Per (node, head, chunk): max, sum and the unnormalised values. Bound even when
-        // unused (one chunk), so at least one row.
-        let partial_rows = if chunks > 1 {
-            n * heads.n_heads * chunks
-        } else {
-            1
-        };
-        let partials = empty_like(&queries, [partial_rows, 2 + heads.head_dim], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
-        let columns_per_lane = heads.head_dim.div_ceil(64).to_string();
         WgslKernel::<TreeAttention>::new(vec![
             ("head_dim", heads.head_dim.to_string()),
             ("group", heads.group().to_string()),
-            ("n_heads", heads.n_heads.to_string()),
             ("q_dim", heads.q_dim().to_string()),
             ("kv_dim", heads.kv_dim().to_string()),
             ("row_width", width.to_string()),
             ("max_seq", max_seq.to_string()),
-            ("scale", format!("{scale:?}")),
-            ("columns_per_lane", columns_per_lane.clone()),
+            ("scale", float_literal(scale)),
+            ("columns_per_lane", heads.head_dim.div_ceil(64).to_string()),
+            ("group_values_len", (4 * heads.head_dim).to_string()),
         ])
         .launch(
             &queries.client,
-            64,
-            [heads.n_heads, n, chunks],
+            256,
+            [heads.n_heads, n, 1],
             vec![
                 binding(&queries),
                 binding(&rope),
                 binding(&cache),
                 binding(&tree_mask),
                 binding(&out),
-                binding(&partials),
             ],
-            Some([info_word(past), info_word(n), info_word(chunks), 0]),
+            Some([info_word(past), info_word(n), 0, 0]),
         );
-        if chunks > 1 {
-            WgslKernel::<AttentionCombine>::new(vec![
-                ("head_dim", heads.head_dim.to_string()),
-                ("n_heads", heads.n_heads.to_string()),
-                ("q_dim", heads.q_dim().to_string()),
-                ("columns_per_lane", columns_per_lane),
-            ])
-            .launch(
-                &queries.client,
-                64,
-                [heads.n_heads, n, 1],
-                vec![binding(&partials), binding(&out)],
-                Some([0, 0, info_word(chunks), 0]),
-            );
-        }
         out
     }
 }
