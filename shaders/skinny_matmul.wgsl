@@ -47,6 +47,14 @@ const LANES: u32 = 256u;
 
 var<workgroup> partial: array<f32, {{ partial_len }}>;
 
+// W's entry for input k and output column n.
+fn w_at(n: u32, k: u32) -> f32 {
+    if OUT_MAJOR {
+        return w[n * K + k];
+    }
+    return w[k * N + n];
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn main(
     @builtin(local_invocation_index) t: u32,
@@ -68,13 +76,22 @@ fn main(
 
     var acc: array<f32, {{ tm }}>;
     if n < N {
-        for (var k = lane; k < K; k += SPLIT) {
-            var wk: f32;
-            if OUT_MAJOR {
-                wk = w[n * K + k];
-            } else {
-                wk = w[k * N + n];
+        // Four weights in flight per lane: their loads overlap, where one at a time each
+        // would wait out the memory's latency before the next is issued.
+        var k = lane;
+        for (; k + 3u * SPLIT < K; k += 4u * SPLIT) {
+            let w0 = w_at(n, k);
+            let w1 = w_at(n, k + SPLIT);
+            let w2 = w_at(n, k + 2u * SPLIT);
+            let w3 = w_at(n, k + 3u * SPLIT);
+            for (var r = 0u; r < rows; r++) {
+                let row = m0 + r;
+                acc[r] += w0 * x_at(row, k) + w1 * x_at(row, k + SPLIT)
+                    + w2 * x_at(row, k + 2u * SPLIT) + w3 * x_at(row, k + 3u * SPLIT);
             }
+        }
+        for (; k < K; k += SPLIT) {
+            let wk = w_at(n, k);
             for (var r = 0u; r < rows; r++) {
                 acc[r] += wk * x_at(m0 + r, k);
             }
