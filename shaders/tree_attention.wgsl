@@ -109,7 +109,27 @@ fn main(
             for (var a = 0u; a < COLUMNS_PER_LANE; a++) {
                 acc[a] *= rescale;
             }
-            for (var i = 0u; i < in_chunk; i++) {
+            // Four keys' values in flight per lane: their loads overlap, where one at a
+            // time each would wait out the memory's latency before the next is issued.
+            var i = 0u;
+            for (; i + 3u < in_chunk; i += 4u) {
+                let s = g * LANES + i;
+                let p0 = exp(scores[s] - new_max);
+                let p1 = exp(scores[s + 1u] - new_max);
+                let p2 = exp(scores[s + 2u] - new_max);
+                let p3 = exp(scores[s + 3u] - new_max);
+                run_sum += p0 + p1 + p2 + p3;
+                let v_row = v_start + (first + i) * HEAD_DIM;
+                for (var a = 0u; a < COLUMNS_PER_LANE; a++) {
+                    let c = lane + a * LANES;
+                    if c < HEAD_DIM {
+                        acc[a] += p0 * cache[v_row + c] + p1 * cache[v_row + HEAD_DIM + c]
+                            + p2 * cache[v_row + 2u * HEAD_DIM + c]
+                            + p3 * cache[v_row + 3u * HEAD_DIM + c];
+                    }
+                }
+            }
+            for (; i < in_chunk; i++) {
                 let p = exp(scores[g * LANES + i] - new_max);
                 run_sum += p;
                 let v_row = v_start + (first + i) * HEAD_DIM;
