@@ -1,8 +1,9 @@
 // RMSNorm for each row of a [rows, D] matrix: y = x / sqrt(mean(x²) + eps) * weight.
 //
 // Verify steps fold the norm into the projection after it (skinny_in_normed.wgsl); this
-// is the norm for a forward of more rows than that kernel takes, a prefill's. As burn ops
-// it is a reduction and an elementwise tail of several launches; here it is one.
+// is the norm before the output head, whose thousands of workgroups would each take it
+// again, and for a forward of more rows than the skinny matmul takes, a prefill's. As
+// burn ops it is a reduction and an elementwise tail of several launches; here it is one.
 //
 // One workgroup per row: each lane squares a strided slice, the workgroup sums the
 // squares as a tree in shared memory, then every lane scales its slice.

@@ -242,14 +242,19 @@ pub trait BlockKernels: Backend {
         gated: bool,
     ) -> FloatTensor<Self>;
 
-    /// `rms_norm(x) * norm_weight · W` for `x`: `[m, k]` and `W`: `[k, n]`, or `[n, k]`
-    /// when `out_major`.
+    /// `x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or `[n, k]` when `out_major`.
+    fn skinny_matmul(
+        x: &FloatTensor<Self>,
+        w: &FloatTensor<Self>,
+        out_major: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `rms_norm(x) * norm_weight · W` for `x`: `[m, k]` and `W`: `[k, n]`.
     fn normed_skinny_matmul(
         x: &FloatTensor<Self>,
         norm_weight: &FloatTensor<Self>,
         eps: f32,
         w: &FloatTensor<Self>,
-        out_major: bool,
     ) -> FloatTensor<Self>;
 
     /// The attention's projection of `rms_norm(x) * norm_weight` by `w_qkv`: `[k, q + k +
@@ -390,23 +395,38 @@ impl BlockKernels for CubeBackend {
         stream
     }
 
+    fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool) -> CubeTensor {
+        let x = into_contiguous(x.clone());
+        let w = into_contiguous(w.clone());
+        let n = w.meta.shape()[usize::from(!out_major)];
+        let y = empty_like(&x, [x.meta.shape()[0], n], DType::F32);
+        launch_skinny::<SkinnyMatmul>(
+            &x,
+            &w,
+            &y,
+            out_major,
+            vec![],
+            0,
+            vec![("gated", "false".into()), ("accumulate", "false".into())],
+        );
+        y
+    }
+
     fn normed_skinny_matmul(
         x: &CubeTensor,
         norm_weight: &CubeTensor,
         eps: f32,
         w: &CubeTensor,
-        out_major: bool,
     ) -> CubeTensor {
         let x = into_contiguous(x.clone());
         let w = into_contiguous(w.clone());
         let norm_weight = into_contiguous(norm_weight.clone());
-        let n = w.meta.shape()[usize::from(!out_major)];
-        let y = empty_like(&x, [x.meta.shape()[0], n], DType::F32);
+        let y = empty_like(&x, [x.meta.shape()[0], w.meta.shape()[1]], DType::F32);
         launch_skinny::<NormedMatmul>(
             &x,
             &w,
             &y,
-            out_major,
+            false,
             vec![binding(&norm_weight)],
             0,
             vec![("eps", float_literal(eps)), ("accumulate", "false".into())],

@@ -67,8 +67,14 @@ pub(crate) struct Norm<'a> {
     pub eps: f32,
 }
 
+/// Widest projection that takes its RMSNorm folded in. Every workgroup of the skinny
+/// matmul takes the norm of its rows again: beside the weights of a block's projections
+/// that is noise, but the output head has 12,288 workgroups (49,152 columns, 4 each), and
+/// folded into it the norm doubled the head's time on lavapipe.
+const NORM_FOLD_MAX_COLUMNS: usize = 4096;
+
 /// `rms_norm(x) @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says. One launch
-/// on the skinny path: the norm is folded into the projection.
+/// on the skinny path up to [`NORM_FOLD_MAX_COLUMNS`], the norm folded into the product.
 pub(crate) fn normed_project(
     ops: BlockOps,
     x: &Tensor<2>,
@@ -76,16 +82,23 @@ pub(crate) fn normed_project(
     w: &Tensor<2>,
     layout: Layout,
 ) -> Tensor<2> {
-    if skinny(ops, x.dims()[0]) {
+    let rows = x.dims()[0];
+    if skinny(ops, rows) && layout == Layout::InOut && w.dims()[1] <= NORM_FOLD_MAX_COLUMNS {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::normed_skinny_matmul(
             &x.clone().into_dispatch(),
             &norm.weight.clone().into_dispatch(),
             norm.eps,
             &w.clone().into_dispatch(),
-            layout == Layout::OutIn,
         ));
     }
     let h = rms_norm(ops, x, norm);
+    if skinny(ops, rows) {
+        return Tensor::from_dispatch(<Kernels as BlockKernels>::skinny_matmul(
+            &h.into_dispatch(),
+            &w.clone().into_dispatch(),
+            layout == Layout::OutIn,
+        ));
+    }
     match layout {
         Layout::InOut => h.matmul(w.clone()),
         Layout::OutIn => h.matmul(w.clone().transpose()),
