@@ -18,32 +18,38 @@ fn x_at(r: u32, k: u32) -> f32 {
 }
 
 // Each of rows m0 .. m0 + rows: 1 / sqrt(mean(x²) + eps). Every lane sums the squares of a
-// strided slice, and the workgroup adds them as a tree in `partial`, which is free again
-// when this returns.
+// strided slice, and the workgroup adds them as a tree in `partial`, ROUND rows at a
+// time; `partial` is free again when this returns.
 fn row_scales(m0: u32, rows: u32, t: u32) -> array<f32, {{ tm }}> {
     var squares: array<f32, {{ tm }}>;
-    for (var r = 0u; r < rows; r++) {
-        for (var k = t; k < K; k += LANES) {
-            let v = x[(m0 + r) * K + k];
-            squares[r] += v * v;
-        }
-    }
     for (var r = 0u; r < TM; r++) {
-        partial[t * TM + r] = squares[r];
-    }
-    workgroupBarrier();
-    for (var live = LANES / 2u; live > 0u; live /= 2u) {
-        if t < live {
-            for (var r = 0u; r < TM; r++) {
-                partial[t * TM + r] += partial[(t + live) * TM + r];
+        if r < rows {
+            for (var k = t; k < K; k += LANES) {
+                let v = x[(m0 + r) * K + k];
+                squares[r] += v * v;
             }
         }
-        workgroupBarrier();
     }
     var scales: array<f32, {{ tm }}>;
-    for (var r = 0u; r < TM; r++) {
-        scales[r] = 1.0 / sqrt(partial[r] / f32(K) + EPS);
+    for (var r0 = 0u; r0 < TM; r0 += ROUND) {
+        if r0 < rows {
+            for (var r = 0u; r < ROUND; r++) {
+                partial[t * ROUND + r] = squares[r0 + r];
+            }
+            workgroupBarrier();
+            for (var live = LANES / 2u; live > 0u; live /= 2u) {
+                if t < live {
+                    for (var r = 0u; r < ROUND; r++) {
+                        partial[t * ROUND + r] += partial[(t + live) * ROUND + r];
+                    }
+                }
+                workgroupBarrier();
+            }
+            for (var r = 0u; r < ROUND; r++) {
+                scales[r0 + r] = 1.0 / sqrt(partial[r] / f32(K) + EPS);
+            }
+            workgroupBarrier();
+        }
     }
-    workgroupBarrier();
     return scales;
 }

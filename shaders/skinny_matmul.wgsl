@@ -27,7 +27,7 @@
 //   embedding): lanes run along K.
 //
 // Filled in by samd-model's kernels.rs: k, n, cols, split (cols * split = 256, split a
-// power of two), tm, partial_len = 256 * tm, out_major, info_binding, and the parts' own.
+// power of two), tm (a multiple of ROUND), out_major, info_binding, and the parts' own.
 
 // read_write, though x and w are only read: cubecl sub-allocates tensors from shared
 // buffers, and wgpu refuses one buffer bound both read-only and read-write in a dispatch.
@@ -44,8 +44,10 @@ const SPLIT: u32 = {{ split }}u;
 const TM: u32 = {{ tm }}u;
 const OUT_MAJOR: bool = {{ out_major }};
 const LANES: u32 = 256u;
+// Rows the workgroup reduces through shared memory at a time; TM is a multiple of it.
+const ROUND: u32 = 8u;
 
-var<workgroup> partial: array<f32, {{ partial_len }}>;
+var<workgroup> partial: array<f32, 2048>; // LANES * ROUND
 
 // W's entry for input k and output column n.
 fn w_at(n: u32, k: u32) -> f32 {
@@ -84,39 +86,55 @@ fn main(
             let w1 = w_at(n, k + SPLIT);
             let w2 = w_at(n, k + 2u * SPLIT);
             let w3 = w_at(n, k + 3u * SPLIT);
-            for (var r = 0u; r < rows; r++) {
-                let row = m0 + r;
-                acc[r] += w0 * x_at(row, k) + w1 * x_at(row, k + SPLIT)
-                    + w2 * x_at(row, k + 2u * SPLIT) + w3 * x_at(row, k + 3u * SPLIT);
+            // Up to TM, not `rows`: a loop of constant length unrolls, so `acc` can
+            // stay in registers.
+            for (var r = 0u; r < TM; r++) {
+                if r < rows {
+                    let row = m0 + r;
+                    acc[r] += w0 * x_at(row, k) + w1 * x_at(row, k + SPLIT)
+                        + w2 * x_at(row, k + 2u * SPLIT) + w3 * x_at(row, k + 3u * SPLIT);
+                }
             }
         }
         for (; k < K; k += SPLIT) {
             let wk = w_at(n, k);
-            for (var r = 0u; r < rows; r++) {
-                acc[r] += wk * x_at(m0 + r, k);
-            }
-        }
-    }
-    let slot = (col * SPLIT + lane) * TM;
-    for (var r = 0u; r < TM; r++) {
-        partial[slot + r] = acc[r];
-    }
-    workgroupBarrier();
-
-    for (var stride = SPLIT / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            let other = slot + stride * TM;
             for (var r = 0u; r < TM; r++) {
-                partial[slot + r] += partial[other + r];
+                if r < rows {
+                    acc[r] += wk * x_at(m0 + r, k);
+                }
             }
         }
-        workgroupBarrier();
     }
 
-    if lane == 0u && n < N {
-        let mate = (col ^ 1u) * SPLIT * TM;
-        for (var r = 0u; r < rows; r++) {
-            write_out(m0 + r, n, partial[slot + r] * scales[r], partial[mate + r] * scales[r]);
+    // The SPLIT partial sums of each column add up as a tree in shared memory, ROUND rows
+    // at a time, so that TM can outgrow it.
+    let slot = (col * SPLIT + lane) * ROUND;
+    let mate = (col ^ 1u) * SPLIT * ROUND;
+    for (var r0 = 0u; r0 < TM; r0 += ROUND) {
+        if r0 < rows {
+            for (var r = 0u; r < ROUND; r++) {
+                partial[slot + r] = acc[r0 + r];
+            }
+            workgroupBarrier();
+            for (var stride = SPLIT / 2u; stride > 0u; stride /= 2u) {
+                if lane < stride {
+                    let other = slot + stride * ROUND;
+                    for (var r = 0u; r < ROUND; r++) {
+                        partial[slot + r] += partial[other + r];
+                    }
+                }
+                workgroupBarrier();
+            }
+            if lane == 0u && n < N {
+                for (var r = 0u; r < ROUND; r++) {
+                    let row = r0 + r;
+                    if row < rows {
+                        let scale = scales[row];
+                        write_out(m0 + row, n, partial[slot + r] * scale, partial[mate + r] * scale);
+                    }
+                }
+            }
+            workgroupBarrier();
         }
     }
 }

@@ -125,11 +125,11 @@ type Step = (Vec<u32>, Vec<Option<usize>>, Vec<usize>);
 /// and K/V store kernels run.
 const PREFILL: u32 = 130;
 
-/// Nodes of the scenario's chain step: more than two tiles of the skinny matmul's rows
-/// (8), the last one partial.
-const CHAIN: u32 = 20;
+/// Nodes of the scenario's chain step: the skinny matmul takes them in tiles of 32 rows,
+/// the second one partial, and reduces each tile 8 rows at a time.
+const CHAIN: u32 = 40;
 
-/// What a decode loop does to a model, in miniature: a 130-token prefill, a 20-token
+/// What a decode loop does to a model, in miniature: a 130-token prefill, a 40-token
 /// chain of which 12 are accepted, a 6-node tree step whose accepted path is not a
 /// prefix (so compaction moves K/V), then one more token. Returns every logit and the
 /// top-8 ids of every forward, in order.

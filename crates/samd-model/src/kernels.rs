@@ -308,11 +308,19 @@ fn info_word(value: usize) -> u32 {
 }
 
 /// Most rows a skinny product takes ([`BlockKernels::add_skinny_matmul`] and the
-/// rest): it reads the weights once per [`SKINNY_TILE_ROWS`] rows, so past a few tiles
-/// burn's tiled matmul, which reuses each weight across a whole tile of rows, reads less.
+/// rest): it reads the weights once per tile of rows ([`skinny_tile_rows`]), so past a
+/// few tiles burn's tiled matmul, which reuses each weight across a larger tile, reads
+/// less.
 pub(crate) const SKINNY_MAX_ROWS: usize = 128;
-/// Rows of x each workgroup of the skinny matmul multiplies at once.
-const SKINNY_TILE_ROWS: usize = 8;
+
+/// Rows of x each workgroup of the skinny matmul multiplies at once, for a product of
+/// `m` rows: 8 for a decode step's one to eight, else 32, so that a tree's rows read the
+/// weights a quarter as often. Each lane keeps a running sum per row of its tile, so a
+/// larger tile costs registers; on the H200 a 64-row product took 8 times a one-row one
+/// with tiles of 8.
+fn skinny_tile_rows(m: usize) -> usize {
+    if m <= 8 { 8 } else { 32 }
+}
 
 /// One launch of `skinny_matmul.wgsl` and the parts `S` names: `x · W` over `m` rows into
 /// `y`'s `n` columns, binding `extra` after x, W and y, and `start` as the uniform's
@@ -337,6 +345,7 @@ fn launch_skinny<S: Shader>(
     // Neighbouring lanes read neighbouring floats: along K for an out-major W, else
     // along a row's columns (eight, one 32-byte sector).
     let (cols, split) = if out_major { (4, 64) } else { (8, 32) };
+    let tile_rows = skinny_tile_rows(m);
     let mut buffers = vec![binding(x), binding(w), binding(y)];
     buffers.extend(extra);
     params.extend([
@@ -344,15 +353,14 @@ fn launch_skinny<S: Shader>(
         ("n", n.to_string()),
         ("cols", cols.to_string()),
         ("split", split.to_string()),
-        ("tm", SKINNY_TILE_ROWS.to_string()),
-        ("partial_len", (256 * SKINNY_TILE_ROWS).to_string()),
+        ("tm", tile_rows.to_string()),
         ("out_major", out_major.to_string()),
         ("info_binding", buffers.len().to_string()),
     ]);
     WgslKernel::<S>::new(params).launch(
         &x.client,
         256,
-        [n.div_ceil(cols), m.div_ceil(SKINNY_TILE_ROWS), 1],
+        [n.div_ceil(cols), m.div_ceil(tile_rows), 1],
         buffers,
         Some([info_word(m), info_word(start), 0, 0]),
     );
