@@ -9,6 +9,7 @@ use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
+use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
 use crate::kernels::{BlockKernels, Heads, KvSlots, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 
@@ -44,10 +45,51 @@ impl BlockOps {
 /// How a projection's weight matrix is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
-    /// `[in, out]`: the block matrices, stored so the reference is `x @ W`.
+    /// `[in, out]`: what the WGSL kernels read, neighbouring lanes along a row's outputs.
     InOut,
-    /// `[out, in]`: the tied output head, which is the token embedding.
+    /// `[out, in]`: the tied output head, which is the token embedding, and on the CPU
+    /// every matrix: a product of a few rows is then dot products along contiguous rows
+    /// ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)), and GGUF stores them so.
     OutIn,
+}
+
+impl Layout {
+    /// The layout a model's matrices take on `device`.
+    pub(crate) fn for_device(device: &Device) -> Self {
+        match device.as_dispatch() {
+            DispatchDevice::Flex(_) => Self::OutIn,
+            _ => Self::InOut,
+        }
+    }
+}
+
+/// A projection's weights, in the layout they are stored in.
+#[derive(Debug, Clone)]
+pub(crate) struct Matrix {
+    pub tensor: Tensor<2>,
+    pub layout: Layout,
+}
+
+impl Matrix {
+    /// Outputs of the projection.
+    fn outputs(&self) -> usize {
+        let [rows, cols] = self.tensor.dims();
+        match self.layout {
+            Layout::InOut => cols,
+            Layout::OutIn => rows,
+        }
+    }
+
+    /// The tensor, for a WGSL kernel: the kernels' devices hold in-major matrices
+    /// ([`Layout::for_device`]).
+    fn in_major(&self) -> &Tensor<2> {
+        debug_assert_eq!(
+            self.layout,
+            Layout::InOut,
+            "invariant: wgpu matrices are in-major"
+        );
+        &self.tensor
+    }
 }
 
 /// Whether a product of `rows` rows takes the skinny matmul kernel: a verify step's few
@@ -73,61 +115,68 @@ pub(crate) struct Norm<'a> {
 /// folded into it the norm doubled the head's time on lavapipe.
 const NORM_FOLD_MAX_COLUMNS: usize = 4096;
 
-/// `rms_norm(x) @ W` for `x`: `[n, in]`, with `w` laid out as `layout` says. One launch
-/// on the skinny path up to [`NORM_FOLD_MAX_COLUMNS`], the norm folded into the product.
+/// `rms_norm(x) @ W` for `x`: `[n, in]`. One launch on the skinny path up to
+/// [`NORM_FOLD_MAX_COLUMNS`], the norm folded into the product.
 pub(crate) fn normed_project(
     ops: BlockOps,
     x: &Tensor<2>,
     norm: Norm<'_>,
-    w: &Tensor<2>,
-    layout: Layout,
+    w: &Matrix,
 ) -> Tensor<2> {
     let rows = x.dims()[0];
-    if skinny(ops, rows) && layout == Layout::InOut && w.dims()[1] <= NORM_FOLD_MAX_COLUMNS {
+    if skinny(ops, rows) && w.layout == Layout::InOut && w.outputs() <= NORM_FOLD_MAX_COLUMNS {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::normed_skinny_matmul(
             &x.clone().into_dispatch(),
             &norm.weight.clone().into_dispatch(),
             norm.eps,
-            &w.clone().into_dispatch(),
+            &w.tensor.clone().into_dispatch(),
         ));
     }
     let h = rms_norm(ops, x, norm);
     if skinny(ops, rows) {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::skinny_matmul(
             &h.into_dispatch(),
-            &w.clone().into_dispatch(),
-            layout == Layout::OutIn,
+            &w.tensor.clone().into_dispatch(),
+            w.layout == Layout::OutIn,
         ));
     }
-    match layout {
-        Layout::InOut => h.matmul(w.clone()),
-        Layout::OutIn => h.matmul(w.clone().transpose()),
+    matmul(h, w)
+}
+
+/// `x @ W` through burn's matmul, or on burn's CPU backend for a few rows through
+/// [`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul), which reads the weights once
+/// where burn's packs them.
+fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
+    let on_cpu = matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
+    match w.layout {
+        Layout::OutIn if on_cpu && x.dims()[0] <= CPU_MAX_ROWS => {
+            Tensor::from_dispatch(<Kernels as CpuKernels>::few_rows_matmul(
+                &x.into_dispatch(),
+                &w.tensor.clone().into_dispatch(),
+            ))
+        }
+        Layout::OutIn => x.matmul(w.tensor.clone().transpose()),
+        Layout::InOut => x.matmul(w.tensor.clone()),
     }
 }
 
 /// `stream + x @ W` (the residual add after the attention's output projection) for `x`:
-/// `[n, in]` and `w`: `[in, out]`. One launch on the skinny path, in place.
-pub(crate) fn add_project(
-    ops: BlockOps,
-    stream: Tensor<2>,
-    x: Tensor<2>,
-    w: &Tensor<2>,
-) -> Tensor<2> {
+/// `[n, in]`. One launch on the skinny path, in place.
+pub(crate) fn add_project(ops: BlockOps, stream: Tensor<2>, x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     if skinny(ops, x.dims()[0]) {
         return add_skinny(stream, x, w, false);
     }
-    stream + x.matmul(w.clone())
+    stream + matmul(x, w)
 }
 
 /// `stream + (silu(gate) * up) @ W_down`: the feed-forward's second half and the residual
-/// add after it, for `gate_up`: `[n, 2 * d_ffn]`, gate then up, and `w_down`: `[d_ffn,
-/// d_model]`. One launch on the skinny path, in place: SwiGLU is folded into the
-/// projection's reads.
+/// add after it, for `gate_up`: `[n, 2 * d_ffn]`, gate then up. One launch on the skinny
+/// path, in place: SwiGLU is folded into the projection's reads.
 pub(crate) fn add_swiglu_down(
     ops: BlockOps,
     stream: Tensor<2>,
     gate_up: Tensor<2>,
-    w_down: &Tensor<2>,
+    w_down: &Matrix,
 ) -> Tensor<2> {
     let [n, width] = gate_up.dims();
     if skinny(ops, n) {
@@ -139,15 +188,15 @@ pub(crate) fn add_swiglu_down(
     // SiLU written out: five elementwise ops against the eight of burn's `silu` (a
     // sigmoid through log and exp).
     let gate = gate.clone() / gate.neg().exp().add_scalar(1.0);
-    stream + (gate * up).matmul(w_down.clone())
+    stream + matmul(gate * up, w_down)
 }
 
 /// [`BlockKernels::add_skinny_matmul`] on tensors.
-fn add_skinny(stream: Tensor<2>, x: Tensor<2>, w: &Tensor<2>, gated: bool) -> Tensor<2> {
+fn add_skinny(stream: Tensor<2>, x: Tensor<2>, w: &Matrix, gated: bool) -> Tensor<2> {
     Tensor::from_dispatch(<Kernels as BlockKernels>::add_skinny_matmul(
         stream.into_dispatch(),
         &x.into_dispatch(),
-        &w.clone().into_dispatch(),
+        &w.in_major().clone().into_dispatch(),
         gated,
     ))
 }
@@ -174,12 +223,12 @@ fn reference_rms_norm(x: Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
     x / mean_square.add_scalar(norm.eps).sqrt() * norm.weight.clone().reshape([1, d])
 }
 
-/// A layer's weights for [`project_qkv`]: the attention's norm, and `w_qkv`: `[d_model,
-/// q + k + v]`.
+/// A layer's weights for [`project_qkv`]: the attention's norm, and `w_qkv`, whose
+/// outputs are `q | k | v`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QkvWeights<'a> {
     pub norm: Norm<'a>,
-    pub w_qkv: &'a Tensor<2>,
+    pub w_qkv: &'a Matrix,
 }
 
 /// The attention's projection for `n` new nodes: `rms_norm(x) @ w_qkv`, whose columns are
@@ -204,7 +253,7 @@ pub(crate) fn project_qkv(
         let (x, norm_weight, w_qkv) = (
             x.clone().into_dispatch(),
             norm.weight.clone().into_dispatch(),
-            w_qkv.clone().into_dispatch(),
+            w_qkv.in_major().clone().into_dispatch(),
         );
         let rope = rope.clone().into_dispatch();
         let mut queries = None;
@@ -223,7 +272,7 @@ pub(crate) fn project_qkv(
         });
         return Tensor::from_dispatch(queries.expect("invariant: update_layer runs its closure"));
     }
-    let qkv = normed_project(ops, x, norm, w_qkv, Layout::InOut);
+    let qkv = normed_project(ops, x, norm, w_qkv);
     match ops {
         BlockOps::Kernels => {
             let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
-use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Norm, QkvWeights};
+use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -347,24 +347,26 @@ fn device_index(value: u32, limit: usize) -> Option<i32> {
         .and_then(|u| i32::try_from(u).ok())
 }
 
-/// One transformer block's weights. Matrices are `[in, out]`.
+/// One transformer block's weights. Matrices are laid out for the device
+/// ([`Layout::for_device`]).
 ///
-/// Projections that read the same input share one matrix, side by side, so that each is
-/// one matmul launch: on a GPU a step of this small model is bound by kernel launches.
+/// Projections that read the same input share one matrix, their outputs side by side, so
+/// that each is one matmul launch: on a GPU a step of this small model is bound by kernel
+/// launches.
 #[derive(Debug, Clone)]
 struct Block {
     /// `[d_model]`
     attn_norm: Tensor<1>,
-    /// `[d_model, q + k + v]`: `W_q | W_k | W_v`.
-    w_qkv: Tensor<2>,
-    /// `[n_heads * head_dim, d_model]`
-    wo: Tensor<2>,
+    /// `d_model` inputs, outputs `q | k | v`.
+    w_qkv: Matrix,
+    /// `n_heads * head_dim` inputs, `d_model` outputs.
+    wo: Matrix,
     /// `[d_model]`
     ffn_norm: Tensor<1>,
-    /// `[d_model, 2 * d_ffn]`: `W_gate | W_up`.
-    w_gate_up: Tensor<2>,
-    /// `[d_ffn, d_model]`
-    w_down: Tensor<2>,
+    /// `d_model` inputs, outputs `gate | up`.
+    w_gate_up: Matrix,
+    /// `d_ffn` inputs, `d_model` outputs.
+    w_down: Matrix,
 }
 
 /// A Llama-family decoder with immutable weights on one device.
@@ -374,8 +376,8 @@ pub struct Llama {
     device: Device,
     /// `[vocab, d_model]`: rows are gathered by token id.
     token_embd: Tensor<2>,
-    /// `[d_model, vocab]`, or `None` when tied to `token_embd`.
-    output: Option<Tensor<2>>,
+    /// `d_model` inputs, `vocab` outputs: its own matrix, or `token_embd` when tied.
+    output: Matrix,
     /// `[d_model]`
     output_norm: Tensor<1>,
     blocks: Vec<Block>,
@@ -428,10 +430,28 @@ impl Llama {
             let n = t.data.len();
             Tensor::from_data(TensorData::new(t.data, [n]), device)
         };
-        let upload = |m: InOut| -> Tensor<2> {
-            Tensor::from_data(TensorData::new(m.data, [m.n_in, m.n_out]), device)
+        let layout = Layout::for_device(device);
+        // GGUF matrices (each `[out, in]` row-major), their outputs side by side.
+        let upload = |parts: Vec<HostTensor>| -> Matrix {
+            let n_in = parts[0].dims[0];
+            let n_out = parts.iter().map(|p| p.dims[1]).sum::<usize>();
+            let tensor = match layout {
+                Layout::OutIn => {
+                    let data = parts
+                        .into_iter()
+                        .map(|p| p.data)
+                        .collect::<Vec<_>>()
+                        .concat();
+                    Tensor::from_data(TensorData::new(data, [n_out, n_in]), device)
+                }
+                Layout::InOut => {
+                    let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
+                    let m = InOut::side_by_side(&parts);
+                    Tensor::from_data(TensorData::new(m.data, [m.n_in, m.n_out]), device)
+                }
+            };
+            Matrix { tensor, layout }
         };
-        let matrix_in_out = |t: HostTensor| upload(InOut::from_gguf(t));
 
         let embd = required(WeightName::TokenEmbd)?;
         // [vocab, d_model]: the row-major layout as stored.
@@ -441,22 +461,35 @@ impl Llama {
         );
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
-            let wq = InOut::from_gguf(required(WeightName::AttnQ(i))?);
-            let wk = InOut::from_gguf(required(WeightName::AttnK(i))?);
-            let wv = InOut::from_gguf(required(WeightName::AttnV(i))?);
-            let gate = InOut::from_gguf(required(WeightName::FfnGate(i))?);
-            let up = InOut::from_gguf(required(WeightName::FfnUp(i))?);
+            let qkv = [
+                WeightName::AttnQ(i),
+                WeightName::AttnK(i),
+                WeightName::AttnV(i),
+            ];
+            let gate_up = [WeightName::FfnGate(i), WeightName::FfnUp(i)];
             blocks.push(Block {
                 attn_norm: vector(required(WeightName::AttnNorm(i))?),
-                w_qkv: upload(InOut::side_by_side(&[wq, wk, wv])),
-                wo: matrix_in_out(required(WeightName::AttnOutput(i))?),
+                w_qkv: upload(qkv.map(&mut required).into_iter().collect::<Result<_>>()?),
+                wo: upload(vec![required(WeightName::AttnOutput(i))?]),
                 ffn_norm: vector(required(WeightName::FfnNorm(i))?),
-                w_gate_up: upload(InOut::side_by_side(&[gate, up])),
-                w_down: matrix_in_out(required(WeightName::FfnDown(i))?),
+                w_gate_up: upload(
+                    gate_up
+                        .map(&mut required)
+                        .into_iter()
+                        .collect::<Result<_>>()?,
+                ),
+                w_down: upload(vec![required(WeightName::FfnDown(i))?]),
             });
         }
         let output_norm = vector(required(WeightName::OutputNorm)?);
-        let output = fetch(WeightName::Output)?.map(matrix_in_out);
+        // Tied heads read the embedding, `[vocab, d_model]`: out-major on every device.
+        let output = match fetch(WeightName::Output)? {
+            Some(t) => upload(vec![t]),
+            None => Matrix {
+                tensor: token_embd.clone(),
+                layout: Layout::OutIn,
+            },
+        };
         let rope = rope_table(&config, device);
         Ok(Self {
             config,
@@ -511,7 +544,7 @@ impl Llama {
         let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
         [
             c.vocab_size * c.d_model,
-            c.d_model * (2 * q + 3 * kv),
+            c.d_model * (q + 2 * kv),
             c.d_model * 2 * c.d_ffn,
         ]
         .into_iter()
@@ -632,27 +665,12 @@ impl Llama {
             let attn = layer_ops::attend(ops, cache, layer, input);
             stream = layer_ops::add_project(ops, stream, attn, &block.wo);
             // [n, 2 * d_ffn]: gate, then up
-            let gate_up = layer_ops::normed_project(
-                ops,
-                &stream,
-                norm(&block.ffn_norm),
-                &block.w_gate_up,
-                Layout::InOut,
-            );
+            let gate_up =
+                layer_ops::normed_project(ops, &stream, norm(&block.ffn_norm), &block.w_gate_up);
             stream = layer_ops::add_swiglu_down(ops, stream, gate_up, &block.w_down);
         }
-        // [n, d_model] @ [d_model, vocab] -> [n, vocab]
-        let output_norm = norm(&self.output_norm);
-        let logits = match &self.output {
-            Some(w) => layer_ops::normed_project(ops, &stream, output_norm, w, Layout::InOut),
-            None => layer_ops::normed_project(
-                ops,
-                &stream,
-                output_norm,
-                &self.token_embd,
-                Layout::OutIn,
-            ),
-        };
+        // [n, d_model] -> [n, vocab]
+        let logits = layer_ops::normed_project(ops, &stream, norm(&self.output_norm), &self.output);
         Ok(Logits { tensor: logits })
     }
 
