@@ -60,7 +60,9 @@ trait MulAdd {
 }
 
 /// One rounding: the FMA instruction.
+#[cfg(target_arch = "x86_64")]
 struct Fused;
+#[cfg(target_arch = "x86_64")]
 impl MulAdd for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
