@@ -244,7 +244,9 @@ pub struct CostShape {
 
 impl CostShape {
     /// A GPU: a step is bound by launches and synchronisation, so nodes are nearly free
-    /// (an H200 verified 64 nodes for 1.3–1.6× one). Trees start wide.
+    /// (an H200 verified 64 nodes for 1.3–1.6× one with burn's kernels; 4.2× with the
+    /// skinny matmul's first, 8-row tiles, since widened). Trees start wide, and the
+    /// timings take over within a few steps.
     pub const PARALLEL: Self = Self {
         batch: 1.0,
         per_node: 0.002,
