@@ -8,7 +8,7 @@
 //! | kernel | replaces (burn ops) |
 //! |---|---|
 //! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows, with a block's other steps folded in by its parts: the RMSNorm before a projection, SwiGLU, the residual add, and storing K (RoPE applied) and V in the cache |
-//! | `tree_attention.wgsl` | RoPE on the queries, two batched matmuls, scale, mask, softmax |
+//! | `tree_attention.wgsl` (`tree_attention_tiled.wgsl` for a prefill's many nodes) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
 //! | `rms_norm.wgsl`, `store_kv.wgsl` | a prefill's RMSNorm and K/V store, where the projections are burn's matmul |
 //!
 //! So a block of a verify step is five launches: the q|k|v projection, the attention,
@@ -163,6 +163,26 @@ impl Shader for QkvProjection {
 pub(crate) struct TreeAttention;
 impl Shader for TreeAttention {
     const TEXT: &'static str = include_str!("../../../shaders/tree_attention.wgsl");
+}
+
+/// `shaders/tree_attention_tiled.wgsl`.
+pub(crate) struct TreeAttentionTiled;
+impl Shader for TreeAttentionTiled {
+    const TEXT: &'static str = include_str!("../../../shaders/tree_attention_tiled.wgsl");
+}
+
+/// Most nodes a forward's attention takes one workgroup per (head, node) for; more take
+/// `tree_attention_tiled.wgsl`, which reads each key once per tile of nodes. A verify
+/// step has few nodes and needs the workgroups; a prefill has many and needs the reuse.
+const ATTENTION_PER_NODE_MAX: usize = 128;
+
+/// The tiled attention's (nodes, keys) per tile for `head_dim`, or `None` where its tiles
+/// would not fit WebGPU's guaranteed 16 KiB of shared memory.
+fn attention_tiles(head_dim: usize) -> Option<(usize, usize)> {
+    [(16, 32), (8, 16)].into_iter().find(|&(qt, kt)| {
+        let floats = qt * head_dim + kt * (head_dim + 1) + qt * kt + 3 * qt;
+        floats * 4 <= 16 * 1024
+    })
 }
 
 /// The attention shape the kernels compile in; the rest comes from tensor shapes.
@@ -543,7 +563,7 @@ impl BlockKernels for CubeBackend {
         let max_seq = cache.meta.shape()[2];
         let out = empty_like(&queries, [n, heads.q_dim()], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
-        WgslKernel::<TreeAttention>::new(vec![
+        let mut params = vec![
             ("head_dim", heads.head_dim.to_string()),
             ("group", heads.group().to_string()),
             ("q_dim", heads.q_dim().to_string()),
@@ -551,22 +571,50 @@ impl BlockKernels for CubeBackend {
             ("row_width", width.to_string()),
             ("max_seq", max_seq.to_string()),
             ("scale", float_literal(scale)),
-            ("columns_per_lane", heads.head_dim.div_ceil(64).to_string()),
-            ("group_values_len", (4 * heads.head_dim).to_string()),
-        ])
-        .launch(
-            &queries.client,
-            256,
-            [heads.n_heads, n, 1],
-            vec![
-                binding(&queries),
-                binding(&rope),
-                binding(&cache),
-                binding(&tree_mask),
-                binding(&out),
-            ],
-            Some([info_word(past), info_word(n), 0, 0]),
-        );
+        ];
+        let buffers = vec![
+            binding(&queries),
+            binding(&rope),
+            binding(&cache),
+            binding(&tree_mask),
+            binding(&out),
+        ];
+        let info = Some([info_word(past), info_word(n), 0, 0]);
+        match attention_tiles(heads.head_dim) {
+            Some((qt, kt)) if n > ATTENTION_PER_NODE_MAX => {
+                params.extend([
+                    ("qt", qt.to_string()),
+                    ("kt", kt.to_string()),
+                    ("q_tile_len", (qt * heads.head_dim).to_string()),
+                    ("kv_tile_len", (kt * (heads.head_dim + 1)).to_string()),
+                    ("scores_len", (qt * kt).to_string()),
+                    (
+                        "columns_per_lane",
+                        heads.head_dim.div_ceil(256 / qt).to_string(),
+                    ),
+                ]);
+                WgslKernel::<TreeAttentionTiled>::new(params).launch(
+                    &queries.client,
+                    256,
+                    [heads.n_heads, n.div_ceil(qt), 1],
+                    buffers,
+                    info,
+                );
+            }
+            _ => {
+                params.extend([
+                    ("columns_per_lane", heads.head_dim.div_ceil(64).to_string()),
+                    ("group_values_len", (4 * heads.head_dim).to_string()),
+                ]);
+                WgslKernel::<TreeAttention>::new(params).launch(
+                    &queries.client,
+                    256,
+                    [heads.n_heads, n, 1],
+                    buffers,
+                    info,
+                );
+            }
+        }
         out
     }
 }
