@@ -120,9 +120,9 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
 /// One forward of [`verify_scenario`]: tokens, each node's parent, the nodes accepted.
 type Step = (Vec<u32>, Vec<Option<usize>>, Vec<usize>);
 
-/// Tokens of the scenario's prefill: more than one chunk of the tree attention's keys
-/// (64), and more rows than the skinny matmul takes (128), so burn's matmul, the norm
-/// and K/V store kernels run.
+/// Tokens of the scenario's prefill: more rows than the skinny matmul takes (128), so
+/// burn's matmul, the norm and K/V store kernels and the tiled attention run, its last
+/// tiles of nodes and keys partial.
 const PREFILL: u32 = 130;
 
 /// Nodes of the scenario's chain step: the skinny matmul takes them in tiles of 32 rows,
