@@ -10,40 +10,19 @@
 // step's few nodes still put several hundred lanes on each head, with no second launch
 // to merge chunks.
 //
-// Keys `0 .. past` are committed and always visible; key `past + j` is new node j,
-// visible as the additive tree mask says (0, or a large negative number). A chunk whose
-// keys are all masked has a max far below a visible key's, so its weight underflows to
-// zero when merged; every node sees at least itself. The query head h reads kv head
-// h / GROUP (grouped-query attention).
+// Its bindings and what it shares with tree_attention_tiled.wgsl come first, from
+// attention_common.wgsl. A chunk whose keys are all masked has a max far below a
+// visible key's, so its weight underflows to zero when merged; every node sees at least
+// itself.
 //
-// Filled in by samd-model's kernels.rs: head_dim, group, q_dim, row_width,
-// max_seq, kv_dim, scale, columns_per_lane = ceil(head_dim / LANES) and
-// group_values_len = GROUPS * head_dim.
+// Filled in by samd-model's kernels.rs: columns_per_lane = ceil(head_dim / LANES) and
+// group_values_len = GROUPS * head_dim, besides the common part's.
 
-@group(0) @binding(0) var<storage, read_write> queries: array<f32>;   // [n, ROW_WIDTH], q first
-@group(0) @binding(1) var<storage, read_write> rope: array<f32>;      // [n, 2 * HEAD_DIM]: cos | sin
-@group(0) @binding(2) var<storage, read_write> cache: array<f32>;     // [2, KV_HEADS, MAX_SEQ, HEAD_DIM]
-@group(0) @binding(3) var<storage, read_write> tree_mask: array<f32>; // [n, n], additive
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [n, Q_DIM]
-// x: committed positions (past); y: new nodes (n).
-@group(0) @binding(5) var<uniform> info: vec4<u32>;
-
-const HEAD_DIM: u32 = {{ head_dim }}u;
-const GROUP: u32 = {{ group }}u;
-const Q_DIM: u32 = {{ q_dim }}u;
-const ROW_WIDTH: u32 = {{ row_width }}u;
-const MAX_SEQ: u32 = {{ max_seq }}u;
-const V_OFFSET: u32 = {{ kv_dim }}u * MAX_SEQ;
-const SCALE: f32 = {{ scale }};
 const COLUMNS_PER_LANE: u32 = {{ columns_per_lane }}u;
 // Lanes per group (keys per chunk), and groups per workgroup.
 const LANES: u32 = 64u;
 const GROUPS: u32 = 4u;
 const BLOCK: u32 = LANES * GROUPS;
-// Below every score: a running max before the first key, and the score of a lane past
-// the last key. Finite, since a const-expression infinity is a shader-creation error, and
-// below -3.4e38 the literal is not an f32 (Tint rejects it; naga rounds it).
-const LOWEST: f32 = -3.0e38;
 
 var<workgroup> query: array<f32, {{ head_dim }}>;
 var<workgroup> scores: array<f32, BLOCK>;
@@ -65,11 +44,8 @@ fn main(
     let g = t / LANES;
     let lane = t % LANES;
 
-    let q_row = node * ROW_WIDTH + head * HEAD_DIM;
-    let angles = node * 2u * HEAD_DIM;
     for (var c = t; c < HEAD_DIM; c += BLOCK) {
-        query[c] = queries[q_row + c] * rope[angles + c]
-            + queries[q_row + (c ^ 1u)] * rope[angles + HEAD_DIM + c];
+        query[c] = roped_query(node, head, c);
     }
     workgroupBarrier();
 
@@ -89,10 +65,7 @@ fn main(
             for (var c = 0u; c < HEAD_DIM; c++) {
                 dot += query[c] * cache[k_row + c];
             }
-            score = dot * SCALE;
-            if key >= past {
-                score += tree_mask[node * n + (key - past)];
-            }
+            score = dot * SCALE + mask_of(node, key, past, n);
         }
         scores[t] = score;
         workgroupBarrier();

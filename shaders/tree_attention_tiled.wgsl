@@ -11,39 +11,20 @@
 // cache (committed keys, then new nodes up to itself: a parent precedes its children),
 // so the tiles run up to the group's last node.
 //
-// Keys `0 .. past` are committed and always visible; key `past + j` is new node j,
-// visible as the additive tree mask says (0, or a large negative number). Every node sees
-// key 0, so its running max is a real score after the first tile. The query head h reads
-// kv head h / GROUP.
+// Its bindings and what it shares with tree_attention.wgsl come first, from
+// attention_common.wgsl. Every node sees key 0, so its running max is a real score after
+// the first tile.
 //
-// Filled in by samd-model's kernels.rs: head_dim, group, q_dim, row_width, max_seq,
-// kv_dim, scale, the tile sizes qt (dividing 256) and kt, sized so that the tiles fit
-// WebGPU's 16 KiB of shared memory, the tiles' lengths, and columns_per_lane =
-// ceil(head_dim / (256 / qt)).
+// Filled in by samd-model's kernels.rs: the tile sizes qt (dividing 256) and kt, sized
+// so that the tiles fit WebGPU's 16 KiB of shared memory, the tiles' lengths, and
+// columns_per_lane = ceil(head_dim / (256 / qt)), besides the common part's.
 
-@group(0) @binding(0) var<storage, read_write> queries: array<f32>;   // [n, ROW_WIDTH], q first
-@group(0) @binding(1) var<storage, read_write> rope: array<f32>;      // [n, 2 * HEAD_DIM]: cos | sin
-@group(0) @binding(2) var<storage, read_write> cache: array<f32>;     // [2, KV_HEADS, MAX_SEQ, HEAD_DIM]
-@group(0) @binding(3) var<storage, read_write> tree_mask: array<f32>; // [n, n], additive
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [n, Q_DIM]
-// x: committed positions (past); y: new nodes (n).
-@group(0) @binding(5) var<uniform> info: vec4<u32>;
-
-const HEAD_DIM: u32 = {{ head_dim }}u;
-const GROUP: u32 = {{ group }}u;
-const Q_DIM: u32 = {{ q_dim }}u;
-const ROW_WIDTH: u32 = {{ row_width }}u;
-const MAX_SEQ: u32 = {{ max_seq }}u;
-const V_OFFSET: u32 = {{ kv_dim }}u * MAX_SEQ;
-const SCALE: f32 = {{ scale }};
 const QT: u32 = {{ qt }}u;
 const KT: u32 = {{ kt }}u;
 const LANES: u32 = 256u;
 // A tile row's stride in shared memory: one float of padding, so that lanes reading the
 // same column of different keys hit different banks.
 const STRIDE: u32 = HEAD_DIM + 1u;
-// Below every score; finite, as in tree_attention.wgsl.
-const LOWEST: f32 = -3.0e38;
 
 var<workgroup> q_tile: array<f32, {{ q_tile_len }}>;   // [QT, HEAD_DIM], RoPE applied
 var<workgroup> kv_tile: array<f32, {{ kv_tile_len }}>; // [KT, STRIDE]: keys, then values
@@ -68,10 +49,7 @@ fn main(
         let c = i % HEAD_DIM;
         var q = 0.0;
         if node < n {
-            let row = node * ROW_WIDTH + head * HEAD_DIM;
-            let angles = node * 2u * HEAD_DIM;
-            q = queries[row + c] * rope[angles + c]
-                + queries[row + (c ^ 1u)] * rope[angles + HEAD_DIM + c];
+            q = roped_query(node, head, c);
         }
         q_tile[i] = q;
     }
@@ -111,10 +89,7 @@ fn main(
                 for (var c = 0u; c < HEAD_DIM; c++) {
                     dot += q_tile[i * HEAD_DIM + c] * kv_tile[j * STRIDE + c];
                 }
-                score = dot * SCALE;
-                if key >= past {
-                    score += tree_mask[node * n + (key - past)];
-                }
+                score = dot * SCALE + mask_of(node, key, past, n);
             }
             probs[p] = score;
         }

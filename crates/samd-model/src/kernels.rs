@@ -162,13 +162,19 @@ impl Shader for QkvProjection {
 /// `shaders/tree_attention.wgsl`.
 pub(crate) struct TreeAttention;
 impl Shader for TreeAttention {
-    const TEXT: &'static str = include_str!("../../../shaders/tree_attention.wgsl");
+    const TEXT: &'static str = concat!(
+        include_str!("../../../shaders/attention_common.wgsl"),
+        include_str!("../../../shaders/tree_attention.wgsl"),
+    );
 }
 
 /// `shaders/tree_attention_tiled.wgsl`.
 pub(crate) struct TreeAttentionTiled;
 impl Shader for TreeAttentionTiled {
-    const TEXT: &'static str = include_str!("../../../shaders/tree_attention_tiled.wgsl");
+    const TEXT: &'static str = concat!(
+        include_str!("../../../shaders/attention_common.wgsl"),
+        include_str!("../../../shaders/tree_attention_tiled.wgsl"),
+    );
 }
 
 /// Most nodes a forward's attention takes one workgroup per (head, node) for; more take
