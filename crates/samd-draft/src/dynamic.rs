@@ -107,6 +107,37 @@ impl DynamicSam {
         })
     }
 
+    /// Up to `max` chains of up to `want` tokens, one for each token that followed the
+    /// matched suffix earlier, or followed one of its `levels` next-shorter suffixes (down
+    /// the suffix links): the text from that token's latest occurrence on, the latest
+    /// first. They are the alternatives to a chain's first token.
+    pub fn continuations(&self, levels: usize, max: usize, want: usize) -> Vec<ChainSource> {
+        let mut found: Vec<(TokenId, ChainSource)> = Vec::new();
+        let mut state = (!self.matcher.is_empty()).then(|| self.matcher.state());
+        for _ in 0..=levels {
+            let Some(s) = state else { break };
+            for (token, target) in self.sam.edges(s) {
+                let Some(end) = self.sam.recent_endpos(target) else {
+                    continue;
+                };
+                if found.iter().all(|&(t, _)| t != token) {
+                    let start = end as usize;
+                    found.push((
+                        token,
+                        ChainSource {
+                            start,
+                            len: (self.text.len() - start).min(want),
+                            match_len: self.sam.state_len(s),
+                        },
+                    ));
+                }
+            }
+            state = self.sam.link(s).filter(|&l| self.sam.state_len(l) > 0);
+        }
+        found.sort_by_key(|&(_, c)| std::cmp::Reverse(c.start));
+        found.into_iter().take(max).map(|(_, c)| c).collect()
+    }
+
     /// The drafted tokens of `chain`.
     pub fn tokens(&self, chain: ChainSource) -> &[TokenId] {
         &self.text[chain.start..chain.start + chain.len]
@@ -226,6 +257,25 @@ mod tests {
         assert_eq!(sam.tokens(first), &[3, 9, 1]);
         assert_eq!(sam.tokens(recent), &[4, 7, 1]);
         assert_eq!(recent.match_len, 2);
+    }
+
+    #[test]
+    fn continuations_offer_every_earlier_follower_latest_first() {
+        let mut sam = DynamicSam::new();
+        // "1 2" was followed by 3, then 4; the shorter suffix "2" also by 5.
+        for t in [1, 2, 3, 9, 2, 5, 9, 1, 2, 4, 8, 1, 2] {
+            sam.push(t).unwrap();
+        }
+        let chains = |levels, max| -> Vec<Vec<u32>> {
+            sam.continuations(levels, max, 3)
+                .into_iter()
+                .map(|c| sam.tokens(c).to_vec())
+                .collect()
+        };
+        assert_eq!(chains(0, 8), [vec![4, 8, 1], vec![3, 9, 2]]);
+        assert_eq!(chains(1, 8), [vec![4, 8, 1], vec![5, 9, 1], vec![3, 9, 2]]);
+        assert_eq!(chains(1, 1), [vec![4, 8, 1]]);
+        assert!(DynamicSam::new().continuations(2, 8, 3).is_empty());
     }
 
     #[test]
