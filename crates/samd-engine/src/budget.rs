@@ -1,9 +1,9 @@
 //! The tree budget: which drafted nodes are worth verifying on this device.
 //!
 //! A node pays when the tokens it is expected to add outweigh what it adds to the step's
-//! time. On a GPU a step of 64 nodes costs little more than one, so nearly every node
-//! pays; on a CPU a step of two nodes costs 2.7× one and each node more adds a fifth, so
-//! only sure drafts do. Both sides are learned while decoding:
+//! time. Where a step of 64 nodes costs little more than one (a GPU, at best), nearly
+//! every node pays; on a CPU each node adds about a quarter of a one-node step, so only
+//! likely drafts do. Both sides are learned while decoding:
 //!
 //! - [`AcceptanceModel`]: how often a node is accepted once its parent is, by its source,
 //!   depth, rank among its siblings and the match it came from;
