@@ -31,26 +31,76 @@ const LANES: usize = 16;
 /// Rows of x multiplied per pass over a row of W.
 const GROUP: usize = 4;
 
+/// Least rows of W worth a task of their own on another core.
+#[cfg(not(target_arch = "wasm32"))]
+const ROWS_PER_TASK: usize = 256;
+
 /// `x · Wᵀ` for `x`: `[m, k]` and `W`: `[n, k]`, row-major slices; `[m, n]` out.
 pub(crate) fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
     assert!(
         x.len() == m * k && w.len() == k * n,
         "invariant: callers pass whole matrices"
     );
+    // Outputs go to `[n, m]` first, each W row's in one place, then turn to `[m, n]`.
+    // Written straight to `[m, n]`, rows of the output lie `4n` bytes apart, and where
+    // that is a multiple of 4 KiB (n = 3072, 49152) they all fall in one set of the L1
+    // cache and evict each other: eight rows ran 3.4× slower than four.
+    let mut transposed = vec![0.0; n * m];
+    over_cores(w, k, &mut transposed, m, &|w, out| dots_into(x, k, w, out));
+    let mut y = vec![0.0; m * n];
+    for (j, outs) in transposed.chunks_exact(m).enumerate() {
+        for (r, &v) in outs.iter().enumerate() {
+            y[r * n + j] = v;
+        }
+    }
+    y
+}
+
+/// Runs `part` over W's rows (`[rows, k]`) and their outputs (`[rows, m]`), split into
+/// tasks for every core: one core alone reads the weights at about 30 GB/s on the dev
+/// machine, and a one-row product is bound by that.
+#[cfg(not(target_arch = "wasm32"))]
+fn over_cores(w: &[f32], k: usize, out: &mut [f32], m: usize, part: &PartFn<'_>) {
+    let rows = w.len() / k;
+    if rows < 2 * ROWS_PER_TASK {
+        return part(w, out);
+    }
+    let half = rows / 2;
+    let (w0, w1) = w.split_at(half * k);
+    let (out0, out1) = out.split_at_mut(half * m);
+    rayon::join(
+        || over_cores(w0, k, out0, m, part),
+        || over_cores(w1, k, out1, m, part),
+    );
+}
+
+/// Runs `part` over all of W: wasm has no threads to give it.
+#[cfg(target_arch = "wasm32")]
+fn over_cores(w: &[f32], _k: usize, out: &mut [f32], _m: usize, part: &PartFn<'_>) {
+    part(w, out)
+}
+
+/// A product over some rows of W into their outputs.
+type PartFn<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
+
+/// `x`'s rows dotted with each of `w`'s rows, into `out` (`[rows of w, m]`), with the
+/// fastest code this CPU runs.
+fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 and FMA, just checked; nothing else is required.
-        return unsafe { matmul_avx2_fma(x, m, k, w, n) };
+        return unsafe { dots_avx2_fma(x, k, w, out) };
     }
-    matmul::<Separate>(x, m, k, w, n)
+    dots_by_row::<Separate>(x, k, w, out)
 }
 
-/// [`matmul`] compiled with AVX2 and FMA, so that its loops vectorise eight wide and fuse.
+/// [`dots_by_row`] compiled with AVX2 and FMA, so that its loops vectorise eight wide and
+/// fuse.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn matmul_avx2_fma(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-    matmul::<Fused>(x, m, k, w, n)
+fn dots_avx2_fma(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
+    dots_by_row::<Fused>(x, k, w, out)
 }
 
 /// `a * b + c`, fused where the target has it: without FMA, `f32::mul_add` is a library
@@ -80,18 +130,14 @@ impl MulAdd for Separate {
 }
 
 /// Row by row of W, each row read once from memory and then, from cache, dotted with
-/// every row of x, [`GROUP`] at a time.
+/// every row of x, [`GROUP`] at a time, into `out` (`[rows of w, m]`).
 #[inline(always)]
-fn matmul<F: MulAdd>(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-    // Outputs go to `[n, m]` first, each W row's in one place, then turn to `[m, n]`.
-    // Written straight to `[m, n]`, rows of the output lie `4n` bytes apart, and where
-    // that is a multiple of 4 KiB (n = 3072, 49152) they all fall in one set of the L1
-    // cache and evict each other: eight rows ran 3.4× slower than four.
-    let mut transposed = vec![0.0; n * m];
+fn dots_by_row<F: MulAdd>(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     let rows: Vec<&[f32]> = x.chunks_exact(k).collect();
-    for (j, wj) in w.chunks_exact(k).enumerate() {
+    let m = rows.len();
+    for (wj, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
         for (g, group) in rows.chunks(GROUP).enumerate() {
-            let out = &mut transposed[j * m + g * GROUP..];
+            let out = &mut out[g * GROUP..];
             if let [row] = group {
                 dots::<1, F>([row], wj, out, 1);
             } else {
@@ -103,13 +149,6 @@ fn matmul<F: MulAdd>(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<
             }
         }
     }
-    let mut y = vec![0.0; m * n];
-    for (j, outs) in transposed.chunks_exact(m).enumerate() {
-        for (r, &v) in outs.iter().enumerate() {
-            y[r * n + j] = v;
-        }
-    }
-    y
 }
 
 /// The dot products of the first `live` of `R` rows with `wj` (the rest are padding),
@@ -202,8 +241,9 @@ mod tests {
 
     #[test]
     fn matches_a_naive_product_for_every_group_size() {
-        // An input width that leaves a tail past the last lane group.
-        let (k, n) = (37, 45);
+        // An input width that leaves a tail past the last lane group, and enough rows of
+        // W to be split across cores.
+        let (k, n) = (37, 600);
         for m in [1, 2, 3, 4, 5, 7, 9, 16] {
             let x = values(m * k, m as u64);
             let w = values(k * n, 99);
@@ -220,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_row_comes_out_the_same_alone_or_with_others() {
-        let (k, n) = (64, 40);
+        let (k, n) = (64, 600);
         let w = values(k * n, 3);
         let x = values(6 * k, 4);
         let all = few_rows_matmul(&x, 6, k, &w, n);
