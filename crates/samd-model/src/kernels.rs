@@ -402,6 +402,17 @@ fn writable(t: CubeTensor) -> CubeTensor {
     }
 }
 
+/// What a kernel that reads or writes K/V in `cache` compiles in: where q, k and v sit
+/// in a projection's row, a head's width, and the cache's length.
+fn cache_shape(heads: Heads, cache: &CubeTensor) -> Vec<(&'static str, String)> {
+    vec![
+        ("q_dim", heads.q_dim().to_string()),
+        ("kv_dim", heads.kv_dim().to_string()),
+        ("head_dim", heads.head_dim.to_string()),
+        ("max_seq", cache.meta.shape()[2].to_string()),
+    ]
+}
+
 /// `value` as a WGSL float literal: `{:?}` keeps a decimal point or an exponent.
 fn float_literal(value: f32) -> String {
     format!("{value:?}")
@@ -491,13 +502,11 @@ impl BlockKernels for CubeBackend {
             false,
             vec![binding(&norm_weight), binding(&rope), binding(&cache)],
             slots.start,
-            vec![
-                ("eps", float_literal(eps)),
-                ("q_dim", heads.q_dim().to_string()),
-                ("kv_dim", heads.kv_dim().to_string()),
-                ("head_dim", heads.head_dim.to_string()),
-                ("max_seq", cache.meta.shape()[2].to_string()),
-            ],
+            [
+                vec![("eps", float_literal(eps))],
+                cache_shape(heads, &cache),
+            ]
+            .concat(),
         );
         (queries, cache)
     }
@@ -534,16 +543,12 @@ impl BlockKernels for CubeBackend {
         let qkv = into_contiguous(qkv.clone());
         let rope = into_contiguous(rope.clone());
         let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
-        let max_seq = cache.meta.shape()[2];
         let heads = slots.heads;
-        WgslKernel::<StoreKv>::new(vec![
-            ("q_dim", heads.q_dim().to_string()),
-            ("kv_dim", heads.kv_dim().to_string()),
-            ("head_dim", heads.head_dim.to_string()),
-            ("qkv_width", width.to_string()),
-            ("max_seq", max_seq.to_string()),
-        ])
-        .launch(
+        let params = [
+            vec![("qkv_width", width.to_string())],
+            cache_shape(heads, &cache),
+        ];
+        WgslKernel::<StoreKv>::new(params.concat()).launch(
             &cache.client,
             64,
             [heads.kv_dim().div_ceil(64), n, 1],
@@ -566,18 +571,14 @@ impl BlockKernels for CubeBackend {
         let cache = into_contiguous(cache.clone());
         let tree_mask = into_contiguous(tree_mask.clone());
         let (n, width) = (queries.meta.shape()[0], queries.meta.shape()[1]);
-        let max_seq = cache.meta.shape()[2];
         let out = empty_like(&queries, [n, heads.q_dim()], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
-        let mut params = vec![
-            ("head_dim", heads.head_dim.to_string()),
+        let mut params = cache_shape(heads, &cache);
+        params.extend([
             ("group", heads.group().to_string()),
-            ("q_dim", heads.q_dim().to_string()),
-            ("kv_dim", heads.kv_dim().to_string()),
             ("row_width", width.to_string()),
-            ("max_seq", max_seq.to_string()),
             ("scale", float_literal(scale)),
-        ];
+        ]);
         let buffers = vec![
             binding(&queries),
             binding(&rope),
