@@ -12,7 +12,7 @@
 //! so a row's result is bit for bit the same in a one-node step as in a tree's.
 //!
 //! On x86-64 with AVX2 and FMA (checked at run time) the loops compile with those
-//! features, fused multiply-adds included; elsewhere, wasm included, they compile for the
+//! features, fused multiply-adds included; on wasm with 128-bit SIMD; elsewhere for the
 //! baseline target.
 
 use burn::backend::flex::FlexTensor;
@@ -27,9 +27,21 @@ pub(crate) const CPU_MAX_ROWS: usize = 16;
 /// Inputs each dot product sums at once: two AVX vectors per row, so that a group's
 /// running sums make eight independent chains, enough to keep both FMA units busy
 /// (with four, at one vector per row, a group ran at half the speed).
+#[cfg(not(target_arch = "wasm32"))]
 const LANES: usize = 16;
 /// Rows of x multiplied per pass over a row of W.
+#[cfg(not(target_arch = "wasm32"))]
 const GROUP: usize = 4;
+
+/// Inputs each dot product sums at once, and rows per pass, in wasm: two 128-bit vectors
+/// per row, two rows. In V8 the projections of SmolLM2's 30 blocks took 9.5, 15.8, 28
+/// and 55 ms for 1, 2, 4 and 8 rows, against 12.4, 49.5, 50.5 and 100 ms with the
+/// x86-64 sizes: wasm has no FMA, so the sums cost more than the weights' reads, and
+/// more running sums than there are registers spill.
+#[cfg(target_arch = "wasm32")]
+const LANES: usize = 8;
+#[cfg(target_arch = "wasm32")]
+const GROUP: usize = 2;
 
 /// Least rows of W worth a task of their own on another core.
 #[cfg(not(target_arch = "wasm32"))]
@@ -92,7 +104,10 @@ fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
         // SAFETY: the CPU has AVX2 and FMA, just checked; nothing else is required.
         return unsafe { dots_avx2_fma(x, k, w, out) };
     }
-    dots_by_row::<Separate>(x, k, w, out)
+    #[cfg(target_arch = "wasm32")]
+    dots_simd128(x, k, w, out);
+    #[cfg(not(target_arch = "wasm32"))]
+    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out);
 }
 
 /// [`dots_by_row`] compiled with AVX2 and FMA, so that its loops vectorise eight wide and
@@ -100,7 +115,16 @@ fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn dots_avx2_fma(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
-    dots_by_row::<Fused>(x, k, w, out)
+    dots_by_row::<Fused, LANES, GROUP>(x, k, w, out)
+}
+
+/// [`dots_by_row`] compiled with wasm's 128-bit SIMD, so that its loops vectorise four
+/// wide. A wasm module has no run-time feature check: an engine without SIMD rejects the
+/// whole module, and every browser with WebGPU has had SIMD for years.
+#[cfg(target_arch = "wasm32")]
+#[target_feature(enable = "simd128")]
+fn dots_simd128(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
+    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out)
 }
 
 /// `a * b + c`, fused where the target has it: without FMA, `f32::mul_add` is a library
@@ -130,49 +154,60 @@ impl MulAdd for Separate {
 }
 
 /// Row by row of W, each row read once from memory and then, from cache, dotted with
-/// every row of x, [`GROUP`] at a time, into `out` (`[rows of w, m]`).
+/// every row of x, `G` at a time with `L` running sums each ([`GROUP`] and [`LANES`] on
+/// this target), into `out` (`[rows of w, m]`).
 #[inline(always)]
-fn dots_by_row<F: MulAdd>(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
+fn dots_by_row<F: MulAdd, const L: usize, const G: usize>(
+    x: &[f32],
+    k: usize,
+    w: &[f32],
+    out: &mut [f32],
+) {
     let rows: Vec<&[f32]> = x.chunks_exact(k).collect();
     let m = rows.len();
     for (wj, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
-        for (g, group) in rows.chunks(GROUP).enumerate() {
-            let out = &mut out[g * GROUP..];
+        for (g, group) in rows.chunks(G).enumerate() {
+            let out = &mut out[g * G..];
             if let [row] = group {
-                dots::<1, F>([row], wj, out, 1);
+                dots::<1, L, F>([row], wj, out, 1);
             } else {
-                // Two or three rows take a group of four, the first repeated: the
-                // compiler makes fast code of these two shapes, and slow code of some
-                // others (two rows ran 3× slower than four).
+                // A short group is padded to `G` with its first row: on x86-64 the
+                // compiler makes fast code of one row and of four, and slow code of some
+                // other counts (two rows ran 3× slower than four).
                 let padded = std::array::from_fn(|r| *group.get(r).unwrap_or(&group[0]));
-                dots::<GROUP, F>(padded, wj, out, group.len());
+                dots::<G, L, F>(padded, wj, out, group.len());
             }
         }
     }
 }
 
 /// The dot products of the first `live` of `R` rows with `wj` (the rest are padding),
-/// into `out[0..live]`: [`LANES`] running sums per row, added in a fixed order at the
-/// end, then the tail of `k % LANES` inputs.
+/// into `out[0..live]`: `L` running sums per row, added in a fixed order at the end, then
+/// the tail of `k % L` inputs.
 #[inline(always)]
-fn dots<const R: usize, F: MulAdd>(rows: [&[f32]; R], wj: &[f32], out: &mut [f32], live: usize) {
+fn dots<const R: usize, const L: usize, F: MulAdd>(
+    rows: [&[f32]; R],
+    wj: &[f32],
+    out: &mut [f32],
+    live: usize,
+) {
     let k = wj.len();
-    let chunks = k / LANES;
+    let chunks = k / L;
     // Cut to whole chunks up front, so that the loop's slicing needs no bounds checks.
-    let whole = chunks * LANES;
+    let whole = chunks * L;
     let w_whole = &wj[..whole];
     let x_whole: [&[f32]; R] = std::array::from_fn(|r| &rows[r][..whole]);
-    let mut acc = [[0.0f32; LANES]; R];
+    let mut acc = [[0.0f32; L]; R];
     for c in 0..chunks {
-        let span = c * LANES..(c + 1) * LANES;
-        let w: &[f32; LANES] = w_whole[span.clone()]
+        let span = c * L..(c + 1) * L;
+        let w: &[f32; L] = w_whole[span.clone()]
             .try_into()
-            .expect("invariant: LANES inputs");
+            .expect("invariant: L inputs");
         for r in 0..R {
-            let x: &[f32; LANES] = x_whole[r][span.clone()]
+            let x: &[f32; L] = x_whole[r][span.clone()]
                 .try_into()
-                .expect("invariant: LANES inputs");
-            for l in 0..LANES {
+                .expect("invariant: L inputs");
+            for l in 0..L {
                 acc[r][l] = F::mul_add(x[l], w[l], acc[r][l]);
             }
         }
@@ -239,22 +274,47 @@ mod tests {
         y.into_iter().map(|v| v as f32).collect()
     }
 
+    /// A product as [`few_rows_matmul`] computes it.
+    type Product = fn(&[f32], usize, usize, &[f32], usize) -> Vec<f32>;
+
+    /// [`dots_by_row`] with `L` sums and groups of `G` rows, `[m, n]` out: so that every
+    /// target's tiling is tested here, wasm's included.
+    fn tiled<const L: usize, const G: usize>(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[f32],
+        n: usize,
+    ) -> Vec<f32> {
+        let mut by_w_row = vec![0.0; n * m];
+        dots_by_row::<Separate, L, G>(x, k, w, &mut by_w_row);
+        (0..m * n).map(|i| by_w_row[(i % n) * m + i / n]).collect()
+    }
+
+    const PRODUCTS: [(&str, Product); 3] = [
+        ("this target's", few_rows_matmul),
+        ("x86-64's tiling", tiled::<16, 4>),
+        ("wasm's tiling", tiled::<8, 2>),
+    ];
+
     #[test]
     fn matches_a_naive_product_for_every_group_size() {
         // An input width that leaves a tail past the last lane group, and enough rows of
         // W to be split across cores.
         let (k, n) = (37, 600);
-        for m in [1, 2, 3, 4, 5, 7, 9, 16] {
-            let x = values(m * k, m as u64);
-            let w = values(k * n, 99);
-            let got = few_rows_matmul(&x, m, k, &w, n);
-            let want = naive(&x, m, k, &w, n);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst < 1e-4, "m {m}: off by {worst}");
+        for (name, product) in PRODUCTS {
+            for m in [1, 2, 3, 4, 5, 7, 9, 16] {
+                let x = values(m * k, m as u64);
+                let w = values(k * n, 99);
+                let got = product(&x, m, k, &w, n);
+                let want = naive(&x, m, k, &w, n);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 1e-4, "{name}, m {m}: off by {worst}");
+            }
         }
     }
 
@@ -263,10 +323,12 @@ mod tests {
         let (k, n) = (64, 600);
         let w = values(k * n, 3);
         let x = values(6 * k, 4);
-        let all = few_rows_matmul(&x, 6, k, &w, n);
-        for r in 0..6 {
-            let alone = few_rows_matmul(&x[r * k..][..k], 1, k, &w, n);
-            assert_eq!(alone, all[r * n..][..n], "row {r}");
+        for (name, product) in PRODUCTS {
+            let all = product(&x, 6, k, &w, n);
+            for r in 0..6 {
+                let alone = product(&x[r * k..][..k], 1, k, &w, n);
+                assert_eq!(alone, all[r * n..][..n], "{name}, row {r}");
+            }
         }
     }
 }
