@@ -14,6 +14,10 @@
 //! node's chance never exceeds its parent's, so the kept set is a tree) and picks how many
 //! to keep by the best expected tokens per unit of time. Pruning only removes candidates,
 //! so decoding stays lossless.
+//!
+//! What is not tried is not measured, so both sides drift back to their priors while
+//! unused: a draft that stopped paying, or a batch step that was slow once, gets tried
+//! again later.
 
 use samd_draft::drafter::DraftReport;
 use samd_draft::tree::{DraftTree, Source};
@@ -102,26 +106,41 @@ fn prior_rate(source: usize, depth: usize, rank: usize, matched: usize) -> f32 {
 
 /// Acceptance rates of draft nodes, given that their parent was accepted: counts per
 /// bucket, seeded with `PRIOR_TRIALS` pseudo-trials at the prior rate.
+///
+/// Between steps every bucket drifts back toward its prior, slowly (see
+/// [`PRIOR_RETURN`]). A bucket that fell below what pays is no longer verified, so without
+/// the drift nothing would show that it got better: Token Recycling's table, say, which
+/// is empty at first and fills as the request goes on.
 #[derive(Debug, Clone)]
 pub struct AcceptanceModel {
     hits: Vec<f32>,
     trials: Vec<f32>,
+    /// Each bucket's prior, as hits in `PRIOR_TRIALS` trials.
+    prior_hits: Vec<f32>,
 }
+
+/// The share of the way back to its prior that each bucket goes per step: a bucket left
+/// untried for about 100 steps is half-way back.
+const PRIOR_RETURN: f32 = 0.007;
 
 impl Default for AcceptanceModel {
     fn default() -> Self {
-        let mut hits = Vec::with_capacity(SOURCES * DEPTHS * RANKS * MATCHES);
+        let mut prior_hits = Vec::with_capacity(SOURCES * DEPTHS * RANKS * MATCHES);
         for source in 0..SOURCES {
             for depth in 0..DEPTHS {
                 for rank in 0..RANKS {
                     for matched in 0..MATCHES {
-                        hits.push(prior_rate(source, depth, rank, matched) * PRIOR_TRIALS);
+                        prior_hits.push(prior_rate(source, depth, rank, matched) * PRIOR_TRIALS);
                     }
                 }
             }
         }
-        let trials = vec![PRIOR_TRIALS; hits.len()];
-        Self { hits, trials }
+        let trials = vec![PRIOR_TRIALS; prior_hits.len()];
+        Self {
+            hits: prior_hits.clone(),
+            trials,
+            prior_hits,
+        }
     }
 }
 
@@ -156,6 +175,20 @@ impl AcceptanceModel {
     /// The estimated acceptance rate of a bucket.
     fn rate(&self, bucket: usize) -> f32 {
         self.hits[bucket] / self.trials[bucket]
+    }
+
+    /// Moves every bucket a step back toward its prior.
+    fn drift(&mut self) {
+        let keep = 1.0 - PRIOR_RETURN;
+        for ((hits, trials), prior) in self
+            .hits
+            .iter_mut()
+            .zip(&mut self.trials)
+            .zip(&self.prior_hits)
+        {
+            *hits = keep * *hits + PRIOR_RETURN * prior;
+            *trials = keep * *trials + PRIOR_RETURN * PRIOR_TRIALS;
+        }
     }
 
     /// Counts one verified node whose parent was accepted.
@@ -481,6 +514,7 @@ impl TreeBudget {
     /// how long the step took.
     pub fn learn(&mut self, tree: &DraftTree, path: &[usize], verify_us: u64) {
         debug_assert_eq!(self.buckets.len(), tree.len(), "learn follows prune");
+        self.acceptance.drift();
         let mut on_path = vec![false; tree.len()];
         for &node in path {
             on_path[node] = true;
@@ -596,6 +630,28 @@ mod tests {
         assert!(
             steps_until_tried.is_some_and(|n| n < 40),
             "the draft is tried again: {steps_until_tried:?}"
+        );
+    }
+
+    #[test]
+    fn a_draft_that_stopped_paying_is_tried_again_later() {
+        // A CPU where a 2-node step costs 1.35 one-node steps: a node pays above 35%.
+        let mut budget = TreeBudget::default();
+        budget.set_cost_shape(CostShape::SERIAL);
+        let tried = |budget: &mut TreeBudget| {
+            let mut tree = chain(1, Source::Recycling);
+            budget.prune(&mut tree, &DraftReport::default(), TreePolicy::Adaptive);
+            let tried = tree.len() > 1;
+            budget.learn(&tree, &[0], if tried { 27_000 } else { 20_000 });
+            tried
+        };
+        // An empty recycling table's guesses are all wrong, until they stop being tried.
+        let failures = (0..100).take_while(|_| tried(&mut budget)).count();
+        assert!((1..20).contains(&failures), "{failures} failures");
+        let steps_until_tried = (1..1_000).find(|_| tried(&mut budget));
+        assert!(
+            steps_until_tried.is_some_and(|n| n < 300),
+            "the prior's pull brings it back: {steps_until_tried:?}"
         );
     }
 
