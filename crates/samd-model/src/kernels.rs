@@ -124,7 +124,10 @@ impl Shader for RmsNorm {
 /// `shaders/store_kv.wgsl`.
 pub(crate) struct StoreKv;
 impl Shader for StoreKv {
-    const TEXT: &'static str = include_str!("../../../shaders/store_kv.wgsl");
+    const TEXT: &'static str = concat!(
+        include_str!("../../../shaders/kv_store_common.wgsl"),
+        include_str!("../../../shaders/store_kv.wgsl"),
+    );
 }
 
 /// `shaders/skinny_matmul.wgsl` with `x`'s rows as they are (or gated) and `y = (or +=)
@@ -155,6 +158,7 @@ impl Shader for QkvProjection {
     const TEXT: &'static str = concat!(
         include_str!("../../../shaders/skinny_matmul.wgsl"),
         include_str!("../../../shaders/skinny_in_normed.wgsl"),
+        include_str!("../../../shaders/kv_store_common.wgsl"),
         include_str!("../../../shaders/skinny_out_qkv.wgsl"),
     );
 }
