@@ -632,6 +632,25 @@ impl Llama {
             })
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
+        if self.on_wgpu() {
+            Ok(self.run_blocks(cache, token_ids, position_ids, mask))
+        } else {
+            Ok(on_cpu_pool(|| {
+                self.run_blocks(cache, token_ids, position_ids, mask)
+            }))
+        }
+    }
+
+    /// [`Llama::forward`] past its checks.
+    fn run_blocks(
+        &self,
+        cache: &mut KvCache,
+        token_ids: Vec<i32>,
+        position_ids: Vec<i32>,
+        mask: &AncestorMask,
+    ) -> Logits {
+        let c = &self.config;
+        let n = token_ids.len();
         let device = &self.device;
         let heads = Heads::of(c);
         let ops = self.ops.for_nodes(n);
@@ -671,7 +690,7 @@ impl Llama {
         }
         // [n, d_model] -> [n, vocab]
         let logits = layer_ops::normed_project(ops, &stream, norm(&self.output_norm), &self.output);
-        Ok(Logits { tensor: logits })
+        Logits { tensor: logits }
     }
 
     /// Reads ids back from the device; the only readback the decode loop needs per step.
@@ -793,6 +812,23 @@ fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> HostTensor {
         (0..len).map(|_| scale * next()).collect()
     };
     HostTensor { dims, data }
+}
+
+/// Runs `f` on a thread of rayon's pool. The CPU backend's products split their work with
+/// rayon, and from a thread outside the pool each split hands its work over and sleeps
+/// until it is done, some 150 times a step; from inside the pool a split only queues its
+/// half for the other threads. On the dev machine, two builds run in turn: with one
+/// rayon thread a one-node step took 18.4 ms against 23.2, and with two, 8 nodes took
+/// 34.4 ms against 39.0 (one node: 15.4 against 15.3).
+#[cfg(not(target_arch = "wasm32"))]
+fn on_cpu_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+/// Runs `f` here: wasm has no threads.
+#[cfg(target_arch = "wasm32")]
+fn on_cpu_pool<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 #[cfg(test)]
