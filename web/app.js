@@ -57,6 +57,8 @@ let client = null;
 let busy = false;
 let cancelled = false;
 let replayTimers = [];
+/** Whether the URL or the user picked the speculative method (else it follows the device). */
+let methodChosen = false;
 
 function applyDefaults() {
   const q = new URLSearchParams(location.search);
@@ -68,6 +70,10 @@ function applyDefaults() {
     const value = q.get(name);
     if (value && [...select.options].some((o) => o.value === value)) select.value = value;
   }
+  methodChosen = q.has('method');
+  ui.method.addEventListener('change', () => {
+    methodChosen = true;
+  });
   if (q.get('max')) ui.max.value = q.get('max');
 
   for (const example of EXAMPLES) {
@@ -99,6 +105,10 @@ async function start() {
   ui.device.textContent = device.backend === 'webgpu' ? `WebGPU · ${device.adapter}` : `CPU (wasm) · ${device.adapter}`;
   ui.notice.hidden = !device.fallback;
   ui.notice.textContent = device.fallback ? (device.notice ?? 'WebGPU is not available; running on the CPU.') : '';
+  // On a CPU every verified node costs, and SAM's drafts pay better than SAM+TR's, which
+  // compute Token Recycling's top-8 and grow wider trees (docs/BENCHMARKS.md, "In the
+  // browser"). Unless the URL or the user chose a method, the CPU drafts with SAM.
+  if (!methodChosen) ui.method.value = device.backend === 'cpu' ? 'sam' : 'sam+tr';
 }
 
 function onCrash(message, revival, kind) {

@@ -1,6 +1,7 @@
 // Browser figures for docs/BENCHMARKS.md (a benchmark, not a test): start-up time of the
 // page (navigation to engine ready) per backend, and one race on the CPU backend.
-// Usage: node tests/browser/bench.mjs [--prompt TEXT] [--max N] — after scripts/build-web.sh.
+// Usage: node tests/browser/bench.mjs [--prompt TEXT] [--max N] [--method M] — after
+// scripts/build-web.sh. M is the spec lane's method (default sam+tr).
 import { parseArgs } from 'node:util';
 import { launch, model, serve } from './harness.mjs';
 
@@ -8,6 +9,7 @@ const { values } = parseArgs({
   options: {
     prompt: { type: 'string', default: 'List the planets of the solar system, one per line, with one sentence about each.' },
     max: { type: 'string', default: '48' },
+    method: { type: 'string', default: 'sam+tr' },
   },
 });
 const server = await serve();
@@ -15,7 +17,7 @@ const browser = await launch();
 try {
   for (const backend of ['webgpu', 'cpu']) {
     const page = await browser.context.newPage();
-    const q = new URLSearchParams({ backend, model, max: values.max, method: 'sam+tr', prompt: values.prompt });
+    const q = new URLSearchParams({ backend, model, max: values.max, method: values.method, prompt: values.prompt });
     await page.goto(`${server.url}index.html?${q}`);
     await page.locator('[data-testid=device][data-backend]').waitFor({ timeout: 60_000 });
     const ready = await page.evaluate(() => performance.now());

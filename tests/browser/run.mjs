@@ -108,6 +108,7 @@ test('without WebGPU the page falls back to the CPU and says so', { timeout: 2 *
     const notice = page.getByTestId('fallback-notice');
     assert.ok(await notice.isVisible(), 'the fallback notice is visible');
     assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'cpu');
+    assert.equal(await page.getByTestId('method').inputValue(), 'sam', 'the CPU drafts with SAM unless told otherwise');
     console.log(`  cpu-fallback: ${await notice.textContent()}`);
     await race(page, 'cpu-fallback');
     await checkLanes(page);
