@@ -4,7 +4,8 @@
 //   <samd-demo prompt="…" methods="ar,sam+tr" autostart></samd-demo>
 //
 // Attributes: model and corpus (URLs, resolved against the page; the model defaults to the
-// one served beside this module), prompt, methods (the lanes, the first is the baseline),
+// one served beside this module), prompt, methods (the lanes, the first is the baseline;
+// by default ar,sam+tr on WebGPU and ar,sam on the CPU),
 // max-tokens (64), backend (auto|webgpu|cpu), autostart (load and run on connect).
 // Each element has its own worker, found beside this module, so it works cross-origin.
 
@@ -92,7 +93,10 @@ class SamdDemo extends HTMLElement {
     error.hidden = true;
     try {
       await this.#ensureLoaded();
-      const methods = (this.getAttribute('methods') ?? 'ar,sam+tr').split(',').map((m) => m.trim()).filter(Boolean);
+      // Without a methods attribute the CPU races SAM, which pays better than SAM+TR there
+      // (docs/BENCHMARKS.md, "In the browser").
+      const fallback = this.#device.backend === 'cpu' ? 'ar,sam' : 'ar,sam+tr';
+      const methods = (this.getAttribute('methods') ?? fallback).split(',').map((m) => m.trim()).filter(Boolean);
       const lanes = methods.map((method, i) => this.#lane(method, i));
       this.#ui.lanes.replaceChildren(...lanes.map((l) => l.root));
       let baseline = null;
