@@ -608,17 +608,28 @@ mod tests {
         assert!(tree.len() > 1, "the chain's first node is tried");
     }
 
+    /// A budget on a CPU-like device, before any timing.
+    fn cpu_budget() -> TreeBudget {
+        let mut budget = TreeBudget::default();
+        budget.set_cost_shape(CostShape::SERIAL);
+        budget
+    }
+
+    /// A one-node draft from `source`, pruned by `budget`.
+    fn pruned_single(budget: &mut TreeBudget, source: Source, report: &DraftReport) -> DraftTree {
+        let mut tree = chain(1, source);
+        budget.prune(&mut tree, report, TreePolicy::Adaptive);
+        tree
+    }
+
     #[test]
     fn a_slow_first_batch_step_is_forgotten() {
         // The browser's CPU backend: one node 21 ms, and a first 2-node step of 43 ms
         // while the wasm engine compiled its code (later ones take about 25 ms).
-        let mut budget = TreeBudget::default();
-        budget.set_cost_shape(CostShape::SERIAL);
+        let mut budget = cpu_budget();
         // A match of 4: its first token is right about two times in three.
         let sure = |budget: &mut TreeBudget| {
-            let mut tree = chain(1, Source::DynamicSam);
-            budget.prune(&mut tree, &report(4), TreePolicy::Adaptive);
-            tree.len() > 1
+            pruned_single(budget, Source::DynamicSam, &report(4)).len() > 1
         };
         budget.cost.observe(1, 21_000);
         budget.cost.observe(2, 43_000);
@@ -636,11 +647,9 @@ mod tests {
     #[test]
     fn a_draft_that_stopped_paying_is_tried_again_later() {
         // A CPU where a 2-node step costs 1.35 one-node steps: a node pays above 35%.
-        let mut budget = TreeBudget::default();
-        budget.set_cost_shape(CostShape::SERIAL);
+        let mut budget = cpu_budget();
         let tried = |budget: &mut TreeBudget| {
-            let mut tree = chain(1, Source::Recycling);
-            budget.prune(&mut tree, &DraftReport::default(), TreePolicy::Adaptive);
+            let tree = pruned_single(budget, Source::Recycling, &DraftReport::default());
             let tried = tree.len() > 1;
             budget.learn(&tree, &[0], if tried { 27_000 } else { 20_000 });
             tried

@@ -499,6 +499,8 @@ impl BlockKernels for CubeBackend {
         let rope = into_contiguous(rope.clone());
         let heads = slots.heads;
         let queries = empty_like(&x, [x.meta.shape()[0], heads.q_dim()], DType::F32);
+        let mut params = cache_shape(heads, &cache);
+        params.push(("eps", float_literal(eps)));
         launch_skinny::<QkvProjection>(
             &x,
             &w_qkv,
@@ -506,11 +508,7 @@ impl BlockKernels for CubeBackend {
             false,
             vec![binding(&norm_weight), binding(&rope), binding(&cache)],
             slots.start,
-            [
-                vec![("eps", float_literal(eps))],
-                cache_shape(heads, &cache),
-            ]
-            .concat(),
+            params,
         );
         (queries, cache)
     }
@@ -548,11 +546,9 @@ impl BlockKernels for CubeBackend {
         let rope = into_contiguous(rope.clone());
         let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
         let heads = slots.heads;
-        let params = [
-            vec![("qkv_width", width.to_string())],
-            cache_shape(heads, &cache),
-        ];
-        WgslKernel::<StoreKv>::new(params.concat()).launch(
+        let mut params = cache_shape(heads, &cache);
+        params.push(("qkv_width", width.to_string()));
+        WgslKernel::<StoreKv>::new(params).launch(
             &cache.client,
             64,
             [heads.kv_dim().div_ceil(64), n, 1],

@@ -632,13 +632,12 @@ impl Llama {
             })
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
-        if self.on_wgpu() {
-            Ok(self.run_blocks(cache, token_ids, position_ids, mask))
+        let run = || self.run_blocks(cache, token_ids, position_ids, mask);
+        Ok(if self.on_wgpu() {
+            run()
         } else {
-            Ok(on_cpu_pool(|| {
-                self.run_blocks(cache, token_ids, position_ids, mask)
-            }))
-        }
+            on_cpu_pool(run)
+        })
     }
 
     /// [`Llama::forward`] past its checks.
