@@ -19,10 +19,13 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
+use std::ops::Range;
+
+use crate::quant_rows::{BLOCK, Codec, Q4_0, Q4_1, Q8_0, QuantKind, QuantRow, QuantRows};
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
 /// which reuse each weight across a whole tile of rows, do better.
-pub(crate) const CPU_MAX_ROWS: usize = 16;
+pub const CPU_MAX_ROWS: usize = 16;
 
 /// Inputs each dot product sums at once: two AVX vectors per row, so that a group's
 /// running sums make eight independent chains, enough to keep both FMA units busy
@@ -48,17 +51,37 @@ const GROUP: usize = 2;
 const ROWS_PER_TASK: usize = 256;
 
 /// `x · Wᵀ` for `x`: `[m, k]` and `W`: `[n, k]`, row-major slices; `[m, n]` out.
-pub(crate) fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
     assert!(
         x.len() == m * k && w.len() == k * n,
         "invariant: callers pass whole matrices"
     );
+    product(m, n, &|rows, out| {
+        dots_into(x, k, w[rows.start * k..rows.end * k].chunks_exact(k), out)
+    })
+}
+
+/// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks; `[m, n]` out, bit for bit
+/// [`few_rows_matmul`] over W dequantised.
+pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
+    let k = w.cols();
+    assert!(x.len() == m * k, "invariant: callers pass whole matrices");
+    product(m, w.rows(), &|rows, out| match w.kind() {
+        QuantKind::Q8_0 => dots_into(x, k, w.rows_in::<Q8_0>(rows), out),
+        QuantKind::Q4_0 => dots_into(x, k, w.rows_in::<Q4_0>(rows), out),
+        QuantKind::Q4_1 => dots_into(x, k, w.rows_in::<Q4_1>(rows), out),
+    })
+}
+
+/// The `[m, n]` product whose outputs `part` computes for a range of W's rows, into
+/// `[rows, m]`.
+fn product(m: usize, n: usize, part: &PartFn<'_>) -> Vec<f32> {
     // Outputs go to `[n, m]` first, each W row's in one place, then turn to `[m, n]`.
     // Written straight to `[m, n]`, rows of the output lie `4n` bytes apart, and where
     // that is a multiple of 4 KiB (n = 3072, 49152) they all fall in one set of the L1
     // cache and evict each other: eight rows ran 3.4× slower than four.
     let mut transposed = vec![0.0; n * m];
-    over_cores(w, k, &mut transposed, m, &|w, out| dots_into(x, k, w, out));
+    over_cores(0..n, &mut transposed, m, part);
     let mut y = vec![0.0; m * n];
     for (j, outs) in transposed.chunks_exact(m).enumerate() {
         for (r, &v) in outs.iter().enumerate() {
@@ -68,36 +91,35 @@ pub(crate) fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize
     y
 }
 
-/// Runs `part` over W's rows (`[rows, k]`) and their outputs (`[rows, m]`), split into
-/// tasks for every core: one core alone reads the weights at about 30 GB/s on the dev
-/// machine, and a one-row product is bound by that.
+/// Runs `part` over W's `rows` and their outputs (`[rows, m]`), split into tasks for
+/// every core: one core alone reads the weights at about 30 GB/s on the dev machine, and
+/// a one-row product is bound by that.
 #[cfg(not(target_arch = "wasm32"))]
-fn over_cores(w: &[f32], k: usize, out: &mut [f32], m: usize, part: &PartFn<'_>) {
-    let rows = w.len() / k;
-    if rows < 2 * ROWS_PER_TASK {
-        return part(w, out);
+fn over_cores(rows: Range<usize>, out: &mut [f32], m: usize, part: &PartFn<'_>) {
+    if rows.len() < 2 * ROWS_PER_TASK {
+        return part(rows, out);
     }
-    let half = rows / 2;
-    let (w0, w1) = w.split_at(half * k);
+    let half = rows.len() / 2;
     let (out0, out1) = out.split_at_mut(half * m);
+    let mid = rows.start + half;
     rayon::join(
-        || over_cores(w0, k, out0, m, part),
-        || over_cores(w1, k, out1, m, part),
+        || over_cores(rows.start..mid, out0, m, part),
+        || over_cores(mid..rows.end, out1, m, part),
     );
 }
 
 /// Runs `part` over all of W: wasm has no threads to give it.
 #[cfg(target_arch = "wasm32")]
-fn over_cores(w: &[f32], _k: usize, out: &mut [f32], _m: usize, part: &PartFn<'_>) {
-    part(w, out)
+fn over_cores(rows: Range<usize>, out: &mut [f32], _m: usize, part: &PartFn<'_>) {
+    part(rows, out)
 }
 
-/// A product over some rows of W into their outputs.
-type PartFn<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
+/// A product over a range of W's rows into their outputs.
+type PartFn<'a> = dyn Fn(Range<usize>, &mut [f32]) + Sync + 'a;
 
-/// `x`'s rows dotted with each of `w`'s rows, into `out` (`[rows of w, m]`), with the
+/// `x`'s rows dotted with each row of `w`, into `out` (`[rows of w, m]`), with the
 /// fastest code this CPU runs.
-fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
+fn dots_into<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[allow(unsafe_code)]
@@ -107,15 +129,15 @@ fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "wasm32")]
     dots_simd128(x, k, w, out);
     #[cfg(not(target_arch = "wasm32"))]
-    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out);
+    dots_by_row::<Separate, LANES, GROUP, W>(x, k, w, out);
 }
 
 /// [`dots_by_row`] compiled with AVX2 and FMA, so that its loops vectorise eight wide and
 /// fuse.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn dots_avx2_fma(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
-    dots_by_row::<Fused, LANES, GROUP>(x, k, w, out)
+fn dots_avx2_fma<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
+    dots_by_row::<Fused, LANES, GROUP, W>(x, k, w, out)
 }
 
 /// [`dots_by_row`] compiled with wasm's 128-bit SIMD, so that its loops vectorise four
@@ -123,8 +145,8 @@ fn dots_avx2_fma(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
 /// whole module, and every browser with WebGPU has had SIMD for years.
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128")]
-fn dots_simd128(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
-    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out)
+fn dots_simd128<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
+    dots_by_row::<Separate, LANES, GROUP, W>(x, k, w, out)
 }
 
 /// `a * b + c`, fused where the target has it: without FMA, `f32::mul_add` is a library
@@ -153,19 +175,28 @@ impl MulAdd for Separate {
     }
 }
 
-/// Row by row of W, each row read once from memory and then, from cache, dotted with
-/// every row of x, `G` at a time with `L` running sums each ([`GROUP`] and [`LANES`] on
-/// this target), into `out` (`[rows of w, m]`).
+/// Row by row of W, each row read once from memory (and widened to f32 if it is in
+/// blocks) and then, from cache, dotted with every row of x, `G` at a time with `L`
+/// running sums each ([`GROUP`] and [`LANES`] on this target), into `out`
+/// (`[rows of w, m]`).
 #[inline(always)]
-fn dots_by_row<F: MulAdd, const L: usize, const G: usize>(
+fn dots_by_row<F: MulAdd, const L: usize, const G: usize, W: WeightRow>(
     x: &[f32],
     k: usize,
-    w: &[f32],
+    w: impl Iterator<Item = W>,
     out: &mut [f32],
 ) {
     let rows: Vec<&[f32]> = x.chunks_exact(k).collect();
     let m = rows.len();
-    for (wj, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+    if let [x] = rows[..] {
+        for (wj, out) in w.zip(out.iter_mut()) {
+            *out = wj.dot::<L, F>(x);
+        }
+        return;
+    }
+    let mut scratch = vec![0.0; if W::WIDENS { k } else { 0 }];
+    for (wj, out) in w.zip(out.chunks_exact_mut(m)) {
+        let wj = wj.values(&mut scratch);
         for (g, group) in rows.chunks(G).enumerate() {
             let out = &mut out[g * G..];
             if let [row] = group {
@@ -178,6 +209,76 @@ fn dots_by_row<F: MulAdd, const L: usize, const G: usize>(
                 dots::<G, L, F>(padded, wj, out, group.len());
             }
         }
+    }
+}
+
+/// A row of W as the dot products read it: f32s as they are, or quantised blocks
+/// widened to f32. Every kind sums in [`dots`]' order, so that all agree bit for bit.
+trait WeightRow: Copy {
+    /// Whether [`WeightRow::values`] needs a scratch row.
+    const WIDENS: bool;
+
+    /// The dot product with one row of x, as [`dots`] takes it.
+    fn dot<const L: usize, F: MulAdd>(self, x: &[f32]) -> f32;
+
+    /// The row's values, in `scratch` if they must be widened there: for products of
+    /// several rows of x. Widened inside their dot products, as for one row, the
+    /// values took registers from the rows' running sums, which spilled; the scratch
+    /// row stays in L1.
+    fn values<'s>(self, scratch: &'s mut [f32]) -> &'s [f32]
+    where
+        Self: 's;
+}
+
+impl WeightRow for &[f32] {
+    const WIDENS: bool = false;
+
+    #[inline(always)]
+    fn dot<const L: usize, F: MulAdd>(self, x: &[f32]) -> f32 {
+        let mut out = [0.0];
+        dots::<1, L, F>([x], self, &mut out, 1);
+        out[0]
+    }
+
+    #[inline(always)]
+    fn values<'s>(self, _scratch: &'s mut [f32]) -> &'s [f32]
+    where
+        Self: 's,
+    {
+        self
+    }
+}
+
+impl<C: Codec> WeightRow for QuantRow<'_, C> {
+    const WIDENS: bool = true;
+
+    /// Each block is widened in registers and summed at once: a one-node step is bound by
+    /// reading the weights, and the blocks are a sixth of their f32 bytes.
+    #[inline(always)]
+    fn dot<const L: usize, F: MulAdd>(self, x: &[f32]) -> f32 {
+        const { assert!(BLOCK.is_multiple_of(L)) };
+        let x = &x[..self.len()];
+        let mut acc = [0.0f32; L];
+        self.for_each_block(|b, w| {
+            let x: &[f32; BLOCK] = x[b * BLOCK..(b + 1) * BLOCK]
+                .try_into()
+                .expect("invariant: whole blocks");
+            for c in 0..BLOCK / L {
+                for l in 0..L {
+                    acc[l] = F::mul_add(x[c * L + l], w[c * L + l], acc[l]);
+                }
+            }
+        });
+        acc.iter().sum()
+    }
+
+    #[inline(always)]
+    fn values<'s>(self, scratch: &'s mut [f32]) -> &'s [f32]
+    where
+        Self: 's,
+    {
+        self.widen_into(scratch);
+        scratch
     }
 }
 
@@ -226,6 +327,10 @@ fn dots<const R: usize, const L: usize, F: MulAdd>(
 pub trait CpuKernels: Backend {
     /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W`: `[n, k]`.
     fn few_rows_matmul(x: &FloatTensor<Self>, w: &FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W` in quantised
+    /// blocks.
+    fn few_rows_matmul_quant(x: &FloatTensor<Self>, w: &QuantRows) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -235,6 +340,13 @@ impl CpuKernels for Flex {
         let n = w.layout().shape()[0];
         let y = few_rows_matmul(f32s(&x), m, k, f32s(&w), n);
         FlexTensor::from_data(TensorData::new(y, [m, n]))
+    }
+
+    fn few_rows_matmul_quant(x: &FlexTensor, w: &QuantRows) -> FlexTensor {
+        let x = x.to_contiguous();
+        let m = x.layout().shape()[0];
+        let y = few_rows_matmul_quant(f32s(&x), m, w);
+        FlexTensor::from_data(TensorData::new(y, [m, w.rows()]))
     }
 }
 
@@ -247,6 +359,9 @@ fn f32s(t: &FlexTensor) -> &[f32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dequant::dequantize;
+    use crate::gguf::GgmlType;
+    use crate::quant_rows::random_blocks;
 
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -286,8 +401,19 @@ mod tests {
         w: &[f32],
         n: usize,
     ) -> Vec<f32> {
+        tiled_rows::<L, G, _>(x, m, k, w.chunks_exact(k), n)
+    }
+
+    /// [`tiled`] over any kind of rows of W.
+    fn tiled_rows<const L: usize, const G: usize, W: WeightRow>(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: impl Iterator<Item = W>,
+        n: usize,
+    ) -> Vec<f32> {
         let mut by_w_row = vec![0.0; n * m];
-        dots_by_row::<Separate, L, G>(x, k, w, &mut by_w_row);
+        dots_by_row::<Separate, L, G, W>(x, k, w, &mut by_w_row);
         (0..m * n).map(|i| by_w_row[(i % n) * m + i / n]).collect()
     }
 
@@ -330,5 +456,41 @@ mod tests {
                 assert_eq!(alone, all[r * n..][..n], "{name}, row {r}");
             }
         }
+    }
+
+    #[test]
+    fn a_product_over_blocks_is_the_product_over_their_values() {
+        let (k, n) = (96, 600);
+        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let bytes = random_blocks(dtype, n * k / BLOCK, 5);
+            let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+            let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
+            for m in [1, 2, 3, 4, 5, 9, 16] {
+                let x = values(m * k, m as u64);
+                let want = few_rows_matmul(&x, m, k, &dequantised, n);
+                assert_eq!(few_rows_matmul_quant(&x, m, &w), want, "{dtype}, m {m}");
+                match w.kind() {
+                    QuantKind::Q8_0 => each_tiling_agrees::<Q8_0>(&x, m, &w, &dequantised),
+                    QuantKind::Q4_0 => each_tiling_agrees::<Q4_0>(&x, m, &w, &dequantised),
+                    QuantKind::Q4_1 => each_tiling_agrees::<Q4_1>(&x, m, &w, &dequantised),
+                }
+            }
+        }
+    }
+
+    /// x86-64's and wasm's tilings give the same bits over blocks as over their values.
+    fn each_tiling_agrees<C: Codec>(x: &[f32], m: usize, w: &QuantRows, dequantised: &[f32]) {
+        let (k, n) = (w.cols(), w.rows());
+        let blocks = || w.rows_in::<C>(0..n);
+        assert_eq!(
+            tiled_rows::<16, 4, _>(x, m, k, blocks(), n),
+            tiled::<16, 4>(x, m, k, dequantised, n),
+            "x86-64's tiling, m {m}"
+        );
+        assert_eq!(
+            tiled_rows::<8, 2, _>(x, m, k, blocks(), n),
+            tiled::<8, 2>(x, m, k, dequantised, n),
+            "wasm's tiling, m {m}"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! and what the kernels are tested against on wgpu. Both compute the same function up to
 //! f32 summation order.
 
+use std::sync::Arc;
+
 use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
@@ -12,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
 use crate::kernels::{BlockKernels, Heads, KvSlots, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
+use crate::quant_rows::QuantRows;
 
 /// Which implementation of a block's fused pieces a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,9 @@ impl Layout {
 pub(crate) struct Matrix {
     pub tensor: Tensor<2>,
     pub layout: Layout,
+    /// The same weights in the file's quantised blocks, on the CPU: what its products of
+    /// a few rows read, a sixth of the bytes of `tensor` for Q4_1.
+    pub quant: Option<Arc<QuantRows>>,
 }
 
 impl Matrix {
@@ -150,10 +156,15 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     let on_cpu = matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
     match w.layout {
         Layout::OutIn if on_cpu && x.dims()[0] <= CPU_MAX_ROWS => {
-            Tensor::from_dispatch(<Kernels as CpuKernels>::few_rows_matmul(
-                &x.into_dispatch(),
-                &w.tensor.clone().into_dispatch(),
-            ))
+            Tensor::from_dispatch(match &w.quant {
+                Some(quant) => {
+                    <Kernels as CpuKernels>::few_rows_matmul_quant(&x.into_dispatch(), quant)
+                }
+                None => <Kernels as CpuKernels>::few_rows_matmul(
+                    &x.into_dispatch(),
+                    &w.tensor.clone().into_dispatch(),
+                ),
+            })
         }
         Layout::OutIn => x.matmul(w.tensor.clone().transpose()),
         Layout::InOut => x.matmul(w.tensor.clone()),

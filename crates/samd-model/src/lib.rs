@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod layer_ops;
 pub mod llama;
+pub mod quant_rows;
 pub mod tokenizer;
 pub mod top_k;
 

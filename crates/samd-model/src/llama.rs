@@ -27,6 +27,8 @@
 //! Tensor names follow llama.cpp (`blk.{i}.attn_q.weight`, …) and pass through
 //! [`WeightName::gguf_name`] only.
 
+use std::sync::Arc;
+
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
@@ -36,6 +38,7 @@ use crate::gguf::GgufFile;
 use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
+use crate::quant_rows::QuantRows;
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -133,6 +136,10 @@ pub struct HostTensor {
     pub dims: Vec<usize>,
     /// `dims.iter().product()` values.
     pub data: Vec<f32>,
+    /// The file's quantised blocks of a matrix, kept for the CPU's products of a few
+    /// rows, which read them in place of `data` ([`QuantRows`]); `None` on other devices
+    /// and for block types not kept.
+    pub quant: Option<QuantRows>,
 }
 
 /// Which new nodes each new node may attend to: itself and its ancestors.
@@ -432,9 +439,18 @@ impl Llama {
         };
         let layout = Layout::for_device(device);
         // GGUF matrices (each `[out, in]` row-major), their outputs side by side.
-        let upload = |parts: Vec<HostTensor>| -> Matrix {
+        let upload = |mut parts: Vec<HostTensor>| -> Matrix {
             let n_in = parts[0].dims[0];
             let n_out = parts.iter().map(|p| p.dims[1]).sum::<usize>();
+            let quant = match layout {
+                Layout::OutIn => parts
+                    .iter_mut()
+                    .map(|p| p.quant.take())
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(QuantRows::stack)
+                    .map(Arc::new),
+                Layout::InOut => None,
+            };
             let tensor = match layout {
                 Layout::OutIn => {
                     let data = parts
@@ -450,10 +466,15 @@ impl Llama {
                     Tensor::from_data(TensorData::new(m.data, [m.n_in, m.n_out]), device)
                 }
             };
-            Matrix { tensor, layout }
+            Matrix {
+                tensor,
+                layout,
+                quant,
+            }
         };
 
-        let embd = required(WeightName::TokenEmbd)?;
+        let mut embd = required(WeightName::TokenEmbd)?;
+        let embd_quant = embd.quant.take().map(Arc::new);
         // [vocab, d_model]: the row-major layout as stored.
         let token_embd = Tensor::from_data(
             TensorData::new(embd.data, [config.vocab_size, config.d_model]),
@@ -488,6 +509,7 @@ impl Llama {
             None => Matrix {
                 tensor: token_embd.clone(),
                 layout: Layout::OutIn,
+                quant: embd_quant,
             },
         };
         let rope = rope_table(&config, device);
@@ -507,6 +529,7 @@ impl Llama {
     /// f32 on the host and uploads it to `device`.
     pub fn from_gguf(file: &GgufFile<'_>, device: &Device) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
+        let keep_blocks = Layout::for_device(device) == Layout::OutIn;
         Self::from_weights(config, device, |name| {
             let gguf_name = name.gguf_name();
             let Some(info) = file.tensors().iter().find(|t| t.name == gguf_name) else {
@@ -521,7 +544,13 @@ impl Llama {
                     what: format!("{gguf_name} has dims {:?} beyond usize", info.dims),
                 })?;
             let data = file.tensor_f32(&gguf_name)?;
-            Ok(Some(HostTensor { dims, data }))
+            let quant = match dims[..] {
+                [cols, rows] if keep_blocks => {
+                    QuantRows::from_gguf(info.dtype, file.tensor_bytes(&gguf_name)?, rows, cols)
+                }
+                _ => None,
+            };
+            Ok(Some(HostTensor { dims, data, quant }))
         })
     }
 
@@ -810,7 +839,11 @@ fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> HostTensor {
         };
         (0..len).map(|_| scale * next()).collect()
     };
-    HostTensor { dims, data }
+    HostTensor {
+        dims,
+        data,
+        quant: None,
+    }
 }
 
 /// Runs `f` on a thread of rayon's pool. The CPU backend's products split their work with

@@ -1,0 +1,332 @@
+//! A matrix's rows kept in the file's quantised blocks, for the CPU's products of a few
+//! rows.
+//!
+//! A one-node step on the CPU is bound by reading the weights: SmolLM2-135M's are 540 MB
+//! as f32 and 92 MB in the file's Q4_1 and Q8_0 blocks. The few-row products
+//! ([`crate::cpu_matmul`]) read the blocks and widen each to f32 in registers with
+//! [`crate::dequant`]'s own functions, so that a product over the blocks is bit for bit
+//! the product over the dequantised matrix.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use crate::dequant::{f16_to_f32, q4_0_block, q4_1_block, q8_0_block};
+use crate::gguf::GgmlType;
+
+/// Elements per block, in every type kept here.
+pub(crate) const BLOCK: usize = 32;
+
+/// The block types kept: those whose blocks widen in a few instructions. Others (the
+/// K-quants) are read as f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantKind {
+    /// d·q, 8-bit q.
+    Q8_0,
+    /// d·(q − 8), 4-bit q.
+    Q4_0,
+    /// d·q + m, 4-bit q.
+    Q4_1,
+}
+
+impl QuantKind {
+    /// The kind of a GGUF type, if it is kept.
+    pub fn of(dtype: GgmlType) -> Option<Self> {
+        match dtype {
+            GgmlType::Q8_0 => Some(Self::Q8_0),
+            GgmlType::Q4_0 => Some(Self::Q4_0),
+            GgmlType::Q4_1 => Some(Self::Q4_1),
+            _ => None,
+        }
+    }
+
+    /// Bytes of quants per block.
+    fn quant_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 => 16,
+        }
+    }
+
+    /// Whether a block stores a minimum after its scale.
+    fn has_min(self) -> bool {
+        self == Self::Q4_1
+    }
+}
+
+/// A block type's widening to f32, for code compiled once per type.
+pub(crate) trait Codec: Copy + Send + Sync + 'static {
+    /// The kind this codec reads.
+    const KIND: QuantKind;
+
+    /// A block's values from its scale, minimum (0 where it has none) and quants.
+    fn widen(scale: f32, min: f32, quants: &[u8], out: &mut [f32; BLOCK]);
+}
+
+/// [`QuantKind::Q8_0`]'s codec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Q8_0;
+/// [`QuantKind::Q4_0`]'s codec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Q4_0;
+/// [`QuantKind::Q4_1`]'s codec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Q4_1;
+
+impl Codec for Q8_0 {
+    const KIND: QuantKind = QuantKind::Q8_0;
+    #[inline(always)]
+    fn widen(scale: f32, _min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
+        q8_0_block(scale, quants.try_into().expect("invariant: 32 quants"), out);
+    }
+}
+
+impl Codec for Q4_0 {
+    const KIND: QuantKind = QuantKind::Q4_0;
+    #[inline(always)]
+    fn widen(scale: f32, _min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
+        q4_0_block(scale, quants.try_into().expect("invariant: 16 quants"), out);
+    }
+}
+
+impl Codec for Q4_1 {
+    const KIND: QuantKind = QuantKind::Q4_1;
+    #[inline(always)]
+    fn widen(scale: f32, min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
+        q4_1_block(scale, min, quants.try_into().expect("invariant: 16 quants"), out);
+    }
+}
+
+/// A `[rows, cols]` matrix in quantised blocks of 32 along each row, with the scales
+/// (and minimums) already widened from f16, and each in an array of its own so that
+/// a row's quants lie contiguous.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantRows {
+    kind: QuantKind,
+    rows: usize,
+    cols: usize,
+    scales: Vec<f32>,
+    /// Empty for kinds without a minimum.
+    mins: Vec<f32>,
+    quants: Vec<u8>,
+}
+
+impl QuantRows {
+    /// The rows of a GGUF tensor of type `dtype` and `rows × cols` values (`cols` being
+    /// `ne0`), from its bytes; `None` if the type is not kept here or the bytes are not
+    /// exactly its blocks (the f32 path reports those).
+    pub fn from_gguf(dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        let kind = QuantKind::of(dtype)?;
+        let block_bytes = usize::try_from(dtype.type_size()).ok()?;
+        if !cols.is_multiple_of(BLOCK) {
+            return None;
+        }
+        let blocks = rows.checked_mul(cols / BLOCK)?;
+        if bytes.len() != blocks.checked_mul(block_bytes)? {
+            return None;
+        }
+        let header = block_bytes - kind.quant_bytes();
+        let mut scales = Vec::with_capacity(blocks);
+        let mut mins = Vec::with_capacity(if kind.has_min() { blocks } else { 0 });
+        let mut quants = Vec::with_capacity(blocks * kind.quant_bytes());
+        for block in bytes.chunks_exact(block_bytes) {
+            let (head, q) = block.split_at(header);
+            let half = |at: usize| f16_to_f32(u16::from_le_bytes([head[at], head[at + 1]]));
+            scales.push(half(0));
+            if kind.has_min() {
+                mins.push(half(2));
+            }
+            quants.extend_from_slice(q);
+        }
+        Some(Self {
+            kind,
+            rows,
+            cols,
+            scales,
+            mins,
+            quants,
+        })
+    }
+
+    /// Matrices of one kind and width stacked row-wise (as a block's q, k and v
+    /// projections are); `None` if they differ.
+    pub fn stack(parts: Vec<Self>) -> Option<Self> {
+        let (first, rest) = parts.split_first()?;
+        if rest
+            .iter()
+            .any(|p| p.kind != first.kind || p.cols != first.cols)
+        {
+            return None;
+        }
+        Some(Self {
+            kind: first.kind,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
+            mins: parts.iter().flat_map(|p| p.mins.iter().copied()).collect(),
+            quants: parts.iter().flat_map(|p| p.quants.iter().copied()).collect(),
+        })
+    }
+
+    /// The block type.
+    pub fn kind(&self) -> QuantKind {
+        self.kind
+    }
+
+    /// Rows of the matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The rows in `range`, read with `C`.
+    ///
+    /// # Panics
+    /// If `C` is not this matrix's kind, or the range is past its rows.
+    pub(crate) fn rows_in<C: Codec>(
+        &self,
+        range: Range<usize>,
+    ) -> impl Iterator<Item = QuantRow<'_, C>> {
+        assert_eq!(C::KIND, self.kind, "invariant: rows read with their codec");
+        assert!(range.end <= self.rows, "invariant: rows in the matrix");
+        let per_row = self.cols / BLOCK;
+        let quant_bytes = self.kind.quant_bytes();
+        range.map(move |j| {
+            let blocks = j * per_row..(j + 1) * per_row;
+            QuantRow {
+                scales: &self.scales[blocks.clone()],
+                mins: if self.kind.has_min() {
+                    &self.mins[blocks.clone()]
+                } else {
+                    &[]
+                },
+                quants: &self.quants[blocks.start * quant_bytes..blocks.end * quant_bytes],
+                codec: PhantomData,
+            }
+        })
+    }
+}
+
+/// One row of a [`QuantRows`], its blocks widened on demand.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuantRow<'a, C> {
+    scales: &'a [f32],
+    mins: &'a [f32],
+    quants: &'a [u8],
+    codec: PhantomData<C>,
+}
+
+impl<C: Codec> QuantRow<'_, C> {
+    /// Values in the row.
+    pub(crate) fn len(&self) -> usize {
+        self.scales.len() * BLOCK
+    }
+
+    /// `f(b, values)` for each block b in turn, its values widened to f32. Walked by
+    /// iterators, so that the loop has no bounds checks.
+    #[inline(always)]
+    pub(crate) fn for_each_block(&self, mut f: impl FnMut(usize, &[f32; BLOCK])) {
+        // Kinds without a minimum have none stored: theirs read as 0.
+        let mins = self.mins.iter().copied().chain(std::iter::repeat(0.0));
+        let quants = self.quants.chunks_exact(C::KIND.quant_bytes());
+        let mut values = [0.0; BLOCK];
+        for (b, ((&scale, min), quants)) in self.scales.iter().zip(mins).zip(quants).enumerate() {
+            C::widen(scale, min, quants, &mut values);
+            f(b, &values);
+        }
+    }
+
+    /// The row's values, widened to f32 into `out` ([`Self::len`] long).
+    #[inline(always)]
+    pub(crate) fn widen_into(&self, out: &mut [f32]) {
+        self.for_each_block(|b, values| out[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(values));
+    }
+}
+
+#[cfg(test)]
+/// Blocks of `dtype` with every byte pseudo-random, scales and minimums kept to
+/// modest f16s.
+pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
+    let size = usize::try_from(dtype.type_size()).unwrap();
+    let mut s = seed;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (s >> 33) as u8
+    };
+    let header = size - QuantKind::of(dtype).unwrap().quant_bytes();
+    (0..blocks)
+        .flat_map(|_| {
+            let mut block: Vec<u8> = (0..size).map(|_| next()).collect();
+            // f16 exponent bits 0b00xxx: magnitudes under 2^-8, finite.
+            for half in block[..header].chunks_exact_mut(2) {
+                half[1] &= 0x8f;
+            }
+            block
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dequant::dequantize;
+
+    #[test]
+    fn widened_rows_equal_the_dequantised_matrix() {
+        let (rows, cols) = (5, 96);
+        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let bytes = random_blocks(dtype, rows * cols / BLOCK, 7);
+            let want = dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
+            let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+            let got: Vec<f32> = match packed.kind() {
+                QuantKind::Q8_0 => widen_all::<Q8_0>(&packed),
+                QuantKind::Q4_0 => widen_all::<Q4_0>(&packed),
+                QuantKind::Q4_1 => widen_all::<Q4_1>(&packed),
+            };
+            assert_eq!(got, want, "{dtype}");
+        }
+    }
+
+    fn widen_all<C: Codec>(packed: &QuantRows) -> Vec<f32> {
+        let mut all = Vec::new();
+        for row in packed.rows_in::<C>(0..packed.rows()) {
+            let mut values = vec![0.0; row.len()];
+            row.widen_into(&mut values);
+            all.extend(values);
+        }
+        all
+    }
+
+    #[test]
+    fn stacked_parts_are_their_rows_in_order() {
+        let dtype = GgmlType::Q4_1;
+        let a = random_blocks(dtype, 2 * 2, 1);
+        let b = random_blocks(dtype, 3 * 2, 2);
+        let stacked = QuantRows::stack(vec![
+            QuantRows::from_gguf(dtype, &a, 2, 64).unwrap(),
+            QuantRows::from_gguf(dtype, &b, 3, 64).unwrap(),
+        ])
+        .unwrap();
+        let whole = QuantRows::from_gguf(dtype, &[a, b].concat(), 5, 64).unwrap();
+        assert_eq!(stacked, whole);
+    }
+
+    #[test]
+    fn unkept_types_and_wrong_sizes_are_refused() {
+        let bytes = random_blocks(GgmlType::Q8_0, 4, 3);
+        assert!(QuantRows::from_gguf(GgmlType::Q6_K, &bytes, 1, 128).is_none());
+        assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes[1..], 2, 64).is_none());
+        assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 3, 64).is_none());
+        assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 4, 33).is_none());
+        let mixed = vec![
+            QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 2, 64).unwrap(),
+            QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 4, 32).unwrap(),
+        ];
+        assert!(QuantRows::stack(mixed).is_none());
+    }
+}
