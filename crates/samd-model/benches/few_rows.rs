@@ -25,7 +25,10 @@ fn few_rows(c: &mut Criterion) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let Ok(bytes) = std::fs::read(&path) else {
-        eprintln!("skipped: no model at {} (scripts/fetch-model.sh)", path.display());
+        eprintln!(
+            "skipped: no model at {} (scripts/fetch-model.sh)",
+            path.display()
+        );
         return;
     };
     let file = GgufFile::parse(&bytes).expect("the model parses");
@@ -38,7 +41,9 @@ fn few_rows(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("{name} ({}, {k}x{n})", info.dtype));
         group.measurement_time(Duration::from_secs(3));
         for m in [1usize, 2, 4, 8] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 48.0).collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i % 97) as f32 - 48.0) / 48.0)
+                .collect();
             group.throughput(Throughput::Elements((m * k * n) as u64));
             group.bench_function(BenchmarkId::new("f32", m), |b| {
                 b.iter(|| few_rows_matmul(&x, m, k, &values, n))

@@ -21,6 +21,9 @@ use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 use crate::quant_rows::{BLOCK, Codec, Q4_0, Q4_1, Q8_0, QuantKind, QuantRow, QuantRows};
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
@@ -119,12 +122,12 @@ type PartFn<'a> = dyn Fn(Range<usize>, &mut [f32]) + Sync + 'a;
 
 /// `x`'s rows dotted with each row of `w`, into `out` (`[rows of w, m]`), with the
 /// fastest code this CPU runs.
-fn dots_into<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
+fn dots_into<W: Row>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 and FMA, just checked; nothing else is required.
-        return unsafe { dots_avx2_fma(x, k, w, out) };
+        #[allow(unsafe_code)]
+        return unsafe { avx2::dots_by_row(x, k, w, out) };
     }
     #[cfg(target_arch = "wasm32")]
     dots_simd128(x, k, w, out);
@@ -132,13 +135,16 @@ fn dots_into<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out:
     dots_by_row::<Separate, LANES, GROUP, W>(x, k, w, out);
 }
 
-/// [`dots_by_row`] compiled with AVX2 and FMA, so that its loops vectorise eight wide and
-/// fuse.
+/// A row of W as every target's loops read it.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dots_avx2_fma<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
-    dots_by_row::<Fused, LANES, GROUP, W>(x, k, w, out)
-}
+trait Row: WeightRow + avx2::WeightChunks {}
+#[cfg(target_arch = "x86_64")]
+impl<T: WeightRow + avx2::WeightChunks> Row for T {}
+/// A row of W as every target's loops read it.
+#[cfg(not(target_arch = "x86_64"))]
+trait Row: WeightRow {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<T: WeightRow> Row for T {}
 
 /// [`dots_by_row`] compiled with wasm's 128-bit SIMD, so that its loops vectorise four
 /// wide. A wasm module has no run-time feature check: an engine without SIMD rejects the
@@ -155,10 +161,11 @@ trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
 
-/// One rounding: the FMA instruction.
-#[cfg(target_arch = "x86_64")]
+/// One rounding: the FMA instruction. What the AVX2 code computes; here for the test
+/// that checks it.
+#[cfg(all(test, target_arch = "x86_64"))]
 struct Fused;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 impl MulAdd for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
@@ -401,11 +408,11 @@ mod tests {
         w: &[f32],
         n: usize,
     ) -> Vec<f32> {
-        tiled_rows::<L, G, _>(x, m, k, w.chunks_exact(k), n)
+        tiled_rows::<Separate, L, G, _>(x, m, k, w.chunks_exact(k), n)
     }
 
-    /// [`tiled`] over any kind of rows of W.
-    fn tiled_rows<const L: usize, const G: usize, W: WeightRow>(
+    /// [`tiled`] over any kind of rows of W, with the multiply-add `F`.
+    fn tiled_rows<F: MulAdd, const L: usize, const G: usize, W: WeightRow>(
         x: &[f32],
         m: usize,
         k: usize,
@@ -413,7 +420,7 @@ mod tests {
         n: usize,
     ) -> Vec<f32> {
         let mut by_w_row = vec![0.0; n * m];
-        dots_by_row::<Separate, L, G, W>(x, k, w, &mut by_w_row);
+        dots_by_row::<F, L, G, W>(x, k, w, &mut by_w_row);
         (0..m * n).map(|i| by_w_row[(i % n) * m + i / n]).collect()
     }
 
@@ -483,14 +490,56 @@ mod tests {
         let (k, n) = (w.cols(), w.rows());
         let blocks = || w.rows_in::<C>(0..n);
         assert_eq!(
-            tiled_rows::<16, 4, _>(x, m, k, blocks(), n),
+            tiled_rows::<Separate, 16, 4, _>(x, m, k, blocks(), n),
             tiled::<16, 4>(x, m, k, dequantised, n),
             "x86-64's tiling, m {m}"
         );
         assert_eq!(
-            tiled_rows::<8, 2, _>(x, m, k, blocks(), n),
+            tiled_rows::<Separate, 8, 2, _>(x, m, k, blocks(), n),
             tiled::<8, 2>(x, m, k, dequantised, n),
             "wasm's tiling, m {m}"
         );
+    }
+
+    /// The AVX2 intrinsics compute what the portable loops with FMA do, bit for bit, over
+    /// f32 rows (with a tail) and over each kind of block.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_code_equals_the_portable_code() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        let n = 600;
+        for m in 1..=9 {
+            let (k, tail_k) = (96, 37);
+            let x = values(m * k, m as u64);
+            let w = values(k * n, 8);
+            let portable = tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.chunks_exact(k), n);
+            assert_eq!(few_rows_matmul(&x, m, k, &w, n), portable, "f32, m {m}");
+            let (x_tail, w_tail) = (values(m * tail_k, 1), values(tail_k * n, 2));
+            assert_eq!(
+                few_rows_matmul(&x_tail, m, tail_k, &w_tail, n),
+                tiled_rows::<Fused, 16, 4, _>(&x_tail, m, tail_k, w_tail.chunks_exact(tail_k), n),
+                "f32 with a tail, m {m}"
+            );
+            for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+                let bytes = random_blocks(dtype, n * k / BLOCK, 6);
+                let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+                let portable = match w.kind() {
+                    QuantKind::Q8_0 => {
+                        tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.rows_in::<Q8_0>(0..n), n)
+                    }
+                    QuantKind::Q4_0 => {
+                        tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.rows_in::<Q4_0>(0..n), n)
+                    }
+                    QuantKind::Q4_1 => {
+                        tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.rows_in::<Q4_1>(0..n), n)
+                    }
+                };
+                assert_eq!(few_rows_matmul_quant(&x, m, &w), portable, "{dtype}, m {m}");
+            }
+        }
     }
 }

@@ -92,7 +92,12 @@ impl Codec for Q4_1 {
     const KIND: QuantKind = QuantKind::Q4_1;
     #[inline(always)]
     fn widen(scale: f32, min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
-        q4_1_block(scale, min, quants.try_into().expect("invariant: 16 quants"), out);
+        q4_1_block(
+            scale,
+            min,
+            quants.try_into().expect("invariant: 16 quants"),
+            out,
+        );
     }
 }
 
@@ -161,9 +166,15 @@ impl QuantRows {
             kind: first.kind,
             rows: parts.iter().map(|p| p.rows).sum(),
             cols: first.cols,
-            scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
+            scales: parts
+                .iter()
+                .flat_map(|p| p.scales.iter().copied())
+                .collect(),
             mins: parts.iter().flat_map(|p| p.mins.iter().copied()).collect(),
-            quants: parts.iter().flat_map(|p| p.quants.iter().copied()).collect(),
+            quants: parts
+                .iter()
+                .flat_map(|p| p.quants.iter().copied())
+                .collect(),
         })
     }
 
@@ -225,15 +236,25 @@ impl<C: Codec> QuantRow<'_, C> {
         self.scales.len() * BLOCK
     }
 
-    /// `f(b, values)` for each block b in turn, its values widened to f32. Walked by
-    /// iterators, so that the loop has no bounds checks.
+    /// The row's blocks in order: each one's scale, minimum (0 for kinds without one)
+    /// and quants. Walked by iterators, so that a loop over them has no bounds checks.
     #[inline(always)]
-    pub(crate) fn for_each_block(&self, mut f: impl FnMut(usize, &[f32; BLOCK])) {
+    pub(crate) fn raw_blocks(&self) -> impl Iterator<Item = (f32, f32, &[u8])> {
         // Kinds without a minimum have none stored: theirs read as 0.
         let mins = self.mins.iter().copied().chain(std::iter::repeat(0.0));
         let quants = self.quants.chunks_exact(C::KIND.quant_bytes());
+        self.scales
+            .iter()
+            .zip(mins)
+            .zip(quants)
+            .map(|((&scale, min), quants)| (scale, min, quants))
+    }
+
+    /// `f(b, values)` for each block b in turn, its values widened to f32.
+    #[inline(always)]
+    pub(crate) fn for_each_block(&self, mut f: impl FnMut(usize, &[f32; BLOCK])) {
         let mut values = [0.0; BLOCK];
-        for (b, ((&scale, min), quants)) in self.scales.iter().zip(mins).zip(quants).enumerate() {
+        for (b, (scale, min, quants)) in self.raw_blocks().enumerate() {
             C::widen(scale, min, quants, &mut values);
             f(b, &values);
         }
