@@ -8,11 +8,16 @@
 //! product and multiplied into every row of x while it is in cache. A one-row step is
 //! bound by reading the weights, and a few rows read them no more.
 //!
-//! Each row's sums run over the inputs in the same order whatever the number of rows,
-//! so a row's result is bit for bit the same in a one-node step as in a tree's.
+//! W comes as f32s or, for Q4_0, Q4_1 and Q8_0 models, in the file's blocks
+//! ([`QuantRows`]), widened to f32 as they are read: a sixth of the bytes for Q4_1, so a
+//! one-node step is no longer bound by memory.
 //!
-//! On x86-64 with AVX2 and FMA (checked at run time) the loops compile with those
-//! features, fused multiply-adds included; on wasm with 128-bit SIMD; elsewhere for the
+//! Each row's sums run over the inputs in the same order whatever the number of rows,
+//! so a row's result is bit for bit the same in a one-node step as in a tree's, and
+//! a product over blocks is bit for bit the product over their dequantised values.
+//!
+//! On x86-64 with AVX2 and FMA (checked at run time) the products are intrinsics
+//! ([`avx2`]); on wasm the portable loops compile with 128-bit SIMD; elsewhere for the
 //! baseline target.
 
 use burn::backend::flex::FlexTensor;
@@ -24,18 +29,16 @@ use std::ops::Range;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
-use crate::quant_rows::{BLOCK, Codec, Q4_0, Q4_1, Q8_0, QuantKind, QuantRow, QuantRows};
+use crate::quant_rows::QuantRows;
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
 /// which reuse each weight across a whole tile of rows, do better.
 pub const CPU_MAX_ROWS: usize = 16;
 
-/// Inputs each dot product sums at once: two AVX vectors per row, so that a group's
-/// running sums make eight independent chains, enough to keep both FMA units busy
-/// (with four, at one vector per row, a group ran at half the speed).
+/// Inputs each dot product sums at once, and rows of x per pass over a row of W, off
+/// wasm: the AVX2 code's sizes, so that the baseline's results are the same sums.
 #[cfg(not(target_arch = "wasm32"))]
 const LANES: usize = 16;
-/// Rows of x multiplied per pass over a row of W.
 #[cfg(not(target_arch = "wasm32"))]
 const GROUP: usize = 4;
 
@@ -60,20 +63,52 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
         "invariant: callers pass whole matrices"
     );
     product(m, n, &|rows, out| {
-        dots_into(x, k, w[rows.start * k..rows.end * k].chunks_exact(k), out)
+        dots_into(x, k, &w[rows.start * k..rows.end * k], out)
     })
+}
+
+/// Whether this CPU's products read quantised blocks ([`few_rows_matmul_quant`]): on
+/// x86-64 with AVX2 and FMA. Elsewhere the portable loops, which left the values of a
+/// block widened in the loop spilling from registers, read W as f32: in wasm, the
+/// blocks took the browser's plain decoding from 44.6 to 18.9 tok/s (without FMA,
+/// wasm's sums cost more than the weights' reads anyway).
+pub fn reads_blocks() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks; `[m, n]` out, bit for bit
 /// [`few_rows_matmul`] over W dequantised.
+///
+/// # Panics
+/// Unless [`reads_blocks`]: models keep blocks only where they are read.
 pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     let k = w.cols();
     assert!(x.len() == m * k, "invariant: callers pass whole matrices");
-    product(m, w.rows(), &|rows, out| match w.kind() {
-        QuantKind::Q8_0 => dots_into(x, k, w.rows_in::<Q8_0>(rows), out),
-        QuantKind::Q4_0 => dots_into(x, k, w.rows_in::<Q4_0>(rows), out),
-        QuantKind::Q4_1 => dots_into(x, k, w.rows_in::<Q4_1>(rows), out),
-    })
+    assert!(
+        reads_blocks(),
+        "invariant: blocks are kept where they are read"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+        product(m, w.rows(), &|rows, out| {
+            // SAFETY: the CPU has AVX2 and FMA ([`reads_blocks`]).
+            #[allow(unsafe_code)]
+            unsafe {
+                match w.kind() {
+                    QuantKind::Q8_0 => avx2::dots_by_row(x, k, w.rows_in::<Q8_0>(rows), out),
+                    QuantKind::Q4_0 => avx2::dots_by_row(x, k, w.rows_in::<Q4_0>(rows), out),
+                    QuantKind::Q4_1 => avx2::dots_by_row(x, k, w.rows_in::<Q4_1>(rows), out),
+                }
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("invariant: blocks are kept where they are read")
 }
 
 /// The `[m, n]` product whose outputs `part` computes for a range of W's rows, into
@@ -120,39 +155,28 @@ fn over_cores(rows: Range<usize>, out: &mut [f32], _m: usize, part: &PartFn<'_>)
 /// A product over a range of W's rows into their outputs.
 type PartFn<'a> = dyn Fn(Range<usize>, &mut [f32]) + Sync + 'a;
 
-/// `x`'s rows dotted with each row of `w`, into `out` (`[rows of w, m]`), with the
-/// fastest code this CPU runs.
-fn dots_into<W: Row>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
+/// `x`'s rows dotted with each row of `w` (`[rows, k]`), into `out` (`[rows of w, m]`),
+/// with the fastest code this CPU runs.
+fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if reads_blocks() {
         // SAFETY: the CPU has AVX2 and FMA, just checked; nothing else is required.
         #[allow(unsafe_code)]
-        return unsafe { avx2::dots_by_row(x, k, w, out) };
+        return unsafe { avx2::dots_by_row(x, k, w.chunks_exact(k), out) };
     }
     #[cfg(target_arch = "wasm32")]
     dots_simd128(x, k, w, out);
     #[cfg(not(target_arch = "wasm32"))]
-    dots_by_row::<Separate, LANES, GROUP, W>(x, k, w, out);
+    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out);
 }
-
-/// A row of W as every target's loops read it.
-#[cfg(target_arch = "x86_64")]
-trait Row: WeightRow + avx2::WeightChunks {}
-#[cfg(target_arch = "x86_64")]
-impl<T: WeightRow + avx2::WeightChunks> Row for T {}
-/// A row of W as every target's loops read it.
-#[cfg(not(target_arch = "x86_64"))]
-trait Row: WeightRow {}
-#[cfg(not(target_arch = "x86_64"))]
-impl<T: WeightRow> Row for T {}
 
 /// [`dots_by_row`] compiled with wasm's 128-bit SIMD, so that its loops vectorise four
 /// wide. A wasm module has no run-time feature check: an engine without SIMD rejects the
 /// whole module, and every browser with WebGPU has had SIMD for years.
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128")]
-fn dots_simd128<W: WeightRow>(x: &[f32], k: usize, w: impl Iterator<Item = W>, out: &mut [f32]) {
-    dots_by_row::<Separate, LANES, GROUP, W>(x, k, w, out)
+fn dots_simd128(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
+    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out)
 }
 
 /// `a * b + c`, fused where the target has it: without FMA, `f32::mul_add` is a library
@@ -182,110 +206,31 @@ impl MulAdd for Separate {
     }
 }
 
-/// Row by row of W, each row read once from memory (and widened to f32 if it is in
-/// blocks) and then, from cache, dotted with every row of x, `G` at a time with `L`
-/// running sums each ([`GROUP`] and [`LANES`] on this target), into `out`
-/// (`[rows of w, m]`).
+/// Row by row of W, each row read once from memory and then, from cache, dotted with
+/// every row of x, `G` at a time with `L` running sums each ([`GROUP`] and [`LANES`] on
+/// this target), into `out` (`[rows of w, m]`).
 #[inline(always)]
-fn dots_by_row<F: MulAdd, const L: usize, const G: usize, W: WeightRow>(
+fn dots_by_row<F: MulAdd, const L: usize, const G: usize>(
     x: &[f32],
     k: usize,
-    w: impl Iterator<Item = W>,
+    w: &[f32],
     out: &mut [f32],
 ) {
     let rows: Vec<&[f32]> = x.chunks_exact(k).collect();
     let m = rows.len();
-    if let [x] = rows[..] {
-        for (wj, out) in w.zip(out.iter_mut()) {
-            *out = wj.dot::<L, F>(x);
-        }
-        return;
-    }
-    let mut scratch = vec![0.0; if W::WIDENS { k } else { 0 }];
-    for (wj, out) in w.zip(out.chunks_exact_mut(m)) {
-        let wj = wj.values(&mut scratch);
+    for (wj, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
         for (g, group) in rows.chunks(G).enumerate() {
             let out = &mut out[g * G..];
             if let [row] = group {
                 dots::<1, L, F>([row], wj, out, 1);
             } else {
-                // A short group is padded to `G` with its first row: on x86-64 the
-                // compiler makes fast code of one row and of four, and slow code of some
-                // other counts (two rows ran 3× slower than four).
+                // A short group is padded to `G` with its first row: compiled for x86-64,
+                // this code was fast for one row and for four, and slow for some other
+                // counts (two rows ran 3× slower than four).
                 let padded = std::array::from_fn(|r| *group.get(r).unwrap_or(&group[0]));
                 dots::<G, L, F>(padded, wj, out, group.len());
             }
         }
-    }
-}
-
-/// A row of W as the dot products read it: f32s as they are, or quantised blocks
-/// widened to f32. Every kind sums in [`dots`]' order, so that all agree bit for bit.
-trait WeightRow: Copy {
-    /// Whether [`WeightRow::values`] needs a scratch row.
-    const WIDENS: bool;
-
-    /// The dot product with one row of x, as [`dots`] takes it.
-    fn dot<const L: usize, F: MulAdd>(self, x: &[f32]) -> f32;
-
-    /// The row's values, in `scratch` if they must be widened there: for products of
-    /// several rows of x. Widened inside their dot products, as for one row, the
-    /// values took registers from the rows' running sums, which spilled; the scratch
-    /// row stays in L1.
-    fn values<'s>(self, scratch: &'s mut [f32]) -> &'s [f32]
-    where
-        Self: 's;
-}
-
-impl WeightRow for &[f32] {
-    const WIDENS: bool = false;
-
-    #[inline(always)]
-    fn dot<const L: usize, F: MulAdd>(self, x: &[f32]) -> f32 {
-        let mut out = [0.0];
-        dots::<1, L, F>([x], self, &mut out, 1);
-        out[0]
-    }
-
-    #[inline(always)]
-    fn values<'s>(self, _scratch: &'s mut [f32]) -> &'s [f32]
-    where
-        Self: 's,
-    {
-        self
-    }
-}
-
-impl<C: Codec> WeightRow for QuantRow<'_, C> {
-    const WIDENS: bool = true;
-
-    /// Each block is widened in registers and summed at once: a one-node step is bound by
-    /// reading the weights, and the blocks are a sixth of their f32 bytes.
-    #[inline(always)]
-    fn dot<const L: usize, F: MulAdd>(self, x: &[f32]) -> f32 {
-        const { assert!(BLOCK.is_multiple_of(L)) };
-        let x = &x[..self.len()];
-        let mut acc = [0.0f32; L];
-        self.for_each_block(|b, w| {
-            let x: &[f32; BLOCK] = x[b * BLOCK..(b + 1) * BLOCK]
-                .try_into()
-                .expect("invariant: whole blocks");
-            for c in 0..BLOCK / L {
-                for l in 0..L {
-                    acc[l] = F::mul_add(x[c * L + l], w[c * L + l], acc[l]);
-                }
-            }
-        });
-        acc.iter().sum()
-    }
-
-    #[inline(always)]
-    fn values<'s>(self, scratch: &'s mut [f32]) -> &'s [f32]
-    where
-        Self: 's,
-    {
-        self.widen_into(scratch);
-        scratch
     }
 }
 
@@ -408,25 +353,25 @@ mod tests {
         w: &[f32],
         n: usize,
     ) -> Vec<f32> {
-        tiled_rows::<Separate, L, G, _>(x, m, k, w.chunks_exact(k), n)
+        tiled_with::<Separate, L, G>(x, m, k, w, n)
     }
 
-    /// [`tiled`] over any kind of rows of W, with the multiply-add `F`.
-    fn tiled_rows<F: MulAdd, const L: usize, const G: usize, W: WeightRow>(
+    /// [`tiled`] with the multiply-add `F`.
+    fn tiled_with<F: MulAdd, const L: usize, const G: usize>(
         x: &[f32],
         m: usize,
         k: usize,
-        w: impl Iterator<Item = W>,
+        w: &[f32],
         n: usize,
     ) -> Vec<f32> {
         let mut by_w_row = vec![0.0; n * m];
-        dots_by_row::<F, L, G, W>(x, k, w, &mut by_w_row);
+        dots_by_row::<F, L, G>(x, k, w, &mut by_w_row);
         (0..m * n).map(|i| by_w_row[(i % n) * m + i / n]).collect()
     }
 
     const PRODUCTS: [(&str, Product); 3] = [
         ("this target's", few_rows_matmul),
-        ("x86-64's tiling", tiled::<16, 4>),
+        ("the baseline's tiling", tiled::<16, 4>),
         ("wasm's tiling", tiled::<8, 2>),
     ];
 
@@ -465,80 +410,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_product_over_blocks_is_the_product_over_their_values() {
-        let (k, n) = (96, 600);
-        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            let bytes = random_blocks(dtype, n * k / BLOCK, 5);
-            let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
-            let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
-            for m in [1, 2, 3, 4, 5, 9, 16] {
-                let x = values(m * k, m as u64);
-                let want = few_rows_matmul(&x, m, k, &dequantised, n);
-                assert_eq!(few_rows_matmul_quant(&x, m, &w), want, "{dtype}, m {m}");
-                match w.kind() {
-                    QuantKind::Q8_0 => each_tiling_agrees::<Q8_0>(&x, m, &w, &dequantised),
-                    QuantKind::Q4_0 => each_tiling_agrees::<Q4_0>(&x, m, &w, &dequantised),
-                    QuantKind::Q4_1 => each_tiling_agrees::<Q4_1>(&x, m, &w, &dequantised),
-                }
-            }
-        }
-    }
-
-    /// x86-64's and wasm's tilings give the same bits over blocks as over their values.
-    fn each_tiling_agrees<C: Codec>(x: &[f32], m: usize, w: &QuantRows, dequantised: &[f32]) {
-        let (k, n) = (w.cols(), w.rows());
-        let blocks = || w.rows_in::<C>(0..n);
-        assert_eq!(
-            tiled_rows::<Separate, 16, 4, _>(x, m, k, blocks(), n),
-            tiled::<16, 4>(x, m, k, dequantised, n),
-            "x86-64's tiling, m {m}"
-        );
-        assert_eq!(
-            tiled_rows::<Separate, 8, 2, _>(x, m, k, blocks(), n),
-            tiled::<8, 2>(x, m, k, dequantised, n),
-            "wasm's tiling, m {m}"
-        );
-    }
-
-    /// The AVX2 intrinsics compute what the portable loops with FMA do, bit for bit, over
-    /// f32 rows (with a tail) and over each kind of block.
+    /// The AVX2 intrinsics compute what the portable loops with FMA do, bit for bit,
+    /// with and without a tail past the last chunk of 16; and over quantised blocks they
+    /// compute their products over the dequantised values.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx2_code_equals_the_portable_code() {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
+    fn the_avx2_code_equals_the_portable_code_and_reads_blocks_exactly() {
+        if !reads_blocks() {
             return;
         }
         let n = 600;
-        for m in 1..=9 {
-            let (k, tail_k) = (96, 37);
+        for m in [1, 2, 3, 4, 5, 7, 9, 16] {
+            for k in [96, 37] {
+                let x = values(m * k, m as u64);
+                let w = values(k * n, 8);
+                let portable = tiled_with::<Fused, 16, 4>(&x, m, k, &w, n);
+                assert_eq!(few_rows_matmul(&x, m, k, &w, n), portable, "k {k}, m {m}");
+            }
+            let k = 96;
             let x = values(m * k, m as u64);
-            let w = values(k * n, 8);
-            let portable = tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.chunks_exact(k), n);
-            assert_eq!(few_rows_matmul(&x, m, k, &w, n), portable, "f32, m {m}");
-            let (x_tail, w_tail) = (values(m * tail_k, 1), values(tail_k * n, 2));
-            assert_eq!(
-                few_rows_matmul(&x_tail, m, tail_k, &w_tail, n),
-                tiled_rows::<Fused, 16, 4, _>(&x_tail, m, tail_k, w_tail.chunks_exact(tail_k), n),
-                "f32 with a tail, m {m}"
-            );
             for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-                let bytes = random_blocks(dtype, n * k / BLOCK, 6);
+                let bytes = random_blocks(dtype, n * k / 32, 5);
                 let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
-                let portable = match w.kind() {
-                    QuantKind::Q8_0 => {
-                        tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.rows_in::<Q8_0>(0..n), n)
-                    }
-                    QuantKind::Q4_0 => {
-                        tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.rows_in::<Q4_0>(0..n), n)
-                    }
-                    QuantKind::Q4_1 => {
-                        tiled_rows::<Fused, 16, 4, _>(&x, m, k, w.rows_in::<Q4_1>(0..n), n)
-                    }
-                };
-                assert_eq!(few_rows_matmul_quant(&x, m, &w), portable, "{dtype}, m {m}");
+                let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
+                let want = few_rows_matmul(&x, m, k, &dequantised, n);
+                assert_eq!(few_rows_matmul_quant(&x, m, &w), want, "{dtype}, m {m}");
             }
         }
     }

@@ -108,57 +108,23 @@ fn f16_at(b: &[u8; 2]) -> f32 {
 
 fn q8_0(b: &[u8; 34], out: &mut Vec<f32>) {
     let (d, qs) = split::<34, 2, 32>(b);
-    let mut values = [0.0; 32];
-    q8_0_block(f16_at(d), qs, &mut values);
-    out.extend(values);
+    let d = f16_at(d);
+    out.extend(qs.iter().map(|&q| d * f32::from(i8::from_le_bytes([q]))));
 }
 
 fn q4_0(b: &[u8; 18], out: &mut Vec<f32>) {
     let (d, qs) = split::<18, 2, 16>(b);
-    let mut values = [0.0; 32];
-    q4_0_block(f16_at(d), qs, &mut values);
-    out.extend(values);
+    let d = f16_at(d);
+    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q & 0xf) - 8)));
+    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q >> 4) - 8)));
 }
 
 fn q4_1(b: &[u8; 20], out: &mut Vec<f32>) {
     let (d, rest) = split::<20, 2, 18>(b);
     let (m, qs) = split::<18, 2, 16>(rest);
-    let mut values = [0.0; 32];
-    q4_1_block(f16_at(d), f16_at(m), qs, &mut values);
-    out.extend(values);
-}
-
-/// A Q8_0 block's values from its scale and quants. The CPU's products widen blocks with
-/// these functions too ([`crate::quant_rows`]), so that they agree with these weights
-/// bit for bit. (Loops, not `array::map`: `map` is not inlined, and would not compile
-/// with a caller's SIMD features.)
-#[inline(always)]
-pub(crate) fn q8_0_block(d: f32, qs: &[u8; 32], out: &mut [f32; 32]) {
-    for (v, &q) in out.iter_mut().zip(qs) {
-        *v = d * f32::from(i8::from_le_bytes([q]));
-    }
-}
-
-/// A Q4_0 block's values from its scale and packed nibbles.
-#[inline(always)]
-pub(crate) fn q4_0_block(d: f32, qs: &[u8; 16], out: &mut [f32; 32]) {
-    nibbles(qs, out, |q| d * f32::from(i16::from(q) - 8));
-}
-
-/// A Q4_1 block's values from its scale, minimum and packed nibbles.
-#[inline(always)]
-pub(crate) fn q4_1_block(d: f32, m: f32, qs: &[u8; 16], out: &mut [f32; 32]) {
-    nibbles(qs, out, |q| d * f32::from(q) + m);
-}
-
-/// `value` of each nibble: byte j's low nibble is element j, its high nibble j + 16.
-#[inline(always)]
-fn nibbles(qs: &[u8; 16], out: &mut [f32; 32], value: impl Fn(u8) -> f32) {
-    let (low, high) = out.split_at_mut(16);
-    for ((low, high), &q) in low.iter_mut().zip(high).zip(qs) {
-        *low = value(q & 0xf);
-        *high = value(q >> 4);
-    }
+    let (d, m) = (f16_at(d), f16_at(m));
+    out.extend(qs.iter().map(|&q| d * f32::from(q & 0xf) + m));
+    out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
 }
 
 /// Unpacks the eight 6-bit (scale, min) pairs of a Q4_K/Q5_K block

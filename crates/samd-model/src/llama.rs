@@ -7,9 +7,13 @@
 //! ([`Logits::top_k_ids`], [`TokenIds::read`]), one small readback per step.
 //!
 //! Design choices and their costs:
-//! - Weights are dequantised to f32 at load (`4 * n_params` bytes: ~540 MB for SmolLM2-135M)
-//!   and matrices are stored transposed, `[in, out]`, so every projection is `x @ W`.
-//!   Quantised matmul in WGSL is the planned way out of that memory cost.
+//! - Weights are dequantised to f32 at load (`4 * n_params` bytes: ~540 MB for SmolLM2-135M).
+//!   On wgpu matrices are stored `[in, out]`, what the WGSL kernels read; on the CPU they
+//!   stay `[out, in]` as GGUF has them, and on x86-64 with AVX2 Q4_0, Q4_1 and Q8_0
+//!   matrices keep their file blocks beside the f32 copy ([`crate::quant_rows`]): a
+//!   verify step reads those, a sixth of the bytes, and prefills take burn's matmul over
+//!   the f32s. Quantised
+//!   matmul in WGSL is the planned way out of the GPU's memory cost.
 //! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
 //!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
 //!   We apply interleaved RoPE to the weights as stored rather than un-permuting them.
@@ -137,7 +141,7 @@ pub struct HostTensor {
     /// `dims.iter().product()` values.
     pub data: Vec<f32>,
     /// The file's quantised blocks of a matrix, kept for the CPU's products of a few
-    /// rows, which read them in place of `data` ([`QuantRows`]); `None` on other devices
+    /// rows where they read them in place of `data` ([`QuantRows`]); `None` elsewhere
     /// and for block types not kept.
     pub quant: Option<QuantRows>,
 }
@@ -529,7 +533,8 @@ impl Llama {
     /// f32 on the host and uploads it to `device`.
     pub fn from_gguf(file: &GgufFile<'_>, device: &Device) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
-        let keep_blocks = Layout::for_device(device) == Layout::OutIn;
+        let keep_blocks =
+            Layout::for_device(device) == Layout::OutIn && crate::cpu_matmul::reads_blocks();
         Self::from_weights(config, device, |name| {
             let gguf_name = name.gguf_name();
             let Some(info) = file.tensors().iter().find(|t| t.name == gguf_name) else {

@@ -3,14 +3,12 @@
 //!
 //! A one-node step on the CPU is bound by reading the weights: SmolLM2-135M's are 540 MB
 //! as f32 and 92 MB in the file's Q4_1 and Q8_0 blocks. The few-row products
-//! ([`crate::cpu_matmul`]) read the blocks and widen each to f32 in registers with
-//! [`crate::dequant`]'s own functions, so that a product over the blocks is bit for bit
-//! the product over the dequantised matrix.
+//! ([`crate::cpu_matmul`]) read the blocks and widen each to f32 in registers, with the
+//! operations [`crate::dequant`] does, so that a product over the blocks is bit for bit
+//! the product over the dequantised matrix. They do so only where they run AVX2
+//! ([`crate::cpu_matmul::reads_blocks`]); elsewhere models keep no blocks.
 
-use std::marker::PhantomData;
-use std::ops::Range;
-
-use crate::dequant::{f16_to_f32, q4_0_block, q4_1_block, q8_0_block};
+use crate::dequant::f16_to_f32;
 use crate::gguf::GgmlType;
 
 /// Elements per block, in every type kept here.
@@ -50,54 +48,6 @@ impl QuantKind {
     /// Whether a block stores a minimum after its scale.
     fn has_min(self) -> bool {
         self == Self::Q4_1
-    }
-}
-
-/// A block type's widening to f32, for code compiled once per type.
-pub(crate) trait Codec: Copy + Send + Sync + 'static {
-    /// The kind this codec reads.
-    const KIND: QuantKind;
-
-    /// A block's values from its scale, minimum (0 where it has none) and quants.
-    fn widen(scale: f32, min: f32, quants: &[u8], out: &mut [f32; BLOCK]);
-}
-
-/// [`QuantKind::Q8_0`]'s codec.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Q8_0;
-/// [`QuantKind::Q4_0`]'s codec.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Q4_0;
-/// [`QuantKind::Q4_1`]'s codec.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Q4_1;
-
-impl Codec for Q8_0 {
-    const KIND: QuantKind = QuantKind::Q8_0;
-    #[inline(always)]
-    fn widen(scale: f32, _min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
-        q8_0_block(scale, quants.try_into().expect("invariant: 32 quants"), out);
-    }
-}
-
-impl Codec for Q4_0 {
-    const KIND: QuantKind = QuantKind::Q4_0;
-    #[inline(always)]
-    fn widen(scale: f32, _min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
-        q4_0_block(scale, quants.try_into().expect("invariant: 16 quants"), out);
-    }
-}
-
-impl Codec for Q4_1 {
-    const KIND: QuantKind = QuantKind::Q4_1;
-    #[inline(always)]
-    fn widen(scale: f32, min: f32, quants: &[u8], out: &mut [f32; BLOCK]) {
-        q4_1_block(
-            scale,
-            min,
-            quants.try_into().expect("invariant: 16 quants"),
-            out,
-        );
     }
 }
 
@@ -192,78 +142,104 @@ impl QuantRows {
     pub fn cols(&self) -> usize {
         self.cols
     }
-
-    /// The rows in `range`, read with `C`.
-    ///
-    /// # Panics
-    /// If `C` is not this matrix's kind, or the range is past its rows.
-    pub(crate) fn rows_in<C: Codec>(
-        &self,
-        range: Range<usize>,
-    ) -> impl Iterator<Item = QuantRow<'_, C>> {
-        assert_eq!(C::KIND, self.kind, "invariant: rows read with their codec");
-        assert!(range.end <= self.rows, "invariant: rows in the matrix");
-        let per_row = self.cols / BLOCK;
-        let quant_bytes = self.kind.quant_bytes();
-        range.map(move |j| {
-            let blocks = j * per_row..(j + 1) * per_row;
-            QuantRow {
-                scales: &self.scales[blocks.clone()],
-                mins: if self.kind.has_min() {
-                    &self.mins[blocks.clone()]
-                } else {
-                    &[]
-                },
-                quants: &self.quants[blocks.start * quant_bytes..blocks.end * quant_bytes],
-                codec: PhantomData,
-            }
-        })
-    }
 }
 
-/// One row of a [`QuantRows`], its blocks widened on demand.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QuantRow<'a, C> {
-    scales: &'a [f32],
-    mins: &'a [f32],
-    quants: &'a [u8],
-    codec: PhantomData<C>,
-}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use reading::{Codec, Q4_0, Q4_1, Q8_0, QuantRow};
 
-impl<C: Codec> QuantRow<'_, C> {
-    /// Values in the row.
-    pub(crate) fn len(&self) -> usize {
-        self.scales.len() * BLOCK
+/// Rows as the AVX2 products read them: the only code that does.
+#[cfg(target_arch = "x86_64")]
+mod reading {
+    use std::marker::PhantomData;
+    use std::ops::Range;
+
+    use super::{BLOCK, QuantKind, QuantRows};
+
+    /// A block type, for code compiled once per type: the AVX2 products'.
+    pub(crate) trait Codec: Copy + Send + Sync + 'static {
+        /// The kind this codec reads.
+        const KIND: QuantKind;
     }
 
-    /// The row's blocks in order: each one's scale, minimum (0 for kinds without one)
-    /// and quants. Walked by iterators, so that a loop over them has no bounds checks.
-    #[inline(always)]
-    pub(crate) fn raw_blocks(&self) -> impl Iterator<Item = (f32, f32, &[u8])> {
-        // Kinds without a minimum have none stored: theirs read as 0.
-        let mins = self.mins.iter().copied().chain(std::iter::repeat(0.0));
-        let quants = self.quants.chunks_exact(C::KIND.quant_bytes());
-        self.scales
-            .iter()
-            .zip(mins)
-            .zip(quants)
-            .map(|((&scale, min), quants)| (scale, min, quants))
+    /// [`QuantKind::Q8_0`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Q8_0;
+    /// [`QuantKind::Q4_0`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Q4_0;
+    /// [`QuantKind::Q4_1`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Q4_1;
+
+    impl Codec for Q8_0 {
+        const KIND: QuantKind = QuantKind::Q8_0;
     }
 
-    /// `f(b, values)` for each block b in turn, its values widened to f32.
-    #[inline(always)]
-    pub(crate) fn for_each_block(&self, mut f: impl FnMut(usize, &[f32; BLOCK])) {
-        let mut values = [0.0; BLOCK];
-        for (b, (scale, min, quants)) in self.raw_blocks().enumerate() {
-            C::widen(scale, min, quants, &mut values);
-            f(b, &values);
+    impl Codec for Q4_0 {
+        const KIND: QuantKind = QuantKind::Q4_0;
+    }
+
+    impl Codec for Q4_1 {
+        const KIND: QuantKind = QuantKind::Q4_1;
+    }
+
+    impl QuantRows {
+        /// The rows in `range`, read with `C`.
+        ///
+        /// # Panics
+        /// If `C` is not this matrix's kind, or the range is past its rows.
+        pub(crate) fn rows_in<C: Codec>(
+            &self,
+            range: Range<usize>,
+        ) -> impl Iterator<Item = QuantRow<'_, C>> {
+            assert_eq!(C::KIND, self.kind, "invariant: rows read with their codec");
+            assert!(range.end <= self.rows, "invariant: rows in the matrix");
+            let per_row = self.cols / BLOCK;
+            let quant_bytes = self.kind.quant_bytes();
+            range.map(move |j| {
+                let blocks = j * per_row..(j + 1) * per_row;
+                QuantRow {
+                    scales: &self.scales[blocks.clone()],
+                    mins: if self.kind.has_min() {
+                        &self.mins[blocks.clone()]
+                    } else {
+                        &[]
+                    },
+                    quants: &self.quants[blocks.start * quant_bytes..blocks.end * quant_bytes],
+                    codec: PhantomData,
+                }
+            })
         }
     }
 
-    /// The row's values, widened to f32 into `out` ([`Self::len`] long).
-    #[inline(always)]
-    pub(crate) fn widen_into(&self, out: &mut [f32]) {
-        self.for_each_block(|b, values| out[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(values));
+    /// One row of a [`QuantRows`].
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct QuantRow<'a, C> {
+        scales: &'a [f32],
+        mins: &'a [f32],
+        quants: &'a [u8],
+        codec: PhantomData<C>,
+    }
+
+    impl<C: Codec> QuantRow<'_, C> {
+        /// Values in the row.
+        pub(crate) fn len(&self) -> usize {
+            self.scales.len() * BLOCK
+        }
+
+        /// The row's blocks in order: each one's scale, minimum (0 for kinds without one)
+        /// and quants. Walked by iterators, so that a loop over them has no bounds checks.
+        #[inline(always)]
+        pub(crate) fn raw_blocks(&self) -> impl Iterator<Item = (f32, f32, &[u8])> {
+            // Kinds without a minimum have none stored: theirs read as 0.
+            let mins = self.mins.iter().copied().chain(std::iter::repeat(0.0));
+            let quants = self.quants.chunks_exact(C::KIND.quant_bytes());
+            self.scales
+                .iter()
+                .zip(mins)
+                .zip(quants)
+                .map(|((&scale, min), quants)| (scale, min, quants))
+        }
     }
 }
 
@@ -295,32 +271,42 @@ pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dequant::dequantize;
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn widened_rows_equal_the_dequantised_matrix() {
-        let (rows, cols) = (5, 96);
+    fn rows_hold_each_blocks_scale_minimum_and_quants() {
+        let (rows, cols) = (3, 64);
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             let bytes = random_blocks(dtype, rows * cols / BLOCK, 7);
-            let want = dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
-            let got: Vec<f32> = match packed.kind() {
-                QuantKind::Q8_0 => widen_all::<Q8_0>(&packed),
-                QuantKind::Q4_0 => widen_all::<Q4_0>(&packed),
-                QuantKind::Q4_1 => widen_all::<Q4_1>(&packed),
+            let got: Vec<(f32, f32, Vec<u8>)> = match packed.kind() {
+                QuantKind::Q8_0 => blocks_of::<Q8_0>(&packed),
+                QuantKind::Q4_0 => blocks_of::<Q4_0>(&packed),
+                QuantKind::Q4_1 => blocks_of::<Q4_1>(&packed),
             };
+            let size = dtype.type_size() as usize;
+            let half = |b: &[u8]| f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            let want: Vec<(f32, f32, Vec<u8>)> = bytes
+                .chunks_exact(size)
+                .map(|b| match dtype {
+                    GgmlType::Q4_1 => (half(b), half(&b[2..]), b[4..].to_vec()),
+                    _ => (half(b), 0.0, b[2..].to_vec()),
+                })
+                .collect();
             assert_eq!(got, want, "{dtype}");
         }
     }
 
-    fn widen_all<C: Codec>(packed: &QuantRows) -> Vec<f32> {
-        let mut all = Vec::new();
-        for row in packed.rows_in::<C>(0..packed.rows()) {
-            let mut values = vec![0.0; row.len()];
-            row.widen_into(&mut values);
-            all.extend(values);
-        }
-        all
+    #[cfg(target_arch = "x86_64")]
+    fn blocks_of<C: Codec>(packed: &QuantRows) -> Vec<(f32, f32, Vec<u8>)> {
+        packed
+            .rows_in::<C>(0..packed.rows())
+            .flat_map(|row| {
+                row.raw_blocks()
+                    .map(|(d, m, q)| (d, m, q.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     #[test]

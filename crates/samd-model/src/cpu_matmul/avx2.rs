@@ -21,7 +21,9 @@ use std::arch::x86_64::{
 
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow};
 
-/// Inputs each dot product sums at once: two vectors of eight.
+/// Inputs each dot product sums at once: two vectors of eight, so that a group's
+/// running sums make eight independent chains, enough to keep both FMA units busy
+/// (with one vector per row, a group ran at half the speed).
 const LANES: usize = 16;
 /// Most rows of x multiplied per pass over a row of W: their 8 running sums and W's two
 /// vectors fill 10 of the 16 registers.
