@@ -549,12 +549,9 @@ impl Llama {
                     what: format!("{gguf_name} has dims {:?} beyond usize", info.dims),
                 })?;
             let data = file.tensor_f32(&gguf_name)?;
-            let quant = match dims[..] {
-                [cols, rows] if keep_blocks => {
-                    QuantRows::from_gguf(info.dtype, file.tensor_bytes(&gguf_name)?, rows, cols)
-                }
-                _ => None,
-            };
+            let quant = keep_blocks
+                .then(|| QuantRows::of_tensor(file, info))
+                .flatten();
             Ok(Some(HostTensor { dims, data, quant }))
         })
     }

@@ -9,7 +9,7 @@
 //! ([`crate::cpu_matmul::reads_blocks`]); elsewhere models keep no blocks.
 
 use crate::dequant::f16_to_f32;
-use crate::gguf::GgmlType;
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 
 /// Elements per block, in every type kept here.
 pub(crate) const BLOCK: usize = 32;
@@ -100,6 +100,16 @@ impl QuantRows {
             mins,
             quants,
         })
+    }
+
+    /// The blocks of a matrix in `file`; `None` for tensors that are not matrices of a
+    /// kept type, or whose bytes are not exactly their blocks.
+    pub fn of_tensor(file: &GgufFile<'_>, info: &TensorInfo) -> Option<Self> {
+        let [cols, rows] = info.dims[..] else {
+            return None;
+        };
+        let (cols, rows) = (usize::try_from(cols).ok()?, usize::try_from(rows).ok()?);
+        Self::from_gguf(info.dtype, file.tensor_bytes(&info.name).ok()?, rows, cols)
     }
 
     /// Matrices of one kind and width stacked row-wise (as a block's q, k and v

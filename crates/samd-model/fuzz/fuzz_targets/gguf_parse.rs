@@ -1,5 +1,5 @@
-//! Parses arbitrary bytes as GGUF and dequantises every tensor: any input must give `Ok`
-//! or `Err`, never a panic, an abort or an out-of-memory.
+//! Parses arbitrary bytes as GGUF, dequantises every tensor and reads it in blocks: any
+//! input must give `Ok` or `Err` (or `None`), never a panic, an abort or an out-of-memory.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +10,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = file.architecture();
         for info in file.tensors() {
             let _ = file.tensor_f32(&info.name);
+            let _ = samd_model::quant_rows::QuantRows::of_tensor(&file, info);
         }
         // Building a tokenizer exercises the metadata getters and the merge validation.
         let _ = samd_model::tokenizer::Tokenizer::from_gguf(&file);

@@ -396,12 +396,14 @@ fn gguf_every_truncation_is_an_error() {
     }
 }
 
-/// Parses, then reads every tensor, as the fuzz target does: nothing may panic.
+/// Parses, then reads every tensor, dequantised and in blocks, as the fuzz target does:
+/// nothing may panic.
 fn parse_and_dequantise(bytes: &[u8]) {
     if let Ok(f) = GgufFile::parse(bytes) {
         let _ = f.architecture();
         for t in f.tensors() {
             let _ = f.tensor_f32(&t.name);
+            let _ = crate::quant_rows::QuantRows::of_tensor(&f, t);
         }
     }
 }
