@@ -35,7 +35,7 @@
 # - `run` (there) unpacks .gl/*.deb, points the loader at NVIDIA's ICD when the system has
 #   none registered, then runs `kernels` (below), `samd bench --device wgpu` over the dev
 #   prompts (every method in one process, so speedups are ratios from one run), and then
-#   scripts/hf-peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
+#   scripts/peer.py: HF transformers' greedy AR and prompt lookup on the same prompt
 #   ids, budget and GPU, with our figures beside them. Results go to $OUT (else /tmp):
 #   gpu-kernels.md and gpu-report.md (every stage's tables), gpu.log (every stage's
 #   stderr), gpu-bench.json, gpu-traces.jsonl and hf-peer.json.
@@ -145,7 +145,7 @@ run() {
   peer_deps
   export PYTHONPATH="$MODEL_DIR/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
   stage_run "${SAMD_PEER_TIMEOUT:-150}" peer \
-    python3 scripts/hf-peer.py --model "$model" --traces "$out/gpu-traces.jsonl" \
+    python3 scripts/peer.py --peer hf --model "$model" --traces "$out/gpu-traces.jsonl" \
     --bench-json "$out/gpu-bench.json" --max-tokens "$tokens" --json "$out/hf-peer.json"
 }
 
