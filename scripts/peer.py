@@ -145,7 +145,13 @@ def llamacpp_peer(path, threads, pld_tokens, context):
     common = {"model_path": str(path), "n_ctx": context, "n_threads": threads, "n_threads_batch": threads, "verbose": False}
     models = {
         False: Llama(**common),
-        True: Llama(**common, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=pld_tokens)),
+        # `logits_all` as a draft model sets it: llama-cpp-python sizes its logits for a
+        # batch, not the context, unless it is passed (prompts past 512 tokens fail).
+        True: Llama(
+            **common,
+            logits_all=True,
+            draft_model=LlamaPromptLookupDecoding(num_pred_tokens=pld_tokens),
+        ),
     }
     print(f"llama.cpp loaded {path.name}, {threads} threads", file=sys.stderr)
 
@@ -198,7 +204,8 @@ def main():
     if args.peer == "hf":
         device, generate = hf_peer(args.model, args.device, args.pld_tokens)
     else:
-        context = max(len(t["prompt"]) for t in traces) + args.max_tokens + 8
+        # Room for the last draft past the budget, as prompt lookup evaluates it.
+        context = max(len(t["prompt"]) for t in traces) + args.max_tokens + args.pld_tokens + 16
         device, generate = llamacpp_peer(args.model, args.threads, args.pld_tokens, context)
     methods = [f"{args.peer}-ar", f"{args.peer}-pld"]
 
