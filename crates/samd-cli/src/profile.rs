@@ -4,7 +4,8 @@
 //! this is the number that decides how large drafts should be on a device. Each size is
 //! timed as the decode loop runs it: one forward over N nodes against a filled cache, the
 //! top-k ids read back, the pending nodes dropped. With `--prefill N` it first times a
-//! prefill: N prompt tokens into an empty cache, as one forward, the argmax ids read back.
+//! prefill: N prompt tokens into an empty cache, as one forward, the last token's argmax
+//! read back, as the decode loop prefills for methods without Token Recycling.
 //!
 //! Beside each step's time it prints the host's part: building the forward and handing
 //! its kernels to the device, before anything is waited on. On a GPU a step of this
@@ -19,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::read_sync;
 use samd_draft::tree::{DraftTree, Source};
-use samd_engine::{ModelTarget, Target};
+use samd_engine::{ModelTarget, Reads, Target};
 
 use crate::args::ProfileArgs;
 use crate::launches::{KernelLaunches, Watch};
@@ -79,7 +80,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 Source::Model,
             );
         }
-        let step = time_verify(&mut target, &tree, args.top_k, args.reps)?;
+        let reads = Reads::Every { k: args.top_k };
+        let step = time_verify(&mut target, &tree, reads, args.reps)?;
         let launches: usize = step.kernels.iter().map(|k| k.count).sum();
         let base = *first_ms.get_or_insert(step.median_ms);
         println!(
@@ -94,7 +96,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         if args.kernel_times {
             kernel_times.push((
                 format!("{n}-node step"),
-                time_kernels(&mut target, &tree, args.top_k)?,
+                time_kernels(&mut target, &tree, reads)?,
             ));
         }
     }
@@ -113,10 +115,10 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 /// Runs one verification of `tree` with every kernel timed on the device and describes
 /// where its time went: wall time, device time, the device's idle time between kernels,
 /// and each kernel's share.
-fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, k: usize) -> Result<String> {
+fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<String> {
     let watch = Watch::start_timed();
     let t = Instant::now();
-    read_sync(target.verify(tree, k, None))?;
+    run_step(target, tree, reads)?;
     let wall = t.elapsed();
     target.commit(&[])?;
     let (kernels, times) = watch.finish();
@@ -161,10 +163,10 @@ fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) ->
     let mut chain = DraftTree::new(ids[0]);
     chain.push_chain(0, &ids[1..], Source::Model);
     target.reset();
-    let step = time_verify(target, &chain, 1, args.reps)?;
+    let step = time_verify(target, &chain, Reads::Last, args.reps)?;
     let launches: usize = step.kernels.iter().map(|k| k.count).sum();
     println!(
-        "prefill of {} tokens on {}: {:.1} ms (forward + argmax ids, median of {}; \
+        "prefill of {} tokens on {}: {:.1} ms (forward + the last argmax id, median of {}; \
          {launches} kernels, {:.1} ms of it building them on the host)\n",
         args.prefill,
         args.model.device.name(),
@@ -173,7 +175,7 @@ fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) ->
         step.host_ms,
     );
     if args.kernel_times {
-        println!("prefill: {}\n", time_kernels(target, &chain, 1)?);
+        println!("prefill: {}\n", time_kernels(target, &chain, Reads::Last)?);
     }
     Ok(())
 }
@@ -188,20 +190,20 @@ struct StepTimes {
     kernels: Vec<KernelLaunches>,
 }
 
-/// Times `reps` verifications of `tree` with `k` ids read back per node, after
-/// [`WARMUP`] untimed ones, then counts the kernels of one more. Each verification's
-/// nodes are dropped, so the cache ends as it began.
+/// Times `reps` verifications of `tree` reading back `reads`, after [`WARMUP`] untimed
+/// ones, then counts the kernels of one more. Each verification's nodes are dropped, so
+/// the cache ends as it began.
 fn time_verify(
     target: &mut ModelTarget,
     tree: &DraftTree,
-    k: usize,
+    reads: Reads,
     reps: u32,
 ) -> Result<StepTimes> {
     let mut times = Vec::with_capacity(reps as usize);
     let mut host = Vec::with_capacity(reps as usize);
     for rep in 0..WARMUP + reps as usize {
         let t = Instant::now();
-        let pending = target.launch(tree, k, None)?;
+        let pending = target.launch(tree, reads, None)?;
         let launched = t.elapsed();
         read_sync(target.finish(pending))?;
         target.commit(&[])?;
@@ -211,7 +213,7 @@ fn time_verify(
         }
     }
     let watch = Watch::start();
-    read_sync(target.verify(tree, k, None))?;
+    run_step(target, tree, reads)?;
     target.commit(&[])?;
     let (kernels, _) = watch.finish();
     Ok(StepTimes {
@@ -219,6 +221,13 @@ fn time_verify(
         host_ms: median(&mut host),
         kernels,
     })
+}
+
+/// One verification of `tree`, its ids read back; the nodes stay pending.
+fn run_step(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<()> {
+    let pending = target.launch(tree, reads, None)?;
+    read_sync(target.finish(pending))?;
+    Ok(())
 }
 
 fn median(xs: &mut [f64]) -> f64 {

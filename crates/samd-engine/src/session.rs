@@ -109,9 +109,10 @@ impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
     }
 }
 
-/// Prompt tokens per prefill forward pass. A pass computes logits for every node, so
-/// chunking bounds that buffer (`PREFILL_CHUNK × vocab` floats, 50 MB for SmolLM2) below
-/// WebGPU's default 128 MiB binding limit, whatever the prompt's length.
+/// Prompt tokens per prefill forward pass. With Token Recycling a pass computes logits
+/// for every node, so chunking bounds that buffer (`PREFILL_CHUNK × vocab` floats, 50 MB
+/// for SmolLM2) below WebGPU's default 128 MiB binding limit, whatever the prompt's
+/// length. Without it a pass computes the last node's logits only ([`Target::fill`]).
 pub const PREFILL_CHUNK: usize = 256;
 
 fn micros(since: Instant) -> u64 {
@@ -228,11 +229,22 @@ impl<T: Target> Session<T> {
         }
 
         let t = Instant::now();
-        let mut next = Vec::new();
+        let mut first = 0;
         for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
-            let verified = self.target.verify(&self.tree, k, sampling).await?;
+            // Token Recycling learns from every prompt position's top-k; without it only
+            // the last position's next token is read, and only its logits computed.
+            let top_k = if k > 0 {
+                let verified = self.target.verify(&self.tree, k, sampling).await?;
+                first = *verified.next.last().ok_or(Error::Options {
+                    what: "a prefill chunk of no tokens",
+                })?;
+                verified.top_k
+            } else {
+                first = self.target.fill(&self.tree, sampling).await?;
+                Vec::new()
+            };
             self.stats.readbacks += 1;
             let chain: Vec<usize> = (0..chunk.len()).collect();
             self.target.commit(&chain)?;
@@ -243,12 +255,10 @@ impl<T: Target> Session<T> {
                 let preceding: Vec<u32> = (start..start + chunk.len())
                     .map(|p| p.checked_sub(1).map_or(NO_PRECEDING, |q| prompt[q]))
                     .collect();
-                d.observe(chunk, &preceding, &verified.top_k)?;
+                d.observe(chunk, &preceding, &top_k)?;
             }
-            next = verified.next;
         }
         self.stats.prefill_us = micros(t);
-        let first = next[(prompt.len() - 1) % PREFILL_CHUNK];
         self.run = Some(Run {
             options,
             root: first,

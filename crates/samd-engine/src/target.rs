@@ -32,6 +32,22 @@ pub trait Target {
         sampling: Option<Sampling>,
     ) -> impl Future<Output = Result<Verified, Error>>;
 
+    /// Runs `chain` (a tree of one branch: prompt tokens) as [`Target::verify`] does and
+    /// returns only the token after its last node: a prefill that reads no other
+    /// position's ids can skip their logits.
+    fn fill(
+        &mut self,
+        chain: &DraftTree,
+        sampling: Option<Sampling>,
+    ) -> impl Future<Output = Result<u32, Error>> {
+        async move {
+            let verified = self.verify(chain, 0, sampling).await?;
+            verified.next.last().copied().ok_or(Error::Options {
+                what: "a chain of no nodes",
+            })
+        }
+    }
+
     /// Seeds the random draws of the following verifications.
     fn seed(&mut self, seed: u64);
 
@@ -78,13 +94,14 @@ impl ModelTarget {
         &self.model
     }
 
-    /// The host's half of [`Target::verify`]: builds the step's forward and hands it to
-    /// the device, waiting on nothing. On a GPU a small model's step can be bound by
-    /// this half, which `samd profile` times apart.
+    /// The host's half of [`Target::verify`] (or of [`Target::fill`], with
+    /// [`Reads::Last`]): builds the step's forward and hands it to the device, waiting on
+    /// nothing. On a GPU a small model's step can be bound by this half, which `samd
+    /// profile` times apart.
     pub fn launch(
         &mut self,
         tree: &DraftTree,
-        k: usize,
+        reads: Reads,
         sampling: Option<Sampling>,
     ) -> Result<PendingIds, Error> {
         let past = u32::try_from(self.cache.len()).map_err(|_| Error::Options {
@@ -92,9 +109,19 @@ impl ModelTarget {
         })?;
         let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
         let mask = AncestorMask::from_parents(&parents)?;
-        let logits =
-            self.model
-                .forward(&mut self.cache, tree.tokens(), &tree.positions(past), &mask)?;
+        let (tokens, positions) = (tree.tokens(), &tree.positions(past));
+        let (logits, k) = match reads {
+            Reads::Every { k } => (
+                self.model
+                    .forward(&mut self.cache, tokens, positions, &mask)?,
+                k,
+            ),
+            Reads::Last => (
+                self.model
+                    .forward_last(&mut self.cache, tokens, positions, &mask)?,
+                0,
+            ),
+        };
         // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
         let ids = match (sampling, k) {
             (None, 0 | 1) => logits.argmax_ids(),
@@ -118,6 +145,18 @@ impl ModelTarget {
         let ids = self.model.read_ids(ids).await?;
         Ok(split_columns(&ids, width, sampled, k))
     }
+}
+
+/// Which nodes' ids a verification reads back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Every node's next token, and its `k` most likely next ids when `k > 0`.
+    Every {
+        /// Ids per node beside the next token (0: none).
+        k: usize,
+    },
+    /// The last node's next token only ([`Target::fill`]).
+    Last,
 }
 
 /// A verification handed to the device and not yet read back ([`ModelTarget::launch`]).
@@ -147,8 +186,16 @@ impl Target for ModelTarget {
         k: usize,
         sampling: Option<Sampling>,
     ) -> Result<Verified, Error> {
-        let pending = self.launch(tree, k, sampling)?;
+        let pending = self.launch(tree, Reads::Every { k }, sampling)?;
         self.finish(pending).await
+    }
+
+    async fn fill(&mut self, chain: &DraftTree, sampling: Option<Sampling>) -> Result<u32, Error> {
+        let pending = self.launch(chain, Reads::Last, sampling)?;
+        let verified = self.finish(pending).await?;
+        verified.next.first().copied().ok_or(Error::Options {
+            what: "a chain of no nodes",
+        })
     }
 
     fn seed(&mut self, seed: u64) {

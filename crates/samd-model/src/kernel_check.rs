@@ -129,10 +129,11 @@ const PREFILL: u32 = 130;
 /// the second one partial, and reduces each tile 8 rows at a time.
 const CHAIN: u32 = 40;
 
-/// What a decode loop does to a model, in miniature: a 130-token prefill, a 40-token
-/// chain of which 12 are accepted, a 6-node tree step whose accepted path is not a
-/// prefix (so compaction moves K/V), then one more token. Returns every logit and the
-/// top-8 ids of every forward, in order.
+/// What a decode loop does to a model, in miniature: a 130-token prefill (the last
+/// position's logits only, [`Llama::forward_last`], as the engine prefills without Token
+/// Recycling), a 40-token chain of which 12 are accepted, a 6-node tree step whose
+/// accepted path is not a prefix (so compaction moves K/V), then one more token. Returns
+/// every logit and the top-8 ids of every forward, in order.
 pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
     let vocab = model.config().vocab_size as u32;
     let mut cache: KvCache = model.new_cache(192);
@@ -172,7 +173,11 @@ pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
                 past + depth
             })
             .collect();
-        let out = model.forward(&mut cache, &tokens, &positions, &mask)?;
+        let out = if past == 0 {
+            model.forward_last(&mut cache, &tokens, &positions, &mask)?
+        } else {
+            model.forward(&mut cache, &tokens, &positions, &mask)?
+        };
         ids.extend(out.top_k_ids(8).read().await?);
         logits.extend(out.read().await?);
         cache.compact(&accepted)?;

@@ -633,6 +633,32 @@ impl Llama {
         positions: &[u32],
         mask: &AncestorMask,
     ) -> Result<Logits> {
+        self.forward_with(cache, tokens, positions, mask, false)
+    }
+
+    /// [`Llama::forward`] returning the logits of the last node only: what a prefill
+    /// needs when nothing reads the other positions' logits. The output projection is the
+    /// largest matrix (49,152 × 576 for SmolLM2), and over a prompt's every position it
+    /// was a fifth of a prefill's arithmetic.
+    pub fn forward_last(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+    ) -> Result<Logits> {
+        self.forward_with(cache, tokens, positions, mask, true)
+    }
+
+    /// [`Llama::forward`], or [`Llama::forward_last`] when `last_only`.
+    fn forward_with(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+        last_only: bool,
+    ) -> Result<Logits> {
         let n = tokens.len();
         if n == 0 || positions.len() != n || mask.len() != n {
             return Err(Error::InvalidInput {
@@ -663,7 +689,7 @@ impl Llama {
             })
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
-        let run = || self.run_blocks(cache, token_ids, position_ids, mask);
+        let run = || self.run_blocks(cache, token_ids, position_ids, mask, last_only);
         Ok(if self.on_wgpu() {
             run()
         } else {
@@ -671,13 +697,15 @@ impl Llama {
         })
     }
 
-    /// [`Llama::forward`] past its checks.
+    /// [`Llama::forward`] past its checks; the logits of the last node only when
+    /// `last_only`.
     fn run_blocks(
         &self,
         cache: &mut KvCache,
         token_ids: Vec<i32>,
         position_ids: Vec<i32>,
         mask: &AncestorMask,
+        last_only: bool,
     ) -> Logits {
         let c = &self.config;
         let n = token_ids.len();
@@ -718,7 +746,10 @@ impl Llama {
                 layer_ops::normed_project(ops, &stream, norm(&block.ffn_norm), &block.w_gate_up);
             stream = layer_ops::add_swiglu_down(ops, stream, gate_up, &block.w_down);
         }
-        // [n, d_model] -> [n, vocab]
+        if last_only {
+            stream = stream.slice([n - 1..n, 0..c.d_model]);
+        }
+        // [n (or 1), d_model] -> [n (or 1), vocab]
         let logits = layer_ops::normed_project(ops, &stream, norm(&self.output_norm), &self.output);
         Logits { tensor: logits }
     }
@@ -1001,6 +1032,44 @@ mod tests {
                     "case {case} node {node}: tree vs chain max abs diff {diff}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn forward_last_gives_the_last_row_of_forward_and_fills_the_same_cache() {
+        let config = LlamaConfig::tiny();
+        let model = Llama::random(config.clone(), 5, true, &cpu()).expect("model");
+        let mut rng = Lcg(11);
+        // Both sides of CPU_MAX_ROWS: a few-row product, and burn's matmul.
+        for n in [6, 40] {
+            let tokens: Vec<u32> = (0..n)
+                .map(|_| rng.below(config.vocab_size) as u32)
+                .collect();
+            let positions: Vec<u32> = (0..n as u32).collect();
+            let mask = AncestorMask::causal(n);
+            let (mut all_cache, mut last_cache) = (model.new_cache(64), model.new_cache(64));
+            let all = read_logits(
+                model
+                    .forward(&mut all_cache, &tokens, &positions, &mask)
+                    .expect("forward"),
+            );
+            let last = read_logits(
+                model
+                    .forward_last(&mut last_cache, &tokens, &positions, &mask)
+                    .expect("forward_last"),
+            );
+            let vocab = config.vocab_size;
+            assert_eq!(last.len(), vocab, "n {n}: one row");
+            let diff = max_abs_diff(&last, &all[(n - 1) * vocab..]);
+            assert!(diff <= TREE_TOLERANCE, "n {n}: off by {diff}");
+            // The next token sees the same cache either way.
+            let chain: Vec<usize> = (0..n).collect();
+            all_cache.compact(&chain).expect("compact");
+            last_cache.compact(&chain).expect("compact");
+            let next = [rng.below(vocab) as u32];
+            let after_all = read_logits(feed_chain(&model, &mut all_cache, &next));
+            let after_last = read_logits(feed_chain(&model, &mut last_cache, &next));
+            assert_eq!(after_all, after_last, "n {n}");
         }
     }
 
