@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use samd_draft::tree::DraftTree;
-use samd_model::{AncestorMask, KvCache, Llama, TokenIds};
+use samd_model::{AncestorMask, KvCache, Llama, LogitRows, TokenIds};
 
 use crate::{CostShape, Error, Sampling};
 
@@ -109,19 +109,14 @@ impl ModelTarget {
         })?;
         let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
         let mask = AncestorMask::from_parents(&parents)?;
-        let (tokens, positions) = (tree.tokens(), &tree.positions(past));
-        let (logits, k) = match reads {
-            Reads::Every { k } => (
-                self.model
-                    .forward(&mut self.cache, tokens, positions, &mask)?,
-                k,
-            ),
-            Reads::Last => (
-                self.model
-                    .forward_last(&mut self.cache, tokens, positions, &mask)?,
-                0,
-            ),
+        let (rows, k) = match reads {
+            Reads::Every { k } => (LogitRows::All, k),
+            Reads::Last => (LogitRows::Last, 0),
         };
+        let (tokens, positions) = (tree.tokens(), &tree.positions(past));
+        let logits = self
+            .model
+            .forward_rows(&mut self.cache, tokens, positions, &mask, rows)?;
         // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
         let ids = match (sampling, k) {
             (None, 0 | 1) => logits.argmax_ids(),

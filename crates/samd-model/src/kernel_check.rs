@@ -12,7 +12,7 @@ use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::BlockOps;
-use crate::llama::{AncestorMask, Llama};
+use crate::llama::{AncestorMask, Llama, LogitRows};
 use crate::top_k;
 
 /// Max abs logit difference allowed between the kernels and the reference ops on one
@@ -130,7 +130,7 @@ const PREFILL: u32 = 130;
 const CHAIN: u32 = 40;
 
 /// What a decode loop does to a model, in miniature: a 130-token prefill (the last
-/// position's logits only, [`Llama::forward_last`], as the engine prefills without Token
+/// position's logits only, [`LogitRows::Last`], as the engine prefills without Token
 /// Recycling), a 40-token chain of which 12 are accepted, a 6-node tree step whose
 /// accepted path is not a prefix (so compaction moves K/V), then one more token. Returns
 /// every logit and the top-8 ids of every forward, in order.
@@ -173,11 +173,12 @@ pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
                 past + depth
             })
             .collect();
-        let out = if past == 0 {
-            model.forward_last(&mut cache, &tokens, &positions, &mask)?
+        let rows = if past == 0 {
+            LogitRows::Last
         } else {
-            model.forward(&mut cache, &tokens, &positions, &mask)?
+            LogitRows::All
         };
+        let out = model.forward_rows(&mut cache, &tokens, &positions, &mask, rows)?;
         ids.extend(out.top_k_ids(8).read().await?);
         logits.extend(out.read().await?);
         cache.compact(&accepted)?;

@@ -22,5 +22,5 @@ pub use error::{Error, Result};
 pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
 pub use layer_ops::BlockOps;
-pub use llama::{AncestorMask, HostTensor, Llama, Logits, TokenIds, WeightName};
+pub use llama::{AncestorMask, HostTensor, Llama, LogitRows, Logits, TokenIds, WeightName};
 pub use tokenizer::Tokenizer;

@@ -146,6 +146,15 @@ pub struct HostTensor {
     pub quant: Option<QuantRows>,
 }
 
+/// Which nodes' logits a forward returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    /// Every node's.
+    All,
+    /// The last node's only.
+    Last,
+}
+
 /// Which new nodes each new node may attend to: itself and its ancestors.
 ///
 /// Row-major `n × n` booleans; `allowed(i, j)` implies `j <= i` because a parent always
@@ -633,31 +642,20 @@ impl Llama {
         positions: &[u32],
         mask: &AncestorMask,
     ) -> Result<Logits> {
-        self.forward_with(cache, tokens, positions, mask, false)
+        self.forward_rows(cache, tokens, positions, mask, LogitRows::All)
     }
 
-    /// [`Llama::forward`] returning the logits of the last node only: what a prefill
-    /// needs when nothing reads the other positions' logits. The output projection is the
-    /// largest matrix (49,152 × 576 for SmolLM2), and over a prompt's every position it
-    /// was a fifth of a prefill's arithmetic.
-    pub fn forward_last(
+    /// [`Llama::forward`] with the logits of `rows` only. [`LogitRows::Last`] is what a
+    /// prefill needs when nothing reads the other positions' logits: the output
+    /// projection is the largest matrix (49,152 × 576 for SmolLM2), and over a prompt's
+    /// every position it was a fifth of a prefill's arithmetic.
+    pub fn forward_rows(
         &self,
         cache: &mut KvCache,
         tokens: &[u32],
         positions: &[u32],
         mask: &AncestorMask,
-    ) -> Result<Logits> {
-        self.forward_with(cache, tokens, positions, mask, true)
-    }
-
-    /// [`Llama::forward`], or [`Llama::forward_last`] when `last_only`.
-    fn forward_with(
-        &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        positions: &[u32],
-        mask: &AncestorMask,
-        last_only: bool,
+        rows: LogitRows,
     ) -> Result<Logits> {
         let n = tokens.len();
         if n == 0 || positions.len() != n || mask.len() != n {
@@ -689,7 +687,7 @@ impl Llama {
             })
             .collect::<Result<Vec<i32>>>()?;
         cache.reserve(n)?;
-        let run = || self.run_blocks(cache, token_ids, position_ids, mask, last_only);
+        let run = || self.run_blocks(cache, token_ids, position_ids, mask, rows);
         Ok(if self.on_wgpu() {
             run()
         } else {
@@ -697,15 +695,14 @@ impl Llama {
         })
     }
 
-    /// [`Llama::forward`] past its checks; the logits of the last node only when
-    /// `last_only`.
+    /// [`Llama::forward_rows`] past its checks.
     fn run_blocks(
         &self,
         cache: &mut KvCache,
         token_ids: Vec<i32>,
         position_ids: Vec<i32>,
         mask: &AncestorMask,
-        last_only: bool,
+        rows: LogitRows,
     ) -> Logits {
         let c = &self.config;
         let n = token_ids.len();
@@ -746,7 +743,7 @@ impl Llama {
                 layer_ops::normed_project(ops, &stream, norm(&block.ffn_norm), &block.w_gate_up);
             stream = layer_ops::add_swiglu_down(ops, stream, gate_up, &block.w_down);
         }
-        if last_only {
+        if rows == LogitRows::Last {
             stream = stream.slice([n - 1..n, 0..c.d_model]);
         }
         // [n (or 1), d_model] -> [n (or 1), vocab]
@@ -1036,7 +1033,7 @@ mod tests {
     }
 
     #[test]
-    fn forward_last_gives_the_last_row_of_forward_and_fills_the_same_cache() {
+    fn the_last_row_alone_is_the_last_row_of_all_and_fills_the_same_cache() {
         let config = LlamaConfig::tiny();
         let model = Llama::random(config.clone(), 5, true, &cpu()).expect("model");
         let mut rng = Lcg(11);
@@ -1055,8 +1052,8 @@ mod tests {
             );
             let last = read_logits(
                 model
-                    .forward_last(&mut last_cache, &tokens, &positions, &mask)
-                    .expect("forward_last"),
+                    .forward_rows(&mut last_cache, &tokens, &positions, &mask, LogitRows::Last)
+                    .expect("forward of the last row"),
             );
             let vocab = config.vocab_size;
             assert_eq!(last.len(), vocab, "n {n}: one row");
