@@ -7,9 +7,10 @@
 //! blocks inside the loop made it worse. Written with vectors, each row's sums stay in
 //! two registers, for any count of rows up to [`GROUP`].
 //!
-//! The arithmetic is the portable code's with [`super::Fused`] and 16 sums per row: the
-//! same fused multiply-adds lane by lane, and the same sum of the lanes at the end, so
-//! that the results agree bit for bit (a unit test checks it).
+//! The arithmetic is the portable loops' with fused multiply-adds (`Fused`, which only
+//! the tests compile) and 16 sums per row: the same operations lane by lane, and the
+//! same sum of the lanes at the end, so that the results agree bit for bit (a unit test
+//! checks it).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
