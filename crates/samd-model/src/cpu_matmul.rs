@@ -8,9 +8,9 @@
 //! product and multiplied into every row of x while it is in cache. A one-row step is
 //! bound by reading the weights, and a few rows read them no more.
 //!
-//! W comes as f32s or, for Q4_0, Q4_1 and Q8_0 models, in the file's blocks
-//! ([`QuantRows`]), widened to f32 as they are read: a sixth of the bytes for Q4_1, so a
-//! one-node step is no longer bound by memory.
+//! W comes as f32s or, for Q4_0, Q4_1 and Q8_0 models on x86-64 with AVX2
+//! ([`reads_blocks`]), in the file's blocks ([`QuantRows`]), widened to f32 as they are
+//! read: a sixth of the bytes for Q4_1, so a one-node step is no longer bound by memory.
 //!
 //! Each row's sums run over the inputs in the same order whatever the number of rows,
 //! so a row's result is bit for bit the same in a one-node step as in a tree's, and
@@ -74,10 +74,15 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
 /// wasm's sums cost more than the weights' reads anyway).
 pub fn reads_blocks() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma");
+    return has_avx2_fma();
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Whether this x86-64 CPU runs [`avx2`]'s code.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks; `[m, n]` out, bit for bit
@@ -159,7 +164,7 @@ type PartFn<'a> = dyn Fn(Range<usize>, &mut [f32]) + Sync + 'a;
 /// with the fastest code this CPU runs.
 fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if reads_blocks() {
+    if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, just checked; nothing else is required.
         #[allow(unsafe_code)]
         return unsafe { avx2::dots_by_row(x, k, w.chunks_exact(k), out) };
@@ -416,7 +421,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx2_code_equals_the_portable_code_and_reads_blocks_exactly() {
-        if !reads_blocks() {
+        if !has_avx2_fma() {
             return;
         }
         let n = 600;

@@ -12,8 +12,7 @@
 //!   stay `[out, in]` as GGUF has them, and on x86-64 with AVX2 Q4_0, Q4_1 and Q8_0
 //!   matrices keep their file blocks beside the f32 copy ([`crate::quant_rows`]): a
 //!   verify step reads those, a sixth of the bytes, and prefills take burn's matmul over
-//!   the f32s. Quantised
-//!   matmul in WGSL is the planned way out of the GPU's memory cost.
+//!   the f32s. Quantised matmul in WGSL is the planned way out of the GPU's memory cost.
 //! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
 //!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
 //!   We apply interleaved RoPE to the weights as stored rather than un-permuting them.
