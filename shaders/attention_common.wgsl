@@ -13,8 +13,9 @@
 @group(0) @binding(2) var<storage, read_write> cache: array<f32>;     // [2, KV_HEADS, MAX_SEQ, HEAD_DIM]
 @group(0) @binding(3) var<storage, read_write> tree_mask: array<f32>; // [n, n], additive
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [n, Q_DIM]
-// x: committed positions (past); y: new nodes (n).
-@group(0) @binding(5) var<uniform> info: vec4<u32>;
+// The committed positions (past), then the new nodes (n): a buffer, not a uniform, so
+// that a replayed step graph reads each step's own (step_graph.rs).
+@group(0) @binding(5) var<storage, read_write> slots: array<u32>;
 
 const HEAD_DIM: u32 = {{ head_dim }}u;
 const GROUP: u32 = {{ group }}u;

@@ -34,7 +34,7 @@
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [M, K], or [M, 2K] if GATED
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;   // [K, N] or [N, K]
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;   // [M, N], or as the output part says
-// x: M, the rows of x; y: the output part's.
+// x: M, the rows of x.
 @group(0) @binding({{ info_binding }}) var<uniform> info: vec4<u32>;
 
 const K: u32 = {{ k }}u;

@@ -38,8 +38,8 @@ fn main(
 ) {
     let head = group_id.x;
     let node = group_id.y;
-    let past = info.x;
-    let n = info.y;
+    let past = slots[0];
+    let n = slots[1];
     let keys = past + n;
     let g = t / LANES;
     let lane = t % LANES;

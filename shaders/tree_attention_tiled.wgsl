@@ -40,8 +40,8 @@ fn main(
 ) {
     let head = group_id.x;
     let n0 = group_id.y * QT;
-    let past = info.x;
-    let n = info.y;
+    let past = slots[0];
+    let n = slots[1];
     let keys = past + min(n, n0 + QT);
 
     for (var i = t; i < QT * HEAD_DIM; i += LANES) {

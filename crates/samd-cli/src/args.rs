@@ -126,6 +126,10 @@ pub struct ModelArgs {
     /// The device to run the model on.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// On wgpu, issue every verify step's kernels one by one instead of replaying a
+    /// captured graph of them: for comparisons.
+    #[arg(long)]
+    pub no_graphs: bool,
 }
 
 /// `samd generate`.

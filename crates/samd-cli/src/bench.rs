@@ -40,7 +40,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("no prompts in {}", args.prompts.display());
     }
     let device = init_device(args.model.device)?;
-    let model = model_bytes.weights(&file, &device)?;
+    let model = model_bytes.weights(&file, &device, &args.model)?;
     drop(file);
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     let max_new = args.max_tokens as usize;

@@ -130,7 +130,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
     }
     // Checked above, before the slowest stage.
-    let (model, ms) = timed(|| model_bytes.weights(&file, &device));
+    let (model, ms) = timed(|| model_bytes.weights(&file, &device, &args.model));
     let model = model?;
     load.weights_ms = ms;
     drop(file);

@@ -89,7 +89,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let (device, ms) = timed(|| init_device(args.model.device));
     let device = device?;
     timings.device_ms = ms;
-    let (weights, ms) = timed(|| model.weights(&file, &device));
+    let (weights, ms) = timed(|| model.weights(&file, &device, &args.model));
     drop(weights?);
     timings.weights_ms = ms;
     println!(

@@ -128,10 +128,12 @@ impl ModelBytes {
             .with_context(|| format!("{} has no usable tokenizer", self.path.display()))
     }
 
-    /// Dequantises every weight and uploads it to `device`.
-    pub fn weights(&self, file: &GgufFile<'_>, device: &Device) -> Result<Llama> {
-        Llama::from_gguf(file, device)
-            .with_context(|| format!("cannot load the weights of {}", self.path.display()))
+    /// Dequantises every weight and uploads it to `device`, to run as `args` says.
+    pub fn weights(&self, file: &GgufFile<'_>, device: &Device, args: &ModelArgs) -> Result<Llama> {
+        let mut model = Llama::from_gguf(file, device)
+            .with_context(|| format!("cannot load the weights of {}", self.path.display()))?;
+        model.set_step_graphs(!args.no_graphs);
+        Ok(model)
     }
 }
 
@@ -162,6 +164,6 @@ pub fn load_model(args: &ModelArgs) -> Result<(Llama, Tokenizer)> {
     let file = model_bytes.parse()?;
     let tokenizer = model_bytes.tokenizer(&file)?;
     let device = init_device(args.device)?;
-    let model = model_bytes.weights(&file, &device)?;
+    let model = model_bytes.weights(&file, &device, args)?;
     Ok((model, tokenizer))
 }

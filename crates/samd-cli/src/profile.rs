@@ -9,7 +9,9 @@
 //!
 //! Beside each step's time it prints the host's part: building the forward and handing
 //! its kernels to the device, before anything is waited on. On a GPU a step of this
-//! small model can be bound by that part alone.
+//! small model can be bound by that part alone. On wgpu the timed steps replay a captured
+//! graph of their launches, as the decode loop's do (`--no-graphs`: launch by launch);
+//! the kernels are counted and timed on a step issued launch by launch.
 //!
 //! With `--kernel-times` it also times each kernel on the device, which splits a step
 //! into kernel time and the device's idle time between kernels: on a GPU the second is
@@ -118,7 +120,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<String> {
     let watch = Watch::start_timed();
     let t = Instant::now();
-    run_step(target, tree, reads)?;
+    run_observed_step(target, tree, reads)?;
     let wall = t.elapsed();
     target.commit(&[])?;
     let (kernels, times) = watch.finish();
@@ -213,7 +215,7 @@ fn time_verify(
         }
     }
     let watch = Watch::start();
-    run_step(target, tree, reads)?;
+    run_observed_step(target, tree, reads)?;
     target.commit(&[])?;
     let (kernels, _) = watch.finish();
     Ok(StepTimes {
@@ -228,6 +230,16 @@ fn run_step(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<
     let pending = target.launch(tree, reads, None)?;
     read_sync(target.finish(pending))?;
     Ok(())
+}
+
+/// [`run_step`] issuing its kernels one by one, so that the launch observer sees each: a
+/// replayed step graph re-encodes its recorded launches past the launch path.
+fn run_observed_step(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<()> {
+    let graphs = target.model().step_graphs();
+    target.set_step_graphs(false);
+    let step = run_step(target, tree, reads);
+    target.set_step_graphs(graphs);
+    step
 }
 
 fn median(xs: &mut [f64]) -> f64 {

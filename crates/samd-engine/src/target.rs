@@ -94,6 +94,11 @@ impl ModelTarget {
         &self.model
     }
 
+    /// [`Llama::set_step_graphs`] on the model.
+    pub fn set_step_graphs(&mut self, on: bool) {
+        self.model.set_step_graphs(on);
+    }
+
     /// The host's half of [`Target::verify`] (or of [`Target::fill`], with
     /// [`Reads::Last`]): builds the step's forward and hands it to the device, waiting on
     /// nothing. On a GPU a small model's step can be bound by this half, which `samd
@@ -109,22 +114,29 @@ impl ModelTarget {
         })?;
         let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
         let mask = AncestorMask::from_parents(&parents)?;
+        let (tokens, positions) = (tree.tokens(), &tree.positions(past));
         let (rows, k) = match reads {
             Reads::Every { k } => (LogitRows::All, k),
             Reads::Last => (LogitRows::Last, 0),
         };
-        let (tokens, positions) = (tree.tokens(), &tree.positions(past));
-        let logits = self
-            .model
-            .forward_rows(&mut self.cache, tokens, positions, &mask, rows)?;
+        let (cache, model) = (&mut self.cache, &self.model);
         // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
-        let ids = match (sampling, k) {
-            (None, 0 | 1) => logits.argmax_ids(),
-            (None, k) => logits.top_k_ids(k),
-            (Some(s), 0) => logits.sample_ids(s.temperature, s.top_p),
-            (Some(s), k) => logits
-                .sample_ids(s.temperature, s.top_p)
-                .join(logits.top_k_ids(k)),
+        let ids = match (rows, sampling) {
+            // Greedy verify steps replay a captured graph of their launches on wgpu.
+            (LogitRows::All, None) => model.forward_ids(cache, tokens, positions, &mask, k)?,
+            (rows, sampling) => {
+                let logits = model.forward_rows(cache, tokens, positions, &mask, rows)?;
+                match sampling {
+                    None => logits.argmax_ids(),
+                    Some(s) => {
+                        let draws = logits.sample_ids(s.temperature, s.top_p);
+                        match k {
+                            0 => draws,
+                            k => draws.join(logits.top_k_ids(k)),
+                        }
+                    }
+                }
+            }
         };
         Ok(PendingIds {
             ids,

@@ -2,10 +2,12 @@
 //!
 //! A decode step of a small model on a GPU is bound by what the host spends per kernel
 //! launch (burn's op recording, cubecl's launch, wgpu's validation and
-//! encoding), not by the GPU. Here the model is tiny (2 layers, 32 wide), so a step's
-//! time is almost all that host cost: run on lavapipe or a real GPU, it compares our WGSL
-//! kernels (`BlockOps::Kernels`, few launches) with burn's ops (`BlockOps::Reference`)
-//! per step. `samd profile --device wgpu` counts the launches of the real model.
+//! encoding), not by the GPU. Here the model is tiny in width (32) but has SmolLM2's 30
+//! layers, so a step makes as many launches as the real model's and its time is almost
+//! all that host cost. Run on lavapipe or a real GPU, it compares per step our WGSL
+//! kernels replayed from a captured graph (`replayed`, [`samd_model::step_graph`]), the
+//! same kernels launched one by one (`launched`), and burn's ops (`burn_ops`). `samd
+//! profile --device wgpu` counts the launches of the real model.
 //!
 //! Needs a wgpu adapter (Vulkan; lavapipe without a GPU, with `XDG_RUNTIME_DIR` set).
 //! Run: `cargo bench -p samd-model --bench step_overhead`.
@@ -23,11 +25,21 @@ fn step_overhead(c: &mut Criterion) {
     let Some(device) = common::wgpu_device() else {
         return;
     };
-    let model = Llama::random(LlamaConfig::tiny(), 1, true, &device).expect("tiny model");
-    let mut group = c.benchmark_group("verify_step_tiny_model_wgpu");
+    let config = LlamaConfig {
+        n_layers: 30,
+        ..LlamaConfig::tiny()
+    };
+    let model = Llama::random(config, 1, true, &device).expect("tiny model");
+    let mut group = c.benchmark_group("verify_step_narrow_30_layers_wgpu");
     group.measurement_time(Duration::from_secs(5));
-    for ops in [BlockOps::Kernels, BlockOps::Reference] {
-        let model = model.clone().with_block_ops(ops);
+    let runs = [
+        ("replayed", BlockOps::Kernels, true),
+        ("launched", BlockOps::Kernels, false),
+        ("burn_ops", BlockOps::Reference, false),
+    ];
+    for (name, ops, graphs) in runs {
+        let mut model = model.clone().with_block_ops(ops);
+        model.set_step_graphs(graphs);
         for nodes in [1usize, 16] {
             let mut cache = model.new_cache(64);
             let context: Vec<u32> = (0..32).collect();
@@ -39,12 +51,12 @@ fn step_overhead(c: &mut Criterion) {
             let tokens: Vec<u32> = (0..nodes as u32).collect();
             let positions: Vec<u32> = (0..nodes as u32).map(|i| 32 + i).collect();
             let mask = AncestorMask::causal(nodes);
-            group.bench_function(BenchmarkId::new(format!("{ops:?}"), nodes), |b| {
+            group.bench_function(BenchmarkId::new(name, nodes), |b| {
                 b.iter(|| {
-                    let logits = model
-                        .forward(&mut cache, &tokens, &positions, &mask)
+                    let ids = model
+                        .forward_ids(&mut cache, &tokens, &positions, &mask, 8)
                         .expect("step");
-                    let ids = read_sync(logits.top_k_ids(8).read()).expect("ids");
+                    let ids = read_sync(ids.read()).expect("ids");
                     cache.compact(&[]).expect("drop the step");
                     ids
                 })

@@ -268,6 +268,12 @@ pub enum Error {
         /// The backend's message.
         reason: String,
     },
+    /// Replaying a captured verify step on the device failed.
+    #[error("replaying a captured step failed: {reason}")]
+    Replay {
+        /// The backend's message.
+        reason: String,
+    },
     /// A weight tensor has a different shape than the configuration implies.
     #[error("weight {name:?} has dims {actual:?}, expected {expected:?}")]
     WeightShape {

@@ -28,7 +28,7 @@
 
 use std::marker::PhantomData;
 
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
@@ -232,21 +232,14 @@ impl Heads {
     }
 }
 
-/// Where a forward's `n` nodes put their keys and values: cache slots `start .. start + n`
-/// of a cache of this attention shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KvSlots {
-    /// The first node's slot: the committed positions before it.
-    pub start: usize,
-    /// The cache's attention shape.
-    pub heads: Heads,
-}
-
 /// The kernels as backend operations.
 ///
 /// Shapes (`n` nodes): `rope` is `[n, 2 * head_dim]`, the nodes' cos then signed sin;
 /// `cache` is one layer's `[2, n_kv_heads, max_seq, head_dim]`, keys then values;
-/// `tree_mask` is `[n, n]`, additive. The skinny products take [`SKINNY_MAX_ROWS`] rows
+/// `tree_mask` is `[n, n]`, additive; `slots` is `[2]` ints on the device, the first new
+/// node's cache slot (the committed positions) and `n`: where the nodes' keys go, read by
+/// the kernels from a buffer so that a replayed step graph ([`crate::step_graph`]) takes
+/// each step's own. The skinny products take [`SKINNY_MAX_ROWS`] rows
 /// at most.
 #[backend_extension(Cube)]
 pub trait BlockKernels: Backend {
@@ -259,7 +252,8 @@ pub trait BlockKernels: Backend {
         cache: FloatTensor<Self>,
         qkv: &FloatTensor<Self>,
         rope: &FloatTensor<Self>,
-        slots: KvSlots,
+        slots: IntTensor<Self>,
+        heads: Heads,
     ) -> FloatTensor<Self>;
 
     /// `stream + x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or with `gated` `stream +
@@ -297,18 +291,19 @@ pub trait BlockKernels: Backend {
         w_qkv: &FloatTensor<Self>,
         cache: FloatTensor<Self>,
         rope: &FloatTensor<Self>,
-        slots: KvSlots,
+        slots: IntTensor<Self>,
+        heads: Heads,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Each node's attention output, `[n, n_heads * head_dim]`, over cache slots
-    /// `0 .. past + n` (the nodes' own keys already stored there); the queries are the
-    /// first `q_dim` columns of `queries`.
+    /// `0 .. past + n` (the nodes' own keys already stored there, `past` the first of
+    /// `slots`); the queries are the first `q_dim` columns of `queries`.
     fn tree_attention(
         queries: &FloatTensor<Self>,
         rope: &FloatTensor<Self>,
         cache: &FloatTensor<Self>,
         tree_mask: &FloatTensor<Self>,
-        past: usize,
+        slots: IntTensor<Self>,
         heads: Heads,
     ) -> FloatTensor<Self>;
 }
@@ -331,10 +326,10 @@ pub(crate) fn binding(t: &CubeTensor) -> BufferBinding {
     t.handle.clone().binding()
 }
 
-/// `value` as a u32 for a kernel's uniform; every caller's value is a cache slot or a node
-/// count, far below `u32::MAX`.
+/// `value` as a u32 for a kernel's uniform; every caller's value is a row count, far below
+/// `u32::MAX`.
 fn info_word(value: usize) -> u32 {
-    u32::try_from(value).expect("invariant: slots and node counts fit u32")
+    u32::try_from(value).expect("invariant: row counts fit u32")
 }
 
 /// Most rows a skinny product takes ([`BlockKernels::add_skinny_matmul`] and the
@@ -353,8 +348,7 @@ fn skinny_tile_rows(m: usize) -> usize {
 }
 
 /// One launch of `skinny_matmul.wgsl` and the parts `S` names: `x · W` over `m` rows into
-/// `y`'s `n` columns, binding `extra` after x, W and y, and `start` as the uniform's
-/// second word. `x`: `[m, k]` (`[m, 2k]` when gated, as `params` says); `w`: `[k, n]`, or
+/// `y`'s `n` columns, binding `extra` after x, W and y. `x`: `[m, k]` (`[m, 2k]` when gated, as `params` says); `w`: `[k, n]`, or
 /// `[n, k]` when `out_major`.
 fn launch_skinny<S: Shader>(
     x: &CubeTensor,
@@ -362,7 +356,6 @@ fn launch_skinny<S: Shader>(
     y: &CubeTensor,
     out_major: bool,
     extra: Vec<BufferBinding>,
-    start: usize,
     mut params: Vec<(&'static str, String)>,
 ) {
     let m = x.meta.shape()[0];
@@ -392,7 +385,7 @@ fn launch_skinny<S: Shader>(
         256,
         [n.div_ceil(cols), m.div_ceil(tile_rows), 1],
         buffers,
-        Some([info_word(m), info_word(start), 0, 0]),
+        Some([info_word(m), 0, 0, 0]),
     );
 }
 
@@ -438,7 +431,6 @@ impl BlockKernels for CubeBackend {
             &stream,
             false,
             vec![],
-            0,
             vec![("gated", gated.to_string()), ("accumulate", "true".into())],
         );
         stream
@@ -455,7 +447,6 @@ impl BlockKernels for CubeBackend {
             &y,
             out_major,
             vec![],
-            0,
             vec![("gated", "false".into()), ("accumulate", "false".into())],
         );
         y
@@ -477,7 +468,6 @@ impl BlockKernels for CubeBackend {
             &y,
             false,
             vec![binding(&norm_weight)],
-            0,
             vec![("eps", float_literal(eps)), ("accumulate", "false".into())],
         );
         y
@@ -490,14 +480,15 @@ impl BlockKernels for CubeBackend {
         w_qkv: &CubeTensor,
         cache: CubeTensor,
         rope: &CubeTensor,
-        slots: KvSlots,
+        slots: CubeTensor,
+        heads: Heads,
     ) -> (CubeTensor, CubeTensor) {
         let cache = writable(cache);
         let x = into_contiguous(x.clone());
         let w_qkv = into_contiguous(w_qkv.clone());
         let norm_weight = into_contiguous(norm_weight.clone());
         let rope = into_contiguous(rope.clone());
-        let heads = slots.heads;
+        let slots = into_contiguous(slots);
         let queries = empty_like(&x, [x.meta.shape()[0], heads.q_dim()], DType::F32);
         let mut params = cache_shape(heads, &cache);
         params.push(("eps", float_literal(eps)));
@@ -506,8 +497,12 @@ impl BlockKernels for CubeBackend {
             &w_qkv,
             &queries,
             false,
-            vec![binding(&norm_weight), binding(&rope), binding(&cache)],
-            slots.start,
+            vec![
+                binding(&norm_weight),
+                binding(&rope),
+                binding(&cache),
+                binding(&slots),
+            ],
             params,
         );
         (queries, cache)
@@ -539,21 +534,27 @@ impl BlockKernels for CubeBackend {
         cache: CubeTensor,
         qkv: &CubeTensor,
         rope: &CubeTensor,
-        slots: KvSlots,
+        slots: CubeTensor,
+        heads: Heads,
     ) -> CubeTensor {
         let cache = writable(cache);
         let qkv = into_contiguous(qkv.clone());
         let rope = into_contiguous(rope.clone());
+        let slots = into_contiguous(slots);
         let (n, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
-        let heads = slots.heads;
         let mut params = cache_shape(heads, &cache);
         params.push(("qkv_width", width.to_string()));
         WgslKernel::<StoreKv>::new(params).launch(
             &cache.client,
             64,
             [heads.kv_dim().div_ceil(64), n, 1],
-            vec![binding(&qkv), binding(&rope), binding(&cache)],
-            Some([info_word(slots.start), info_word(n), 0, 0]),
+            vec![
+                binding(&qkv),
+                binding(&rope),
+                binding(&cache),
+                binding(&slots),
+            ],
+            None,
         );
         cache
     }
@@ -563,13 +564,14 @@ impl BlockKernels for CubeBackend {
         rope: &CubeTensor,
         cache: &CubeTensor,
         tree_mask: &CubeTensor,
-        past: usize,
+        slots: CubeTensor,
         heads: Heads,
     ) -> CubeTensor {
         let queries = into_contiguous(queries.clone());
         let rope = into_contiguous(rope.clone());
         let cache = into_contiguous(cache.clone());
         let tree_mask = into_contiguous(tree_mask.clone());
+        let slots = into_contiguous(slots);
         let (n, width) = (queries.meta.shape()[0], queries.meta.shape()[1]);
         let out = empty_like(&queries, [n, heads.q_dim()], DType::F32);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
@@ -585,8 +587,8 @@ impl BlockKernels for CubeBackend {
             binding(&cache),
             binding(&tree_mask),
             binding(&out),
+            binding(&slots),
         ];
-        let info = Some([info_word(past), info_word(n), 0, 0]);
         match attention_tiles(heads.head_dim) {
             Some((qt, kt)) if n > ATTENTION_PER_NODE_MAX => {
                 params.extend([
@@ -605,7 +607,7 @@ impl BlockKernels for CubeBackend {
                     256,
                     [heads.n_heads, n.div_ceil(qt), 1],
                     buffers,
-                    info,
+                    None,
                 );
             }
             _ => {
@@ -618,7 +620,7 @@ impl BlockKernels for CubeBackend {
                     256,
                     [heads.n_heads, n, 1],
                     buffers,
-                    info,
+                    None,
                 );
             }
         }

@@ -21,9 +21,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
+use crate::step_graph::StepGraphs;
 
 /// The per-request KV cache. The model's weights stay immutable; the engine owns this.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KvCache {
     /// Per layer `[2, n_kv_heads, max_seq_len, head_dim]`: keys (RoPE applied), then values.
     layers: Vec<Tensor<4>>,
@@ -34,6 +35,29 @@ pub struct KvCache {
     pending: usize,
     max_seq_len: usize,
     device: Device,
+    /// The verify steps captured against these layers' buffers ([`crate::step_graph`]),
+    /// which is why a layer is only ever written in place.
+    graphs: StepGraphs,
+}
+
+/// A copy with its own buffers, and so without the original's step graphs: sharing
+/// buffers, each cache's first write would copy its layers away from the graphs that
+/// write them.
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|t| t.clone().mul_scalar(1.0))
+                .collect(),
+            len: self.len,
+            pending: self.pending,
+            max_seq_len: self.max_seq_len,
+            device: self.device.clone(),
+            graphs: StepGraphs::default(),
+        }
+    }
 }
 
 impl KvCache {
@@ -49,6 +73,7 @@ impl KvCache {
             pending: 0,
             max_seq_len,
             device: device.clone(),
+            graphs: StepGraphs::default(),
         }
     }
 
@@ -129,6 +154,22 @@ impl KvCache {
                 .slice([kv..kv + 1, 0..n_kv_heads, 0..end, 0..head_dim])
         };
         (part(0), part(1))
+    }
+
+    /// How many verify steps this cache replays from captured graphs, one per padded size
+    /// and ids per node ([`crate::step_graph`]).
+    pub fn captured_steps(&self) -> usize {
+        self.graphs.captured()
+    }
+
+    /// The step graphs, taken out while a step runs against this cache.
+    pub(crate) fn take_graphs(&mut self) -> StepGraphs {
+        std::mem::take(&mut self.graphs)
+    }
+
+    /// Puts back what [`KvCache::take_graphs`] took.
+    pub(crate) fn restore_graphs(&mut self, graphs: StepGraphs) {
+        self.graphs = graphs;
     }
 
     /// `layer`'s keys and values, `[2, n_kv_heads, max_seq_len, head_dim]`, for a kernel

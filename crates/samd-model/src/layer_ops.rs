@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
-use crate::kernels::{BlockKernels, Heads, KvSlots, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
+use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::quant_rows::QuantRows;
 
@@ -234,6 +234,12 @@ fn reference_rms_norm(x: Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
     x / mean_square.add_scalar(norm.eps).sqrt() * norm.weight.clone().reshape([1, d])
 }
 
+/// Where a step's `n` new nodes go: `[2]` ints on the device, the first new node's cache
+/// slot (the committed positions) and `n`. The kernels read it from a buffer, which a
+/// replayed step graph ([`crate::step_graph`]) refills each step; the reference ops take
+/// the same from the cache.
+pub(crate) type Slots = Tensor<1, Int>;
+
 /// A layer's weights for [`project_qkv`]: the attention's norm, and `w_qkv`, whose
 /// outputs are `q | k | v`.
 #[derive(Debug, Clone, Copy)]
@@ -253,20 +259,17 @@ pub(crate) fn project_qkv(
     x: &Tensor<2>,
     weights: QkvWeights<'_>,
     rope: &Tensor<2>,
+    slots: &Slots,
     heads: Heads,
 ) -> Tensor<2> {
     let QkvWeights { norm, w_qkv } = weights;
-    let slots = KvSlots {
-        start: cache.len(),
-        heads,
-    };
     if skinny(ops, x.dims()[0]) {
         let (x, norm_weight, w_qkv) = (
             x.clone().into_dispatch(),
             norm.weight.clone().into_dispatch(),
             w_qkv.in_major().clone().into_dispatch(),
         );
-        let rope = rope.clone().into_dispatch();
+        let (rope, slots) = (rope.clone().into_dispatch(), slots.clone().into_dispatch());
         let mut queries = None;
         cache.update_layer(layer, |t| {
             let (q, t) = <Kernels as BlockKernels>::skinny_qkv_projection(
@@ -276,7 +279,8 @@ pub(crate) fn project_qkv(
                 &w_qkv,
                 t.into_dispatch(),
                 &rope,
-                slots,
+                slots.clone(),
+                heads,
             );
             queries = Some(q);
             Tensor::from_dispatch(t)
@@ -287,12 +291,14 @@ pub(crate) fn project_qkv(
     match ops {
         BlockOps::Kernels => {
             let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());
+            let slots = slots.clone().into_dispatch();
             cache.update_layer(layer, |t| {
                 Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
                     t.into_dispatch(),
                     &qkv,
                     &rope,
-                    slots,
+                    slots.clone(),
+                    heads,
                 ))
             });
         }
@@ -334,6 +340,7 @@ pub(crate) struct AttentionInput<'a> {
     pub rope: &'a Tensor<2>,
     /// `[n, n]`: 0 where node i sees new node j, a large negative number elsewhere.
     pub tree_mask: &'a Tensor<2>,
+    pub slots: &'a Slots,
     pub heads: Heads,
 }
 
@@ -351,7 +358,7 @@ pub(crate) fn attend(
             &input.rope.clone().into_dispatch(),
             &cache.layer(layer).clone().into_dispatch(),
             &input.tree_mask.clone().into_dispatch(),
-            cache.len(),
+            input.slots.clone().into_dispatch(),
             input.heads,
         )),
         BlockOps::Reference => reference_attend(cache, layer, input),
@@ -367,6 +374,7 @@ fn reference_attend(cache: &KvCache, layer: usize, input: AttentionInput<'_>) ->
         rope,
         tree_mask,
         heads,
+        ..
     } = input;
     let Heads {
         n_heads,

@@ -14,6 +14,7 @@ pub mod kv_cache;
 pub mod layer_ops;
 pub mod llama;
 pub mod quant_rows;
+pub mod step_graph;
 pub mod tokenizer;
 pub mod top_k;
 

@@ -31,6 +31,7 @@
 //! [`WeightName::gguf_name`] only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
@@ -42,10 +43,10 @@ use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
 use crate::quant_rows::QuantRows;
+use crate::step_graph::{HostStep, StepInputs, padded_nodes};
 
-/// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
-/// backend that computes `x - max` never sees `inf - inf`.
-const MASKED: f32 = -1.0e9;
+/// The next [`Llama`]'s id.
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Which of the model's weights; the one place tensor names are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,9 +292,7 @@ impl Logits {
         let u = Tensor::<2>::random([n_nodes, vocab], Distribution::Uniform(0.0, 1.0), &device)
             .clamp(1e-20, 1.0 - 1e-7);
         let gumbel = u.log().neg().log().neg();
-        TokenIds {
-            tensor: crate::top_k::top_k_ids(scaled + gumbel, 1),
-        }
+        TokenIds::new(crate::top_k::top_k_ids(scaled + gumbel, 1))
     }
 
     /// Reads the logits back (tests and debugging; the decode loop reads ids only).
@@ -311,33 +310,55 @@ impl Logits {
     }
 }
 
+/// The argmax of each node (`k` ≤ 1), or its `k` best ids.
+fn greedy_ids(logits: &Logits, k: usize) -> TokenIds {
+    if k <= 1 {
+        logits.argmax_ids()
+    } else {
+        logits.top_k_ids(k)
+    }
+}
+
 /// Token ids on the device, `[n_nodes, k]`, waiting to be read back.
 #[derive(Debug, Clone)]
 pub struct TokenIds {
     tensor: Tensor<2, Int>,
+    /// The rows read back: the first `rows` of `tensor`, whose other rows are a padded
+    /// step's padding ([`crate::step_graph`]).
+    rows: usize,
 }
 
 impl TokenIds {
     /// Ids computed elsewhere in this crate ([`crate::top_k`]), to be read back the same way.
     pub(crate) fn new(tensor: Tensor<2, Int>) -> Self {
-        Self { tensor }
+        let rows = tensor.dims()[0];
+        Self { tensor, rows }
+    }
+
+    /// These ids' first `rows` rows, cut on the host when read.
+    pub(crate) fn first_rows(self, rows: usize) -> Self {
+        debug_assert!(rows <= self.rows, "invariant: a cut keeps fewer rows");
+        Self { rows, ..self }
     }
 
     /// `[n_nodes, k]`.
     pub fn dims(&self) -> [usize; 2] {
-        self.tensor.dims()
+        [self.rows, self.tensor.dims()[1]]
     }
 
     /// `[n_nodes, k + k2]`: these columns, then `other`'s, so that both come back in one
     /// readback.
     pub fn join(self, other: TokenIds) -> TokenIds {
-        TokenIds {
-            tensor: Tensor::cat(vec![self.tensor, other.tensor], 1),
-        }
+        debug_assert_eq!(
+            self.rows, other.rows,
+            "invariant: joined ids share their rows"
+        );
+        TokenIds::new(Tensor::cat(vec![self.tensor, other.tensor], 1)).first_rows(self.rows)
     }
 
     /// Reads the ids back, row-major. Async because synchronous reads panic in the browser.
     pub async fn read(self) -> Result<Vec<u32>> {
+        let kept = self.rows * self.tensor.dims()[1];
         let data = self
             .tensor
             .into_data_async()
@@ -349,6 +370,7 @@ impl TokenIds {
             reason: format!("{e:?}"),
         })?;
         ids.into_iter()
+            .take(kept)
             .map(|id| {
                 u32::try_from(id).map_err(|_| Error::Readback {
                     reason: format!("token id {id} read back out of range"),
@@ -405,6 +427,11 @@ pub struct Llama {
     rope: Tensor<2>,
     /// Kernels or reference ops for the fused pieces of each block.
     ops: BlockOps,
+    /// Whether [`Llama::forward_ids`] replays captured step graphs.
+    step_graphs: bool,
+    /// Tells this model's weights from another's, for the step graphs that read them:
+    /// clones share it, as they share the weights.
+    id: u64,
 }
 
 impl Llama {
@@ -534,6 +561,8 @@ impl Llama {
             blocks,
             rope,
             ops: BlockOps::for_device(device),
+            step_graphs: true,
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -657,6 +686,72 @@ impl Llama {
         rows: LogitRows,
     ) -> Result<Logits> {
         let n = tokens.len();
+        let step = self.host_step(cache, tokens, positions, mask)?;
+        cache.reserve(n)?;
+        let mut run = || self.run_blocks(cache, &step.upload(&self.device), rows);
+        Ok(if self.on_wgpu() {
+            run()
+        } else {
+            on_cpu_pool(run)
+        })
+    }
+
+    /// Each node's greedy next token (`k` ≤ 1), or its `k` most likely, best first:
+    /// [`Llama::forward`] and then [`Logits::argmax_ids`] or [`Logits::top_k_ids`].
+    ///
+    /// On wgpu a step of up to 128 nodes replays a captured graph of its launches
+    /// ([`crate::step_graph`]), which takes a fraction of the host time; the first step
+    /// of each size captures it.
+    pub fn forward_ids(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+        k: usize,
+    ) -> Result<TokenIds> {
+        let n = tokens.len();
+        let padded = padded_nodes(n)
+            .filter(|_| self.step_graphs && self.ops == BlockOps::Kernels)
+            .filter(|&p| cache.len() + p <= cache.capacity());
+        let Some(padded) = padded else {
+            let logits = self.forward(cache, tokens, positions, mask)?;
+            return Ok(greedy_ids(&logits, k));
+        };
+        let step = self
+            .host_step(cache, tokens, positions, mask)?
+            .padded(padded);
+        cache.reserve(padded)?;
+        let mut graphs = cache.take_graphs();
+        let ids = graphs.run(self.id, &self.device, &step, k, |inputs| {
+            greedy_ids(&self.run_blocks(cache, inputs, LogitRows::All), k)
+        });
+        cache.restore_graphs(graphs);
+        Ok(ids?.first_rows(n))
+    }
+
+    /// Whether verify steps replay captured graphs on wgpu ([`Llama::forward_ids`]); on by
+    /// default. Off, every step issues its launches one by one: for comparisons, and for
+    /// counting launches, which a replay does not make.
+    pub fn set_step_graphs(&mut self, on: bool) {
+        self.step_graphs = on;
+    }
+
+    /// Whether verify steps replay captured graphs ([`Llama::set_step_graphs`]).
+    pub fn step_graphs(&self) -> bool {
+        self.step_graphs
+    }
+
+    /// The step's inputs, checked: equal nonzero counts, ids in the vocab and positions
+    /// in the context.
+    fn host_step(
+        &self,
+        cache: &KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+    ) -> Result<HostStep> {
+        let n = tokens.len();
         if n == 0 || positions.len() != n || mask.len() != n {
             return Err(Error::InvalidInput {
                 what: format!(
@@ -685,37 +780,23 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<i32>>>()?;
-        cache.reserve(n)?;
-        let run = || self.run_blocks(cache, token_ids, position_ids, mask, rows);
-        Ok(if self.on_wgpu() {
-            run()
-        } else {
-            on_cpu_pool(run)
-        })
+        let past = i32::try_from(cache.len()).map_err(|_| Error::InvalidInput {
+            what: format!("cache length {} exceeds i32", cache.len()),
+        })?;
+        Ok(HostStep::new(token_ids, position_ids, mask, past))
     }
 
-    /// [`Llama::forward_rows`] past its checks.
-    fn run_blocks(
-        &self,
-        cache: &mut KvCache,
-        token_ids: Vec<i32>,
-        position_ids: Vec<i32>,
-        mask: &AncestorMask,
-        rows: LogitRows,
-    ) -> Logits {
+    /// [`Llama::forward_rows`] past its checks, on inputs already on the device.
+    fn run_blocks(&self, cache: &mut KvCache, inputs: &StepInputs, rows: LogitRows) -> Logits {
         let c = &self.config;
-        let n = token_ids.len();
-        let device = &self.device;
+        let n = inputs.ids.dims()[0];
         let heads = Heads::of(c);
         let ops = self.ops.for_nodes(n);
 
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(token_ids, [n]), device);
-        let pos = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), device);
         // The residual stream, [n, d_model]: each block's two projections add into it.
-        let mut stream = self.token_embd.clone().select(0, ids);
+        let mut stream = self.token_embd.clone().select(0, inputs.ids.clone());
         // [n, 2 * head_dim]
-        let rope = self.rope.clone().select(0, pos);
-        let tree_mask = self.tree_mask(mask);
+        let rope = self.rope.clone().select(0, inputs.positions.clone());
         let norm = |weight| Norm {
             weight,
             eps: c.rms_eps,
@@ -727,11 +808,21 @@ impl Llama {
                 w_qkv: &block.w_qkv,
             };
             // [n, q | …]: the queries; the keys and values are in the cache.
-            let queries = layer_ops::project_qkv(ops, cache, layer, &stream, weights, &rope, heads);
+            let queries = layer_ops::project_qkv(
+                ops,
+                cache,
+                layer,
+                &stream,
+                weights,
+                &rope,
+                &inputs.slots,
+                heads,
+            );
             let input = AttentionInput {
                 queries,
                 rope: &rope,
-                tree_mask: &tree_mask,
+                tree_mask: &inputs.tree_mask,
+                slots: &inputs.slots,
                 heads,
             };
             // [n, n_heads * head_dim]
@@ -753,28 +844,6 @@ impl Llama {
     /// Reads ids back from the device; the only readback the decode loop needs per step.
     pub async fn read_ids(&self, ids: TokenIds) -> Result<Vec<u32>> {
         ids.read().await
-    }
-
-    /// The additive attention mask among the new nodes, `[n, n]`; every node also sees
-    /// every committed position.
-    ///
-    /// ```text
-    ///              past (committed)     new nodes (this tensor)
-    ///            ┌───────────────────┬──────────────────────┐
-    ///   node 0   │ 0 0 0 … 0         │ 0 M M M              │
-    ///   node 1   │ 0 0 0 … 0         │ 0 0 M M              │   0 = attend
-    ///   node 2   │ 0 0 0 … 0         │ 0 0 0 M              │   M = MASKED
-    ///   node 3   │ 0 0 0 … 0         │ 0 M M 0              │
-    ///            └───────────────────┴──────────────────────┘
-    /// ```
-    fn tree_mask(&self, mask: &AncestorMask) -> Tensor<2> {
-        let n = mask.len();
-        let tree: Vec<f32> = mask
-            .bits
-            .iter()
-            .map(|&allowed| if allowed { 0.0 } else { MASKED })
-            .collect();
-        Tensor::<2>::from_data(TensorData::new(tree, [n, n]), &self.device)
     }
 }
 

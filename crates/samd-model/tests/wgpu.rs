@@ -9,7 +9,7 @@ mod common;
 use burn::tensor::{Device, read_sync};
 use common::wgpu_device;
 use samd_model::kernel_check::{check_kernels, verify_scenario};
-use samd_model::{BlockOps, Llama, LlamaConfig};
+use samd_model::{AncestorMask, BlockOps, Llama, LlamaConfig};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
@@ -55,4 +55,79 @@ fn wgsl_kernels_agree_with_the_reference_ops() {
     eprintln!("{check}");
     assert!(check.rows > 0);
     assert!(check.passed(), "{check}");
+}
+
+/// A verify step replayed from a captured graph ([`samd_model::step_graph`]) gives the
+/// ids the same step gives launch by launch, step after step: the refilled inputs, the
+/// padding to a graph's size and compaction between steps change nothing.
+#[test]
+fn replayed_steps_equal_steps_launched_one_by_one() {
+    let Some(gpu) = wgpu_device() else { return };
+    let replayed = Llama::random(LlamaConfig::tiny(), 9, true, &gpu).expect("gpu model");
+    let mut launched = replayed.clone();
+    launched.set_step_graphs(false);
+    let prompt = [3u32, 14, 15, 9, 26];
+    let prompt_positions: Vec<u32> = (0..prompt.len() as u32).collect();
+    let mut caches = [replayed.new_cache(64), launched.new_cache(64)];
+    for cache in &mut caches {
+        replayed
+            .forward(cache, &prompt, &prompt_positions, &AncestorMask::causal(5))
+            .expect("prefill");
+        cache.compact(&[0, 1, 2, 3, 4]).expect("commit the prompt");
+    }
+    // (each node's parent, the nodes accepted): chains and trees of sizes that share a
+    // graph (5 and 6 nodes both replay the 8-node one) and sizes seen before.
+    let steps: [(&[Option<usize>], &[usize]); 8] = [
+        (&[None], &[0]),
+        (&[None, Some(0), Some(0)], &[0, 2]),
+        (&[None], &[0]),
+        (&[None, Some(0), Some(1), Some(2), Some(3)], &[0, 1, 2]),
+        (&[None, Some(0), Some(0)], &[0, 1]),
+        (
+            &[None, Some(0), Some(0), Some(1), Some(2), Some(4)],
+            &[0, 2, 4, 5],
+        ),
+        (&[None], &[0]),
+        (&[None, Some(0), Some(1)], &[0]),
+    ];
+    for (step, (parents, accepted)) in steps.into_iter().enumerate() {
+        let mask = AncestorMask::from_parents(parents).expect("mask");
+        let past = caches[0].len() as u32;
+        let tokens: Vec<u32> = (0..parents.len() as u32)
+            .map(|i| (7 + 11 * i + past) % 64)
+            .collect();
+        let positions: Vec<u32> = (0..parents.len())
+            .map(|i| past + depth(parents, i))
+            .collect();
+        let ids: Vec<Vec<u32>> = [&replayed, &launched]
+            .into_iter()
+            .zip(&mut caches)
+            .map(|(model, cache)| {
+                let ids = model
+                    .forward_ids(cache, &tokens, &positions, &mask, 8)
+                    .expect("step");
+                assert_eq!(ids.dims(), [parents.len(), 8]);
+                let ids = read_sync(ids.read()).expect("read ids");
+                cache.compact(accepted).expect("compact");
+                ids
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "step {step}: replayed ids differ");
+    }
+    assert!(
+        caches[0].captured_steps() >= 3,
+        "steps of 1, 4 and 8 nodes were captured: {}",
+        caches[0].captured_steps()
+    );
+    assert_eq!(caches[1].captured_steps(), 0);
+}
+
+/// Node `i`'s depth below the tree's root.
+fn depth(parents: &[Option<usize>], mut i: usize) -> u32 {
+    let mut d = 0;
+    while let Some(p) = parents[i] {
+        i = p;
+        d += 1;
+    }
+    d
 }
