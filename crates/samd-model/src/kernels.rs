@@ -284,6 +284,8 @@ pub trait BlockKernels: Backend {
     /// The attention's projection of `rms_norm(x) * norm_weight` by `w_qkv`: `[k, q + k +
     /// v]`. Returns the queries, `[n, q_dim]`, and `cache` with the keys (RoPE applied)
     /// and values in `slots`, in place when it is not shared.
+    // One argument per binding the kernel reads, and its compiled-in shape.
+    #[allow(clippy::too_many_arguments)]
     fn skinny_qkv_projection(
         x: &FloatTensor<Self>,
         norm_weight: &FloatTensor<Self>,

@@ -252,6 +252,8 @@ pub(crate) struct QkvWeights<'a> {
 /// `q | k | v`. Stores the keys (RoPE applied, by each node's `rope` row) and values in
 /// `cache`'s pending slots of `layer`, and returns a tensor whose first `q_dim` columns
 /// are the queries, before RoPE. One launch on the skinny path.
+// The kernel's inputs, as `BlockKernels::skinny_qkv_projection` takes them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn project_qkv(
     ops: BlockOps,
     cache: &mut KvCache,
