@@ -17,6 +17,19 @@
 // that a replayed step graph reads each step's own (step_graph.rs).
 @group(0) @binding(5) var<storage, read_write> slots: array<u32>;
 
+// The slots, as every lane of the workgroup sees them. The loops over keys hold barriers,
+// so their bounds must be uniform, which a load from read_write storage is not: Chrome's
+// compiler refuses such a shader (naga does not check). One lane reads them, and
+// workgroupUniformLoad hands them to all as uniform values.
+var<workgroup> shared_slots: vec2<u32>;
+
+fn uniform_slots(t: u32) -> vec2<u32> {
+    if t == 0u {
+        shared_slots = vec2<u32>(slots[0], slots[1]);
+    }
+    return workgroupUniformLoad(&shared_slots);
+}
+
 const HEAD_DIM: u32 = {{ head_dim }}u;
 const GROUP: u32 = {{ group }}u;
 const Q_DIM: u32 = {{ q_dim }}u;

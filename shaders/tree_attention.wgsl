@@ -38,8 +38,9 @@ fn main(
 ) {
     let head = group_id.x;
     let node = group_id.y;
-    let past = slots[0];
-    let n = slots[1];
+    let step = uniform_slots(t);
+    let past = step.x;
+    let n = step.y;
     let keys = past + n;
     let g = t / LANES;
     let lane = t % LANES;

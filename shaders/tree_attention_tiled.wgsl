@@ -40,8 +40,9 @@ fn main(
 ) {
     let head = group_id.x;
     let n0 = group_id.y * QT;
-    let past = slots[0];
-    let n = slots[1];
+    let step = uniform_slots(t);
+    let past = step.x;
+    let n = step.y;
     let keys = past + min(n, n0 + QT);
 
     for (var i = t; i < QT * HEAD_DIM; i += LANES) {
