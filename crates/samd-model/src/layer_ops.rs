@@ -281,7 +281,7 @@ pub(crate) fn project_qkv(
                 &w_qkv,
                 t.into_dispatch(),
                 &rope,
-                slots.clone(),
+                slots,
                 heads,
             );
             queries = Some(q);
@@ -299,7 +299,7 @@ pub(crate) fn project_qkv(
                     t.into_dispatch(),
                     &qkv,
                     &rope,
-                    slots.clone(),
+                    slots,
                     heads,
                 ))
             });
