@@ -9,8 +9,14 @@
 // shared memory. Weights are read once per TM rows, so the product runs at memory speed
 // for any M up to a few tiles.
 //
-// This file is the kernel's core. kernels.rs appends one input part and one output part,
-// which is what folds a block's other steps into its projections, each a launch saved:
+// This file is the kernel's core. kernels.rs appends a weight part, which reads W, then one
+// input part and one output part, which is what folds a block's other steps into its
+// projections, each a launch saved. The weight parts:
+// - skinny_w_dense.wgsl: W in f32, in either layout below;
+// - skinny_w_blocks.wgsl: W in the GGUF's quantised blocks (Q4_0, Q4_1, Q8_0), a sixth
+//   (or a third) of the bytes, widened to f32 as they are read.
+// A weight part declares binding 1, sets LANES_ALONG_K, and defines partial_sums(n, lane,
+// m0, rows): a lane's share of each row's sum for output column n. The other parts:
 // - skinny_in_rows.wgsl: x as it is, or with GATED a SwiGLU's gate and up side by side
 //   ([M, 2K]), so the input is silu(gate) * up;
 // - skinny_in_normed.wgsl: x RMS-normed row by row (the norm's weight in binding 3);
@@ -21,18 +27,15 @@
 // output part defines write_out(row, n, value, mate), where mate is column n ^ 1's value
 // (RoPE rotates such pairs, and COLS is even, so they share a workgroup).
 //
-// Two weight layouts, chosen so that neighbouring lanes read neighbouring floats:
-// - in-major (OUT_MAJOR false), W is [K, N]: lanes run along the COLS columns of a row;
-// - out-major (OUT_MAJOR true), W is [N, K] (the tied output head, which is the token
-//   embedding): lanes run along K.
+// Neighbouring lanes read neighbouring words of W: along the COLS columns of a row for an
+// in-major W ([K, N]), along K for an out-major one ([N, K]) and for blocks.
 //
 // Filled in by samd-model's kernels.rs: k, n, cols, split (cols * split = 256, split a
-// power of two), tm (a multiple of ROUND), out_major, info_binding, and the parts' own.
+// power of two), tm (a multiple of ROUND), info_binding, and the parts' own.
 
 // read_write, though x and w are only read: cubecl sub-allocates tensors from shared
 // buffers, and wgpu refuses one buffer bound both read-only and read-write in a dispatch.
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [M, K], or [M, 2K] if GATED
-@group(0) @binding(1) var<storage, read_write> w: array<f32>;   // [K, N] or [N, K]
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;   // [M, N], or as the output part says
 // x: M, the rows of x.
 @group(0) @binding({{ info_binding }}) var<uniform> info: vec4<u32>;
@@ -42,20 +45,11 @@ const N: u32 = {{ n }}u;
 const COLS: u32 = {{ cols }}u;
 const SPLIT: u32 = {{ split }}u;
 const TM: u32 = {{ tm }}u;
-const OUT_MAJOR: bool = {{ out_major }};
 const LANES: u32 = 256u;
 // Rows the workgroup reduces through shared memory at a time; TM is a multiple of it.
 const ROUND: u32 = 8u;
 
 var<workgroup> partial: array<f32, 2048>; // LANES * ROUND
-
-// W's entry for input k and output column n.
-fn w_at(n: u32, k: u32) -> f32 {
-    if OUT_MAJOR {
-        return w[n * K + k];
-    }
-    return w[k * N + n];
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
@@ -64,7 +58,7 @@ fn main(
 ) {
     var col: u32;
     var lane: u32;
-    if OUT_MAJOR {
+    if LANES_ALONG_K {
         col = t / SPLIT;
         lane = t % SPLIT;
     } else {
@@ -78,32 +72,7 @@ fn main(
 
     var acc: array<f32, {{ tm }}>;
     if n < N {
-        // Four weights in flight per lane: their loads overlap, where one at a time each
-        // would wait out the memory's latency before the next is issued.
-        var k = lane;
-        for (; k + 3u * SPLIT < K; k += 4u * SPLIT) {
-            let w0 = w_at(n, k);
-            let w1 = w_at(n, k + SPLIT);
-            let w2 = w_at(n, k + 2u * SPLIT);
-            let w3 = w_at(n, k + 3u * SPLIT);
-            // Up to TM, not `rows`: a loop of constant length unrolls, so `acc` can
-            // stay in registers.
-            for (var r = 0u; r < TM; r++) {
-                if r < rows {
-                    let row = m0 + r;
-                    acc[r] += w0 * x_at(row, k) + w1 * x_at(row, k + SPLIT)
-                        + w2 * x_at(row, k + 2u * SPLIT) + w3 * x_at(row, k + 3u * SPLIT);
-                }
-            }
-        }
-        for (; k < K; k += SPLIT) {
-            let wk = w_at(n, k);
-            for (var r = 0u; r < TM; r++) {
-                if r < rows {
-                    acc[r] += wk * x_at(m0 + r, k);
-                }
-            }
-        }
+        acc = partial_sums(n, lane, m0, rows);
     }
 
     // The SPLIT partial sums of each column add up as a tree in shared memory, ROUND rows

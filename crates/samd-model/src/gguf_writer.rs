@@ -129,47 +129,22 @@ impl GgufWriter {
         self.tensor_raw(name, dims, GgmlType::F16, bytes)
     }
 
-    /// Adds a Q8_0 tensor: per block of 32, `d = max|x| / 127` and `q = round(x / d)`.
+    /// Adds a Q8_0 tensor ([`q8_0_bytes`]).
     ///
     /// # Panics
     /// If `data.len()` is not the product of `dims` or `dims[0]` is not a multiple of 32.
     pub fn tensor_q8_0(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
         check_len(name, dims, data, 32);
-        let mut bytes = Vec::with_capacity(data.len() / 32 * 34);
-        for block in data.chunks_exact(32) {
-            let amax = block.iter().fold(0f32, |a, &x| a.max(x.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            bytes.extend(f32_to_f16(d).to_le_bytes());
-            bytes.extend(
-                block
-                    .iter()
-                    .map(|&x| ((x * id).round() as i8).to_le_bytes()[0]),
-            );
-        }
-        self.tensor_raw(name, dims, GgmlType::Q8_0, bytes)
+        self.tensor_raw(name, dims, GgmlType::Q8_0, q8_0_bytes(data))
     }
 
-    /// Adds a Q4_1 tensor: per block of 32, `m = min`, `d = (max − min) / 15` and
-    /// `q = round((x − m) / d)`, clamped to 15.
+    /// Adds a Q4_1 tensor ([`q4_1_bytes`]).
     ///
     /// # Panics
     /// If `data.len()` is not the product of `dims` or `dims[0]` is not a multiple of 32.
     pub fn tensor_q4_1(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
         check_len(name, dims, data, 32);
-        let mut bytes = Vec::with_capacity(data.len() / 32 * 20);
-        for block in data.chunks_exact(32) {
-            let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
-            let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-            let d = (max - min) / 15.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            bytes.extend(f32_to_f16(d).to_le_bytes());
-            bytes.extend(f32_to_f16(min).to_le_bytes());
-            let q = |x: f32| (((x - min) * id + 0.5) as u8).min(15);
-            let (lo, hi) = block.split_at(16);
-            bytes.extend(lo.iter().zip(hi).map(|(&a, &b)| q(a) | (q(b) << 4)));
-        }
-        self.tensor_raw(name, dims, GgmlType::Q4_1, bytes)
+        self.tensor_raw(name, dims, GgmlType::Q4_1, q4_1_bytes(data))
     }
 
     /// Serialises the file.
@@ -203,6 +178,42 @@ impl GgufWriter {
         }
         out
     }
+}
+
+/// `data` in Q8_0 blocks: per block of 32, `d = max|x| / 127` and `q = round(x / d)`.
+/// A last partial block is dropped.
+pub fn q8_0_bytes(data: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(data.len() / 32 * 34);
+    for block in data.chunks_exact(32) {
+        let amax = block.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        bytes.extend(f32_to_f16(d).to_le_bytes());
+        bytes.extend(
+            block
+                .iter()
+                .map(|&x| ((x * id).round() as i8).to_le_bytes()[0]),
+        );
+    }
+    bytes
+}
+
+/// `data` in Q4_1 blocks: per block of 32, `m = min`, `d = (max − min) / 15` and `q =
+/// round((x − m) / d)`, clamped to 15. A last partial block is dropped.
+pub fn q4_1_bytes(data: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(data.len() / 32 * 20);
+    for block in data.chunks_exact(32) {
+        let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
+        let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        bytes.extend(f32_to_f16(d).to_le_bytes());
+        bytes.extend(f32_to_f16(min).to_le_bytes());
+        let q = |x: f32| (((x - min) * id + 0.5) as u8).min(15);
+        let (lo, hi) = block.split_at(16);
+        bytes.extend(lo.iter().zip(hi).map(|(&a, &b)| q(a) | (q(b) << 4)));
+    }
+    bytes
 }
 
 fn check_len(name: &str, dims: &[u64], data: &[f32], block: u64) {

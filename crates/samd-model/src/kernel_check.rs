@@ -62,7 +62,9 @@ pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
 /// A small random model with SmolLM2's head shape (head_dim 64, three query heads per
 /// key/value head) run through [`verify_scenario`] twice on `device` (wgpu): with the
 /// kernels and with the reference ops. Their logits must agree within
-/// [`LOGIT_TOLERANCE`] and their top-8 ids exactly.
+/// [`LOGIT_TOLERANCE`] and their top-8 ids exactly. Twice over: with f32 weights, and
+/// quantised as SmolLM2's file is, where the kernels read the blocks and the reference
+/// reads them widened by the dequantising kernel.
 pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
     let config = LlamaConfig {
         n_layers: 2,
@@ -78,12 +80,36 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
         rope_theta: 10_000.0,
         context_len: 256,
     };
-    let vocab = config.vocab_size;
-    let model = Llama::random(config, 7, true, device)?;
+    let mut rows = 0;
+    for (weights, model) in [
+        ("f32", Llama::random(config.clone(), 7, true, device)?),
+        (
+            "quantised",
+            Llama::random_quantized(config.clone(), 7, true, device)?,
+        ),
+    ] {
+        let check = compare_block_ops(&model).await?;
+        rows += check.rows;
+        if let Some(what) = check.mismatch {
+            return Ok(KernelCheck {
+                rows,
+                mismatch: Some(format!("{weights} weights: {what}")),
+            });
+        }
+    }
+    Ok(KernelCheck {
+        rows,
+        mismatch: None,
+    })
+}
+
+/// [`verify_scenario`] on `model` with the kernels and with the reference ops.
+async fn compare_block_ops(model: &Llama) -> Result<KernelCheck> {
+    let vocab = model.config().vocab_size;
     let (kernel_logits, kernel_ids) =
         verify_scenario(&model.clone().with_block_ops(BlockOps::Kernels)).await?;
     let (reference_logits, reference_ids) =
-        verify_scenario(&model.with_block_ops(BlockOps::Reference)).await?;
+        verify_scenario(&model.clone().with_block_ops(BlockOps::Reference)).await?;
     let rows = reference_logits.len() / vocab;
     let worst = kernel_logits
         .iter()

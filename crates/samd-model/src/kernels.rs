@@ -39,15 +39,18 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 
 use crate::config::LlamaConfig;
+use crate::layer_ops::Layout;
+use crate::quant_rows::{BLOCK, QuantKind};
 
 /// Most workgroups per grid dimension WebGPU guarantees. Kernels put nodes (or rows) on
 /// one dimension, so a forward of more nodes than this takes the reference ops.
 pub(crate) const MAX_WORKGROUPS: usize = 65_535;
 
-/// A WGSL file in `shaders/`, with `{{ placeholders }}` that its caller fills.
+/// A WGSL kernel from files in `shaders/`, with `{{ placeholders }}` that its caller
+/// fills.
 pub(crate) trait Shader: Send + Sync + 'static {
-    /// The file's text.
-    const TEXT: &'static str;
+    /// The files' texts, in order: a kernel's core and the parts it takes.
+    const PARTS: &'static [&'static str];
 }
 
 /// A [`Shader`] with its placeholders' values: one compiled pipeline per distinct set.
@@ -99,11 +102,10 @@ impl<S: Shader> WgslKernel<S> {
 
 impl<S: Shader> KernelSource for WgslKernel<S> {
     fn source(&self) -> SourceTemplate {
-        self.params
-            .iter()
-            .fold(SourceTemplate::new(S::TEXT), |t, (name, value)| {
-                t.register(*name, value.clone())
-            })
+        self.params.iter().fold(
+            SourceTemplate::new(S::PARTS.concat()),
+            |t, (name, value)| t.register(*name, value.clone()),
+        )
     }
 
     fn id(&self) -> KernelId {
@@ -118,67 +120,116 @@ impl<S: Shader> KernelSource for WgslKernel<S> {
 /// `shaders/rms_norm.wgsl`.
 pub(crate) struct RmsNorm;
 impl Shader for RmsNorm {
-    const TEXT: &'static str = include_str!("../../../shaders/rms_norm.wgsl");
+    const PARTS: &'static [&'static str] = &[include_str!("../../../shaders/rms_norm.wgsl")];
 }
 
 /// `shaders/store_kv.wgsl`.
 pub(crate) struct StoreKv;
 impl Shader for StoreKv {
-    const TEXT: &'static str = concat!(
+    const PARTS: &'static [&'static str] = &[
         include_str!("../../../shaders/kv_store_common.wgsl"),
         include_str!("../../../shaders/store_kv.wgsl"),
-    );
+    ];
 }
 
-/// `shaders/skinny_matmul.wgsl` with `x`'s rows as they are (or gated) and `y = (or +=)
-/// x · W`.
+/// How the kernels find a block's weights in the GGUF's quantised blocks.
+const BLOCKS_COMMON: &str = include_str!("../../../shaders/blocks_common.wgsl");
+
+/// `shaders/dequant_blocks.wgsl`.
+pub(crate) struct DequantBlocks;
+impl Shader for DequantBlocks {
+    const PARTS: &'static [&'static str] = &[
+        include_str!("../../../shaders/dequant_blocks.wgsl"),
+        BLOCKS_COMMON,
+    ];
+}
+
+/// How a skinny product reads W: a weight part of `shaders/skinny_matmul.wgsl`.
+pub(crate) trait SkinnyWeights: Send + Sync + 'static {
+    /// The part, then what it reads beside it (or nothing).
+    const PARTS: [&'static str; 2];
+}
+
+/// W in f32: `shaders/skinny_w_dense.wgsl`.
+pub(crate) struct DenseWeights;
+impl SkinnyWeights for DenseWeights {
+    const PARTS: [&'static str; 2] = [include_str!("../../../shaders/skinny_w_dense.wgsl"), ""];
+}
+
+/// W in the GGUF's blocks: `shaders/skinny_w_blocks.wgsl`.
+pub(crate) struct BlockWeights;
+impl SkinnyWeights for BlockWeights {
+    const PARTS: [&'static str; 2] = [
+        include_str!("../../../shaders/skinny_w_blocks.wgsl"),
+        BLOCKS_COMMON,
+    ];
+}
+
+/// What a skinny product folds in: its input and output parts of
+/// `shaders/skinny_matmul.wgsl`.
+pub(crate) trait SkinnyFolds: Send + Sync + 'static {
+    /// The input part, then the output part.
+    const PARTS: [&'static str; 2];
+}
+
+/// `x`'s rows as they are (or gated) and `y = (or +=) x · W`.
 pub(crate) struct SkinnyMatmul;
-impl Shader for SkinnyMatmul {
-    const TEXT: &'static str = concat!(
-        include_str!("../../../shaders/skinny_matmul.wgsl"),
+impl SkinnyFolds for SkinnyMatmul {
+    const PARTS: [&'static str; 2] = [
         include_str!("../../../shaders/skinny_in_rows.wgsl"),
         include_str!("../../../shaders/skinny_out_store.wgsl"),
-    );
+    ];
 }
 
-/// `shaders/skinny_matmul.wgsl` with `x`'s rows RMS-normed and `y = x · W`.
+/// `x`'s rows RMS-normed and `y = x · W`.
 pub(crate) struct NormedMatmul;
-impl Shader for NormedMatmul {
-    const TEXT: &'static str = concat!(
-        include_str!("../../../shaders/skinny_matmul.wgsl"),
+impl SkinnyFolds for NormedMatmul {
+    const PARTS: [&'static str; 2] = [
         include_str!("../../../shaders/skinny_in_normed.wgsl"),
         include_str!("../../../shaders/skinny_out_store.wgsl"),
-    );
+    ];
 }
 
-/// `shaders/skinny_matmul.wgsl` with `x`'s rows RMS-normed, the queries to `y` and the
-/// keys and values into the KV cache.
+/// `x`'s rows RMS-normed, the queries to `y` and the keys and values into the KV cache.
 pub(crate) struct QkvProjection;
-impl Shader for QkvProjection {
-    const TEXT: &'static str = concat!(
-        include_str!("../../../shaders/skinny_matmul.wgsl"),
+impl SkinnyFolds for QkvProjection {
+    const PARTS: [&'static str; 2] = [
         include_str!("../../../shaders/skinny_in_normed.wgsl"),
-        include_str!("../../../shaders/kv_store_common.wgsl"),
-        include_str!("../../../shaders/skinny_out_qkv.wgsl"),
-    );
+        concat!(
+            include_str!("../../../shaders/kv_store_common.wgsl"),
+            include_str!("../../../shaders/skinny_out_qkv.wgsl"),
+        ),
+    ];
+}
+
+/// `shaders/skinny_matmul.wgsl` with the weight part `W` and the folds `F`.
+pub(crate) struct Skinny<F, W>(PhantomData<(F, W)>);
+impl<F: SkinnyFolds, W: SkinnyWeights> Shader for Skinny<F, W> {
+    const PARTS: &'static [&'static str] = &[
+        include_str!("../../../shaders/skinny_matmul.wgsl"),
+        W::PARTS[0],
+        W::PARTS[1],
+        F::PARTS[0],
+        F::PARTS[1],
+    ];
 }
 
 /// `shaders/tree_attention.wgsl`.
 pub(crate) struct TreeAttention;
 impl Shader for TreeAttention {
-    const TEXT: &'static str = concat!(
+    const PARTS: &'static [&'static str] = &[
         include_str!("../../../shaders/attention_common.wgsl"),
         include_str!("../../../shaders/tree_attention.wgsl"),
-    );
+    ];
 }
 
 /// `shaders/tree_attention_tiled.wgsl`.
 pub(crate) struct TreeAttentionTiled;
 impl Shader for TreeAttentionTiled {
-    const TEXT: &'static str = concat!(
+    const PARTS: &'static [&'static str] = &[
         include_str!("../../../shaders/attention_common.wgsl"),
         include_str!("../../../shaders/tree_attention_tiled.wgsl"),
-    );
+    ];
 }
 
 /// Most nodes a forward's attention takes one workgroup per (head, node) for; more take
@@ -263,27 +314,29 @@ pub trait BlockKernels: Backend {
         stream: FloatTensor<Self>,
         x: &FloatTensor<Self>,
         w: &FloatTensor<Self>,
+        layout: Layout,
         gated: bool,
     ) -> FloatTensor<Self>;
 
-    /// `x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or `[n, k]` when `out_major`.
+    /// `x · W` for `x`: `[m, k]` and `W` in `layout`.
     fn skinny_matmul(
         x: &FloatTensor<Self>,
         w: &FloatTensor<Self>,
-        out_major: bool,
+        layout: Layout,
     ) -> FloatTensor<Self>;
 
-    /// `rms_norm(x) * norm_weight · W` for `x`: `[m, k]` and `W`: `[k, n]`.
+    /// `rms_norm(x) * norm_weight · W` for `x`: `[m, k]` and `W` in `layout`.
     fn normed_skinny_matmul(
         x: &FloatTensor<Self>,
         norm_weight: &FloatTensor<Self>,
         eps: f32,
         w: &FloatTensor<Self>,
+        layout: Layout,
     ) -> FloatTensor<Self>;
 
-    /// The attention's projection of `rms_norm(x) * norm_weight` by `w_qkv`: `[k, q + k +
-    /// v]`. Returns the queries, `[n, q_dim]`, and `cache` with the keys (RoPE applied)
-    /// and values in `slots`, in place when it is not shared.
+    /// The attention's projection of `rms_norm(x) * norm_weight` by `w_qkv`, whose outputs
+    /// are `q | k | v`, in `layout`. Returns the queries, `[n, q_dim]`, and `cache` with
+    /// the keys (RoPE applied) and values in `slots`, in place when it is not shared.
     // One argument per binding the kernel reads, and its compiled-in shape.
     #[allow(clippy::too_many_arguments)]
     fn skinny_qkv_projection(
@@ -291,6 +344,7 @@ pub trait BlockKernels: Backend {
         norm_weight: &FloatTensor<Self>,
         eps: f32,
         w_qkv: &FloatTensor<Self>,
+        layout: Layout,
         cache: FloatTensor<Self>,
         rope: &FloatTensor<Self>,
         slots: IntTensor<Self>,
@@ -308,6 +362,10 @@ pub trait BlockKernels: Backend {
         slots: IntTensor<Self>,
         heads: Heads,
     ) -> FloatTensor<Self>;
+
+    /// `blocks`, a matrix in [`Layout::Blocks`] of `kind`, widened to f32, `[n, k]`: for
+    /// burn's matmul and the reference ops, which read f32.
+    fn dequantize_blocks(blocks: &FloatTensor<Self>, kind: QuantKind) -> FloatTensor<Self>;
 }
 
 /// A new contiguous `dtype` tensor of `shape` on `like`'s device, contents undefined: a
@@ -349,27 +407,46 @@ fn skinny_tile_rows(m: usize) -> usize {
     if m <= 8 { 8 } else { 32 }
 }
 
-/// One launch of `skinny_matmul.wgsl` and the parts `S` names: `x · W` over `m` rows into
-/// `y`'s `n` columns, binding `extra` after x, W and y. `x`: `[m, k]` (`[m, 2k]` when gated, as `params` says); `w`: `[k, n]`, or
-/// `[n, k]` when `out_major`.
-fn launch_skinny<S: Shader>(
+/// `(k, n)` of a product by `w` stored in `layout`: its inputs and outputs.
+fn product_shape(w: &CubeTensor, layout: Layout) -> (usize, usize) {
+    let (rows, cols) = (w.meta.shape()[0], w.meta.shape()[1]);
+    match layout {
+        Layout::InOut => (rows, cols),
+        Layout::OutIn => (cols, rows),
+        Layout::Blocks(kind) => (cols / kind.gpu_block_words() * BLOCK, rows),
+    }
+}
+
+/// What `shaders/blocks_common.wgsl` compiles in for blocks of `kind`.
+fn block_params(kind: QuantKind) -> [(&'static str, String); 3] {
+    let code_words = kind.gpu_block_words() - 2;
+    let four_bit = kind != QuantKind::Q8_0;
+    [
+        ("four_bit", four_bit.to_string()),
+        ("per_word", if four_bit { "8" } else { "4" }.to_string()),
+        ("code_words", code_words.to_string()),
+    ]
+}
+
+/// One launch of `skinny_matmul.wgsl` with the folds `F` and the weight part `layout`
+/// needs: `x · W` over `m` rows into `y`'s `n` columns, binding `extra` after x, W and y.
+/// `x`: `[m, k]` (`[m, 2k]` when gated, as `params` says).
+fn launch_skinny<F: SkinnyFolds>(
     x: &CubeTensor,
     w: &CubeTensor,
+    layout: Layout,
     y: &CubeTensor,
-    out_major: bool,
     extra: Vec<BufferBinding>,
     mut params: Vec<(&'static str, String)>,
 ) {
     let m = x.meta.shape()[0];
-    let (w_rows, w_cols) = (w.meta.shape()[0], w.meta.shape()[1]);
-    let (k, n) = if out_major {
-        (w_cols, w_rows)
-    } else {
-        (w_rows, w_cols)
+    let (k, n) = product_shape(w, layout);
+    // Neighbouring lanes read neighbouring words: along a row's columns for an in-major
+    // W (eight floats, one 32-byte sector), else along K.
+    let (cols, split) = match layout {
+        Layout::InOut | Layout::Blocks(_) => (8, 32),
+        Layout::OutIn => (4, 64),
     };
-    // Neighbouring lanes read neighbouring floats: along K for an out-major W, else
-    // along a row's columns (eight, one 32-byte sector).
-    let (cols, split) = if out_major { (4, 64) } else { (8, 32) };
     let tile_rows = skinny_tile_rows(m);
     let mut buffers = vec![binding(x), binding(w), binding(y)];
     buffers.extend(extra);
@@ -379,16 +456,22 @@ fn launch_skinny<S: Shader>(
         ("cols", cols.to_string()),
         ("split", split.to_string()),
         ("tm", tile_rows.to_string()),
-        ("out_major", out_major.to_string()),
         ("info_binding", buffers.len().to_string()),
     ]);
-    WgslKernel::<S>::new(params).launch(
-        &x.client,
-        256,
-        [n.div_ceil(cols), m.div_ceil(tile_rows), 1],
-        buffers,
-        Some([info_word(m), 0, 0, 0]),
-    );
+    let grid = [n.div_ceil(cols), m.div_ceil(tile_rows), 1];
+    let info = Some([info_word(m), 0, 0, 0]);
+    match layout {
+        Layout::Blocks(kind) => {
+            params.extend(block_params(kind));
+            WgslKernel::<Skinny<F, BlockWeights>>::new(params)
+                .launch(&x.client, 256, grid, buffers, info);
+        }
+        Layout::InOut | Layout::OutIn => {
+            params.push(("out_major", (layout == Layout::OutIn).to_string()));
+            WgslKernel::<Skinny<F, DenseWeights>>::new(params)
+                .launch(&x.client, 256, grid, buffers, info);
+        }
+    }
 }
 
 /// `t` itself when a kernel may write it in place (no other tensor shares its buffer),
@@ -422,6 +505,7 @@ impl BlockKernels for CubeBackend {
         stream: CubeTensor,
         x: &CubeTensor,
         w: &CubeTensor,
+        layout: Layout,
         gated: bool,
     ) -> CubeTensor {
         let stream = writable(stream);
@@ -430,24 +514,24 @@ impl BlockKernels for CubeBackend {
         launch_skinny::<SkinnyMatmul>(
             &x,
             &w,
+            layout,
             &stream,
-            false,
             vec![],
             vec![("gated", gated.to_string()), ("accumulate", "true".into())],
         );
         stream
     }
 
-    fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, out_major: bool) -> CubeTensor {
+    fn skinny_matmul(x: &CubeTensor, w: &CubeTensor, layout: Layout) -> CubeTensor {
         let x = into_contiguous(x.clone());
         let w = into_contiguous(w.clone());
-        let n = w.meta.shape()[usize::from(!out_major)];
+        let (_, n) = product_shape(&w, layout);
         let y = empty_like(&x, [x.meta.shape()[0], n], DType::F32);
         launch_skinny::<SkinnyMatmul>(
             &x,
             &w,
+            layout,
             &y,
-            out_major,
             vec![],
             vec![("gated", "false".into()), ("accumulate", "false".into())],
         );
@@ -459,16 +543,18 @@ impl BlockKernels for CubeBackend {
         norm_weight: &CubeTensor,
         eps: f32,
         w: &CubeTensor,
+        layout: Layout,
     ) -> CubeTensor {
         let x = into_contiguous(x.clone());
         let w = into_contiguous(w.clone());
         let norm_weight = into_contiguous(norm_weight.clone());
-        let y = empty_like(&x, [x.meta.shape()[0], w.meta.shape()[1]], DType::F32);
+        let (_, n) = product_shape(&w, layout);
+        let y = empty_like(&x, [x.meta.shape()[0], n], DType::F32);
         launch_skinny::<NormedMatmul>(
             &x,
             &w,
+            layout,
             &y,
-            false,
             vec![binding(&norm_weight)],
             vec![("eps", float_literal(eps)), ("accumulate", "false".into())],
         );
@@ -480,6 +566,7 @@ impl BlockKernels for CubeBackend {
         norm_weight: &CubeTensor,
         eps: f32,
         w_qkv: &CubeTensor,
+        layout: Layout,
         cache: CubeTensor,
         rope: &CubeTensor,
         slots: CubeTensor,
@@ -497,8 +584,8 @@ impl BlockKernels for CubeBackend {
         launch_skinny::<QkvProjection>(
             &x,
             &w_qkv,
+            layout,
             &queries,
-            false,
             vec![
                 binding(&norm_weight),
                 binding(&rope),
@@ -626,6 +713,29 @@ impl BlockKernels for CubeBackend {
                 );
             }
         }
+        out
+    }
+
+    fn dequantize_blocks(blocks: &CubeTensor, kind: QuantKind) -> CubeTensor {
+        let blocks = into_contiguous(blocks.clone());
+        let (k, n) = product_shape(&blocks, Layout::Blocks(kind));
+        let out = empty_like(&blocks, [n, k], DType::F32);
+        // One lane per code word, in rows of MAX_WORKGROUPS workgroups.
+        let lanes = n * (k / BLOCK) * (kind.gpu_block_words() - 2);
+        let groups = lanes.div_ceil(256);
+        let mut params = vec![("k", k.to_string()), ("n", n.to_string())];
+        params.extend(block_params(kind));
+        WgslKernel::<DequantBlocks>::new(params).launch(
+            &blocks.client,
+            256,
+            [
+                groups.min(MAX_WORKGROUPS),
+                groups.div_ceil(MAX_WORKGROUPS),
+                1,
+            ],
+            vec![binding(&blocks), binding(&out)],
+            None,
+        );
         out
     }
 }

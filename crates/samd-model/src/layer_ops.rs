@@ -14,7 +14,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
 use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
-use crate::quant_rows::QuantRows;
+use crate::quant_rows::{QuantKind, QuantRows};
 
 /// Which implementation of a block's fused pieces a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,17 +47,21 @@ impl BlockOps {
 
 /// How a projection's weight matrix is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layout {
+pub enum Layout {
     /// `[in, out]`: what the WGSL kernels read, neighbouring lanes along a row's outputs.
     InOut,
     /// `[out, in]`: the tied output head, which is the token embedding, and on the CPU
     /// every matrix: a product of a few rows is then dot products along contiguous rows
     /// ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)), and GGUF stores them so.
     OutIn,
+    /// Out-major, in the GGUF's quantised blocks ([`QuantRows::gpu_words`], `[out, words
+    /// per row]`, the words' bits in f32s): what the WGSL kernels read on wgpu where the
+    /// file has blocks of a kind they widen, a sixth of the bytes of f32 for Q4_1.
+    Blocks(QuantKind),
 }
 
 impl Layout {
-    /// The layout a model's matrices take on `device`.
+    /// The layout a model's f32 matrices take on `device`.
     pub(crate) fn for_device(device: &Device) -> Self {
         match device.as_dispatch() {
             DispatchDevice::Flex(_) => Self::OutIn,
@@ -82,19 +86,13 @@ impl Matrix {
         let [rows, cols] = self.tensor.dims();
         match self.layout {
             Layout::InOut => cols,
-            Layout::OutIn => rows,
+            Layout::OutIn | Layout::Blocks(_) => rows,
         }
     }
 
-    /// The tensor, for a WGSL kernel: the kernels' devices hold in-major matrices
-    /// ([`Layout::for_device`]).
-    fn in_major(&self) -> &Tensor<2> {
-        debug_assert_eq!(
-            self.layout,
-            Layout::InOut,
-            "invariant: wgpu matrices are in-major"
-        );
-        &self.tensor
+    /// The tensor as a kernel takes it.
+    fn dispatch(&self) -> burn::backend::DispatchTensor {
+        self.tensor.clone().into_dispatch()
     }
 }
 
@@ -130,20 +128,21 @@ pub(crate) fn normed_project(
     w: &Matrix,
 ) -> Tensor<2> {
     let rows = x.dims()[0];
-    if skinny(ops, rows) && w.layout == Layout::InOut && w.outputs() <= NORM_FOLD_MAX_COLUMNS {
+    if skinny(ops, rows) && w.outputs() <= NORM_FOLD_MAX_COLUMNS {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::normed_skinny_matmul(
             &x.clone().into_dispatch(),
             &norm.weight.clone().into_dispatch(),
             norm.eps,
-            &w.tensor.clone().into_dispatch(),
+            &w.dispatch(),
+            w.layout,
         ));
     }
     let h = rms_norm(ops, x, norm);
     if skinny(ops, rows) {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::skinny_matmul(
             &h.into_dispatch(),
-            &w.tensor.clone().into_dispatch(),
-            w.layout == Layout::OutIn,
+            &w.dispatch(),
+            w.layout,
         ));
     }
     matmul(h, w)
@@ -151,7 +150,8 @@ pub(crate) fn normed_project(
 
 /// `x @ W` through burn's matmul, or on burn's CPU backend for a few rows through
 /// [`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul), which reads the weights once
-/// where burn's packs them.
+/// where burn's packs them. Blocks are widened to f32 first: a prefill's many rows
+/// take burn's matmul, which reads f32, and the widened matrix lives for one product.
 fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     let on_cpu = matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
     match w.layout {
@@ -168,6 +168,10 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
         }
         Layout::OutIn => x.matmul(w.tensor.clone().transpose()),
         Layout::InOut => x.matmul(w.tensor.clone()),
+        Layout::Blocks(kind) => {
+            let dense = <Kernels as BlockKernels>::dequantize_blocks(&w.dispatch(), kind);
+            x.matmul(Tensor::<2>::from_dispatch(dense).transpose())
+        }
     }
 }
 
@@ -207,7 +211,8 @@ fn add_skinny(stream: Tensor<2>, x: Tensor<2>, w: &Matrix, gated: bool) -> Tenso
     Tensor::from_dispatch(<Kernels as BlockKernels>::add_skinny_matmul(
         stream.into_dispatch(),
         &x.into_dispatch(),
-        &w.in_major().clone().into_dispatch(),
+        &w.dispatch(),
+        w.layout,
         gated,
     ))
 }
@@ -266,10 +271,10 @@ pub(crate) fn project_qkv(
 ) -> Tensor<2> {
     let QkvWeights { norm, w_qkv } = weights;
     if skinny(ops, x.dims()[0]) {
-        let (x, norm_weight, w_qkv) = (
+        let (x, norm_weight, w_qkv_tensor) = (
             x.clone().into_dispatch(),
             norm.weight.clone().into_dispatch(),
-            w_qkv.in_major().clone().into_dispatch(),
+            w_qkv.dispatch(),
         );
         let (rope, slots) = (rope.clone().into_dispatch(), slots.clone().into_dispatch());
         let mut queries = None;
@@ -278,7 +283,8 @@ pub(crate) fn project_qkv(
                 &x,
                 &norm_weight,
                 norm.eps,
-                &w_qkv,
+                &w_qkv_tensor,
+                w_qkv.layout,
                 t.into_dispatch(),
                 &rope,
                 slots,

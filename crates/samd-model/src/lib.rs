@@ -23,5 +23,7 @@ pub use error::{Error, Result};
 pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
 pub use layer_ops::BlockOps;
-pub use llama::{AncestorMask, HostTensor, Llama, LogitRows, Logits, TokenIds, WeightName};
+pub use llama::{
+    AncestorMask, GpuWeights, HostTensor, Llama, LogitRows, Logits, TokenIds, WeightName,
+};
 pub use tokenizer::Tokenizer;

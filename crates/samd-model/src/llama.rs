@@ -38,7 +38,8 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf_writer::{q4_1_bytes, q8_0_bytes};
 use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
@@ -410,6 +411,18 @@ struct Block {
     w_down: Matrix,
 }
 
+/// How a model on wgpu holds the matrices its file stores in blocks the kernels widen
+/// (Q4_0, Q4_1, Q8_0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuWeights {
+    /// In the file's blocks ([`QuantRows::gpu_words`]): for Q4_1 a sixth of the memory,
+    /// and of the bytes a verify step reads.
+    #[default]
+    Blocks,
+    /// Widened to f32 at load: for comparisons (`samd --f32-weights`).
+    F32,
+}
+
 /// A Llama-family decoder with immutable weights on one device.
 #[derive(Debug, Clone)]
 pub struct Llama {
@@ -479,41 +492,46 @@ impl Llama {
         let layout = Layout::for_device(device);
         // GGUF matrices (each `[out, in]` row-major), their outputs side by side.
         let upload = |mut parts: Vec<HostTensor>| -> Matrix {
-            let n_in = parts[0].dims[0];
-            let n_out = parts.iter().map(|p| p.dims[1]).sum::<usize>();
-            let quant = match layout {
-                Layout::OutIn => parts
-                    .iter_mut()
-                    .map(|p| p.quant.take())
-                    .collect::<Option<Vec<_>>>()
-                    .and_then(QuantRows::stack)
-                    .map(Arc::new),
-                Layout::InOut => None,
-            };
-            let tensor = match layout {
-                Layout::OutIn => {
+            let quant = parts
+                .iter_mut()
+                .map(|p| p.quant.take())
+                .collect::<Option<Vec<_>>>()
+                .and_then(QuantRows::stack);
+            match (layout, quant) {
+                (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
+                (Layout::InOut, None) => {
+                    let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
+                    let m = InOut::side_by_side(&parts);
+                    Matrix {
+                        tensor: Tensor::from_data(
+                            TensorData::new(m.data, [m.n_in, m.n_out]),
+                            device,
+                        ),
+                        layout,
+                        quant: None,
+                    }
+                }
+                (_, quant) => {
+                    let n_in = parts[0].dims[0];
+                    let n_out = parts.iter().map(|p| p.dims[1]).sum::<usize>();
                     let data = parts
                         .into_iter()
                         .map(|p| p.data)
                         .collect::<Vec<_>>()
                         .concat();
-                    Tensor::from_data(TensorData::new(data, [n_out, n_in]), device)
+                    Matrix {
+                        tensor: Tensor::from_data(TensorData::new(data, [n_out, n_in]), device),
+                        layout: Layout::OutIn,
+                        quant: quant
+                            .filter(|_| crate::cpu_matmul::reads_blocks())
+                            .map(Arc::new),
+                    }
                 }
-                Layout::InOut => {
-                    let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
-                    let m = InOut::side_by_side(&parts);
-                    Tensor::from_data(TensorData::new(m.data, [m.n_in, m.n_out]), device)
-                }
-            };
-            Matrix {
-                tensor,
-                layout,
-                quant,
             }
         };
 
         let mut embd = required(WeightName::TokenEmbd)?;
-        let embd_quant = embd.quant.take().map(Arc::new);
+        let embd_quant = embd.quant.take();
         // [vocab, d_model]: the row-major layout as stored.
         let token_embd = Tensor::from_data(
             TensorData::new(embd.data, [config.vocab_size, config.d_model]),
@@ -545,10 +563,15 @@ impl Llama {
         // Tied heads read the embedding, `[vocab, d_model]`: out-major on every device.
         let output = match fetch(WeightName::Output)? {
             Some(t) => upload(vec![t]),
-            None => Matrix {
-                tensor: token_embd.clone(),
-                layout: Layout::OutIn,
-                quant: embd_quant,
+            None => match (layout, embd_quant) {
+                (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
+                (_, quant) => Matrix {
+                    tensor: token_embd.clone(),
+                    layout: Layout::OutIn,
+                    quant: quant
+                        .filter(|_| crate::cpu_matmul::reads_blocks())
+                        .map(Arc::new),
+                },
             },
         };
         let rope = rope_table(&config, device);
@@ -566,12 +589,20 @@ impl Llama {
         })
     }
 
-    /// Loads a Llama GGUF: reads the config from its metadata, dequantises every weight to
-    /// f32 on the host and uploads it to `device`.
+    /// Loads a Llama GGUF: reads the config from its metadata and uploads its weights to
+    /// `device`, the matrices on wgpu in the file's blocks where the kernels read them
+    /// ([`GpuWeights::Blocks`]).
     pub fn from_gguf(file: &GgufFile<'_>, device: &Device) -> Result<Self> {
+        Self::from_gguf_with(file, device, GpuWeights::default())
+    }
+
+    /// [`Llama::from_gguf`], with the matrices on wgpu held as `gpu` says.
+    pub fn from_gguf_with(file: &GgufFile<'_>, device: &Device, gpu: GpuWeights) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
-        let keep_blocks =
-            Layout::for_device(device) == Layout::OutIn && crate::cpu_matmul::reads_blocks();
+        let keep_blocks = match Layout::for_device(device) {
+            Layout::InOut => gpu == GpuWeights::Blocks,
+            _ => crate::cpu_matmul::reads_blocks(),
+        };
         Self::from_weights(config, device, |name| {
             let gguf_name = name.gguf_name();
             let Some(info) = file.tensors().iter().find(|t| t.name == gguf_name) else {
@@ -602,6 +633,48 @@ impl Llama {
                 return Ok(None);
             }
             Ok(Some(random_weight(&c, name, seed)))
+        })
+    }
+
+    /// [`Llama::random`] with its matrices quantised as SmolLM2's file has them: the
+    /// token embedding in Q8_0, the rest in Q4_1, each loaded as [`Llama::from_gguf`]
+    /// loads such blocks. Widths must be multiples of 32.
+    pub fn random_quantized(
+        config: LlamaConfig,
+        seed: u64,
+        tied: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let c = config.clone();
+        Self::from_weights(config, device, |name| {
+            if tied && name == WeightName::Output {
+                return Ok(None);
+            }
+            let t = random_weight(&c, name, seed);
+            let [cols, rows] = t.dims[..] else {
+                return Ok(Some(t));
+            };
+            let (dtype, bytes) = match name {
+                WeightName::TokenEmbd => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
+                _ => (GgmlType::Q4_1, q4_1_bytes(&t.data)),
+            };
+            let quant = QuantRows::from_gguf(dtype, &bytes, rows, cols);
+            if quant.is_none() {
+                return Err(Error::InvalidInput {
+                    what: format!("{} is {rows} x {cols}: not whole blocks", name.gguf_name()),
+                });
+            }
+            let data =
+                crate::dequant::dequantize(dtype, &bytes, t.data.len() as u64).map_err(|e| {
+                    Error::InvalidInput {
+                        what: format!("{}: {e:?}", name.gguf_name()),
+                    }
+                })?;
+            Ok(Some(HostTensor {
+                dims: t.dims,
+                data,
+                quant,
+            }))
         })
     }
 
@@ -870,6 +943,20 @@ fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
         TensorData::new(table, [c.context_len, 2 * c.head_dim]),
         device,
     )
+}
+
+/// A matrix's blocks on a wgpu device, as the WGSL kernels read them ([`Layout::Blocks`]).
+fn gpu_blocks(blocks: &QuantRows, device: &Device) -> Matrix {
+    let words = blocks.gpu_words();
+    let row_words = words.len() / blocks.rows();
+    // The words' bits, carried in f32s: kernels bind them as u32 and nothing computes on
+    // them as floats.
+    let bits = words.into_iter().map(f32::from_bits).collect::<Vec<_>>();
+    Matrix {
+        tensor: Tensor::from_data(TensorData::new(bits, [blocks.rows(), row_words]), device),
+        layout: Layout::Blocks(blocks.kind()),
+        quant: None,
+    }
 }
 
 /// A weight matrix on the host, `[in, out]` row-major, on its way to the device.

@@ -49,6 +49,11 @@ impl QuantKind {
     fn has_min(self) -> bool {
         self == Self::Q4_1
     }
+
+    /// u32 words per block in [`QuantRows::gpu_words`]: d, m, then the quants.
+    pub(crate) fn gpu_block_words(self) -> usize {
+        2 + self.quant_bytes() / 4
+    }
 }
 
 /// A `[rows, cols]` matrix in quantised blocks of 32 along each row, with the scales
@@ -136,6 +141,32 @@ impl QuantRows {
                 .flat_map(|p| p.quants.iter().copied())
                 .collect(),
         })
+    }
+
+    /// The blocks as the WGSL kernels read them (`shaders/blocks_common.wgsl`): row by
+    /// row, each block as [`QuantKind::gpu_block_words`] u32 words, `d` and `m` as f32
+    /// bits, then the file's quants as they are. Every kind is `w = d·q + m` there: Q4_0's
+    /// `d·(q − 8)` is `d·q + (−8d)`, exactly, and Q8_0's `m` is 0. Only copies and exact
+    /// products: the kernels widen each weight to the f32 [`crate::dequant`] gives.
+    pub fn gpu_words(&self) -> Vec<u32> {
+        let blocks = self.scales.len();
+        let mut words = Vec::with_capacity(blocks * self.kind.gpu_block_words());
+        let quant_bytes = self.kind.quant_bytes();
+        for (b, quants) in self.quants.chunks_exact(quant_bytes).enumerate() {
+            let d = self.scales[b];
+            let m = match self.kind {
+                QuantKind::Q4_1 => self.mins[b],
+                QuantKind::Q4_0 => -8.0 * d,
+                QuantKind::Q8_0 => 0.0,
+            };
+            words.extend([d.to_bits(), m.to_bits()]);
+            words.extend(
+                quants
+                    .chunks_exact(4)
+                    .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]])),
+            );
+        }
+        words
     }
 
     /// The block type.

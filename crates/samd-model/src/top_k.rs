@@ -93,7 +93,7 @@ pub trait TopKOps: Backend {
 /// `shaders/top_k.wgsl`.
 struct TopK;
 impl Shader for TopK {
-    const TEXT: &'static str = include_str!("../../../shaders/top_k.wgsl");
+    const PARTS: &'static [&'static str] = &[include_str!("../../../shaders/top_k.wgsl")];
 }
 
 /// Logits per workgroup when a row is split into parts: a few per lane, so that a

@@ -6,9 +6,14 @@
 
 mod common;
 
-use burn::tensor::{Device, read_sync};
+use burn::backend::Dispatch;
+use burn::tensor::{Device, Tensor, TensorData, read_sync};
 use common::wgpu_device;
+use samd_model::dequant::dequantize;
+use samd_model::gguf::GgmlType;
 use samd_model::kernel_check::{check_kernels, verify_scenario};
+use samd_model::kernels::BlockKernels;
+use samd_model::quant_rows::{QuantKind, QuantRows};
 use samd_model::{AncestorMask, BlockOps, Llama, LlamaConfig};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
@@ -42,6 +47,91 @@ fn wgpu_matches_cpu_on_tiny_random_model() {
         assert_eq!(
             cpu_ids, gpu_ids,
             "{ops:?}: top-8 ids differ between backends"
+        );
+    }
+}
+
+/// The same with the matrices in Q4_1 and the embedding in Q8_0: on wgpu the kernels
+/// read the blocks, on the CPU the products read them widened (or, with AVX2, the blocks
+/// too), and each weight is the same f32 on both.
+#[test]
+fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
+    let Some(gpu) = wgpu_device() else { return };
+    let config = LlamaConfig {
+        d_model: 64,
+        d_ffn: 96,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ..LlamaConfig::tiny()
+    };
+    let quantised = |device: &Device| {
+        Llama::random_quantized(config.clone(), 3, true, device).expect("quantised model")
+    };
+    let (cpu_logits, cpu_ids) = run(&quantised(&Device::flex()));
+    let (gpu_logits, gpu_ids) = run(&quantised(&gpu));
+    let diff = cpu_logits
+        .iter()
+        .zip(&gpu_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("wgpu blocks vs cpu: max abs logit diff {diff:e}");
+    assert_eq!(cpu_logits.len(), gpu_logits.len());
+    assert!(diff <= BACKEND_TOLERANCE, "max abs diff {diff}");
+    assert_eq!(cpu_ids, gpu_ids, "top-8 ids differ between backends");
+}
+
+/// The dequantising kernel widens every block kind to the f32s the host's dequantiser
+/// gives, exactly, over rows of several blocks with scales of either sign; the blocks'
+/// words, some of them NaN patterns as f32s, reach the device unchanged.
+#[test]
+fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
+    let Some(gpu) = wgpu_device() else { return };
+    let (rows, cols) = (5, 96);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut byte = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    };
+    for (dtype, kind) in [
+        (GgmlType::Q4_0, QuantKind::Q4_0),
+        (GgmlType::Q4_1, QuantKind::Q4_1),
+        (GgmlType::Q8_0, QuantKind::Q8_0),
+    ] {
+        let block_bytes = dtype.type_size() as usize;
+        let header = if kind == QuantKind::Q4_1 { 4 } else { 2 };
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols / 32 {
+            // f16 scales (and minimums) between 2^-7 and 2^-3 in size, of either sign.
+            for _ in 0..header / 2 {
+                let half = u16::from(byte()) | (u16::from(byte() % 4 + 8) << 10);
+                let sign = u16::from(byte() & 1) << 15;
+                bytes.extend((half | sign).to_le_bytes());
+            }
+            bytes.extend((header..block_bytes).map(|_| byte()));
+        }
+        let host = dequantize(dtype, &bytes, (rows * cols) as u64).expect("host dequantises");
+        let blocks = QuantRows::from_gguf(dtype, &bytes, rows, cols).expect("whole blocks");
+        let words = blocks.gpu_words();
+        let bits: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
+        let row_words = words.len() / rows;
+        let tensor = Tensor::<2>::from_data(TensorData::new(bits, [rows, row_words]), &gpu);
+        let widened = Tensor::<2>::from_dispatch(<Dispatch as BlockKernels>::dequantize_blocks(
+            &tensor.into_dispatch(),
+            kind,
+        ));
+        assert_eq!(widened.dims(), [rows, cols]);
+        let got = read_sync(widened.into_data_async())
+            .expect("read")
+            .try_to_vec::<f32>()
+            .expect("f32");
+        // Equal as floats: Q4_0's d·(q − 8) is −0 for q = 8 and d < 0, where d·q − 8d is +0.
+        let same = got.len() == host.len() && got.iter().zip(&host).all(|(a, b)| a == b);
+        assert!(
+            same,
+            "{kind:?}: the kernel's weights differ from the host's"
         );
     }
 }
