@@ -42,7 +42,8 @@
 # - `kernels` (there) runs `samd profile --kernel-times`: a 1,000-token prefill and verify
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
 #   kernel's device time; then the context-256 steps again with `--no-graphs` (launch by
-#   launch, not replayed from a captured graph), for what the replays save.
+#   launch, not replayed from a captured graph), for what the replays save, and with
+#   `--f32-weights` (matrices widened to f32 at load, not read from the file's blocks).
 #
 # SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
 # every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
@@ -166,6 +167,8 @@ kernels() {
     --context 1000 --sizes 1,64 --reps 5
   stage_run 60 steps-no-graphs "$samd" profile --device wgpu --model "$model" --no-graphs \
     --context 256 --sizes 1,2,16,64
+  stage_run 60 kernels-f32-weights "$samd" profile --device wgpu --model "$model" \
+    --kernel-times --f32-weights --prefill 1000 --context 256 --sizes 1,2,16,64
 }
 
 # stage_run SECONDS NAME COMMAND...: runs COMMAND under a time limit, its stdout to the

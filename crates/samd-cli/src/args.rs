@@ -130,6 +130,10 @@ pub struct ModelArgs {
     /// captured graph of them: for comparisons.
     #[arg(long)]
     pub no_graphs: bool,
+    /// On wgpu, widen the matrices to f32 at load instead of keeping the file's quantised
+    /// blocks for the kernels to read: for comparisons.
+    #[arg(long)]
+    pub f32_weights: bool,
 }
 
 /// `samd generate`.

@@ -15,7 +15,7 @@ use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 use samd_draft::corpus::StaticSam;
 use samd_engine::check_corpus;
-use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
+use samd_model::{GgufFile, GpuWeights, Llama, LlamaConfig, Tokenizer};
 
 use crate::args::{CorpusArgs, DEFAULT_CORPUS, DeviceKind, ModelArgs};
 
@@ -128,9 +128,14 @@ impl ModelBytes {
             .with_context(|| format!("{} has no usable tokenizer", self.path.display()))
     }
 
-    /// Dequantises every weight and uploads it to `device`, to run as `args` says.
+    /// Uploads the weights to `device`, to run as `args` says.
     pub fn weights(&self, file: &GgufFile<'_>, device: &Device, args: &ModelArgs) -> Result<Llama> {
-        let mut model = Llama::from_gguf(file, device)
+        let gpu = if args.f32_weights {
+            GpuWeights::F32
+        } else {
+            GpuWeights::Blocks
+        };
+        let mut model = Llama::from_gguf_with(file, device, gpu)
             .with_context(|| format!("cannot load the weights of {}", self.path.display()))?;
         model.set_step_graphs(!args.no_graphs);
         Ok(model)

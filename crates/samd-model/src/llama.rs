@@ -139,11 +139,12 @@ impl WeightName {
 pub struct HostTensor {
     /// Dims, innermost first.
     pub dims: Vec<usize>,
-    /// `dims.iter().product()` values.
+    /// `dims.iter().product()` values; empty for a matrix on wgpu that comes as its
+    /// `quant` blocks alone.
     pub data: Vec<f32>,
-    /// The file's quantised blocks of a matrix, kept for the CPU's products of a few
-    /// rows where they read them in place of `data` ([`QuantRows`]); `None` elsewhere
-    /// and for block types not kept.
+    /// The file's quantised blocks of a matrix ([`QuantRows`]), kept where products read
+    /// them in place of `data`: the WGSL kernels on wgpu, and the CPU's products of a few
+    /// rows with AVX2. `None` elsewhere and for block types not kept.
     pub quant: Option<QuantRows>,
 }
 
@@ -457,6 +458,7 @@ impl Llama {
         mut load: impl FnMut(WeightName) -> Result<Option<HostTensor>>,
     ) -> Result<Self> {
         config.validate()?;
+        let layout = Layout::for_device(device);
         let mut fetch = |name: WeightName| -> Result<Option<HostTensor>> {
             let Some(t) = load(name)? else {
                 return Ok(None);
@@ -469,7 +471,14 @@ impl Llama {
                     actual: t.dims,
                 });
             }
-            if t.data.len() != expected.iter().product::<usize>() {
+            let values = expected.iter().product::<usize>();
+            // On wgpu a matrix may come as its blocks alone, which the kernels read.
+            let blocks_only = layout == Layout::InOut
+                && t.data.is_empty()
+                && t.quant
+                    .as_ref()
+                    .is_some_and(|q| q.rows() * q.cols() == values);
+            if t.data.len() != values && !blocks_only {
                 return Err(Error::InvalidInput {
                     what: format!(
                         "{} has {} values for dims {expected:?}",
@@ -489,7 +498,6 @@ impl Llama {
             let n = t.data.len();
             Tensor::from_data(TensorData::new(t.data, [n]), device)
         };
-        let layout = Layout::for_device(device);
         // GGUF matrices (each `[out, in]` row-major), their outputs side by side.
         let upload = |mut parts: Vec<HostTensor>| -> Matrix {
             let quant = parts
@@ -599,7 +607,8 @@ impl Llama {
     /// [`Llama::from_gguf`], with the matrices on wgpu held as `gpu` says.
     pub fn from_gguf_with(file: &GgufFile<'_>, device: &Device, gpu: GpuWeights) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
-        let keep_blocks = match Layout::for_device(device) {
+        let layout = Layout::for_device(device);
+        let keep_blocks = match layout {
             Layout::InOut => gpu == GpuWeights::Blocks,
             _ => crate::cpu_matmul::reads_blocks(),
         };
@@ -616,10 +625,18 @@ impl Llama {
                 .map_err(|_| Error::InvalidInput {
                     what: format!("{gguf_name} has dims {:?} beyond usize", info.dims),
                 })?;
-            let data = file.tensor_f32(&gguf_name)?;
             let quant = keep_blocks
                 .then(|| QuantRows::of_tensor(file, info))
                 .flatten();
+            // On wgpu the kernels read a matrix's blocks alone, so widening it on the
+            // host would be wasted; the embedding's rows are still gathered in f32.
+            let blocks_only =
+                layout == Layout::InOut && quant.is_some() && name != WeightName::TokenEmbd;
+            let data = if blocks_only {
+                Vec::new()
+            } else {
+                file.tensor_f32(&gguf_name)?
+            };
             Ok(Some(HostTensor { dims, data, quant }))
         })
     }
