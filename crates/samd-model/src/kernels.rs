@@ -141,11 +141,30 @@ impl Shader for StoreKv {
 /// How the kernels find a block's weights in the GGUF's quantised blocks.
 const BLOCKS_COMMON: &str = include_str!("../../../shaders/blocks_common.wgsl");
 
-/// `shaders/dequant_blocks.wgsl`.
-pub(crate) struct DequantBlocks;
-impl Shader for DequantBlocks {
+/// Which rows `shaders/dequant_blocks.wgsl` widens: its rows part.
+pub(crate) trait DequantRows: Send + Sync + 'static {
+    /// The part.
+    const PART: &'static str;
+}
+
+/// The whole matrix.
+pub(crate) struct AllRows;
+impl DequantRows for AllRows {
+    const PART: &'static str = include_str!("../../../shaders/dequant_rows_all.wgsl");
+}
+
+/// The rows of some token ids.
+pub(crate) struct GatheredRows;
+impl DequantRows for GatheredRows {
+    const PART: &'static str = include_str!("../../../shaders/dequant_rows_gathered.wgsl");
+}
+
+/// `shaders/dequant_blocks.wgsl` with the rows `R`.
+pub(crate) struct DequantBlocks<R>(PhantomData<R>);
+impl<R: DequantRows> Shader for DequantBlocks<R> {
     const PARTS: &'static [&'static str] = &[
         include_str!("../../../shaders/dequant_blocks.wgsl"),
+        R::PART,
         BLOCKS_COMMON,
     ];
 }
@@ -372,6 +391,14 @@ pub trait BlockKernels: Backend {
     /// `blocks`, a matrix in [`Layout::Blocks`] of `kind`, widened to f32, `[n, k]`: for
     /// burn's matmul and the reference ops, which read f32.
     fn dequantize_blocks(blocks: &FloatTensor<Self>, kind: QuantKind) -> FloatTensor<Self>;
+
+    /// Rows `ids` (`[m]`, each below its rows) of `blocks`, a matrix in
+    /// [`Layout::Blocks`] of `kind`, widened to f32, `[m, k]`: a step's token embeddings.
+    fn gather_block_rows(
+        blocks: &FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        kind: QuantKind,
+    ) -> FloatTensor<Self>;
 }
 
 /// A new contiguous `dtype` tensor of `shape` on `like`'s device, contents undefined: a
@@ -724,24 +751,49 @@ impl BlockKernels for CubeBackend {
 
     fn dequantize_blocks(blocks: &CubeTensor, kind: QuantKind) -> CubeTensor {
         let blocks = into_contiguous(blocks.clone());
-        let (k, n) = product_shape(&blocks, Layout::Blocks(kind));
-        let out = empty_like(&blocks, [n, k], DType::F32);
-        // One lane per code word, in rows of MAX_WORKGROUPS workgroups.
-        let lanes = n * (k / BLOCK) * (kind.gpu_block_words() - 2);
-        let groups = lanes.div_ceil(256);
-        let mut params = vec![("k", k.to_string()), ("n", n.to_string())];
-        params.extend(block_params(kind));
-        WgslKernel::<DequantBlocks>::new(params).launch(
-            &blocks.client,
-            256,
-            [
-                groups.min(MAX_WORKGROUPS),
-                groups.div_ceil(MAX_WORKGROUPS),
-                1,
-            ],
-            vec![binding(&blocks), binding(&out)],
-            None,
-        );
-        out
+        let rows = blocks.meta.shape()[0];
+        launch_dequant::<AllRows>(&blocks, kind, rows, vec![])
     }
+
+    fn gather_block_rows(blocks: &CubeTensor, ids: CubeTensor, kind: QuantKind) -> CubeTensor {
+        let blocks = into_contiguous(blocks.clone());
+        let ids = into_contiguous(ids);
+        let rows = ids.meta.shape()[0];
+        launch_dequant::<GatheredRows>(&blocks, kind, rows, vec![binding(&ids)])
+    }
+}
+
+/// One launch of `dequant_blocks.wgsl` with the rows `R`: `rows` rows of `blocks`, a
+/// matrix in [`Layout::Blocks`] of `kind`, widened into a new `[rows, k]` tensor, binding
+/// `extra` after the blocks and the output.
+fn launch_dequant<R: DequantRows>(
+    blocks: &CubeTensor,
+    kind: QuantKind,
+    rows: usize,
+    extra: Vec<BufferBinding>,
+) -> CubeTensor {
+    let (k, _) = product_shape(blocks, Layout::Blocks(kind));
+    let out = empty_like(blocks, [rows, k], DType::F32);
+    // One lane per code word, in rows of MAX_WORKGROUPS workgroups.
+    let lanes = rows * (k / BLOCK) * (kind.gpu_block_words() - 2);
+    let groups = lanes.div_ceil(256);
+    let mut buffers = vec![binding(blocks), binding(&out)];
+    buffers.extend(extra);
+    let mut params = vec![
+        ("k", k.to_string()),
+        ("info_binding", buffers.len().to_string()),
+    ];
+    params.extend(block_params(kind));
+    WgslKernel::<DequantBlocks<R>>::new(params).launch(
+        &blocks.client,
+        256,
+        [
+            groups.min(MAX_WORKGROUPS),
+            groups.div_ceil(MAX_WORKGROUPS),
+            1,
+        ],
+        buffers,
+        Some([info_word(rows), 0, 0, 0]),
+    );
+    out
 }

@@ -148,6 +148,21 @@ pub(crate) fn normed_project(
     matmul(h, w)
 }
 
+/// Rows `ids` of `table` (`[vocab, d]`, out-major or in blocks): the token embeddings a
+/// step starts from.
+pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
+    match table.layout {
+        Layout::Blocks(kind) => {
+            Tensor::from_dispatch(<Kernels as BlockKernels>::gather_block_rows(
+                &table.dispatch(),
+                ids.clone().into_dispatch(),
+                kind,
+            ))
+        }
+        Layout::OutIn | Layout::InOut => table.tensor.clone().select(0, ids.clone()),
+    }
+}
+
 /// `x @ W` through burn's matmul, or on burn's CPU backend for a few rows through
 /// [`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul), which reads the weights once
 /// where burn's packs them. Blocks are widened to f32 first: a prefill's many rows

@@ -429,8 +429,8 @@ pub enum GpuWeights {
 pub struct Llama {
     config: LlamaConfig,
     device: Device,
-    /// `[vocab, d_model]`: rows are gathered by token id.
-    token_embd: Tensor<2>,
+    /// `[vocab, d_model]`, out-major (or in blocks): rows are gathered by token id.
+    token_embd: Matrix,
     /// `d_model` inputs, `vocab` outputs: its own matrix, or `token_embd` when tied.
     output: Matrix,
     /// `[d_model]`
@@ -527,24 +527,23 @@ impl Llama {
                         .map(|p| p.data)
                         .collect::<Vec<_>>()
                         .concat();
-                    Matrix {
-                        tensor: Tensor::from_data(TensorData::new(data, [n_out, n_in]), device),
-                        layout: Layout::OutIn,
-                        quant: quant
-                            .filter(|_| crate::cpu_matmul::reads_blocks())
-                            .map(Arc::new),
-                    }
+                    out_major(data, [n_out, n_in], quant, device)
                 }
             }
         };
 
-        let mut embd = required(WeightName::TokenEmbd)?;
-        let embd_quant = embd.quant.take();
-        // [vocab, d_model]: the row-major layout as stored.
-        let token_embd = Tensor::from_data(
-            TensorData::new(embd.data, [config.vocab_size, config.d_model]),
-            device,
-        );
+        let embd = required(WeightName::TokenEmbd)?;
+        // [vocab, d_model]: the row-major layout as stored, whose rows a step gathers, and
+        // which a tied head reads out-major.
+        let token_embd = match (layout, embd.quant) {
+            (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
+            (_, quant) => out_major(
+                embd.data,
+                [config.vocab_size, config.d_model],
+                quant,
+                device,
+            ),
+        };
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let qkv = [
@@ -568,19 +567,9 @@ impl Llama {
             });
         }
         let output_norm = vector(required(WeightName::OutputNorm)?);
-        // Tied heads read the embedding, `[vocab, d_model]`: out-major on every device.
         let output = match fetch(WeightName::Output)? {
             Some(t) => upload(vec![t]),
-            None => match (layout, embd_quant) {
-                (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
-                (_, quant) => Matrix {
-                    tensor: token_embd.clone(),
-                    layout: Layout::OutIn,
-                    quant: quant
-                        .filter(|_| crate::cpu_matmul::reads_blocks())
-                        .map(Arc::new),
-                },
-            },
+            None => token_embd.clone(),
         };
         let rope = rope_table(&config, device);
         Ok(Self {
@@ -629,9 +618,8 @@ impl Llama {
                 .then(|| QuantRows::of_tensor(file, info))
                 .flatten();
             // On wgpu the kernels read a matrix's blocks alone, so widening it on the
-            // host would be wasted; the embedding's rows are still gathered in f32.
-            let blocks_only =
-                layout == Layout::InOut && quant.is_some() && name != WeightName::TokenEmbd;
+            // host would be wasted.
+            let blocks_only = layout == Layout::InOut && quant.is_some();
             let data = if blocks_only {
                 Vec::new()
             } else {
@@ -884,7 +872,7 @@ impl Llama {
         let ops = self.ops.for_nodes(n);
 
         // The residual stream, [n, d_model]: each block's two projections add into it.
-        let mut stream = self.token_embd.clone().select(0, inputs.ids.clone());
+        let mut stream = layer_ops::embed(&self.token_embd, &inputs.ids);
         // [n, 2 * head_dim]
         let rope = self.rope.clone().select(0, inputs.positions.clone());
         let norm = |weight| Norm {
@@ -960,6 +948,23 @@ fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
         TensorData::new(table, [c.context_len, 2 * c.head_dim]),
         device,
     )
+}
+
+/// An out-major f32 matrix, `dims` `[out, in]`, with its blocks where the CPU's products
+/// read them.
+fn out_major(
+    data: Vec<f32>,
+    dims: [usize; 2],
+    quant: Option<QuantRows>,
+    device: &Device,
+) -> Matrix {
+    Matrix {
+        tensor: Tensor::from_data(TensorData::new(data, dims), device),
+        layout: Layout::OutIn,
+        quant: quant
+            .filter(|_| crate::cpu_matmul::reads_blocks())
+            .map(Arc::new),
+    }
 }
 
 /// A matrix's blocks on a wgpu device, as the WGSL kernels read them ([`Layout::Blocks`]).

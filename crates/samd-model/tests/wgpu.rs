@@ -57,16 +57,8 @@ fn wgpu_matches_cpu_on_tiny_random_model() {
 #[test]
 fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
     let Some(gpu) = wgpu_device() else { return };
-    let config = LlamaConfig {
-        d_model: 64,
-        d_ffn: 96,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ..LlamaConfig::tiny()
-    };
     let quantised = |device: &Device| {
-        Llama::random_quantized(config.clone(), 3, true, device).expect("quantised model")
+        Llama::random_quantized(quantisable(), 3, true, device).expect("quantised model")
     };
     let (cpu_logits, cpu_ids) = run(&quantised(&Device::flex()));
     let (gpu_logits, gpu_ids) = run(&quantised(&gpu));
@@ -79,6 +71,18 @@ fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
     assert_eq!(cpu_logits.len(), gpu_logits.len());
     assert!(diff <= BACKEND_TOLERANCE, "max abs diff {diff}");
     assert_eq!(cpu_ids, gpu_ids, "top-8 ids differ between backends");
+}
+
+/// A tiny config whose widths are whole blocks of 32, as a quantised model needs.
+fn quantisable() -> LlamaConfig {
+    LlamaConfig {
+        d_model: 64,
+        d_ffn: 96,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ..LlamaConfig::tiny()
+    }
 }
 
 /// The dequantising kernel widens every block kind to the f32s the host's dequantiser
@@ -153,7 +157,15 @@ fn wgsl_kernels_agree_with_the_reference_ops() {
 #[test]
 fn replayed_steps_equal_steps_launched_one_by_one() {
     let Some(gpu) = wgpu_device() else { return };
-    let replayed = Llama::random(LlamaConfig::tiny(), 9, true, &gpu).expect("gpu model");
+    assert_replays_match_launches(Llama::random(LlamaConfig::tiny(), 9, true, &gpu).expect("f32"));
+    // Its steps gather their embeddings from blocks, by the ids a replay refills.
+    assert_replays_match_launches(
+        Llama::random_quantized(quantisable(), 9, true, &gpu).expect("quantised"),
+    );
+}
+
+/// [`replayed_steps_equal_steps_launched_one_by_one`] on `replayed`.
+fn assert_replays_match_launches(replayed: Llama) {
     let mut launched = replayed.clone();
     launched.set_step_graphs(false);
     let prompt = [3u32, 14, 15, 9, 26];
