@@ -2,8 +2,9 @@
 //! weights.
 //!
 //! The stages are separate on purpose. `generate` checks the prompt against the tokenizer
-//! and the context length before it pays for the weights (the slowest stage: every tensor
-//! is dequantised to f32 and uploaded), and `inspect-model` reports each stage's time.
+//! and the context length before it pays for the weights (the slowest stage: the weights
+//! are dequantised, save those a GPU reads in their blocks, and uploaded), and
+//! `inspect-model` reports each stage's time.
 //! Every error names the model file, since "truncated at offset N" means little without it.
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub struct LoadTimings {
     pub parse_ms: f64,
     /// Building the BPE tokenizer from the GGUF metadata.
     pub tokenizer_ms: f64,
-    /// Dequantising every weight to f32 and uploading it to the device.
+    /// Dequantising the weights read as f32 and uploading every weight to the device.
     pub weights_ms: f64,
 }
 
