@@ -30,25 +30,31 @@ fn wgpu_matches_cpu_on_tiny_random_model() {
     let Some(gpu) = wgpu_device() else { return };
     let config = LlamaConfig::tiny();
     let cpu_model = Llama::random(config.clone(), 5, true, &Device::flex()).expect("cpu model");
-    let (cpu_logits, cpu_ids) = run(&cpu_model);
     for ops in [BlockOps::Kernels, BlockOps::Reference] {
         let gpu_model = Llama::random(config.clone(), 5, true, &gpu)
             .expect("gpu model")
             .with_block_ops(ops);
-        let (gpu_logits, gpu_ids) = run(&gpu_model);
-        let diff = cpu_logits
-            .iter()
-            .zip(&gpu_logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        eprintln!("wgpu ({ops:?}) vs cpu: max abs logit diff {diff:e}");
-        assert_eq!(cpu_logits.len(), gpu_logits.len());
-        assert!(diff <= BACKEND_TOLERANCE, "{ops:?}: max abs diff {diff}");
-        assert_eq!(
-            cpu_ids, gpu_ids,
-            "{ops:?}: top-8 ids differ between backends"
-        );
+        assert_backends_agree(&format!("wgpu ({ops:?})"), &cpu_model, &gpu_model);
     }
+}
+
+/// `cpu` and `gpu` run [`verify_scenario`] to logits within [`BACKEND_TOLERANCE`] and the
+/// same top-8 ids.
+fn assert_backends_agree(what: &str, cpu: &Llama, gpu: &Llama) {
+    let (cpu_logits, cpu_ids) = run(cpu);
+    let (gpu_logits, gpu_ids) = run(gpu);
+    let diff = cpu_logits
+        .iter()
+        .zip(&gpu_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("{what} vs cpu: max abs logit diff {diff:e}");
+    assert_eq!(cpu_logits.len(), gpu_logits.len());
+    assert!(diff <= BACKEND_TOLERANCE, "{what}: max abs diff {diff}");
+    assert_eq!(
+        cpu_ids, gpu_ids,
+        "{what}: top-8 ids differ between backends"
+    );
 }
 
 /// The same with the matrices in Q4_1 and the embedding in Q8_0: on wgpu the kernels
@@ -60,17 +66,11 @@ fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
     let quantised = |device: &Device| {
         Llama::random_quantized(quantisable(), 3, true, device).expect("quantised model")
     };
-    let (cpu_logits, cpu_ids) = run(&quantised(&Device::flex()));
-    let (gpu_logits, gpu_ids) = run(&quantised(&gpu));
-    let diff = cpu_logits
-        .iter()
-        .zip(&gpu_logits)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    eprintln!("wgpu blocks vs cpu: max abs logit diff {diff:e}");
-    assert_eq!(cpu_logits.len(), gpu_logits.len());
-    assert!(diff <= BACKEND_TOLERANCE, "max abs diff {diff}");
-    assert_eq!(cpu_ids, gpu_ids, "top-8 ids differ between backends");
+    assert_backends_agree(
+        "wgpu reading blocks",
+        &quantised(&Device::flex()),
+        &quantised(&gpu),
+    );
 }
 
 /// A tiny config whose widths are whole blocks of 32, as a quantised model needs.
