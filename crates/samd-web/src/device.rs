@@ -100,7 +100,8 @@ fn cpu_info(fallback: bool, notice: Option<String>) -> DeviceInfo {
 }
 
 /// Checks that every weight, once dequantised to f32, fits one buffer binding; otherwise
-/// the upload would fail deep inside the GPU runtime instead of with a message.
+/// the upload would fail deep inside the GPU runtime instead of with a message. Weights
+/// kept in their blocks are smaller, but a prefill's products widen each matrix to f32.
 pub fn check_fits(info: &DeviceInfo, config: &samd_model::LlamaConfig) -> Result<(), WebError> {
     let Some(max) = info.max_binding else {
         return Ok(());
