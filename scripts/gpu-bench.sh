@@ -29,9 +29,12 @@
 #   written under /root/m stay; carried paths do not (each call has only its own carry),
 #   so what `run` reads (.gl, the wheels, the prompts) travels with the call that runs:
 #     run(carry=[".gpu/samd.gz", ".gpu/model/part-00"], "scripts/gpu-bench.sh stage .gpu/model/part-00")
-#     run(carry=[".gl", ".gpu/model/part-01", ".gpu/model/part-02", ".gpu/wheels",
-#                ".gpu/specbench-dev.jsonl"],
-#         "scripts/gpu-bench.sh stage .gpu/model/part-01 .gpu/model/part-02 && scripts/gpu-bench.sh run")
+#     run(carry=[".gl", ".gpu/model/part-01", ".gpu/model/part-02"],
+#         "scripts/gpu-bench.sh stage .gpu/model/part-01 .gpu/model/part-02 && scripts/gpu-bench.sh kernels")
+#     run(carry=[".gl", ".gpu/wheels", ".gpu/specbench-dev.jsonl"],
+#         "SAMD_KERNELS=0 scripts/gpu-bench.sh run")
+#   The kernels' stages and the bench with its peer each take most of a call's 600 s
+#   limit, so they go in calls of their own (`run` alone runs both, for longer limits).
 # - `run` (there) unpacks .gl/*.deb, points the loader at NVIDIA's ICD when the system has
 #   none registered, then runs `kernels` (below), `samd bench --device wgpu` over the dev
 #   prompts (every method in one process, so speedups are ratios from one run), and then
