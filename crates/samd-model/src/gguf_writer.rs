@@ -19,6 +19,7 @@
 //! assert_eq!(file.tensor_f32("norm.weight").unwrap(), [1.0, 2.0, 3.0, 4.0]);
 //! ```
 
+use crate::config::{LlamaConfig, keys};
 use crate::dequant::f32_to_f16;
 use crate::gguf::{DEFAULT_ALIGNMENT, GgmlType, MAGIC, Value};
 
@@ -75,6 +76,40 @@ impl GgufWriter {
     pub fn metadata(&mut self, key: &str, value: Value) -> &mut Self {
         self.metadata.push((key.to_owned(), value));
         self
+    }
+
+    /// Drops every metadata entry `key`: for crafting a file that lacks one.
+    pub fn without_metadata(&mut self, key: &str) -> &mut Self {
+        self.metadata.retain(|(k, _)| k != key);
+        self
+    }
+
+    /// Adds what [`LlamaConfig::from_gguf`] reads for architecture `arch`: `c`'s
+    /// hyperparameters, and a vocabulary of `c.vocab_size` placeholder tokens.
+    ///
+    /// # Panics
+    /// If a size of `c` does not fit a u32.
+    pub fn llama_config(&mut self, arch: &str, c: &LlamaConfig) -> &mut Self {
+        self.metadata("general.architecture", Value::String(arch.into()));
+        let sizes = [
+            (keys::BLOCK_COUNT, c.n_layers),
+            (keys::EMBEDDING_LENGTH, c.d_model),
+            (keys::FEED_FORWARD_LENGTH, c.d_ffn),
+            (keys::HEAD_COUNT, c.n_heads),
+            (keys::HEAD_COUNT_KV, c.n_kv_heads),
+            (keys::CONTEXT_LENGTH, c.context_len),
+        ];
+        for (key, value) in sizes {
+            let value = u32::try_from(value).expect("config sizes fit u32");
+            self.metadata(&format!("{arch}.{key}"), Value::U32(value));
+        }
+        self.metadata(&format!("{arch}.{}", keys::RMS_EPS), Value::F32(c.rms_eps));
+        self.metadata(
+            &format!("{arch}.{}", keys::ROPE_FREQ_BASE),
+            Value::F32(c.rope_theta),
+        );
+        let tokens: Vec<String> = (0..c.vocab_size).map(|i| format!("t{i}")).collect();
+        self.metadata_str_array(keys::TOKENIZER_TOKENS, &tokens)
     }
 
     /// Adds a string array entry (a vocab, merges).

@@ -159,7 +159,14 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
                 kind,
             ))
         }
-        Layout::OutIn | Layout::InOut => table.tensor.clone().select(0, ids.clone()),
+        Layout::OutIn | Layout::InOut => {
+            debug_assert_eq!(
+                table.layout,
+                Layout::OutIn,
+                "invariant: embeddings load out-major"
+            );
+            table.tensor.clone().select(0, ids.clone())
+        }
     }
 }
 

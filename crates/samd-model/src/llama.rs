@@ -113,6 +113,19 @@ impl WeightName {
         }
     }
 
+    /// The matrices whose outputs the model holds side by side with this one's, in order
+    /// (a block's q, k and v; its gate and up), each one matrix on the device; itself
+    /// alone for the others.
+    pub fn fused(self) -> Vec<Self> {
+        match self {
+            Self::AttnQ(i) | Self::AttnK(i) | Self::AttnV(i) => {
+                vec![Self::AttnQ(i), Self::AttnK(i), Self::AttnV(i)]
+            }
+            Self::FfnGate(i) | Self::FfnUp(i) => vec![Self::FfnGate(i), Self::FfnUp(i)],
+            _ => vec![self],
+        }
+    }
+
     /// Every weight of a model with `n_layers` blocks, `output.weight` included.
     pub fn all(n_layers: usize) -> Vec<Self> {
         let mut names = vec![Self::TokenEmbd, Self::Output, Self::OutputNorm];
@@ -499,13 +512,20 @@ impl Llama {
             Tensor::from_data(TensorData::new(t.data, [n]), device)
         };
         // GGUF matrices (each `[out, in]` row-major), their outputs side by side.
-        let upload = |mut parts: Vec<HostTensor>| -> Matrix {
+        let upload = |mut parts: Vec<HostTensor>| -> Result<Matrix> {
             let quant = parts
                 .iter_mut()
                 .map(|p| p.quant.take())
                 .collect::<Option<Vec<_>>>()
                 .and_then(QuantRows::stack);
-            match (layout, quant) {
+            if quant.is_none() && parts.iter().any(|p| p.data.is_empty()) {
+                return Err(Error::InvalidInput {
+                    what: "a matrix came as blocks alone, but the matrices held beside it \
+                           are not all blocks of its type"
+                        .into(),
+                });
+            }
+            Ok(match (layout, quant) {
                 (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
                 (Layout::InOut, None) => {
                     let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
@@ -529,7 +549,7 @@ impl Llama {
                         .concat();
                     out_major(data, [n_out, n_in], quant, device)
                 }
-            }
+            })
         };
 
         let embd = required(WeightName::TokenEmbd)?;
@@ -546,29 +566,30 @@ impl Llama {
         };
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
-            let qkv = [
-                WeightName::AttnQ(i),
-                WeightName::AttnK(i),
-                WeightName::AttnV(i),
-            ];
-            let gate_up = [WeightName::FfnGate(i), WeightName::FfnUp(i)];
+            let mut fused = |name: WeightName| -> Result<Matrix> {
+                let parts = name.fused().into_iter().map(&mut required);
+                upload(parts.collect::<Result<_>>()?)
+            };
+            let (w_qkv, wo) = (
+                fused(WeightName::AttnQ(i))?,
+                fused(WeightName::AttnOutput(i))?,
+            );
+            let (w_gate_up, w_down) = (
+                fused(WeightName::FfnGate(i))?,
+                fused(WeightName::FfnDown(i))?,
+            );
             blocks.push(Block {
                 attn_norm: vector(required(WeightName::AttnNorm(i))?),
-                w_qkv: upload(qkv.map(&mut required).into_iter().collect::<Result<_>>()?),
-                wo: upload(vec![required(WeightName::AttnOutput(i))?]),
+                w_qkv,
+                wo,
                 ffn_norm: vector(required(WeightName::FfnNorm(i))?),
-                w_gate_up: upload(
-                    gate_up
-                        .map(&mut required)
-                        .into_iter()
-                        .collect::<Result<_>>()?,
-                ),
-                w_down: upload(vec![required(WeightName::FfnDown(i))?]),
+                w_gate_up,
+                w_down,
             });
         }
         let output_norm = vector(required(WeightName::OutputNorm)?);
         let output = match fetch(WeightName::Output)? {
-            Some(t) => upload(vec![t]),
+            Some(t) => upload(vec![t])?,
             None => token_embd.clone(),
         };
         let rope = rope_table(&config, device);
@@ -618,8 +639,14 @@ impl Llama {
                 .then(|| QuantRows::of_tensor(file, info))
                 .flatten();
             // On wgpu the kernels read a matrix's blocks alone, so widening it on the
-            // host would be wasted.
-            let blocks_only = layout == Layout::InOut && quant.is_some();
+            // host would be wasted; but matrices held side by side stack their blocks
+            // only if all are of one type, else they are widened together.
+            let one_type = name.fused().iter().all(|mate| {
+                file.tensors()
+                    .iter()
+                    .any(|t| t.name == mate.gguf_name() && t.dtype == info.dtype)
+            });
+            let blocks_only = layout == Layout::InOut && quant.is_some() && one_type;
             let data = if blocks_only {
                 Vec::new()
             } else {
@@ -1366,34 +1393,13 @@ mod tests {
     }
 
     fn tiny_gguf(arch: &str, extra_tensor: Option<&str>, skip_key: Option<&str>) -> Vec<u8> {
-        use crate::gguf::Value;
         use crate::gguf_writer::GgufWriter;
         let c = LlamaConfig::tiny();
         let mut w = GgufWriter::new();
-        w.metadata("general.architecture", Value::String(arch.into()));
-        let u32_keys = [
-            ("block_count", c.n_layers),
-            ("embedding_length", c.d_model),
-            ("feed_forward_length", c.d_ffn),
-            ("attention.head_count", c.n_heads),
-            ("attention.head_count_kv", c.n_kv_heads),
-            ("context_length", c.context_len),
-        ];
-        for (key, value) in u32_keys {
-            if skip_key != Some(key) {
-                w.metadata(
-                    &format!("{arch}.{key}"),
-                    Value::U32(u32::try_from(value).expect("tiny")),
-                );
-            }
+        w.llama_config(arch, &c);
+        if let Some(key) = skip_key {
+            w.without_metadata(&format!("{arch}.{key}"));
         }
-        w.metadata(
-            &format!("{arch}.attention.layer_norm_rms_epsilon"),
-            Value::F32(c.rms_eps),
-        );
-        w.metadata(&format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta));
-        let tokens: Vec<String> = (0..c.vocab_size).map(|i| format!("t{i}")).collect();
-        w.metadata_str_array("tokenizer.ggml.tokens", &tokens);
         for name in WeightName::all(c.n_layers) {
             if name == WeightName::Output {
                 continue; // tied

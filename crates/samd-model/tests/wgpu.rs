@@ -11,10 +11,11 @@ use burn::tensor::{Device, Tensor, TensorData, read_sync};
 use common::wgpu_device;
 use samd_model::dequant::dequantize;
 use samd_model::gguf::GgmlType;
+use samd_model::gguf_writer::GgufWriter;
 use samd_model::kernel_check::{check_kernels, verify_scenario};
 use samd_model::kernels::BlockKernels;
 use samd_model::quant_rows::{QuantKind, QuantRows};
-use samd_model::{AncestorMask, BlockOps, Llama, LlamaConfig};
+use samd_model::{AncestorMask, BlockOps, GgufFile, Llama, LlamaConfig, WeightName};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
@@ -71,6 +72,51 @@ fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
         &quantised(&Device::flex()),
         &quantised(&gpu),
     );
+}
+
+/// A file that mixes block types within matrices the model holds side by side (attn_v in
+/// Q8_0 beside Q4_1 q and k, as some quantisation mixes do) loads on wgpu, its q|k|v
+/// widened to f32 and the rest in blocks, and gives the CPU's logits.
+#[test]
+fn a_file_mixing_block_types_in_a_fused_matrix_loads_on_wgpu() {
+    let Some(gpu) = wgpu_device() else { return };
+    let c = quantisable();
+    let mut w = GgufWriter::new();
+    w.llama_config("llama", &c);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    for name in WeightName::all(c.n_layers) {
+        let dims = name.expected_dims(&c);
+        let scale = 1.7 / (dims[0] as f32).sqrt();
+        let values: usize = dims.iter().product();
+        let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        let gguf_name = name.gguf_name();
+        match name {
+            WeightName::Output => {} // tied
+            WeightName::OutputNorm | WeightName::AttnNorm(_) | WeightName::FfnNorm(_) => {
+                let data: Vec<f32> = (0..values).map(|_| 1.0 + 0.2 * uniform()).collect();
+                w.tensor_f32(&gguf_name, &dims, &data);
+            }
+            WeightName::TokenEmbd | WeightName::AttnV(_) => {
+                let data: Vec<f32> = (0..values).map(|_| scale * uniform()).collect();
+                w.tensor_q8_0(&gguf_name, &dims, &data);
+            }
+            _ => {
+                let data: Vec<f32> = (0..values).map(|_| scale * uniform()).collect();
+                w.tensor_q4_1(&gguf_name, &dims, &data);
+            }
+        }
+    }
+    let bytes = w.to_bytes();
+    let file = GgufFile::parse(&bytes).expect("a valid file");
+    let cpu = Llama::from_gguf(&file, &Device::flex()).expect("loads on the CPU");
+    let on_gpu = Llama::from_gguf(&file, &gpu).expect("loads on wgpu");
+    assert_backends_agree("wgpu, mixed block types", &cpu, &on_gpu);
 }
 
 /// A tiny config whose widths are whole blocks of 32, as a quantised model needs.
