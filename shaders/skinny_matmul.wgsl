@@ -15,8 +15,11 @@
 // - skinny_w_dense.wgsl: W in f32, in either layout below;
 // - skinny_w_blocks.wgsl: W in the GGUF's quantised blocks (Q4_0, Q4_1, Q8_0), a sixth
 //   (or a third) of the bytes, widened to f32 as they are read.
+// - skinny_w_blocks_staged.wgsl: the same for tiles of many rows, which stage x through
+//   shared memory.
 // A weight part declares binding 1, sets LANES_ALONG_K, and defines partial_sums(n, lane,
-// m0, rows): a lane's share of each row's sum for output column n. The other parts:
+// m0, rows, t): a lane's share of each row's sum for output column n (0 past N; every
+// lane calls it, so it may hold barriers). The other parts:
 // - skinny_in_rows.wgsl: x as it is, or with GATED a SwiGLU's gate and up side by side
 //   ([M, 2K]), so the input is silu(gate) * up;
 // - skinny_in_normed.wgsl: x RMS-normed row by row (the norm's weight in binding 3);
@@ -70,10 +73,7 @@ fn main(
     let rows = min(TM, info.x - m0);
     let scales = row_scales(m0, rows, t);
 
-    var acc: array<f32, {{ tm }}>;
-    if n < N {
-        acc = partial_sums(n, lane, m0, rows);
-    }
+    var acc = partial_sums(n, lane, m0, rows, t);
 
     // The SPLIT partial sums of each column add up as a tree in shared memory, ROUND rows
     // at a time, so that TM can outgrow it.

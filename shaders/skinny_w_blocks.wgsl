@@ -26,8 +26,11 @@ fn add_word(acc: ptr<function, array<f32, {{ tm }}>>, word: vec3<u32>, j: u32, m
 
 // Lane `lane`'s share of column n's sums for rows m0 .. m0 + rows: every SPLIT-th code
 // word, two in flight, so that their loads overlap.
-fn partial_sums(n: u32, lane: u32, m0: u32, rows: u32) -> array<f32, {{ tm }}> {
+fn partial_sums(n: u32, lane: u32, m0: u32, rows: u32, t: u32) -> array<f32, {{ tm }}> {
     var acc: array<f32, {{ tm }}>;
+    if n >= N {
+        return acc;
+    }
     for (var j = lane; j < CODES; j += 2u * SPLIT) {
         let second = j + SPLIT < CODES;
         let a = load_word(n, j);

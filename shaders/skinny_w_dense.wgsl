@@ -18,8 +18,11 @@ fn w_at(n: u32, k: u32) -> f32 {
 }
 
 // Lane `lane`'s share of column n's sums for rows m0 .. m0 + rows: every SPLIT-th input.
-fn partial_sums(n: u32, lane: u32, m0: u32, rows: u32) -> array<f32, {{ tm }}> {
+fn partial_sums(n: u32, lane: u32, m0: u32, rows: u32, t: u32) -> array<f32, {{ tm }}> {
     var acc: array<f32, {{ tm }}>;
+    if n >= N {
+        return acc;
+    }
     // Four weights in flight per lane: their loads overlap, where one at a time each
     // would wait out the memory's latency before the next is issued.
     var k = lane;

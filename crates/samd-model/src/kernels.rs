@@ -7,7 +7,7 @@
 //!
 //! | kernel | replaces (burn ops) |
 //! |---|---|
-//! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows, with a block's other steps folded in by its parts: the RMSNorm before a projection, SwiGLU, the residual add, and storing K (RoPE applied) and V in the cache; its weight part reads f32 or the GGUF's quantised blocks (`skinny_w_blocks.wgsl`) |
+//! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows, with a block's other steps folded in by its parts: the RMSNorm before a projection, SwiGLU, the residual add, and storing K (RoPE applied) and V in the cache; its weight part reads f32 or the GGUF's quantised blocks (`skinny_w_blocks.wgsl`; for a tree's tiles `skinny_w_blocks_staged.wgsl`, x through shared memory) |
 //! | `dequant_blocks.wgsl` | the host's dequantisation, for the products that take burn's matmul (a prefill's) and the reference ops |
 //! | `tree_attention.wgsl` (`tree_attention_tiled.wgsl` for a prefill's many nodes) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
 //! | `rms_norm.wgsl`, `store_kv.wgsl` | a prefill's RMSNorm and K/V store, where the projections are burn's matmul |
@@ -186,6 +186,16 @@ pub(crate) struct BlockWeights;
 impl SkinnyWeights for BlockWeights {
     const PARTS: [&'static str; 2] = [
         include_str!("../../../shaders/skinny_w_blocks.wgsl"),
+        BLOCKS_COMMON,
+    ];
+}
+
+/// W in the GGUF's blocks, x staged in shared memory: `shaders/skinny_w_blocks_staged.wgsl`,
+/// for tiles of more than [`SKINNY_SMALL_TILE`] rows.
+pub(crate) struct StagedBlockWeights;
+impl SkinnyWeights for StagedBlockWeights {
+    const PARTS: [&'static str; 2] = [
+        include_str!("../../../shaders/skinny_w_blocks_staged.wgsl"),
         BLOCKS_COMMON,
     ];
 }
@@ -437,8 +447,18 @@ pub(crate) const SKINNY_MAX_ROWS: usize = 128;
 /// larger tile costs registers; on the H200 a 64-row product took 8 times a one-row one
 /// with tiles of 8.
 fn skinny_tile_rows(m: usize) -> usize {
-    if m <= 8 { 8 } else { 32 }
+    if m <= SKINNY_SMALL_TILE {
+        SKINNY_SMALL_TILE
+    } else {
+        32
+    }
 }
+
+/// Rows of a decode step's tile ([`skinny_tile_rows`]).
+const SKINNY_SMALL_TILE: usize = 8;
+
+/// Inputs `skinny_w_blocks_staged.wgsl` stages per row at a time (its `CHUNK`).
+const STAGED_CHUNK: usize = 256;
 
 /// `(k, n)` of a product by `w` stored in `layout`: its inputs and outputs.
 fn product_shape(w: &CubeTensor, layout: Layout) -> (usize, usize) {
@@ -452,11 +472,10 @@ fn product_shape(w: &CubeTensor, layout: Layout) -> (usize, usize) {
 
 /// What `shaders/blocks_common.wgsl` compiles in for blocks of `kind`.
 fn block_params(kind: QuantKind) -> [(&'static str, String); 3] {
-    let code_words = kind.gpu_block_words() - 2;
-    let four_bit = kind != QuantKind::Q8_0;
+    let code_words = kind.gpu_code_words();
     [
-        ("four_bit", four_bit.to_string()),
-        ("per_word", if four_bit { "8" } else { "4" }.to_string()),
+        ("four_bit", (kind != QuantKind::Q8_0).to_string()),
+        ("per_word", (BLOCK / code_words).to_string()),
         ("code_words", code_words.to_string()),
     ]
 }
@@ -494,6 +513,14 @@ fn launch_skinny<F: SkinnyFolds>(
     let grid = [n.div_ceil(cols), m.div_ceil(tile_rows), 1];
     let info = Some([info_word(m), 0, 0, 0]);
     match layout {
+        // A decode step's few rows read x where the weights sit; a tree's tiles stage it.
+        Layout::Blocks(kind) if tile_rows > SKINNY_SMALL_TILE => {
+            let per_word = BLOCK / kind.gpu_code_words();
+            params.extend(block_params(kind));
+            params.push(("lane_words", (STAGED_CHUNK / per_word / split).to_string()));
+            WgslKernel::<Skinny<F, StagedBlockWeights>>::new(params)
+                .launch(&x.client, 256, grid, buffers, info);
+        }
         Layout::Blocks(kind) => {
             params.extend(block_params(kind));
             WgslKernel::<Skinny<F, BlockWeights>>::new(params)
@@ -775,7 +802,7 @@ fn launch_dequant<R: DequantRows>(
     let (k, _) = product_shape(blocks, Layout::Blocks(kind));
     let out = empty_like(blocks, [rows, k], DType::F32);
     // One lane per code word, in rows of MAX_WORKGROUPS workgroups.
-    let lanes = rows * (k / BLOCK) * (kind.gpu_block_words() - 2);
+    let lanes = rows * (k / BLOCK) * kind.gpu_code_words();
     let groups = lanes.div_ceil(256);
     let mut buffers = vec![binding(blocks), binding(&out)];
     buffers.extend(extra);

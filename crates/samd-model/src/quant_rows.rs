@@ -52,7 +52,12 @@ impl QuantKind {
 
     /// u32 words per block in [`QuantRows::gpu_words`]: d, m, then the quants.
     pub(crate) fn gpu_block_words(self) -> usize {
-        2 + self.quant_bytes() / 4
+        2 + self.gpu_code_words()
+    }
+
+    /// u32 words of quants per block in [`QuantRows::gpu_words`].
+    pub(crate) fn gpu_code_words(self) -> usize {
+        self.quant_bytes() / 4
     }
 }
 
