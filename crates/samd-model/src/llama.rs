@@ -624,7 +624,7 @@ impl Llama {
         };
         Self::from_weights(config, device, |name| {
             let gguf_name = name.gguf_name();
-            let Some(info) = file.tensors().iter().find(|t| t.name == gguf_name) else {
+            let Ok(info) = file.tensor(&gguf_name) else {
                 return Ok(None);
             };
             let dims = info
@@ -641,12 +641,12 @@ impl Llama {
             // On wgpu the kernels read a matrix's blocks alone, so widening it on the
             // host would be wasted; but matrices held side by side stack their blocks
             // only if all are of one type, else they are widened together.
-            let one_type = name.fused().iter().all(|mate| {
-                file.tensors()
-                    .iter()
-                    .any(|t| t.name == mate.gguf_name() && t.dtype == info.dtype)
-            });
-            let blocks_only = layout == Layout::InOut && quant.is_some() && one_type;
+            let blocks_only = layout == Layout::InOut
+                && quant.is_some()
+                && name.fused().iter().all(|mate| {
+                    file.tensor(&mate.gguf_name())
+                        .is_ok_and(|t| t.dtype == info.dtype)
+                });
             let data = if blocks_only {
                 Vec::new()
             } else {
