@@ -16,8 +16,16 @@
 // Order: a larger value first; equal values go to the lower id, as burn's argmax does.
 // NaN never wins. Rows must have at least k entries.
 //
+// What is ranked comes from a score part appended to this file, which defines
+// score(row, id) and its own bindings past binding 1:
+// - top_k_logits.wgsl: the logit itself (the argmax and Token Recycling's top-k);
+// - top_k_gumbel.wgsl: the logit over a temperature plus Gumbel noise, so that the top-1
+//   is a draw (samd-model's sampler.rs), followed by top_k_all.wgsl or, for a top-p
+//   nucleus, top_k_nucleus.wgsl.
+// The merge (MODE 2) ranks the parts' candidates as they are.
+//
 // Filled in by samd-model's top_k.rs: k, vocab, threads (a power of two),
-// slots = threads * k, mode, parts and span.
+// slots = threads * k, mode, parts and span, besides the score part's.
 
 // read_write, though only read: cubecl sub-allocates tensors from shared buffers, and
 // wgpu refuses one buffer bound both read-only and read-write in a dispatch.
@@ -76,7 +84,7 @@ fn main(
             x = src[at];
             i = bitcast<u32>(src[at + 1u]);
         } else {
-            x = src[row * VOCAB + item];
+            x = score(row, item);
         }
         // `x != x` is NaN: never ranked.
         if x != x || !ranks_before(x, i, values[K - 1u], best[K - 1u]) {

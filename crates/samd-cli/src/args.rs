@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use samd_engine::{Method, TreePolicy};
+use samd_engine::{Method, Sampling, TreePolicy};
 
 /// The model `scripts/fetch-model.sh` puts in place, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -164,16 +164,9 @@ pub struct GenerateArgs {
     /// Which drafted nodes each step verifies.
     #[command(flatten)]
     pub tree: TreeArgs,
-    /// Sampling temperature; 0 decodes greedily. Speculative methods keep the model's
-    /// distribution exactly.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Nucleus (top-p) mass for sampling, in (0, 1].
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Seed of the sampling draws.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub seed: u64,
+    /// Greedy decoding, or sampling.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when the text contains this string (repeatable); the string is not printed.
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
@@ -258,6 +251,28 @@ pub struct BenchArgs {
     pub model: ModelArgs,
 }
 
+/// How the next token is picked: greedily, or drawn.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 decodes greedily. Speculative methods keep the model's
+    /// distribution exactly.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus (top-p) mass for sampling, in (0, 1].
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampling draws.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampling asked for, checked; `None` for greedy decoding.
+    pub fn sampling(&self) -> Result<Option<Sampling>> {
+        Ok(Sampling::new(self.temperature, self.top_p, self.seed)?)
+    }
+}
+
 /// `samd profile`.
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
@@ -285,6 +300,10 @@ pub struct ProfileArgs {
     /// sits idle between kernels.
     #[arg(long)]
     pub kernel_times: bool,
+    /// Time sampling steps (each node's next token drawn on the device) instead of
+    /// greedy ones.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Model file and device.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -144,7 +144,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         tree: args.tree.policy,
         max_tokens: args.max_tokens as usize,
         stop_ids,
-        sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,
+        sampling: args.sampling.sampling()?,
         corpus: load_corpus(&args.corpus, &tokenizer)?,
     };
     let mut stream = TextStream::with_stops(args.stop.iter().cloned());

@@ -13,6 +13,9 @@
 //! graph of their launches, as the decode loop's do (`--no-graphs`: launch by launch);
 //! the kernels are counted and timed on a step issued launch by launch.
 //!
+//! With `--temperature` (and `--top-p`) the steps draw each node's next token on the
+//! device, as a sampling decode loop's do, instead of taking the argmax.
+//!
 //! With `--kernel-times` it also times each kernel on the device, which splits a step
 //! into kernel time and the device's idle time between kernels: on a GPU the second is
 //! launch overhead, the thing fewer kernels and speculation are there to amortise.
@@ -22,7 +25,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::read_sync;
 use samd_draft::tree::{DraftTree, Source};
-use samd_engine::{ModelTarget, Reads, Target};
+use samd_engine::{ModelTarget, Reads, Sampling, Target};
 
 use crate::args::ProfileArgs;
 use crate::launches::{KernelLaunches, Watch};
@@ -34,6 +37,7 @@ const WARMUP: usize = 3;
 /// Runs the subcommand.
 pub fn run(args: &ProfileArgs) -> Result<()> {
     let (model, tokenizer) = load_model(&args.model)?;
+    let sampling = args.sampling.sampling()?;
 
     // A real token stream, repeated to the context length asked for.
     let text =
@@ -49,7 +53,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let max_nodes = sizes.iter().copied().max().unwrap_or(1);
     let mut target = ModelTarget::new(model, (ids.len() + max_nodes).max(args.prefill));
     if args.prefill > 0 {
-        time_prefill(&mut target, &prompt, args)?;
+        time_prefill(&mut target, &prompt, args, sampling)?;
     }
 
     let mut tree = DraftTree::new(ids[0]);
@@ -58,10 +62,17 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     target.commit(&(0..ids.len()).collect::<Vec<_>>())?;
 
     println!(
-        "verify step at context {} on {} (forward + top-{} ids, median of {}):",
+        "verify step at context {} on {} (forward + top-{} ids{}, median of {}):",
         target.past_len(),
         args.model.device.name(),
         args.top_k,
+        match sampling {
+            Some(s) => format!(
+                " + a draw at temperature {}, top-p {}",
+                s.temperature, s.top_p
+            ),
+            None => String::new(),
+        },
         args.reps
     );
     println!(
@@ -82,8 +93,11 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 Source::Model,
             );
         }
-        let reads = Reads::Every { k: args.top_k };
-        let step = time_verify(&mut target, &tree, reads, args.reps)?;
+        let mode = StepMode {
+            reads: Reads::Every { k: args.top_k },
+            sampling,
+        };
+        let step = time_verify(&mut target, &tree, mode, args.reps)?;
         let launches: usize = step.kernels.iter().map(|k| k.count).sum();
         let base = *first_ms.get_or_insert(step.median_ms);
         println!(
@@ -98,7 +112,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         if args.kernel_times {
             kernel_times.push((
                 format!("{n}-node step"),
-                time_kernels(&mut target, &tree, reads)?,
+                time_kernels(&mut target, &tree, mode)?,
             ));
         }
     }
@@ -117,10 +131,10 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 /// Runs one verification of `tree` with every kernel timed on the device and describes
 /// where its time went: wall time, device time, the device's idle time between kernels,
 /// and each kernel's share.
-fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<String> {
+fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, mode: StepMode) -> Result<String> {
     let watch = Watch::start_timed();
     let t = Instant::now();
-    run_observed_step(target, tree, reads)?;
+    run_observed_step(target, tree, mode)?;
     let wall = t.elapsed();
     target.commit(&[])?;
     let (kernels, times) = watch.finish();
@@ -160,12 +174,21 @@ fn time_kernels(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Res
 
 /// Times `args.prefill` tokens (the prompt, repeated) fed to an empty cache, and counts
 /// the prefill's kernel launches.
-fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) -> Result<()> {
+fn time_prefill(
+    target: &mut ModelTarget,
+    prompt: &[u32],
+    args: &ProfileArgs,
+    sampling: Option<Sampling>,
+) -> Result<()> {
     let ids: Vec<u32> = prompt.iter().copied().cycle().take(args.prefill).collect();
     let mut chain = DraftTree::new(ids[0]);
     chain.push_chain(0, &ids[1..], Source::Model);
     target.reset();
-    let step = time_verify(target, &chain, Reads::Last, args.reps)?;
+    let mode = StepMode {
+        reads: Reads::Last,
+        sampling,
+    };
+    let step = time_verify(target, &chain, mode, args.reps)?;
     let launches: usize = step.kernels.iter().map(|k| k.count).sum();
     println!(
         "prefill of {} tokens on {}: {:.1} ms (forward + the last argmax id, median of {}; \
@@ -177,9 +200,16 @@ fn time_prefill(target: &mut ModelTarget, prompt: &[u32], args: &ProfileArgs) ->
         step.host_ms,
     );
     if args.kernel_times {
-        println!("prefill: {}\n", time_kernels(target, &chain, Reads::Last)?);
+        println!("prefill: {}\n", time_kernels(target, &chain, mode)?);
     }
     Ok(())
+}
+
+/// What a timed step reads back, and how it picks each node's next token.
+#[derive(Debug, Clone, Copy)]
+struct StepMode {
+    reads: Reads,
+    sampling: Option<Sampling>,
 }
 
 /// One tree size's timings.
@@ -192,20 +222,20 @@ struct StepTimes {
     kernels: Vec<KernelLaunches>,
 }
 
-/// Times `reps` verifications of `tree` reading back `reads`, after [`WARMUP`] untimed
+/// Times `reps` verifications of `tree` as `mode` says, after [`WARMUP`] untimed
 /// ones, then counts the kernels of one more. Each verification's nodes are dropped, so
 /// the cache ends as it began.
 fn time_verify(
     target: &mut ModelTarget,
     tree: &DraftTree,
-    reads: Reads,
+    mode: StepMode,
     reps: u32,
 ) -> Result<StepTimes> {
     let mut times = Vec::with_capacity(reps as usize);
     let mut host = Vec::with_capacity(reps as usize);
     for rep in 0..WARMUP + reps as usize {
         let t = Instant::now();
-        let pending = target.launch(tree, reads, None)?;
+        let pending = target.launch(tree, mode.reads, mode.sampling)?;
         let launched = t.elapsed();
         read_sync(target.finish(pending))?;
         target.commit(&[])?;
@@ -215,7 +245,7 @@ fn time_verify(
         }
     }
     let watch = Watch::start();
-    run_observed_step(target, tree, reads)?;
+    run_observed_step(target, tree, mode)?;
     target.commit(&[])?;
     let (kernels, _) = watch.finish();
     Ok(StepTimes {
@@ -226,18 +256,18 @@ fn time_verify(
 }
 
 /// One verification of `tree`, its ids read back; the nodes stay pending.
-fn run_step(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<()> {
-    let pending = target.launch(tree, reads, None)?;
+fn run_step(target: &mut ModelTarget, tree: &DraftTree, mode: StepMode) -> Result<()> {
+    let pending = target.launch(tree, mode.reads, mode.sampling)?;
     read_sync(target.finish(pending))?;
     Ok(())
 }
 
 /// [`run_step`] issuing its kernels one by one, so that the launch observer sees each: a
 /// replayed step graph re-encodes its recorded launches past the launch path.
-fn run_observed_step(target: &mut ModelTarget, tree: &DraftTree, reads: Reads) -> Result<()> {
+fn run_observed_step(target: &mut ModelTarget, tree: &DraftTree, mode: StepMode) -> Result<()> {
     let graphs = target.model().step_graphs();
     target.set_step_graphs(false);
-    let step = run_step(target, tree, reads);
+    let step = run_step(target, tree, mode);
     target.set_step_graphs(graphs);
     step
 }

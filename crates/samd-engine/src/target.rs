@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use samd_draft::tree::DraftTree;
-use samd_model::{AncestorMask, KvCache, Llama, LogitRows, TokenIds};
+use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, TokenIds};
 
 use crate::{CostShape, Error, Sampling};
 
@@ -79,6 +79,10 @@ pub struct Verified {
 pub struct ModelTarget {
     model: Llama,
     cache: KvCache,
+    /// The generation's seed ([`Target::seed`]).
+    seed: u64,
+    /// Sampling steps since it was seeded: each draws fresh noise ([`Draw::step`]).
+    draws: u32,
 }
 
 impl ModelTarget {
@@ -86,7 +90,12 @@ impl ModelTarget {
     pub fn new(model: Llama, capacity: usize) -> Self {
         let capacity = capacity.min(model.config().context_len);
         let cache = model.new_cache(capacity);
-        Self { model, cache }
+        Self {
+            model,
+            cache,
+            seed: 0,
+            draws: 0,
+        }
     }
 
     /// The model.
@@ -119,22 +128,28 @@ impl ModelTarget {
             Reads::Every { k } => (LogitRows::All, k),
             Reads::Last => (LogitRows::Last, 0),
         };
+        let draw = sampling.map(|s| {
+            let step = self.draws;
+            self.draws = self.draws.wrapping_add(1);
+            Draw {
+                temperature: s.temperature,
+                top_p: s.top_p,
+                seed: self.seed,
+                step,
+            }
+        });
         let (cache, model) = (&mut self.cache, &self.model);
         // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
-        let ids = match (rows, sampling) {
-            // Greedy verify steps replay a captured graph of their launches on wgpu.
-            (LogitRows::All, None) => model.forward_ids(cache, tokens, positions, &mask, k)?,
-            (rows, sampling) => {
+        // Verify steps replay a captured graph of their launches on wgpu.
+        let ids = match rows {
+            LogitRows::All => {
+                model.forward_ids(cache, tokens, positions, &mask, k, draw.as_ref())?
+            }
+            LogitRows::Last => {
                 let logits = model.forward_rows(cache, tokens, positions, &mask, rows)?;
-                match sampling {
+                match draw {
                     None => logits.argmax_ids(),
-                    Some(s) => {
-                        let draws = logits.sample_ids(s.temperature, s.top_p);
-                        match k {
-                            0 => draws,
-                            k => draws.join(logits.top_k_ids(k)),
-                        }
-                    }
+                    Some(d) => logits.sample_ids(&d)?,
                 }
             }
         };
@@ -206,7 +221,8 @@ impl Target for ModelTarget {
     }
 
     fn seed(&mut self, seed: u64) {
-        self.model.device().seed(seed);
+        self.seed = seed;
+        self.draws = 0;
     }
 
     fn commit(&mut self, path: &[usize]) -> Result<(), Error> {

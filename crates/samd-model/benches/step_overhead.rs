@@ -54,7 +54,7 @@ fn step_overhead(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(name, nodes), |b| {
                 b.iter(|| {
                     let ids = model
-                        .forward_ids(&mut cache, &tokens, &positions, &mask, 8)
+                        .forward_ids(&mut cache, &tokens, &positions, &mask, 8, None)
                         .expect("step");
                     let ids = read_sync(ids.read()).expect("ids");
                     cache.compact(&[]).expect("drop the step");

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::BlockOps;
 use crate::llama::{AncestorMask, Llama, LogitRows};
-use crate::top_k;
+use crate::{sampler, top_k};
 
 /// Max abs logit difference allowed between the kernels and the reference ops on one
 /// device: both are f32 and differ only in summation order.
@@ -45,16 +45,22 @@ impl std::fmt::Display for KernelCheck {
 }
 
 /// Every kernel on `device` (wgpu): the top-k kernel against a host sort
-/// ([`top_k::check_kernel`]), then the block kernels against the reference ops
+/// ([`top_k::check_kernel`]), the sampling kernels against the reference ops
+/// ([`sampler::check_kernel`]), then the block kernels against the reference ops
 /// ([`check_block_kernels`]). Stops at the first disagreement.
 pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
     let top_k = top_k::check_kernel(device).await?;
     if !top_k.passed() {
         return Ok(top_k);
     }
+    let sampling = sampler::check_kernel(device).await?;
+    let rows = top_k.rows + sampling.rows;
+    if !sampling.passed() {
+        return Ok(KernelCheck { rows, ..sampling });
+    }
     let block = check_block_kernels(device).await?;
     Ok(KernelCheck {
-        rows: top_k.rows + block.rows,
+        rows: rows + block.rows,
         mismatch: block.mismatch,
     })
 }

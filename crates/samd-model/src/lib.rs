@@ -14,6 +14,7 @@ pub mod kv_cache;
 pub mod layer_ops;
 pub mod llama;
 pub mod quant_rows;
+pub mod sampler;
 pub mod step_graph;
 pub mod tokenizer;
 pub mod top_k;
@@ -26,4 +27,5 @@ pub use layer_ops::BlockOps;
 pub use llama::{
     AncestorMask, GpuWeights, HostTensor, Llama, LogitRows, Logits, TokenIds, WeightName,
 };
+pub use sampler::Draw;
 pub use tokenizer::Tokenizer;

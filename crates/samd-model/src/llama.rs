@@ -33,8 +33,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
@@ -44,6 +43,7 @@ use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
 use crate::quant_rows::QuantRows;
+use crate::sampler::{self, Draw};
 use crate::step_graph::{HostStep, StepInputs, padded_nodes};
 
 /// The next [`Llama`]'s id.
@@ -272,42 +272,13 @@ impl Logits {
         TokenIds::new(crate::top_k::top_k_ids(self.tensor.clone(), k))
     }
 
-    /// One id per node drawn from `softmax(logits / temperature)` restricted to the top-p
-    /// nucleus, on the device: `[n_nodes, 1]`.
-    ///
-    /// Gumbel-max: `argmax(l / T + G)` with `G = -ln(-ln U)` is an exact draw from the
-    /// softmax, and needs no sort or cumulative sum (burn's wgpu cumsum is quadratic in
-    /// the row length). The nucleus is `{v : p_v ≥ τ}` with `τ` the largest threshold
-    /// whose kept mass reaches `top_p`, found by bisection; it equals the sorted-prefix
-    /// nucleus except within `2⁻²⁴` of `τ`.
-    pub fn sample_ids(&self, temperature: f32, top_p: f32) -> TokenIds {
-        let [n_nodes, vocab] = self.tensor.dims();
-        let device = self.tensor.device();
-        let scaled = self.tensor.clone() / temperature;
-        let scaled = if top_p < 1.0 {
-            let probs = softmax(scaled.clone(), 1);
-            let mut lo = Tensor::<2>::zeros([n_nodes, 1], &device);
-            let mut hi = probs.clone().max_dim(1);
-            for _ in 0..24 {
-                let mid = (lo.clone() + hi.clone()) / 2.0;
-                let kept = probs
-                    .clone()
-                    .greater_equal(mid.clone().expand([n_nodes, vocab]));
-                let mass = probs.clone().mask_fill(kept.bool_not(), 0.0).sum_dim(1);
-                let enough = mass.greater_equal_elem(top_p);
-                lo = lo.mask_where(enough.clone(), mid.clone());
-                hi = mid.mask_where(enough, hi);
-            }
-            let out = probs.lower(lo.expand([n_nodes, vocab]));
-            scaled.mask_fill(out, f32::NEG_INFINITY)
-        } else {
-            scaled
-        };
-        // U in (0, 1): both ends would make G infinite.
-        let u = Tensor::<2>::random([n_nodes, vocab], Distribution::Uniform(0.0, 1.0), &device)
-            .clamp(1e-20, 1.0 - 1e-7);
-        let gumbel = u.log().neg().log().neg();
-        TokenIds::new(crate::top_k::top_k_ids(scaled + gumbel, 1))
+    /// One id per node drawn as `draw` says, on the device: `[n_nodes, 1]`
+    /// ([`crate::sampler`]: Gumbel-max over a top-p nucleus, the noise hashed from the
+    /// draw's seed and step).
+    pub fn sample_ids(&self, draw: &Draw) -> Result<TokenIds> {
+        draw.check()?;
+        let words = draw.upload(&self.tensor.device());
+        Ok(sampler::sample_ids(self.tensor.clone(), draw, words))
     }
 
     /// Reads the logits back (tests and debugging; the decode loop reads ids only).
@@ -325,12 +296,20 @@ impl Logits {
     }
 }
 
-/// The argmax of each node (`k` ≤ 1), or its `k` best ids.
-fn greedy_ids(logits: &Logits, k: usize) -> TokenIds {
-    if k <= 1 {
-        logits.argmax_ids()
-    } else {
-        logits.top_k_ids(k)
+/// What a verify step reads back per node: its next token (the argmax, or a draw when
+/// `draw` holds one with its words on the device) and, when `k > 1` or sampling with
+/// `k > 0`, its `k` best ids; one readback holds both.
+fn step_ids(logits: &Logits, k: usize, draw: Option<(&Draw, &Tensor<1, Int>)>) -> TokenIds {
+    match draw {
+        None if k <= 1 => logits.argmax_ids(),
+        None => logits.top_k_ids(k),
+        Some((draw, words)) => {
+            let draws = sampler::sample_ids(logits.tensor.clone(), draw, words.clone());
+            match k {
+                0 => draws,
+                k => draws.join(logits.top_k_ids(k)),
+            }
+        }
     }
 }
 
@@ -801,12 +780,15 @@ impl Llama {
         })
     }
 
-    /// Each node's greedy next token (`k` ≤ 1), or its `k` most likely, best first:
-    /// [`Llama::forward`] and then [`Logits::argmax_ids`] or [`Logits::top_k_ids`].
+    /// Each node's next token, and its `k` most likely ids, best first: [`Llama::forward`],
+    /// then the argmax (greedy, `draw` `None`) or a draw ([`Logits::sample_ids`]), and the
+    /// top-k. Greedy with `k` > 0, the next token is the top-k's first column (`[n, k]`);
+    /// sampling, it is a column of its own before them (`[n, 1 + k]`).
     ///
     /// On wgpu a step of up to 128 nodes replays a captured graph of its launches
     /// ([`crate::step_graph`]), which takes a fraction of the host time; the first step
-    /// of each size captures it.
+    /// of each size captures it. A sampling step's graph draws fresh noise on each replay,
+    /// from the draw's step.
     pub fn forward_ids(
         &self,
         cache: &mut KvCache,
@@ -814,22 +796,29 @@ impl Llama {
         positions: &[u32],
         mask: &AncestorMask,
         k: usize,
+        draw: Option<&Draw>,
     ) -> Result<TokenIds> {
+        if let Some(draw) = draw {
+            draw.check()?;
+        }
         let n = tokens.len();
         let padded = padded_nodes(n)
             .filter(|_| self.step_graphs && self.ops == BlockOps::Kernels)
             .filter(|&p| cache.len() + p <= cache.capacity());
         let Some(padded) = padded else {
             let logits = self.forward(cache, tokens, positions, mask)?;
-            return Ok(greedy_ids(&logits, k));
+            let words = draw.map(|d| d.upload(&self.device));
+            return Ok(step_ids(&logits, k, draw.zip(words.as_ref())));
         };
         let step = self
             .host_step(cache, tokens, positions, mask)?
-            .padded(padded);
+            .padded(padded)
+            .with_draw(draw.copied());
         cache.reserve(padded)?;
         let mut graphs = cache.take_graphs();
         let ids = graphs.run(self.id, &self.device, &step, k, |inputs| {
-            greedy_ids(&self.run_blocks(cache, inputs, LogitRows::All), k)
+            let logits = self.run_blocks(cache, inputs, LogitRows::All);
+            step_ids(&logits, k, draw.zip(inputs.draw.as_ref()))
         });
         cache.restore_graphs(graphs);
         Ok(ids?.first_rows(n))

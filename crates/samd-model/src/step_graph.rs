@@ -8,8 +8,9 @@
 //!
 //! A replay reads and writes the buffers the recorded run did, so whatever a step varies
 //! lives in buffers refilled before each replay ([`StepInputs`]): the token ids, the
-//! positions, the tree mask, and the cache slots, which is why the kernels read the slots
-//! from a buffer rather than from their uniform.
+//! positions, the tree mask, the cache slots (which is why the kernels read the slots
+//! from a buffer rather than from their uniform), and a sampling step's draw, whose step
+//! counter gives each replay fresh noise ([`crate::sampler`]).
 //!
 //! A graph's launch grids and buffer sizes are fixed, so one is captured per node count,
 //! rounded up to a power of two ([`padded_nodes`]). Padding nodes see only themselves and
@@ -28,6 +29,7 @@ use burn::tensor::{Bytes, DType, Device, Int, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::kernels::SKINNY_MAX_ROWS;
 use crate::llama::{AncestorMask, TokenIds};
+use crate::sampler::Draw;
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -55,6 +57,8 @@ pub(crate) struct HostStep {
     pub tree_mask: Vec<f32>,
     /// The first new node's cache slot: the committed positions.
     pub past: i32,
+    /// A sampling step's draw; `None` for a greedy one.
+    pub draw: Option<Draw>,
 }
 
 impl HostStep {
@@ -72,7 +76,13 @@ impl HostStep {
             positions,
             tree_mask,
             past,
+            draw: None,
         }
+    }
+
+    /// This step, drawing its next tokens as `draw` says (`None`: greedy).
+    pub fn with_draw(self, draw: Option<Draw>) -> Self {
+        Self { draw, ..self }
     }
 
     /// Nodes.
@@ -110,6 +120,7 @@ impl HostStep {
             positions: pad(&self.positions),
             tree_mask,
             past: self.past,
+            draw: self.draw,
         }
     }
 
@@ -125,6 +136,7 @@ impl HostStep {
             positions: ints(self.positions.clone()),
             tree_mask: Tensor::from_data(TensorData::new(self.tree_mask.clone(), [n, n]), device),
             slots: ints(self.slots()),
+            draw: self.draw.map(|d| d.upload(device)),
         }
     }
 }
@@ -140,6 +152,8 @@ pub(crate) struct StepInputs {
     pub tree_mask: Tensor<2>,
     /// `[2]`: the first new node's cache slot, and `n` ([`crate::layer_ops::Slots`]).
     pub slots: Tensor<1, Int>,
+    /// `[8]`: a sampling step's draw, as the kernels read it ([`Draw::upload`]).
+    pub draw: Option<Tensor<1, Int>>,
 }
 
 impl StepInputs {
@@ -151,6 +165,9 @@ impl StepInputs {
         ints(&self.ids, step.ids.clone());
         ints(&self.positions, step.positions.clone());
         ints(&self.slots, step.slots());
+        if let (Some(words), Some(draw)) = (&self.draw, &step.draw) {
+            ints(words, draw.words());
+        }
         <Dispatch as GraphInputs>::overwrite_floats(
             self.tree_mask.clone().into_dispatch(),
             step.tree_mask.clone(),
@@ -196,14 +213,34 @@ struct StepGraph {
     ids: TokenIds,
 }
 
-/// The steps captured against one [`KvCache`]'s buffers, by (padded nodes, ids per node).
+/// How a step picks each node's next token. A graph records one way: a draw launches other
+/// kernels than an argmax, and a nucleus one more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Pick {
+    Argmax,
+    Draw,
+    DrawInNucleus,
+}
+
+impl Pick {
+    fn of(step: &HostStep) -> Self {
+        match step.draw {
+            None => Self::Argmax,
+            Some(d) if d.has_nucleus() => Self::DrawInNucleus,
+            Some(_) => Self::Draw,
+        }
+    }
+}
+
+/// The steps captured against one [`KvCache`]'s buffers, by (padded nodes, ids per node,
+/// how the next tokens are picked).
 /// `None` marks a step whose capture failed (a backend without graphs, say), so that it
 /// runs launch by launch without trying again.
 #[derive(Default)]
 pub(crate) struct StepGraphs {
     /// The model they read the weights of ([`crate::Llama`]'s id).
     model: Option<u64>,
-    graphs: HashMap<(usize, usize), Option<StepGraph>>,
+    graphs: HashMap<(usize, usize, Pick), Option<StepGraph>>,
 }
 
 impl fmt::Debug for StepGraphs {
@@ -234,7 +271,7 @@ impl StepGraphs {
             self.graphs.clear();
             self.model = Some(model);
         }
-        let key = (step.len(), k);
+        let key = (step.len(), k, Pick::of(step));
         match self.graphs.get(&key) {
             Some(Some(captured)) => {
                 captured.inputs.refill(step);

@@ -90,10 +90,16 @@ pub trait TopKOps: Backend {
     fn top_k_ids(logits: FloatTensor<Self>, k: usize, out_dtype: IntDType) -> IntTensor<Self>;
 }
 
-/// `shaders/top_k.wgsl`.
+/// `shaders/top_k.wgsl`, the core of every top-k launch; a score part follows it.
+pub(crate) const TOP_K_CORE: &str = include_str!("../../../shaders/top_k.wgsl");
+
+/// `shaders/top_k.wgsl` ranking the logits themselves.
 struct TopK;
 impl Shader for TopK {
-    const PARTS: &'static [&'static str] = &[include_str!("../../../shaders/top_k.wgsl")];
+    const PARTS: &'static [&'static str] = &[
+        TOP_K_CORE,
+        include_str!("../../../shaders/top_k_logits.wgsl"),
+    ];
 }
 
 /// Logits per workgroup when a row is split into parts: a few per lane, so that a
@@ -102,56 +108,74 @@ const TOP_K_SPAN: usize = 4096;
 
 impl TopKOps for CubeBackend {
     fn top_k_ids(logits: CubeTensor, k: usize, out_dtype: IntDType) -> CubeTensor {
-        let logits = into_contiguous(logits);
-        let (rows, vocab) = (logits.meta.shape()[0], logits.meta.shape()[1]);
-        // The most lanes, up to 256, whose candidates fit 16 KiB (8 bytes each); a power
-        // of two, for the pairwise merge.
-        let fit = (16 * 1024 / 8 / k).min(256);
-        let lanes = 1usize << (usize::BITS - 1 - fit.leading_zeros());
-        let parts = vocab.div_ceil(TOP_K_SPAN);
-        let ids = empty_like(&logits, [rows, k], DType::I32);
-        let kernel = |mode: usize| {
-            WgslKernel::<TopK>::new(vec![
-                ("k", k.to_string()),
-                ("vocab", vocab.to_string()),
-                ("threads", lanes.to_string()),
-                ("slots", (lanes * k).to_string()),
-                ("mode", mode.to_string()),
-                ("parts", parts.to_string()),
-                ("span", TOP_K_SPAN.to_string()),
-            ])
-        };
-        if parts == 1 {
-            kernel(0).launch(
-                &logits.client,
-                lanes as u32,
-                [rows, 1, 1],
-                vec![binding(&logits), binding(&ids)],
-                None,
-            );
-        } else {
-            // Each part's k best, as (value bits, id) pairs.
-            let candidates = empty_like(&logits, [rows * parts, 2 * k], DType::F32);
-            kernel(1).launch(
-                &logits.client,
-                lanes as u32,
-                [rows, parts, 1],
-                vec![binding(&logits), binding(&candidates)],
-                None,
-            );
-            kernel(2).launch(
-                &logits.client,
-                lanes as u32,
-                [rows, 1, 1],
-                vec![binding(&candidates), binding(&ids)],
-                None,
-            );
-        }
-        if out_dtype == IntDType::I32 {
-            ids
-        } else {
-            Self::int_cast(ids, out_dtype)
-        }
+        launch_top_k::<TopK>(into_contiguous(logits), k, &[], out_dtype)
+    }
+}
+
+/// The `k` best ids of each row of `logits` (`[rows, vocab]`, contiguous) by the scores
+/// of `S`, `top_k.wgsl` with a score part: `[rows, k]`. `extra` are the score part's
+/// bindings, from binding 2 on.
+pub(crate) fn launch_top_k<S: Shader>(
+    logits: CubeTensor,
+    k: usize,
+    extra: &[&CubeTensor],
+    out_dtype: IntDType,
+) -> CubeTensor {
+    let (rows, vocab) = (logits.meta.shape()[0], logits.meta.shape()[1]);
+    // The most lanes, up to 256, whose candidates fit 16 KiB (8 bytes each); a power of
+    // two, for the pairwise merge.
+    let fit = (16 * 1024 / 8 / k).min(256);
+    let lanes = 1usize << (usize::BITS - 1 - fit.leading_zeros());
+    let parts = vocab.div_ceil(TOP_K_SPAN);
+    let ids = empty_like(&logits, [rows, k], DType::I32);
+    let kernel = |mode: usize| {
+        WgslKernel::<S>::new(vec![
+            ("k", k.to_string()),
+            ("vocab", vocab.to_string()),
+            ("threads", lanes.to_string()),
+            ("slots", (lanes * k).to_string()),
+            ("mode", mode.to_string()),
+            ("parts", parts.to_string()),
+            ("span", TOP_K_SPAN.to_string()),
+        ])
+    };
+    let bindings = |src: &CubeTensor, dst: &CubeTensor| {
+        [src, dst]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .map(binding)
+            .collect()
+    };
+    if parts == 1 {
+        kernel(0).launch(
+            &logits.client,
+            lanes as u32,
+            [rows, 1, 1],
+            bindings(&logits, &ids),
+            None,
+        );
+    } else {
+        // Each part's k best, as (value bits, id) pairs.
+        let candidates = empty_like(&logits, [rows * parts, 2 * k], DType::F32);
+        kernel(1).launch(
+            &logits.client,
+            lanes as u32,
+            [rows, parts, 1],
+            bindings(&logits, &candidates),
+            None,
+        );
+        kernel(2).launch(
+            &logits.client,
+            lanes as u32,
+            [rows, 1, 1],
+            bindings(&candidates, &ids),
+            None,
+        );
+    }
+    if out_dtype == IntDType::I32 {
+        ids
+    } else {
+        CubeBackend::int_cast(ids, out_dtype)
     }
 }
 

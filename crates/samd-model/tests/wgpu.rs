@@ -15,7 +15,7 @@ use samd_model::gguf_writer::GgufWriter;
 use samd_model::kernel_check::{check_kernels, verify_scenario};
 use samd_model::kernels::BlockKernels;
 use samd_model::quant_rows::{QuantKind, QuantRows};
-use samd_model::{AncestorMask, BlockOps, GgufFile, Llama, LlamaConfig, WeightName};
+use samd_model::{AncestorMask, BlockOps, Draw, GgufFile, Llama, LlamaConfig, WeightName};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
@@ -186,8 +186,9 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
     }
 }
 
-/// What the browser tests run on WebGPU: the top-k kernel against a host sort, and the
-/// block kernels against the reference ops on SmolLM2's head shape.
+/// What the browser tests run on WebGPU: the top-k kernel against a host sort, the
+/// sampling kernels against the reference ops, and the block kernels against the
+/// reference ops on SmolLM2's head shape.
 #[test]
 fn wgsl_kernels_agree_with_the_reference_ops() {
     let Some(gpu) = wgpu_device() else { return };
@@ -199,7 +200,9 @@ fn wgsl_kernels_agree_with_the_reference_ops() {
 
 /// A verify step replayed from a captured graph ([`samd_model::step_graph`]) gives the
 /// ids the same step gives launch by launch, step after step: the refilled inputs, the
-/// padding to a graph's size and compaction between steps change nothing.
+/// padding to a graph's size and compaction between steps change nothing. Greedy and
+/// sampling steps (with and without a nucleus) interleave, and a replayed sampling step
+/// draws with its own step's noise.
 #[test]
 fn replayed_steps_equal_steps_launched_one_by_one() {
     let Some(gpu) = wgpu_device() else { return };
@@ -223,22 +226,34 @@ fn assert_replays_match_launches(replayed: Llama) {
             .expect("prefill");
         cache.compact(&[0, 1, 2, 3, 4]).expect("commit the prompt");
     }
-    // (each node's parent, the nodes accepted): chains and trees of sizes that share a
-    // graph (5 and 6 nodes both replay the 8-node one) and sizes seen before.
-    let steps: [(&[Option<usize>], &[usize]); 8] = [
-        (&[None], &[0]),
-        (&[None, Some(0), Some(0)], &[0, 2]),
-        (&[None], &[0]),
-        (&[None, Some(0), Some(1), Some(2), Some(3)], &[0, 1, 2]),
-        (&[None, Some(0), Some(0)], &[0, 1]),
-        (
-            &[None, Some(0), Some(0), Some(1), Some(2), Some(4)],
-            &[0, 2, 4, 5],
-        ),
-        (&[None], &[0]),
-        (&[None, Some(0), Some(1)], &[0]),
+    let draw = |step: u32, top_p: f32| {
+        Some(Draw {
+            temperature: 2.0,
+            top_p,
+            seed: 99,
+            step,
+        })
+    };
+    // (each node's parent, the nodes accepted, the draw): chains and trees of sizes that
+    // share a graph (5 and 6 nodes both replay the 8-node one), sizes seen before, and
+    // each way of picking the next token replayed at least once.
+    let chain: &[Option<usize>] = &[None, Some(0), Some(1), Some(2), Some(3)];
+    let fork: &[Option<usize>] = &[None, Some(0), Some(0)];
+    let tree: &[Option<usize>] = &[None, Some(0), Some(0), Some(1), Some(2), Some(4)];
+    let steps: [Step; 11] = [
+        (&[None], &[0], None),
+        (fork, &[0, 2], None),
+        (&[None], &[0], None),
+        (chain, &[0, 1, 2], None),
+        (&[None], &[0], draw(1, 1.0)),
+        (chain, &[0, 1], draw(2, 0.9)),
+        (fork, &[0, 1], draw(3, 1.0)),
+        (tree, &[0, 2, 4, 5], draw(4, 0.9)),
+        (&[None], &[0], draw(5, 1.0)),
+        (fork, &[0], None),
+        (fork, &[0, 2], draw(6, 1.0)),
     ];
-    for (step, (parents, accepted)) in steps.into_iter().enumerate() {
+    for (step, (parents, accepted, draw)) in steps.into_iter().enumerate() {
         let mask = AncestorMask::from_parents(parents).expect("mask");
         let past = caches[0].len() as u32;
         let tokens: Vec<u32> = (0..parents.len() as u32)
@@ -252,9 +267,10 @@ fn assert_replays_match_launches(replayed: Llama) {
             .zip(&mut caches)
             .map(|(model, cache)| {
                 let ids = model
-                    .forward_ids(cache, &tokens, &positions, &mask, 8)
+                    .forward_ids(cache, &tokens, &positions, &mask, 8, draw.as_ref())
                     .expect("step");
-                assert_eq!(ids.dims(), [parents.len(), 8]);
+                let drawn = usize::from(draw.is_some());
+                assert_eq!(ids.dims(), [parents.len(), drawn + 8]);
                 let ids = read_sync(ids.read()).expect("read ids");
                 cache.compact(accepted).expect("compact");
                 ids
@@ -263,12 +279,16 @@ fn assert_replays_match_launches(replayed: Llama) {
         assert_eq!(ids[0], ids[1], "step {step}: replayed ids differ");
     }
     assert!(
-        caches[0].captured_steps() >= 3,
-        "steps of 1, 4 and 8 nodes were captured: {}",
+        caches[0].captured_steps() >= 6,
+        "greedy steps of 1, 4 and 8 nodes, draws of 1 and 4 and nucleus draws of 8 were \
+         captured: {}",
         caches[0].captured_steps()
     );
     assert_eq!(caches[1].captured_steps(), 0);
 }
+
+/// A verify step: each node's parent, the nodes accepted, and the draw (`None`: greedy).
+type Step<'a> = (&'a [Option<usize>], &'a [usize], Option<Draw>);
 
 /// Node `i`'s depth below the tree's root.
 fn depth(parents: &[Option<usize>], mut i: usize) -> u32 {
