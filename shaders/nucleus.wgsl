@@ -68,7 +68,7 @@ fn main(
     // The most likely id's probability, exp(0) / z, bounds τ from above.
     var lo = 0.0;
     var hi = 1.0 / z;
-    for (var round = 0u; round < ROUNDS; round++) {
+    for (var halving = 0u; halving < ROUNDS; halving++) {
         let mid = (lo + hi) / 2.0;
         var mass = 0.0;
         for (var id = t; id < VOCAB; id += LANES) {

@@ -14,8 +14,8 @@
 
 // pcg4d, from Jarzynski and Olano, "Hash Functions for GPU Rendering" (JCGT 2020): four
 // words in, four well-mixed words out.
-fn pcg4d(input: vec4<u32>) -> vec4<u32> {
-    var v = input * 1664525u + 1013904223u;
+fn pcg4d(words: vec4<u32>) -> vec4<u32> {
+    var v = words * 1664525u + 1013904223u;
     v.x += v.y * v.w;
     v.y += v.z * v.x;
     v.z += v.x * v.y;
@@ -31,8 +31,8 @@ fn pcg4d(input: vec4<u32>) -> vec4<u32> {
 // Gumbel noise for `id` in `row`: -ln(-ln u), with u on a grid of 2^23 points strictly
 // inside (0, 1), so that both logarithms are finite. Each value is exact in f32.
 fn gumbel(row: u32, id: u32) -> f32 {
-    let first = pcg4d(vec4<u32>(id, row, draw[4], draw[2]));
-    let bits = pcg4d(vec4<u32>(first.x ^ draw[3], first.y, first.z, first.w)).x;
+    let mixed = pcg4d(vec4<u32>(id, row, draw[4], draw[2]));
+    let bits = pcg4d(vec4<u32>(mixed.x ^ draw[3], mixed.y, mixed.z, mixed.w)).x;
     let u = (f32(bits >> 9u) + 0.5) * (1.0 / 8388608.0);
     return -log(-log(u));
 }
