@@ -3,14 +3,16 @@
 // softmax at that temperature, cut to the nucleus (Gumbel-max), in the same launches as
 // a greedy step's argmax and with nothing sorted.
 //
-// The noise is a hash of (seed, step, row, id), which samd-model's sampler.rs computes
-// the same way on the host: the reference ops draw the same ids from it, and a replayed
-// step graph draws fresh noise because the step counter is in the draw buffer, which is
-// refilled before each replay. A nucleus part follows this file and defines
-// kept(row, scaled).
+// The noise is a hash of (seed, position, id), with the position the node's: the draw
+// after a given prefix reads the same noise whichever step verifies it, so speculative
+// sampling commits the very tokens plain sampling does with the same seed. samd-model's
+// sampler.rs computes the same noise on the host, so the reference ops draw the same
+// ids. A nucleus part follows this file and defines kept(row, scaled).
 
-// [temperature bits, top-p bits, seed low word, seed high word, step, 0, 0, 0]
+// [temperature bits, top-p bits, seed low word, seed high word]
 @group(0) @binding(2) var<storage, read_write> draw: array<u32>;
+// [rows]: each row's node's position.
+@group(0) @binding(3) var<storage, read_write> positions: array<u32>;
 
 // pcg4d, from Jarzynski and Olano, "Hash Functions for GPU Rendering" (JCGT 2020): four
 // words in, four well-mixed words out.
@@ -28,11 +30,10 @@ fn pcg4d(words: vec4<u32>) -> vec4<u32> {
     return v;
 }
 
-// Gumbel noise for `id` in `row`: -ln(-ln u), with u on a grid of 2^23 points strictly
-// inside (0, 1), so that both logarithms are finite. Each value is exact in f32.
-fn gumbel(row: u32, id: u32) -> f32 {
-    let mixed = pcg4d(vec4<u32>(id, row, draw[4], draw[2]));
-    let bits = pcg4d(vec4<u32>(mixed.x ^ draw[3], mixed.y, mixed.z, mixed.w)).x;
+// Gumbel noise for `id` at `position`: -ln(-ln u), with u on a grid of 2^23 points
+// strictly inside (0, 1), so that both logarithms are finite. Each value is exact in f32.
+fn gumbel(position: u32, id: u32) -> f32 {
+    let bits = pcg4d(vec4<u32>(id, position, draw[2], draw[3])).x;
     let u = (f32(bits >> 9u) + 0.5) * (1.0 / 8388608.0);
     return -log(-log(u));
 }
@@ -44,5 +45,5 @@ fn score(row: u32, id: u32) -> f32 {
         var neg_inf_bits = 0xff800000u;
         return bitcast<f32>(neg_inf_bits);
     }
-    return scaled + gumbel(row, id);
+    return scaled + gumbel(positions[row], id);
 }

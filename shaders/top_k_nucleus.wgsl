@@ -3,7 +3,7 @@
 // nucleus.wgsl and the reference ops compute it, exp(scaled - max) / sum, so all three
 // agree on which ids are kept.
 
-@group(0) @binding(3) var<storage, read_write> nucleus: array<f32>; // [rows, 4]: max, sum, threshold, 0
+@group(0) @binding(4) var<storage, read_write> nucleus: array<f32>; // [rows, 4]: max, sum, threshold, 0
 
 fn kept(row: u32, scaled: f32) -> bool {
     let at = row * 4u;

@@ -160,8 +160,10 @@ test('<samd-demo> runs embedded in a page of another origin', { timeout: 2 * slo
 });
 
 // SwiftShader runs WebGPU on the CPU at seconds per step even for the two-layer model, so
-// this run stops after four tokens.
-test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slow }, async () => {
+// this run stops after four tokens. It samples, from a nucleus and the same seed in both
+// lanes: the draws' kernels, their replayed step graphs and the position-keyed noise that
+// makes speculative sampling write plain sampling's text, in the browser.
+test('WebGPU (SwiftShader) samples both lanes to the same text', { timeout: 4 * slow }, async () => {
   const lap = stopwatch('webgpu');
   const browser = await launch();
   try {
@@ -169,6 +171,9 @@ test('WebGPU (SwiftShader) runs both lanes to the same text', { timeout: 4 * slo
     await openPage(page, server, { backend: 'webgpu', max: '4', model: gpuModel });
     assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'webgpu');
     console.log(`  webgpu: ${await page.getByTestId('device').textContent()}`);
+    for (const [id, value] of [['temperature', '0.8'], ['top-p', '0.9'], ['seed', '7']]) {
+      await page.locator(`#${id}`).fill(value);
+    }
     await race(page, 'webgpu', 3 * slow);
     const { ar } = await checkLanes(page);
     lap('ran');

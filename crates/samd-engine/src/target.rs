@@ -81,8 +81,6 @@ pub struct ModelTarget {
     cache: KvCache,
     /// The generation's seed ([`Target::seed`]).
     seed: u64,
-    /// Sampling steps since it was seeded: each draws fresh noise ([`Draw::step`]).
-    draws: u32,
 }
 
 impl ModelTarget {
@@ -94,7 +92,6 @@ impl ModelTarget {
             model,
             cache,
             seed: 0,
-            draws: 0,
         }
     }
 
@@ -128,15 +125,10 @@ impl ModelTarget {
             Reads::Every { k } => (LogitRows::All, k),
             Reads::Last => (LogitRows::Last, 0),
         };
-        let draw = sampling.map(|s| {
-            let step = self.draws;
-            self.draws = self.draws.wrapping_add(1);
-            Draw {
-                temperature: s.temperature,
-                top_p: s.top_p,
-                seed: self.seed,
-                step,
-            }
+        let draw = sampling.map(|s| Draw {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            seed: self.seed,
         });
         let (cache, model) = (&mut self.cache, &self.model);
         // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
@@ -149,7 +141,7 @@ impl ModelTarget {
                 let logits = model.forward_rows(cache, tokens, positions, &mask, rows)?;
                 match draw {
                     None => logits.argmax_ids(),
-                    Some(d) => logits.sample_ids(&d)?,
+                    Some(d) => logits.sample_ids(&d, &positions[positions.len() - 1..])?,
                 }
             }
         };
@@ -222,7 +214,6 @@ impl Target for ModelTarget {
 
     fn seed(&mut self, seed: u64) {
         self.seed = seed;
-        self.draws = 0;
     }
 
     fn commit(&mut self, path: &[usize]) -> Result<(), Error> {

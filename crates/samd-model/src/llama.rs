@@ -43,7 +43,7 @@ use crate::kernels::Heads;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
 use crate::quant_rows::QuantRows;
-use crate::sampler::{self, Draw};
+use crate::sampler::{self, Draw, DrawBuffers};
 use crate::step_graph::{HostStep, StepInputs, padded_nodes};
 
 /// The next [`Llama`]'s id.
@@ -272,13 +272,21 @@ impl Logits {
         TokenIds::new(crate::top_k::top_k_ids(self.tensor.clone(), k))
     }
 
-    /// One id per node drawn as `draw` says, on the device: `[n_nodes, 1]`
-    /// ([`crate::sampler`]: Gumbel-max over a top-p nucleus, the noise hashed from the
-    /// draw's seed and step).
-    pub fn sample_ids(&self, draw: &Draw) -> Result<TokenIds> {
+    /// One id per node drawn as `draw` says, on the device: `[n_nodes, 1]`, with node
+    /// `i` at `positions[i]` ([`crate::sampler`]: Gumbel-max over a top-p nucleus, the
+    /// noise hashed from the draw's seed and the node's position).
+    pub fn sample_ids(&self, draw: &Draw, positions: &[u32]) -> Result<TokenIds> {
         draw.check()?;
-        let words = draw.upload(&self.tensor.device());
-        Ok(sampler::sample_ids(self.tensor.clone(), draw, words))
+        if positions.len() != self.n_nodes() {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "{} positions for {} rows of logits",
+                    positions.len(),
+                    self.n_nodes()
+                ),
+            });
+        }
+        sampler::sample_ids(self.tensor.clone(), draw, positions, None)
     }
 
     /// Reads the logits back (tests and debugging; the decode loop reads ids only).
@@ -296,21 +304,25 @@ impl Logits {
     }
 }
 
-/// What a verify step reads back per node: its next token (the argmax, or a draw when
-/// `draw` holds one with its words on the device) and, when `k > 1` or sampling with
-/// `k > 0`, its `k` best ids; one readback holds both.
-fn step_ids(logits: &Logits, k: usize, draw: Option<(&Draw, &Tensor<1, Int>)>) -> TokenIds {
-    match draw {
+/// What a verify step reads back per node: its next token (the argmax, or a draw with
+/// `draw`: how, at which positions, and those on the device if they are there already)
+/// and, when `k > 1` or sampling with `k > 0`, its `k` best ids; one readback holds both.
+fn step_ids(
+    logits: &Logits,
+    k: usize,
+    draw: Option<(&Draw, &[u32], Option<DrawBuffers>)>,
+) -> Result<TokenIds> {
+    Ok(match draw {
         None if k <= 1 => logits.argmax_ids(),
         None => logits.top_k_ids(k),
-        Some((draw, words)) => {
-            let draws = sampler::sample_ids(logits.tensor.clone(), draw, words.clone());
+        Some((draw, positions, on_device)) => {
+            let draws = sampler::sample_ids(logits.tensor.clone(), draw, positions, on_device)?;
             match k {
                 0 => draws,
                 k => draws.join(logits.top_k_ids(k)),
             }
         }
-    }
+    })
 }
 
 /// Token ids on the device, `[n_nodes, k]`, waiting to be read back.
@@ -807,18 +819,24 @@ impl Llama {
             .filter(|&p| cache.len() + p <= cache.capacity());
         let Some(padded) = padded else {
             let logits = self.forward(cache, tokens, positions, mask)?;
-            let words = draw.map(|d| d.upload(&self.device));
-            return Ok(step_ids(&logits, k, draw.zip(words.as_ref())));
+            return step_ids(&logits, k, draw.map(|d| (d, positions, None)));
         };
         let step = self
             .host_step(cache, tokens, positions, mask)?
             .padded(padded)
             .with_draw(draw.copied());
         cache.reserve(padded)?;
+        // The padded step's, which its graph reads: the logits have a row per node.
+        let padded_positions: Vec<u32> = step.positions.iter().map(|&p| p as u32).collect();
         let mut graphs = cache.take_graphs();
         let ids = graphs.run(self.id, &self.device, &step, k, |inputs| {
             let logits = self.run_blocks(cache, inputs, LogitRows::All);
-            step_ids(&logits, k, draw.zip(inputs.draw.as_ref()))
+            let on_device = inputs.draw_buffers();
+            step_ids(
+                &logits,
+                k,
+                draw.map(|d| (d, &padded_positions[..], on_device)),
+            )
         });
         cache.restore_graphs(graphs);
         Ok(ids?.first_rows(n))

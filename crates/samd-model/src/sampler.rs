@@ -8,25 +8,33 @@
 //! found by 24 rounds of bisection. It equals the sorted-prefix nucleus except within
 //! `2⁻²⁴` of `τ`.
 //!
-//! The noise comes from no generator's state: it is a hash of (seed, step, row, id)
-//! ([`Draw::gumbel`]), computed alike on the host and in the kernel. So:
-//! - the WGSL kernels and the reference burn ops draw the same ids from the same logits,
-//!   which is how the tests hold the kernels to them;
-//! - a captured step graph replays a sampling step with fresh noise once its draw buffer
-//!   (the step counter among its words) is refilled, as its token ids are;
+//! The noise comes from no generator's state: it is a hash of (seed, position, id)
+//! ([`Draw::gumbel`]), with the position that of the node whose next token is drawn,
+//! computed alike on the host and in the kernel. So:
+//! - speculative sampling commits the very tokens plain sampling does from the same seed:
+//!   the token after a prefix is `argmax(l / T + G(seed, position))` with the logits
+//!   of that prefix, whichever step and tree verify it, and a draft token is accepted
+//!   exactly when it is that token. The engine's tests hold every method to AR's
+//!   tokens under sampling as under greedy decoding; the draws are still exact samples,
+//!   since each position's noise is independent of every other's;
+//! - the WGSL kernels and the host's sampler draw the same ids from the same logits,
+//!   which is how the tests hold the kernels to it;
+//! - a captured step graph replays a sampling step with no new buffer: the positions it
+//!   reads are refilled already, as are the draw's words;
 //! - a generation's draws depend on its seed only, whatever the backend.
 //!
 //! Two implementations:
 //! - `shaders/nucleus.wgsl` (if top-p < 1), then `shaders/top_k.wgsl` ranking the scores
 //!   of `top_k_gumbel.wgsl`: the launches of a greedy step's argmax, and one more for a
-//!   nucleus, where the burn ops took eight, or about two hundred with a nucleus;
-//! - [`reference_sample_ids`]: burn ops, for every backend, with the noise made on the
-//!   host.
+//!   nucleus, where burn ops took eight, or about two hundred with a nucleus;
+//! - [`draw_on_host`], for the CPU backend (whose logits are in memory already) and as
+//!   the kernels' reference. It hashes the noise only for the ids that could still win:
+//!   no noise exceeds [`NOISE_CEILING`], so an id whose scaled logit trails the best
+//!   score by more cannot win.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{Backend, DispatchDevice, backend_extension};
-use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
 use crate::error::{Error, Result};
@@ -35,7 +43,7 @@ use crate::kernels::{MAX_WORKGROUPS, Shader, WgslKernel, binding, empty_like};
 use crate::llama::TokenIds;
 use crate::top_k::{TOP_K_CORE, launch_top_k};
 
-/// One sampling step's draw: the distribution, and where in the noise stream it reads.
+/// How a sampling step draws: the distribution, and the seed of its noise.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Draw {
     /// Softmax temperature: finite and > 0.
@@ -44,8 +52,6 @@ pub struct Draw {
     pub top_p: f32,
     /// The generation's seed.
     pub seed: u64,
-    /// Which of the generation's sampling steps this is: each step needs fresh noise.
-    pub step: u32,
 }
 
 impl Draw {
@@ -73,41 +79,58 @@ impl Draw {
     }
 
     /// The draw as the kernels read it: `[temperature bits, top-p bits, seed low word,
-    /// seed high word, step, 0, 0, 0]`.
+    /// seed high word]`.
     pub(crate) fn words(&self) -> Vec<i32> {
-        let seed = [self.seed as u32, (self.seed >> 32) as u32];
         [
             self.temperature.to_bits(),
             self.top_p.to_bits(),
-            seed[0],
-            seed[1],
-            self.step,
-            0,
-            0,
-            0,
+            self.seed as u32,
+            (self.seed >> 32) as u32,
         ]
         .map(|w| w as i32)
         .to_vec()
     }
 
-    /// The Gumbel noise this draw adds to logit `id` of row `row`, as
+    /// The Gumbel noise this draw adds to logit `id` of the node at `position`, as
     /// `shaders/top_k_gumbel.wgsl` computes it: `-ln(-ln u)`, with `u` hashed from
-    /// (seed, step, row, id) onto a grid of 2²³ points strictly inside (0, 1).
-    pub fn gumbel(&self, row: u32, id: u32) -> f32 {
-        let first = pcg4d([id, row, self.step, self.seed as u32]);
-        let bits = pcg4d([
-            first[0] ^ (self.seed >> 32) as u32,
-            first[1],
-            first[2],
-            first[3],
-        ])[0];
-        let u = ((bits >> 9) as f32 + 0.5) * (1.0 / 8_388_608.0);
-        -(-u.ln()).ln()
+    /// (seed, position, id) onto a grid of 2²³ points strictly inside (0, 1).
+    pub fn gumbel(&self, position: u32, id: u32) -> f32 {
+        noise_of_bits(pcg4d([id, position, self.seed as u32, (self.seed >> 32) as u32])[0])
     }
+}
 
-    /// This draw's words on `device`, for the kernels.
-    pub(crate) fn upload(&self, device: &Device) -> Tensor<1, Int> {
-        Tensor::from_data(TensorData::new(self.words(), [8]), (device, DType::I32))
+/// `-ln(-ln u)` for the `u` of 32 hashed bits: the top 23 pick a point of a grid strictly
+/// inside (0, 1), exact in f32, so that both logarithms are finite.
+fn noise_of_bits(bits: u32) -> f32 {
+    let u = ((bits >> 9) as f32 + 0.5) * (1.0 / 8_388_608.0);
+    -(-u.ln()).ln()
+}
+
+/// No noise is larger: the noise of the grid's top point (about 16.6), with room for a
+/// GPU's logarithm rounding otherwise than the host's.
+pub const NOISE_CEILING: f32 = 16.7;
+
+/// A draw's inputs on the device: its words ([`Draw::words`]) and each row's position.
+/// A step graph's are buffers it refills before each replay.
+#[derive(Debug, Clone)]
+pub(crate) struct DrawBuffers {
+    /// `[4]`.
+    pub words: Tensor<1, Int>,
+    /// `[rows]`.
+    pub positions: Tensor<1, Int>,
+}
+
+impl DrawBuffers {
+    /// `draw`'s words and `positions` as new tensors on `device`.
+    pub fn upload(draw: &Draw, positions: &[u32], device: &Device) -> Self {
+        let ints = |v: Vec<i32>| {
+            let len = v.len();
+            Tensor::from_data(TensorData::new(v, [len]), (device, DType::I32))
+        };
+        Self {
+            words: ints(draw.words()),
+            positions: ints(positions.iter().map(|&p| p as i32).collect()),
+        }
     }
 }
 
@@ -127,76 +150,159 @@ fn pcg4d(input: [u32; 4]) -> [u32; 4] {
     v
 }
 
-/// One id per row of `logits` (`[rows, vocab]`), drawn as `draw` says: `[rows, 1]`. On
-/// wgpu the kernels read the draw from `words` ([`Draw::upload`], or a step graph's
-/// buffer, refilled before each replay); elsewhere the reference ops read `draw`.
-pub(crate) fn sample_ids(logits: Tensor<2>, draw: &Draw, words: Tensor<1, Int>) -> TokenIds {
-    let rows = logits.dims()[0];
-    let on_wgpu = matches!(logits.device().as_dispatch(), DispatchDevice::Cube(_));
-    TokenIds::new(
-        if on_wgpu && logits.dtype() == DType::F32 && rows <= MAX_WORKGROUPS {
-            kernel_sample_ids(logits, words, draw.has_nucleus())
-        } else {
-            reference_sample_ids(logits, draw)
-        },
-    )
+/// One id per row of `logits` (`[rows, vocab]`), drawn as `draw` says: `[rows, 1]`.
+/// Row `r` is the node at `positions[r]`. On wgpu the kernels read the draw from
+/// `on_device` (uploaded here if `None`); elsewhere the logits are read where they lie,
+/// in memory, and drawn from on the host ([`draw_on_host`]).
+pub(crate) fn sample_ids(
+    logits: Tensor<2>,
+    draw: &Draw,
+    positions: &[u32],
+    on_device: Option<DrawBuffers>,
+) -> Result<TokenIds> {
+    let [rows, vocab] = logits.dims();
+    debug_assert_eq!(rows, positions.len(), "invariant: a position per row");
+    let device = logits.device();
+    let on_wgpu = matches!(device.as_dispatch(), DispatchDevice::Cube(_));
+    if on_wgpu && logits.dtype() == DType::F32 && rows <= MAX_WORKGROUPS {
+        let buffers = on_device.unwrap_or_else(|| DrawBuffers::upload(draw, positions, &device));
+        return Ok(TokenIds::new(kernel_sample_ids(
+            logits,
+            &buffers,
+            draw.has_nucleus(),
+        )));
+    }
+    let unread = || Error::Readback {
+        reason: "the logits of a backend without a sampling kernel could not be read \
+                 synchronously"
+            .into(),
+    };
+    let data = burn::tensor::try_read_sync(logits.into_data_async())
+        .ok_or_else(unread)?
+        .map_err(|e| Error::Readback {
+            reason: e.to_string(),
+        })?;
+    let host = data.try_to_vec::<f32>().map_err(|e| Error::Readback {
+        reason: format!("{e:?}"),
+    })?;
+    let ids = draw_on_host(&host, vocab, draw, positions)
+        .into_iter()
+        .map(|id| id as i32)
+        .collect::<Vec<_>>();
+    Ok(TokenIds::new(Tensor::from_data(
+        TensorData::new(ids, [rows, 1]),
+        (&device, DType::I32),
+    )))
 }
 
 /// [`sample_ids`] by our WGSL kernels, whatever the device; wgpu only. `nucleus` says
-/// whether the draw in `words` has top-p < 1.
-pub fn kernel_sample_ids(
+/// whether the draw has top-p < 1.
+pub(crate) fn kernel_sample_ids(
     logits: Tensor<2>,
-    words: Tensor<1, Int>,
+    buffers: &DrawBuffers,
     nucleus: bool,
 ) -> Tensor<2, Int> {
     let int_dtype = logits.device().settings().int_dtype;
     Tensor::from_dispatch(<burn::backend::Dispatch as SampleOps>::sample_ids(
         logits.into_dispatch(),
-        words.into_dispatch(),
+        buffers.words.clone().into_dispatch(),
+        buffers.positions.clone().into_dispatch(),
         nucleus,
         int_dtype,
     ))
 }
 
-/// [`sample_ids`] by burn ops only, with the noise made on the host.
-pub fn reference_sample_ids(logits: Tensor<2>, draw: &Draw) -> Tensor<2, Int> {
-    let [rows, vocab] = logits.dims();
-    let device = logits.device();
-    let scaled = logits / draw.temperature;
-    let scaled = if draw.has_nucleus() {
-        let probs = softmax(scaled.clone(), 1);
-        let mut lo = Tensor::<2>::zeros([rows, 1], &device);
-        let mut hi = probs.clone().max_dim(1);
-        for _ in 0..24 {
-            let mid = (lo.clone() + hi.clone()) / 2.0;
-            let kept = probs
-                .clone()
-                .greater_equal(mid.clone().expand([rows, vocab]));
-            let mass = probs.clone().mask_fill(kept.bool_not(), 0.0).sum_dim(1);
-            let enough = mass.greater_equal_elem(draw.top_p);
-            lo = lo.mask_where(enough.clone(), mid.clone());
-            hi = mid.mask_where(enough, hi);
-        }
-        let out = probs.lower(lo.expand([rows, vocab]));
-        scaled.mask_fill(out, f32::NEG_INFINITY)
-    } else {
-        scaled
+/// One id per row of `logits` (`[rows, vocab]`, row-major), drawn as `draw` says, row `r`
+/// being the node at `positions[r]`: what the kernels draw, up to rounding, computed on
+/// the host. Ties go to the lower id, and NaN is never drawn, as in the kernels.
+pub fn draw_on_host(logits: &[f32], vocab: usize, draw: &Draw, positions: &[u32]) -> Vec<u32> {
+    logits
+        .chunks_exact(vocab)
+        .zip(positions)
+        .map(|(row, &position)| draw_row(row, draw, position))
+        .collect()
+}
+
+/// [`draw_on_host`] for one row.
+fn draw_row(row: &[f32], draw: &Draw, position: u32) -> u32 {
+    let scaled: Vec<f32> = row.iter().map(|&l| l / draw.temperature).collect();
+    let nucleus = draw
+        .has_nucleus()
+        .then(|| HostNucleus::of(&scaled, draw.top_p));
+    let drawable = |s: f32| !s.is_nan() && nucleus.as_ref().is_none_or(|n| n.keeps(s));
+    // The best score so far, (score, id); the likeliest drawable id's first, so that most
+    // ids fall below it by more than any noise.
+    let Some(likeliest) = (0..scaled.len())
+        .filter(|&v| drawable(scaled[v]))
+        .reduce(|a, v| if scaled[v] > scaled[a] { v } else { a })
+    else {
+        return 0;
     };
-    let noise = (0..rows as u32)
-        .flat_map(|row| (0..vocab as u32).map(move |id| draw.gumbel(row, id)))
-        .collect::<Vec<f32>>();
-    let noise = Tensor::<2>::from_data(TensorData::new(noise, [rows, vocab]), &device);
-    (scaled + noise).argmax(1)
+    let score = |v: usize| scaled[v] + draw.gumbel(position, v as u32);
+    let mut best = (score(likeliest), likeliest);
+    for (v, &s) in scaled.iter().enumerate() {
+        if s + NOISE_CEILING < best.0 || !drawable(s) {
+            continue;
+        }
+        let candidate = score(v);
+        if candidate > best.0 || (candidate == best.0 && v < best.1) {
+            best = (candidate, v);
+        }
+    }
+    best.1 as u32
+}
+
+/// A row's top-p nucleus, as `nucleus.wgsl` finds it: the scaled logits' max, the
+/// softmax's sum, and the threshold after 24 rounds of bisection.
+struct HostNucleus {
+    max: f32,
+    sum: f32,
+    threshold: f32,
+}
+
+impl HostNucleus {
+    fn of(scaled: &[f32], top_p: f32) -> Self {
+        let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f32> = scaled.iter().map(|&s| (s - max).exp()).collect();
+        let sum: f32 = weights.iter().sum();
+        // Each round keeps only the probabilities between its bounds: the ones above the
+        // upper bound are in every later round's mass, the ones below the lower in none.
+        let mut between: Vec<f32> = weights.into_iter().map(|w| w / sum).collect();
+        let (mut lo, mut hi, mut above) = (0.0f32, 1.0 / sum, 0.0f32);
+        for _ in 0..24 {
+            let mid = (lo + hi) / 2.0;
+            let reaching: f32 = between.iter().filter(|&&p| p >= mid).sum();
+            if above + reaching >= top_p {
+                lo = mid;
+                between.retain(|&p| p >= mid);
+            } else {
+                hi = mid;
+                above += reaching;
+                between.retain(|&p| p < mid);
+            }
+        }
+        Self {
+            max,
+            sum,
+            threshold: lo,
+        }
+    }
+
+    /// Whether the id of scaled logit `s` is in the nucleus.
+    fn keeps(&self, s: f32) -> bool {
+        (s - self.max).exp() / self.sum >= self.threshold
+    }
 }
 
 /// The backend extension behind [`kernel_sample_ids`].
 #[backend_extension(Cube)]
 pub trait SampleOps: Backend {
     /// `[rows, vocab]` f32 logits to `[rows, 1]` ids drawn as `words` says
-    /// ([`Draw::words`]); `nucleus` when its top-p is below 1.
+    /// ([`Draw::words`]), row `r` at `positions[r]`; `nucleus` when its top-p is below 1.
     fn sample_ids(
         logits: FloatTensor<Self>,
         words: IntTensor<Self>,
+        positions: IntTensor<Self>,
         nucleus: bool,
         out_dtype: IntDType,
     ) -> IntTensor<Self>;
@@ -239,12 +345,13 @@ impl SampleOps for CubeBackend {
     fn sample_ids(
         logits: CubeTensor,
         words: CubeTensor,
+        positions: CubeTensor,
         nucleus: bool,
         out_dtype: IntDType,
     ) -> CubeTensor {
-        let (logits, words) = (into_contiguous(logits), into_contiguous(words));
+        let [logits, words, positions] = [logits, words, positions].map(into_contiguous);
         if !nucleus {
-            return launch_top_k::<GumbelTop<AllIds>>(logits, 1, &[&words], out_dtype);
+            return launch_top_k::<GumbelTop<AllIds>>(logits, 1, &[&words, &positions], out_dtype);
         }
         let (rows, vocab) = (logits.meta.shape()[0], logits.meta.shape()[1]);
         // Per row: the scaled logits' max, the softmax's sum, and the threshold.
@@ -256,14 +363,15 @@ impl SampleOps for CubeBackend {
             vec![binding(&logits), binding(&words), binding(&stats)],
             None,
         );
-        launch_top_k::<GumbelTop<NucleusIds>>(logits, 1, &[&words, &stats], out_dtype)
+        launch_top_k::<GumbelTop<NucleusIds>>(logits, 1, &[&words, &positions, &stats], out_dtype)
     }
 }
 
-/// Runs the kernels and the reference ops on `device` (wgpu) over the same logits and
+/// Runs the kernels on `device` (wgpu) and [`draw_on_host`] over the same logits and
 /// draws, and holds them to the same ids: at the real vocabulary's width (parts and a
 /// merge), a width below a workgroup's, with and without a nucleus, at several
-/// temperatures and steps. Async, so that it also runs in the browser.
+/// temperatures, with rows at positions out of order. Async, so that it also runs in
+/// the browser.
 pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
     let mut checked = 0;
     let cases = [
@@ -275,25 +383,23 @@ pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
     ];
     for (case, (rows, vocab, temperature, top_p)) in cases.into_iter().enumerate() {
         let host = spread_logits(rows, vocab, case as u64);
-        let logits = Tensor::<2>::from_data(TensorData::new(host, [rows, vocab]), device);
+        let logits = Tensor::<2>::from_data(TensorData::new(host.clone(), [rows, vocab]), device);
         let draw = Draw {
             temperature,
             top_p,
             seed: 0x5eed_0000_0000_0001 + case as u64,
-            step: 3 * case as u32,
         };
-        let words = draw.upload(device);
-        let kernel = TokenIds::new(kernel_sample_ids(logits.clone(), words, draw.has_nucleus()))
-            .read()
-            .await?;
-        let reference = TokenIds::new(reference_sample_ids(logits, &draw))
-            .read()
-            .await?;
+        // Rows at positions out of order, some shared: as a tree's nodes are.
+        let positions: Vec<u32> = (0..rows as u32).map(|r| 40 + (r * 7) % 5).collect();
+        let buffers = DrawBuffers::upload(&draw, &positions, device);
+        let kernel = kernel_sample_ids(logits.clone(), &buffers, draw.has_nucleus());
+        let kernel = TokenIds::new(kernel).read().await?;
+        let reference = draw_on_host(&host, vocab, &draw, &positions);
         if let Some(row) = (0..rows).find(|&r| kernel[r] != reference[r]) {
             return Ok(KernelCheck {
                 rows: checked,
                 mismatch: Some(format!(
-                    "sampling kernel draws {} where the reference draws {} at row {row} of \
+                    "sampling kernel draws {} where the host draws {} at row {row} of \
                      {rows}×{vocab}, temperature {temperature}, top-p {top_p}",
                     kernel[row], reference[row]
                 )),
@@ -330,18 +436,17 @@ fn spread_logits(rows: usize, vocab: usize, seed: u64) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn draw(seed: u64, step: u32) -> Draw {
+    fn draw(seed: u64) -> Draw {
         Draw {
             temperature: 1.0,
             top_p: 1.0,
             seed,
-            step,
         }
     }
 
     #[test]
     fn noise_is_finite_and_gumbel_distributed() {
-        let d = draw(7, 0);
+        let d = draw(7);
         let n = 200_000u32;
         let values: Vec<f64> = (0..n).map(|id| f64::from(d.gumbel(id % 13, id))).collect();
         assert!(values.iter().all(|v| v.is_finite()));
@@ -354,12 +459,11 @@ mod tests {
 
     #[test]
     fn every_input_word_changes_the_noise() {
-        let base = draw(0x1234_5678_9abc_def0, 5);
+        let base = draw(0x1234_5678_9abc_def0);
         let g = base.gumbel(2, 40);
         let changed = [
-            draw(base.seed ^ 1, 5).gumbel(2, 40),
-            draw(base.seed ^ (1 << 40), 5).gumbel(2, 40),
-            draw(base.seed, 6).gumbel(2, 40),
+            draw(base.seed ^ 1).gumbel(2, 40),
+            draw(base.seed ^ (1 << 40)).gumbel(2, 40),
             base.gumbel(3, 40),
             base.gumbel(2, 41),
         ];
@@ -379,12 +483,11 @@ mod tests {
             temperature: 0.75,
             top_p: 0.5,
             seed: 0xdead_beef_0000_0007,
-            step: 9,
         };
         let w: Vec<u32> = d.words().into_iter().map(|w| w as u32).collect();
         assert_eq!(f32::from_bits(w[0]), 0.75);
         assert_eq!(f32::from_bits(w[1]), 0.5);
-        assert_eq!((w[2], w[3], w[4]), (7, 0xdead_beef, 9));
+        assert_eq!((w[2], w[3]), (7, 0xdead_beef));
     }
 
     #[test]
@@ -399,31 +502,28 @@ mod tests {
             let d = Draw {
                 temperature,
                 top_p,
-                ..draw(0, 0)
+                ..draw(0)
             };
             assert!(d.check().is_err(), "{temperature} {top_p}");
         }
-        assert!(draw(0, 0).check().is_ok());
+        assert!(draw(0).check().is_ok());
     }
 
-    /// On the CPU, the reference's draws follow softmax(l / T) cut to the nucleus.
+    /// The host's draws follow softmax(l / T) cut to the nucleus: one draw per position,
+    /// as a generation makes them.
     #[test]
-    fn reference_draws_follow_the_distribution() {
-        let device = Device::flex();
+    fn host_draws_follow_the_distribution() {
         let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0, f32::NEG_INFINITY];
         let (rows, vocab) = (3000, logits.len());
         let host: Vec<f32> = logits.iter().copied().cycle().take(rows * vocab).collect();
-        let tensor = Tensor::<2>::from_data(TensorData::new(host, [rows, vocab]), &device);
+        let positions: Vec<u32> = (0..rows as u32).collect();
         for (temperature, top_p) in [(1.0f32, 1.0f32), (0.7, 0.8)] {
             let d = Draw {
                 temperature,
                 top_p,
-                ..draw(11, 2)
+                ..draw(11)
             };
-            let ids = burn::tensor::read_sync(
-                TokenIds::new(reference_sample_ids(tensor.clone(), &d)).read(),
-            )
-            .expect("read");
+            let ids = draw_on_host(&host, vocab, &d, &positions);
             let want = nucleus_softmax(&logits, temperature, top_p);
             let mut counts = vec![0usize; vocab];
             ids.iter().for_each(|&i| counts[i as usize] += 1);
@@ -437,6 +537,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Skipping the ids that trail by more than any noise changes no draw: the host's
+    /// draws equal the argmax of every id's score, nucleus and all.
+    #[test]
+    fn skipping_hopeless_ids_changes_no_draw() {
+        let (rows, vocab) = (200, 3_000);
+        let logits = spread_logits(rows, vocab, 3);
+        let positions: Vec<u32> = (0..rows as u32).map(|r| r * 3).collect();
+        for (temperature, top_p) in [(1.0, 1.0), (0.5, 1.0), (2.0, 0.9), (0.8, 0.5)] {
+            let d = Draw {
+                temperature,
+                top_p,
+                ..draw(5)
+            };
+            let every_id = logits
+                .chunks_exact(vocab)
+                .zip(&positions)
+                .map(|(row, &position)| {
+                    let scaled: Vec<f32> = row.iter().map(|&l| l / temperature).collect();
+                    let nucleus = d.has_nucleus().then(|| HostNucleus::of(&scaled, top_p));
+                    (0..vocab)
+                        .filter(|&v| nucleus.as_ref().is_none_or(|n| n.keeps(scaled[v])))
+                        .map(|v| (scaled[v] + d.gumbel(position, v as u32), v))
+                        .reduce(|a, b| if b.0 > a.0 { b } else { a })
+                        .expect("a kept id")
+                        .1 as u32
+                })
+                .collect::<Vec<_>>();
+            let drawn = draw_on_host(&logits, vocab, &d, &positions);
+            assert_eq!(drawn, every_id, "T {temperature} top-p {top_p}");
+            // The noise decides: the draws are not just each row's argmax.
+            let argmax = logits
+                .chunks_exact(vocab)
+                .map(|row| (0..vocab).fold(0, |a, v| if row[v] > row[a] { v } else { a }) as u32);
+            assert!(drawn.iter().zip(argmax).any(|(&d, a)| d != a));
+        }
+    }
+
+    #[test]
+    fn no_noise_exceeds_the_ceiling() {
+        assert!(noise_of_bits(u32::MAX) < NOISE_CEILING);
+        assert!(noise_of_bits(u32::MAX) > NOISE_CEILING - 0.2);
+        assert!(noise_of_bits(0).is_finite());
     }
 
     /// softmax(l / T), cut to the smallest most-likely set whose mass reaches `top_p`.

@@ -9,8 +9,8 @@
 //! A replay reads and writes the buffers the recorded run did, so whatever a step varies
 //! lives in buffers refilled before each replay ([`StepInputs`]): the token ids, the
 //! positions, the tree mask, the cache slots (which is why the kernels read the slots
-//! from a buffer rather than from their uniform), and a sampling step's draw, whose step
-//! counter gives each replay fresh noise ([`crate::sampler`]).
+//! from a buffer rather than from their uniform), and a sampling step's draw (its noise
+//! is keyed by the refilled positions, [`crate::sampler`]).
 //!
 //! A graph's launch grids and buffer sizes are fixed, so one is captured per node count,
 //! rounded up to a power of two ([`padded_nodes`]). Padding nodes see only themselves and
@@ -29,7 +29,7 @@ use burn::tensor::{Bytes, DType, Device, Int, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::kernels::SKINNY_MAX_ROWS;
 use crate::llama::{AncestorMask, TokenIds};
-use crate::sampler::Draw;
+use crate::sampler::{Draw, DrawBuffers};
 
 /// Additive mask value for "may not attend". Large and finite rather than `-inf`, so a
 /// backend that computes `x - max` never sees `inf - inf`.
@@ -136,7 +136,7 @@ impl HostStep {
             positions: ints(self.positions.clone()),
             tree_mask: Tensor::from_data(TensorData::new(self.tree_mask.clone(), [n, n]), device),
             slots: ints(self.slots()),
-            draw: self.draw.map(|d| d.upload(device)),
+            draw: self.draw.map(|d| ints(d.words())),
         }
     }
 }
@@ -152,11 +152,19 @@ pub(crate) struct StepInputs {
     pub tree_mask: Tensor<2>,
     /// `[2]`: the first new node's cache slot, and `n` ([`crate::layer_ops::Slots`]).
     pub slots: Tensor<1, Int>,
-    /// `[8]`: a sampling step's draw, as the kernels read it ([`Draw::upload`]).
+    /// `[4]`: a sampling step's draw, as the kernels read it ([`Draw`]'s words).
     pub draw: Option<Tensor<1, Int>>,
 }
 
 impl StepInputs {
+    /// A sampling step's draw on the device: its words, and the nodes' positions.
+    pub fn draw_buffers(&self) -> Option<DrawBuffers> {
+        self.draw.clone().map(|words| DrawBuffers {
+            words,
+            positions: self.positions.clone(),
+        })
+    }
+
     /// Writes `step` into these buffers in place; `step` has as many nodes as they do.
     fn refill(&self, step: &HostStep) {
         let ints = |t: &Tensor<1, Int>, v: Vec<i32>| {
@@ -265,7 +273,7 @@ impl StepGraphs {
         device: &Device,
         step: &HostStep,
         k: usize,
-        mut run: impl FnMut(&StepInputs) -> TokenIds,
+        mut run: impl FnMut(&StepInputs) -> Result<TokenIds>,
     ) -> Result<TokenIds> {
         if self.model != Some(model) {
             self.graphs.clear();
@@ -287,9 +295,9 @@ impl StepGraphs {
                 )?;
                 Ok(captured.ids.clone())
             }
-            Some(None) => Ok(run(&step.upload(device))),
+            Some(None) => run(&step.upload(device)),
             None => {
-                let (ids, captured) = capture(device, step, &mut run);
+                let (ids, captured) = capture(device, step, &mut run)?;
                 self.graphs.insert(key, captured);
                 Ok(ids)
             }
@@ -303,27 +311,25 @@ impl StepGraphs {
 fn capture(
     device: &Device,
     step: &HostStep,
-    run: &mut impl FnMut(&StepInputs) -> TokenIds,
-) -> (TokenIds, Option<StepGraph>) {
+    run: &mut impl FnMut(&StepInputs) -> Result<TokenIds>,
+) -> Result<(TokenIds, Option<StepGraph>)> {
     let dispatch = device.as_dispatch();
     if Dispatch::graph_prepare(dispatch).is_err() {
-        return (run(&step.upload(device)), None);
+        return Ok((run(&step.upload(device))?, None));
     }
     let inputs = step.upload(device);
-    let ids = run(&inputs);
+    let ids = run(&inputs)?;
     if Dispatch::graph_start_capture(dispatch).is_err() {
         // Ends the prepared capture, which routes allocations to the graph's pools.
         let _ = Dispatch::graph_stop_capture(dispatch);
-        return (ids, None);
+        return Ok((ids, None));
     }
     // Recorded, not run: the real run above already wrote this step's keys and values.
+    // Stopped whatever the recorded run gave, so that the capture never outlives it.
     let graph_ids = run(&inputs);
-    let captured = Dispatch::graph_stop_capture(dispatch)
-        .ok()
-        .map(|graph| StepGraph {
-            graph,
-            inputs,
-            ids: graph_ids,
-        });
-    (ids, captured)
+    let captured = match (graph_ids, Dispatch::graph_stop_capture(dispatch)) {
+        (Ok(ids), Ok(graph)) => Some(StepGraph { graph, inputs, ids }),
+        _ => None,
+    };
+    Ok((ids, captured))
 }

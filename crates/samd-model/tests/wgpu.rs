@@ -201,8 +201,8 @@ fn wgsl_kernels_agree_with_the_reference_ops() {
 /// A verify step replayed from a captured graph ([`samd_model::step_graph`]) gives the
 /// ids the same step gives launch by launch, step after step: the refilled inputs, the
 /// padding to a graph's size and compaction between steps change nothing. Greedy and
-/// sampling steps (with and without a nucleus) interleave, and a replayed sampling step
-/// draws with its own step's noise.
+/// sampling steps (with and without a nucleus) interleave, each draw with its own seed,
+/// so a replay that kept the last draw's words or positions would draw other ids.
 #[test]
 fn replayed_steps_equal_steps_launched_one_by_one() {
     let Some(gpu) = wgpu_device() else { return };
@@ -226,12 +226,11 @@ fn assert_replays_match_launches(replayed: Llama) {
             .expect("prefill");
         cache.compact(&[0, 1, 2, 3, 4]).expect("commit the prompt");
     }
-    let draw = |step: u32, top_p: f32| {
+    let draw = |seed: u64, top_p: f32| {
         Some(Draw {
             temperature: 2.0,
             top_p,
-            seed: 99,
-            step,
+            seed,
         })
     };
     // (each node's parent, the nodes accepted, the draw): chains and trees of sizes that
