@@ -291,17 +291,20 @@ impl Logits {
 
     /// Reads the logits back (tests and debugging; the decode loop reads ids only).
     pub async fn read(self) -> Result<Vec<f32>> {
-        let data = self
-            .tensor
-            .into_data_async()
-            .await
-            .map_err(|e| Error::Readback {
-                reason: e.to_string(),
-            })?;
-        data.try_into_vec_as::<f32>().map_err(|e| Error::Readback {
-            reason: format!("{e:?}"),
-        })
+        floats_read(self.tensor.into_data_async().await)
     }
+}
+
+/// The f32 values of a readback, or an error that says why there are none.
+pub(crate) fn floats_read(
+    data: std::result::Result<TensorData, impl std::fmt::Display>,
+) -> Result<Vec<f32>> {
+    let data = data.map_err(|e| Error::Readback {
+        reason: e.to_string(),
+    })?;
+    data.try_into_vec_as::<f32>().map_err(|e| Error::Readback {
+        reason: format!("{e:?}"),
+    })
 }
 
 /// What a verify step reads back per node: its next token (the argmax, or a draw with

@@ -40,7 +40,7 @@ use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::kernel_check::KernelCheck;
 use crate::kernels::{MAX_WORKGROUPS, Shader, WgslKernel, binding, empty_like};
-use crate::llama::TokenIds;
+use crate::llama::{TokenIds, floats_read};
 use crate::top_k::{TOP_K_CORE, launch_top_k};
 
 /// How a sampling step draws: the distribution, and the seed of its noise.
@@ -177,14 +177,8 @@ pub(crate) fn sample_ids(
                  synchronously"
             .into(),
     };
-    let data = burn::tensor::try_read_sync(logits.into_data_async())
-        .ok_or_else(unread)?
-        .map_err(|e| Error::Readback {
-            reason: e.to_string(),
-        })?;
-    let host = data.try_to_vec::<f32>().map_err(|e| Error::Readback {
-        reason: format!("{e:?}"),
-    })?;
+    let host =
+        floats_read(burn::tensor::try_read_sync(logits.into_data_async()).ok_or_else(unread)?)?;
     let ids = draw_on_host(&host, vocab, draw, positions)
         .into_iter()
         .map(|id| id as i32)

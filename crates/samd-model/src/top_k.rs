@@ -128,8 +128,9 @@ pub(crate) fn launch_top_k<S: Shader>(
     let lanes = 1usize << (usize::BITS - 1 - fit.leading_zeros());
     let parts = vocab.div_ceil(TOP_K_SPAN);
     let ids = empty_like(&logits, [rows, k], DType::I32);
-    let kernel = |mode: usize| {
-        WgslKernel::<S>::new(vec![
+    // Mode 0 ranks whole rows; 1, parts of them; 2 merges the parts' candidates.
+    let launch = |mode: usize, grid: [usize; 3], src: &CubeTensor, dst: &CubeTensor| {
+        let params = vec![
             ("k", k.to_string()),
             ("vocab", vocab.to_string()),
             ("threads", lanes.to_string()),
@@ -137,40 +138,23 @@ pub(crate) fn launch_top_k<S: Shader>(
             ("mode", mode.to_string()),
             ("parts", parts.to_string()),
             ("span", TOP_K_SPAN.to_string()),
-        ])
-    };
-    let bindings = |src: &CubeTensor, dst: &CubeTensor| {
-        [src, dst]
-            .into_iter()
-            .chain(extra.iter().copied())
-            .map(binding)
-            .collect()
-    };
-    if parts == 1 {
-        kernel(0).launch(
+        ];
+        let buffers = [src, dst].into_iter().chain(extra.iter().copied());
+        WgslKernel::<S>::new(params).launch(
             &logits.client,
             lanes as u32,
-            [rows, 1, 1],
-            bindings(&logits, &ids),
+            grid,
+            buffers.map(binding).collect(),
             None,
         );
+    };
+    if parts == 1 {
+        launch(0, [rows, 1, 1], &logits, &ids);
     } else {
         // Each part's k best, as (value bits, id) pairs.
         let candidates = empty_like(&logits, [rows * parts, 2 * k], DType::F32);
-        kernel(1).launch(
-            &logits.client,
-            lanes as u32,
-            [rows, parts, 1],
-            bindings(&logits, &candidates),
-            None,
-        );
-        kernel(2).launch(
-            &logits.client,
-            lanes as u32,
-            [rows, 1, 1],
-            bindings(&candidates, &ids),
-            None,
-        );
+        launch(1, [rows, parts, 1], &logits, &candidates);
+        launch(2, [rows, 1, 1], &candidates, &ids);
     }
     if out_dtype == IntDType::I32 {
         ids
