@@ -19,7 +19,8 @@ pub struct Sampling {
     pub temperature: f32,
     /// Nucleus mass, in (0, 1]; 1 keeps the whole vocabulary.
     pub top_p: f32,
-    /// Seeds the device's random generator at the start of a generation.
+    /// Seeds the draws' noise, which is keyed by position: the same seed draws the same
+    /// tokens whatever the method ([`samd_model::sampler`]).
     pub seed: u64,
 }
 
