@@ -45,8 +45,9 @@
 # - `kernels` (there) runs `samd profile --kernel-times`: a 1,000-token prefill and verify
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
 #   kernel's device time; then the context-256 steps again with `--no-graphs` (launch by
-#   launch, not replayed from a captured graph), for what the replays save, and with
-#   `--f32-weights` (matrices widened to f32 at load, not read from the file's blocks).
+#   launch, not replayed from a captured graph), for what the replays save, with
+#   `--f32-weights` (matrices widened to f32 at load, not read from the file's blocks),
+#   and as sampling steps (temperature 0.8, top-p 0.9: the draw and nucleus kernels).
 #
 # SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
 # every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
@@ -172,6 +173,8 @@ kernels() {
     --context 256 --sizes 1,2,16,64
   stage_run 60 kernels-f32-weights "$samd" profile --device wgpu --model "$model" \
     --kernel-times --f32-weights --prefill 1000 --context 256 --sizes 1,2,16,64
+  stage_run 60 steps-sampling "$samd" profile --device wgpu --model "$model" \
+    --temperature 0.8 --top-p 0.9 --context 256 --sizes 1,16,64
 }
 
 # stage_run SECONDS NAME COMMAND...: runs COMMAND under a time limit, its stdout to the
