@@ -802,8 +802,8 @@ impl Llama {
     ///
     /// On wgpu a step of up to 128 nodes replays a captured graph of its launches
     /// ([`crate::step_graph`]), which takes a fraction of the host time; the first step
-    /// of each size captures it. A sampling step's graph draws fresh noise on each replay,
-    /// from the draw's step.
+    /// of each size captures it. A sampling step's graph keys its noise by the positions
+    /// and draw it is refilled with, so each replay draws afresh.
     pub fn forward_ids(
         &self,
         cache: &mut KvCache,
@@ -829,17 +829,16 @@ impl Llama {
             .padded(padded)
             .with_draw(draw.copied());
         cache.reserve(padded)?;
-        // The padded step's, which its graph reads: the logits have a row per node.
-        let padded_positions: Vec<u32> = step.positions.iter().map(|&p| p as u32).collect();
         let mut graphs = cache.take_graphs();
+        // Runs only when a step is captured or cannot be, never on a replay.
         let ids = graphs.run(self.id, &self.device, &step, k, |inputs| {
             let logits = self.run_blocks(cache, inputs, LogitRows::All);
-            let on_device = inputs.draw_buffers();
-            step_ids(
-                &logits,
-                k,
-                draw.map(|d| (d, &padded_positions[..], on_device)),
-            )
+            let Some(draw) = draw else {
+                return step_ids(&logits, k, None);
+            };
+            // The padded step's, as its logits have a row per padded node.
+            let positions: Vec<u32> = step.positions.iter().map(|&p| p as u32).collect();
+            step_ids(&logits, k, Some((draw, &positions, inputs.draw_buffers())))
         });
         cache.restore_graphs(graphs);
         Ok(ids?.first_rows(n))

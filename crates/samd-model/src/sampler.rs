@@ -26,7 +26,7 @@
 //! Two implementations:
 //! - `shaders/nucleus.wgsl` (if top-p < 1), then `shaders/top_k.wgsl` ranking the scores
 //!   of `top_k_gumbel.wgsl`: the launches of a greedy step's argmax, and one more for a
-//!   nucleus, where burn ops took eight, or about two hundred with a nucleus;
+//!   nucleus, where burn ops took a dozen more, or about 240 more with a nucleus;
 //! - [`draw_on_host`], for the CPU backend (whose logits are in memory already) and as
 //!   the kernels' reference. It hashes the noise only for the ids that could still win:
 //!   no noise exceeds [`NOISE_CEILING`], so an id whose scaled logit trails the best
