@@ -1,7 +1,7 @@
 // Rows of a matrix in the GGUF's quantised blocks (blocks_common.wgsl) widened to f32,
-// [rows, K]: the whole matrix, out-major, for burn's matmul (a prefill's many rows) and
-// the reference ops; or the token embedding's rows of a step's tokens, which start the
-// residual stream. One lane per code word of an output row.
+// [rows, K]: the whole matrix, out-major, for the reference ops (burn's matmul over f32);
+// or the token embedding's rows of a step's tokens, which start the residual stream. One
+// lane per code word of an output row.
 //
 // kernels.rs appends a rows part, which defines source_row(r), the matrix row that output
 // row r takes, and then blocks_common.wgsl:

@@ -152,9 +152,10 @@ async fn compare_block_ops(model: &Llama) -> Result<KernelCheck> {
 /// One forward of [`verify_scenario`]: tokens, each node's parent, the nodes accepted.
 type Step = (Vec<u32>, Vec<Option<usize>>, Vec<usize>);
 
-/// Tokens of the scenario's prefill: more rows than the skinny matmul takes (128), so
-/// burn's matmul, the norm and K/V store kernels and the tiled attention run, its last
-/// tiles of nodes and keys partial.
+/// Tokens of the scenario's prefill: more rows than the skinny matmul takes over f32
+/// weights (128), so with those burn's matmul and the norm and K/V store kernels run,
+/// and with blocks the staged skinny matmul over five tiles of rows; and with both the
+/// tiled attention, its last tiles of nodes and keys partial.
 const PREFILL: u32 = 130;
 
 /// Nodes of the scenario's chain step: the skinny matmul takes them in tiles of 32 rows,

@@ -8,9 +8,9 @@
 //! | kernel | replaces (burn ops) |
 //! |---|---|
 //! | `skinny_matmul.wgsl` | burn's tiled matmul for products of few rows, with a block's other steps folded in by its parts: the RMSNorm before a projection, SwiGLU, the residual add, and storing K (RoPE applied) and V in the cache; its weight part reads f32 or the GGUF's quantised blocks (`skinny_w_blocks.wgsl`; for a tree's tiles `skinny_w_blocks_staged.wgsl`, x through shared memory) |
-//! | `dequant_blocks.wgsl` | the host's dequantisation, for the products that take burn's matmul (a prefill's) and the reference ops |
+//! | `dequant_blocks.wgsl` | the host's dequantisation, for the reference ops (which read f32), and the token embedding's rows of a step |
 //! | `tree_attention.wgsl` (`tree_attention_tiled.wgsl` for a prefill's many nodes) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
-//! | `rms_norm.wgsl`, `store_kv.wgsl` | a prefill's RMSNorm and K/V store, where the projections are burn's matmul |
+//! | `rms_norm.wgsl`, `store_kv.wgsl` | the RMSNorm and K/V store of a prefill over f32 weights, whose projections are burn's matmul |
 //!
 //! So a block of a verify step is five launches: the q|k|v projection, the attention,
 //! the output projection, gate|up and down.
@@ -325,7 +325,7 @@ impl Heads {
 /// `tree_mask` is `[n, n]`, additive; `slots` is `[2]` ints on the device, the first new
 /// node's cache slot (the committed positions) and `n`: where the nodes' keys go, read by
 /// the kernels from a buffer so that a replayed step graph ([`crate::step_graph`]) takes
-/// each step's own. The skinny products take [`SKINNY_MAX_ROWS`] rows
+/// each step's own. The skinny products over f32 weights take [`SKINNY_MAX_ROWS`] rows
 /// at most.
 #[backend_extension(Cube)]
 pub trait BlockKernels: Backend {
@@ -435,10 +435,11 @@ fn info_word(value: usize) -> u32 {
     u32::try_from(value).expect("invariant: row counts fit u32")
 }
 
-/// Most rows a skinny product takes ([`BlockKernels::add_skinny_matmul`] and the
-/// rest): it reads the weights once per tile of rows ([`skinny_tile_rows`]), so past a
-/// few tiles burn's tiled matmul, which reuses each weight across a larger tile, reads
-/// less.
+/// Most rows a skinny product over f32 weights takes ([`BlockKernels::add_skinny_matmul`]
+/// and the rest): it reads the weights once per tile of rows ([`skinny_tile_rows`]), so
+/// past a few tiles burn's tiled matmul, which reuses each weight across a larger tile,
+/// reads less. Over the file's blocks, a sixth of the bytes, it takes any number of
+/// rows (`layer_ops::skinny`).
 pub(crate) const SKINNY_MAX_ROWS: usize = 128;
 
 /// Rows of x each workgroup of the skinny matmul multiplies at once, for a product of

@@ -96,10 +96,16 @@ impl Matrix {
     }
 }
 
-/// Whether a product of `rows` rows takes the skinny matmul kernel: a verify step's few
-/// rows do; a prefill's many take burn's matmul.
-fn skinny(ops: BlockOps, rows: usize) -> bool {
-    ops == BlockOps::Kernels && rows <= SKINNY_MAX_ROWS
+/// Whether a product of `rows` rows by `w` takes the skinny matmul kernel. A verify
+/// step's few rows do. So do a prefill's many where `w` is in the file's blocks: the
+/// staged kernel reads the blocks once per 32 rows (a prompt of 1,000 tokens reads a
+/// Q4_1 model's matrices 32 times, 2 GB, a fraction of a millisecond on a GPU), and it
+/// folds the norm, RoPE, the K/V store, SwiGLU and the residual adds, where burn's
+/// matmul needs the blocks widened to f32 first and each of those steps as launches of
+/// its own: five launches per block in place of about twenty-five. Over f32 weights a
+/// prefill takes burn's matmul, which reuses each weight across larger tiles.
+fn skinny(ops: BlockOps, rows: usize, w: &Matrix) -> bool {
+    ops == BlockOps::Kernels && (rows <= SKINNY_MAX_ROWS || matches!(w.layout, Layout::Blocks(_)))
 }
 
 /// The backend our kernels extend.
@@ -128,7 +134,7 @@ pub(crate) fn normed_project(
     w: &Matrix,
 ) -> Tensor<2> {
     let rows = x.dims()[0];
-    if skinny(ops, rows) && w.outputs() <= NORM_FOLD_MAX_COLUMNS {
+    if skinny(ops, rows, w) && w.outputs() <= NORM_FOLD_MAX_COLUMNS {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::normed_skinny_matmul(
             &x.clone().into_dispatch(),
             &norm.weight.clone().into_dispatch(),
@@ -138,7 +144,7 @@ pub(crate) fn normed_project(
         ));
     }
     let h = rms_norm(ops, x, norm);
-    if skinny(ops, rows) {
+    if skinny(ops, rows, w) {
         return Tensor::from_dispatch(<Kernels as BlockKernels>::skinny_matmul(
             &h.into_dispatch(),
             &w.dispatch(),
@@ -172,8 +178,8 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
 
 /// `x @ W` through burn's matmul, or on burn's CPU backend for a few rows through
 /// [`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul), which reads the weights once
-/// where burn's packs them. Blocks are widened to f32 first: a prefill's many rows
-/// take burn's matmul, which reads f32, and the widened matrix lives for one product.
+/// where burn's packs them. Blocks are widened to f32 first, for the reference ops on
+/// wgpu, and the widened matrix lives for one product.
 fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     let on_cpu = matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
     match w.layout {
@@ -200,7 +206,7 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
 /// `stream + x @ W` (the residual add after the attention's output projection) for `x`:
 /// `[n, in]`. One launch on the skinny path, in place.
 pub(crate) fn add_project(ops: BlockOps, stream: Tensor<2>, x: Tensor<2>, w: &Matrix) -> Tensor<2> {
-    if skinny(ops, x.dims()[0]) {
+    if skinny(ops, x.dims()[0], w) {
         return add_skinny(stream, x, w, false);
     }
     stream + matmul(x, w)
@@ -216,7 +222,7 @@ pub(crate) fn add_swiglu_down(
     w_down: &Matrix,
 ) -> Tensor<2> {
     let [n, width] = gate_up.dims();
-    if skinny(ops, n) {
+    if skinny(ops, n, w_down) {
         return add_skinny(stream, gate_up, w_down, true);
     }
     let d_ffn = width / 2;
@@ -292,7 +298,7 @@ pub(crate) fn project_qkv(
     heads: Heads,
 ) -> Tensor<2> {
     let QkvWeights { norm, w_qkv } = weights;
-    if skinny(ops, x.dims()[0]) {
+    if skinny(ops, x.dims()[0], w_qkv) {
         let (x, norm_weight, w_qkv_tensor) = (
             x.clone().into_dispatch(),
             norm.weight.clone().into_dispatch(),

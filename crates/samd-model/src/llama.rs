@@ -7,12 +7,12 @@
 //! ([`Logits::top_k_ids`], [`TokenIds::read`]), one small readback per step.
 //!
 //! Design choices and their costs:
-//! - Weights are dequantised to f32 at load (`4 * n_params` bytes: ~540 MB for SmolLM2-135M).
-//!   On wgpu matrices are stored `[in, out]`, what the WGSL kernels read; on the CPU they
-//!   stay `[out, in]` as GGUF has them, and on x86-64 with AVX2 Q4_0, Q4_1 and Q8_0
-//!   matrices keep their file blocks beside the f32 copy ([`crate::quant_rows`]): a
-//!   verify step reads those, a sixth of the bytes, and prefills take burn's matmul over
-//!   the f32s. Quantised matmul in WGSL is the planned way out of the GPU's memory cost.
+//! - Weights: on wgpu, Q4_0, Q4_1 and Q8_0 matrices stay in the file's blocks, which the
+//!   WGSL kernels read for steps and prefills alike; others are widened to f32 at load
+//!   and stored `[in, out]`. On the CPU matrices are f32 `[out, in]` as GGUF has them, and
+//!   on x86-64 with AVX2 the block kinds above also keep their blocks
+//!   ([`crate::quant_rows`]): a verify step reads those, a sixth of the bytes, and
+//!   prefills take burn's matmul over the f32s.
 //! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
 //!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
 //!   We apply interleaved RoPE to the weights as stored rather than un-permuting them.

@@ -207,8 +207,8 @@ impl GraphInputs for CubeBackend {
 }
 
 /// The node count a step of `n` nodes is captured and replayed at: the next power of two,
-/// so that a handful of graphs serve every tree size. `None` past the skinny products'
-/// rows, which burn's matmul takes.
+/// so that a handful of graphs serve every tree size. `None` past [`SKINNY_MAX_ROWS`]:
+/// a forward that large is a prefill, launched as it comes.
 pub(crate) fn padded_nodes(n: usize) -> Option<usize> {
     Some(n.checked_next_power_of_two()?).filter(|&p| p <= SKINNY_MAX_ROWS)
 }
