@@ -46,8 +46,10 @@
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
 #   kernel's device time; then the context-256 steps again with `--no-graphs` (launch by
 #   launch, not replayed from a captured graph), for what the replays save, with
-#   `--f32-weights` (matrices widened to f32 at load, not read from the file's blocks),
-#   and as sampling steps (temperature 0.8, top-p 0.9: the draw and nucleus kernels).
+#   `--f32-weights` (matrices widened to f32 at load, not read from the file's blocks;
+#   its prefill takes burn's matmul, where the blocks' takes the skinny kernels, so the
+#   two prefill lines compare them), and as sampling steps (temperature 0.8, top-p 0.9:
+#   the draw and nucleus kernels).
 #
 # SAMD_PER_CATEGORY (2), SAMD_MAX_TOKENS (128) and SAMD_TREE (adaptive; full verifies
 # every drafted node) set the bench's options; SAMD_PROFILE_TIMEOUT (90),
