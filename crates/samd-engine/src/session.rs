@@ -109,10 +109,11 @@ impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
     }
 }
 
-/// Prompt tokens per prefill forward pass. With Token Recycling a pass computes logits
+/// Prompt tokens per prefill forward pass with Token Recycling: a pass computes logits
 /// for every node, so chunking bounds that buffer (`PREFILL_CHUNK × vocab` floats, 50 MB
 /// for SmolLM2) below WebGPU's default 128 MiB binding limit, whatever the prompt's
-/// length. Without it a pass computes the last node's logits only ([`Target::fill`]).
+/// length. Without it a pass computes the last node's logits only ([`Target::fill`]),
+/// and the target says how long a pass may be ([`Target::fill_chunk`]).
 pub const PREFILL_CHUNK: usize = 256;
 
 fn micros(since: Instant) -> u64 {
@@ -230,7 +231,12 @@ impl<T: Target> Session<T> {
 
         let t = Instant::now();
         let mut first = 0;
-        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
+        let chunk_len = if k > 0 {
+            PREFILL_CHUNK
+        } else {
+            self.target.fill_chunk()
+        };
+        for (i, chunk) in prompt.chunks(chunk_len).enumerate() {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
             // Token Recycling learns from every prompt position's top-k; without it only
@@ -251,7 +257,7 @@ impl<T: Target> Session<T> {
             if k > 0
                 && let Some(d) = &mut self.drafter
             {
-                let start = i * PREFILL_CHUNK;
+                let start = i * chunk_len;
                 let preceding: Vec<u32> = (start..start + chunk.len())
                     .map(|p| p.checked_sub(1).map_or(NO_PRECEDING, |q| prompt[q]))
                     .collect();

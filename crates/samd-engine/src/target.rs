@@ -9,7 +9,7 @@ use std::future::Future;
 use samd_draft::tree::DraftTree;
 use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, TokenIds};
 
-use crate::{CostShape, Error, Sampling};
+use crate::{CostShape, Error, PREFILL_CHUNK, Sampling};
 
 /// A model that verifies draft trees against a cache of committed positions.
 pub trait Target {
@@ -46,6 +46,12 @@ pub trait Target {
                 what: "a chain of no nodes",
             })
         }
+    }
+
+    /// Most prompt tokens per [`Target::fill`] pass. A prefill with Token Recycling
+    /// verifies [`PREFILL_CHUNK`] at a time, since it computes every position's logits.
+    fn fill_chunk(&self) -> usize {
+        PREFILL_CHUNK
     }
 
     /// Seeds the random draws of the following verifications.
@@ -181,6 +187,14 @@ pub struct PendingIds {
     k: usize,
 }
 
+/// Prompt tokens per [`Target::fill`] pass on wgpu. A pass costs the same launches and
+/// one readback whatever its length (five launches per block), so a 1,000-token prompt
+/// in one pass saves three passes' worth of both. The bound keeps the pass's `[n, n]`
+/// tree mask (4 MiB) and its activations small beside WebGPU's 128 MiB binding limit.
+/// On the CPU the attention's scores are `[heads, n, past + n]`, so it keeps
+/// [`PREFILL_CHUNK`].
+const WGPU_FILL_CHUNK: usize = 1024;
+
 impl Target for ModelTarget {
     fn vocab_size(&self) -> u32 {
         u32::try_from(self.model.config().vocab_size).unwrap_or(u32::MAX)
@@ -222,6 +236,14 @@ impl Target for ModelTarget {
 
     fn reset(&mut self) {
         self.cache.clear();
+    }
+
+    fn fill_chunk(&self) -> usize {
+        if self.model.on_wgpu() {
+            WGPU_FILL_CHUNK
+        } else {
+            PREFILL_CHUNK
+        }
     }
 
     fn cost_shape(&self) -> CostShape {

@@ -1,6 +1,9 @@
 //! A prompt longer than one prefill chunk (256 tokens) is run in several passes; the
 //! greedy continuation must equal a single full forward pass over the same text.
 
+#[path = "../../samd-model/tests/common/mod.rs"]
+mod model_common;
+
 use burn::tensor::{Device, read_sync};
 use samd_engine::{GenerateOptions, Method, ModelTarget, PREFILL_CHUNK, Session, TreePolicy};
 use samd_model::{AncestorMask, Llama, LlamaConfig};
@@ -23,11 +26,28 @@ fn next_in_one_pass(model: &Llama, text: &[u32]) -> u32 {
 
 #[test]
 fn chunked_prefill_equals_one_pass() {
+    // On the CPU every prefill pass takes at most PREFILL_CHUNK tokens.
+    assert_prefill_equals_one_pass(&Device::flex(), 3);
+}
+
+#[test]
+fn without_token_recycling_wgpu_prefills_in_one_pass() {
+    let Some(gpu) = model_common::wgpu_device() else {
+        return;
+    };
+    // Without Token Recycling a pass on wgpu takes up to 1,024 tokens; with it, 256.
+    assert_prefill_equals_one_pass(&gpu, 1);
+}
+
+/// A prompt of 600 tokens on `device`, decoded with AR (prefilled in `ar_passes`) and
+/// with SAM+TR (in three chunks: Token Recycling reads every position's top-k), gives
+/// the tokens one causal pass over the whole text gives.
+fn assert_prefill_equals_one_pass(device: &Device, ar_passes: usize) {
     let config = LlamaConfig {
         context_len: 1024,
         ..LlamaConfig::tiny()
     };
-    let model = Llama::random(config, 3, true, &Device::flex()).expect("tiny model");
+    let model = Llama::random(config, 3, true, device).expect("tiny model");
     // Pseudo-random ids, so that nothing repeats by accident.
     let prompt: Vec<u32> = (0..(2 * PREFILL_CHUNK + 88) as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % 64)
@@ -42,7 +62,7 @@ fn chunked_prefill_equals_one_pass() {
         text.push(next);
     }
 
-    for method in [Method::Ar, Method::SamTr] {
+    for (method, passes) in [(Method::Ar, ar_passes), (Method::SamTr, 3)] {
         let drafter = method.drafter(64, None).expect("drafter");
         let mut session = Session::new(ModelTarget::new(model.clone(), 1024), drafter);
         session.set_tree_policy(TreePolicy::Full);
@@ -53,8 +73,8 @@ fn chunked_prefill_equals_one_pass() {
         };
         let (out, _) = read_sync(session.generate(&prompt, options)).expect("generate");
         assert_eq!(out, expected, "{method}");
-        // One readback per prefill chunk (3 here) and one per step.
+        // One readback per prefill pass and one per step.
         let stats = session.stats();
-        assert_eq!(stats.readbacks, 3 + stats.steps, "{method}");
+        assert_eq!(stats.readbacks, passes + stats.steps, "{method}");
     }
 }
