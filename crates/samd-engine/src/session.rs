@@ -109,11 +109,14 @@ impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
     }
 }
 
-/// Prompt tokens per prefill forward pass with Token Recycling: a pass computes logits
-/// for every node, so chunking bounds that buffer (`PREFILL_CHUNK × vocab` floats, 50 MB
-/// for SmolLM2) below WebGPU's default 128 MiB binding limit, whatever the prompt's
-/// length. Without it a pass computes the last node's logits only ([`Target::fill`]),
-/// and the target says how long a pass may be ([`Target::fill_chunk`]).
+/// Prompt tokens per prefill pass by default ([`Target::fill_chunk`]), and on the CPU,
+/// whose attention holds `[heads, n, past + n]` scores.
+///
+/// Every method prefills in the same passes, Token Recycling too (which reads every
+/// position's top-k, a slice of rows at a time: samd-model's `Llama::forward_ids`): a
+/// position's K/V can depend on the length of the pass it was computed in (on wgpu a
+/// pass of more than 128 nodes takes another attention kernel, with sums in another
+/// order), and speculative decoding must continue from plain decoding's bits.
 pub const PREFILL_CHUNK: usize = 256;
 
 fn micros(since: Instant) -> u64 {
@@ -231,11 +234,7 @@ impl<T: Target> Session<T> {
 
         let t = Instant::now();
         let mut first = 0;
-        let chunk_len = if k > 0 {
-            PREFILL_CHUNK
-        } else {
-            self.target.fill_chunk()
-        };
+        let chunk_len = self.target.fill_chunk();
         for (i, chunk) in prompt.chunks(chunk_len).enumerate() {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);

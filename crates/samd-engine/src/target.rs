@@ -48,8 +48,8 @@ pub trait Target {
         }
     }
 
-    /// Most prompt tokens per [`Target::fill`] pass. A prefill with Token Recycling
-    /// verifies [`PREFILL_CHUNK`] at a time, since it computes every position's logits.
+    /// Most prompt tokens per prefill pass, the same for every method
+    /// ([`PREFILL_CHUNK`] says why).
     fn fill_chunk(&self) -> usize {
         PREFILL_CHUNK
     }
@@ -187,12 +187,11 @@ pub struct PendingIds {
     k: usize,
 }
 
-/// Prompt tokens per [`Target::fill`] pass on wgpu. A pass costs the same launches and
-/// one readback whatever its length (five launches per block), so a 1,000-token prompt
-/// in one pass saves three passes' worth of both. The bound keeps the pass's `[n, n]`
-/// tree mask (4 MiB) and its activations small beside WebGPU's 128 MiB binding limit.
-/// On the CPU the attention's scores are `[heads, n, past + n]`, so it keeps
-/// [`PREFILL_CHUNK`].
+/// Prompt tokens per prefill pass on wgpu. A pass costs the same launches and one
+/// readback whatever its length (five launches per block), so a 1,000-token prompt in
+/// one pass saves three passes' worth of both. The bound keeps the pass's `[n, n]` tree
+/// mask (4 MiB) and its activations small beside WebGPU's 128 MiB binding limit. On the
+/// CPU the attention's scores are `[heads, n, past + n]`, so it keeps [`PREFILL_CHUNK`].
 const WGPU_FILL_CHUNK: usize = 1024;
 
 impl Target for ModelTarget {

@@ -39,7 +39,7 @@ use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::gguf_writer::{q4_1_bytes, q8_0_bytes};
-use crate::kernels::Heads;
+use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
 use crate::quant_rows::QuantRows;
@@ -160,6 +160,13 @@ pub struct HostTensor {
     /// rows with AVX2. `None` elsewhere and for block types not kept.
     pub quant: Option<QuantRows>,
 }
+
+/// Most rows of logits one product computes: past it, [`Llama::forward_ids`] takes the
+/// head and the ids a slice of rows at a time. A prefill pass with Token Recycling reads
+/// every position's top-k; over a 1,024-token pass SmolLM2's logits would be 201 MB,
+/// past WebGPU's 128 MiB binding limit, and a slice's are 25 MB. Slices this size take
+/// the skinny products on wgpu, over f32 weights too, as a decode step's head does.
+const HEAD_ROWS: usize = SKINNY_MAX_ROWS;
 
 /// Which nodes' logits a forward returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +370,18 @@ impl TokenIds {
             "invariant: joined ids share their rows"
         );
         TokenIds::new(Tensor::cat(vec![self.tensor, other.tensor], 1)).first_rows(self.rows)
+    }
+
+    /// Ids computed a slice of rows at a time, one slice under the other.
+    fn stacked(slices: Vec<TokenIds>) -> TokenIds {
+        debug_assert!(
+            slices.iter().all(|s| s.rows == s.tensor.dims()[0]),
+            "invariant: slices have no padding rows"
+        );
+        TokenIds::new(Tensor::cat(
+            slices.into_iter().map(|s| s.tensor).collect(),
+            0,
+        ))
     }
 
     /// Reads the ids back, row-major. Async because synchronous reads panic in the browser.
@@ -821,8 +840,7 @@ impl Llama {
             .filter(|_| self.step_graphs && self.ops == BlockOps::Kernels)
             .filter(|&p| cache.len() + p <= cache.capacity());
         let Some(padded) = padded else {
-            let logits = self.forward(cache, tokens, positions, mask)?;
-            return step_ids(&logits, k, draw.map(|d| (d, positions, None)));
+            return self.ids_launched(cache, tokens, positions, mask, k, draw);
         };
         let step = self
             .host_step(cache, tokens, positions, mask)?
@@ -900,8 +918,53 @@ impl Llama {
         Ok(HostStep::new(token_ids, position_ids, mask, past))
     }
 
+    /// [`Llama::forward_ids`] without a step graph, launch by launch: the blocks over
+    /// every node, then the head and the ids [`HEAD_ROWS`] rows at a time.
+    fn ids_launched(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+        k: usize,
+        draw: Option<&Draw>,
+    ) -> Result<TokenIds> {
+        let n = tokens.len();
+        let step = self.host_step(cache, tokens, positions, mask)?;
+        cache.reserve(n)?;
+        let mut run = || {
+            let stream = self.run_body(cache, &step.upload(&self.device));
+            let slices = (0..n)
+                .step_by(HEAD_ROWS)
+                .map(|start| {
+                    let end = (start + HEAD_ROWS).min(n);
+                    let rows = stream.clone().slice([start..end, 0..self.config.d_model]);
+                    let draw = draw.map(|d| (d, &positions[start..end], None));
+                    step_ids(&self.head(rows), k, draw)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(TokenIds::stacked(slices))
+        };
+        if self.on_wgpu() {
+            run()
+        } else {
+            on_cpu_pool(run)
+        }
+    }
+
     /// [`Llama::forward_rows`] past its checks, on inputs already on the device.
     fn run_blocks(&self, cache: &mut KvCache, inputs: &StepInputs, rows: LogitRows) -> Logits {
+        let mut stream = self.run_body(cache, inputs);
+        if rows == LogitRows::Last {
+            let n = stream.dims()[0];
+            stream = stream.slice([n - 1..n, 0..self.config.d_model]);
+        }
+        self.head(stream)
+    }
+
+    /// The blocks: every node's residual stream after the last, `[n, d_model]`, its K/V
+    /// written into the cache's pending slots.
+    fn run_body(&self, cache: &mut KvCache, inputs: &StepInputs) -> Tensor<2> {
         let c = &self.config;
         let n = inputs.ids.dims()[0];
         let heads = Heads::of(c);
@@ -947,12 +1010,19 @@ impl Llama {
                 layer_ops::normed_project(ops, &stream, norm(&block.ffn_norm), &block.w_gate_up);
             stream = layer_ops::add_swiglu_down(ops, stream, gate_up, &block.w_down);
         }
-        if rows == LogitRows::Last {
-            stream = stream.slice([n - 1..n, 0..c.d_model]);
+        stream
+    }
+
+    /// The final norm and the output projection: `[rows, d_model]` -> `[rows, vocab]`.
+    fn head(&self, stream: Tensor<2>) -> Logits {
+        let ops = self.ops.for_nodes(stream.dims()[0]);
+        let norm = Norm {
+            weight: &self.output_norm,
+            eps: self.config.rms_eps,
+        };
+        Logits {
+            tensor: layer_ops::normed_project(ops, &stream, norm, &self.output),
         }
-        // [n (or 1), d_model] -> [n (or 1), vocab]
-        let logits = layer_ops::normed_project(ops, &stream, norm(&self.output_norm), &self.output);
-        Logits { tensor: logits }
     }
 
     /// Reads ids back from the device; the only readback the decode loop needs per step.
@@ -1280,6 +1350,42 @@ mod tests {
             let after_all = read_logits(feed_chain(&model, &mut all_cache, &next));
             let after_last = read_logits(feed_chain(&model, &mut last_cache, &next));
             assert_eq!(after_all, after_last, "n {n}");
+        }
+    }
+
+    /// Past [`HEAD_ROWS`] nodes the head and the ids run a slice of rows at a time; the
+    /// ids, greedy and drawn, are those of the whole forward's logits.
+    #[test]
+    fn ids_of_a_forward_in_head_slices_are_those_of_all_its_logits() {
+        let config = LlamaConfig {
+            context_len: 512,
+            ..LlamaConfig::tiny()
+        };
+        let model = Llama::random(config.clone(), 5, true, &cpu()).expect("model");
+        let mut rng = Lcg(3);
+        let n = 2 * HEAD_ROWS + 44;
+        let tokens: Vec<u32> = (0..n)
+            .map(|_| rng.below(config.vocab_size) as u32)
+            .collect();
+        let positions: Vec<u32> = (0..n as u32).collect();
+        let mask = AncestorMask::causal(n);
+        let draw = Draw {
+            temperature: 0.8,
+            top_p: 0.9,
+            seed: 7,
+        };
+        let logits = model
+            .forward(&mut model.new_cache(n), &tokens, &positions, &mask)
+            .expect("forward");
+        for draw in [None, Some(&draw)] {
+            let whole = step_ids(&logits, 8, draw.map(|d| (d, &positions[..], None)))
+                .expect("ids of all logits");
+            let sliced = model
+                .forward_ids(&mut model.new_cache(n), &tokens, &positions, &mask, 8, draw)
+                .expect("ids in slices");
+            assert_eq!(sliced.dims(), [n, 8 + usize::from(draw.is_some())]);
+            let [whole, sliced] = [whole, sliced].map(|ids| read_sync(ids.read()).expect("read"));
+            assert_eq!(sliced, whole, "drawn: {}", draw.is_some());
         }
     }
 
