@@ -1,9 +1,9 @@
 // What both tree attention kernels bind and share; kernels.rs puts it before either
 // (tree_attention.wgsl, tree_attention_tiled.wgsl).
 //
-// Keys `0 .. past` are committed and always visible; key `past + j` is new node j,
-// visible as the additive tree mask says (0, or a large negative number). The query
-// head h reads kv head h / GROUP (grouped-query attention).
+// Keys `0 .. past` are committed and always visible; key `past + j` is new node j, which
+// node i sees if it is i or one of its ancestors. Binding 3 says which, each kernel its
+// own way. The query head h reads kv head h / GROUP (grouped-query attention).
 //
 // Filled in by samd-model's kernels.rs: head_dim, group, q_dim, row_width, max_seq,
 // kv_dim and scale.
@@ -11,7 +11,6 @@
 @group(0) @binding(0) var<storage, read_write> queries: array<f32>;   // [n, ROW_WIDTH], q first
 @group(0) @binding(1) var<storage, read_write> rope: array<f32>;      // [n, 2 * HEAD_DIM]: cos | sin
 @group(0) @binding(2) var<storage, read_write> cache: array<f32>;     // [2, KV_HEADS, MAX_SEQ, HEAD_DIM]
-@group(0) @binding(3) var<storage, read_write> tree_mask: array<f32>; // [n, n], additive
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [n, Q_DIM]
 // The committed positions (past), then the new nodes (n): a buffer, not a uniform, so
 // that a replayed step graph reads each step's own (step_graph.rs).
@@ -49,13 +48,4 @@ fn roped_query(node: u32, head: u32, c: u32) -> f32 {
     let angles = node * 2u * HEAD_DIM;
     return queries[row + c] * rope[angles + c]
         + queries[row + (c ^ 1u)] * rope[angles + HEAD_DIM + c];
-}
-
-// The additive score of `node` for `key`: 0 for a committed key, the tree mask's entry
-// for a new node's.
-fn mask_of(node: u32, key: u32, past: u32, n: u32) -> f32 {
-    if key < past {
-        return 0.0;
-    }
-    return tree_mask[node * n + (key - past)];
 }

@@ -10,10 +10,15 @@
 // step's few nodes still put several hundred lanes on each head, with no second launch
 // to merge chunks.
 //
+// A node walks only the keys it sees, in the order of their positions: the committed
+// ones, then its ancestors root first, then itself, wherever the step put them in the
+// cache (binding 3 lists them). So its sums run exactly as they do when plain decoding
+// reaches the same position one node at a time, and a node's output does not depend on
+// the tree around it: speculative decoding continues from plain decoding's bits.
+//
 // Its bindings and what it shares with tree_attention_tiled.wgsl come first, from
-// attention_common.wgsl. A chunk whose keys are all masked has a max far below a
-// visible key's, so its weight underflows to zero when merged; every node sees at least
-// itself.
+// attention_common.wgsl. A group that sees no key keeps a sum of 0, so its weight is
+// zero when merged; every node sees at least itself.
 //
 // Filled in by samd-model's kernels.rs: columns_per_lane = ceil(head_dim / LANES) and
 // group_values_len = GROUPS * head_dim, besides the common part's.
@@ -24,8 +29,15 @@ const LANES: u32 = 64u;
 const GROUPS: u32 = 4u;
 const BLOCK: u32 = LANES * GROUPS;
 
+// [n, n + 1]: per node, the new nodes it sees, counted, then listed root first (itself
+// last); step_graph.rs's HostStep::ancestry.
+@group(0) @binding(3) var<storage, read_write> ancestry: array<i32>;
+
 var<workgroup> query: array<f32, {{ head_dim }}>;
 var<workgroup> scores: array<f32, BLOCK>;
+// Each lane's key's cache slot, for the values.
+var<workgroup> key_slots: array<u32, BLOCK>;
+var<workgroup> shared_seen: u32;
 // Each group's running max and sum, then its weighted values, for the merge.
 var<workgroup> group_max: array<f32, GROUPS>;
 var<workgroup> group_sum: array<f32, GROUPS>;
@@ -41,7 +53,13 @@ fn main(
     let step = uniform_slots(t);
     let past = step.x;
     let n = step.y;
-    let keys = past + n;
+    let row = node * (n + 1u);
+    // The keys it sees: every committed one, and its ancestors and itself. Read by one
+    // lane and handed to all: the loop below holds barriers, so its bound is uniform.
+    if t == 0u {
+        shared_seen = u32(ancestry[row]);
+    }
+    let keys = past + workgroupUniformLoad(&shared_seen);
     let g = t / LANES;
     let lane = t % LANES;
 
@@ -61,12 +79,17 @@ fn main(
         let key = first + lane;
         var score = LOWEST;
         if key < keys {
-            let k_row = k_start + key * HEAD_DIM;
+            var slot = key;
+            if key >= past {
+                slot = past + u32(ancestry[row + 1u + key - past]);
+            }
+            key_slots[t] = slot;
+            let k_row = k_start + slot * HEAD_DIM;
             var dot = 0.0;
             for (var c = 0u; c < HEAD_DIM; c++) {
                 dot += query[c] * cache[k_row + c];
             }
-            score = dot * SCALE + mask_of(node, key, past, n);
+            score = dot * SCALE;
         }
         scores[t] = score;
         workgroupBarrier();
@@ -93,20 +116,22 @@ fn main(
                 let p2 = exp(scores[s + 2u] - new_max);
                 let p3 = exp(scores[s + 3u] - new_max);
                 run_sum += p0 + p1 + p2 + p3;
-                let v_row = v_start + (first + i) * HEAD_DIM;
+                let v0 = v_start + key_slots[s] * HEAD_DIM;
+                let v1 = v_start + key_slots[s + 1u] * HEAD_DIM;
+                let v2 = v_start + key_slots[s + 2u] * HEAD_DIM;
+                let v3 = v_start + key_slots[s + 3u] * HEAD_DIM;
                 for (var a = 0u; a < COLUMNS_PER_LANE; a++) {
                     let c = lane + a * LANES;
                     if c < HEAD_DIM {
-                        acc[a] += p0 * cache[v_row + c] + p1 * cache[v_row + HEAD_DIM + c]
-                            + p2 * cache[v_row + 2u * HEAD_DIM + c]
-                            + p3 * cache[v_row + 3u * HEAD_DIM + c];
+                        acc[a] += p0 * cache[v0 + c] + p1 * cache[v1 + c] + p2 * cache[v2 + c]
+                            + p3 * cache[v3 + c];
                     }
                 }
             }
             for (; i < in_chunk; i++) {
                 let p = exp(scores[g * LANES + i] - new_max);
                 run_sum += p;
-                let v_row = v_start + (first + i) * HEAD_DIM;
+                let v_row = v_start + key_slots[g * LANES + i] * HEAD_DIM;
                 for (var a = 0u; a < COLUMNS_PER_LANE; a++) {
                     let c = lane + a * LANES;
                     if c < HEAD_DIM {

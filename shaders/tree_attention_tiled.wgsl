@@ -19,6 +19,17 @@
 // so that the tiles fit WebGPU's 16 KiB of shared memory, the tiles' lengths, and
 // columns_per_lane = ceil(head_dim / (256 / qt)), besides the common part's.
 
+@group(0) @binding(3) var<storage, read_write> tree_mask: array<f32>; // [n, n], additive
+
+// The additive score of `node` for `key`: 0 for a committed key, the tree mask's entry
+// (0, or a large negative number) for a new node's.
+fn mask_of(node: u32, key: u32, past: u32, n: u32) -> f32 {
+    if key < past {
+        return 0.0;
+    }
+    return tree_mask[node * n + (key - past)];
+}
+
 const QT: u32 = {{ qt }}u;
 const KT: u32 = {{ kt }}u;
 const LANES: u32 = 256u;

@@ -16,8 +16,11 @@ use crate::llama::{AncestorMask, Llama, LogitRows};
 use crate::{sampler, top_k};
 
 /// Max abs logit difference allowed between the kernels and the reference ops on one
-/// device: both are f32 and differ only in summation order.
-pub const LOGIT_TOLERANCE: f32 = 1e-4;
+/// device: both are f32 and differ only in summation order. On lavapipe the f32 scenario
+/// came to 9.9e-5 with the per-node attention walking keys by cache slot and 1.07e-4
+/// walking them by position (the same sums, added in another order), so 1e-4 left no
+/// room for orders; a wrong key or weight moves logits by far more.
+pub const LOGIT_TOLERANCE: f32 = 2e-4;
 
 /// What a kernel check found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -388,12 +388,15 @@ pub trait BlockKernels: Backend {
 
     /// Each node's attention output, `[n, n_heads * head_dim]`, over cache slots
     /// `0 .. past + n` (the nodes' own keys already stored there, `past` the first of
-    /// `slots`); the queries are the first `q_dim` columns of `queries`.
+    /// `slots`); the queries are the first `q_dim` columns of `queries`. The nodes see
+    /// each other as `tree_mask` says, and `ancestry` lists the same (step_graph.rs's
+    /// `HostStep::ancestry`) for the per-node kernel.
     fn tree_attention(
         queries: &FloatTensor<Self>,
         rope: &FloatTensor<Self>,
         cache: &FloatTensor<Self>,
         tree_mask: &FloatTensor<Self>,
+        ancestry: IntTensor<Self>,
         slots: IntTensor<Self>,
         heads: Heads,
     ) -> FloatTensor<Self>;
@@ -714,13 +717,13 @@ impl BlockKernels for CubeBackend {
         rope: &CubeTensor,
         cache: &CubeTensor,
         tree_mask: &CubeTensor,
+        ancestry: CubeTensor,
         slots: CubeTensor,
         heads: Heads,
     ) -> CubeTensor {
         let queries = into_contiguous(queries.clone());
         let rope = into_contiguous(rope.clone());
         let cache = into_contiguous(cache.clone());
-        let tree_mask = into_contiguous(tree_mask.clone());
         let slots = into_contiguous(slots);
         let (n, width) = (queries.meta.shape()[0], queries.meta.shape()[1]);
         let out = empty_like(&queries, [n, heads.q_dim()], DType::F32);
@@ -731,14 +734,18 @@ impl BlockKernels for CubeBackend {
             ("row_width", width.to_string()),
             ("scale", float_literal(scale)),
         ]);
-        let buffers = vec![
-            binding(&queries),
-            binding(&rope),
-            binding(&cache),
-            binding(&tree_mask),
-            binding(&out),
-            binding(&slots),
-        ];
+        // Binding 3 is what says which new nodes each node sees: the tiled kernel reads
+        // the mask, the per-node one each node's ancestors.
+        let buffers = |who_sees: &CubeTensor| {
+            vec![
+                binding(&queries),
+                binding(&rope),
+                binding(&cache),
+                binding(who_sees),
+                binding(&out),
+                binding(&slots),
+            ]
+        };
         match attention_tiles(heads.head_dim) {
             Some((qt, kt)) if n > ATTENTION_PER_NODE_MAX => {
                 params.extend([
@@ -756,7 +763,7 @@ impl BlockKernels for CubeBackend {
                     &queries.client,
                     256,
                     [heads.n_heads, n.div_ceil(qt), 1],
-                    buffers,
+                    buffers(&into_contiguous(tree_mask.clone())),
                     None,
                 );
             }
@@ -769,7 +776,7 @@ impl BlockKernels for CubeBackend {
                     &queries.client,
                     256,
                     [heads.n_heads, n, 1],
-                    buffers,
+                    buffers(&into_contiguous(ancestry)),
                     None,
                 );
             }

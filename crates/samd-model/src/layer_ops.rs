@@ -376,6 +376,8 @@ pub(crate) struct AttentionInput<'a> {
     pub rope: &'a Tensor<2>,
     /// `[n, n]`: 0 where node i sees new node j, a large negative number elsewhere.
     pub tree_mask: &'a Tensor<2>,
+    /// The same as lists of each node's ancestors (step_graph.rs's `HostStep::ancestry`).
+    pub ancestry: &'a Tensor<1, Int>,
     pub slots: &'a Slots,
     pub heads: Heads,
 }
@@ -394,6 +396,7 @@ pub(crate) fn attend(
             &input.rope.clone().into_dispatch(),
             &cache.layer(layer).clone().into_dispatch(),
             &input.tree_mask.clone().into_dispatch(),
+            input.ancestry.clone().into_dispatch(),
             input.slots.clone().into_dispatch(),
             input.heads,
         )),

@@ -999,6 +999,7 @@ impl Llama {
                 queries,
                 rope: &rope,
                 tree_mask: &inputs.tree_mask,
+                ancestry: &inputs.ancestry,
                 slots: &inputs.slots,
                 heads,
             };

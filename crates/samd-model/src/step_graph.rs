@@ -55,6 +55,12 @@ pub(crate) struct HostStep {
     ///            └───────────────────┴──────────────────────┘
     /// ```
     pub tree_mask: Vec<f32>,
+    /// `[n, n + 1]`, row-major: each node's ancestors, for the per-node attention kernel.
+    /// Row i is the count, depth + 1, then the new nodes that node i sees, root first and
+    /// itself last; the rest is 0. With it the kernel walks node i's keys in the order
+    /// of their positions, whatever cache slots its ancestors hold, so a node's sums run
+    /// as they do when plain decoding reaches the same position ([`ancestry`]).
+    pub ancestry: Vec<i32>,
     /// The first new node's cache slot: the committed positions.
     pub past: i32,
     /// A sampling step's draw; `None` for a greedy one.
@@ -72,6 +78,7 @@ impl HostStep {
             })
             .collect();
         Self {
+            ancestry: ancestry(n, |i, j| mask.allowed(i, j)),
             ids,
             positions,
             tree_mask,
@@ -116,6 +123,7 @@ impl HostStep {
             v
         };
         Self {
+            ancestry: ancestry(to, |i, j| tree_mask[i * to + j] == 0.0),
             ids: pad(&self.ids),
             positions: pad(&self.positions),
             tree_mask,
@@ -135,6 +143,7 @@ impl HostStep {
             ids: ints(self.ids.clone()),
             positions: ints(self.positions.clone()),
             tree_mask: Tensor::from_data(TensorData::new(self.tree_mask.clone(), [n, n]), device),
+            ancestry: ints(self.ancestry.clone()),
             slots: ints(self.slots()),
             draw: self.draw.map(|d| ints(d.words())),
         }
@@ -150,6 +159,8 @@ pub(crate) struct StepInputs {
     pub positions: Tensor<1, Int>,
     /// `[n, n]`, additive.
     pub tree_mask: Tensor<2>,
+    /// `[n * (n + 1)]`: [`HostStep::ancestry`].
+    pub ancestry: Tensor<1, Int>,
     /// `[2]`: the first new node's cache slot, and `n` ([`crate::layer_ops::Slots`]).
     pub slots: Tensor<1, Int>,
     /// `[4]`: a sampling step's draw, as the kernels read it ([`Draw`]'s words).
@@ -173,6 +184,7 @@ impl StepInputs {
         ints(&self.ids, step.ids.clone());
         ints(&self.positions, step.positions.clone());
         ints(&self.slots, step.slots());
+        ints(&self.ancestry, step.ancestry.clone());
         if let (Some(words), Some(draw)) = (&self.draw, &step.draw) {
             ints(words, draw.words());
         }
@@ -181,6 +193,19 @@ impl StepInputs {
             step.tree_mask.clone(),
         );
     }
+}
+
+/// [`HostStep::ancestry`] of `n` nodes, where node i sees new node j if `sees(i, j)`
+/// (parents precede their children, so a row's nodes come root first).
+fn ancestry(n: usize, sees: impl Fn(usize, usize) -> bool) -> Vec<i32> {
+    let index = |j: usize| i32::try_from(j).expect("invariant: node counts fit i32");
+    let mut rows = vec![0; n * (n + 1)];
+    for (i, row) in rows.chunks_exact_mut(n + 1).enumerate() {
+        let seen: Vec<i32> = (0..n).filter(|&j| sees(i, j)).map(index).collect();
+        row[0] = index(seen.len());
+        row[1..=seen.len()].copy_from_slice(&seen);
+    }
+    rows
 }
 
 /// Writes into a tensor's own buffer, which a captured graph reads.
@@ -332,4 +357,36 @@ fn capture(
         _ => None,
     };
     Ok((ids, captured))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The diagram's tree on [`HostStep::tree_mask`]: node 3 is node 0's child.
+    #[test]
+    fn ancestry_lists_each_nodes_path_root_first_and_padding_sees_itself() {
+        let parents = [None, Some(0), Some(1), Some(0)];
+        let mask = AncestorMask::from_parents(&parents).expect("mask");
+        let step = HostStep::new(vec![5; 4], vec![9, 10, 11, 10], &mask, 9);
+        #[rustfmt::skip]
+        let rows = [
+            1, 0, 0, 0, 0,
+            2, 0, 1, 0, 0,
+            3, 0, 1, 2, 0,
+            2, 0, 3, 0, 0,
+        ];
+        assert_eq!(step.ancestry, rows);
+        let padded = step.padded(6);
+        #[rustfmt::skip]
+        let rows = [
+            1, 0, 0, 0, 0, 0, 0,
+            2, 0, 1, 0, 0, 0, 0,
+            3, 0, 1, 2, 0, 0, 0,
+            2, 0, 3, 0, 0, 0, 0,
+            1, 4, 0, 0, 0, 0, 0,
+            1, 5, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(padded.ancestry, rows);
+    }
 }
