@@ -308,6 +308,11 @@ impl<T: Target> Session<T> {
         if self.tree.len() > room {
             self.tree.reset(root);
         }
+        let most = self.target.max_tree_nodes();
+        if self.tree.len() > most {
+            let keep: Vec<bool> = (0..self.tree.len()).map(|i| i < most).collect();
+            self.tree.retain(&keep);
+        }
         self.budget.prune(&mut self.tree, &draft, self.policy);
         let draft_us = micros(t);
 

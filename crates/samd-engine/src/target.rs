@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use samd_draft::tree::DraftTree;
-use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, TokenIds};
+use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, MAX_TREE_NODES, TokenIds};
 
 use crate::{CostShape, Error, PREFILL_CHUNK, Sampling};
 
@@ -52,6 +52,12 @@ pub trait Target {
     /// ([`PREFILL_CHUNK`] says why).
     fn fill_chunk(&self) -> usize {
         PREFILL_CHUNK
+    }
+
+    /// Most nodes a verification takes: the session cuts larger trees to this many (their
+    /// first nodes: a parent precedes its children).
+    fn max_tree_nodes(&self) -> usize {
+        usize::MAX
     }
 
     /// Seeds the random draws of the following verifications.
@@ -243,6 +249,13 @@ impl Target for ModelTarget {
         } else {
             PREFILL_CHUNK
         }
+    }
+
+    /// A larger tree's nodes would no longer get the logits plain decoding gets
+    /// ([`MAX_TREE_NODES`]), and no drafter here fills one: SAM+TR's trees average 78
+    /// nodes before the budget prunes them.
+    fn max_tree_nodes(&self) -> usize {
+        MAX_TREE_NODES
     }
 
     fn cost_shape(&self) -> CostShape {

@@ -33,6 +33,32 @@ fn options(max: usize) -> GenerateOptions {
     }
 }
 
+/// A target that verifies at most a few nodes gets trees cut to that many, and the
+/// output stays plain decoding's.
+#[test]
+fn trees_are_cut_to_what_the_target_verifies() {
+    // No longer than the cut: the prefill verifies the prompt as one chain.
+    let prompt = [3, 4, 5];
+    let (plain, _) = read_sync(session(Method::Ar, 512).generate(&prompt, options(100))).unwrap();
+    for (most, method) in [
+        (usize::MAX, Method::SamTr),
+        (3, Method::SamTr),
+        (3, Method::Pld),
+    ] {
+        let mut target = FakeModel::new(VOCAB, 512, next, 5);
+        target.max_nodes = most;
+        let mut s = Session::new(target, method.drafter(VOCAB, None).unwrap());
+        s.set_tree_policy(TreePolicy::Full);
+        let (out, _) = read_sync(s.generate(&prompt, options(100))).unwrap();
+        assert_eq!(out, plain, "{method}, at most {most} nodes");
+        let largest = s.target().largest_tree;
+        match most {
+            usize::MAX => assert!(largest > 3, "{method} drafts trees of more than 3 nodes"),
+            _ => assert!(largest <= most, "{method}: a tree of {largest} nodes"),
+        }
+    }
+}
+
 #[test]
 fn every_method_reproduces_plain_decoding() {
     let prompt = [3, 4, 5, 6, 7, 3, 4];

@@ -270,7 +270,7 @@ impl Shader for TreeAttentionTiled {
 /// Most nodes a forward's attention takes one workgroup per (head, node) for; more take
 /// `tree_attention_tiled.wgsl`, which reads each key once per tile of nodes. A verify
 /// step has few nodes and needs the workgroups; a prefill has many and needs the reuse.
-const ATTENTION_PER_NODE_MAX: usize = 128;
+const ATTENTION_PER_NODE_MAX: usize = crate::llama::MAX_TREE_NODES;
 
 /// The tiled attention's (nodes, keys) per tile for `head_dim`, or `None` where its tiles
 /// would not fit WebGPU's guaranteed 16 KiB of shared memory.

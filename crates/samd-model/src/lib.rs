@@ -25,7 +25,8 @@ pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
 pub use layer_ops::BlockOps;
 pub use llama::{
-    AncestorMask, GpuWeights, HostTensor, Llama, LogitRows, Logits, TokenIds, WeightName,
+    AncestorMask, GpuWeights, HostTensor, Llama, LogitRows, Logits, MAX_TREE_NODES, TokenIds,
+    WeightName,
 };
 pub use sampler::Draw;
 pub use tokenizer::Tokenizer;

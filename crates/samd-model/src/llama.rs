@@ -168,6 +168,12 @@ pub struct HostTensor {
 /// the skinny products on wgpu, over f32 weights too, as a decode step's head does.
 const HEAD_ROWS: usize = SKINNY_MAX_ROWS;
 
+/// Most nodes a verify step takes on wgpu with each node's logits those plain decoding
+/// gets at the same position, bit for bit: up to here a step takes the per-node attention
+/// and replays a captured graph. Past it a forward is treated as a prefill (the tiled
+/// attention; over f32 weights, burn's matmul), whose sums run in other orders.
+pub const MAX_TREE_NODES: usize = SKINNY_MAX_ROWS;
+
 /// Which nodes' logits a forward returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitRows {

@@ -13,6 +13,10 @@ pub struct FakeModel {
     pub successor: fn(u32, u32) -> u32,
     /// Rank r of the top-k is `(best + r * stride) % vocab`.
     pub stride: u32,
+    /// What [`Target::max_tree_nodes`] says.
+    pub max_nodes: usize,
+    /// The most nodes one verification was given.
+    pub largest_tree: usize,
     cache: Vec<u32>,
     /// Contexts of the last verified tree's nodes, for commit.
     pending: Vec<Vec<u32>>,
@@ -25,6 +29,8 @@ impl FakeModel {
             capacity,
             successor,
             stride,
+            max_nodes: usize::MAX,
+            largest_tree: 0,
             cache: Vec::new(),
             pending: Vec::new(),
         }
@@ -51,6 +57,7 @@ impl Target for FakeModel {
         _sampling: Option<Sampling>,
     ) -> Result<Verified, Error> {
         let k = k.max(1);
+        self.largest_tree = self.largest_tree.max(tree.len());
         self.pending.clear();
         let mut ids = Vec::with_capacity(tree.len() * k);
         for i in 0..tree.len() {
@@ -65,6 +72,10 @@ impl Target for FakeModel {
             self.pending.push(ctx);
         }
         Ok(samd_engine::split_columns(&ids, k, false, k))
+    }
+
+    fn max_tree_nodes(&self) -> usize {
+        self.max_nodes
     }
 
     fn seed(&mut self, _seed: u64) {}
