@@ -42,7 +42,9 @@
 #   ids, budget and GPU, with our figures beside them. Results go to $OUT (else /tmp):
 #   gpu-kernels.md and gpu-report.md (every stage's tables), gpu.log (every stage's
 #   stderr), gpu-bench.json, gpu-traces.jsonl and hf-peer.json.
-# - `kernels` (there) runs `samd profile --kernel-times`: a 1,000-token prefill and verify
+# - `kernels` (there) runs `samd check-kernels` (the kernels against burn's ops, and tree
+#   steps against plain decoding bit for bit, as compiled by this GPU's driver), then
+#   `samd profile --kernel-times`: a 1,000-token prefill and verify
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
 #   kernel's device time; then the context-256 steps again with `--no-graphs` (launch by
 #   launch, not replayed from a captured graph), for what the replays save, with
@@ -167,6 +169,9 @@ kernels() {
   log="$out/gpu.log"
   report="$out/gpu-kernels.md"
   setup_vulkan 2>&1 | tee -a "$report"
+  # First, whether this GPU's compiled kernels keep tree steps bit for bit plain
+  # decoding's (and agree with burn's ops): speculative decoding's exact output rests on it.
+  stage_run 60 check-kernels "$samd" check-kernels
   stage_run "${SAMD_PROFILE_TIMEOUT:-90}" kernels-256 "$samd" profile --device wgpu \
     --model "$model" --kernel-times --prefill 1000 --context 256 --sizes 1,2,16,64
   stage_run 60 kernels-1000 "$samd" profile --device wgpu --model "$model" --kernel-times \

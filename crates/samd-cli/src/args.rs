@@ -32,6 +32,9 @@ pub enum Command {
     InspectModel(InspectArgs),
     /// Write a copy of a model with only its first layers (a fast model for tests).
     ShrinkModel(ShrinkArgs),
+    /// Check the WGSL kernels on this machine's wgpu adapter: against burn's ops, and tree
+    /// steps against plain decoding, bit for bit.
+    CheckKernels,
     /// Static corpus tools.
     #[command(subcommand)]
     Corpus(CorpusCommand),

@@ -1,4 +1,5 @@
-//! `samd`, the native command-line front end: `generate`, `bench`, `profile` and `inspect-model`.
+//! `samd`, the native command-line front end: `generate`, `bench`, `profile`, `inspect-model`
+//! and `check-kernels`.
 //!
 //! Errors are `anyhow` chains printed on one line (`samd: error: outer: inner`) with a
 //! non-zero exit code; every failure a user can cause (a missing or corrupt model, an empty
@@ -6,6 +7,7 @@
 
 mod args;
 mod bench;
+mod check;
 mod corpus;
 mod generate;
 mod inspect;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::InspectModel(args) => inspect::run(args),
         Command::Profile(args) => profile::run(args),
         Command::ShrinkModel(args) => shrink::run(args),
+        Command::CheckKernels => check::run(),
         Command::Corpus(CorpusCommand::Build(args)) => corpus::run(args),
     };
     match result {

@@ -49,8 +49,9 @@ impl std::fmt::Display for KernelCheck {
 
 /// Every kernel on `device` (wgpu): the top-k kernel against a host sort
 /// ([`top_k::check_kernel`]), the sampling kernels against the reference ops
-/// ([`sampler::check_kernel`]), then the block kernels against the reference ops
-/// ([`check_block_kernels`]). Stops at the first disagreement.
+/// ([`sampler::check_kernel`]), then the block kernels against the reference ops and
+/// tree steps against plain decoding, bit for bit ([`check_block_kernels`]). Stops at
+/// the first disagreement.
 pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
     let top_k = top_k::check_kernel(device).await?;
     if !top_k.passed() {
@@ -73,7 +74,8 @@ pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
 /// kernels and with the reference ops. Their logits must agree within
 /// [`LOGIT_TOLERANCE`] and their top-8 ids exactly. Twice over: with f32 weights, and
 /// quantised as SmolLM2's file is, where the kernels read the blocks and the reference
-/// reads them widened by the dequantising kernel.
+/// reads them widened by the dequantising kernel. Then, on each, tree steps against
+/// plain decoding ([`compare_tree_with_plain_decoding`]).
 pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
     let config = LlamaConfig {
         n_layers: 2,
@@ -97,13 +99,17 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
             Llama::random_quantized(config.clone(), 7, true, device)?,
         ),
     ] {
-        let check = compare_block_ops(&model).await?;
-        rows += check.rows;
-        if let Some(what) = check.mismatch {
-            return Ok(KernelCheck {
-                rows,
-                mismatch: Some(format!("{weights} weights: {what}")),
-            });
+        for check in [
+            compare_block_ops(&model).await?,
+            compare_tree_with_plain_decoding(&model).await?,
+        ] {
+            rows += check.rows;
+            if let Some(what) = check.mismatch {
+                return Ok(KernelCheck {
+                    rows,
+                    mismatch: Some(format!("{weights} weights: {what}")),
+                });
+            }
         }
     }
     Ok(KernelCheck {
@@ -150,6 +156,75 @@ async fn compare_block_ops(model: &Llama) -> Result<KernelCheck> {
         None
     };
     Ok(KernelCheck { rows, mismatch })
+}
+
+/// Every node of verify steps of 3, 12 and 40 nodes (one tile of rows, then tiles of 32,
+/// the staged kernel's over blocks) gets, bit for bit, the logits plain decoding gets at
+/// the same position, one token per step. This is what keeps speculative decoding's
+/// output plain decoding's, near-ties included; on a GPU it also checks that the
+/// compiler added up each kernel variant's products alike (fused multiply-adds or not).
+async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> {
+    let vocab = model.config().vocab_size;
+    let mut committed = model.new_cache(128);
+    let prompt: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % vocab as u32).collect();
+    let positions: Vec<u32> = (0..20).collect();
+    let mask = AncestorMask::causal(prompt.len());
+    model.forward_rows(&mut committed, &prompt, &positions, &mask, LogitRows::Last)?;
+    committed.compact(&(0..prompt.len()).collect::<Vec<_>>())?;
+    let past = committed.len() as u32;
+    let mut rows = 0;
+    for n in [3, 12, 40] {
+        // Each node's parent precedes it; the spread gives deep paths and wide fans.
+        let parents: Vec<Option<usize>> = (0..n)
+            .map(|i| (i > 0).then(|| (i * 2_654_435_761 + n) % i))
+            .collect();
+        let tokens: Vec<u32> = (0..n).map(|i| ((i * 13 + n) % vocab) as u32).collect();
+        let mut depths = vec![0u32; n];
+        for i in 1..n {
+            depths[i] = parents[i].map_or(0, |p| depths[p] + 1);
+        }
+        let positions: Vec<u32> = depths.iter().map(|d| past + d).collect();
+        let mask = AncestorMask::from_parents(&parents)?;
+        let tree = model
+            .forward(&mut committed.clone(), &tokens, &positions, &mask)?
+            .read()
+            .await?;
+        // Plain decoding's cache after each node: its parent's, and its own token.
+        let mut after: Vec<KvCache> = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut cache = parents[i].map_or_else(|| committed.clone(), |p| after[p].clone());
+            let one = AncestorMask::causal(1);
+            let plain = model.forward(&mut cache, &tokens[i..=i], &positions[i..=i], &one)?;
+            let plain = plain.read().await?;
+            cache.compact(&[0])?;
+            after.push(cache);
+            rows += 1;
+            let node = &tree[i * vocab..(i + 1) * vocab];
+            if node
+                .iter()
+                .zip(&plain)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                let off = node
+                    .iter()
+                    .zip(&plain)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                return Ok(KernelCheck {
+                    rows,
+                    mismatch: Some(format!(
+                        "node {i} (depth {}) of a {n}-node tree: logits differ from plain \
+                         decoding's by up to {off:e}, not bit for bit",
+                        depths[i]
+                    )),
+                });
+            }
+        }
+    }
+    Ok(KernelCheck {
+        rows,
+        mismatch: None,
+    })
 }
 
 /// One forward of [`verify_scenario`]: tokens, each node's parent, the nodes accepted.

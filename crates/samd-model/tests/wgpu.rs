@@ -17,8 +17,8 @@ use samd_model::gguf_writer::GgufWriter;
 use samd_model::kernel_check::{check_kernels, verify_scenario};
 use samd_model::kernels::BlockKernels;
 use samd_model::quant_rows::{QuantKind, QuantRows};
-use samd_model::{AncestorMask, BlockOps, GgufFile, KvCache, Llama, LlamaConfig, WeightName};
-use scenarios::{assert_replays_match_launches, depth, quantisable};
+use samd_model::{BlockOps, GgufFile, Llama, LlamaConfig, WeightName};
+use scenarios::{assert_replays_match_launches, quantisable};
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
@@ -198,80 +198,4 @@ fn replayed_steps_equal_steps_launched_one_by_one() {
     assert_replays_match_launches(
         Llama::random_quantized(quantisable(), 9, true, &gpu).expect("quantised"),
     );
-}
-
-/// Speculative decoding continues from plain decoding's bits on wgpu: every node of a
-/// verify step (trees of up to 128 nodes, so every tile size of the skinny products and
-/// replayed graphs) gets the logits, bit for bit, that it gets when plain decoding feeds
-/// its root-to-node path one token per step. The attention walks a node's keys in the
-/// order of their positions wherever the tree put them, and the products sum each row
-/// the same way in any tile.
-#[test]
-fn tree_nodes_get_the_bits_of_plain_decoding() {
-    let Some(gpu) = wgpu_device() else { return };
-    for model in [
-        Llama::random(LlamaConfig::tiny(), 4, true, &gpu).expect("f32"),
-        Llama::random_quantized(quantisable(), 4, true, &gpu).expect("quantised"),
-    ] {
-        let vocab = model.config().vocab_size;
-        let prompt: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % vocab as u32).collect();
-        let mut committed = model.new_cache(256);
-        feed(&model, &mut committed, &prompt);
-        for (n, seed) in [(3, 1), (9, 2), (40, 3), (97, 4), (128, 5)] {
-            let parents = random_parents(n, seed);
-            let tokens: Vec<u32> = (0..n).map(|i| ((i * 13 + seed) % vocab) as u32).collect();
-            let positions: Vec<u32> = (0..n).map(|i| 20 + depth(&parents, i)).collect();
-            let mask = AncestorMask::from_parents(&parents).expect("mask");
-            let tree = model
-                .forward(&mut committed.clone(), &tokens, &positions, &mask)
-                .expect("tree step");
-            let tree = read_sync(tree.read()).expect("read");
-            for node in 0..n {
-                let mut path = vec![node];
-                while let Some(p) = parents[*path.last().unwrap()] {
-                    path.push(p);
-                }
-                path.reverse();
-                let mut plain = committed.clone();
-                let mut logits = Vec::new();
-                for &i in &path {
-                    logits = feed(&model, &mut plain, &[tokens[i]]);
-                }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&tree[node * vocab..(node + 1) * vocab]),
-                    bits(&logits),
-                    "{n} nodes: node {node} at depth {}",
-                    path.len() - 1
-                );
-            }
-        }
-    }
-}
-
-/// Feeds `tokens` as a chain after the cache's committed positions, commits them, and
-/// returns the last one's logits.
-fn feed(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
-    let past = cache.len() as u32;
-    let positions: Vec<u32> = (past..past + tokens.len() as u32).collect();
-    let logits = model
-        .forward(
-            cache,
-            tokens,
-            &positions,
-            &AncestorMask::causal(tokens.len()),
-        )
-        .expect("chain");
-    cache
-        .compact(&(0..tokens.len()).collect::<Vec<_>>())
-        .expect("commit");
-    let all = read_sync(logits.read()).expect("read");
-    all[all.len() - model.config().vocab_size..].to_vec()
-}
-
-/// A random tree of `n` nodes: each node's parent precedes it.
-fn random_parents(n: usize, seed: usize) -> Vec<Option<usize>> {
-    (0..n)
-        .map(|i| (i > 0).then(|| (i * 2_654_435_761usize.wrapping_add(seed)) % i))
-        .collect()
 }

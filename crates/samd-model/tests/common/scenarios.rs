@@ -97,7 +97,7 @@ pub fn assert_replays_match_launches(replayed: Llama) {
 type Step<'a> = (&'a [Option<usize>], &'a [usize], Option<Draw>);
 
 /// Node `i`'s depth below the tree's root.
-pub fn depth(parents: &[Option<usize>], mut i: usize) -> u32 {
+fn depth(parents: &[Option<usize>], mut i: usize) -> u32 {
     let mut d = 0;
     while let Some(p) = parents[i] {
         i = p;
