@@ -842,16 +842,14 @@ impl Llama {
             draw.check()?;
         }
         let n = tokens.len();
+        let step = self.host_step(cache, tokens, positions, mask)?;
         let padded = padded_nodes(n)
             .filter(|_| self.step_graphs && self.ops == BlockOps::Kernels)
             .filter(|&p| cache.len() + p <= cache.capacity());
         let Some(padded) = padded else {
-            return self.ids_launched(cache, tokens, positions, mask, k, draw);
+            return self.ids_launched(cache, &step, positions, k, draw);
         };
-        let step = self
-            .host_step(cache, tokens, positions, mask)?
-            .padded(padded)
-            .with_draw(draw.copied());
+        let step = step.padded(padded).with_draw(draw.copied());
         cache.reserve(padded)?;
         let mut graphs = cache.take_graphs();
         // Runs only when a step is captured or cannot be, never on a replay.
@@ -926,17 +924,16 @@ impl Llama {
 
     /// [`Llama::forward_ids`] without a step graph, launch by launch: the blocks over
     /// every node, then the head and the ids [`HEAD_ROWS`] rows at a time.
+    /// `step` is [`Llama::host_step`]'s, and `positions` its nodes', for the draws.
     fn ids_launched(
         &self,
         cache: &mut KvCache,
-        tokens: &[u32],
+        step: &HostStep,
         positions: &[u32],
-        mask: &AncestorMask,
         k: usize,
         draw: Option<&Draw>,
     ) -> Result<TokenIds> {
-        let n = tokens.len();
-        let step = self.host_step(cache, tokens, positions, mask)?;
+        let n = step.len();
         cache.reserve(n)?;
         let mut run = || {
             let stream = self.run_body(cache, &step.upload(&self.device));
