@@ -158,8 +158,8 @@ async fn compare_block_ops(model: &Llama) -> Result<KernelCheck> {
     Ok(KernelCheck { rows, mismatch })
 }
 
-/// Every node of verify steps of 3, 12 and 40 nodes (one tile of rows, then tiles of 32,
-/// the staged kernel's over blocks) gets, bit for bit, the logits plain decoding gets at
+/// The nodes of verify steps of 3, 12 and 40 nodes (one tile of rows, then tiles of 32,
+/// the staged kernel's over blocks) get, bit for bit, the logits plain decoding gets at
 /// the same position, one token per step. This is what keeps speculative decoding's
 /// output plain decoding's, near-ties included; on a GPU it also checks that the
 /// compiler added up each kernel variant's products alike (fused multiply-adds or not).
@@ -189,15 +189,36 @@ async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> 
             .forward(&mut committed.clone(), &tokens, &positions, &mask)?
             .read()
             .await?;
-        // Plain decoding's cache after each node: its parent's, and its own token.
-        let mut after: Vec<KvCache> = Vec::with_capacity(n);
+        // Every node of the small trees; of the large one, the paths to its deepest and
+        // its last node (a forward per node checked is what this check costs, and the
+        // browser's software WebGPU runs it too).
+        let mut checked = vec![n <= SMALL_TREE; n];
+        let deepest = (0..n).max_by_key(|&i| depths[i]).unwrap_or(0);
+        for mut at in [deepest, n - 1] {
+            checked[at] = true;
+            while let Some(p) = parents[at] {
+                checked[p] = true;
+                at = p;
+            }
+        }
+        // Plain decoding's cache after each node checked: its parent's, and its token.
+        let mut after: Vec<Option<KvCache>> = Vec::with_capacity(n);
         for i in 0..n {
-            let mut cache = parents[i].map_or_else(|| committed.clone(), |p| after[p].clone());
+            if !checked[i] {
+                after.push(None);
+                continue;
+            }
+            let mut cache = match parents[i] {
+                None => committed.clone(),
+                Some(p) => after[p]
+                    .clone()
+                    .expect("invariant: a checked node's parent is"),
+            };
             let one = AncestorMask::causal(1);
             let plain = model.forward(&mut cache, &tokens[i..=i], &positions[i..=i], &one)?;
             let plain = plain.read().await?;
             cache.compact(&[0])?;
-            after.push(cache);
+            after.push(Some(cache));
             rows += 1;
             let node = &tree[i * vocab..(i + 1) * vocab];
             if node
@@ -226,6 +247,9 @@ async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> 
         mismatch: None,
     })
 }
+
+/// Trees up to this many nodes have every node checked against plain decoding.
+const SMALL_TREE: usize = 12;
 
 /// One forward of [`verify_scenario`]: tokens, each node's parent, the nodes accepted.
 type Step = (Vec<u32>, Vec<Option<usize>>, Vec<usize>);
