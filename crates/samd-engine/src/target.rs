@@ -252,8 +252,8 @@ impl Target for ModelTarget {
     }
 
     /// A larger tree's nodes would no longer get the logits plain decoding gets
-    /// ([`MAX_TREE_NODES`]), and no drafter here fills one: SAM+TR's trees average 78
-    /// nodes before the budget prunes them.
+    /// ([`MAX_TREE_NODES`]). SAM+TR's trees average 78 nodes before the budget prunes
+    /// them, and can exceed it.
     fn max_tree_nodes(&self) -> usize {
         MAX_TREE_NODES
     }

@@ -179,10 +179,7 @@ async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> 
             .map(|i| (i > 0).then(|| (i * 2_654_435_761 + n) % i))
             .collect();
         let tokens: Vec<u32> = (0..n).map(|i| ((i * 13 + n) % vocab) as u32).collect();
-        let mut depths = vec![0u32; n];
-        for i in 1..n {
-            depths[i] = parents[i].map_or(0, |p| depths[p] + 1);
-        }
+        let depths = depths(&parents);
         let positions: Vec<u32> = depths.iter().map(|d| past + d).collect();
         let mask = AncestorMask::from_parents(&parents)?;
         let tree = model
@@ -248,6 +245,16 @@ async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> 
     })
 }
 
+/// Each node's depth below the root; a parent precedes its children.
+fn depths(parents: &[Option<usize>]) -> Vec<u32> {
+    let mut depths: Vec<u32> = Vec::with_capacity(parents.len());
+    for parent in parents {
+        let depth = parent.map_or(0, |p| depths[p] + 1);
+        depths.push(depth);
+    }
+    depths
+}
+
 /// Trees up to this many nodes have every node checked against plain decoding.
 const SMALL_TREE: usize = 12;
 
@@ -298,16 +305,7 @@ pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
         let parents = &parents[..];
         let past = cache.len() as u32;
         let mask = AncestorMask::from_parents(parents)?;
-        let positions: Vec<u32> = (0..tokens.len())
-            .map(|i| {
-                let (mut depth, mut at) = (0, i);
-                while let Some(parent) = parents[at] {
-                    at = parent;
-                    depth += 1;
-                }
-                past + depth
-            })
-            .collect();
+        let positions: Vec<u32> = depths(parents).iter().map(|d| past + d).collect();
         let rows = if past == 0 {
             LogitRows::Last
         } else {

@@ -201,9 +201,12 @@ fn ancestry(n: usize, sees: impl Fn(usize, usize) -> bool) -> Vec<i32> {
     let index = |j: usize| i32::try_from(j).expect("invariant: node counts fit i32");
     let mut rows = vec![0; n * (n + 1)];
     for (i, row) in rows.chunks_exact_mut(n + 1).enumerate() {
-        let seen: Vec<i32> = (0..n).filter(|&j| sees(i, j)).map(index).collect();
-        row[0] = index(seen.len());
-        row[1..=seen.len()].copy_from_slice(&seen);
+        let mut seen = 0;
+        for j in (0..n).filter(|&j| sees(i, j)) {
+            seen += 1;
+            row[seen] = index(j);
+        }
+        row[0] = index(seen);
     }
     rows
 }
