@@ -32,9 +32,9 @@ pub enum Command {
     InspectModel(InspectArgs),
     /// Write a copy of a model with only its first layers (a fast model for tests).
     ShrinkModel(ShrinkArgs),
-    /// Check the WGSL kernels on this machine's wgpu adapter: against burn's ops, and tree
-    /// steps against plain decoding, bit for bit.
-    CheckKernels,
+    /// Check that tree steps give plain decoding's logits bit for bit on this machine's
+    /// wgpu adapter (with the WGSL kernels against burn's ops) or its CPU.
+    CheckKernels(CheckArgs),
     /// Static corpus tools.
     #[command(subcommand)]
     Corpus(CorpusCommand),
@@ -118,6 +118,14 @@ impl DeviceKind {
             Self::Wgpu => "wgpu",
         }
     }
+}
+
+/// `samd check-kernels`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The device to check.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Wgpu)]
+    pub device: DeviceKind,
 }
 
 /// Options shared by every subcommand that loads a model.

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Command::InspectModel(args) => inspect::run(args),
         Command::Profile(args) => profile::run(args),
         Command::ShrinkModel(args) => shrink::run(args),
-        Command::CheckKernels => check::run(),
+        Command::CheckKernels(args) => check::run(args),
         Command::Corpus(CorpusCommand::Build(args)) => corpus::run(args),
     };
     match result {

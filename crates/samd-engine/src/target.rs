@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use samd_draft::tree::DraftTree;
-use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, MAX_TREE_NODES, TokenIds};
+use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, TokenIds};
 
 use crate::{CostShape, Error, PREFILL_CHUNK, Sampling};
 
@@ -252,10 +252,10 @@ impl Target for ModelTarget {
     }
 
     /// A larger tree's nodes would no longer get the logits plain decoding gets
-    /// ([`MAX_TREE_NODES`]). SAM+TR's trees average 78 nodes before the budget prunes
-    /// them, and can exceed it.
+    /// ([`Llama::max_tree_nodes`]). SAM+TR's trees average 78 nodes before the budget
+    /// prunes them, and can exceed it.
     fn max_tree_nodes(&self) -> usize {
-        MAX_TREE_NODES
+        self.model.max_tree_nodes()
     }
 
     fn cost_shape(&self) -> CostShape {

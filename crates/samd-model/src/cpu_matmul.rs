@@ -308,7 +308,7 @@ impl CpuKernels for Flex {
 }
 
 /// A contiguous f32 tensor's values.
-fn f32s(t: &FlexTensor) -> &[f32] {
+pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("invariant: f32 tensors, made contiguous by the caller")
 }

@@ -1,4 +1,5 @@
-//! Checks our WGSL kernels against the reference burn ops on a device.
+//! Checks our WGSL kernels against the reference burn ops on a device, and tree steps
+//! against plain decoding, bit for bit, on any device.
 //!
 //! Native runs use Vulkan through naga; the browser compiles the same WGSL with its own
 //! compiler (Chrome's Tint), which is stricter in places naga is not. So the checks are
@@ -41,8 +42,8 @@ impl KernelCheck {
 impl std::fmt::Display for KernelCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.mismatch {
-            None => write!(f, "WGSL kernels: {} rows agree", self.rows),
-            Some(what) => write!(f, "WGSL kernels: {what}"),
+            None => write!(f, "{} rows agree", self.rows),
+            Some(what) => write!(f, "{what}"),
         }
     }
 }
@@ -69,36 +70,13 @@ pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
     })
 }
 
-/// A small random model with SmolLM2's head shape (head_dim 64, three query heads per
-/// key/value head) run through [`verify_scenario`] twice on `device` (wgpu): with the
-/// kernels and with the reference ops. Their logits must agree within
-/// [`LOGIT_TOLERANCE`] and their top-8 ids exactly. Twice over: with f32 weights, and
-/// quantised as SmolLM2's file is, where the kernels read the blocks and the reference
-/// reads them widened by the dequantising kernel. Then, on each, tree steps against
-/// plain decoding ([`compare_tree_with_plain_decoding`]).
+/// The block kernels on `device` (wgpu), on each of [`check_models`]: against the
+/// reference ops over [`verify_scenario`] (their logits within [`LOGIT_TOLERANCE`], their
+/// top-8 ids exactly; with blocks, the reference reads them widened by the dequantising
+/// kernel), then tree steps against plain decoding ([`compare_tree_with_plain_decoding`]).
 pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
-    let config = LlamaConfig {
-        n_layers: 2,
-        // Wide enough that every skinny product runs its unrolled loop and its tail.
-        d_model: 384,
-        d_ffn: 256,
-        n_heads: 6,
-        n_kv_heads: 2,
-        head_dim: 64,
-        // Not a multiple of the skinny matmul's columns per workgroup: a partial last one.
-        vocab_size: 99,
-        rms_eps: 1e-5,
-        rope_theta: 10_000.0,
-        context_len: 256,
-    };
     let mut rows = 0;
-    for (weights, model) in [
-        ("f32", Llama::random(config.clone(), 7, true, device)?),
-        (
-            "quantised",
-            Llama::random_quantized(config.clone(), 7, true, device)?,
-        ),
-    ] {
+    for (weights, model) in check_models(device)? {
         for check in [
             compare_block_ops(&model).await?,
             compare_tree_with_plain_decoding(&model).await?,
@@ -116,6 +94,53 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
         rows,
         mismatch: None,
     })
+}
+
+/// Tree steps against plain decoding, bit for bit ([`compare_tree_with_plain_decoding`]),
+/// on each of [`check_models`] on any device: what the CPU's verify steps are checked by,
+/// where there are no kernels to compare with a reference.
+pub async fn check_tree_steps(device: &Device) -> Result<KernelCheck> {
+    let mut rows = 0;
+    for (weights, model) in check_models(device)? {
+        let check = compare_tree_with_plain_decoding(&model).await?;
+        rows += check.rows;
+        if let Some(what) = check.mismatch {
+            return Ok(KernelCheck {
+                rows,
+                mismatch: Some(format!("{weights} weights: {what}")),
+            });
+        }
+    }
+    Ok(KernelCheck {
+        rows,
+        mismatch: None,
+    })
+}
+
+/// Two small random models with SmolLM2's head shape (head_dim 64, three query heads per
+/// key/value head) on `device`: with f32 weights, and quantised as SmolLM2's file is.
+fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
+    let config = LlamaConfig {
+        n_layers: 2,
+        // Wide enough that every skinny product runs its unrolled loop and its tail.
+        d_model: 384,
+        d_ffn: 256,
+        n_heads: 6,
+        n_kv_heads: 2,
+        head_dim: 64,
+        // Not a multiple of the skinny matmul's columns per workgroup: a partial last one.
+        vocab_size: 99,
+        rms_eps: 1e-5,
+        rope_theta: 10_000.0,
+        context_len: 256,
+    };
+    Ok([
+        ("f32", Llama::random(config.clone(), 7, true, device)?),
+        (
+            "quantised",
+            Llama::random_quantized(config, 7, true, device)?,
+        ),
+    ])
 }
 
 /// [`verify_scenario`] on `model` with the kernels and with the reference ops.
@@ -159,10 +184,11 @@ async fn compare_block_ops(model: &Llama) -> Result<KernelCheck> {
 }
 
 /// The nodes of verify steps of 3, 12 and 40 nodes (one tile of rows, then tiles of 32,
-/// the staged kernel's over blocks) get, bit for bit, the logits plain decoding gets at
-/// the same position, one token per step. This is what keeps speculative decoding's
-/// output plain decoding's, near-ties included; on a GPU it also checks that the
-/// compiler added up each kernel variant's products alike (fused multiply-adds or not).
+/// the staged kernel's over blocks), each cut to [`Llama::max_tree_nodes`] (on the CPU
+/// the last is 16), get, bit for bit, the logits plain decoding gets at the same
+/// position, one token per step. This is what keeps speculative decoding's output plain
+/// decoding's, near-ties included; on a GPU it also checks that the compiler added up
+/// each kernel variant's products alike (fused multiply-adds or not).
 async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> {
     let vocab = model.config().vocab_size;
     let mut committed = model.new_cache(128);
@@ -173,7 +199,7 @@ async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> 
     committed.compact(&(0..prompt.len()).collect::<Vec<_>>())?;
     let past = committed.len() as u32;
     let mut rows = 0;
-    for n in [3, 12, 40] {
+    for n in [3, 12, 40].map(|n: usize| n.min(model.max_tree_nodes())) {
         // Each node's parent precedes it; the spread gives deep paths and wide fans.
         let parents: Vec<Option<usize>> = (0..n)
             .map(|i| (i > 0).then(|| (i * 2_654_435_761 + n) % i))
@@ -317,4 +343,18 @@ pub async fn verify_scenario(model: &Llama) -> Result<(Vec<f32>, Vec<u32>)> {
         cache.compact(&accepted)?;
     }
     Ok((logits, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::read_sync;
+
+    #[test]
+    fn cpu_tree_steps_get_plain_decodings_logits_bit_for_bit() {
+        let check = read_sync(check_tree_steps(&Device::flex())).expect("the check runs");
+        assert!(check.passed(), "{check}");
+        // Both models: every node of trees of 3 and 12 nodes, and two paths of 16.
+        assert!(check.rows > 2 * (3 + 12), "{} rows", check.rows);
+    }
 }

@@ -303,17 +303,17 @@ impl Heads {
     }
 
     /// Width of all query heads.
-    pub(crate) fn q_dim(self) -> usize {
+    pub fn q_dim(self) -> usize {
         self.n_heads * self.head_dim
     }
 
     /// Width of all key (or value) heads.
-    pub(crate) fn kv_dim(self) -> usize {
+    pub fn kv_dim(self) -> usize {
         self.n_kv_heads * self.head_dim
     }
 
     /// Query heads per key/value head.
-    pub(crate) fn group(self) -> usize {
+    pub fn group(self) -> usize {
         self.n_heads / self.n_kv_heads
     }
 }

@@ -11,6 +11,7 @@ use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::cpu_attention::CpuAttention;
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
 use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
@@ -181,9 +182,8 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
 /// where burn's packs them. Blocks are widened to f32 first, for the reference ops on
 /// wgpu, and the widened matrix lives for one product.
 fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
-    let on_cpu = matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
     match w.layout {
-        Layout::OutIn if on_cpu && x.dims()[0] <= CPU_MAX_ROWS => {
+        Layout::OutIn if on_cpu(&x) && x.dims()[0] <= CPU_MAX_ROWS => {
             Tensor::from_dispatch(match &w.quant {
                 Some(quant) => {
                     <Kernels as CpuKernels>::few_rows_matmul_quant(&x.into_dispatch(), quant)
@@ -201,6 +201,11 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
             x.matmul(Tensor::<2>::from_dispatch(dense).transpose())
         }
     }
+}
+
+/// Whether `t` lives on burn's CPU backend.
+fn on_cpu<const D: usize>(t: &Tensor<D>) -> bool {
+    matches!(t.device().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// `stream + x @ W` (the residual add after the attention's output projection) for `x`:
@@ -390,6 +395,7 @@ pub(crate) fn attend(
     layer: usize,
     input: AttentionInput<'_>,
 ) -> Tensor<2> {
+    let n = input.queries.dims()[0];
     match ops {
         BlockOps::Kernels => Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
             &input.queries.into_dispatch(),
@@ -400,6 +406,16 @@ pub(crate) fn attend(
             input.slots.clone().into_dispatch(),
             input.heads,
         )),
+        BlockOps::Reference if on_cpu(cache.layer(layer)) && n <= CPU_MAX_ROWS => {
+            Tensor::from_dispatch(<Kernels as CpuAttention>::cpu_tree_attention(
+                &input.queries.into_dispatch(),
+                &input.rope.clone().into_dispatch(),
+                &cache.layer(layer).clone().into_dispatch(),
+                input.ancestry.clone().into_dispatch(),
+                cache.len(),
+                input.heads,
+            ))
+        }
         BlockOps::Reference => reference_attend(cache, layer, input),
     }
 }

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod cpu_attention;
 pub mod cpu_matmul;
 pub mod dequant;
 pub mod error;

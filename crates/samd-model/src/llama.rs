@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
+use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::gguf_writer::{q4_1_bytes, q8_0_bytes};
@@ -171,7 +172,8 @@ const HEAD_ROWS: usize = SKINNY_MAX_ROWS;
 /// Most nodes a verify step takes on wgpu with each node's logits those plain decoding
 /// gets at the same position, bit for bit: up to here a step takes the per-node attention
 /// and replays a captured graph. Past it a forward is treated as a prefill (the tiled
-/// attention; over f32 weights, burn's matmul), whose sums run in other orders.
+/// attention; over f32 weights, burn's matmul), whose sums run in other orders. On the
+/// CPU the bound is lower ([`Llama::max_tree_nodes`]).
 pub const MAX_TREE_NODES: usize = SKINNY_MAX_ROWS;
 
 /// Which nodes' logits a forward returns.
@@ -759,6 +761,20 @@ impl Llama {
     /// costs a share of a forward.
     pub fn on_wgpu(&self) -> bool {
         BlockOps::for_device(&self.device) == BlockOps::Kernels
+    }
+
+    /// Most nodes a verify step takes with each node's logits those plain decoding gets
+    /// at the same position, bit for bit: [`MAX_TREE_NODES`] on wgpu, and on the CPU
+    /// [`CPU_MAX_ROWS`], past which the products take burn's matmul and the attention
+    /// burn's ops, whose sums run in other orders. A larger draft is cut to this many
+    /// nodes; on a CPU, where each node costs a share of a step, the tree budget keeps
+    /// fewer anyway.
+    pub fn max_tree_nodes(&self) -> usize {
+        if self.on_wgpu() {
+            MAX_TREE_NODES
+        } else {
+            CPU_MAX_ROWS
+        }
     }
 
     /// The model running `ops` for the fused pieces of each block. By default a model
