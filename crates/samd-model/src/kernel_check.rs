@@ -189,7 +189,7 @@ async fn compare_block_ops(model: &Llama) -> Result<KernelCheck> {
 /// position, one token per step. This is what keeps speculative decoding's output plain
 /// decoding's, near-ties included; on a GPU it also checks that the compiler added up
 /// each kernel variant's products alike (fused multiply-adds or not).
-async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> {
+pub async fn compare_tree_with_plain_decoding(model: &Llama) -> Result<KernelCheck> {
     let vocab = model.config().vocab_size;
     let mut committed = model.new_cache(128);
     let prompt: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % vocab as u32).collect();

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, read_sync};
 use samd_model::gguf::GgufFile;
+use samd_model::kernel_check::compare_tree_with_plain_decoding;
 use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig, Tokenizer};
 
 /// Max abs difference allowed against the float64 numpy reference. Our forward is f32;
@@ -202,6 +203,20 @@ fn assert_matches_reference(logits: &[f32], vocab: usize, how: &str) {
         worst <= REFERENCE_TOLERANCE,
         "{how}: max abs diff {worst} > {REFERENCE_TOLERANCE}"
     );
+}
+
+/// On the CPU, with the real weights in their quantised blocks: tree steps give each
+/// node the logits plain decoding gives at its position, bit for bit. (On wgpu the
+/// kernel check does the same with a small random model; with this one, lavapipe would
+/// take minutes.)
+#[test]
+fn real_model_cpu_tree_steps_get_plain_decodings_logits_bit_for_bit() {
+    let Some(bytes) = load_bytes() else { return };
+    let file = GgufFile::parse(&bytes).expect("parse");
+    let model = Llama::from_gguf(&file, &Device::flex()).expect("load");
+    let check = read_sync(compare_tree_with_plain_decoding(&model)).expect("the check runs");
+    eprintln!("{check}");
+    assert!(check.passed(), "{check}");
 }
 
 #[test]
