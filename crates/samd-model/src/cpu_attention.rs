@@ -368,21 +368,9 @@ impl CpuAttention for Flex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_matmul::{max_abs_diff, values};
     use crate::llama::AncestorMask;
     use crate::step_graph::HostStep;
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// A step's inputs: its shape, queries, RoPE rows, one layer's cache and ancestry.
     struct Case {
@@ -514,13 +502,7 @@ mod tests {
     fn matches_attention_from_the_definition() {
         for hd in HEAD_DIMS {
             let case = Case::tree(&random_parents(9), 13, hd, 1);
-            let got = case.run();
-            let want = naive(&case);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_abs_diff(&case.run(), &naive(&case));
             assert!(worst < 1e-5, "head_dim {hd}: off by {worst}");
         }
     }

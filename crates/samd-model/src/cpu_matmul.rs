@@ -313,25 +313,36 @@ pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
         .expect("invariant: f32 tensors, made contiguous by the caller")
 }
 
+/// Deterministic values in [-1, 1): inputs for the CPU code's tests.
+#[cfg(test)]
+pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The largest difference between `a` and `b`, of equal lengths: for the tests.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dequant::dequantize;
     use crate::gguf::GgmlType;
     use crate::quant_rows::random_blocks;
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// `x · Wᵀ` in f64, one product at a time.
     fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
@@ -389,13 +400,7 @@ mod tests {
             for m in [1, 2, 3, 4, 5, 7, 9, 16] {
                 let x = values(m * k, m as u64);
                 let w = values(k * n, 99);
-                let got = product(&x, m, k, &w, n);
-                let want = naive(&x, m, k, &w, n);
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = max_abs_diff(&product(&x, m, k, &w, n), &naive(&x, m, k, &w, n));
                 assert!(worst < 1e-4, "{name}, m {m}: off by {worst}");
             }
         }

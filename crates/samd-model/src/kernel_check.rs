@@ -75,12 +75,34 @@ pub async fn check_kernels(device: &Device) -> Result<KernelCheck> {
 /// top-8 ids exactly; with blocks, the reference reads them widened by the dequantising
 /// kernel), then tree steps against plain decoding ([`compare_tree_with_plain_decoding`]).
 pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
+    check_each_model(device, &[Comparison::BlockOps, Comparison::TreeSteps]).await
+}
+
+/// Tree steps against plain decoding, bit for bit ([`compare_tree_with_plain_decoding`]),
+/// on each of [`check_models`] on any device: what the CPU's verify steps are checked by,
+/// where there are no kernels to compare with a reference.
+pub async fn check_tree_steps(device: &Device) -> Result<KernelCheck> {
+    check_each_model(device, &[Comparison::TreeSteps]).await
+}
+
+/// What [`check_each_model`] compares.
+#[derive(Debug, Clone, Copy)]
+enum Comparison {
+    /// [`compare_block_ops`].
+    BlockOps,
+    /// [`compare_tree_with_plain_decoding`].
+    TreeSteps,
+}
+
+/// The `comparisons` on each of [`check_models`] in turn, up to the first mismatch.
+async fn check_each_model(device: &Device, comparisons: &[Comparison]) -> Result<KernelCheck> {
     let mut rows = 0;
     for (weights, model) in check_models(device)? {
-        for check in [
-            compare_block_ops(&model).await?,
-            compare_tree_with_plain_decoding(&model).await?,
-        ] {
+        for comparison in comparisons {
+            let check = match comparison {
+                Comparison::BlockOps => compare_block_ops(&model).await?,
+                Comparison::TreeSteps => compare_tree_with_plain_decoding(&model).await?,
+            };
             rows += check.rows;
             if let Some(what) = check.mismatch {
                 return Ok(KernelCheck {
@@ -88,27 +110,6 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
                     mismatch: Some(format!("{weights} weights: {what}")),
                 });
             }
-        }
-    }
-    Ok(KernelCheck {
-        rows,
-        mismatch: None,
-    })
-}
-
-/// Tree steps against plain decoding, bit for bit ([`compare_tree_with_plain_decoding`]),
-/// on each of [`check_models`] on any device: what the CPU's verify steps are checked by,
-/// where there are no kernels to compare with a reference.
-pub async fn check_tree_steps(device: &Device) -> Result<KernelCheck> {
-    let mut rows = 0;
-    for (weights, model) in check_models(device)? {
-        let check = compare_tree_with_plain_decoding(&model).await?;
-        rows += check.rows;
-        if let Some(what) = check.mismatch {
-            return Ok(KernelCheck {
-                rows,
-                mismatch: Some(format!("{weights} weights: {what}")),
-            });
         }
     }
     Ok(KernelCheck {

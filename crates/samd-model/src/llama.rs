@@ -1199,6 +1199,7 @@ fn on_cpu_pool<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_matmul::max_abs_diff;
     use burn::tensor::read_sync;
 
     /// Max abs difference allowed between a tree forward and the equivalent chain forward:
@@ -1223,14 +1224,6 @@ mod tests {
 
     fn read_logits(logits: Logits) -> Vec<f32> {
         read_sync(logits.read()).expect("read logits")
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     /// Feeds `tokens` as a chain from the cache's current position and commits them all.

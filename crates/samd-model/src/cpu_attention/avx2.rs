@@ -3,10 +3,12 @@
 //!
 //! The portable loops compiled with AVX2 enabled summed a dot product's eight lanes in
 //! four pairs, and kept the output's sums on the stack across keys. Written with vectors,
-//! a dot product's lanes are one register and 32 output columns stay in four across all
-//! keys. The operations are the portable code's lane by lane (a multiply, then an add:
-//! no fused multiply-adds), and the lanes are folded in the same order, so the results
-//! agree bit for bit (a unit test checks it).
+//! a dot product's lanes are one register, four keys' run side by side, and 32 output
+//! columns stay in four registers across all keys: on one layer of SmolLM2 at 1,024
+//! positions, 83 µs a node against 158 µs for the portable loops (criterion bench
+//! `cpu_attention`). The operations are the portable code's lane by lane (a multiply,
+//! then an add: no fused multiply-adds), and the lanes are folded in the same order, so
+//! the results agree bit for bit (a unit test checks it).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
