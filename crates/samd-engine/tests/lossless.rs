@@ -76,8 +76,9 @@ fn assert_methods_match_ar(per_category: usize, sampling: impl Fn(usize) -> Opti
         .flatten()
         .collect();
     let mut session = Session::new(ModelTarget::new(model, 2048), None);
-    // Every drafted node, so that every drafter's trees are verified whole: on this CPU
-    // the adaptive budget would verify little beyond the root.
+    // Every drafted node, up to the 16 a CPU step takes (`Llama::max_tree_nodes`), so
+    // that every drafter's trees are verified: on this CPU the adaptive budget would
+    // verify little beyond the root.
     session.set_tree_policy(TreePolicy::Full);
     let prompts = prompts(&tokenizer, per_category);
     assert_eq!(prompts.len(), 6 * per_category, "every category is covered");
