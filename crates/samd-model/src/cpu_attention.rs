@@ -68,15 +68,20 @@ pub fn tree_attention(
             && past + n <= max_seq,
         "invariant: callers pass whole tensors"
     );
+    // Each node's own slots (its ancestors', then its own), read once for all its heads.
+    let own: Vec<Vec<usize>> = ancestry
+        .chunks_exact(n + 1)
+        .map(|row| {
+            let count = usize::try_from(row[0]).expect("invariant: counts are positive");
+            row[1..=count]
+                .iter()
+                .map(|&a| past + usize::try_from(a).expect("invariant: ancestors are node indices"))
+                .collect()
+        })
+        .collect();
     let mut out = vec![0.0; n * heads.q_dim()];
     over_cores(&mut out, hd, &|unit, out| {
         let (node, head) = (unit / heads.n_heads, unit % heads.n_heads);
-        let row = &ancestry[node * (n + 1)..(node + 1) * (n + 1)];
-        let own = usize::try_from(row[0]).expect("invariant: counts are positive");
-        let own: Vec<usize> = row[1..=own]
-            .iter()
-            .map(|&a| past + usize::try_from(a).expect("invariant: ancestors are node indices"))
-            .collect();
         let query = rotated(
             &queries[node * row_width + head * hd..][..hd],
             &rope[node * 2 * hd..][..2 * hd],
@@ -88,7 +93,7 @@ pub fn tree_attention(
         };
         let keys = KeyList {
             past,
-            own: &own,
+            own: &own[node],
             head_dim: hd,
         };
         attend_fastest(&query, (plane(0), plane(1)), keys, out);
