@@ -191,7 +191,7 @@ test('WebGPU (SwiftShader): the WGSL kernels agree with the reference ops', { ti
   const browser = await launch();
   try {
     const { page } = browser;
-    await page.goto(`${server.url}/index.html?backend=cpu`);
+    await page.goto(`${server.url}index.html?backend=cpu`);
     const check = await page.evaluate(async () => {
       const wasm = await import('/pkg/samd_web.js');
       await wasm.default();
@@ -203,6 +203,28 @@ test('WebGPU (SwiftShader): the WGSL kernels agree with the reference ops', { ti
     assert.equal(check.device.backend, 'webgpu', 'the check needs a WebGPU adapter');
     assert.ok(check.check.rows > 0);
     assert.ok(check.check.passed, check.check.message);
+  } finally {
+    await browser.close();
+  }
+});
+
+// The CPU backend's wasm SIMD (the products and the attention), under V8: a tree's nodes
+// must get the logits one-node steps give, bit for bit, or speculative output could
+// differ from plain output at a near-tie.
+test('CPU backend: a tree step gives every node plain decoding\'s logits, bit for bit', { timeout: slow }, async () => {
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    await page.goto(`${server.url}index.html?backend=cpu`);
+    const check = await page.evaluate(async () => {
+      const wasm = await import('/pkg/samd_web.js');
+      await wasm.default();
+      const engine = await wasm.Engine.create('cpu');
+      return await engine.checkKernels();
+    });
+    console.log(`  tree steps on the CPU: ${check.message}`);
+    assert.ok(check.rows > 0);
+    assert.ok(check.passed, check.message);
   } finally {
     await browser.close();
   }

@@ -17,8 +17,8 @@
 //! a product over blocks is bit for bit the product over their dequantised values.
 //!
 //! On x86-64 with AVX2 and FMA (checked at run time) the products are intrinsics
-//! ([`avx2`]); on wasm the portable loops compile with 128-bit SIMD; elsewhere for the
-//! baseline target.
+//! ([`avx2`]); in wasm, 128-bit SIMD intrinsics (`simd128.rs`); elsewhere the portable
+//! loops, for the baseline target.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
@@ -28,6 +28,8 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "wasm32")]
+mod simd128;
 
 use crate::quant_rows::QuantRows;
 
@@ -42,15 +44,11 @@ const LANES: usize = 16;
 #[cfg(not(target_arch = "wasm32"))]
 const GROUP: usize = 4;
 
-/// Inputs each dot product sums at once, and rows per pass, in wasm: two 128-bit vectors
-/// per row, two rows. In V8 the projections of SmolLM2's 30 blocks took 9.5, 15.8, 28
-/// and 55 ms for 1, 2, 4 and 8 rows, against 12.4, 49.5, 50.5 and 100 ms with the
-/// x86-64 sizes: wasm has no FMA, so the sums cost more than the weights' reads, and
-/// more running sums than there are registers spill.
+/// Inputs each dot product sums at once in wasm: two 128-bit vectors per row
+/// (`simd128.rs`). Wasm has no FMA, so the sums cost more than the weights' reads, and
+/// more running sums would not fit the registers of a group of rows.
 #[cfg(target_arch = "wasm32")]
 const LANES: usize = 8;
-#[cfg(target_arch = "wasm32")]
-const GROUP: usize = 2;
 
 /// Least rows of W worth a task of their own on another core.
 #[cfg(not(target_arch = "wasm32"))]
@@ -170,22 +168,14 @@ fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
         return unsafe { avx2::dots_by_row(x, k, w.chunks_exact(k), out) };
     }
     #[cfg(target_arch = "wasm32")]
-    dots_simd128(x, k, w, out);
+    simd128::dots_by_row(x, k, w, out);
     #[cfg(not(target_arch = "wasm32"))]
     dots_by_row::<Separate, LANES, GROUP>(x, k, w, out);
 }
 
-/// [`dots_by_row`] compiled with wasm's 128-bit SIMD, so that its loops vectorise four
-/// wide. A wasm module has no run-time feature check: an engine without SIMD rejects the
-/// whole module, and every browser with WebGPU has had SIMD for years.
-#[cfg(target_arch = "wasm32")]
-#[target_feature(enable = "simd128")]
-fn dots_simd128(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
-    dots_by_row::<Separate, LANES, GROUP>(x, k, w, out)
-}
-
 /// `a * b + c`, fused where the target has it: without FMA, `f32::mul_add` is a library
 /// call.
+#[cfg(not(target_arch = "wasm32"))]
 trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
@@ -203,7 +193,9 @@ impl MulAdd for Fused {
 }
 
 /// A multiply, then an add.
+#[cfg(not(target_arch = "wasm32"))]
 struct Separate;
+#[cfg(not(target_arch = "wasm32"))]
 impl MulAdd for Separate {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
@@ -213,7 +205,9 @@ impl MulAdd for Separate {
 
 /// Row by row of W, each row read once from memory and then, from cache, dotted with
 /// every row of x, `G` at a time with `L` running sums each ([`GROUP`] and [`LANES`] on
-/// this target), into `out` (`[rows of w, m]`).
+/// this target), into `out` (`[rows of w, m]`). In wasm, `simd128.rs` computes what this
+/// does with eight sums, in vectors.
+#[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
 fn dots_by_row<F: MulAdd, const L: usize, const G: usize>(
     x: &[f32],
@@ -242,6 +236,7 @@ fn dots_by_row<F: MulAdd, const L: usize, const G: usize>(
 /// The dot products of the first `live` of `R` rows with `wj` (the rest are padding),
 /// into `out[0..live]`: `L` running sums per row, added in a fixed order at the end, then
 /// the tail of `k % L` inputs.
+#[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
 fn dots<const R: usize, const L: usize, F: MulAdd>(
     rows: [&[f32]; R],
@@ -388,7 +383,7 @@ mod tests {
     const PRODUCTS: [(&str, Product); 3] = [
         ("this target's", few_rows_matmul),
         ("the baseline's tiling", tiled::<16, 4>),
-        ("wasm's tiling", tiled::<8, 2>),
+        ("wasm's sums", tiled::<8, 4>),
     ];
 
     #[test]

@@ -121,17 +121,19 @@ impl Engine {
         to_js(&self.info)
     }
 
-    /// Checks our hand-written WGSL kernels on this device against burn's ops and a host
-    /// sort (`samd_model::kernel_check`): `{rows, passed, message}`. A diagnostic for a user's GPU, and what the browser
-    /// tests run on WebGPU. On the CPU backend there is no kernel to check: `null`.
+    /// Checks this backend's own code against the reference (`samd_model::kernel_check`):
+    /// `{rows, passed, message}`. On WebGPU, our hand-written WGSL kernels against burn's
+    /// ops and a host sort; on the CPU, that a tree's nodes get the logits one-node steps
+    /// give, bit for bit, through the wasm build's SIMD products and attention. A
+    /// diagnostic for a user's device, and what the browser tests run.
     #[wasm_bindgen(js_name = checkKernels)]
     pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
-        if self.info.backend != "webgpu" {
-            return Ok(JsValue::NULL);
-        }
-        let check = samd_model::kernel_check::check_kernels(&self.device)
-            .await
-            .map_err(WebError::from)?;
+        let check = if self.info.backend == "webgpu" {
+            samd_model::kernel_check::check_kernels(&self.device).await
+        } else {
+            samd_model::kernel_check::check_tree_steps(&self.device).await
+        };
+        let check = check.map_err(WebError::from)?;
         to_js(&KernelReport {
             rows: check.rows,
             passed: check.passed(),
