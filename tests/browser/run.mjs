@@ -208,10 +208,10 @@ test('WebGPU (SwiftShader): the WGSL kernels agree with the reference ops', { ti
   }
 });
 
-// The CPU backend's wasm SIMD (the products and the attention), under V8: a tree's nodes
-// must get the logits one-node steps give, bit for bit, or speculative output could
-// differ from plain output at a near-tie.
-test('CPU backend: a tree step gives every node plain decoding\'s logits, bit for bit', { timeout: slow }, async () => {
+// The CPU backend's wasm SIMD under V8: its products over quantised blocks must compute
+// the scalar code's sums, and a tree's nodes must get the logits one-node steps give, bit
+// for bit, or speculative output could differ from plain output at a near-tie.
+test('CPU backend: SIMD block products equal the scalar ones, and tree steps give plain decoding\'s logits', { timeout: slow }, async () => {
   const browser = await launch();
   try {
     const { page } = browser;
@@ -222,7 +222,7 @@ test('CPU backend: a tree step gives every node plain decoding\'s logits, bit fo
       const engine = await wasm.Engine.create('cpu');
       return await engine.checkKernels();
     });
-    console.log(`  tree steps on the CPU: ${check.message}`);
+    console.log(`  CPU products and tree steps: ${check.message}`);
     assert.ok(check.rows > 0);
     assert.ok(check.passed, check.message);
   } finally {

@@ -8,13 +8,15 @@
 //! product and multiplied into every row of x while it is in cache. A one-row step is
 //! bound by reading the weights, and a few rows read them no more.
 //!
-//! W comes as f32s or, for Q4_0, Q4_1 and Q8_0 models on x86-64 with AVX2
-//! ([`reads_blocks`]), in the file's blocks ([`QuantRows`]), widened to f32 as they are
-//! read: a sixth of the bytes for Q4_1, so a one-node step is no longer bound by memory.
+//! W comes as f32s or, for Q4_0, Q4_1 and Q8_0 models on x86-64 with AVX2 and in wasm
+//! ([`reads_blocks`]), in the file's blocks ([`QuantRows`]): a sixth of the bytes for
+//! Q4_1, so a one-node step is no longer bound by memory. On x86-64 they are widened to
+//! f32 as they are read, so that a product over blocks is bit for bit the product over
+//! their dequantised values; wasm, which has no FMA, rounds x to 16-bit integers
+//! instead and sums in integers (`integer.rs`).
 //!
 //! Each row's sums run over the inputs in the same order whatever the number of rows,
-//! so a row's result is bit for bit the same in a one-node step as in a tree's, and
-//! a product over blocks is bit for bit the product over their dequantised values.
+//! so a row's result is bit for bit the same in a one-node step as in a tree's.
 //!
 //! On x86-64 with AVX2 and FMA (checked at run time) the products are intrinsics
 //! ([`avx2`]); in wasm, 128-bit SIMD intrinsics (`simd128.rs`); elsewhere the portable
@@ -28,6 +30,8 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(any(test, target_arch = "wasm32"))]
+mod integer;
 #[cfg(target_arch = "wasm32")]
 mod simd128;
 
@@ -66,14 +70,15 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
 }
 
 /// Whether this CPU's products read quantised blocks ([`few_rows_matmul_quant`]): on
-/// x86-64 with AVX2 and FMA. Elsewhere the portable loops, which left the values of a
-/// block widened in the loop spilling from registers, read W as f32: in wasm, the
-/// blocks took the browser's plain decoding from 44.6 to 18.9 tok/s (without FMA,
-/// wasm's sums cost more than the weights' reads anyway).
+/// x86-64 with AVX2 and FMA, and in wasm. Elsewhere the portable loops read W as f32:
+/// widening a block inside them left its values spilling from registers (in wasm, where
+/// that was tried first, plain decoding went from 44.6 to 18.9 tok/s).
 pub fn reads_blocks() -> bool {
     #[cfg(target_arch = "x86_64")]
     return has_avx2_fma();
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "wasm32")]
+    return true;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
     false
 }
 
@@ -83,8 +88,9 @@ fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-/// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks; `[m, n]` out, bit for bit
-/// [`few_rows_matmul`] over W dequantised.
+/// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks; `[m, n]` out. On x86-64 bit
+/// for bit [`few_rows_matmul`] over W dequantised; in wasm, with x rounded to 16 bits
+/// (`integer.rs`).
 ///
 /// # Panics
 /// Unless [`reads_blocks`]: models keep blocks only where they are read.
@@ -110,8 +116,54 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
             }
         })
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "wasm32")]
+    {
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+        let rounded = integer::RoundedRows::new(x, k);
+        product(m, w.rows(), &|rows, out| match w.kind() {
+            QuantKind::Q8_0 => simd128::block_dots(&rounded, w.rows_in::<Q8_0>(rows), out),
+            QuantKind::Q4_0 => simd128::block_dots(&rounded, w.rows_in::<Q4_0>(rows), out),
+            QuantKind::Q4_1 => simd128::block_dots(&rounded, w.rows_in::<Q4_1>(rows), out),
+        })
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
     unreachable!("invariant: blocks are kept where they are read")
+}
+
+/// wasm: the SIMD products over blocks compute the scalar code's arithmetic
+/// (`integer.rs`), bit for bit, on random blocks of each kind and groups of 1 to 5 rows:
+/// `Engine.checkKernels()`'s check of the CPU backend's products.
+#[cfg(target_arch = "wasm32")]
+pub fn check_block_products() -> crate::kernel_check::KernelCheck {
+    use crate::gguf::GgmlType;
+    use crate::quant_rows::random_blocks;
+    let (n, k) = (24, 96);
+    let mut rows = 0;
+    for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        let bytes = random_blocks(dtype, n * k / 32, 5);
+        let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");
+        for m in 1..=5 {
+            let x = values(m * k, m as u64);
+            let (simd, scalar) = (
+                few_rows_matmul_quant(&x, m, &w),
+                integer::product(&x, m, &w),
+            );
+            if simd != scalar {
+                let what = format!(
+                    "the SIMD product over {dtype} blocks of {m} rows differs from the scalar one"
+                );
+                return crate::kernel_check::KernelCheck {
+                    rows,
+                    mismatch: Some(what),
+                };
+            }
+            rows += m;
+        }
+    }
+    crate::kernel_check::KernelCheck {
+        rows,
+        mismatch: None,
+    }
 }
 
 /// The `[m, n]` product whose outputs `part` computes for a range of W's rows, into
@@ -308,8 +360,8 @@ pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
         .expect("invariant: f32 tensors, made contiguous by the caller")
 }
 
-/// Deterministic values in [-1, 1): inputs for the CPU code's tests.
-#[cfg(test)]
+/// Deterministic values in [-1, 1): inputs for the CPU code's tests and checks.
+#[cfg(any(test, target_arch = "wasm32"))]
 pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..len)

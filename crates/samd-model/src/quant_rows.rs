@@ -190,18 +190,18 @@ impl QuantRows {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
 pub(crate) use reading::{Codec, Q4_0, Q4_1, Q8_0, QuantRow};
 
-/// Rows as the AVX2 products read them: the only code that does.
-#[cfg(target_arch = "x86_64")]
+/// Rows as the products that read blocks read them: AVX2's and wasm's.
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
 mod reading {
     use std::marker::PhantomData;
     use std::ops::Range;
 
     use super::{BLOCK, QuantKind, QuantRows};
 
-    /// A block type, for code compiled once per type: the AVX2 products'.
+    /// A block type, for code compiled once per type.
     pub(crate) trait Codec: Copy + Send + Sync + 'static {
         /// The kind this codec reads.
         const KIND: QuantKind;
@@ -289,9 +289,9 @@ mod reading {
     }
 }
 
-#[cfg(test)]
 /// Blocks of `dtype` with every byte pseudo-random, scales and minimums kept to
-/// modest f16s.
+/// modest f16s: for the tests, and wasm's check of its block products.
+#[cfg(any(test, target_arch = "wasm32"))]
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
     let size = usize::try_from(dtype.type_size()).unwrap();
     let mut s = seed;

@@ -18,6 +18,7 @@ use burn::tensor::Device;
 use samd_draft::Drafter;
 use samd_draft::corpus::StaticSam;
 use samd_engine::{GenerateOptions, Method, ModelTarget, Session, TextStream, check_corpus};
+use samd_model::kernel_check::KernelCheck;
 use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
 use wasm_bindgen::prelude::*;
 use web_sys::AbortSignal;
@@ -123,17 +124,30 @@ impl Engine {
 
     /// Checks this backend's own code against the reference (`samd_model::kernel_check`):
     /// `{rows, passed, message}`. On WebGPU, our hand-written WGSL kernels against burn's
-    /// ops and a host sort; on the CPU, that a tree's nodes get the logits one-node steps
-    /// give, bit for bit, through the wasm build's SIMD products and attention. A
-    /// diagnostic for a user's device, and what the browser tests run.
+    /// ops and a host sort. On the CPU, the SIMD products over quantised blocks against
+    /// the scalar code, then that a tree's nodes get the logits one-node steps give, bit
+    /// for bit, through the SIMD products and attention. A diagnostic for a user's
+    /// device, and what the browser tests run.
     #[wasm_bindgen(js_name = checkKernels)]
     pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
         let check = if self.info.backend == "webgpu" {
-            samd_model::kernel_check::check_kernels(&self.device).await
+            samd_model::kernel_check::check_kernels(&self.device)
+                .await
+                .map_err(WebError::from)?
         } else {
-            samd_model::kernel_check::check_tree_steps(&self.device).await
+            let products = samd_model::cpu_matmul::check_block_products();
+            if products.passed() {
+                let steps = samd_model::kernel_check::check_tree_steps(&self.device)
+                    .await
+                    .map_err(WebError::from)?;
+                KernelCheck {
+                    rows: products.rows + steps.rows,
+                    ..steps
+                }
+            } else {
+                products
+            }
         };
-        let check = check.map_err(WebError::from)?;
         to_js(&KernelReport {
             rows: check.rows,
             passed: check.passed(),

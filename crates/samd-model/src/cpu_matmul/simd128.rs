@@ -10,11 +10,21 @@
 //! same sum of the lanes at the end, so that the results equal
 //! `dots_by_row::<Separate, 8, _>`'s bit for bit. The native tests check that code; the
 //! browser test checks that speculative output equals plain output here.
+//!
+//! Over quantised blocks, [`block_dots`] computes [`integer`](super::integer)'s
+//! arithmetic; `Engine.checkKernels()` compares it with the scalar code, bit for bit.
 #![allow(unsafe_code)]
 
-use core::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128, v128_load, v128_store};
+use core::arch::wasm32::{
+    f32x4_add, f32x4_convert_i32x4, f32x4_extract_lane, f32x4_mul, f32x4_splat,
+    i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i16x8_splat, i16x8_sub, i32x4_add,
+    i32x4_dot_i16x8, u8x16_shr, u8x16_splat, u16x8_extend_high_u8x16, u16x8_extend_low_u8x16, v128,
+    v128_and, v128_load, v128_store,
+};
 
 use super::LANES;
+use super::integer::{RoundedRow, RoundedRows, finish};
+use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow};
 
 /// Most rows of x multiplied per pass over a row of W: their eight sums and W's two
 /// vectors take 10 of the 16 registers V8 has on x86-64.
@@ -86,4 +96,116 @@ fn dots<const R: usize>(rows: [&[f32]; R], wj: &[f32], out: &mut [f32]) {
 unsafe fn load(p: *const f32) -> v128 {
     // SAFETY: the caller's promise.
     unsafe { v128_load(p.cast()) }
+}
+
+/// `x`'s rounded rows dotted with each row of `w`, into `out` (`[rows of w, m]`), as
+/// [`integer`](super::integer) specifies: each row of W read once, its blocks' codes
+/// widened once for up to [`GROUP`] rows of x.
+#[target_feature(enable = "simd128")]
+pub(super) fn block_dots<'a, C: Codec>(
+    x: &RoundedRows,
+    w: impl Iterator<Item = QuantRow<'a, C>>,
+    out: &mut [f32],
+) {
+    let rows: Vec<RoundedRow<'_>> = (0..x.len()).map(|r| x.row(r)).collect();
+    let m = rows.len();
+    for (wj, out) in w.zip(out.chunks_exact_mut(m)) {
+        for (g, group) in rows.chunks(GROUP).enumerate() {
+            let out = &mut out[g * GROUP..];
+            match *group {
+                [a] => block_group([a], wj, out),
+                [a, b] => block_group([a, b], wj, out),
+                [a, b, c] => block_group([a, b, c], wj, out),
+                [a, b, c, d] => block_group([a, b, c, d], wj, out),
+                _ => unreachable!("invariant: groups of 1 to {GROUP} rows"),
+            }
+        }
+    }
+}
+
+/// The dot products of `R` rounded rows of x with `wj`, into `out[..R]`.
+#[inline(always)]
+fn block_group<const R: usize, C: Codec>(
+    rows: [RoundedRow<'_>; R],
+    wj: QuantRow<'_, C>,
+    out: &mut [f32],
+) {
+    let k = wj.len();
+    assert!(
+        rows.iter().all(|row| row.values.len() == k),
+        "invariant: rows of x as long as W's"
+    );
+    let mut acc = [f32x4_splat(0.0); R];
+    for (b, (d, _, quants)) in wj.raw_blocks().enumerate() {
+        // SAFETY: `quants` is one whole block (`chunks_exact`).
+        let [c0, c1, c2, c3] = unsafe { codes::<C>(quants) };
+        for (acc, row) in acc.iter_mut().zip(rows) {
+            // SAFETY: block `b` is within the row, as long as W's (asserted above).
+            let p = unsafe {
+                let x = row.values.as_ptr().add(b * BLOCK);
+                let dot = |c: v128, at: usize| i32x4_dot_i16x8(c, v128_load(x.add(at).cast()));
+                i32x4_add(
+                    i32x4_add(dot(c0, 0), dot(c1, 8)),
+                    i32x4_add(dot(c2, 16), dot(c3, 24)),
+                )
+            };
+            let step = f32x4_splat(d * row.steps[b]);
+            *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(p), step));
+        }
+    }
+    for ((acc, row), out) in acc.iter().zip(rows).zip(out) {
+        let lanes = [
+            f32x4_extract_lane::<0>(*acc),
+            f32x4_extract_lane::<1>(*acc),
+            f32x4_extract_lane::<2>(*acc),
+            f32x4_extract_lane::<3>(*acc),
+        ];
+        *out = finish(lanes, row, wj);
+    }
+}
+
+/// A block's 32 codes as four vectors of eight i16s, in order.
+///
+/// # Safety
+/// `quants` holds the block's quants (16 or 32 bytes).
+#[inline(always)]
+unsafe fn codes<C: Codec>(quants: &[u8]) -> [v128; 4] {
+    // SAFETY: the caller's promise; every load reads inside `quants`.
+    unsafe {
+        let p = quants.as_ptr();
+        match C::KIND {
+            QuantKind::Q8_0 => {
+                let (low, high) = (v128_load(p.cast()), v128_load(p.add(16).cast()));
+                [
+                    i16x8_extend_low_i8x16(low),
+                    i16x8_extend_high_i8x16(low),
+                    i16x8_extend_low_i8x16(high),
+                    i16x8_extend_high_i8x16(high),
+                ]
+            }
+            QuantKind::Q4_0 | QuantKind::Q4_1 => {
+                let bytes = v128_load(p.cast());
+                let low = v128_and(bytes, u8x16_splat(0x0f));
+                let high = u8x16_shr(bytes, 4);
+                let [c0, c1, c2, c3] = [
+                    u16x8_extend_low_u8x16(low),
+                    u16x8_extend_high_u8x16(low),
+                    u16x8_extend_low_u8x16(high),
+                    u16x8_extend_high_u8x16(high),
+                ];
+                if C::KIND == QuantKind::Q4_0 {
+                    // Written out, not `array::map`, which might not be inlined.
+                    let eight = i16x8_splat(8);
+                    [
+                        i16x8_sub(c0, eight),
+                        i16x8_sub(c1, eight),
+                        i16x8_sub(c2, eight),
+                        i16x8_sub(c3, eight),
+                    ]
+                } else {
+                    [c0, c1, c2, c3]
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,267 @@
+//! Products over quantised blocks in integer arithmetic: how wasm reads the blocks.
+//!
+//! In wasm a one-node step of SmolLM2 reads its 540 MB of f32 weights at about the
+//! machine's memory bandwidth (58 ms in V8 on the 2-core dev machine). The file's blocks
+//! are 92 MB, but widened to f32 exactly, as the AVX2 code does, they cost more
+//! arithmetic than they save reads: wasm has no FMA, and each weight takes an extend, a
+//! conversion, a multiply and an add before its product. Here x is rounded to 16-bit
+//! integers instead, and each block's products are summed in exact integer arithmetic,
+//! eight multiply-adds per instruction (`i32x4.dot_i16x8_s`).
+//!
+//! The price is x's rounding: at most half a step of `max |x| / 32767` in each block of
+//! 32, far below the weights' own 4-bit rounding. Every row's result depends on that row
+//! alone, and the integer sums are exact, so a row comes out the same in a one-node step
+//! as in a tree's: speculative output stays plain output.
+//!
+//! The arithmetic, which `simd128.rs` does in vectors and [`dot`] in scalars:
+//! - Each block `b` of a row of x is scaled by `s = max |x| / 32767` and rounded to i16:
+//!   `xq = round(x / s)` ([`RoundedRows`]).
+//! - A block's products go to four integer lanes as `i32x4.dot_i16x8_s` pairs them: the
+//!   element `e` to lane `e % 8 / 2`, `p[l] = Σ q_e · xq_e`, where `q` is the weight's
+//!   code (Q4_0's less 8).
+//! - Block after block, `acc[l] += p[l] · (d · s)` in f32, `d` being the block's scale.
+//! - The result is `(acc[0] + acc[2]) + (acc[1] + acc[3])`, plus, for Q4_1, each block's
+//!   minimum times `s · Σ xq`, in block order ([`finish`]).
+
+use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
+
+/// The largest magnitude of a rounded input.
+const LEVELS: f32 = 32_767.0;
+
+/// Lanes of a block's integer sums: one `i32x4`.
+pub(super) const SUM_LANES: usize = 4;
+
+/// Rows of x rounded to i16 per block of [`BLOCK`], with what the products need of each
+/// block.
+pub(super) struct RoundedRows {
+    k: usize,
+    /// The rounded values, row after row.
+    values: Vec<i16>,
+    /// Each block's step `s`, row after row: `x ≈ s · xq`.
+    steps: Vec<f32>,
+    /// Each block's `s · Σ xq`: what a Q4_1 block's minimum multiplies.
+    sums: Vec<f32>,
+}
+
+impl RoundedRows {
+    /// `x`'s rows of `k` values (a multiple of [`BLOCK`]), rounded. A block holding a NaN
+    /// or an infinity gets a NaN step, so that its products are NaN, as they would be in
+    /// f32.
+    pub(super) fn new(x: &[f32], k: usize) -> Self {
+        assert!(
+            k.is_multiple_of(BLOCK) && x.len().is_multiple_of(k),
+            "invariant: rows of whole blocks"
+        );
+        let blocks = x.len() / BLOCK;
+        let mut values = Vec::with_capacity(x.len());
+        let mut steps = Vec::with_capacity(blocks);
+        let mut sums = Vec::with_capacity(blocks);
+        for block in x.chunks_exact(BLOCK) {
+            let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let finite = block.iter().all(|v| v.is_finite());
+            let scale = if finite && max > 0.0 {
+                LEVELS / max
+            } else {
+                0.0
+            };
+            let start = values.len();
+            // Within ±32767 (`as` saturates anyway).
+            values.extend(block.iter().map(|&v| (v * scale).round() as i16));
+            let total: i32 = values[start..].iter().map(|&q| i32::from(q)).sum();
+            let step = if finite { max / LEVELS } else { f32::NAN };
+            steps.push(step);
+            sums.push(step * total as f32);
+        }
+        Self {
+            k,
+            values,
+            steps,
+            sums,
+        }
+    }
+
+    /// Rows held.
+    pub(super) fn len(&self) -> usize {
+        self.values.len() / self.k
+    }
+
+    /// Row `r`.
+    pub(super) fn row(&self, r: usize) -> RoundedRow<'_> {
+        let blocks = self.k / BLOCK;
+        RoundedRow {
+            values: &self.values[r * self.k..][..self.k],
+            steps: &self.steps[r * blocks..][..blocks],
+            sums: &self.sums[r * blocks..][..blocks],
+        }
+    }
+}
+
+/// One row of [`RoundedRows`].
+#[derive(Clone, Copy)]
+pub(super) struct RoundedRow<'a> {
+    /// The rounded values.
+    pub(super) values: &'a [i16],
+    /// Each block's step.
+    pub(super) steps: &'a [f32],
+    /// Each block's `s · Σ xq`.
+    pub(super) sums: &'a [f32],
+}
+
+/// `x`'s row dotted with `w`'s row, in scalars: what the vector code computes.
+pub(super) fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
+    let mut acc = [0.0f32; SUM_LANES];
+    for (b, (d, _, quants)) in w.raw_blocks().enumerate() {
+        let xq = &x.values[b * BLOCK..][..BLOCK];
+        let mut p = [0i32; SUM_LANES];
+        for (e, (&q, &xq)) in codes::<C>(quants).iter().zip(xq).enumerate() {
+            p[e % 8 / 2] += i32::from(q) * i32::from(xq);
+        }
+        let step = d * x.steps[b];
+        for (acc, p) in acc.iter_mut().zip(p) {
+            *acc += p as f32 * step;
+        }
+    }
+    finish(acc, x, w)
+}
+
+/// A block's 32 codes, in order: the values `d · q (+ m)` multiplies.
+fn codes<C: Codec>(quants: &[u8]) -> [i16; BLOCK] {
+    std::array::from_fn(|e| match C::KIND {
+        QuantKind::Q8_0 => i16::from(quants[e] as i8),
+        QuantKind::Q4_0 | QuantKind::Q4_1 => {
+            let nibble = if e < 16 {
+                quants[e] & 0x0f
+            } else {
+                quants[e - 16] >> 4
+            };
+            let offset = if C::KIND == QuantKind::Q4_0 { 8 } else { 0 };
+            i16::from(nibble) - offset
+        }
+    })
+}
+
+/// A dot product from its lanes' sums: the lanes folded, then Q4_1's minimums.
+#[inline(always)]
+pub(super) fn finish<C: Codec>(
+    acc: [f32; SUM_LANES],
+    x: RoundedRow<'_>,
+    w: QuantRow<'_, C>,
+) -> f32 {
+    let sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    if C::KIND != QuantKind::Q4_1 {
+        return sum;
+    }
+    let minimums = w
+        .raw_blocks()
+        .zip(x.sums)
+        .fold(0.0f32, |t, ((_, m, _), &s)| t + m * s);
+    sum + minimums
+}
+
+/// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks, `[m, n]` out, one dot product at a time
+/// in scalars: the reference the vector code is checked against.
+pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
+    use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
+    let rounded = RoundedRows::new(x, w.cols());
+    let n = w.rows();
+    let mut y = vec![0.0; m * n];
+    for r in 0..m {
+        let row = rounded.row(r);
+        let out = &mut y[r * n..][..n];
+        match w.kind() {
+            QuantKind::Q8_0 => fill(out, w.rows_in::<Q8_0>(0..n), row),
+            QuantKind::Q4_0 => fill(out, w.rows_in::<Q4_0>(0..n), row),
+            QuantKind::Q4_1 => fill(out, w.rows_in::<Q4_1>(0..n), row),
+        }
+    }
+    y
+}
+
+/// Each of `out` from its row of W dotted with `x`.
+fn fill<'a, C: Codec>(
+    out: &mut [f32],
+    w: impl Iterator<Item = QuantRow<'a, C>>,
+    x: RoundedRow<'_>,
+) {
+    for (o, wj) in out.iter_mut().zip(w) {
+        *o = dot(x, wj);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu_matmul::{max_abs_diff, values};
+    use crate::dequant::dequantize;
+    use crate::gguf::GgmlType;
+    use crate::quant_rows::random_blocks;
+
+    /// `x · Wᵀ` in f64 over W dequantised.
+    fn exact(x: &[f32], m: usize, w: &[f32], k: usize) -> Vec<f32> {
+        let n = w.len() / k;
+        (0..m * n)
+            .map(|i| {
+                let (r, j) = (i / n, i % n);
+                (0..k)
+                    .map(|kk| f64::from(x[r * k + kk]) * f64::from(w[j * k + kk]))
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn products_are_the_exact_ones_within_the_rounding_of_x() {
+        let (n, k) = (40, 96);
+        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let bytes = random_blocks(dtype, n * k / BLOCK, 11);
+            let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+            let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
+            for m in [1, 3, 5] {
+                let x = values(m * k, m as u64 + 20);
+                let want = exact(&x, m, &dequantised, k);
+                let scale = want.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+                let worst = max_abs_diff(&product(&x, m, &w), &want);
+                // Each of k terms is off by at most half a step of x's block times |w|.
+                assert!(
+                    worst <= 1e-4 * scale,
+                    "{dtype}, m {m}: off by {worst} of {scale}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_comes_out_the_same_alone_or_with_others() {
+        let (n, k) = (24, 64);
+        let bytes = random_blocks(GgmlType::Q4_1, n * k / BLOCK, 3);
+        let w = QuantRows::from_gguf(GgmlType::Q4_1, &bytes, n, k).unwrap();
+        let x = values(4 * k, 4);
+        let all = product(&x, 4, &w);
+        for r in 0..4 {
+            assert_eq!(
+                product(&x[r * k..][..k], 1, &w),
+                all[r * n..][..n],
+                "row {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn rounding_keeps_the_sign_and_the_largest_value_and_flags_non_finite_blocks() {
+        let mut x = values(64, 9);
+        x[5] = -3.0;
+        x[40] = f32::NAN;
+        let rounded = RoundedRows::new(&x, 64);
+        let row = rounded.row(0);
+        assert_eq!(row.values[5], -32_767);
+        assert!(
+            x[..32]
+                .iter()
+                .zip(row.values)
+                .all(|(v, &q)| q == 0 || v.signum() == f32::from(q).signum())
+        );
+        assert_eq!(row.steps[0], 3.0 / LEVELS);
+        assert!(row.steps[1].is_nan() && row.sums[1].is_nan());
+        assert_eq!(rounded.len(), 1);
+    }
+}
