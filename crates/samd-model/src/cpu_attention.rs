@@ -17,6 +17,8 @@ use burn::tensor::TensorData;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "wasm32")]
+mod simd128;
 
 use crate::cpu_matmul::f32s;
 use crate::kernels::Heads;
@@ -133,24 +135,54 @@ fn rotated(x: &[f32], rope: &[f32]) -> Vec<f32> {
 
 /// [`attend`] with the widest vectors this CPU has. Every version computes the same
 /// bits: Rust never reorders or fuses float operations, and the AVX2 code runs the
-/// portable code's lanes side by side ([`avx2`]).
+/// portable code's lanes side by side ([`avx2`], and `simd128.rs` in wasm).
 fn attend_fastest(query: &[f32], planes: (&[f32], &[f32]), keys: KeyList<'_>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if let Some(vectors) = avx2::Avx2::detect() {
         return vectors.attend(query, planes, keys, out);
     }
     #[cfg(target_arch = "wasm32")]
-    return attend_simd128(query, planes, keys, out);
+    return simd128::attend_simd128(query, planes, keys, out);
     #[allow(unreachable_code)]
     attend(Portable, query, planes, keys, out)
 }
 
-/// [`attend`] compiled with wasm's 128-bit vectors: a wasm module has no run-time feature
-/// check, and every browser with WebGPU has had SIMD for years (as in cpu_matmul.rs).
+/// wasm: the SIMD attention ([`simd128`]) computes the portable code's bits, for head
+/// widths with and without a tail past the lanes, and key lists with and without
+/// committed keys: `Engine.checkKernels()`'s check of the CPU backend's attention.
 #[cfg(target_arch = "wasm32")]
-#[target_feature(enable = "simd128")]
-fn attend_simd128(query: &[f32], planes: (&[f32], &[f32]), keys: KeyList<'_>, out: &mut [f32]) {
-    attend(Portable, query, planes, keys, out)
+pub fn check_simd() -> crate::kernel_check::KernelCheck {
+    use crate::cpu_matmul::values;
+    let mut rows = 0;
+    for hd in [64, 44] {
+        for (past, own) in [(0, vec![0]), (5, vec![5, 7, 9]), (37, vec![38, 40])] {
+            let planes = values(2 * (past + 12) * hd, hd as u64);
+            let (keys, vals) = planes.split_at(planes.len() / 2);
+            let query = values(hd, 3);
+            let list = KeyList {
+                past,
+                own: &own,
+                head_dim: hd,
+            };
+            let (mut portable, mut vectors) = (vec![0.0; hd], vec![0.0; hd]);
+            attend(Portable, &query, (keys, vals), list, &mut portable);
+            simd128::attend_simd128(&query, (keys, vals), list, &mut vectors);
+            if portable != vectors {
+                let what = format!(
+                    "the SIMD attention differs from the portable code (head width {hd}, {past} committed keys)"
+                );
+                return crate::kernel_check::KernelCheck {
+                    rows,
+                    mismatch: Some(what),
+                };
+            }
+            rows += 1;
+        }
+    }
+    crate::kernel_check::KernelCheck {
+        rows,
+        mismatch: None,
+    }
 }
 
 /// Lanes of each running sum over the head: one AVX2 register, two of wasm's.

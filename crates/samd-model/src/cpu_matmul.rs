@@ -150,7 +150,7 @@ pub fn check_block_products() -> crate::kernel_check::KernelCheck {
             );
             if simd != scalar {
                 let what = format!(
-                    "the SIMD product over {dtype} blocks of {m} rows differs from the scalar one"
+                    "the SIMD product over {dtype} blocks, {m} rows of x at once, differs from the scalar one"
                 );
                 return crate::kernel_check::KernelCheck {
                     rows,

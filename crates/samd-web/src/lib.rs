@@ -124,9 +124,9 @@ impl Engine {
 
     /// Checks this backend's own code against the reference (`samd_model::kernel_check`):
     /// `{rows, passed, message}`. On WebGPU, our hand-written WGSL kernels against burn's
-    /// ops and a host sort. On the CPU, the SIMD products over quantised blocks against
-    /// the scalar code, then that a tree's nodes get the logits one-node steps give, bit
-    /// for bit, through the SIMD products and attention. A diagnostic for a user's
+    /// ops and a host sort. On the CPU, the SIMD products over quantised blocks and the
+    /// SIMD attention against the scalar code, then that a tree's nodes get the logits
+    /// one-node steps give, bit for bit. A diagnostic for a user's
     /// device, and what the browser tests run.
     #[wasm_bindgen(js_name = checkKernels)]
     pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
@@ -136,16 +136,23 @@ impl Engine {
                 .map_err(WebError::from)?
         } else {
             let products = samd_model::cpu_matmul::check_block_products();
-            if products.passed() {
+            let attention = samd_model::cpu_attention::check_simd();
+            let simd_rows = products.rows + attention.rows;
+            if !products.passed() {
+                products
+            } else if !attention.passed() {
+                KernelCheck {
+                    rows: simd_rows,
+                    ..attention
+                }
+            } else {
                 let steps = samd_model::kernel_check::check_tree_steps(&self.device)
                     .await
                     .map_err(WebError::from)?;
                 KernelCheck {
-                    rows: products.rows + steps.rows,
+                    rows: simd_rows + steps.rows,
                     ..steps
                 }
-            } else {
-                products
             }
         };
         to_js(&KernelReport {
