@@ -1,0 +1,85 @@
+// Where the browser's CPU backend spends a decode step (a benchmark tool, not a test):
+// runs the wasm engine (web/pkg, from scripts/build-web.sh) in node, which runs the same
+// V8 as Chromium, times the prefill and the steps of each method, and, with --profile,
+// samples the steps alone with V8's profiler and prints the wasm functions that took the
+// most time. Node has no Worker global scope, caches or WebGPU: the engine gets a stand-in
+// scope with no cache, and runs on the CPU backend.
+//
+// Usage: node tests/browser/profile-cpu.mjs [--prompt TEXT] [--max N] [--methods ar,sam]
+//        [--profile] [--pkg DIR]
+import { readFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { parseArgs } from 'node:util';
+import { defaultRoots, startServer } from '../../scripts/serve.mjs';
+import { model } from './harness.mjs';
+
+const { values } = parseArgs({
+  options: {
+    prompt: { type: 'string', default: 'List the planets of the solar system, one per line, with one sentence about each.' },
+    max: { type: 'string', default: '32' },
+    methods: { type: 'string', default: 'ar' },
+    profile: { type: 'boolean', default: false },
+    pkg: { type: 'string', default: new URL('../../web/pkg', import.meta.url).pathname },
+  },
+});
+
+// samd-web fetches through the Worker global scope and opens the Cache Storage when
+// there is one: a stand-in scope, whose cache never opens, so files are fetched each time.
+class WorkerGlobalScope {}
+globalThis.WorkerGlobalScope = WorkerGlobalScope;
+globalThis.caches = { open: () => Promise.reject(new Error('no cache in node')) };
+Object.setPrototypeOf(globalThis, WorkerGlobalScope.prototype);
+
+const { default: init, Engine } = await import(`${values.pkg}/samd_web.js`);
+await init({ module_or_path: readFileSync(`${values.pkg}/samd_web_bg.wasm`) });
+const server = await startServer({ port: 0, roots: defaultRoots, log: () => {} });
+const inspector = new Session();
+inspector.connect();
+try {
+  const engine = await Engine.create('cpu');
+  await engine.load(new URL(model, server.url).href, null, () => {}, null);
+  for (const method of values.methods.split(',')) {
+    const started = performance.now();
+    let event = await engine.start({ prompt: values.prompt, method, maxTokens: Number(values.max) });
+    const prefilled = performance.now();
+    if (values.profile) {
+      await inspector.post('Profiler.enable');
+      await inspector.post('Profiler.setSamplingInterval', { interval: 500 });
+      await inspector.post('Profiler.start');
+    }
+    let steps = 0;
+    let tokens = event.tokens.length;
+    while (!event.stop) {
+      event = await engine.step();
+      steps += 1;
+      tokens += event.tokens.length;
+    }
+    const done = performance.now();
+    const ms = done - prefilled;
+    console.log(
+      `${method}: prefill ${(prefilled - started).toFixed(0)} ms, ${steps} steps, ` +
+        `${(ms / steps).toFixed(1)} ms a step, ${((tokens - 1) / (ms / 1000)).toFixed(1)} tok/s after the first`,
+    );
+    if (values.profile) {
+      const { profile } = await inspector.post('Profiler.stop');
+      printTop(profile);
+    }
+  }
+} finally {
+  inspector.disconnect();
+  server.close();
+}
+
+/** The functions with the most samples of their own, as shares of all samples. */
+function printTop(profile, rows = 12) {
+  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const counts = new Map();
+  for (const id of profile.samples) {
+    const name = nodes.get(id).callFrame.functionName || '(anonymous)';
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  const total = profile.samples.length;
+  for (const [name, count] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, rows)) {
+    console.log(`  ${((100 * count) / total).toFixed(1).padStart(5)}%  ${name.slice(0, 110)}`);
+  }
+}
