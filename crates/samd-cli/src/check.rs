@@ -10,7 +10,7 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::read_sync;
-use samd_model::kernel_check::{check_kernels, check_tree_steps};
+use samd_model::kernel_check::{check_cpu, check_kernels};
 
 use crate::args::{CheckArgs, DeviceKind};
 use crate::load::init_device;
@@ -21,7 +21,10 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (what, check) = match args.device {
         DeviceKind::Wgpu => ("WGSL kernels", read_sync(check_kernels(&device))?),
-        DeviceKind::Cpu => ("CPU tree steps", read_sync(check_tree_steps(&device))?),
+        DeviceKind::Cpu => (
+            "CPU products, attention and tree steps",
+            read_sync(check_cpu(&device))?,
+        ),
     };
     println!("{what}: {check} ({:.1} s)", started.elapsed().as_secs_f64());
     if !check.passed() {

@@ -35,7 +35,11 @@ mod integer;
 #[cfg(target_arch = "wasm32")]
 mod simd128;
 
-use crate::quant_rows::QuantRows;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::dequant::dequantize;
+use crate::gguf::GgmlType;
+use crate::kernel_check::KernelCheck;
+use crate::quant_rows::{BLOCK, QuantKind, QuantRows, random_blocks};
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
 /// which reuse each weight across a whole tile of rows, do better.
@@ -103,7 +107,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     );
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
         product(m, w.rows(), &|rows, out| {
             // SAFETY: the CPU has AVX2 and FMA ([`reads_blocks`]).
             #[allow(unsafe_code)]
@@ -118,7 +122,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
         let rounded = integer::RoundedRows::new(x, k);
         product(m, w.rows(), &|rows, out| match w.kind() {
             QuantKind::Q8_0 => simd128::block_dots(&rounded, w.rows_in::<Q8_0>(rows), out),
@@ -130,29 +134,29 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     unreachable!("invariant: blocks are kept where they are read")
 }
 
-/// wasm: the SIMD products over blocks compute the scalar code's arithmetic
-/// (`integer.rs`), bit for bit, on random blocks of each kind and groups of 1 to 5 rows:
-/// `Engine.checkKernels()`'s check of the CPU backend's products.
-#[cfg(target_arch = "wasm32")]
-pub fn check_block_products() -> crate::kernel_check::KernelCheck {
-    use crate::gguf::GgmlType;
-    use crate::quant_rows::random_blocks;
-    let (n, k) = (24, 96);
+/// That this target's products over blocks ([`few_rows_matmul_quant`]) compute the
+/// arithmetic they specify, bit for bit, on random blocks of each kind and 1 to 5 rows of
+/// x at once: on x86-64 the product over the dequantised values, in wasm the scalar
+/// integer code (`integer.rs`). No rows where products read no blocks.
+pub fn check_block_products() -> KernelCheck {
     let mut rows = 0;
+    if !reads_blocks() {
+        return KernelCheck {
+            rows,
+            mismatch: None,
+        };
+    }
+    let (n, k) = (24, 96);
     for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-        let bytes = random_blocks(dtype, n * k / 32, 5);
+        let bytes = random_blocks(dtype, n * k / BLOCK, 5);
         let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");
         for m in 1..=5 {
             let x = values(m * k, m as u64);
-            let (simd, scalar) = (
-                few_rows_matmul_quant(&x, m, &w),
-                integer::product(&x, m, &w),
-            );
-            if simd != scalar {
+            if few_rows_matmul_quant(&x, m, &w) != block_reference(&x, m, &w, &bytes) {
                 let what = format!(
-                    "the SIMD product over {dtype} blocks, {m} rows of x at once, differs from the scalar one"
+                    "the product over {dtype} blocks, {m} rows of x at once, differs from its reference"
                 );
-                return crate::kernel_check::KernelCheck {
+                return KernelCheck {
                     rows,
                     mismatch: Some(what),
                 };
@@ -160,9 +164,30 @@ pub fn check_block_products() -> crate::kernel_check::KernelCheck {
             rows += m;
         }
     }
-    crate::kernel_check::KernelCheck {
+    KernelCheck {
         rows,
         mismatch: None,
+    }
+}
+
+/// What [`few_rows_matmul_quant`] computes on this target, for `w` made from `bytes`,
+/// the plain way.
+fn block_reference(x: &[f32], m: usize, w: &QuantRows, bytes: &[u8]) -> Vec<f32> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = bytes;
+        integer::product(x, m, w)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let dtype = match w.kind() {
+            QuantKind::Q8_0 => GgmlType::Q8_0,
+            QuantKind::Q4_0 => GgmlType::Q4_0,
+            QuantKind::Q4_1 => GgmlType::Q4_1,
+        };
+        let len = (w.rows() * w.cols()) as u64;
+        let dequantised = dequantize(dtype, bytes, len).expect("invariant: whole blocks");
+        few_rows_matmul(x, m, w.cols(), &dequantised, w.rows())
     }
 }
 
@@ -361,7 +386,6 @@ pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
 }
 
 /// Deterministic values in [-1, 1): inputs for the CPU code's tests and checks.
-#[cfg(any(test, target_arch = "wasm32"))]
 pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..len)
@@ -387,9 +411,6 @@ pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dequant::dequantize;
-    use crate::gguf::GgmlType;
-    use crate::quant_rows::random_blocks;
 
     /// `x · Wᵀ` in f64, one product at a time.
     fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
@@ -484,15 +505,9 @@ mod tests {
                 let portable = tiled_with::<Fused, 16, 4>(&x, m, k, &w, n);
                 assert_eq!(few_rows_matmul(&x, m, k, &w, n), portable, "k {k}, m {m}");
             }
-            let k = 96;
-            let x = values(m * k, m as u64);
-            for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-                let bytes = random_blocks(dtype, n * k / 32, 5);
-                let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
-                let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
-                let want = few_rows_matmul(&x, m, k, &dequantised, n);
-                assert_eq!(few_rows_matmul_quant(&x, m, &w), want, "{dtype}, m {m}");
-            }
         }
+        let check = check_block_products();
+        assert!(check.passed(), "{check}");
+        assert_eq!(check.rows, 45);
     }
 }

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layer_ops::BlockOps;
 use crate::llama::{AncestorMask, Llama, LogitRows};
-use crate::{sampler, top_k};
+use crate::{cpu_attention, cpu_matmul, sampler, top_k};
 
 /// Max abs logit difference allowed between the kernels and the reference ops on one
 /// device: both are f32 and differ only in summation order. On lavapipe the f32 scenario
@@ -83,6 +83,28 @@ pub async fn check_block_kernels(device: &Device) -> Result<KernelCheck> {
 /// where there are no kernels to compare with a reference.
 pub async fn check_tree_steps(device: &Device) -> Result<KernelCheck> {
     check_each_model(device, &[Comparison::TreeSteps]).await
+}
+
+/// The CPU backend's own code: its products over quantised blocks against their
+/// reference ([`cpu_matmul::check_block_products`]), its attention in vectors against
+/// the portable code ([`cpu_attention::check_vectors`]), then tree steps against plain
+/// decoding, bit for bit ([`check_tree_steps`]). Stops at the first disagreement.
+pub async fn check_cpu(device: &Device) -> Result<KernelCheck> {
+    let mut rows = 0;
+    for check in [
+        cpu_matmul::check_block_products(),
+        cpu_attention::check_vectors(),
+    ] {
+        rows += check.rows;
+        if !check.passed() {
+            return Ok(KernelCheck { rows, ..check });
+        }
+    }
+    let steps = check_tree_steps(device).await?;
+    Ok(KernelCheck {
+        rows: rows + steps.rows,
+        ..steps
+    })
 }
 
 /// What [`check_each_model`] compares.
@@ -357,5 +379,16 @@ mod tests {
         assert!(check.passed(), "{check}");
         // Both models: every node of trees of 3 and 12 nodes, and two paths of 16.
         assert!(check.rows > 2 * (3 + 12), "{} rows", check.rows);
+    }
+
+    #[test]
+    fn the_cpu_check_adds_the_vector_codes_checks_to_the_tree_steps() {
+        let device = Device::flex();
+        let steps = read_sync(check_tree_steps(&device)).expect("the check runs");
+        let all = read_sync(check_cpu(&device)).expect("the check runs");
+        assert!(all.passed(), "{all}");
+        let vectors = crate::cpu_matmul::check_block_products().rows
+            + crate::cpu_attention::check_vectors().rows;
+        assert_eq!(all.rows, steps.rows + vectors);
     }
 }

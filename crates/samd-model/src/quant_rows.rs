@@ -290,8 +290,7 @@ mod reading {
 }
 
 /// Blocks of `dtype` with every byte pseudo-random, scales and minimums kept to
-/// modest f16s: for the tests, and wasm's check of its block products.
-#[cfg(any(test, target_arch = "wasm32"))]
+/// modest f16s: for the tests, and the check of the CPU's block products.
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
     let size = usize::try_from(dtype.type_size()).unwrap();
     let mut s = seed;

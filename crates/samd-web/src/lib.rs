@@ -18,7 +18,6 @@ use burn::tensor::Device;
 use samd_draft::Drafter;
 use samd_draft::corpus::StaticSam;
 use samd_engine::{GenerateOptions, Method, ModelTarget, Session, TextStream, check_corpus};
-use samd_model::kernel_check::KernelCheck;
 use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
 use wasm_bindgen::prelude::*;
 use web_sys::AbortSignal;
@@ -126,35 +125,16 @@ impl Engine {
     /// `{rows, passed, message}`. On WebGPU, our hand-written WGSL kernels against burn's
     /// ops and a host sort. On the CPU, the SIMD products over quantised blocks and the
     /// SIMD attention against the scalar code, then that a tree's nodes get the logits
-    /// one-node steps give, bit for bit. A diagnostic for a user's
+    /// one-node steps give, bit for bit (`kernel_check::check_cpu`). A diagnostic for a user's
     /// device, and what the browser tests run.
     #[wasm_bindgen(js_name = checkKernels)]
     pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
         let check = if self.info.backend == "webgpu" {
-            samd_model::kernel_check::check_kernels(&self.device)
-                .await
-                .map_err(WebError::from)?
+            samd_model::kernel_check::check_kernels(&self.device).await
         } else {
-            let products = samd_model::cpu_matmul::check_block_products();
-            let attention = samd_model::cpu_attention::check_simd();
-            let simd_rows = products.rows + attention.rows;
-            if !products.passed() {
-                products
-            } else if !attention.passed() {
-                KernelCheck {
-                    rows: simd_rows,
-                    ..attention
-                }
-            } else {
-                let steps = samd_model::kernel_check::check_tree_steps(&self.device)
-                    .await
-                    .map_err(WebError::from)?;
-                KernelCheck {
-                    rows: simd_rows + steps.rows,
-                    ..steps
-                }
-            }
-        };
+            samd_model::kernel_check::check_cpu(&self.device).await
+        }
+        .map_err(WebError::from)?;
         to_js(&KernelReport {
             rows: check.rows,
             passed: check.passed(),
