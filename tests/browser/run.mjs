@@ -184,51 +184,41 @@ test('WebGPU (SwiftShader) samples both lanes to the same text', { timeout: 4 * 
   }
 });
 
-// Our hand-written WGSL (shaders/) on the browser's WebGPU, compiled by Chrome's Tint
-// rather than naga, against burn's ops and a host sort, through the module's own export
-// rather than the page.
-test('WebGPU (SwiftShader): the WGSL kernels agree with the reference ops', { timeout: slow }, async () => {
+/**
+ * `Engine.checkKernels()` on an engine of `backend`, created through the module's own
+ * export rather than the page; asserts that it compared rows and that they agree.
+ */
+async function checkKernels(backend) {
   const browser = await launch();
   try {
     const { page } = browser;
     await page.goto(`${server.url}index.html?backend=cpu`);
-    const check = await page.evaluate(async () => {
+    const result = await page.evaluate(async (backend) => {
       const wasm = await import('/pkg/samd_web.js');
       await wasm.default();
-      const engine = await wasm.Engine.create('webgpu');
-      const device = engine.deviceInfo();
-      return { device, check: await engine.checkKernels() };
-    });
-    console.log(`  kernels on ${check.device.adapter}: ${check.check?.message}`);
-    assert.equal(check.device.backend, 'webgpu', 'the check needs a WebGPU adapter');
-    assert.ok(check.check.rows > 0);
-    assert.ok(check.check.passed, check.check.message);
+      const engine = await wasm.Engine.create(backend);
+      return { device: engine.deviceInfo(), check: await engine.checkKernels() };
+    }, backend);
+    console.log(`  ${result.device.backend} (${result.device.adapter}): ${result.check?.message}`);
+    assert.equal(result.device.backend, backend, `the check needs the ${backend} backend`);
+    assert.ok(result.check.rows > 0);
+    assert.ok(result.check.passed, result.check.message);
   } finally {
     await browser.close();
   }
-});
+}
 
-// The CPU backend's wasm SIMD under V8: its products over quantised blocks must compute
-// the scalar code's sums, and a tree's nodes must get the logits one-node steps give, bit
-// for bit, or speculative output could differ from plain output at a near-tie.
-test('CPU backend: SIMD block products equal the scalar ones, and tree steps give plain decoding\'s logits', { timeout: slow }, async () => {
-  const browser = await launch();
-  try {
-    const { page } = browser;
-    await page.goto(`${server.url}index.html?backend=cpu`);
-    const check = await page.evaluate(async () => {
-      const wasm = await import('/pkg/samd_web.js');
-      await wasm.default();
-      const engine = await wasm.Engine.create('cpu');
-      return await engine.checkKernels();
-    });
-    console.log(`  CPU products and tree steps: ${check.message}`);
-    assert.ok(check.rows > 0);
-    assert.ok(check.passed, check.message);
-  } finally {
-    await browser.close();
-  }
-});
+// Our hand-written WGSL (shaders/) on the browser's WebGPU, compiled by Chrome's Tint
+// rather than naga, against burn's ops and a host sort.
+test('WebGPU (SwiftShader): the WGSL kernels agree with the reference ops', { timeout: slow }, () =>
+  checkKernels('webgpu'));
+
+// The CPU backend's wasm SIMD under V8: its products over quantised blocks and its
+// attention must compute the scalar code's sums, and a tree's nodes must get the logits
+// one-node steps give, bit for bit, or speculative output could differ from plain output
+// at a near-tie.
+test('CPU backend: the SIMD code equals the scalar code, and tree steps give plain decoding\'s logits', { timeout: slow }, () =>
+  checkKernels('cpu'));
 
 // Imported last, so that its tests run after these.
 await import('./robustness.mjs');
