@@ -1,17 +1,17 @@
 //! Products over quantised blocks in integer arithmetic: how wasm reads the blocks.
 //!
 //! In wasm a one-node step of SmolLM2 reads its 540 MB of f32 weights at about the
-//! machine's memory bandwidth (58 ms in V8 on the 2-core dev machine). The file's blocks
-//! are 92 MB, but widened to f32 exactly, as the AVX2 code does, they cost more
+//! machine's memory bandwidth (58 ms in V8 on the 2-core dev machine, vectorised). The
+//! blocks are 92 MB, but widened to f32 exactly, as the AVX2 code does, they cost more
 //! arithmetic than they save reads: wasm has no FMA, and each weight takes an extend, a
 //! conversion, a multiply and an add before its product. Here x is rounded to 16-bit
 //! integers instead, and each block's products are summed in exact integer arithmetic,
 //! eight multiply-adds per instruction (`i32x4.dot_i16x8_s`).
 //!
 //! The price is x's rounding: at most half a step of `max |x| / 32767` in each block of
-//! 32, far below the weights' own 4-bit rounding. Every row's result depends on that row
-//! alone, and the integer sums are exact, so a row comes out the same in a one-node step
-//! as in a tree's: speculative output stays plain output.
+//! 32, far below the weights' own rounding to 4 or 8 bits. Every row's result depends on
+//! that row alone, and the integer sums are exact, so a row comes out the same in a
+//! one-node step as in a tree's: speculative output stays plain output.
 //!
 //! The arithmetic, which `simd128.rs` does in vectors and [`dot`] in scalars:
 //! - Each block `b` of a row of x is scaled by `s = max |x| / 32767` and rounded to i16:

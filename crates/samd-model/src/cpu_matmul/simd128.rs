@@ -1,15 +1,18 @@
 //! [`super`]'s dot products in wasm's 128-bit SIMD intrinsics: the browser's CPU backend.
 //!
 //! The portable loops, compiled for wasm with `simd128` enabled, came out as scalar code
-//! (not one `f32x4` operation in CI's build), and a one-node step of SmolLM2 in V8 took
-//! 194 ms, 91% of it in those loops. Written with vectors, each row's eight running sums
-//! are two registers, and a group of [`GROUP`] rows shares each load of W.
+//! at opt-level 2 (not one `f32x4` operation in CI's `wasm-dev` build; the release
+//! build's compiler did vectorise them), and a one-node step of SmolLM2 in V8 took about
+//! 200 ms, 91% of it in those loops. Written with vectors, each row's eight running sums
+//! are two registers, and a group of [`GROUP`] rows shares each load of W, whatever the
+//! compiler's mood.
 //!
 //! The arithmetic is the portable loops' (`Separate`: a multiply, then an add, as wasm has
 //! no FMA) with [`super::LANES`] sums per row: the same operations lane by lane, and the
 //! same sum of the lanes at the end, so that the results equal
-//! `dots_by_row::<Separate, 8, _>`'s bit for bit. The native tests check that code; the
-//! browser test checks that speculative output equals plain output here.
+//! `dots_by_row::<Separate, 8, _>`'s bit for bit. The native tests check that code;
+//! `Engine.checkKernels()` checks, under V8, that a tree's rows get what one-node steps
+//! get.
 //!
 //! Over quantised blocks, [`block_dots`] computes [`integer`](super::integer)'s
 //! arithmetic; `Engine.checkKernels()` compares it with the scalar code, bit for bit.
