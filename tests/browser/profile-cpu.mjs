@@ -8,6 +8,8 @@
 // Usage: node tests/browser/profile-cpu.mjs [--prompt TEXT] [--max N] [--methods ar,sam]
 //        [--profile] [--pkg DIR]
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import { defaultRoots, startServer } from '../../scripts/serve.mjs';
@@ -30,8 +32,9 @@ globalThis.WorkerGlobalScope = WorkerGlobalScope;
 globalThis.caches = { open: () => Promise.reject(new Error('no cache in node')) };
 Object.setPrototypeOf(globalThis, WorkerGlobalScope.prototype);
 
-const { default: init, Engine } = await import(`${values.pkg}/samd_web.js`);
-await init({ module_or_path: readFileSync(`${values.pkg}/samd_web_bg.wasm`) });
+const pkg = resolve(values.pkg);
+const { default: init, Engine } = await import(pathToFileURL(`${pkg}/samd_web.js`).href);
+await init({ module_or_path: readFileSync(`${pkg}/samd_web_bg.wasm`) });
 const server = await startServer({ port: 0, roots: defaultRoots, log: () => {} });
 const inspector = new Session();
 inspector.connect();
