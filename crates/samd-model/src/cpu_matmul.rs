@@ -39,7 +39,7 @@ mod simd128;
 use crate::dequant::dequantize;
 use crate::gguf::GgmlType;
 use crate::kernel_check::KernelCheck;
-use crate::quant_rows::{BLOCK, QuantKind, QuantRows, random_blocks};
+use crate::quant_rows::{BLOCK, QuantRows, random_blocks};
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
 /// which reuse each weight across a whole tile of rows, do better.
@@ -107,7 +107,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     );
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
         product(m, w.rows(), &|rows, out| {
             // SAFETY: the CPU has AVX2 and FMA ([`reads_blocks`]).
             #[allow(unsafe_code)]
@@ -122,7 +122,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
         let rounded = integer::RoundedRows::new(x, k);
         product(m, w.rows(), &|rows, out| match w.kind() {
             QuantKind::Q8_0 => simd128::block_dots(&rounded, w.rows_in::<Q8_0>(rows), out),
@@ -152,7 +152,7 @@ pub fn check_block_products() -> KernelCheck {
         let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");
         for m in 1..=5 {
             let x = values(m * k, m as u64);
-            if few_rows_matmul_quant(&x, m, &w) != block_reference(&x, m, &w, &bytes) {
+            if few_rows_matmul_quant(&x, m, &w) != block_reference(&x, m, &w, dtype, &bytes) {
                 let what = format!(
                     "the product over {dtype} blocks, {m} rows of x at once, differs from its reference"
                 );
@@ -170,21 +170,16 @@ pub fn check_block_products() -> KernelCheck {
     }
 }
 
-/// What [`few_rows_matmul_quant`] computes on this target, for `w` made from `bytes`,
-/// the plain way.
-fn block_reference(x: &[f32], m: usize, w: &QuantRows, bytes: &[u8]) -> Vec<f32> {
+/// What [`few_rows_matmul_quant`] computes on this target, for `w` made from `bytes` of
+/// `dtype`, the plain way.
+fn block_reference(x: &[f32], m: usize, w: &QuantRows, dtype: GgmlType, bytes: &[u8]) -> Vec<f32> {
     #[cfg(target_arch = "wasm32")]
     {
-        let _ = bytes;
+        let _ = (dtype, bytes);
         integer::product(x, m, w)
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let dtype = match w.kind() {
-            QuantKind::Q8_0 => GgmlType::Q8_0,
-            QuantKind::Q4_0 => GgmlType::Q4_0,
-            QuantKind::Q4_1 => GgmlType::Q4_1,
-        };
         let len = (w.rows() * w.cols()) as u64;
         let dequantised = dequantize(dtype, bytes, len).expect("invariant: whole blocks");
         few_rows_matmul(x, m, w.cols(), &dequantised, w.rows())

@@ -125,8 +125,8 @@ impl Engine {
     /// `{rows, passed, message}`. On WebGPU, our hand-written WGSL kernels against burn's
     /// ops and a host sort. On the CPU, the SIMD products over quantised blocks and the
     /// SIMD attention against the scalar code, then that a tree's nodes get the logits
-    /// one-node steps give, bit for bit (`kernel_check::check_cpu`). A diagnostic for a user's
-    /// device, and what the browser tests run.
+    /// one-node steps give, bit for bit (`kernel_check::check_cpu`). A diagnostic for a
+    /// user's device, and what the browser tests run.
     #[wasm_bindgen(js_name = checkKernels)]
     pub async fn check_kernels(&self) -> Result<JsValue, JsValue> {
         let check = if self.info.backend == "webgpu" {
