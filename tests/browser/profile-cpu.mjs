@@ -52,10 +52,12 @@ try {
     }
     let steps = 0;
     let tokens = event.tokens.length;
+    const bySize = new Map();
     while (!event.stop) {
       event = await engine.step();
       steps += 1;
       tokens += event.tokens.length;
+      bySize.set(event.treeLen, [...(bySize.get(event.treeLen) ?? []), event.verifyUs / 1000]);
     }
     const done = performance.now();
     const ms = done - prefilled;
@@ -63,6 +65,7 @@ try {
       `${method}: prefill ${(prefilled - started).toFixed(0)} ms, ${steps} steps, ` +
         `${(ms / steps).toFixed(1)} ms a step, ${((tokens - 1) / (ms / 1000)).toFixed(1)} tok/s after the first`,
     );
+    printBySize(bySize);
     if (values.profile) {
       const { profile } = await inspector.post('Profiler.stop');
       printTop(profile);
@@ -73,8 +76,17 @@ try {
   server.close();
 }
 
+/** Each tree size's steps: how many, and the median time of their forward and readback. */
+function printBySize(bySize) {
+  for (const [nodes, ms] of [...bySize].sort((a, b) => a[0] - b[0])) {
+    ms.sort((a, b) => a - b);
+    const median = ms[Math.floor(ms.length / 2)];
+    console.log(`  ${String(nodes).padStart(3)} nodes: ${String(ms.length).padStart(3)} steps, ${median.toFixed(1)} ms each (median)`);
+  }
+}
+
 /** The functions with the most samples of their own, as shares of all samples. */
-function printTop(profile, rows = 12) {
+function printTop(profile, rows = 40) {
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
   const counts = new Map();
   for (const id of profile.samples) {

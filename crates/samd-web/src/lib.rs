@@ -342,6 +342,26 @@ fn named(url: &str, what: &str, e: WebError) -> WebError {
     WebError::new(e.kind, format!("{url} {what}: {}", e.message))
 }
 
+/// Runs the module's static constructors once, when the page instantiates it.
+///
+/// Dependencies register plugins from constructors (cubecl's IR dialects, through
+/// `inventory`). A module that never calls `__wasm_call_ctors` itself is linked as a
+/// "command", and the linker then runs every constructor again at the top of every
+/// export (919 of them, wasm-bindgen's own included): each promise callback, and each
+/// field the step's event sets on its JS object. Calling it here, from wasm-bindgen's
+/// start function, makes the linker leave the exports alone.
+#[cfg(target_family = "wasm")]
+#[wasm_bindgen(start)]
+#[allow(unsafe_code)]
+fn run_constructors_once() {
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    // SAFETY: the start function runs once, right after instantiation and before any
+    // other export, which is when the linker would have run the constructors.
+    unsafe { __wasm_call_ctors() }
+}
+
 /// Sends panics to the console before the wasm instance traps, so that the worker can
 /// report what broke instead of a bare "unreachable".
 fn install_panic_hook() {
