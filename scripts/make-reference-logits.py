@@ -109,12 +109,8 @@ def forward(cfg, W, ids):
     return x @ W["output"].T  # [n, vocab]
 
 
-def main():
-    model = sys.argv[1] if len(sys.argv) > 1 else MODEL
-    out = sys.argv[2] if len(sys.argv) > 2 else OUT
-    with open(model, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    r = GGUFReader(model)
+def load(r):
+    """The model's config and its weights in float64, q/k rows in HF's layout."""
     a = field(r, "general.architecture")
     cfg = {
         "n_layer": int(field(r, f"{a}.block_count")),
@@ -147,6 +143,16 @@ def main():
                 "down": b("ffn_down"),
             }
         )
+    return cfg, W
+
+
+def main():
+    model = sys.argv[1] if len(sys.argv) > 1 else MODEL
+    out = sys.argv[2] if len(sys.argv) > 2 else OUT
+    with open(model, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    r = GGUFReader(model)
+    cfg, W = load(r)
     tok, prompt_ids = tokenize(r, PROMPT)
     logits = forward(cfg, W, prompt_ids)
     positions = []

@@ -42,11 +42,13 @@ const cors = {
 
 /**
  * Starts serving `roots` (a list of [url prefix, folder], the first existing file wins).
- * `log` gets {method, path, status} for each request. Resolves once listening.
+ * `log` gets {method, path, status} for each request; `headers` go on every file served
+ * (the peer benchmark's cross-origin isolation, which wasm threads need). Resolves once
+ * listening.
  */
-export async function startServer({ port = 8080, host = '127.0.0.1', roots = defaultRoots, log } = {}) {
+export async function startServer({ port = 8080, host = '127.0.0.1', roots = defaultRoots, log, headers = {} } = {}) {
   const server = createServer((req, res) => {
-    handle(req, res, roots).then(
+    handle(req, res, roots, headers).then(
       (status) => log?.({ method: req.method, path: req.url, status }),
       (err) => {
         if (!res.headersSent) res.writeHead(500, cors);
@@ -65,7 +67,7 @@ export async function startServer({ port = 8080, host = '127.0.0.1', roots = def
   return { server, url, close: () => new Promise((ok) => server.close(ok)) };
 }
 
-async function handle(req, res, roots) {
+async function handle(req, res, roots, extraHeaders) {
   if (req.method === 'OPTIONS') {
     res.writeHead(204, {
       ...cors,
@@ -82,6 +84,7 @@ async function handle(req, res, roots) {
   const { file, size } = found;
   const headers = {
     ...cors,
+    ...extraHeaders,
     'Content-Type': types[extname(file).toLowerCase()] ?? 'application/octet-stream',
     'Accept-Ranges': 'bytes',
     // Revalidate every time: the demo's own code changes under a developer's feet, and the

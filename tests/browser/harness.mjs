@@ -50,9 +50,9 @@ export function checkBuilt() {
 }
 
 /** A server on a free port that records every request. */
-export async function serve(roots = webRoots) {
+export async function serve(roots = webRoots, headers = {}) {
   const requests = [];
-  const server = await startServer({ port: 0, roots, log: (r) => requests.push(r) });
+  const server = await startServer({ port: 0, roots, headers, log: (r) => requests.push(r) });
   return { ...server, requests };
 }
 

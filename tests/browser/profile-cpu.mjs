@@ -86,7 +86,7 @@ function printBySize(bySize) {
 }
 
 /** The functions with the most samples of their own, as shares of all samples. */
-function printTop(profile, rows = 40) {
+function printTop(profile, rows = 20) {
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
   const counts = new Map();
   for (const id of profile.samples) {
