@@ -85,6 +85,7 @@ async function runSamd({ method, prompt, max, model }) {
   if (!window.samdLoaded) {
     await client.init('cpu');
     await client.load(`/${model}`, '/corpus/default.samdcorp');
+    await client.generate({ prompt, method: 'ar', maxTokens: 2 }); // warm-up, as the peer's
     window.samdLoaded = true;
   }
   const tokens = [];

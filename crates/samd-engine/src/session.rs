@@ -110,7 +110,7 @@ impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
 }
 
 /// Prompt tokens per prefill pass by default ([`Target::fill_chunk`]), and on the CPU,
-/// whose attention holds `[heads, n, past + n]` scores.
+/// where a pass costs by its rows and a longer one would gain nothing.
 ///
 /// Every method prefills in the same passes, Token Recycling too (which reads every
 /// position's top-k, a slice of rows at a time: samd-model's `Llama::forward_ids`): a
@@ -235,12 +235,18 @@ impl<T: Target> Session<T> {
         let t = Instant::now();
         let mut first = 0;
         let chunk_len = self.target.fill_chunk();
+        let learned_from = prompt
+            .len()
+            .saturating_sub(self.target.recycled_prompt_positions());
         for (i, chunk) in prompt.chunks(chunk_len).enumerate() {
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
-            // Token Recycling learns from every prompt position's top-k; without it only
-            // the last position's next token is read, and only its logits computed.
-            let top_k = if k > 0 {
+            // Token Recycling learns from the prompt positions' top-k
+            // ([`Target::recycled_prompt_positions`]); elsewhere only the last position's
+            // next token is read, and only its logits computed. Either way the pass's K/V
+            // are the same.
+            let learns = k > 0 && (i + 1) * chunk_len > learned_from;
+            let top_k = if learns {
                 let verified = self.target.verify(&self.tree, k, sampling).await?;
                 first = *verified.next.last().ok_or(Error::Options {
                     what: "a prefill chunk of no tokens",
@@ -253,9 +259,7 @@ impl<T: Target> Session<T> {
             self.stats.readbacks += 1;
             let chain: Vec<usize> = (0..chunk.len()).collect();
             self.target.commit(&chain)?;
-            if k > 0
-                && let Some(d) = &mut self.drafter
-            {
+            if learns && let Some(d) = &mut self.drafter {
                 let start = i * chunk_len;
                 let preceding: Vec<u32> = (start..start + chunk.len())
                     .map(|p| p.checked_sub(1).map_or(NO_PRECEDING, |q| prompt[q]))

@@ -54,6 +54,14 @@ pub trait Target {
         PREFILL_CHUNK
     }
 
+    /// Of a prompt's last positions, how many Token Recycling learns the top-k of at
+    /// prefill: every prompt pass that holds one of them computes every row's logits, the
+    /// others only the last row's. All of them where a row's logits cost little beside
+    /// the pass.
+    fn recycled_prompt_positions(&self) -> usize {
+        usize::MAX
+    }
+
     /// Most nodes a verification takes: the session cuts larger trees to this many (their
     /// first nodes: a parent precedes its children).
     fn max_tree_nodes(&self) -> usize {
@@ -249,6 +257,13 @@ impl Target for ModelTarget {
         } else {
             PREFILL_CHUNK
         }
+    }
+
+    /// On the CPU the head's rows are a prefill's dearest part after the blocks (in wasm,
+    /// 3 s of a 700-token prompt's 9.4), and the prompt's end says the most about what
+    /// comes next: the last pass only.
+    fn recycled_prompt_positions(&self) -> usize {
+        if self.model.on_wgpu() { usize::MAX } else { 1 }
     }
 
     /// A larger tree's nodes would no longer get the logits plain decoding gets

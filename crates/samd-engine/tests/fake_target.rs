@@ -18,7 +18,10 @@ fn next(a: u32, b: u32) -> u32 {
 }
 
 fn session(method: Method, capacity: usize) -> Session<FakeModel> {
-    let target = FakeModel::new(VOCAB, capacity, next, 5);
+    session_on(method, FakeModel::new(VOCAB, capacity, next, 5))
+}
+
+fn session_on(method: Method, target: FakeModel) -> Session<FakeModel> {
     let mut session = Session::new(target, method.drafter(VOCAB, None).unwrap());
     // The fake's timings are noise, so the tree policy would be too.
     session.set_tree_policy(TreePolicy::Full);
@@ -118,6 +121,37 @@ fn a_drafter_handed_back_keeps_what_it_learned() {
     read_sync(s.generate(&prompt, options(100))).unwrap();
     let warm = s.stats().mat();
     assert!(warm > cold, "warm MAT {warm} vs cold {cold}");
+}
+
+/// Where rows cost a share of a pass (the CPU), Token Recycling reads the top-k of the
+/// prompt's last pass alone; the output does not change.
+#[test]
+fn token_recycling_learns_from_the_prompt_positions_the_target_allows() {
+    // Three passes of PREFILL_CHUNK (256): 256, 256 and 88 tokens.
+    let prompt: Vec<u32> = (0..600).map(|i| (i * 7 % 23) as u32).collect();
+    let mut every = session(Method::Tr, 1024);
+    let (all_rows, _) = read_sync(every.generate(&prompt, options(1))).unwrap();
+    assert_eq!(
+        every.target().top_k_rows,
+        600,
+        "every prompt row, by default"
+    );
+
+    let mut target = FakeModel::new(VOCAB, 1024, next, 5);
+    target.recycled = 1;
+    let mut last = session_on(Method::Tr, target);
+    let (last_pass, _) = read_sync(last.generate(&prompt, options(1))).unwrap();
+    assert_eq!(
+        last.target().top_k_rows,
+        88,
+        "the pass holding the last position"
+    );
+    assert_eq!(last_pass, all_rows);
+
+    // Through a whole generation, the output stays plain decoding's.
+    let (plain, _) = read_sync(session(Method::Ar, 1024).generate(&prompt, options(100))).unwrap();
+    let (tr, _) = read_sync(last.generate(&prompt, options(100))).unwrap();
+    assert_eq!(tr, plain);
 }
 
 #[test]

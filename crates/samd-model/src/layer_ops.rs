@@ -395,7 +395,6 @@ pub(crate) fn attend(
     layer: usize,
     input: AttentionInput<'_>,
 ) -> Tensor<2> {
-    let n = input.queries.dims()[0];
     match ops {
         BlockOps::Kernels => Tensor::from_dispatch(<Kernels as BlockKernels>::tree_attention(
             &input.queries.into_dispatch(),
@@ -406,7 +405,7 @@ pub(crate) fn attend(
             input.slots.clone().into_dispatch(),
             input.heads,
         )),
-        BlockOps::Reference if on_cpu(cache.layer(layer)) && n <= CPU_MAX_ROWS => {
+        BlockOps::Reference if on_cpu(cache.layer(layer)) => {
             Tensor::from_dispatch(<Kernels as CpuAttention>::cpu_tree_attention(
                 &input.queries.into_dispatch(),
                 &input.rope.clone().into_dispatch(),

@@ -15,8 +15,12 @@ pub struct FakeModel {
     pub stride: u32,
     /// What [`Target::max_tree_nodes`] says.
     pub max_nodes: usize,
+    /// What [`Target::recycled_prompt_positions`] says.
+    pub recycled: usize,
     /// The most nodes one verification was given.
     pub largest_tree: usize,
+    /// Nodes whose top-k was asked for (`k > 0`), over all verifications.
+    pub top_k_rows: usize,
     cache: Vec<u32>,
     /// Contexts of the last verified tree's nodes, for commit.
     pending: Vec<Vec<u32>>,
@@ -30,7 +34,9 @@ impl FakeModel {
             successor,
             stride,
             max_nodes: usize::MAX,
+            recycled: usize::MAX,
             largest_tree: 0,
+            top_k_rows: 0,
             cache: Vec::new(),
             pending: Vec::new(),
         }
@@ -56,6 +62,9 @@ impl Target for FakeModel {
         k: usize,
         _sampling: Option<Sampling>,
     ) -> Result<Verified, Error> {
+        if k > 0 {
+            self.top_k_rows += tree.len();
+        }
         let k = k.max(1);
         self.largest_tree = self.largest_tree.max(tree.len());
         self.pending.clear();
@@ -76,6 +85,10 @@ impl Target for FakeModel {
 
     fn max_tree_nodes(&self) -> usize {
         self.max_nodes
+    }
+
+    fn recycled_prompt_positions(&self) -> usize {
+        self.recycled
     }
 
     fn seed(&mut self, _seed: u64) {}
