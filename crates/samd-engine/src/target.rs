@@ -260,7 +260,7 @@ impl Target for ModelTarget {
     }
 
     /// On the CPU the head's rows are a prefill's dearest part after the blocks (in wasm,
-    /// 3 s of a 700-token prompt's 9.4), and the prompt's end says the most about what
+    /// 3 s of a 650-token prompt's 9.4), and the prompt's end says the most about what
     /// comes next: the last pass only.
     fn recycled_prompt_positions(&self) -> usize {
         if self.model.on_wgpu() { usize::MAX } else { 1 }

@@ -767,9 +767,9 @@ impl Llama {
     /// Most nodes a verify step takes with each node's logits those plain decoding gets
     /// at the same position, bit for bit: [`MAX_TREE_NODES`] on wgpu, and on the CPU
     /// [`CPU_MAX_ROWS`], past which the products take burn's matmul, whose sums run in
-    /// other orders (the attention keeps each node's order at any size). A larger draft is cut to this many
-    /// nodes; on a CPU, where each node costs a share of a step, the tree budget keeps
-    /// fewer anyway.
+    /// other orders (the attention keeps each node's order at any size). A larger draft
+    /// is cut to this many nodes; on a CPU, where each node costs a share of a step, the
+    /// tree budget keeps fewer anyway.
     pub fn max_tree_nodes(&self) -> usize {
         if self.on_wgpu() {
             MAX_TREE_NODES
