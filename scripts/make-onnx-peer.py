@@ -73,11 +73,13 @@ class Graph:
         self.inits.append(numpy_helper.from_array(array, name))
         return name
 
-    def op(self, kind, *inputs, out=None, domain=None, **attrs):
+    def op(self, kind, *inputs, out=None, outputs=1, domain=None, **attrs):
+        """Adds a node; returns its output's name, or with `outputs` > 1 their names."""
         self.count += 1
-        out = out or f"t{self.count}"
-        self.nodes.append(helper.make_node(kind, list(inputs), [out], domain=domain, **attrs))
-        return out
+        names = [out or f"t{self.count}"] if outputs == 1 else [
+            f"t{self.count}_{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(kind, list(inputs), names, domain=domain, **attrs))
+        return names[0] if outputs == 1 else names
 
 
 def rms_norm(g, x, weight, eps):
@@ -170,9 +172,7 @@ def heads(g, x, n, hd):
 def rope(g, t, cos, sin, hd):
     """Rotate-half RoPE of `t` ([B, n, S, hd]) with `cos`/`sin` ([B, 1, S, hd])."""
     half = g.const([hd // 2, hd // 2], dtype=np.int64)
-    g.count += 1
-    first, second = f"t{g.count}a", f"t{g.count}b"
-    g.nodes.append(helper.make_node("Split", [t, half], [first, second], axis=-1))
+    first, second = g.op("Split", t, half, outputs=2, axis=-1)
     rotated = g.op("Concat", g.op("Neg", second), first, axis=-1)
     return g.op("Add", g.op("Mul", t, cos), g.op("Mul", rotated, sin))
 

@@ -57,7 +57,8 @@ try {
       event = await engine.step();
       steps += 1;
       tokens += event.tokens.length;
-      bySize.set(event.treeLen, [...(bySize.get(event.treeLen) ?? []), event.verifyUs / 1000]);
+      if (!bySize.has(event.treeLen)) bySize.set(event.treeLen, []);
+      bySize.get(event.treeLen).push(event.verifyUs / 1000);
     }
     const done = performance.now();
     const ms = done - prefilled;
