@@ -1,12 +1,13 @@
 // Where the browser's CPU backend spends a decode step (a benchmark tool, not a test):
 // runs the wasm engine (web/pkg, from scripts/build-web.sh) in node, which runs the same
-// V8 as Chromium, times the prefill and the steps of each method, and, with --profile,
-// samples the steps alone with V8's profiler and prints the wasm functions that took the
-// most time. Node has no Worker global scope, caches or WebGPU: the engine gets a stand-in
-// scope with no cache, and runs on the CPU backend.
+// V8 as Chromium, times the model's load (and reports the wasm memory it takes), the
+// prefill and the steps of each method, and, with --profile (--profile-prefill), samples
+// the steps (the prefill) with V8's profiler and prints the wasm functions that took the
+// most time. Node has no Worker global scope, caches or WebGPU: the engine gets a
+// stand-in scope with no cache, and runs on the CPU backend.
 //
 // Usage: node tests/browser/profile-cpu.mjs [--prompt TEXT] [--max N] [--methods ar,sam]
-//        [--profile] [--pkg DIR]
+//        [--profile] [--profile-prefill] [--pkg DIR]
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     max: { type: 'string', default: '32' },
     methods: { type: 'string', default: 'ar' },
     profile: { type: 'boolean', default: false },
+    'profile-prefill': { type: 'boolean', default: false },
     pkg: { type: 'string', default: new URL('../../web/pkg', import.meta.url).pathname },
   },
 });
@@ -34,22 +36,28 @@ Object.setPrototypeOf(globalThis, WorkerGlobalScope.prototype);
 
 const pkg = resolve(values.pkg);
 const { default: init, Engine } = await import(pathToFileURL(`${pkg}/samd_web.js`).href);
-await init({ module_or_path: readFileSync(`${pkg}/samd_web_bg.wasm`) });
+const wasm = await init({ module_or_path: readFileSync(`${pkg}/samd_web_bg.wasm`) });
 const server = await startServer({ port: 0, roots: defaultRoots, log: () => {} });
 const inspector = new Session();
 inspector.connect();
 try {
   const engine = await Engine.create('cpu');
+  const loading = performance.now();
   await engine.load(new URL(model, server.url).href, null, () => {}, null);
+  const mb = (bytes) => (bytes / 1e6).toFixed(0);
+  console.log(
+    `load: ${(performance.now() - loading).toFixed(0)} ms; wasm memory ${mb(wasm.memory.buffer.byteLength)} MB`,
+  );
   for (const method of values.methods.split(',')) {
+    if (values['profile-prefill']) await startProfiler();
     const started = performance.now();
     let event = await engine.start({ prompt: values.prompt, method, maxTokens: Number(values.max) });
     const prefilled = performance.now();
-    if (values.profile) {
-      await inspector.post('Profiler.enable');
-      await inspector.post('Profiler.setSamplingInterval', { interval: 500 });
-      await inspector.post('Profiler.start');
+    if (values['profile-prefill']) {
+      console.log(`${method}'s prefill:`);
+      printTop((await inspector.post('Profiler.stop')).profile);
     }
+    if (values.profile) await startProfiler();
     let steps = 0;
     let tokens = event.tokens.length;
     const bySize = new Map();
@@ -75,6 +83,13 @@ try {
 } finally {
   inspector.disconnect();
   server.close();
+}
+
+/** Starts sampling with V8's profiler, every 0.5 ms. */
+async function startProfiler() {
+  await inspector.post('Profiler.enable');
+  await inspector.post('Profiler.setSamplingInterval', { interval: 500 });
+  await inspector.post('Profiler.start');
 }
 
 /** Each tree size's steps: how many, and the median time of their forward and readback. */

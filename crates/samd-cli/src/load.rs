@@ -16,7 +16,7 @@ use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 use samd_draft::corpus::StaticSam;
 use samd_engine::check_corpus;
-use samd_model::{GgufFile, GpuWeights, Llama, LlamaConfig, Tokenizer};
+use samd_model::{GgufFile, Llama, LlamaConfig, MatrixForm, Tokenizer};
 
 use crate::args::{CorpusArgs, DEFAULT_CORPUS, DeviceKind, ModelArgs};
 
@@ -131,12 +131,12 @@ impl ModelBytes {
 
     /// Uploads the weights to `device`, to run as `args` says.
     pub fn weights(&self, file: &GgufFile<'_>, device: &Device, args: &ModelArgs) -> Result<Llama> {
-        let gpu = if args.f32_weights {
-            GpuWeights::F32
+        let form = if args.f32_weights {
+            MatrixForm::F32
         } else {
-            GpuWeights::Blocks
+            MatrixForm::default_for(device)
         };
-        let mut model = Llama::from_gguf_with(file, device, gpu)
+        let mut model = Llama::from_gguf_with(file, device, form)
             .with_context(|| format!("cannot load the weights of {}", self.path.display()))?;
         model.set_step_graphs(!args.no_graphs);
         Ok(model)

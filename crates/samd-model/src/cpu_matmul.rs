@@ -23,7 +23,7 @@
 //! loops, for the baseline target.
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 use std::ops::Range;
@@ -74,7 +74,8 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
 }
 
 /// Whether this CPU's products read quantised blocks ([`few_rows_matmul_quant`]): on
-/// x86-64 with AVX2 and FMA, and in wasm. Elsewhere the portable loops read W as f32:
+/// x86-64 with AVX2 and FMA, and in wasm. There a model may keep a matrix's blocks
+/// alone ([`crate::MatrixForm::Blocks`]). Elsewhere the portable loops read W as f32:
 /// widening a block inside them left its values spilling from registers (in wasm, where
 /// that was tried first, plain decoding went from 44.6 to 18.9 tok/s).
 pub fn reads_blocks() -> bool {
@@ -355,6 +356,10 @@ pub trait CpuKernels: Backend {
     /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W` in quantised
     /// blocks.
     fn few_rows_matmul_quant(x: &FloatTensor<Self>, w: &QuantRows) -> FloatTensor<Self>;
+
+    /// Rows `ids` (`[m]`, each below its rows) of `table`, widened to f32, `[m, k]`: a
+    /// step's token embeddings where the model keeps the table's blocks alone.
+    fn gather_quant_rows(ids: IntTensor<Self>, table: &QuantRows) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -371,6 +376,19 @@ impl CpuKernels for Flex {
         let m = x.layout().shape()[0];
         let y = few_rows_matmul_quant(f32s(&x), m, w);
         FlexTensor::from_data(TensorData::new(y, [m, w.rows()]))
+    }
+
+    fn gather_quant_rows(ids: FlexTensor, table: &QuantRows) -> FlexTensor {
+        let ids = ids.to_contiguous();
+        let ids = ids
+            .as_slice::<i32>()
+            .expect("invariant: token ids are uploaded as i32");
+        let mut rows = Vec::with_capacity(ids.len() * table.cols());
+        for &id in ids {
+            let id = usize::try_from(id).expect("invariant: ids are checked against the vocab");
+            table.widen_row(id, &mut rows);
+        }
+        FlexTensor::from_data(TensorData::new(rows, [ids.len(), table.cols()]))
     }
 }
 

@@ -26,7 +26,7 @@ pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
 pub use layer_ops::BlockOps;
 pub use llama::{
-    AncestorMask, GpuWeights, HostTensor, Llama, LogitRows, Logits, MAX_TREE_NODES, TokenIds,
+    AncestorMask, HostTensor, Llama, LogitRows, Logits, MAX_TREE_NODES, MatrixForm, TokenIds,
     WeightName,
 };
 pub use sampler::Draw;

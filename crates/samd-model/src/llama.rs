@@ -447,16 +447,33 @@ struct Block {
     w_down: Matrix,
 }
 
-/// How a model on wgpu holds the matrices its file stores in blocks the kernels widen
-/// (Q4_0, Q4_1, Q8_0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GpuWeights {
-    /// In the file's blocks ([`QuantRows::gpu_words`]): for Q4_1 a sixth of the memory,
-    /// and of the bytes a verify step reads.
-    #[default]
+/// How a model holds the matrices its file stores in blocks its products read (Q4_0,
+/// Q4_1, Q8_0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatrixForm {
+    /// In the file's blocks alone: on wgpu as the kernels read them
+    /// ([`QuantRows::gpu_words`]), and on a CPU whose products read blocks
+    /// ([`crate::cpu_matmul::reads_blocks`]) as those do, at any number of rows. For Q4_1
+    /// a sixth of the memory of f32 (SmolLM2-135M: 92 MB against 540).
     Blocks,
-    /// Widened to f32 at load: for comparisons (`samd --f32-weights`).
+    /// Widened to f32 at load, with the blocks beside them on a CPU whose products of a
+    /// few rows read blocks: there a prompt's products take burn's matmul, over every
+    /// core. For comparisons on wgpu (`samd --f32-weights`).
     F32,
+}
+
+impl MatrixForm {
+    /// The form a model on `device` takes by default: blocks alone on wgpu and in wasm,
+    /// where the CPU's products over blocks are also a prompt's fastest and the page's
+    /// memory is scarce; f32 beside the blocks on a native CPU, where burn's matmul runs
+    /// a prompt's products on every core.
+    pub fn default_for(device: &Device) -> Self {
+        match Layout::for_device(device) {
+            Layout::InOut => Self::Blocks,
+            _ if cfg!(target_arch = "wasm32") => Self::Blocks,
+            _ => Self::F32,
+        }
+    }
 }
 
 /// A Llama-family decoder with immutable weights on one device.
@@ -507,8 +524,9 @@ impl Llama {
                 });
             }
             let values = expected.iter().product::<usize>();
-            // On wgpu a matrix may come as its blocks alone, which the kernels read.
-            let blocks_only = layout == Layout::InOut
+            // A matrix may come as its blocks alone where products read them: the
+            // kernels on wgpu, and some CPUs' products.
+            let blocks_only = (layout == Layout::InOut || crate::cpu_matmul::reads_blocks())
                 && t.data.is_empty()
                 && t.quant
                     .as_ref()
@@ -553,10 +571,10 @@ impl Llama {
                     let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
                     let m = InOut::side_by_side(&parts);
                     Matrix {
-                        tensor: Tensor::from_data(
+                        tensor: Some(Tensor::from_data(
                             TensorData::new(m.data, [m.n_in, m.n_out]),
                             device,
-                        ),
+                        )),
                         layout,
                         quant: None,
                     }
@@ -630,18 +648,17 @@ impl Llama {
     }
 
     /// Loads a Llama GGUF: reads the config from its metadata and uploads its weights to
-    /// `device`, the matrices on wgpu in the file's blocks where the kernels read them
-    /// ([`GpuWeights::Blocks`]).
+    /// `device`, in the device's default form ([`MatrixForm::default_for`]).
     pub fn from_gguf(file: &GgufFile<'_>, device: &Device) -> Result<Self> {
-        Self::from_gguf_with(file, device, GpuWeights::default())
+        Self::from_gguf_with(file, device, MatrixForm::default_for(device))
     }
 
-    /// [`Llama::from_gguf`], with the matrices on wgpu held as `gpu` says.
-    pub fn from_gguf_with(file: &GgufFile<'_>, device: &Device, gpu: GpuWeights) -> Result<Self> {
+    /// [`Llama::from_gguf`], with the matrices held in `form`.
+    pub fn from_gguf_with(file: &GgufFile<'_>, device: &Device, form: MatrixForm) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
         let layout = Layout::for_device(device);
         let keep_blocks = match layout {
-            Layout::InOut => gpu == GpuWeights::Blocks,
+            Layout::InOut => form == MatrixForm::Blocks,
             _ => crate::cpu_matmul::reads_blocks(),
         };
         Self::from_weights(config, device, |name| {
@@ -660,10 +677,10 @@ impl Llama {
             let quant = keep_blocks
                 .then(|| QuantRows::of_tensor(file, info))
                 .flatten();
-            // On wgpu the kernels read a matrix's blocks alone, so widening it on the
-            // host would be wasted; but matrices held side by side stack their blocks
-            // only if all are of one type, else they are widened together.
-            let blocks_only = layout == Layout::InOut
+            // Where the products read a matrix's blocks alone, widening it on the host
+            // would be wasted; but matrices held side by side stack their blocks only if
+            // all are of one type, else they are widened together.
+            let blocks_only = form == MatrixForm::Blocks
                 && quant.is_some()
                 && name.fused().iter().all(|mate| {
                     file.tensor(&mate.gguf_name())
@@ -1106,8 +1123,8 @@ fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
     )
 }
 
-/// An out-major f32 matrix, `dims` `[out, in]`, with its blocks where the CPU's products
-/// read them.
+/// An out-major matrix on the CPU, `dims` `[out, in]`: f32 `data` with its blocks where
+/// the products read them, or, where `data` is empty, the blocks alone.
 fn out_major(
     data: Vec<f32>,
     dims: [usize; 2],
@@ -1115,7 +1132,7 @@ fn out_major(
     device: &Device,
 ) -> Matrix {
     Matrix {
-        tensor: Tensor::from_data(TensorData::new(data, dims), device),
+        tensor: (!data.is_empty()).then(|| Tensor::from_data(TensorData::new(data, dims), device)),
         layout: Layout::OutIn,
         quant: quant
             .filter(|_| crate::cpu_matmul::reads_blocks())
@@ -1131,7 +1148,10 @@ fn gpu_blocks(blocks: &QuantRows, device: &Device) -> Matrix {
     // them as floats.
     let bits = words.into_iter().map(f32::from_bits).collect::<Vec<_>>();
     Matrix {
-        tensor: Tensor::from_data(TensorData::new(bits, [blocks.rows(), row_words]), device),
+        tensor: Some(Tensor::from_data(
+            TensorData::new(bits, [blocks.rows(), row_words]),
+            device,
+        )),
         layout: Layout::Blocks(blocks.kind()),
         quant: None,
     }

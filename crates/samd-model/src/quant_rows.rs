@@ -174,6 +174,45 @@ impl QuantRows {
         words
     }
 
+    /// The matrix widened to f32, `[rows, cols]` row-major, each value the one
+    /// [`crate::dequant`] gives.
+    pub fn widen(&self) -> Vec<f32> {
+        let mut values = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            self.widen_row(r, &mut values);
+        }
+        values
+    }
+
+    /// Row `r` widened to f32 onto `out`, each value the one [`crate::dequant`] gives.
+    ///
+    /// # Panics
+    /// If `r` is past the rows.
+    pub fn widen_row(&self, r: usize, out: &mut Vec<f32>) {
+        assert!(r < self.rows, "invariant: rows in the matrix");
+        let per_row = self.cols / BLOCK;
+        let quant_bytes = self.kind.quant_bytes();
+        for b in r * per_row..(r + 1) * per_row {
+            let (d, quants) = (
+                self.scales[b],
+                &self.quants[b * quant_bytes..][..quant_bytes],
+            );
+            match self.kind {
+                QuantKind::Q8_0 => out.extend(quants.iter().map(|&q| d * f32::from(q as i8))),
+                QuantKind::Q4_0 => {
+                    let value = |nibble: u8| d * f32::from(i16::from(nibble) - 8);
+                    out.extend(quants.iter().map(|&q| value(q & 0x0f)));
+                    out.extend(quants.iter().map(|&q| value(q >> 4)));
+                }
+                QuantKind::Q4_1 => {
+                    let m = self.mins[b];
+                    out.extend(quants.iter().map(|&q| d * f32::from(q & 0x0f) + m));
+                    out.extend(quants.iter().map(|&q| d * f32::from(q >> 4) + m));
+                }
+            }
+        }
+    }
+
     /// The block type.
     pub fn kind(&self) -> QuantKind {
         self.kind
@@ -352,6 +391,26 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_widened_row_is_that_row_dequantised_bit_for_bit() {
+        let (rows, cols) = (5, 96);
+        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let bytes = random_blocks(dtype, rows * cols / BLOCK, 9);
+            let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+            let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
+            for r in [3, 0, 4] {
+                let mut widened = vec![-1.0];
+                packed.widen_row(r, &mut widened);
+                let want = &all[r * cols..][..cols];
+                let same = widened[1..]
+                    .iter()
+                    .zip(want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same && widened.len() == cols + 1, "{dtype}, row {r}");
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use burn::tensor::{Device, read_sync};
 use samd_model::gguf::GgufFile;
 use samd_model::kernel_check::compare_tree_with_plain_decoding;
-use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig, Tokenizer};
+use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig, MatrixForm, Tokenizer};
 
 /// Max abs difference allowed against the float64 numpy reference. Our forward is f32;
 /// over 30 layers the rounding differences stay well below this (see the test output).
@@ -135,6 +135,15 @@ fn real_model_logits_match_numpy_reference_and_greedy_reply_is_paris() {
         let model = Llama::from_gguf(&file, &device).expect("load");
         logits_match_numpy_reference_and_greedy_reply_is_paris(&model);
     }
+    // The matrices' blocks alone, as wasm holds them: the prompt's products and the
+    // embeddings read blocks too (where this CPU's products read them).
+    eprintln!("on the CPU, blocks alone:");
+    let blocks = Llama::from_gguf_with(&file, &Device::flex(), MatrixForm::Blocks).expect("load");
+    logits_match_numpy_reference_and_greedy_reply_is_paris(&blocks);
+    // Widened for the prompt's products, the blocks are the very f32s the other form
+    // holds: the logits are the same bits.
+    let f32s = Llama::from_gguf_with(&file, &Device::flex(), MatrixForm::F32).expect("load");
+    assert_eq!(prompt_logits(&blocks), prompt_logits(&f32s));
 
     // The crate's own tokenizer agrees with the HF tokenizer the fixture was made with.
     let fx = fixture();
@@ -185,6 +194,17 @@ fn logits_match_numpy_reference_and_greedy_reply_is_paris(model: &Llama) {
         fx.greedy_text
     );
     assert_eq!(fx.greedy_text, "The capital of France is Paris.");
+}
+
+/// The fixture's prompt as one forward: a row of logits per position.
+fn prompt_logits(model: &Llama) -> Vec<f32> {
+    let prompt = fixture().prompt_ids;
+    let mut cache = model.new_cache(64);
+    let (positions, mask) = chain(&cache, prompt.len());
+    let logits = model
+        .forward(&mut cache, &prompt, &positions, &mask)
+        .expect("forward");
+    read_sync(logits.read()).expect("read logits")
 }
 
 /// `logits` (a row of `vocab` per prompt position) agree with the numpy reference on
