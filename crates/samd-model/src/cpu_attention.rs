@@ -303,7 +303,7 @@ fn fold_lanes(acc: [f32; LANES]) -> f32 {
 /// built in the exponent bits. Below −87 it returns `e^−87` (1.6e-38) in place of less:
 /// beside the largest key's weight of 1, either adds nothing to a sum.
 #[inline(always)]
-fn exp_at_most_zero(x: f32) -> f32 {
+pub(crate) fn exp_at_most_zero(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 in two parts, so that `n · LN2_HI` is exact for the `n` that occur.
     const LN2_HI: f32 = 0.693_359_4;

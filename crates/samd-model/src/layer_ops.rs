@@ -13,6 +13,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::cpu_attention::CpuAttention;
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
+use crate::cpu_swiglu::CpuSwiglu;
 use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::quant_rows::{QuantKind, QuantRows};
@@ -253,7 +254,8 @@ pub(crate) fn add_project(ops: BlockOps, stream: Tensor<2>, x: Tensor<2>, w: &Ma
 
 /// `stream + (silu(gate) * up) @ W_down`: the feed-forward's second half and the residual
 /// add after it, for `gate_up`: `[n, 2 * d_ffn]`, gate then up. One launch on the skinny
-/// path, in place: SwiGLU is folded into the projection's reads.
+/// path, in place: SwiGLU is folded into the projection's reads. On the CPU SwiGLU is one
+/// pass ([`crate::cpu_swiglu`]).
 pub(crate) fn add_swiglu_down(
     ops: BlockOps,
     stream: Tensor<2>,
@@ -263,6 +265,10 @@ pub(crate) fn add_swiglu_down(
     let [n, width] = gate_up.dims();
     if skinny(ops, n, w_down) {
         return add_skinny(stream, gate_up, w_down, true);
+    }
+    if on_cpu(&gate_up) {
+        let gated = <Kernels as CpuSwiglu>::cpu_swiglu(&gate_up.into_dispatch());
+        return stream + matmul(Tensor::from_dispatch(gated), w_down);
     }
     let d_ffn = width / 2;
     let gate = gate_up.clone().slice([0..n, 0..d_ffn]);

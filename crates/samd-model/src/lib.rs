@@ -5,6 +5,7 @@
 pub mod config;
 pub mod cpu_attention;
 pub mod cpu_matmul;
+pub mod cpu_swiglu;
 pub mod dequant;
 pub mod error;
 pub mod gguf;
