@@ -108,21 +108,37 @@ fn f16_at(b: &[u8; 2]) -> f32 {
 
 fn q8_0(b: &[u8; 34], out: &mut Vec<f32>) {
     let (d, qs) = split::<34, 2, 32>(b);
-    let d = f16_at(d);
-    out.extend(qs.iter().map(|&q| d * f32::from(i8::from_le_bytes([q]))));
+    q8_0_values(f16_at(d), qs, out);
 }
 
 fn q4_0(b: &[u8; 18], out: &mut Vec<f32>) {
     let (d, qs) = split::<18, 2, 16>(b);
-    let d = f16_at(d);
-    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q & 0xf) - 8)));
-    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q >> 4) - 8)));
+    q4_0_values(f16_at(d), qs, out);
 }
 
 fn q4_1(b: &[u8; 20], out: &mut Vec<f32>) {
     let (d, rest) = split::<20, 2, 18>(b);
     let (m, qs) = split::<18, 2, 16>(rest);
-    let (d, m) = (f16_at(d), f16_at(m));
+    q4_1_values(f16_at(d), f16_at(m), qs, out);
+}
+
+/// A Q8_0 block's values from its scale `d` and 32 quants: `d·q`. Here and in the two
+/// below, the one place these formulas are written: [`crate::quant_rows::QuantRows`]
+/// widens its blocks with them too, to the same bits.
+pub(crate) fn q8_0_values(d: f32, qs: &[u8], out: &mut Vec<f32>) {
+    out.extend(qs.iter().map(|&q| d * f32::from(i8::from_le_bytes([q]))));
+}
+
+/// A Q4_0 block's values from its scale `d` and 16 bytes of quants: `d·(q − 8)`, the
+/// low nibbles first.
+pub(crate) fn q4_0_values(d: f32, qs: &[u8], out: &mut Vec<f32>) {
+    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q & 0xf) - 8)));
+    out.extend(qs.iter().map(|&q| d * f32::from(i16::from(q >> 4) - 8)));
+}
+
+/// A Q4_1 block's values from its scale `d`, minimum `m` and 16 bytes of quants:
+/// `d·q + m`, the low nibbles first.
+pub(crate) fn q4_1_values(d: f32, m: f32, qs: &[u8], out: &mut Vec<f32>) {
     out.extend(qs.iter().map(|&q| d * f32::from(q & 0xf) + m));
     out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
 }

@@ -453,8 +453,9 @@ struct Block {
 pub enum MatrixForm {
     /// In the file's blocks alone: on wgpu as the kernels read them
     /// ([`QuantRows::gpu_words`]), and on a CPU whose products read blocks
-    /// ([`crate::cpu_matmul::reads_blocks`]) as those do, at any number of rows. For Q4_1
-    /// a sixth of the memory of f32 (SmolLM2-135M: 92 MB against 540).
+    /// ([`crate::cpu_matmul::reads_blocks`]) as those do, each matrix widened to f32 for
+    /// a prompt's product alone. For Q4_1 a sixth of the memory of f32 (SmolLM2-135M: 92
+    /// MB against 540).
     Blocks,
     /// Widened to f32 at load, with the blocks beside them on a CPU whose products of a
     /// few rows read blocks: there a prompt's products take burn's matmul, over every
@@ -464,9 +465,9 @@ pub enum MatrixForm {
 
 impl MatrixForm {
     /// The form a model on `device` takes by default: blocks alone on wgpu and in wasm,
-    /// where the CPU's products over blocks are also a prompt's fastest and the page's
-    /// memory is scarce; f32 beside the blocks on a native CPU, where burn's matmul runs
-    /// a prompt's products on every core.
+    /// where the page's memory is scarce and widening a matrix per prompt product cost
+    /// little (BENCHMARKS); f32 beside the blocks on a native CPU, where widening per
+    /// product was not measured against burn's matmul on every core.
     pub fn default_for(device: &Device) -> Self {
         match Layout::for_device(device) {
             Layout::InOut => Self::Blocks,

@@ -8,7 +8,7 @@
 //! the product over the dequantised matrix. They do so only where they run AVX2
 //! ([`crate::cpu_matmul::reads_blocks`]); elsewhere models keep no blocks.
 
-use crate::dequant::f16_to_f32;
+use crate::dequant::{self, f16_to_f32};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 
 /// Elements per block, in every type kept here.
@@ -198,17 +198,9 @@ impl QuantRows {
                 &self.quants[b * quant_bytes..][..quant_bytes],
             );
             match self.kind {
-                QuantKind::Q8_0 => out.extend(quants.iter().map(|&q| d * f32::from(q as i8))),
-                QuantKind::Q4_0 => {
-                    let value = |nibble: u8| d * f32::from(i16::from(nibble) - 8);
-                    out.extend(quants.iter().map(|&q| value(q & 0x0f)));
-                    out.extend(quants.iter().map(|&q| value(q >> 4)));
-                }
-                QuantKind::Q4_1 => {
-                    let m = self.mins[b];
-                    out.extend(quants.iter().map(|&q| d * f32::from(q & 0x0f) + m));
-                    out.extend(quants.iter().map(|&q| d * f32::from(q >> 4) + m));
-                }
+                QuantKind::Q8_0 => dequant::q8_0_values(d, quants, out),
+                QuantKind::Q4_0 => dequant::q4_0_values(d, quants, out),
+                QuantKind::Q4_1 => dequant::q4_1_values(d, self.mins[b], quants, out),
             }
         }
     }

@@ -163,13 +163,7 @@ fn logits_match_numpy_reference_and_greedy_reply_is_paris(model: &Llama) {
     let fx = fixture();
     let vocab = model.config().vocab_size;
 
-    let mut cache = model.new_cache(64);
-    let (positions, mask) = chain(&cache, fx.prompt_ids.len());
-    let logits = model
-        .forward(&mut cache, &fx.prompt_ids, &positions, &mask)
-        .expect("forward");
-    let logits = read_sync(logits.read()).expect("read logits");
-    assert_matches_reference(&logits, vocab, "the prompt as one forward");
+    assert_matches_reference(&prompt_logits(model), vocab, "the prompt as one forward");
 
     // A token at a time, as plain decoding runs: one-row products, which on the CPU read
     // the file's quantised blocks where the forward above read f32s. (On lavapipe each
