@@ -14,8 +14,8 @@
 //! one-node step as in a tree's: speculative output stays plain output.
 //!
 //! The arithmetic, which `simd128.rs` does in vectors and [`dot`] in scalars:
-//! - Each block `b` of a row of x is scaled by `s = max |x| / 32767` and rounded to i16:
-//!   `xq = round(x / s)` ([`RoundedRows`]).
+//! - Each block `b` of a row of x is scaled by `s = max |x| / 32767` and rounded to i16,
+//!   ties to even: `xq = round(x · (32767 / max |x|))` ([`round_block`]).
 //! - A block's products go to four integer lanes as `i32x4.dot_i16x8_s` pairs them: the
 //!   element `e` to lane `e % 8 / 2`, `p[l] = Σ q_e · xq_e`, where `q` is the weight's
 //!   code (Q4_0's less 8).
@@ -26,7 +26,7 @@
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
 
 /// The largest magnitude of a rounded input.
-const LEVELS: f32 = 32_767.0;
+pub(super) const LEVELS: f32 = 32_767.0;
 
 /// Lanes of a block's integer sums: one `i32x4`.
 pub(super) const SUM_LANES: usize = 4;
@@ -44,31 +44,29 @@ pub(super) struct RoundedRows {
 }
 
 impl RoundedRows {
-    /// `x`'s rows of `k` values (a multiple of [`BLOCK`]), rounded. A block holding a NaN
-    /// or an infinity gets a NaN step, so that its products are NaN, as they would be in
-    /// f32.
+    /// `x`'s rows of `k` values (a multiple of [`BLOCK`]), rounded with the fastest code
+    /// this target has: in wasm `simd128.rs`'s vectors, which round as [`round_block`].
     pub(super) fn new(x: &[f32], k: usize) -> Self {
+        #[cfg(target_arch = "wasm32")]
+        return Self::with(x, k, super::simd128::round_block);
+        #[allow(unreachable_code)]
+        Self::with(x, k, round_block)
+    }
+
+    /// `x`'s rows rounded block by block with `round`.
+    pub(super) fn with(x: &[f32], k: usize, round: BlockRounding) -> Self {
         assert!(
             k.is_multiple_of(BLOCK) && x.len().is_multiple_of(k),
             "invariant: rows of whole blocks"
         );
         let blocks = x.len() / BLOCK;
-        let mut values = Vec::with_capacity(x.len());
+        let mut values = vec![0; x.len()];
         let mut steps = Vec::with_capacity(blocks);
         let mut sums = Vec::with_capacity(blocks);
-        for block in x.chunks_exact(BLOCK) {
-            let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let finite = block.iter().all(|v| v.is_finite());
-            let scale = if finite && max > 0.0 {
-                LEVELS / max
-            } else {
-                0.0
-            };
-            let start = values.len();
-            // Within ±32767 (`as` saturates anyway).
-            values.extend(block.iter().map(|&v| (v * scale).round() as i16));
-            let total: i32 = values[start..].iter().map(|&q| i32::from(q)).sum();
-            let step = if finite { max / LEVELS } else { f32::NAN };
+        for (block, out) in x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)) {
+            let block = block.try_into().expect("invariant: whole blocks");
+            let out = out.try_into().expect("invariant: whole blocks");
+            let Rounded { step, total } = round(block, out);
             steps.push(step);
             sums.push(step * total as f32);
         }
@@ -105,6 +103,40 @@ pub(super) struct RoundedRow<'a> {
     pub(super) steps: &'a [f32],
     /// Each block's `s · Σ xq`.
     pub(super) sums: &'a [f32],
+}
+
+/// What rounding a block of x gives besides its values.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rounded {
+    /// The block's step `s`: `x ≈ s · xq`; NaN for a block holding a NaN or an infinity,
+    /// so that its products are NaN, as they would be in f32.
+    pub(super) step: f32,
+    /// `Σ xq`.
+    pub(super) total: i32,
+}
+
+/// How a block of x is rounded: [`round_block`], or vector code that computes the same.
+pub(super) type BlockRounding = fn(&[f32; BLOCK], &mut [i16; BLOCK]) -> Rounded;
+
+/// `block` rounded into `out`: `s = max |x| / 32767`, `xq = round(x / s)` (ties to even,
+/// which a vector rounds in one instruction), all zeros for a block that is all zeros
+/// or not finite.
+pub(super) fn round_block(block: &[f32; BLOCK], out: &mut [i16; BLOCK]) -> Rounded {
+    let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let finite = block.iter().all(|v| v.is_finite());
+    let scale = if finite && max > 0.0 {
+        LEVELS / max
+    } else {
+        0.0
+    };
+    for (q, &v) in out.iter_mut().zip(block) {
+        // Within ±32767 (`as` saturates anyway); a NaN becomes 0.
+        *q = (v * scale).round_ties_even() as i16;
+    }
+    Rounded {
+        step: if finite { max / LEVELS } else { f32::NAN },
+        total: out.iter().map(|&q| i32::from(q)).sum(),
+    }
 }
 
 /// `x`'s row dotted with `w`'s row, in scalars: what the vector code computes.
@@ -162,7 +194,7 @@ pub(super) fn finish<C: Codec>(
 /// in scalars: the reference the vector code is checked against.
 pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
-    let rounded = RoundedRows::new(x, w.cols());
+    let rounded = RoundedRows::with(x, w.cols(), round_block);
     let n = w.rows();
     let mut y = vec![0.0; m * n];
     for r in 0..m {
@@ -247,7 +279,8 @@ mod tests {
     }
 
     #[test]
-    fn rounding_keeps_the_sign_and_the_largest_value_and_flags_non_finite_blocks() {
+    fn rounding_keeps_the_sign_and_the_largest_value_rounds_ties_to_even_and_flags_non_finite_blocks()
+     {
         let mut x = values(64, 9);
         x[5] = -3.0;
         x[40] = f32::NAN;
@@ -263,5 +296,9 @@ mod tests {
         assert_eq!(row.steps[0], 3.0 / LEVELS);
         assert!(row.steps[1].is_nan() && row.sums[1].is_nan());
         assert_eq!(rounded.len(), 1);
+
+        x[..8].copy_from_slice(&[32_767.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]);
+        let rounded = RoundedRows::new(&x, 64);
+        assert_eq!(rounded.row(0).values[..8], [32_767, 0, 2, 2, 0, -2, -2, 4]);
     }
 }

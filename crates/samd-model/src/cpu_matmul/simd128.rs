@@ -20,13 +20,14 @@
 
 use core::arch::wasm32::{
     f32x4_add, f32x4_convert_i32x4, f32x4_extract_lane, f32x4_mul, f32x4_splat,
-    i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i16x8_splat, i16x8_sub, i32x4_add,
-    i32x4_dot_i16x8, u8x16_shr, u8x16_splat, u16x8_extend_high_u8x16, u16x8_extend_low_u8x16, v128,
+    i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i16x8_narrow_i32x4, i16x8_splat, i16x8_sub,
+    i32x4_add, i32x4_dot_i16x8, i32x4_extract_lane, i32x4_max, i32x4_shuffle, i32x4_splat,
+    i32x4_sub, u8x16_shr, u8x16_splat, u16x8_extend_high_u8x16, u16x8_extend_low_u8x16, v128,
     v128_and, v128_load, v128_store,
 };
 
 use super::LANES;
-use super::integer::{RoundedRow, RoundedRows, finish};
+use super::integer::{LEVELS, Rounded, RoundedRow, RoundedRows, finish};
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow};
 
 /// Most rows of x multiplied per pass over a row of W: their eight sums and W's two
@@ -211,4 +212,89 @@ unsafe fn codes<C: Codec>(quants: &[u8]) -> [v128; 4] {
             }
         }
     }
+}
+
+/// [`integer::round_block`](super::integer::round_block) in vectors: `RoundedRows::new`'s
+/// rounding in wasm, where the scalar code's `fmaxf` and `roundf` were calls into libm,
+/// 7% of a one-node step.
+///
+/// - The largest magnitude is the largest of the values' bits with the sign cleared,
+///   compared as integers (which order non-negative floats as their values), and a NaN
+///   or an infinity is any such bits from the infinity's up.
+/// - `y + 1.5 · 2²³` leaves `y` rounded to an integer, ties to even, in the low bits of
+///   the sum, for `|y| < 2²²`; here `|y| <= 32767` and a bit.
+#[target_feature(enable = "simd128")]
+pub(super) fn round_block(block: &[f32; BLOCK], out: &mut [i16; BLOCK]) -> Rounded {
+    let p = block.as_ptr();
+    // SAFETY (here and below): `block` holds `BLOCK` floats, `out` as many i16s.
+    let mut top = unsafe { magnitude(p) };
+    for i in 1..BLOCK / 4 {
+        top = i32x4_max(top, unsafe { magnitude(p.add(4 * i)) });
+    }
+    top = i32x4_max(top, i32x4_shuffle::<2, 3, 0, 1>(top, top));
+    top = i32x4_max(top, i32x4_shuffle::<1, 0, 3, 2>(top, top));
+    let top = i32x4_extract_lane::<0>(top);
+    if top >= INFINITY_BITS {
+        *out = [0; BLOCK];
+        return Rounded {
+            step: f32::NAN,
+            total: 0,
+        };
+    }
+    let max = f32::from_bits(top as u32);
+    if max == 0.0 {
+        *out = [0; BLOCK];
+        return Rounded {
+            step: 0.0,
+            total: 0,
+        };
+    }
+    let scale = f32x4_splat(LEVELS / max);
+    let mut total = i32x4_splat(0);
+    for i in 0..BLOCK / 8 {
+        let (a, b) = unsafe {
+            (
+                rounded(p.add(8 * i), scale),
+                rounded(p.add(8 * i + 4), scale),
+            )
+        };
+        total = i32x4_add(total, i32x4_add(a, b));
+        unsafe { v128_store(out.as_mut_ptr().add(8 * i).cast(), i16x8_narrow_i32x4(a, b)) };
+    }
+    total = i32x4_add(total, i32x4_shuffle::<2, 3, 0, 1>(total, total));
+    total = i32x4_add(total, i32x4_shuffle::<1, 0, 3, 2>(total, total));
+    Rounded {
+        step: max / LEVELS,
+        total: i32x4_extract_lane::<0>(total),
+    }
+}
+
+/// The bits of f32's infinity, as an i32: magnitudes' bits from here up are not finite.
+const INFINITY_BITS: i32 = 0x7f80_0000;
+
+/// `1.5 · 2²³`: adding it rounds a float of magnitude under 2²² to an integer, ties to
+/// even, held in the sum's low bits.
+const ROUNDER: f32 = 12_582_912.0;
+
+/// The bits of four floats from `p`, their signs cleared.
+///
+/// # Safety
+/// `p` points at four readable floats.
+#[inline(always)]
+unsafe fn magnitude(p: *const f32) -> v128 {
+    // SAFETY: the caller's promise.
+    v128_and(unsafe { load(p) }, i32x4_splat(i32::MAX))
+}
+
+/// Four floats from `p` times `scale`, rounded to i32s, ties to even.
+///
+/// # Safety
+/// `p` points at four readable floats, and their products with `scale` are finite and
+/// under 2²² in magnitude.
+#[inline(always)]
+unsafe fn rounded(p: *const f32, scale: v128) -> v128 {
+    let rounder = f32x4_splat(ROUNDER);
+    // SAFETY: the caller's promise.
+    let y = f32x4_add(f32x4_mul(unsafe { load(p) }, scale), rounder);
+    i32x4_sub(y, rounder)
 }
