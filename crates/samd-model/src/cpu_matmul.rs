@@ -147,7 +147,8 @@ pub fn check_block_products() -> KernelCheck {
             mismatch: None,
         };
     }
-    let (n, k) = (24, 96);
+    // Seven blocks a row: Q4_1's minimums take four at once, then three one by one.
+    let (n, k) = (24, 224);
     for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
         let bytes = random_blocks(dtype, n * k / BLOCK, 5);
         let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");

@@ -298,10 +298,17 @@ mod reading {
         codec: PhantomData<C>,
     }
 
-    impl<C: Codec> QuantRow<'_, C> {
+    impl<'a, C: Codec> QuantRow<'a, C> {
         /// Values in the row.
         pub(crate) fn len(&self) -> usize {
             self.scales.len() * BLOCK
+        }
+
+        /// The row's blocks' minimums: none for kinds without them.
+        #[cfg(target_arch = "wasm32")]
+        #[inline(always)]
+        pub(crate) fn mins(&self) -> &'a [f32] {
+            self.mins
         }
 
         /// The row's blocks in order: each one's scale, minimum (0 for kinds without one)

@@ -21,7 +21,8 @@
 //!   code (Q4_0's less 8).
 //! - Block after block, `acc[l] += p[l] · (d · s)` in f32, `d` being the block's scale.
 //! - The result is `(acc[0] + acc[2]) + (acc[1] + acc[3])`, plus, for Q4_1, each block's
-//!   minimum times `s · Σ xq`, in block order ([`finish`]).
+//!   minimum times `s · Σ xq`, summed in four lanes as the blocks' (block `b` in lane
+//!   `b % 4`) and folded the same way ([`finish`]).
 
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
 
@@ -179,15 +180,21 @@ pub(super) fn finish<C: Codec>(
     x: RoundedRow<'_>,
     w: QuantRow<'_, C>,
 ) -> f32 {
-    let sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    let sum = fold(acc);
     if C::KIND != QuantKind::Q4_1 {
         return sum;
     }
-    let minimums = w
-        .raw_blocks()
-        .zip(x.sums)
-        .fold(0.0f32, |t, ((_, m, _), &s)| t + m * s);
-    sum + minimums
+    let mut minimums = [0.0f32; SUM_LANES];
+    for (b, ((_, m, _), &s)) in w.raw_blocks().zip(x.sums).enumerate() {
+        minimums[b % SUM_LANES] += m * s;
+    }
+    sum + fold(minimums)
+}
+
+/// Four lanes' sums added: `(0 + 2) + (1 + 3)`.
+#[inline(always)]
+pub(super) fn fold(lanes: [f32; SUM_LANES]) -> f32 {
+    (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
 }
 
 /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks, `[m, n]` out, one dot product at a time

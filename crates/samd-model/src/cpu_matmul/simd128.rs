@@ -27,7 +27,7 @@ use core::arch::wasm32::{
 };
 
 use super::LANES;
-use super::integer::{LEVELS, Rounded, RoundedRow, RoundedRows, finish};
+use super::integer::{LEVELS, Rounded, RoundedRow, RoundedRows, SUM_LANES, fold};
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow};
 
 /// Most rows of x multiplied per pass over a row of W: their eight sums and W's two
@@ -158,14 +158,50 @@ fn block_group<const R: usize, C: Codec>(
         }
     }
     for ((acc, row), out) in acc.iter().zip(rows).zip(out) {
-        let lanes = [
-            f32x4_extract_lane::<0>(*acc),
-            f32x4_extract_lane::<1>(*acc),
-            f32x4_extract_lane::<2>(*acc),
-            f32x4_extract_lane::<3>(*acc),
-        ];
-        *out = finish(lanes, row, wj);
+        let sum = fold(lanes(*acc));
+        *out = if C::KIND == QuantKind::Q4_1 {
+            sum + fold(minimums(wj.mins(), row.sums))
+        } else {
+            sum
+        };
     }
+}
+
+/// A vector's four floats.
+#[inline(always)]
+fn lanes(v: v128) -> [f32; SUM_LANES] {
+    [
+        f32x4_extract_lane::<0>(v),
+        f32x4_extract_lane::<1>(v),
+        f32x4_extract_lane::<2>(v),
+        f32x4_extract_lane::<3>(v),
+    ]
+}
+
+/// Q4_1's minimums times x's `s · Σ xq`, block `b`'s in lane `b % 4`, as
+/// [`finish`](super::integer::finish) sums them: a vector of four blocks at a time, then
+/// the last blocks one by one.
+#[inline(always)]
+fn minimums(mins: &[f32], sums: &[f32]) -> [f32; SUM_LANES] {
+    assert_eq!(
+        mins.len(),
+        sums.len(),
+        "invariant: a minimum per block of x"
+    );
+    let whole = mins.len() / SUM_LANES * SUM_LANES;
+    let mut acc = f32x4_splat(0.0);
+    for b in (0..whole).step_by(SUM_LANES) {
+        // SAFETY: `b + 4 <= whole <=` both lengths.
+        acc = unsafe {
+            let (m, s) = (load(mins.as_ptr().add(b)), load(sums.as_ptr().add(b)));
+            f32x4_add(acc, f32x4_mul(m, s))
+        };
+    }
+    let mut lanes = lanes(acc);
+    for (b, (m, s)) in mins.iter().zip(sums).enumerate().skip(whole) {
+        lanes[b % SUM_LANES] += m * s;
+    }
+    lanes
 }
 
 /// A block's 32 codes as four vectors of eight i16s, in order.
