@@ -141,8 +141,8 @@ pub struct ModelArgs {
     /// captured graph of them: for comparisons.
     #[arg(long)]
     pub no_graphs: bool,
-    /// On wgpu, widen the matrices to f32 at load instead of keeping the file's quantised
-    /// blocks for the kernels to read: for comparisons.
+    /// Widen the matrices to f32 at load instead of keeping the file's quantised blocks
+    /// alone (on a CPU, beside them, for a prompt's products): for comparisons.
     #[arg(long)]
     pub f32_weights: bool,
 }

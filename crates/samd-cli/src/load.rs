@@ -134,7 +134,7 @@ impl ModelBytes {
         let form = if args.f32_weights {
             MatrixForm::F32
         } else {
-            MatrixForm::default_for(device)
+            MatrixForm::default()
         };
         let mut model = Llama::from_gguf_with(file, device, form)
             .with_context(|| format!("cannot load the weights of {}", self.path.display()))?;

@@ -13,6 +13,7 @@ mod generate;
 mod inspect;
 mod launches;
 mod load;
+mod memory;
 mod profile;
 mod progress;
 mod shrink;
@@ -24,6 +25,7 @@ use clap::Parser;
 use crate::args::{Cli, Command, CorpusCommand};
 
 fn main() -> ExitCode {
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Generate(args) => generate::run(args),

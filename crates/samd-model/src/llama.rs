@@ -449,32 +449,22 @@ struct Block {
 
 /// How a model holds the matrices its file stores in blocks its products read (Q4_0,
 /// Q4_1, Q8_0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatrixForm {
     /// In the file's blocks alone: on wgpu as the kernels read them
     /// ([`QuantRows::gpu_words`]), and on a CPU whose products read blocks
     /// ([`crate::cpu_matmul::reads_blocks`]) as those do, each matrix widened to f32 for
     /// a prompt's product alone. For Q4_1 a sixth of the memory of f32 (SmolLM2-135M: 92
-    /// MB against 540).
+    /// MB against 540), and no widening at load. The default everywhere: in wasm a prompt
+    /// paid little for the widening, and natively, with widening on every core and
+    /// freed memory kept in the process (the CLI's allocator policy), a 1,000-token
+    /// prefill took as long as over f32 copies (BENCHMARKS).
+    #[default]
     Blocks,
     /// Widened to f32 at load, with the blocks beside them on a CPU whose products of a
-    /// few rows read blocks: there a prompt's products take burn's matmul, over every
-    /// core. For comparisons on wgpu (`samd --f32-weights`).
+    /// few rows read blocks, where a prompt's products read the f32s. For comparisons
+    /// (`samd --f32-weights`).
     F32,
-}
-
-impl MatrixForm {
-    /// The form a model on `device` takes by default: blocks alone on wgpu and in wasm,
-    /// where the page's memory is scarce and widening a matrix per prompt product cost
-    /// little (BENCHMARKS); f32 beside the blocks on a native CPU, where widening per
-    /// product was not measured against burn's matmul on every core.
-    pub fn default_for(device: &Device) -> Self {
-        match Layout::for_device(device) {
-            Layout::InOut => Self::Blocks,
-            _ if cfg!(target_arch = "wasm32") => Self::Blocks,
-            _ => Self::F32,
-        }
-    }
 }
 
 /// A Llama-family decoder with immutable weights on one device.
@@ -649,9 +639,9 @@ impl Llama {
     }
 
     /// Loads a Llama GGUF: reads the config from its metadata and uploads its weights to
-    /// `device`, in the device's default form ([`MatrixForm::default_for`]).
+    /// `device`, in the default form ([`MatrixForm::Blocks`]).
     pub fn from_gguf(file: &GgufFile<'_>, device: &Device) -> Result<Self> {
-        Self::from_gguf_with(file, device, MatrixForm::default_for(device))
+        Self::from_gguf_with(file, device, MatrixForm::default())
     }
 
     /// [`Llama::from_gguf`], with the matrices held in `form`.
