@@ -448,7 +448,10 @@ mod tests {
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
             let widened = packed.widen();
             let same = widened.len() == all.len()
-                && widened.iter().zip(&all).all(|(a, b)| a.to_bits() == b.to_bits());
+                && widened
+                    .iter()
+                    .zip(&all)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{dtype}");
         }
     }
