@@ -34,6 +34,8 @@ mod avx2;
 mod integer;
 #[cfg(target_arch = "wasm32")]
 mod simd128;
+#[cfg(any(test, target_arch = "wasm32"))]
+mod tiled;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::dequant::dequantize;
@@ -135,6 +137,39 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     unreachable!("invariant: blocks are kept where they are read")
 }
 
+/// `x · Wᵀ` for a prompt's many rows of x (`[m, k]`) and W in quantised blocks, `[m, n]`
+/// out, in wasm: `tiled.rs`'s integer products, in place of burn's gemm over W widened to
+/// f32.
+#[cfg(target_arch = "wasm32")]
+pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
+    use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+    use simd128::{TILE_GROUPS, TILE_ROWS};
+    let (n, k) = (w.rows(), w.cols());
+    assert!(x.len() == m * k, "invariant: callers pass whole matrices");
+    // Whole tiles: rows of zeros below x, groups of zeros below W, their outputs dropped.
+    let tiled_m = m.div_ceil(TILE_ROWS) * TILE_ROWS;
+    let mut padded = Vec::with_capacity(tiled_m * k);
+    padded.extend_from_slice(x);
+    padded.resize(tiled_m * k, 0.0);
+    let rounded = integer::RoundedRows::new(&padded, k);
+    let packed = tiled::PackedRows::new::<simd128::Simd128Packing>(w, TILE_GROUPS);
+    let tiled_n = packed.groups() * tiled::PACKED_ROWS;
+    let mut out = vec![0.0; tiled_m * tiled_n];
+    match w.kind() {
+        QuantKind::Q8_0 => simd128::tiled_dots::<Q8_0>(&rounded, &packed, &mut out),
+        QuantKind::Q4_0 => simd128::tiled_dots::<Q4_0>(&rounded, &packed, &mut out),
+        QuantKind::Q4_1 => simd128::tiled_dots::<Q4_1>(&rounded, &packed, &mut out),
+    }
+    if tiled_n == n {
+        out.truncate(m * n);
+        return out;
+    }
+    out.chunks_exact(tiled_n)
+        .take(m)
+        .flat_map(|row| row[..n].iter().copied())
+        .collect()
+}
+
 /// That this target's products over blocks ([`few_rows_matmul_quant`]) compute the
 /// arithmetic they specify, bit for bit, on random blocks of each kind and 1 to 5 rows of
 /// x at once: on x86-64 the product over the dequantised values, in wasm the scalar
@@ -160,6 +195,26 @@ pub fn check_block_products() -> KernelCheck {
             if few_rows_matmul_quant(&x, m, &w) != block_reference(&x, m, &w, dtype, &bytes) {
                 let what = format!(
                     "the product over {dtype} blocks, {m} rows of x at once, differs from its reference"
+                );
+                return KernelCheck {
+                    rows,
+                    mismatch: Some(what),
+                };
+            }
+            rows += m;
+        }
+        // A prompt's products: a partial tile of x's rows, and of W's (20 rows, not a
+        // multiple of eight).
+        #[cfg(target_arch = "wasm32")]
+        for m in [3, 6] {
+            let x = values(m * k, 10 + m as u64);
+            let w = QuantRows::from_gguf(dtype, &bytes[..bytes.len() / 6 * 5], 20, k)
+                .expect("invariant: whole blocks");
+            let packed = tiled::PackedRows::new::<simd128::Simd128Packing>(&w, 2);
+            let same_packing = packed == tiled::PackedRows::new::<tiled::InScalars>(&w, 2);
+            if !same_packing || many_rows_matmul_quant(&x, m, &w) != tiled::product(&x, m, &w) {
+                let what = format!(
+                    "the product of a prompt's {m} rows over {dtype} blocks differs from its reference"
                 );
                 return KernelCheck {
                     rows,
@@ -360,9 +415,10 @@ pub trait CpuKernels: Backend {
     /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W`: `[n, k]`.
     fn few_rows_matmul(x: &FloatTensor<Self>, w: &FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W` in quantised
-    /// blocks.
-    fn few_rows_matmul_quant(x: &FloatTensor<Self>, w: &QuantRows) -> FloatTensor<Self>;
+    /// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks: at most [`CPU_MAX_ROWS`]
+    /// rows by [`few_rows_matmul_quant`], and in wasm more (a prompt's pass) by
+    /// `many_rows_matmul_quant`.
+    fn matmul_quant(x: &FloatTensor<Self>, w: &QuantRows) -> FloatTensor<Self>;
 
     /// Rows `ids` (`[m]`, each below its rows) of `table`, widened to f32, `[m, k]`: a
     /// step's token embeddings where the model keeps the table's blocks alone.
@@ -378,9 +434,14 @@ impl CpuKernels for Flex {
         FlexTensor::from_data(TensorData::new(y, [m, n]))
     }
 
-    fn few_rows_matmul_quant(x: &FlexTensor, w: &QuantRows) -> FlexTensor {
+    fn matmul_quant(x: &FlexTensor, w: &QuantRows) -> FlexTensor {
         let x = x.to_contiguous();
         let m = x.layout().shape()[0];
+        #[cfg(target_arch = "wasm32")]
+        if m > CPU_MAX_ROWS {
+            let y = many_rows_matmul_quant(f32s(&x), m, w);
+            return FlexTensor::from_data(TensorData::new(y, [m, w.rows()]));
+        }
         let y = few_rows_matmul_quant(f32s(&x), m, w);
         FlexTensor::from_data(TensorData::new(y, [m, w.rows()]))
     }

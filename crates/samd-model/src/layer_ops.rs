@@ -206,16 +206,21 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
 /// `x @ W` through burn's matmul, or on burn's CPU backend for a few rows through our
 /// products, which read the weights once where burn's packs them: over the file's blocks
 /// where the matrix has them ([`few_rows_matmul_quant`](crate::cpu_matmul::few_rows_matmul_quant)), else
-/// over f32 ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)). Blocks without
-/// an f32 copy (on the CPU) or on wgpu (for the reference ops there) are widened to f32
-/// for a product of more rows, and the widened matrix lives for that product: in wasm a
-/// 650-token prompt's products took 6.3 s over the blocks, and 5.4 s widened.
+/// over f32 ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)). In wasm, a
+/// prompt's pass over blocks without an f32 copy takes our integer products too
+/// (`many_rows_matmul_quant`): a 650-token prefill took 4.6 s with burn's gemm over each
+/// matrix widened. Natively such a pass widens the matrix to f32, for that product
+/// alone, for burn's matmul on every core; so do blocks on wgpu, for the reference ops.
 fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     let few = x.dims()[0] <= CPU_MAX_ROWS;
+    let prompt_over_blocks = cfg!(target_arch = "wasm32") && w.tensor.is_none();
     match (w.layout, &w.tensor, &w.quant) {
-        (Layout::OutIn, _, Some(quant)) if few && on_cpu(&x) => Tensor::from_dispatch(
-            <Kernels as CpuKernels>::few_rows_matmul_quant(&x.into_dispatch(), quant),
-        ),
+        (Layout::OutIn, _, Some(quant)) if (few || prompt_over_blocks) && on_cpu(&x) => {
+            Tensor::from_dispatch(<Kernels as CpuKernels>::matmul_quant(
+                &x.into_dispatch(),
+                quant,
+            ))
+        }
         (Layout::OutIn, Some(tensor), _) if few && on_cpu(&x) => {
             Tensor::from_dispatch(<Kernels as CpuKernels>::few_rows_matmul(
                 &x.into_dispatch(),

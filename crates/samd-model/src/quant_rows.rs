@@ -38,7 +38,7 @@ impl QuantKind {
     }
 
     /// Bytes of quants per block.
-    fn quant_bytes(self) -> usize {
+    pub(crate) fn quant_bytes(self) -> usize {
         match self {
             Self::Q8_0 => 32,
             Self::Q4_0 | Self::Q4_1 => 16,

@@ -158,7 +158,7 @@ pub(super) fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
 }
 
 /// A block's 32 codes, in order: the values `d · q (+ m)` multiplies.
-fn codes<C: Codec>(quants: &[u8]) -> [i16; BLOCK] {
+pub(super) fn codes<C: Codec>(quants: &[u8]) -> [i16; BLOCK] {
     std::array::from_fn(|e| match C::KIND {
         QuantKind::Q8_0 => i16::from(quants[e] as i8),
         QuantKind::Q4_0 | QuantKind::Q4_1 => {
@@ -200,6 +200,27 @@ pub(super) fn fold(lanes: [f32; SUM_LANES]) -> f32 {
 /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks, `[m, n]` out, one dot product at a time
 /// in scalars: the reference the vector code is checked against.
 pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
+    product_by::<InLanes>(x, m, w)
+}
+
+/// A dot product of a rounded row of x with a row of W, in scalars: how one product's
+/// arithmetic is specified.
+pub(super) trait ScalarDot {
+    fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32;
+}
+
+/// [`dot`]: the products of a few rows.
+pub(super) struct InLanes;
+
+impl ScalarDot for InLanes {
+    fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
+        dot(x, w)
+    }
+}
+
+/// `x · Wᵀ` (`[m, n]` out) with x rounded as [`round_block`] rounds it, each output
+/// from `D`'s dot product.
+pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
     let rounded = RoundedRows::with(x, w.cols(), round_block);
     let n = w.rows();
@@ -208,22 +229,22 @@ pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
         let row = rounded.row(r);
         let out = &mut y[r * n..][..n];
         match w.kind() {
-            QuantKind::Q8_0 => fill(out, w.rows_in::<Q8_0>(0..n), row),
-            QuantKind::Q4_0 => fill(out, w.rows_in::<Q4_0>(0..n), row),
-            QuantKind::Q4_1 => fill(out, w.rows_in::<Q4_1>(0..n), row),
+            QuantKind::Q8_0 => fill::<D, _>(out, w.rows_in::<Q8_0>(0..n), row),
+            QuantKind::Q4_0 => fill::<D, _>(out, w.rows_in::<Q4_0>(0..n), row),
+            QuantKind::Q4_1 => fill::<D, _>(out, w.rows_in::<Q4_1>(0..n), row),
         }
     }
     y
 }
 
 /// Each of `out` from its row of W dotted with `x`.
-fn fill<'a, C: Codec>(
+fn fill<'a, D: ScalarDot, C: Codec>(
     out: &mut [f32],
     w: impl Iterator<Item = QuantRow<'a, C>>,
     x: RoundedRow<'_>,
 ) {
     for (o, wj) in out.iter_mut().zip(w) {
-        *o = dot(x, wj);
+        *o = D::dot(x, wj);
     }
 }
 

@@ -23,11 +23,12 @@ use core::arch::wasm32::{
     i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i16x8_narrow_i32x4, i16x8_splat, i16x8_sub,
     i32x4_add, i32x4_dot_i16x8, i32x4_extract_lane, i32x4_max, i32x4_shuffle, i32x4_splat,
     i32x4_sub, u8x16_shr, u8x16_splat, u16x8_extend_high_u8x16, u16x8_extend_low_u8x16, v128,
-    v128_and, v128_load, v128_store,
+    v128_and, v128_load, v128_load32_splat, v128_store,
 };
 
 use super::LANES;
 use super::integer::{LEVELS, Rounded, RoundedRow, RoundedRows, SUM_LANES, fold};
+use super::tiled::{BlockPacking, PACKED_ROWS, PackedRows};
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow};
 
 /// Most rows of x multiplied per pass over a row of W: their eight sums and W's two
@@ -333,4 +334,158 @@ unsafe fn rounded(p: *const f32, scale: v128) -> v128 {
     // SAFETY: the caller's promise.
     let y = f32x4_add(f32x4_mul(unsafe { load(p) }, scale), rounder);
     i32x4_sub(y, rounder)
+}
+
+/// Rows of x a tile of [`tiled_dots`] takes.
+pub(super) const TILE_ROWS: usize = 4;
+
+/// Groups of W's packed rows a tile of [`tiled_dots`] takes: eight rows.
+pub(super) const TILE_GROUPS: usize = 2;
+
+/// `x`'s rows (a multiple of [`TILE_ROWS`]) dotted with each of `w`'s (its groups a
+/// multiple of [`TILE_GROUPS`]), into `out` (`[rows of x, 4 · groups]`), as
+/// [`tiled`](super::tiled) specifies: a tile of four rows of x and eight of W at a time,
+/// each block's integer sums in eight vectors, a row of x and four of W each.
+///
+/// W's tile (a few KB) stays in the first-level cache while every tile of x passes it.
+#[target_feature(enable = "simd128")]
+pub(super) fn tiled_dots<C: Codec>(x: &RoundedRows, w: &PackedRows, out: &mut [f32]) {
+    let (m, n) = (x.len(), w.groups() * PACKED_ROWS);
+    assert!(
+        m.is_multiple_of(TILE_ROWS) && w.groups().is_multiple_of(TILE_GROUPS) && out.len() == m * n,
+        "invariant: whole tiles"
+    );
+    for g in (0..w.groups()).step_by(TILE_GROUPS) {
+        for r in (0..m).step_by(TILE_ROWS) {
+            let rows = [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)];
+            let sums = tile::<C>(rows, w, g);
+            for (i, sums) in sums.iter().enumerate() {
+                for (v, &sum) in sums.iter().enumerate() {
+                    let at = (r + i) * n + (g + v) * PACKED_ROWS;
+                    // SAFETY: row `r + i` of out holds columns `at .. at + 4` (asserted).
+                    unsafe { v128_store(out.as_mut_ptr().add(at).cast(), sum) };
+                }
+            }
+        }
+    }
+}
+
+/// One tile's dot products: four rows of x against groups `g` and `g + 1` of W, each
+/// vector four rows of W.
+#[inline(always)]
+fn tile<C: Codec>(
+    rows: [RoundedRow<'_>; TILE_ROWS],
+    w: &PackedRows,
+    g: usize,
+) -> [[v128; TILE_GROUPS]; TILE_ROWS] {
+    let blocks = w.blocks();
+    let groups = [w.group(g), w.group(g + 1)];
+    assert!(
+        rows.iter()
+            .all(|row| row.values.len() == blocks * BLOCK && row.steps.len() == blocks)
+            && groups.iter().all(|(codes, scales, mins)| {
+                codes.len() == blocks * BLOCK * PACKED_ROWS
+                    && scales.len() == blocks * PACKED_ROWS
+                    && (mins.len() == scales.len() || C::KIND != QuantKind::Q4_1)
+            }),
+        "invariant: rows of x as long as W's"
+    );
+    let [(codes0, scales0, mins0), (codes1, scales1, mins1)] = groups;
+    let mut acc = [[f32x4_splat(0.0); TILE_GROUPS]; TILE_ROWS];
+    for b in 0..blocks {
+        let mut sums = [[i32x4_splat(0); TILE_GROUPS]; TILE_ROWS];
+        for pair in 0..BLOCK / 2 {
+            // SAFETY: each group's block `b` holds 16 pairs of eight i16s, and each row
+            // of x holds block `b`'s 32 values (asserted above).
+            unsafe {
+                let at = (b * BLOCK / 2 + pair) * 8;
+                let w0 = v128_load(codes0.as_ptr().add(at).cast());
+                let w1 = v128_load(codes1.as_ptr().add(at).cast());
+                for i in 0..TILE_ROWS {
+                    let x = rows[i].values.as_ptr().add(b * BLOCK + 2 * pair);
+                    let xs = v128_load32_splat(x.cast());
+                    sums[i][0] = i32x4_add(sums[i][0], i32x4_dot_i16x8(w0, xs));
+                    sums[i][1] = i32x4_add(sums[i][1], i32x4_dot_i16x8(w1, xs));
+                }
+            }
+        }
+        // SAFETY: each group holds four scales per block, and as many minimums for Q4_1
+        // (asserted above).
+        let (d, mins) = unsafe {
+            let at = b * PACKED_ROWS;
+            let d = [
+                load(scales0.as_ptr().add(at)),
+                load(scales1.as_ptr().add(at)),
+            ];
+            let mins = if C::KIND == QuantKind::Q4_1 {
+                [load(mins0.as_ptr().add(at)), load(mins1.as_ptr().add(at))]
+            } else {
+                [f32x4_splat(0.0); TILE_GROUPS]
+            };
+            (d, mins)
+        };
+        for i in 0..TILE_ROWS {
+            let step = f32x4_splat(rows[i].steps[b]);
+            let sum = f32x4_splat(rows[i].sums[b]);
+            for v in 0..TILE_GROUPS {
+                let share = f32x4_mul(f32x4_convert_i32x4(sums[i][v]), f32x4_mul(d[v], step));
+                let share = if C::KIND == QuantKind::Q4_1 {
+                    f32x4_add(share, f32x4_mul(mins[v], sum))
+                } else {
+                    share
+                };
+                acc[i][v] = f32x4_add(acc[i][v], share);
+            }
+        }
+    }
+    acc
+}
+
+/// [`BlockPacking`] in vectors: each row's codes widened as the few rows' products
+/// widen them, then a 4 × 4 transpose of their pairs for each quarter of the block.
+pub(super) struct Simd128Packing;
+
+impl BlockPacking for Simd128Packing {
+    fn pack<C: Codec>(quants: [&[u8]; PACKED_ROWS], out: &mut [i16]) {
+        pack_block::<C>(quants, out);
+    }
+}
+
+#[target_feature(enable = "simd128")]
+fn pack_block<C: Codec>(quants: [&[u8]; PACKED_ROWS], out: &mut [i16]) {
+    assert!(
+        out.len() == BLOCK * PACKED_ROWS && quants.iter().all(|q| q.len() == C::KIND.quant_bytes()),
+        "invariant: one block of four rows"
+    );
+    // SAFETY: each row's quants are one whole block (asserted above).
+    let [r0, r1, r2, r3] = unsafe {
+        [
+            codes::<C>(quants[0]),
+            codes::<C>(quants[1]),
+            codes::<C>(quants[2]),
+            codes::<C>(quants[3]),
+        ]
+    };
+    for q in 0..4 {
+        // Pairs 4q .. 4q + 4 of each row, as i32 lanes, transposed: out vector l holds
+        // pair 4q + l of rows 0 to 3.
+        let (a, b) = (
+            i32x4_shuffle::<0, 4, 1, 5>(r0[q], r1[q]),
+            i32x4_shuffle::<2, 6, 3, 7>(r0[q], r1[q]),
+        );
+        let (c, d) = (
+            i32x4_shuffle::<0, 4, 1, 5>(r2[q], r3[q]),
+            i32x4_shuffle::<2, 6, 3, 7>(r2[q], r3[q]),
+        );
+        let pairs = [
+            i32x4_shuffle::<0, 1, 4, 5>(a, c),
+            i32x4_shuffle::<2, 3, 6, 7>(a, c),
+            i32x4_shuffle::<0, 1, 4, 5>(b, d),
+            i32x4_shuffle::<2, 3, 6, 7>(b, d),
+        ];
+        for (l, pair) in pairs.into_iter().enumerate() {
+            // SAFETY: `out` holds 16 vectors of eight i16s (asserted above).
+            unsafe { v128_store(out.as_mut_ptr().add((4 * q + l) * 8).cast(), pair) };
+        }
+    }
 }

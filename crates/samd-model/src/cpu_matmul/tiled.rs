@@ -1,0 +1,260 @@
+//! Products of a prompt's many rows over quantised blocks, in integer arithmetic: wasm's
+//! prompt passes.
+//!
+//! In wasm a prompt's pass widened each matrix to f32 for burn's gemm, whose kernel
+//! multiplies and adds in f32 (wasm has no FMA): 48 products for 31 instructions, 71% of
+//! a prefill's time. Here x is rounded to 16 bits per block, as for a step's few rows
+//! (`integer.rs`), and W's rows are packed four at a time ([`PackedRows`]): two inputs of
+//! row 0, then of row 1, 2 and 3, so that one `i32x4.dot_i16x8_s` against a pair of x's
+//! inputs splat across the lanes adds two products to each of four dot products. Four
+//! rows of x against eight of W take 64 products for 22 instructions, and the weights
+//! are packed once per product, a sixty-fourth of the inputs they meet in a 256-row pass.
+//!
+//! The arithmetic, which `simd128.rs` does in vectors and [`InBlockOrder`] in scalars,
+//! for each row of x and row of W:
+//! - x's blocks are rounded as [`round_block`](super::integer::round_block) rounds them;
+//! - each block's products are summed exactly in integers: `t = Σ q_e · xq_e`;
+//! - its share is `t · (d · s)` in f32, plus, for Q4_1, its minimum times `s · Σ xq`;
+//! - the shares are added into one f32 from 0, block after block.
+//!
+//! Every output depends on its row of x alone, so a prompt position's keys and values do
+//! not depend on the pass it is in. These are not the few rows' sums (which run in four
+//! lanes): a prompt's pass and a step are different products, as over f32 they were
+//! burn's gemm and ours.
+
+use super::integer::{RoundedRow, ScalarDot, codes};
+use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
+
+/// Rows of W packed side by side: the lanes of one vector of sums.
+pub(super) const PACKED_ROWS: usize = 4;
+
+/// W's rows, four at a time (zeros past the last row, up to a multiple of `groups_of`
+/// groups), as the vector code reads them: for each group and block, the block's 16
+/// pairs of codes, each as `[row 0's two, row 1's, row 2's, row 3's]`; and each group's
+/// scales (and minimums) per block, one per row.
+#[derive(Debug, PartialEq)]
+pub(super) struct PackedRows {
+    /// Groups of [`PACKED_ROWS`] rows.
+    groups: usize,
+    /// Blocks per row.
+    blocks: usize,
+    /// `[group][block][pair][row][2]`.
+    codes: Vec<i16>,
+    /// `[group][block][row]`.
+    scales: Vec<f32>,
+    /// `[group][block][row]`; empty for kinds without minimums.
+    mins: Vec<f32>,
+}
+
+impl PackedRows {
+    /// `w` packed with `P`, its groups padded to a multiple of `groups_of`. A group's
+    /// lanes past W's last row repeat that row's codes, with scales (and minimums) of 0.
+    pub(super) fn new<P: BlockPacking>(w: &QuantRows, groups_of: usize) -> Self {
+        use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
+        match w.kind() {
+            QuantKind::Q8_0 => Self::pack::<P, _>(w.rows_in::<Q8_0>(0..w.rows()), w, groups_of),
+            QuantKind::Q4_0 => Self::pack::<P, _>(w.rows_in::<Q4_0>(0..w.rows()), w, groups_of),
+            QuantKind::Q4_1 => Self::pack::<P, _>(w.rows_in::<Q4_1>(0..w.rows()), w, groups_of),
+        }
+    }
+
+    fn pack<'a, P: BlockPacking, C: Codec>(
+        rows: impl Iterator<Item = QuantRow<'a, C>>,
+        w: &QuantRows,
+        groups_of: usize,
+    ) -> Self {
+        let rows: Vec<QuantRow<'a, C>> = rows.collect();
+        let blocks = w.cols() / BLOCK;
+        let groups = rows.len().div_ceil(PACKED_ROWS).div_ceil(groups_of) * groups_of;
+        let per_block = BLOCK * PACKED_ROWS;
+        let mut codes = vec![0; groups * blocks * per_block];
+        let mut scales = vec![0.0; groups * blocks * PACKED_ROWS];
+        let mut mins = if C::KIND == QuantKind::Q4_1 {
+            scales.clone()
+        } else {
+            Vec::new()
+        };
+        let Some(last) = rows.len().checked_sub(1) else {
+            return Self {
+                groups,
+                blocks,
+                codes,
+                scales,
+                mins,
+            };
+        };
+        for (g, out) in codes.chunks_exact_mut(blocks * per_block).enumerate() {
+            let mut members: [_; PACKED_ROWS] =
+                std::array::from_fn(|lane| rows[(g * PACKED_ROWS + lane).min(last)].raw_blocks());
+            for (b, out) in out.chunks_exact_mut(per_block).enumerate() {
+                let mut quants: [&[u8]; PACKED_ROWS] = [&[]; PACKED_ROWS];
+                for (lane, row_blocks) in members.iter_mut().enumerate() {
+                    let (d, m, q) = row_blocks.next().expect("invariant: whole rows");
+                    quants[lane] = q;
+                    if g * PACKED_ROWS + lane <= last {
+                        let at = (g * blocks + b) * PACKED_ROWS + lane;
+                        scales[at] = d;
+                        if let Some(min) = mins.get_mut(at) {
+                            *min = m;
+                        }
+                    }
+                }
+                P::pack::<C>(quants, out);
+            }
+        }
+        Self {
+            groups,
+            blocks,
+            codes,
+            scales,
+            mins,
+        }
+    }
+
+    /// Groups of [`PACKED_ROWS`] rows, padding included.
+    pub(super) fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Blocks per row.
+    pub(super) fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Group `g`'s codes (`[block][pair][row][2]`), its rows' scales (`[block][row]`),
+    /// and their minimums (likewise; empty for kinds without them).
+    #[inline(always)]
+    pub(super) fn group(&self, g: usize) -> (&[i16], &[f32], &[f32]) {
+        let per_group = self.blocks * PACKED_ROWS;
+        let mins = self
+            .mins
+            .get(g * per_group..(g + 1) * per_group)
+            .unwrap_or(&[]);
+        (
+            &self.codes[g * per_group * BLOCK..][..per_group * BLOCK],
+            &self.scales[g * per_group..][..per_group],
+            mins,
+        )
+    }
+}
+
+/// How a block of four rows' codes is packed: [`InScalars`], or vector code that packs
+/// the same.
+pub(super) trait BlockPacking {
+    /// The codes of four rows' block (their `quants`) into `out`, `[pair][row][2]`.
+    fn pack<C: Codec>(quants: [&[u8]; PACKED_ROWS], out: &mut [i16]);
+}
+
+/// [`BlockPacking`] one code at a time: the reference.
+pub(super) struct InScalars;
+
+impl BlockPacking for InScalars {
+    fn pack<C: Codec>(quants: [&[u8]; PACKED_ROWS], out: &mut [i16]) {
+        for (lane, quants) in quants.into_iter().enumerate() {
+            for (e, q) in codes::<C>(quants).into_iter().enumerate() {
+                out[(e / 2 * PACKED_ROWS + lane) * 2 + e % 2] = q;
+            }
+        }
+    }
+}
+
+/// The dot product as [`tiled`](self) specifies it: each block's share added in block
+/// order into one sum.
+pub(super) struct InBlockOrder;
+
+impl ScalarDot for InBlockOrder {
+    fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
+        let mut acc = 0.0f32;
+        for (b, (d, m, quants)) in w.raw_blocks().enumerate() {
+            let xq = &x.values[b * BLOCK..][..BLOCK];
+            let total: i32 = codes::<C>(quants)
+                .iter()
+                .zip(xq)
+                .map(|(&q, &xq)| i32::from(q) * i32::from(xq))
+                .sum();
+            let share = total as f32 * (d * x.steps[b]);
+            acc += if C::KIND == QuantKind::Q4_1 {
+                share + m * x.sums[b]
+            } else {
+                share
+            };
+        }
+        acc
+    }
+}
+
+/// `x · Wᵀ` in scalars as [`InBlockOrder`] specifies it: the reference the vector code
+/// is checked against.
+pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
+    super::integer::product_by::<InBlockOrder>(x, m, w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu_matmul::{max_abs_diff, values};
+    use crate::dequant::dequantize;
+    use crate::gguf::GgmlType;
+    use crate::quant_rows::random_blocks;
+
+    #[test]
+    fn products_are_the_exact_ones_within_the_rounding_of_x() {
+        let (n, k) = (12, 96);
+        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let bytes = random_blocks(dtype, n * k / BLOCK, 13);
+            let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+            let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
+            let m = 3;
+            let x = values(m * k, 31);
+            let want: Vec<f32> = (0..m * n)
+                .map(|i| {
+                    let (r, j) = (i / n, i % n);
+                    (0..k)
+                        .map(|kk| f64::from(x[r * k + kk]) * f64::from(dequantised[j * k + kk]))
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let scale = want.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+            let worst = max_abs_diff(&product(&x, m, &w), &want);
+            assert!(worst <= 1e-4 * scale, "{dtype}: off by {worst} of {scale}");
+        }
+    }
+
+    #[test]
+    fn packing_puts_each_code_scale_and_minimum_in_its_lane() {
+        let (n, k) = (6, 64);
+        let dtype = GgmlType::Q4_1;
+        let bytes = random_blocks(dtype, n * k / BLOCK, 2);
+        let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+        let packed = PackedRows::new::<InScalars>(&w, 2);
+        assert_eq!((packed.groups(), packed.blocks()), (2, 2));
+        let rows: Vec<_> = w.rows_in::<crate::quant_rows::Q4_1>(0..n).collect();
+        let pair_at = |b: usize, e: usize, lane: usize| {
+            b * BLOCK * PACKED_ROWS + (e / 2 * PACKED_ROWS + lane) * 2 + e % 2
+        };
+        for (j, row) in rows.iter().enumerate() {
+            let (g, lane) = (j / PACKED_ROWS, j % PACKED_ROWS);
+            let (codes_g, scales, mins) = packed.group(g);
+            for (b, (d, m, quants)) in row.raw_blocks().enumerate() {
+                let at = b * PACKED_ROWS + lane;
+                assert_eq!((scales[at], mins[at]), (d, m), "row {j}, block {b}");
+                let want = codes::<crate::quant_rows::Q4_1>(quants);
+                for (e, &q) in want.iter().enumerate() {
+                    assert_eq!(codes_g[pair_at(b, e, lane)], q, "row {j}, block {b}");
+                }
+            }
+        }
+        // Lanes 2 and 3 of the second group are past the last row: they repeat its codes,
+        // with scales and minimums of 0.
+        let (codes_g, scales, mins) = packed.group(1);
+        for b in 0..2 {
+            for lane in 2..PACKED_ROWS {
+                assert_eq!(scales[b * PACKED_ROWS + lane], 0.0);
+                assert_eq!(mins[b * PACKED_ROWS + lane], 0.0);
+                for e in 0..BLOCK {
+                    assert_eq!(codes_g[pair_at(b, e, lane)], codes_g[pair_at(b, e, 1)]);
+                }
+            }
+        }
+    }
+}
