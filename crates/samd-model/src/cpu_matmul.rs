@@ -176,12 +176,17 @@ pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
 /// integer code (`integer.rs`). No rows where products read no blocks.
 pub fn check_block_products() -> KernelCheck {
     let mut rows = 0;
-    if !reads_blocks() {
-        return KernelCheck {
-            rows,
-            mismatch: None,
-        };
-    }
+    let mismatch = if reads_blocks() {
+        first_block_mismatch(&mut rows)
+    } else {
+        None
+    };
+    KernelCheck { rows, mismatch }
+}
+
+/// [`check_block_products`]'s cases, counting the rows compared into `rows`: the first
+/// product that differs from its reference, if any.
+fn first_block_mismatch(rows: &mut usize) -> Option<String> {
     // Seven blocks a row: Q4_1's minimums take four at once, then three one by one.
     let (n, k) = (24, 224);
     for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
@@ -193,15 +198,11 @@ pub fn check_block_products() -> KernelCheck {
             // the even one.
             x[..8].copy_from_slice(&[32_767.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]);
             if few_rows_matmul_quant(&x, m, &w) != block_reference(&x, m, &w, dtype, &bytes) {
-                let what = format!(
+                return Some(format!(
                     "the product over {dtype} blocks, {m} rows of x at once, differs from its reference"
-                );
-                return KernelCheck {
-                    rows,
-                    mismatch: Some(what),
-                };
+                ));
             }
-            rows += m;
+            *rows += m;
         }
         // A prompt's products: a partial tile of x's rows, and of W's (20 rows, not a
         // multiple of eight).
@@ -212,22 +213,18 @@ pub fn check_block_products() -> KernelCheck {
                 .expect("invariant: whole blocks");
             let packed = tiled::PackedRows::new::<simd128::Simd128Packing>(&w, 2);
             let same_packing = packed == tiled::PackedRows::new::<tiled::InScalars>(&w, 2);
-            if !same_packing || many_rows_matmul_quant(&x, m, &w) != tiled::product(&x, m, &w) {
-                let what = format!(
+            if !same_packing
+                || many_rows_matmul_quant(&x, m, &w)
+                    != integer::product_by::<tiled::InBlockOrder>(&x, m, &w)
+            {
+                return Some(format!(
                     "the product of a prompt's {m} rows over {dtype} blocks differs from its reference"
-                );
-                return KernelCheck {
-                    rows,
-                    mismatch: Some(what),
-                };
+                ));
             }
-            rows += m;
+            *rows += m;
         }
     }
-    KernelCheck {
-        rows,
-        mismatch: None,
-    }
+    None
 }
 
 /// What [`few_rows_matmul_quant`] computes on this target, for `w` made from `bytes` of

@@ -271,6 +271,13 @@ mod tests {
 
     #[test]
     fn products_are_the_exact_ones_within_the_rounding_of_x() {
+        within_the_rounding_of_x::<InLanes>();
+        within_the_rounding_of_x::<super::super::tiled::InBlockOrder>();
+    }
+
+    /// That `D`'s products are the exact ones over W dequantised, within what rounding
+    /// x costs.
+    fn within_the_rounding_of_x<D: ScalarDot>() {
         let (n, k) = (40, 96);
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             let bytes = random_blocks(dtype, n * k / BLOCK, 11);
@@ -280,7 +287,7 @@ mod tests {
                 let x = values(m * k, m as u64 + 20);
                 let want = exact(&x, m, &dequantised, k);
                 let scale = want.iter().fold(0.0f32, |s, v| s.max(v.abs()));
-                let worst = max_abs_diff(&product(&x, m, &w), &want);
+                let worst = max_abs_diff(&product_by::<D>(&x, m, &w), &want);
                 // Each of k terms is off by at most half a step of x's block times |w|.
                 assert!(
                     worst <= 1e-4 * scale,

@@ -7,20 +7,23 @@
 //! (`integer.rs`), and W's rows are packed four at a time ([`PackedRows`]): two inputs of
 //! row 0, then of row 1, 2 and 3, so that one `i32x4.dot_i16x8_s` against a pair of x's
 //! inputs splat across the lanes adds two products to each of four dot products. Four
-//! rows of x against eight of W take 64 products for 22 instructions, and the weights
-//! are packed once per product, a sixty-fourth of the inputs they meet in a 256-row pass.
+//! rows of x against eight of W take 64 products for 22 instructions. The weights are
+//! packed once per product (by a transpose in vectors, 1% of a prefill), and each packed
+//! weight then meets every row of the pass, 256 in a full one.
 //!
-//! The arithmetic, which `simd128.rs` does in vectors and [`InBlockOrder`] in scalars,
+//! The arithmetic, which `simd128.rs` does in vectors and [`InBlockOrder`] in scalars
+//! (tested against f64 in `integer.rs`, and the vectors against it by the kernel check),
 //! for each row of x and row of W:
 //! - x's blocks are rounded as [`round_block`](super::integer::round_block) rounds them;
 //! - each block's products are summed exactly in integers: `t = Σ q_e · xq_e`;
 //! - its share is `t · (d · s)` in f32, plus, for Q4_1, its minimum times `s · Σ xq`;
 //! - the shares are added into one f32 from 0, block after block.
 //!
-//! Every output depends on its row of x alone, so a prompt position's keys and values do
-//! not depend on the pass it is in. These are not the few rows' sums (which run in four
-//! lanes): a prompt's pass and a step are different products, as over f32 they were
-//! burn's gemm and ours.
+//! Every output depends on its row of x alone, not on the other rows of its pass. These
+//! are not the few rows' sums (which run in four lanes), so a pass of 16 rows or fewer
+//! (a step, or a prompt's short last pass) and a longer one round differently, as burn's
+//! gemm and our few rows' products did over f32: plain and speculative decoding run the
+//! same passes over a prompt, so their outputs stay the same.
 
 use super::integer::{RoundedRow, ScalarDot, codes};
 use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
@@ -183,42 +186,11 @@ impl ScalarDot for InBlockOrder {
     }
 }
 
-/// `x · Wᵀ` in scalars as [`InBlockOrder`] specifies it: the reference the vector code
-/// is checked against.
-pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
-    super::integer::product_by::<InBlockOrder>(x, m, w)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu_matmul::{max_abs_diff, values};
-    use crate::dequant::dequantize;
     use crate::gguf::GgmlType;
     use crate::quant_rows::random_blocks;
-
-    #[test]
-    fn products_are_the_exact_ones_within_the_rounding_of_x() {
-        let (n, k) = (12, 96);
-        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            let bytes = random_blocks(dtype, n * k / BLOCK, 13);
-            let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
-            let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
-            let m = 3;
-            let x = values(m * k, 31);
-            let want: Vec<f32> = (0..m * n)
-                .map(|i| {
-                    let (r, j) = (i / n, i % n);
-                    (0..k)
-                        .map(|kk| f64::from(x[r * k + kk]) * f64::from(dequantised[j * k + kk]))
-                        .sum::<f64>() as f32
-                })
-                .collect();
-            let scale = want.iter().fold(0.0f32, |s, v| s.max(v.abs()));
-            let worst = max_abs_diff(&product(&x, m, &w), &want);
-            assert!(worst <= 1e-4 * scale, "{dtype}: off by {worst} of {scale}");
-        }
-    }
 
     #[test]
     fn packing_puts_each_code_scale_and_minimum_in_its_lane() {
