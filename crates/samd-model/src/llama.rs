@@ -453,12 +453,12 @@ struct Block {
 pub enum MatrixForm {
     /// In the file's blocks alone: on wgpu as the kernels read them
     /// ([`QuantRows::gpu_words`]), and on a CPU whose products read blocks
-    /// ([`crate::cpu_matmul::reads_blocks`]) as those do, each matrix widened to f32 for
-    /// a prompt's product alone. For Q4_1 a sixth of the memory of f32 (SmolLM2-135M: 92
-    /// MB against 540), and no widening at load. The default everywhere: in wasm a prompt
-    /// paid little for the widening, and natively, with widening on every core and
-    /// freed memory kept in the process (the CLI's allocator policy), a 1,000-token
-    /// prefill took as long as over f32 copies (BENCHMARKS).
+    /// ([`crate::cpu_matmul::reads_blocks`]) as those do; a prompt's products there read
+    /// them too in wasm (integer products), and natively widen each matrix to f32 for
+    /// that product alone. For Q4_1 a sixth of the memory of f32 (SmolLM2-135M: 92 MB
+    /// against 540), and no widening at load. The default everywhere: natively, with
+    /// widening on every core and freed memory kept in the process (the CLI's allocator
+    /// policy), a 1,000-token prefill took as long as over f32 copies (BENCHMARKS).
     #[default]
     Blocks,
     /// Widened to f32 at load, with the blocks beside them on a CPU whose products of a
