@@ -435,10 +435,12 @@ impl CpuKernels for Flex {
         let x = x.to_contiguous();
         let m = x.layout().shape()[0];
         #[cfg(target_arch = "wasm32")]
-        if m > CPU_MAX_ROWS {
-            let y = many_rows_matmul_quant(f32s(&x), m, w);
-            return FlexTensor::from_data(TensorData::new(y, [m, w.rows()]));
-        }
+        let y = if m > CPU_MAX_ROWS {
+            many_rows_matmul_quant(f32s(&x), m, w)
+        } else {
+            few_rows_matmul_quant(f32s(&x), m, w)
+        };
+        #[cfg(not(target_arch = "wasm32"))]
         let y = few_rows_matmul_quant(f32s(&x), m, w);
         FlexTensor::from_data(TensorData::new(y, [m, w.rows()]))
     }

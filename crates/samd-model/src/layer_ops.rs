@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::cpu_attention::CpuAttention;
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
@@ -227,9 +227,10 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
                 &tensor.clone().into_dispatch(),
             ))
         }
+        #[cfg(not(target_arch = "wasm32"))]
         (Layout::OutIn, None, Some(quant)) => {
             let dense = Tensor::<2>::from_data(
-                TensorData::new(quant.widen(), [quant.rows(), quant.cols()]),
+                burn::tensor::TensorData::new(quant.widen(), [quant.rows(), quant.cols()]),
                 &x.device(),
             );
             x.matmul(dense.transpose())

@@ -179,35 +179,25 @@ impl QuantRows {
     }
 
     /// The matrix widened to f32, `[rows, cols]` row-major, each value the one
-    /// [`crate::dequant`] gives. Natively on every core: a prompt's pass over a model
-    /// held in blocks alone widens each matrix it multiplies, and one core took a 1,000-token
-    /// prefill from 1.9-2.0 s to 2.2-2.3 s (BENCHMARKS).
+    /// [`crate::dequant`] gives: a native prompt's pass over a model held in blocks alone
+    /// widens each matrix it multiplies (wasm's read the blocks). On every core: on one,
+    /// a 1,000-token prefill took 3–4% longer (BENCHMARKS).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn widen(&self) -> Vec<f32> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
-            let mut values = vec![0.0; self.rows * self.cols];
-            values
-                .par_chunks_mut(self.cols.max(1) * WIDEN_ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(task, chunk)| {
-                    let mut row = Vec::with_capacity(self.cols);
-                    for (i, out) in chunk.chunks_exact_mut(self.cols).enumerate() {
-                        row.clear();
-                        self.widen_row(task * WIDEN_ROWS_PER_TASK + i, &mut row);
-                        out.copy_from_slice(&row);
-                    }
-                });
-            values
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let mut values = Vec::with_capacity(self.rows * self.cols);
-            for r in 0..self.rows {
-                self.widen_row(r, &mut values);
-            }
-            values
-        }
+        use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
+        let mut values = vec![0.0; self.rows * self.cols];
+        values
+            .par_chunks_mut(self.cols.max(1) * WIDEN_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let mut row = Vec::with_capacity(self.cols);
+                for (i, out) in chunk.chunks_exact_mut(self.cols).enumerate() {
+                    row.clear();
+                    self.widen_row(task * WIDEN_ROWS_PER_TASK + i, &mut row);
+                    out.copy_from_slice(&row);
+                }
+            });
+        values
     }
 
     /// Row `r` widened to f32 onto `out`, each value the one [`crate::dequant`] gives.

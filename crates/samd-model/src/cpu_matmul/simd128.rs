@@ -271,21 +271,12 @@ pub(super) fn round_block(block: &[f32; BLOCK], out: &mut [i16; BLOCK]) -> Round
     top = i32x4_max(top, i32x4_shuffle::<2, 3, 0, 1>(top, top));
     top = i32x4_max(top, i32x4_shuffle::<1, 0, 3, 2>(top, top));
     let top = i32x4_extract_lane::<0>(top);
-    if top >= INFINITY_BITS {
+    if top == 0 || top >= INFINITY_BITS {
         *out = [0; BLOCK];
-        return Rounded {
-            step: f32::NAN,
-            total: 0,
-        };
+        let step = if top == 0 { 0.0 } else { f32::NAN };
+        return Rounded { step, total: 0 };
     }
     let max = f32::from_bits(top as u32);
-    if max == 0.0 {
-        *out = [0; BLOCK];
-        return Rounded {
-            step: 0.0,
-            total: 0,
-        };
-    }
     let scale = f32x4_splat(LEVELS / max);
     let mut total = i32x4_splat(0);
     for i in 0..BLOCK / 8 {

@@ -77,16 +77,12 @@ impl PackedRows {
         } else {
             Vec::new()
         };
-        let Some(last) = rows.len().checked_sub(1) else {
-            return Self {
-                groups,
-                blocks,
-                codes,
-                scales,
-                mins,
-            };
-        };
-        for (g, out) in codes.chunks_exact_mut(blocks * per_block).enumerate() {
+        // With no rows there are no groups, and the loop below does not run.
+        let last = rows.len().saturating_sub(1);
+        for (g, out) in codes
+            .chunks_exact_mut((blocks * per_block).max(1))
+            .enumerate()
+        {
             let mut members: [_; PACKED_ROWS] =
                 std::array::from_fn(|lane| rows[(g * PACKED_ROWS + lane).min(last)].raw_blocks());
             for (b, out) in out.chunks_exact_mut(per_block).enumerate() {
