@@ -16,6 +16,7 @@ pub mod kv_cache;
 pub mod layer_ops;
 pub mod llama;
 pub mod quant_rows;
+pub mod reference;
 pub mod sampler;
 pub mod step_graph;
 pub mod tokenizer;

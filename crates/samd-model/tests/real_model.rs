@@ -12,11 +12,8 @@ use std::path::PathBuf;
 use burn::tensor::{Device, read_sync};
 use samd_model::gguf::GgufFile;
 use samd_model::kernel_check::compare_tree_with_plain_decoding;
-use samd_model::{AncestorMask, KvCache, Llama, LlamaConfig, MatrixForm, Tokenizer};
-
-/// Max abs difference allowed against the float64 numpy reference. Our forward is f32;
-/// over 30 layers the rounding differences stay well below this (see the test output).
-const REFERENCE_TOLERANCE: f32 = 1e-3;
+use samd_model::reference::Reference;
+use samd_model::{AncestorMask, Llama, LlamaConfig, MatrixForm, Tokenizer};
 
 fn model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -34,81 +31,6 @@ fn load_bytes() -> Option<Vec<u8>> {
             None
         }
     }
-}
-
-struct Fixture {
-    prompt_ids: Vec<u32>,
-    /// Per prompt position: (id, logit) of the reference top-20.
-    positions: Vec<Vec<(u32, f32)>>,
-    greedy_ids: Vec<u32>,
-    greedy_text: String,
-}
-
-fn fixture() -> Fixture {
-    let text = include_str!("fixtures/reference_logits.json");
-    let v: serde_json::Value = serde_json::from_str(text).expect("fixture is JSON");
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| u32::try_from(x.as_u64().expect("id")).expect("u32 id"))
-            .collect()
-    };
-    let positions = v["positions"]
-        .as_array()
-        .expect("positions")
-        .iter()
-        .map(|p| {
-            let logits = p["logits"].as_array().expect("logits");
-            ids(&p["ids"])
-                .into_iter()
-                .zip(logits)
-                .map(|(id, l)| (id, l.as_f64().expect("logit") as f32))
-                .collect()
-        })
-        .collect();
-    Fixture {
-        prompt_ids: ids(&v["prompt_ids"]),
-        positions,
-        greedy_ids: ids(&v["greedy_ids"]),
-        greedy_text: v["greedy_text"].as_str().expect("text").to_owned(),
-    }
-}
-
-fn chain(cache: &KvCache, n: usize) -> (Vec<u32>, AncestorMask) {
-    let past = cache.len() as u32;
-    (
-        (0..n as u32).map(|i| past + i).collect(),
-        AncestorMask::causal(n),
-    )
-}
-
-/// Greedy decode with one forward per token; returns the new ids (stopping after `<|im_end|>`).
-fn greedy(model: &Llama, prompt: &[u32], max_new: usize) -> Vec<u32> {
-    let mut cache = model.new_cache(prompt.len() + max_new + 1);
-    let (positions, mask) = chain(&cache, prompt.len());
-    let logits = model
-        .forward(&mut cache, prompt, &positions, &mask)
-        .expect("prefill");
-    cache
-        .compact(&(0..prompt.len()).collect::<Vec<_>>())
-        .expect("commit");
-    let ids = read_sync(logits.argmax_ids().read()).expect("read");
-    let mut next = *ids.last().expect("one id per position");
-    let mut out = Vec::new();
-    while out.len() < max_new {
-        out.push(next);
-        if next == 2 {
-            break;
-        }
-        let (positions, mask) = chain(&cache, 1);
-        let logits = model
-            .forward(&mut cache, &[next], &positions, &mask)
-            .expect("decode");
-        cache.compact(&[0]).expect("commit");
-        next = read_sync(logits.argmax_ids().read()).expect("read")[0];
-    }
-    out
 }
 
 #[test]
@@ -146,7 +68,7 @@ fn real_model_logits_match_numpy_reference_and_greedy_reply_is_paris() {
     assert_eq!(prompt_logits(&blocks), prompt_logits(&f32s));
 
     // The crate's own tokenizer agrees with the HF tokenizer the fixture was made with.
-    let fx = fixture();
+    let fx = Reference::bundled();
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
     let prompt = tokenizer
         .chat_prompt("What is the capital of France? Answer in one sentence.")
@@ -159,31 +81,24 @@ fn real_model_logits_match_numpy_reference_and_greedy_reply_is_paris() {
     );
 }
 
+/// The prompt as one forward, then greedily, and on the CPU a token at a time too (the
+/// one-row products, which on the CPU read the file's quantised blocks where the prompt's
+/// read f32s; on lavapipe each step takes seconds, and the kernels have their own check).
 fn logits_match_numpy_reference_and_greedy_reply_is_paris(model: &Llama) {
-    let fx = fixture();
-    let vocab = model.config().vocab_size;
-
-    assert_matches_reference(&prompt_logits(model), vocab, "the prompt as one forward");
-
-    // A token at a time, as plain decoding runs: one-row products, which on the CPU read
-    // the file's quantised blocks where the forward above read f32s. (On lavapipe each
-    // step takes seconds, and the kernels have their own check.)
-    if !model.on_wgpu() {
-        let mut cache = model.new_cache(64);
-        let mut logits = Vec::new();
-        for (i, &token) in fx.prompt_ids.iter().enumerate() {
-            let step = model
-                .forward(&mut cache, &[token], &[i as u32], &AncestorMask::causal(1))
-                .expect("one token");
-            cache.compact(&[0]).expect("commit");
-            logits.extend(read_sync(step.read()).expect("read logits"));
-        }
-        assert_matches_reference(&logits, vocab, "a token at a time");
-    }
-
-    let reply = greedy(model, &fx.prompt_ids, fx.greedy_ids.len());
+    let fx = Reference::bundled();
+    let tolerance = Reference::tolerance(model);
+    let got = read_sync(fx.compare(model, !model.on_wgpu())).expect("the comparison runs");
+    eprintln!("max abs diff vs numpy reference over the top-20 ids: {got:?}");
+    assert!(
+        got.prompt_pass <= tolerance,
+        "the prompt as one forward: {got:?}"
+    );
+    assert!(
+        got.one_by_one.is_none_or(|d| d <= tolerance),
+        "a token at a time: {got:?}"
+    );
     assert_eq!(
-        reply, fx.greedy_ids,
+        got.greedy_ids, fx.greedy_ids,
         "greedy reply differs from the reference {:?}",
         fx.greedy_text
     );
@@ -192,31 +107,18 @@ fn logits_match_numpy_reference_and_greedy_reply_is_paris(model: &Llama) {
 
 /// The fixture's prompt as one forward: a row of logits per position.
 fn prompt_logits(model: &Llama) -> Vec<f32> {
-    let prompt = fixture().prompt_ids;
+    let prompt = Reference::bundled().prompt_ids;
     let mut cache = model.new_cache(64);
-    let (positions, mask) = chain(&cache, prompt.len());
+    let positions: Vec<u32> = (0..prompt.len() as u32).collect();
     let logits = model
-        .forward(&mut cache, &prompt, &positions, &mask)
+        .forward(
+            &mut cache,
+            &prompt,
+            &positions,
+            &AncestorMask::causal(prompt.len()),
+        )
         .expect("forward");
     read_sync(logits.read()).expect("read logits")
-}
-
-/// `logits` (a row of `vocab` per prompt position) agree with the numpy reference on
-/// each position's top-20 ids.
-fn assert_matches_reference(logits: &[f32], vocab: usize, how: &str) {
-    let fx = fixture();
-    let mut worst = 0.0f32;
-    for (pos, top) in fx.positions.iter().enumerate() {
-        let row = &logits[pos * vocab..(pos + 1) * vocab];
-        for &(id, want) in top {
-            worst = worst.max((row[id as usize] - want).abs());
-        }
-    }
-    eprintln!("{how}: max abs diff vs numpy reference over the top-20 ids: {worst:e}");
-    assert!(
-        worst <= REFERENCE_TOLERANCE,
-        "{how}: max abs diff {worst} > {REFERENCE_TOLERANCE}"
-    );
 }
 
 /// On the CPU, with the real weights in their quantised blocks: tree steps give each
@@ -247,9 +149,10 @@ fn real_model_tree_verification_accepts_the_greedy_reply() {
 }
 
 fn tree_verification_accepts_the_greedy_reply(model: &Llama) {
-    let fx = fixture();
+    let fx = Reference::bundled();
     let mut cache = model.new_cache(64);
-    let (positions, mask) = chain(&cache, fx.prompt_ids.len());
+    let positions: Vec<u32> = (0..fx.prompt_ids.len() as u32).collect();
+    let mask = AncestorMask::causal(positions.len());
     model
         .forward(&mut cache, &fx.prompt_ids, &positions, &mask)
         .expect("prefill");

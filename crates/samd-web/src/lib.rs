@@ -18,6 +18,7 @@ use burn::tensor::Device;
 use samd_draft::Drafter;
 use samd_draft::corpus::StaticSam;
 use samd_engine::{GenerateOptions, Method, ModelTarget, Session, TextStream, check_corpus};
+use samd_model::reference::Reference;
 use samd_model::{GgufFile, Llama, LlamaConfig, Tokenizer};
 use wasm_bindgen::prelude::*;
 use web_sys::AbortSignal;
@@ -83,6 +84,22 @@ struct KernelReport {
     message: String,
 }
 
+/// What `checkReference` found.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferenceReport {
+    /// Largest |logit − reference| over each prompt position's reference top-20, the
+    /// prompt as one forward, then a token per forward.
+    prompt_pass: f32,
+    one_by_one: Option<f32>,
+    /// What this backend may show ([`Reference::tolerance`]).
+    tolerance: f32,
+    greedy_text: String,
+    greedy_equal: bool,
+    passed: bool,
+    message: String,
+}
+
 /// A generation in progress.
 #[derive(Debug)]
 struct Run {
@@ -139,6 +156,60 @@ impl Engine {
             rows: check.rows,
             passed: check.passed(),
             message: check.to_string(),
+        })
+    }
+
+    /// Holds the loaded model to an independent numpy forward of the default model
+    /// ([`samd_model::reference`]): its logits over the prompt, run as one forward and a
+    /// token per forward, and its greedy reply. `{promptPass, oneByOne, tolerance,
+    /// greedyText, greedyEqual, passed, message}`. The reference ran
+    /// SmolLM2-135M-Instruct.Q4_1.gguf; another SmolLM2-135M file differs by its
+    /// quantisation, and a model of another shape is refused.
+    #[wasm_bindgen(js_name = checkReference)]
+    pub async fn check_reference(&self) -> Result<JsValue, JsValue> {
+        let loaded = self
+            .loaded
+            .as_ref()
+            .ok_or_else(|| WebError::new(ErrorKind::NoModel, "load a model before checking it"))?;
+        let model = loaded.session.target().model();
+        if *model.config() != LlamaConfig::smollm2_135m() {
+            return Err(WebError::new(
+                ErrorKind::Unsupported,
+                "the reference is SmolLM2-135M-Instruct's, and this model has another shape",
+            )
+            .into());
+        }
+        let reference = Reference::bundled();
+        let got = reference
+            .compare(model, true)
+            .await
+            .map_err(WebError::from)?;
+        let tolerance = Reference::tolerance(model);
+        let greedy_equal = got.greedy_ids == reference.greedy_ids;
+        let largest = got.one_by_one.unwrap_or(0.0).max(got.prompt_pass);
+        let passed = greedy_equal && largest <= tolerance;
+        let greedy_text = loaded
+            .tokenizer
+            .decode(&got.greedy_ids)
+            .map_err(WebError::from)?;
+        let message = format!(
+            "logits within {largest:.1e} of the numpy reference (tolerance {tolerance:.0e}); \
+             greedy reply {greedy_text:?}{} (reference model: sha256 {})",
+            if greedy_equal {
+                ", as the reference's"
+            } else {
+                ", not the reference's"
+            },
+            reference.model_sha256
+        );
+        to_js(&ReferenceReport {
+            prompt_pass: got.prompt_pass,
+            one_by_one: got.one_by_one,
+            tolerance,
+            greedy_text,
+            greedy_equal,
+            passed,
+            message,
         })
     }
 
