@@ -43,7 +43,8 @@
 #   gpu-kernels.md and gpu-report.md (every stage's tables), gpu.log (every stage's
 #   stderr), gpu-bench.json, gpu-traces.jsonl and hf-peer.json.
 # - `kernels` (there) runs `samd check-kernels` (the kernels against burn's ops, and tree
-#   steps against plain decoding bit for bit, as compiled by this GPU's driver), then
+#   steps against plain decoding bit for bit, as compiled by this GPU's driver) and `samd
+#   check-reference` (the model's logits against the numpy reference on this GPU), then
 #   `samd profile --kernel-times`: a 1,000-token prefill and verify
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
 #   kernel's device time; then the context-256 steps again with `--no-graphs` (launch by
@@ -172,6 +173,8 @@ kernels() {
   # First, whether this GPU's compiled kernels keep tree steps bit for bit plain
   # decoding's (and agree with burn's ops): speculative decoding's exact output rests on it.
   stage_run 60 check-kernels "$samd" check-kernels
+  # And the model's logits and greedy reply on this GPU against the numpy reference.
+  stage_run 60 check-reference "$samd" check-reference --device wgpu --model "$model"
   stage_run "${SAMD_PROFILE_TIMEOUT:-90}" kernels-256 "$samd" profile --device wgpu \
     --model "$model" --kernel-times --prefill 1000 --context 256 --sizes 1,2,16,64
   stage_run 60 kernels-1000 "$samd" profile --device wgpu --model "$model" --kernel-times \

@@ -1,4 +1,4 @@
-//! `samd generate` and `samd inspect-model` as a user runs them: exit codes, stdout/stderr
+//! `samd generate`, `samd inspect-model` and `samd check-reference` as a user runs them: exit codes, stdout/stderr
 //! and the `--json` report. CPU backend only, and at most a dozen generated tokens per run,
 //! to keep the suite short.
 
@@ -241,4 +241,35 @@ fn unsupported_architecture_is_an_error_naming_it() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn check_reference_holds_the_cpu_to_the_numpy_forward() {
+    let Some(model) = real_model() else { return };
+    let out = samd(&[
+        "check-reference",
+        "--model",
+        model.to_str().expect("utf-8 model path"),
+    ]);
+    assert!(out.status.success(), "samd failed: {}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("a token at a time") && stdout.contains("The capital of France is Paris."),
+        "stdout: {stdout}"
+    );
+}
+
+#[test]
+fn check_reference_refuses_a_file_the_reference_did_not_run() {
+    let other = scratch("check-reference").join("other.gguf");
+    std::fs::write(&other, b"GGUF, but not the reference's").expect("write");
+    let err = assert_clean_error(&samd(&[
+        "check-reference",
+        "--model",
+        other.to_str().expect("utf-8 path"),
+    ]));
+    assert!(
+        err.contains("is not the file the reference ran") && err.contains("other.gguf"),
+        "stderr: {err}"
+    );
 }

@@ -35,6 +35,9 @@ pub enum Command {
     /// Check that tree steps give plain decoding's logits bit for bit on this machine's
     /// wgpu adapter (with the WGSL kernels against burn's ops) or its CPU.
     CheckKernels(CheckArgs),
+    /// Hold the default model's logits and greedy reply on this device to an independent
+    /// numpy forward (the fixture of the real-model tests).
+    CheckReference(ModelArgs),
     /// Static corpus tools.
     #[command(subcommand)]
     Corpus(CorpusCommand),
@@ -86,6 +89,11 @@ pub struct CorpusBuildArgs {
     /// Prompts to answer, taken in turn from each source.
     #[arg(long, value_name = "N", default_value_t = 300)]
     pub limit: usize,
+    /// Keep the answers already in `--out` as the first prompts' answers (prompts come
+    /// in the same order at any `--limit`) and answer only the rest: a long build goes
+    /// on where a cut one stopped.
+    #[arg(long)]
+    pub resume: bool,
     /// Most tokens per answer.
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use samd_draft::corpus::StaticSam;
+use samd_draft::corpus::{SEPARATOR, StaticSam};
+use samd_engine::check_corpus;
 use samd_model::Tokenizer;
 use serde_json::Value;
 
@@ -31,11 +32,32 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
     let mut stop_ids = vec![tokenizer.eos_id()];
     stop_ids.extend(tokenizer.im_end_id());
 
+    let mut answers = if args.resume {
+        answers_in(&args.out, tokenizer.vocab_hash())?
+    } else {
+        Vec::new()
+    };
+    if answers.len() > prompts.len() {
+        bail!(
+            "{} holds {} answers, more than the {} prompts asked for",
+            args.out.display(),
+            answers.len(),
+            prompts.len()
+        );
+    }
+    if !answers.is_empty() {
+        eprintln!(
+            "resuming: {} answers kept from {}",
+            answers.len(),
+            args.out.display()
+        );
+    }
+
     let started = Instant::now();
-    let mut progress = Progress::new("corpus", prompts.len());
-    let mut answers: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
+    let done = answers.len();
+    let mut progress = Progress::new("corpus", prompts.len() - done);
     let mut tokens = 0usize;
-    for (i, prompt) in prompts.iter().enumerate() {
+    for (i, prompt) in prompts.iter().enumerate().skip(done) {
         let ids = tokenizer.encode(&tokenizer.chat_prompt(prompt)?)?;
         let request = Request {
             prompt_ids: &ids,
@@ -64,6 +86,25 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The answers a corpus file holds, in order: its documents, checked against the model's
+/// tokenizer (`vocab_hash`).
+fn answers_in(path: &Path, vocab_hash: u64) -> Result<Vec<Vec<u32>>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
+    let corpus = StaticSam::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a valid corpus file", path.display()))?;
+    check_corpus(&corpus, vocab_hash)
+        .with_context(|| format!("{} does not fit this model", path.display()))?;
+    // Every document is followed by the separator, so the last piece is empty.
+    let mut docs: Vec<Vec<u32>> = corpus
+        .text()
+        .split(|&t| t == SEPARATOR)
+        .map(<[u32]>::to_vec)
+        .collect();
+    docs.pop();
+    Ok(docs)
 }
 
 /// Writes through a temporary file, so that a cut run never leaves half a corpus.
@@ -168,6 +209,22 @@ fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_build_reads_back_the_answers_it_wrote_in_order() {
+        let path =
+            std::env::temp_dir().join(format!("samd-resume-{}.samdcorp", std::process::id()));
+        let answers: Vec<Vec<u32>> = vec![vec![5, 6, 7], vec![], vec![8]];
+        let corpus = StaticSam::build(answers.iter().map(Vec::as_slice), 100, 42).expect("build");
+        std::fs::write(&path, corpus.to_bytes()).expect("write");
+        assert_eq!(answers_in(&path, 42).expect("read"), answers);
+        let other = answers_in(&path, 43).unwrap_err();
+        assert!(
+            format!("{other:#}").contains("does not fit this model"),
+            "{other:#}"
+        );
+        std::fs::remove_file(&path).ok();
+    }
 
     #[test]
     fn benchmark_prompts_are_kept_out() {

@@ -111,6 +111,11 @@ impl ModelBytes {
         self.bytes.len()
     }
 
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Parses and validates the GGUF header and tensor table (tensor data is not touched).
     pub fn parse(&self) -> Result<GgufFile<'_>> {
         GgufFile::parse(&self.bytes)

@@ -1,5 +1,5 @@
-//! `samd`, the native command-line front end: `generate`, `bench`, `profile`, `inspect-model`
-//! and `check-kernels`.
+//! `samd`, the native command-line front end: `generate`, `bench`, `profile`, `inspect-model`,
+//! `check-kernels` and `check-reference`.
 //!
 //! Errors are `anyhow` chains printed on one line (`samd: error: outer: inner`) with a
 //! non-zero exit code; every failure a user can cause (a missing or corrupt model, an empty
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Profile(args) => profile::run(args),
         Command::ShrinkModel(args) => shrink::run(args),
         Command::CheckKernels(args) => check::run(args),
+        Command::CheckReference(args) => check::reference(args),
         Command::Corpus(CorpusCommand::Build(args)) => corpus::run(args),
     };
     match result {
