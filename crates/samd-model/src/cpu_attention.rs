@@ -10,6 +10,8 @@
 //! node's output is then bit for bit what a one-node step at its position computes, as
 //! with the per-node WGSL kernel on wgpu.
 
+use std::ops::Range;
+
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Flex, backend_extension};
@@ -71,15 +73,15 @@ pub fn tree_attention(
             && past + n <= max_seq,
         "invariant: callers pass whole tensors"
     );
-    // Each node's own slots (its ancestors', then its own), read once for all its heads.
-    let own: Vec<Vec<usize>> = ancestry
+    // Each node's slots as runs, found once for all its heads.
+    let runs: Vec<Vec<Range<usize>>> = ancestry
         .chunks_exact(n + 1)
         .map(|row| {
             let count = usize::try_from(row[0]).expect("invariant: counts are positive");
-            row[1..=count]
-                .iter()
-                .map(|&a| past + usize::try_from(a).expect("invariant: ancestors are node indices"))
-                .collect()
+            let own = row[1..=count].iter().map(|&a| {
+                past + usize::try_from(a).expect("invariant: ancestors are node indices")
+            });
+            slot_runs(past, own)
         })
         .collect();
     let mut out = vec![0.0; n * heads.q_dim()];
@@ -95,8 +97,7 @@ pub fn tree_attention(
             &cache[start..start + max_seq * hd]
         };
         let keys = KeyList {
-            past,
-            own: &own[node],
+            runs: &runs[node],
             head_dim: hd,
         };
         attend_fastest(&query, (plane(0), plane(1)), keys, out);
@@ -104,25 +105,46 @@ pub fn tree_attention(
     out
 }
 
-/// The cache slots one node sees, in the order of their positions: the committed slots
-/// `0 .. past`, then `own` (its ancestors' slots root first, then its own).
+/// The cache slots one node sees, in the order of their positions (the committed slots
+/// `0 .. past`, then its ancestors' root first, then its own), as runs of consecutive
+/// slots ([`slot_runs`]). Each run is one block of rows of the planes, which the products
+/// take a few rows at a time; slot by slot, each key cost a call and the output's sums a
+/// load and a store.
 #[derive(Clone, Copy)]
 struct KeyList<'a> {
-    past: usize,
-    own: &'a [usize],
+    runs: &'a [Range<usize>],
     head_dim: usize,
 }
 
 impl<'a> KeyList<'a> {
     fn len(self) -> usize {
-        self.past + self.own.len()
+        self.runs.iter().map(ExactSizeIterator::len).sum()
     }
 
-    /// The committed rows of `plane` (`[slot, head_dim]`), contiguous, and the list's
-    /// other slots.
-    fn parts(self, plane: &[f32]) -> (&[f32], &'a [usize]) {
-        (&plane[..self.past * self.head_dim], self.own)
+    /// Each run's rows of `plane` (`[slot, head_dim]`), in order.
+    fn blocks(self, plane: &'a [f32]) -> impl Iterator<Item = &'a [f32]> {
+        let hd = self.head_dim;
+        self.runs
+            .iter()
+            .map(move |r| &plane[r.start * hd..r.end * hd])
     }
+}
+
+/// `0 .. past`, then `own`, as runs of consecutive slots. A node's own slots go on from
+/// the committed ones wherever they follow them (every node of a prompt's pass, and of a
+/// chain), so most lists are one run.
+fn slot_runs(past: usize, own: impl IntoIterator<Item = usize>) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    if past > 0 {
+        runs.push(0..past);
+    }
+    for slot in own {
+        match runs.last_mut() {
+            Some(run) if run.end == slot => run.end += 1,
+            _ => runs.push(slot..slot + 1),
+        }
+    }
+    runs
 }
 
 /// `x` rotated by RoPE: `r[d] = x[d]·cos[d] + x[d ^ 1]·sin[d]` with `rope` = `cos |
@@ -150,17 +172,23 @@ fn attend_fastest(query: &[f32], planes: (&[f32], &[f32]), keys: KeyList<'_>, ou
 
 /// That the attention with this CPU's widest vectors (AVX2, or wasm's SIMD) computes
 /// the portable code's bits, for head widths with and without a tail past the lanes, and
-/// key lists with and without committed keys.
+/// key lists with and without committed keys, in runs of one slot and of several.
 pub fn check_vectors() -> KernelCheck {
     let mut rows = 0;
     for hd in [64, 44] {
-        for (past, own) in [(0, vec![0]), (5, vec![5, 7, 9]), (37, vec![38, 40])] {
+        let lists = [
+            (0, vec![0]),
+            (5, vec![5, 7, 9]),
+            (37, vec![38, 40]),
+            (3, vec![5, 6, 7, 8, 9, 10]),
+        ];
+        for (past, own) in lists {
             let planes = values(2 * (past + 12) * hd, hd as u64);
             let (keys, vals) = planes.split_at(planes.len() / 2);
             let query = values(hd, 3);
+            let runs = slot_runs(past, own.iter().copied());
             let list = KeyList {
-                past,
-                own: &own,
+                runs: &runs,
                 head_dim: hd,
             };
             let (mut portable, mut fastest) = (vec![0.0; hd], vec![0.0; hd]);
@@ -249,16 +277,11 @@ fn attend<V: Vectors>(
     let hd = query.len();
     let scale = 1.0 / (hd as f32).sqrt();
     let mut weights = vec![0.0f32; list.len()];
-    let (committed, own) = list.parts(keys);
-    let (first, last) = weights.split_at_mut(list.past);
-    vectors.dots(query, committed, scale, first);
-    for (w, &slot) in last.iter_mut().zip(own) {
-        vectors.dots(
-            query,
-            &keys[slot * hd..][..hd],
-            scale,
-            std::slice::from_mut(w),
-        );
+    let mut at = 0;
+    for block in list.blocks(keys) {
+        let rows = block.len() / hd;
+        vectors.dots(query, block, scale, &mut weights[at..at + rows]);
+        at += rows;
     }
     // A comparison, not `f32::max`, which wasm has no instruction for: a call into libm
     // per key was 3% of a wasm prefill. The same maximum (NaNs are passed over by both).
@@ -269,12 +292,12 @@ fn attend<V: Vectors>(
         *w = exp_at_most_zero(*w - max);
     }
     let total = lane_sum(&weights);
-    let (committed, own) = list.parts(values);
-    let (first, last) = weights.split_at(list.past);
     out.fill(0.0);
-    vectors.add_rows(out, first, committed);
-    for (w, &slot) in last.iter().zip(own) {
-        vectors.add_rows(out, std::slice::from_ref(w), &values[slot * hd..][..hd]);
+    let mut at = 0;
+    for block in list.blocks(values) {
+        let rows = block.len() / hd;
+        vectors.add_rows(out, &weights[at..at + rows], block);
+        at += rows;
     }
     for o in out {
         *o /= total;
@@ -589,7 +612,7 @@ mod tests {
     fn the_fastest_vectors_compute_the_portable_codes_bits() {
         let check = check_vectors();
         assert!(check.passed(), "{check}");
-        assert_eq!(check.rows, 6);
+        assert_eq!(check.rows, 8);
     }
 
     #[test]
