@@ -150,7 +150,7 @@ fn slot_runs(past: usize, own: impl IntoIterator<Item = usize>) -> Vec<Range<usi
 /// `x` rotated by RoPE: `r[d] = x[d]·cos[d] + x[d ^ 1]·sin[d]` with `rope` = `cos |
 /// signed sin`, rounded as burn's elementwise ops round it, so that a node's query is
 /// the same here as in the reference.
-fn rotated(x: &[f32], rope: &[f32]) -> Vec<f32> {
+pub(crate) fn rotated(x: &[f32], rope: &[f32]) -> Vec<f32> {
     let hd = x.len();
     let (cos, sin) = rope.split_at(hd);
     (0..hd).map(|d| x[d] * cos[d] + x[d ^ 1] * sin[d]).collect()

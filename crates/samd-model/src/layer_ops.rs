@@ -12,7 +12,9 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::cpu_attention::CpuAttention;
+use crate::cpu_kv_store::CpuKvStore;
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
+use crate::cpu_rms_norm::CpuRmsNorm;
 use crate::cpu_swiglu::CpuSwiglu;
 use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
@@ -296,7 +298,8 @@ fn add_skinny(stream: Tensor<2>, x: Tensor<2>, w: &Matrix, gated: bool) -> Tenso
     ))
 }
 
-/// `rms_norm(x)`, `x`: `[n, d]`: our kernel on wgpu, burn ops elsewhere.
+/// `rms_norm(x)`, `x`: `[n, d]`: our kernel on wgpu, one pass per row on the CPU
+/// ([`crate::cpu_rms_norm`]), burn ops elsewhere (the reference on wgpu).
 fn rms_norm(ops: BlockOps, x: &Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
     match ops {
         BlockOps::Kernels => Tensor::from_dispatch(<Kernels as BlockKernels>::rms_norm(
@@ -304,6 +307,13 @@ fn rms_norm(ops: BlockOps, x: &Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
             &norm.weight.clone().into_dispatch(),
             norm.eps,
         )),
+        BlockOps::Reference if on_cpu(x) => {
+            Tensor::from_dispatch(<Kernels as CpuRmsNorm>::cpu_rms_norm(
+                &x.clone().into_dispatch(),
+                &norm.weight.clone().into_dispatch(),
+                norm.eps,
+            ))
+        }
         BlockOps::Reference => reference_rms_norm(x.clone(), norm),
     }
 }
@@ -389,13 +399,36 @@ pub(crate) fn project_qkv(
                 ))
             });
         }
+        BlockOps::Reference if on_cpu(&qkv) => cpu_store_kv(cache, layer, &qkv, rope, heads),
         BlockOps::Reference => reference_store_kv(cache, layer, &qkv, rope, heads),
     }
     qkv
 }
 
 /// Writes the keys (RoPE applied) and values of `qkv`: `[n, q | k | v]` into `cache`'s
-/// pending slots of `layer`.
+/// pending slots of `layer`, on the CPU in one pass and in place
+/// ([`crate::cpu_kv_store`]): the bits [`reference_store_kv`] writes.
+fn cpu_store_kv(
+    cache: &mut KvCache,
+    layer: usize,
+    qkv: &Tensor<2>,
+    rope: &Tensor<2>,
+    heads: Heads,
+) {
+    let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());
+    let past = cache.len();
+    cache.update_layer(layer, |t| {
+        Tensor::from_dispatch(<Kernels as CpuKvStore>::cpu_store_kv(
+            t.into_dispatch(),
+            &qkv,
+            &rope,
+            past,
+            heads,
+        ))
+    });
+}
+
+/// [`cpu_store_kv`] in burn ops: the reference on wgpu.
 fn reference_store_kv(
     cache: &mut KvCache,
     layer: usize,
@@ -553,4 +586,49 @@ fn rope_rotate(x: Tensor<3>, rope: &Tensor<2>) -> Tensor<3> {
         .flip([3])
         .reshape([n, heads, head_dim]);
     x * cos + swapped * sin
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::config::LlamaConfig;
+    use crate::cpu_matmul::values;
+
+    /// Both K/V stores over the same steps: a first of 3 nodes, committed, then 2 more.
+    #[test]
+    fn the_cpu_store_writes_the_bits_the_reference_ops_write() {
+        let config = LlamaConfig::smollm2_135m();
+        let heads = Heads::of(&config);
+        let device = Device::flex();
+        let width = heads.q_dim() + 2 * heads.kv_dim();
+        let (mut ours, mut reference) = (
+            KvCache::new(&config, 8, &device),
+            KvCache::new(&config, 8, &device),
+        );
+        for (step, n) in [3, 2].into_iter().enumerate() {
+            let tensor = |len: usize, cols: usize, seed: u64| {
+                Tensor::<2>::from_data(
+                    TensorData::new(values(len * cols, seed), [len, cols]),
+                    &device,
+                )
+            };
+            let qkv = tensor(n, width, 10 + step as u64);
+            let rope = tensor(n, 2 * heads.head_dim, 20 + step as u64);
+            for cache in [&mut ours, &mut reference] {
+                cache.reserve(n).expect("room");
+            }
+            cpu_store_kv(&mut ours, 1, &qkv, &rope, heads);
+            reference_store_kv(&mut reference, 1, &qkv, &rope, heads);
+            let read = |c: &KvCache| c.layer(1).to_data().try_to_vec::<f32>().expect("f32");
+            let written = read(&ours);
+            let filled = written.iter().filter(|&&v| v != 0.0).count();
+            assert_eq!(filled, 2 * (3 + n * step) * heads.kv_dim(), "step {step}");
+            assert_eq!(written, read(&reference), "step {step}");
+            for cache in [&mut ours, &mut reference] {
+                cache.compact(&(0..n).collect::<Vec<_>>()).expect("commit");
+            }
+        }
+    }
 }

@@ -4,7 +4,9 @@
 
 pub mod config;
 pub mod cpu_attention;
+pub mod cpu_kv_store;
 pub mod cpu_matmul;
+pub mod cpu_rms_norm;
 pub mod cpu_swiglu;
 pub mod dequant;
 pub mod error;
