@@ -185,7 +185,10 @@ fn time_prefill(
     chain.push_chain(0, &ids[1..], Source::Model);
     target.reset();
     let mode = StepMode {
-        reads: Reads::Last,
+        reads: Reads::From {
+            first: chain.len() - 1,
+            k: 0,
+        },
         sampling,
     };
     let step = time_verify(target, &chain, mode, args.reps)?;

@@ -235,36 +235,45 @@ impl<T: Target> Session<T> {
         let t = Instant::now();
         let mut first = 0;
         let chunk_len = self.target.fill_chunk();
-        let learned_from = prompt
-            .len()
-            .saturating_sub(self.target.recycled_prompt_positions());
+        // Token Recycling learns the top-k of the prompt's last positions
+        // ([`Target::recycled_prompt_positions`]); every pass reads its last row, the next
+        // token after the last pass's being the first generated.
+        let learned_from = if k > 0 {
+            prompt
+                .len()
+                .saturating_sub(self.target.recycled_prompt_positions())
+        } else {
+            prompt.len()
+        };
         for (i, chunk) in prompt.chunks(chunk_len).enumerate() {
+            let start = i * chunk_len;
             self.tree.reset(chunk[0]);
             self.tree.push_chain(0, &chunk[1..], Source::Model);
-            // Token Recycling learns from the prompt positions' top-k
-            // ([`Target::recycled_prompt_positions`]); elsewhere only the last position's
-            // next token is read, and only its logits computed. Either way the pass's K/V
-            // are the same.
-            let learns = k > 0 && (i + 1) * chunk_len > learned_from;
-            let top_k = if learns {
-                let verified = self.target.verify(&self.tree, k, sampling).await?;
-                first = *verified.next.last().ok_or(Error::Options {
-                    what: "a prefill chunk of no tokens",
-                })?;
-                verified.top_k
+            let read_from = learned_from.clamp(start, start + chunk.len() - 1) - start;
+            let read_k = if start + chunk.len() > learned_from {
+                k
             } else {
-                first = self.target.fill(&self.tree, sampling).await?;
-                Vec::new()
+                0
             };
+            let verified = self
+                .target
+                .fill(&self.tree, read_from, read_k, sampling)
+                .await?;
+            first = *verified.next.last().ok_or(Error::Options {
+                what: "a prefill chunk of no tokens",
+            })?;
             self.stats.readbacks += 1;
             let chain: Vec<usize> = (0..chunk.len()).collect();
             self.target.commit(&chain)?;
-            if learns && let Some(d) = &mut self.drafter {
-                let start = i * chunk_len;
-                let preceding: Vec<u32> = (start..start + chunk.len())
+            if read_k > 0
+                && let Some(d) = &mut self.drafter
+            {
+                let rows = start + read_from..start + chunk.len();
+                let preceding: Vec<u32> = rows
+                    .clone()
                     .map(|p| p.checked_sub(1).map_or(NO_PRECEDING, |q| prompt[q]))
                     .collect();
-                d.observe(chunk, &preceding, &top_k)?;
+                d.observe(&prompt[rows], &preceding, &verified.top_k)?;
             }
         }
         self.stats.prefill_us = micros(t);

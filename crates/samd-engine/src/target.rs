@@ -7,7 +7,8 @@
 use std::future::Future;
 
 use samd_draft::tree::DraftTree;
-use samd_model::{AncestorMask, Draw, KvCache, Llama, LogitRows, TokenIds};
+use samd_model::cpu_matmul::CPU_MAX_ROWS;
+use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds};
 
 use crate::{CostShape, Error, PREFILL_CHUNK, Sampling};
 
@@ -32,19 +33,24 @@ pub trait Target {
         sampling: Option<Sampling>,
     ) -> impl Future<Output = Result<Verified, Error>>;
 
-    /// Runs `chain` (a tree of one branch: prompt tokens) as [`Target::verify`] does and
-    /// returns only the token after its last node: a prefill that reads no other
-    /// position's ids can skip their logits.
+    /// Runs `chain` (a tree of one branch: prompt tokens) as [`Target::verify`] does, and
+    /// returns the ids of its nodes from `first` on (`first < chain.len()`): each one's
+    /// next token and, when `k > 0`, its `k` most likely ids. A prompt's pass reads no
+    /// other row, and a model need not compute the other rows' logits.
     fn fill(
         &mut self,
         chain: &DraftTree,
+        first: usize,
+        k: usize,
         sampling: Option<Sampling>,
-    ) -> impl Future<Output = Result<u32, Error>> {
+    ) -> impl Future<Output = Result<Verified, Error>> {
         async move {
-            let verified = self.verify(chain, 0, sampling).await?;
-            verified.next.last().copied().ok_or(Error::Options {
-                what: "a chain of no nodes",
-            })
+            let mut verified = self.verify(chain, k, sampling).await?;
+            verified.next.drain(..first.min(verified.next.len()));
+            verified
+                .top_k
+                .drain(..(first * k).min(verified.top_k.len()));
+            Ok(verified)
         }
     }
 
@@ -55,9 +61,8 @@ pub trait Target {
     }
 
     /// Of a prompt's last positions, how many Token Recycling learns the top-k of at
-    /// prefill: every prompt pass that holds one of them computes every row's logits, the
-    /// others only the last row's. All of them where a row's logits cost little beside
-    /// the pass.
+    /// prefill ([`Target::fill`] computes only their logits, and the last position's).
+    /// All of them where a row's logits cost little beside the pass.
     fn recycled_prompt_positions(&self) -> usize {
         usize::MAX
     }
@@ -126,7 +131,7 @@ impl ModelTarget {
     }
 
     /// The host's half of [`Target::verify`] (or of [`Target::fill`], with
-    /// [`Reads::Last`]): builds the step's forward and hands it to the device, waiting on
+    /// [`Reads::From`]): builds the step's forward and hands it to the device, waiting on
     /// nothing. On a GPU a small model's step can be bound by this half, which `samd
     /// profile` times apart.
     pub fn launch(
@@ -141,10 +146,6 @@ impl ModelTarget {
         let parents: Vec<Option<usize>> = (0..tree.len()).map(|i| tree.parent(i)).collect();
         let mask = AncestorMask::from_parents(&parents)?;
         let (tokens, positions) = (tree.tokens(), &tree.positions(past));
-        let (rows, k) = match reads {
-            Reads::Every { k } => (LogitRows::All, k),
-            Reads::Last => (LogitRows::Last, 0),
-        };
         let draw = sampling.map(|s| Draw {
             temperature: s.temperature,
             top_p: s.top_p,
@@ -153,16 +154,22 @@ impl ModelTarget {
         let (cache, model) = (&mut self.cache, &self.model);
         // One readback: the draws (if sampling) and the top-k (if wanted), side by side.
         // Verify steps replay a captured graph of their launches on wgpu.
-        let ids = match rows {
-            LogitRows::All => {
-                model.forward_ids(cache, tokens, positions, &mask, k, draw.as_ref())?
+        let (ids, k) = match reads {
+            Reads::Every { k } => {
+                let ids = model.forward_ids(cache, tokens, positions, &mask, k, draw.as_ref())?;
+                (ids, k)
             }
-            LogitRows::Last => {
-                let logits = model.forward_rows(cache, tokens, positions, &mask, rows)?;
-                match draw {
-                    None => logits.argmax_ids(),
-                    Some(d) => logits.sample_ids(&d, &positions[positions.len() - 1..])?,
-                }
+            Reads::From { first, k } => {
+                let ids = model.forward_ids_from(
+                    cache,
+                    tokens,
+                    positions,
+                    &mask,
+                    first,
+                    k,
+                    draw.as_ref(),
+                )?;
+                (ids, k)
             }
         };
         Ok(PendingIds {
@@ -189,8 +196,14 @@ pub enum Reads {
         /// Ids per node beside the next token (0: none).
         k: usize,
     },
-    /// The last node's next token only ([`Target::fill`]).
-    Last,
+    /// The next tokens of the nodes from `first` on, and their `k` most likely next ids
+    /// when `k > 0`: a prompt's pass ([`Target::fill`]).
+    From {
+        /// The first node read.
+        first: usize,
+        /// Ids per node beside the next token (0: none).
+        k: usize,
+    },
 }
 
 /// A verification handed to the device and not yet read back ([`ModelTarget::launch`]).
@@ -231,12 +244,15 @@ impl Target for ModelTarget {
         self.finish(pending).await
     }
 
-    async fn fill(&mut self, chain: &DraftTree, sampling: Option<Sampling>) -> Result<u32, Error> {
-        let pending = self.launch(chain, Reads::Last, sampling)?;
-        let verified = self.finish(pending).await?;
-        verified.next.first().copied().ok_or(Error::Options {
-            what: "a chain of no nodes",
-        })
+    async fn fill(
+        &mut self,
+        chain: &DraftTree,
+        first: usize,
+        k: usize,
+        sampling: Option<Sampling>,
+    ) -> Result<Verified, Error> {
+        let pending = self.launch(chain, Reads::From { first, k }, sampling)?;
+        self.finish(pending).await
     }
 
     fn seed(&mut self, seed: u64) {
@@ -259,11 +275,17 @@ impl Target for ModelTarget {
         }
     }
 
-    /// On the CPU the head's rows are a prefill's dearest part after the blocks (in wasm,
-    /// 3 s of a 650-token prompt's 9.4), and the prompt's end says the most about what
-    /// comes next: the last pass only.
+    /// On the CPU a row of the head costs about what the rest of a prompt's row does
+    /// natively, and SAM+TR prefilled a 100-token prompt a good deal slower than SAM;
+    /// so the last [`CPU_MAX_ROWS`] positions, whose products read the weights once for
+    /// all of them. The prompt's end says the most about what comes next: by trace replay
+    /// SAM+TR's MAT loses about 0.03 against learning from every position.
     fn recycled_prompt_positions(&self) -> usize {
-        if self.model.on_wgpu() { usize::MAX } else { 1 }
+        if self.model.on_wgpu() {
+            usize::MAX
+        } else {
+            CPU_MAX_ROWS
+        }
     }
 
     /// A larger tree's nodes would no longer get the logits plain decoding gets

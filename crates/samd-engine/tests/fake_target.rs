@@ -124,7 +124,7 @@ fn a_drafter_handed_back_keeps_what_it_learned() {
 }
 
 /// Where rows cost a share of a pass (the CPU), Token Recycling reads the top-k of the
-/// prompt's last pass alone; the output does not change.
+/// prompt's last positions alone, across passes; the output does not change.
 #[test]
 fn token_recycling_learns_from_the_prompt_positions_the_target_allows() {
     // Three passes of PREFILL_CHUNK (256): 256, 256 and 88 tokens.
@@ -137,21 +137,24 @@ fn token_recycling_learns_from_the_prompt_positions_the_target_allows() {
         "every prompt row, by default"
     );
 
-    let mut target = FakeModel::new(VOCAB, 1024, next, 5);
-    target.recycled = 1;
-    let mut last = session_on(Method::Tr, target);
-    let (last_pass, _) = read_sync(last.generate(&prompt, options(1))).unwrap();
-    assert_eq!(
-        last.target().top_k_rows,
-        88,
-        "the pass holding the last position"
-    );
-    assert_eq!(last_pass, all_rows);
+    for (recycled, rows) in [(1, 1), (100, 100)] {
+        let mut target = FakeModel::new(VOCAB, 1024, next, 5);
+        target.recycled = recycled;
+        let mut last = session_on(Method::Tr, target);
+        let (out, _) = read_sync(last.generate(&prompt, options(1))).unwrap();
+        assert_eq!(
+            last.target().top_k_rows,
+            rows,
+            "the last {recycled} positions, across the last two passes"
+        );
+        assert_eq!(out, all_rows);
 
-    // Through a whole generation, the output stays plain decoding's.
-    let (plain, _) = read_sync(session(Method::Ar, 1024).generate(&prompt, options(100))).unwrap();
-    let (tr, _) = read_sync(last.generate(&prompt, options(100))).unwrap();
-    assert_eq!(tr, plain);
+        // Through a whole generation, the output stays plain decoding's.
+        let (plain, _) =
+            read_sync(session(Method::Ar, 1024).generate(&prompt, options(100))).unwrap();
+        let (tr, _) = read_sync(last.generate(&prompt, options(100))).unwrap();
+        assert_eq!(tr, plain);
+    }
 }
 
 #[test]

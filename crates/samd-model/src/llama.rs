@@ -872,7 +872,7 @@ impl Llama {
             .filter(|_| self.step_graphs && self.ops == BlockOps::Kernels)
             .filter(|&p| cache.len() + p <= cache.capacity());
         let Some(padded) = padded else {
-            return self.ids_launched(cache, &step, positions, k, draw);
+            return self.ids_launched(cache, &step, positions, 0, k, draw);
         };
         let step = step.padded(padded).with_draw(draw.copied());
         cache.reserve(padded)?;
@@ -889,6 +889,39 @@ impl Llama {
         });
         cache.restore_graphs(graphs);
         Ok(ids?.first_rows(n))
+    }
+
+    /// [`Llama::forward_ids`] reading the ids of nodes `first..` only, and computing only
+    /// their logits: a prompt's pass, where plain decoding reads its last node's next
+    /// token and Token Recycling the top-k of the prompt's last positions. The output
+    /// projection is the largest matrix (49,152 × 576 for SmolLM2): over a whole pass on
+    /// the CPU it cost more than the rest of a short prompt's pass. Issued launch by
+    /// launch: a prompt's pass runs once per request. The last node's ids are those of
+    /// [`LogitRows::Last`] ([`Llama::head_slices`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_ids_from(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &AncestorMask,
+        first: usize,
+        k: usize,
+        draw: Option<&Draw>,
+    ) -> Result<TokenIds> {
+        if let Some(draw) = draw {
+            draw.check()?;
+        }
+        if first >= tokens.len() {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "ids from node {first} of a forward of {} nodes",
+                    tokens.len()
+                ),
+            });
+        }
+        let step = self.host_step(cache, tokens, positions, mask)?;
+        self.ids_launched(cache, &step, positions, first, k, draw)
     }
 
     /// Whether verify steps replay captured graphs on wgpu ([`Llama::forward_ids`]); on by
@@ -948,7 +981,7 @@ impl Llama {
     }
 
     /// [`Llama::forward_ids`] without a step graph, launch by launch: the blocks over
-    /// every node, then the head and the ids a slice of rows at a time
+    /// every node, then the head and the ids of nodes `first..` a slice of rows at a time
     /// ([`Llama::head_slices`]).
     /// `step` is [`Llama::host_step`]'s, and `positions` its nodes', for the draws.
     fn ids_launched(
@@ -956,6 +989,7 @@ impl Llama {
         cache: &mut KvCache,
         step: &HostStep,
         positions: &[u32],
+        first: usize,
         k: usize,
         draw: Option<&Draw>,
     ) -> Result<TokenIds> {
@@ -964,7 +998,7 @@ impl Llama {
         let mut run = || {
             let stream = self.run_body(cache, &step.upload(&self.device));
             let slices = self
-                .head_slices(n)
+                .head_slices(first..n)
                 .into_iter()
                 .map(|range| {
                     let draw = draw.map(|d| (d, &positions[range.clone()], None));
@@ -989,7 +1023,7 @@ impl Llama {
         if rows == LogitRows::Last {
             return self.head(stream.slice([n - 1..n, 0..d]));
         }
-        let slices = self.head_slices(n);
+        let slices = self.head_slices(0..n);
         if let [_] = slices[..] {
             return self.head(stream);
         }
@@ -1002,21 +1036,25 @@ impl Llama {
         }
     }
 
-    /// Where the head cuts a forward's `n` rows: slices of [`HEAD_ROWS`], so that no
-    /// slice's logits pass WebGPU's binding limit, and on the CPU, past the rows whose
-    /// products are row-invariant ([`CPU_MAX_ROWS`]), the last row alone. The last row's
-    /// logits are then bit for bit those of [`LogitRows::Last`]: plain decoding reads
-    /// only them after a prefill, and Token Recycling every row's.
-    fn head_slices(&self, n: usize) -> Vec<Range<usize>> {
+    /// Where the head cuts a forward's `rows` (the last of them its last node): slices of
+    /// [`HEAD_ROWS`], so that no slice's logits pass WebGPU's binding limit, and on the
+    /// CPU, past the rows whose products are row-invariant ([`CPU_MAX_ROWS`]), the last
+    /// row alone. The last row's logits are then bit for bit those of
+    /// [`LogitRows::Last`]: plain decoding reads only them after a prefill, and Token
+    /// Recycling the prompt's last rows'.
+    fn head_slices(&self, rows: Range<usize>) -> Vec<Range<usize>> {
         let cut = |rows: Range<usize>| {
             rows.clone()
                 .step_by(HEAD_ROWS)
                 .map(move |start| start..(start + HEAD_ROWS).min(rows.end))
         };
-        if self.on_wgpu() || n <= CPU_MAX_ROWS {
-            return cut(0..n).collect();
+        if self.on_wgpu() || rows.len() <= CPU_MAX_ROWS {
+            return cut(rows).collect();
         }
-        cut(0..n - 1).chain(std::iter::once(n - 1..n)).collect()
+        let last = rows.end - 1;
+        cut(rows.start..last)
+            .chain(std::iter::once(last..rows.end))
+            .collect()
     }
 
     /// The blocks: every node's residual stream after the last, `[n, d_model]`, its K/V
@@ -1441,6 +1479,60 @@ mod tests {
             let [whole, sliced] = [whole, sliced].map(|ids| read_sync(ids.read()).expect("read"));
             assert_eq!(sliced, whole, "drawn: {}", draw.is_some());
         }
+    }
+
+    #[test]
+    fn ids_from_a_node_on_are_the_last_rows_of_every_nodes_ids() {
+        let config = LlamaConfig {
+            context_len: 512,
+            ..LlamaConfig::tiny()
+        };
+        let model = Llama::random(config.clone(), 6, true, &cpu()).expect("model");
+        let mut rng = Lcg(4);
+        let n = HEAD_ROWS + 30;
+        let tokens: Vec<u32> = (0..n)
+            .map(|_| rng.below(config.vocab_size) as u32)
+            .collect();
+        let positions: Vec<u32> = (0..n as u32).collect();
+        let mask = AncestorMask::causal(n);
+        let draw = Draw {
+            temperature: 0.8,
+            top_p: 0.9,
+            seed: 9,
+        };
+        for draw in [None, Some(&draw)] {
+            let every = model
+                .forward_ids(&mut model.new_cache(n), &tokens, &positions, &mask, 8, draw)
+                .expect("every node's ids");
+            let width = every.dims()[1];
+            let every = read_sync(every.read()).expect("read");
+            // Past the row-invariant rows, within them, and the last node alone.
+            for first in [20, n - CPU_MAX_ROWS, n - 1] {
+                let mut cache = model.new_cache(n);
+                let ids = model
+                    .forward_ids_from(&mut cache, &tokens, &positions, &mask, first, 8, draw)
+                    .expect("ids from a node on");
+                assert_eq!(ids.dims(), [n - first, width]);
+                let ids = read_sync(ids.read()).expect("read");
+                // The last node's ids are plain decoding's, bit for bit; the others may
+                // come from products over other tiles of rows.
+                assert_eq!(
+                    ids[(n - 1 - first) * width..],
+                    every[(n - 1) * width..],
+                    "from {first}"
+                );
+            }
+        }
+        let err = model.forward_ids_from(
+            &mut model.new_cache(n),
+            &tokens,
+            &positions,
+            &mask,
+            n,
+            8,
+            None,
+        );
+        assert!(err.is_err(), "a first node past the last");
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct FakeModel {
     pub recycled: usize,
     /// The most nodes one verification was given.
     pub largest_tree: usize,
-    /// Nodes whose top-k was asked for (`k > 0`), over all verifications.
+    /// Nodes whose top-k was asked for (`k > 0`), over all verifications and the rows
+    /// read of prompt passes.
     pub top_k_rows: usize,
     cache: Vec<u32>,
     /// Contexts of the last verified tree's nodes, for commit.
@@ -81,6 +82,24 @@ impl Target for FakeModel {
             self.pending.push(ctx);
         }
         Ok(samd_engine::split_columns(&ids, k, false, k))
+    }
+
+    async fn fill(
+        &mut self,
+        chain: &DraftTree,
+        first: usize,
+        k: usize,
+        sampling: Option<Sampling>,
+    ) -> Result<Verified, Error> {
+        // Counts the rows read, not the chain's.
+        let before = self.top_k_rows;
+        let mut verified = self.verify(chain, k, sampling).await?;
+        if k > 0 {
+            self.top_k_rows = before + chain.len() - first;
+        }
+        verified.next.drain(..first);
+        verified.top_k.drain(..first * k);
+        Ok(verified)
     }
 
     fn max_tree_nodes(&self) -> usize {
