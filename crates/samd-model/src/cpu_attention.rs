@@ -307,14 +307,23 @@ fn attend<V: Vectors>(
 /// The sum of `x` in [`LANES`] running sums added in a fixed order, then the tail.
 #[inline(always)]
 fn lane_sum(x: &[f32]) -> f32 {
+    lane_sum_of(x, |v| v)
+}
+
+/// The sum of `f(v)` over `x` as [`lane_sum`] adds (the RMSNorm's squares,
+/// [`crate::cpu_rms_norm`]).
+#[inline(always)]
+pub(crate) fn lane_sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let whole = x.len() / LANES * LANES;
     let mut acc = [0.0f32; LANES];
     for chunk in x[..whole].chunks_exact(LANES) {
         for l in 0..LANES {
-            acc[l] += chunk[l];
+            acc[l] += f(chunk[l]);
         }
     }
-    x[whole..].iter().fold(fold_lanes(acc), |sum, v| sum + v)
+    x[whole..]
+        .iter()
+        .fold(fold_lanes(acc), |sum, &v| sum + f(v))
 }
 
 /// The lanes' sums added pairwise, as a tree: the same order on every target.

@@ -3,19 +3,17 @@
 //! In burn ops it was seven operations (square, mean, expand, the epsilon, sqrt, a
 //! division and the weight), each a new tensor: in wasm 7.6% of a decode step
 //! (V8's profile, `tests/browser/profile-cpu.mjs`), for two norms per layer. Each row's
-//! sum of squares runs in [`LANES`] running sums in a fixed order, so a row's result does
-//! not depend on the rows beside it: a tree's nodes get what one-node steps get.
+//! sum of squares runs in the attention's eight running sums in a fixed order
+//! ([`lane_sum_of`]), so a row's result does not depend on the rows beside it: a tree's
+//! nodes get what one-node steps get.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 
+use crate::cpu_attention::lane_sum_of;
 use crate::cpu_matmul::f32s;
-
-/// Running sums of a row's squares: the products' and attention's lane count, which
-/// 128-bit and 256-bit vectors both hold.
-const LANES: usize = 8;
 
 /// `rms_norm(x) · weight` for each row of `x` (rows of `weight.len()` values).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
@@ -43,27 +41,12 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let d = weight.len();
     let mut out = vec![0.0; x.len()];
     for (row, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let rms = (sum_of_squares(row) / d as f32 + eps).sqrt();
+        let rms = (lane_sum_of(row, |v| v * v) / d as f32 + eps).sqrt();
         for ((o, &v), &w) in out.iter_mut().zip(row).zip(weight) {
             *o = v / rms * w;
         }
     }
     out
-}
-
-/// `Σ v²` over `row`, in [`LANES`] running sums added pairwise at the end, then the tail.
-#[inline(always)]
-fn sum_of_squares(row: &[f32]) -> f32 {
-    let whole = row.len() / LANES * LANES;
-    let mut acc = [0.0f32; LANES];
-    for chunk in row[..whole].chunks_exact(LANES) {
-        for l in 0..LANES {
-            acc[l] += chunk[l] * chunk[l];
-        }
-    }
-    let quad: [f32; 4] = std::array::from_fn(|l| acc[l] + acc[l + 4]);
-    let sum = (quad[0] + quad[2]) + (quad[1] + quad[3]);
-    row[whole..].iter().fold(sum, |s, v| s + v * v)
 }
 
 /// [`rms_norm`] as an operation of burn's CPU backend.

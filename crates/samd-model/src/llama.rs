@@ -1447,20 +1447,34 @@ mod tests {
 
     /// Past [`HEAD_ROWS`] nodes the head and the ids run a slice of rows at a time; the
     /// ids, greedy and drawn, are those of the whole forward's logits.
+    /// A random model of `config` (tied embeddings) and a prompt pass of `n` random
+    /// tokens over it: tokens, positions and a causal mask.
+    fn random_prompt_pass(
+        config: LlamaConfig,
+        seed: u64,
+        n: usize,
+    ) -> (Llama, Vec<u32>, Vec<u32>, AncestorMask) {
+        let model = Llama::random(config.clone(), seed, true, &cpu()).expect("model");
+        let mut rng = Lcg(seed);
+        let tokens = (0..n)
+            .map(|_| rng.below(config.vocab_size) as u32)
+            .collect();
+        (
+            model,
+            tokens,
+            (0..n as u32).collect(),
+            AncestorMask::causal(n),
+        )
+    }
+
     #[test]
     fn ids_of_a_forward_in_head_slices_are_those_of_all_its_logits() {
         let config = LlamaConfig {
             context_len: 512,
             ..LlamaConfig::tiny()
         };
-        let model = Llama::random(config.clone(), 5, true, &cpu()).expect("model");
-        let mut rng = Lcg(3);
         let n = 2 * HEAD_ROWS + 44;
-        let tokens: Vec<u32> = (0..n)
-            .map(|_| rng.below(config.vocab_size) as u32)
-            .collect();
-        let positions: Vec<u32> = (0..n as u32).collect();
-        let mask = AncestorMask::causal(n);
+        let (model, tokens, positions, mask) = random_prompt_pass(config, 5, n);
         let draw = Draw {
             temperature: 0.8,
             top_p: 0.9,
@@ -1487,14 +1501,8 @@ mod tests {
             context_len: 512,
             ..LlamaConfig::tiny()
         };
-        let model = Llama::random(config.clone(), 6, true, &cpu()).expect("model");
-        let mut rng = Lcg(4);
         let n = HEAD_ROWS + 30;
-        let tokens: Vec<u32> = (0..n)
-            .map(|_| rng.below(config.vocab_size) as u32)
-            .collect();
-        let positions: Vec<u32> = (0..n as u32).collect();
-        let mask = AncestorMask::causal(n);
+        let (model, tokens, positions, mask) = random_prompt_pass(config, 6, n);
         let draw = Draw {
             temperature: 0.8,
             top_p: 0.9,
