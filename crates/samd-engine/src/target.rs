@@ -44,14 +44,7 @@ pub trait Target {
         k: usize,
         sampling: Option<Sampling>,
     ) -> impl Future<Output = Result<Verified, Error>> {
-        async move {
-            let mut verified = self.verify(chain, k, sampling).await?;
-            verified.next.drain(..first.min(verified.next.len()));
-            verified
-                .top_k
-                .drain(..(first * k).min(verified.top_k.len()));
-            Ok(verified)
-        }
+        async move { Ok(self.verify(chain, k, sampling).await?.from_node(first, k)) }
     }
 
     /// Most prompt tokens per prefill pass, the same for every method
@@ -97,6 +90,16 @@ pub struct Verified {
     pub next: Vec<u32>,
     /// Per node, the `k` most likely next ids, best first, row-major (empty when `k = 0`).
     pub top_k: Vec<u32>,
+}
+
+impl Verified {
+    /// The ids of the nodes from `first` on, `k` of them per node in the top-k: what
+    /// [`Target::fill`] returns of a verification of the whole chain.
+    pub fn from_node(mut self, first: usize, k: usize) -> Self {
+        self.next.drain(..first.min(self.next.len()));
+        self.top_k.drain(..(first * k).min(self.top_k.len()));
+        self
+    }
 }
 
 /// A [`Llama`] with its KV cache.

@@ -145,7 +145,7 @@ fn token_recycling_learns_from_the_prompt_positions_the_target_allows() {
         assert_eq!(
             last.target().top_k_rows,
             rows,
-            "the last {recycled} positions, across the last two passes"
+            "the last {recycled} positions (the last pass holds 88)"
         );
         assert_eq!(out, all_rows);
 

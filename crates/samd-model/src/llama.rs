@@ -1445,8 +1445,6 @@ mod tests {
         }
     }
 
-    /// Past [`HEAD_ROWS`] nodes the head and the ids run a slice of rows at a time; the
-    /// ids, greedy and drawn, are those of the whole forward's logits.
     /// A random model of `config` (tied embeddings) and a prompt pass of `n` random
     /// tokens over it: tokens, positions and a causal mask.
     fn random_prompt_pass(
@@ -1467,6 +1465,8 @@ mod tests {
         )
     }
 
+    /// Past [`HEAD_ROWS`] nodes the head and the ids run a slice of rows at a time; the
+    /// ids, greedy and drawn, are those of the whole forward's logits.
     #[test]
     fn ids_of_a_forward_in_head_slices_are_those_of_all_its_logits() {
         let config = LlamaConfig {

@@ -195,6 +195,15 @@ pub struct Comparison {
     pub greedy_ids: Vec<u32>,
 }
 
+impl Comparison {
+    /// The larger of the two differences (the prompt's pass alone when it was not run a
+    /// token at a time).
+    pub fn largest(&self) -> f32 {
+        self.one_by_one
+            .map_or(self.prompt_pass, |d| d.max(self.prompt_pass))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,7 +186,7 @@ impl Engine {
             .map_err(WebError::from)?;
         let tolerance = Reference::tolerance(model);
         let greedy_equal = got.greedy_ids == reference.greedy_ids;
-        let largest = got.one_by_one.unwrap_or(0.0).max(got.prompt_pass);
+        let largest = got.largest();
         let passed = greedy_equal && largest <= tolerance;
         let greedy_text = loaded
             .tokenizer

@@ -93,13 +93,11 @@ impl Target for FakeModel {
     ) -> Result<Verified, Error> {
         // Counts the rows read, not the chain's.
         let before = self.top_k_rows;
-        let mut verified = self.verify(chain, k, sampling).await?;
+        let verified = self.verify(chain, k, sampling).await?;
         if k > 0 {
             self.top_k_rows = before + chain.len() - first;
         }
-        verified.next.drain(..first);
-        verified.top_k.drain(..first * k);
-        Ok(verified)
+        Ok(verified.from_node(first, k))
     }
 
     fn max_tree_nodes(&self) -> usize {
