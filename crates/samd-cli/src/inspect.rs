@@ -59,6 +59,21 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     }
 
     let config = model.config(&file)?;
+    let claimed_context = file
+        .get_u32(&format!(
+            "{arch}.{}",
+            samd_model::config::keys::CONTEXT_LENGTH
+        ))
+        .ok()
+        .and_then(|c| usize::try_from(c).ok())
+        .filter(|&c| c > config.context_len);
+    let context = match claimed_context {
+        Some(c) => format!(
+            "{} (trained for {c}; served up to this)",
+            config.context_len
+        ),
+        None => config.context_len.to_string(),
+    };
     println!(
         "config:        {} layers, d_model {}, d_ffn {}, {} query / {} KV heads of {}, \
          vocab {}, context {}, rms_eps {:e}, rope_theta {}",
@@ -69,7 +84,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         config.n_kv_heads,
         config.head_dim,
         config.vocab_size,
-        config.context_len,
+        context,
         config.rms_eps,
         config.rope_theta
     );

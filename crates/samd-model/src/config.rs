@@ -44,11 +44,21 @@ const TOKEN_EMBD: &str = "token_embd.weight";
 /// RoPE base used when the file does not say (llama.cpp's default).
 pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
 
+/// The most positions a model serves here. The RoPE table holds a row per position, and a
+/// file may claim any context (2^31 positions would be a table of terabytes), so a longer
+/// trained context is cut to this, which is beyond any cache samd allocates.
+pub const MAX_CONTEXT_LEN: usize = 32_768;
+
+/// The widest head the attention kernels hold in a workgroup's memory (Gemma's width; the
+/// Llama family's are 64 or 128).
+pub const MAX_HEAD_DIM: usize = 256;
+
 /// Hyperparameters of a Llama-family decoder.
 ///
 /// Invariants after [`validate`](Self::validate): every size is nonzero,
-/// `n_heads % n_kv_heads == 0`, `head_dim` is even, and `rms_eps`/`rope_theta` are finite
-/// and positive.
+/// `n_heads % n_kv_heads == 0`, `head_dim` is even and at most [`MAX_HEAD_DIM`],
+/// `context_len` is at most [`MAX_CONTEXT_LEN`], and `rms_eps`/`rope_theta` are finite and
+/// positive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
     /// Number of transformer blocks.
@@ -69,7 +79,8 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
     /// RoPE base frequency.
     pub rope_theta: f32,
-    /// Trained context length; RoPE tables are built for this many positions.
+    /// Positions served: the trained context length, cut to [`MAX_CONTEXT_LEN`]. The RoPE
+    /// table is built for this many.
     pub context_len: usize,
 }
 
@@ -176,7 +187,7 @@ impl LlamaConfig {
             rope_theta: file
                 .get_f32_opt(&key(keys::ROPE_FREQ_BASE))?
                 .unwrap_or(DEFAULT_ROPE_THETA),
-            context_len: size(keys::CONTEXT_LENGTH)?,
+            context_len: size(keys::CONTEXT_LENGTH)?.min(MAX_CONTEXT_LEN),
         };
         config.validate()?;
         Ok(config)
@@ -216,6 +227,18 @@ impl LlamaConfig {
                 self.head_dim
             )));
         }
+        if self.head_dim > MAX_HEAD_DIM {
+            return Err(invalid(format!(
+                "head_dim ({}) exceeds {MAX_HEAD_DIM}, the widest head the attention kernels hold",
+                self.head_dim
+            )));
+        }
+        if self.context_len > MAX_CONTEXT_LEN {
+            return Err(invalid(format!(
+                "context_len ({}) exceeds {MAX_CONTEXT_LEN}, the most positions served",
+                self.context_len
+            )));
+        }
         if self.n_heads.checked_mul(self.head_dim) != Some(self.d_model) {
             return Err(invalid(format!(
                 "n_heads ({}) * head_dim ({}) != d_model ({})",
@@ -235,8 +258,8 @@ impl LlamaConfig {
             )));
         }
         // Token ids travel as i32 on the device.
-        if i32::try_from(self.vocab_size).is_err() || i32::try_from(self.context_len).is_err() {
-            return Err(invalid("vocab_size or context_len exceeds i32".to_string()));
+        if i32::try_from(self.vocab_size).is_err() {
+            return Err(invalid("vocab_size exceeds i32".to_string()));
         }
         Ok(())
     }
@@ -270,5 +293,17 @@ mod tests {
         let mut c = LlamaConfig::tiny();
         c.n_layers = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn config_rejects_heads_wider_than_the_kernels_and_contexts_beyond_the_table() {
+        let mut c = LlamaConfig::tiny();
+        (c.n_heads, c.n_kv_heads, c.head_dim, c.d_model) = (1, 1, 512, 512);
+        let err = c.validate().expect_err("head_dim 512");
+        assert!(err.to_string().contains("head_dim (512)"), "{err}");
+        let mut c = LlamaConfig::tiny();
+        c.context_len = MAX_CONTEXT_LEN + 1;
+        let err = c.validate().expect_err("context");
+        assert!(err.to_string().contains("context_len"), "{err}");
     }
 }

@@ -1642,10 +1642,9 @@ mod tests {
         }
     }
 
-    /// A GGUF of the tiny config with `Llama::random`'s weights stored as F32.
     #[test]
     fn a_model_cut_to_its_first_layers_loads_with_that_many() {
-        let bytes = tiny_gguf("llama", None, None);
+        let bytes = tiny_gguf("llama", None, |_| {});
         let file = GgufFile::parse(&bytes).expect("tiny");
         let cut = crate::gguf_writer::keep_first_layers(&file, 1).expect("cut");
         let cut = GgufFile::parse(&cut).expect("valid");
@@ -1661,14 +1660,18 @@ mod tests {
         }
     }
 
-    fn tiny_gguf(arch: &str, extra_tensor: Option<&str>, skip_key: Option<&str>) -> Vec<u8> {
+    /// A GGUF of the tiny config with `Llama::random`'s weights stored as F32, its
+    /// metadata changed by `edit` before the tensors are added.
+    fn tiny_gguf(
+        arch: &str,
+        extra_tensor: Option<&str>,
+        edit: impl FnOnce(&mut crate::gguf_writer::GgufWriter),
+    ) -> Vec<u8> {
         use crate::gguf_writer::GgufWriter;
         let c = LlamaConfig::tiny();
         let mut w = GgufWriter::new();
         w.llama_config(arch, &c);
-        if let Some(key) = skip_key {
-            w.without_metadata(&format!("{arch}.{key}"));
-        }
+        edit(&mut w);
         for name in WeightName::all(c.n_layers) {
             if name == WeightName::Output {
                 continue; // tied
@@ -1685,7 +1688,7 @@ mod tests {
 
     #[test]
     fn from_gguf_loads_the_same_model_as_from_weights() {
-        let bytes = tiny_gguf("llama", None, None);
+        let bytes = tiny_gguf("llama", None, |_| {});
         let file = GgufFile::parse(&bytes).expect("parse");
         assert_eq!(
             LlamaConfig::from_gguf(&file).expect("config"),
@@ -1704,7 +1707,7 @@ mod tests {
 
     #[test]
     fn from_gguf_rejects_other_architectures_and_qkv_biases() {
-        let bytes = tiny_gguf("qwen2", None, None);
+        let bytes = tiny_gguf("qwen2", None, |_| {});
         let file = GgufFile::parse(&bytes).expect("parse");
         let err = LlamaConfig::from_gguf(&file).expect_err("qwen2");
         assert!(
@@ -1713,17 +1716,36 @@ mod tests {
         );
         assert!(err.to_string().contains("qwen2"), "{err}");
 
-        let bytes = tiny_gguf("llama", Some("blk.0.attn_q.bias"), None);
+        let bytes = tiny_gguf("llama", Some("blk.0.attn_q.bias"), |_| {});
         let file = GgufFile::parse(&bytes).expect("parse");
         let err = Llama::from_gguf(&file, &cpu()).expect_err("bias");
         assert!(err.to_string().contains("blk.0.attn_q.bias"), "{err}");
 
-        let bytes = tiny_gguf("llama", None, Some("attention.head_count"));
+        let bytes = tiny_gguf("llama", None, |w| {
+            w.without_metadata("llama.attention.head_count");
+        });
         let file = GgufFile::parse(&bytes).expect("parse");
         let err = LlamaConfig::from_gguf(&file).expect_err("missing key");
         assert!(
             err.to_string().contains("llama.attention.head_count"),
             "{err}"
         );
+    }
+
+    /// A file may claim any context; the RoPE table is built for the positions served,
+    /// not for 2^31 (which would be terabytes, and a crash rather than an error).
+    #[test]
+    fn a_file_claiming_a_huge_context_loads_with_the_positions_served() {
+        use crate::config::MAX_CONTEXT_LEN;
+        use crate::gguf::Value;
+        let bytes = tiny_gguf("llama", None, |w| {
+            w.without_metadata("llama.context_length")
+                .metadata("llama.context_length", Value::U32(i32::MAX as u32));
+        });
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let model = Llama::from_gguf(&file, &cpu()).expect("loads");
+        assert_eq!(model.config().context_len, MAX_CONTEXT_LEN);
+        let mut cache = model.new_cache(4);
+        read_logits(feed_chain(&model, &mut cache, &[1, 2, 3]));
     }
 }
