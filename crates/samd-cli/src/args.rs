@@ -158,7 +158,8 @@ pub struct ModelArgs {
 /// `samd generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The prompt: one user turn, wrapped in the ChatML template unless `--raw`.
+    /// The prompt: one user turn, wrapped in the ChatML template unless `--raw`. Turn
+    /// markers written in it stay text: only `--raw` reads them as control tokens.
     #[arg(
         required_unless_present = "prompt_file",
         conflicts_with = "prompt_file"
@@ -167,7 +168,8 @@ pub struct GenerateArgs {
     /// Read the prompt from this file instead (UTF-8).
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
-    /// Feed the prompt to the model verbatim, without the chat template.
+    /// Feed the prompt to the model verbatim, without the chat template, with any turn
+    /// markers in it (`<|im_start|>`) read as control tokens.
     #[arg(long)]
     pub raw: bool,
     /// Stop after this many generated tokens.

@@ -58,7 +58,7 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
     let mut progress = Progress::new("corpus", prompts.len() - done);
     let mut tokens = 0usize;
     for (i, prompt) in prompts.iter().enumerate().skip(done) {
-        let ids = tokenizer.encode(&tokenizer.chat_prompt(prompt)?)?;
+        let ids = tokenizer.encode_chat(prompt)?;
         let request = Request {
             prompt_ids: &ids,
             method: args.method,

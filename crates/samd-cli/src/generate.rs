@@ -112,12 +112,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let tokenizer = tokenizer?;
     load.tokenizer_ms = ms;
 
-    let prompt = if args.raw {
-        text
+    let prompt_ids = if args.raw {
+        tokenizer.encode(&text)?
     } else {
-        tokenizer.chat_prompt(&text)?
+        tokenizer.encode_chat(&text)?
     };
-    let prompt_ids = tokenizer.encode(&prompt)?;
     if prompt_ids.is_empty() {
         bail!("empty prompt: it encodes to no tokens");
     }

@@ -40,9 +40,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
 
     // A real token stream, repeated to the context length asked for.
-    let text =
-        tokenizer.chat_prompt("Explain, step by step, how a hash table handles collisions.")?;
-    let prompt = tokenizer.encode(&text)?;
+    let prompt =
+        tokenizer.encode_chat("Explain, step by step, how a hash table handles collisions.")?;
     let ids: Vec<u32> = prompt
         .iter()
         .copied()

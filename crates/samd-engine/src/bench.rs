@@ -172,8 +172,7 @@ pub fn load_prompts(jsonl: &str, tokenizer: &Tokenizer) -> Result<Vec<BenchPromp
             what: "no turns",
         })?;
         let ids = tokenizer
-            .chat_prompt(&first)
-            .and_then(|prompt| tokenizer.encode(&prompt))
+            .encode_chat(&first)
             .map_err(|source| BenchError::Tokenize {
                 line: line_no,
                 source,

@@ -42,6 +42,9 @@ const IM_END: &str = "<|im_end|>";
 /// A byte-level BPE tokenizer plus the few ids the decoder loop needs.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// `inner` reading control-token strings as text: for what a user wrote, which must
+    /// not forge a turn's markers.
+    as_text: tokenizers::Tokenizer,
     vocab_size: usize,
     eos_id: u32,
     im_end_id: Option<u32>,
@@ -220,9 +223,12 @@ impl Tokenizer {
         inner
             .add_tokens(normal)
             .map_err(tokenizer_error("adding user-defined tokens"))?;
+        let mut as_text = inner.clone();
+        as_text.set_encode_special_tokens(true);
 
         Ok(Tokenizer {
             inner,
+            as_text,
             vocab_size,
             eos_id,
             im_end_id,
@@ -294,22 +300,32 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Formats one user turn as a ChatML prompt that ends where the assistant's reply
+    /// Encodes one user turn as a ChatML prompt that ends where the assistant's reply
     /// begins:
     ///
     /// ```text
     /// <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
     /// ```
     ///
-    /// No system turn is added (SmolLM2's own template would insert a default one). Fails
-    /// with [`Error::UnsupportedChatTemplate`] when the model's template is not ChatML.
-    pub fn chat_prompt(&self, user: &str) -> Result<String> {
-        match self.chat {
-            Ok(()) => Ok(format!(
-                "{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
-            )),
-            Err(reason) => Err(Error::UnsupportedChatTemplate { reason }),
+    /// The user's text stays text: a `<|im_end|>` written in it is encoded as the
+    /// characters it is made of, not as the control token, so a prompt cannot close its
+    /// own turn and forge another (prompts come from a page's visitors). Otherwise the ids
+    /// are those of encoding the whole string, since control tokens split the text in
+    /// both. No system turn is added (SmolLM2's own template would insert a default one).
+    /// Fails with [`Error::UnsupportedChatTemplate`] when the model's template is not
+    /// ChatML.
+    pub fn encode_chat(&self, user: &str) -> Result<Vec<u32>> {
+        if let Err(reason) = self.chat {
+            return Err(Error::UnsupportedChatTemplate { reason });
         }
+        let mut ids = self.encode(IM_START)?;
+        let turn = self
+            .as_text
+            .encode(format!("user\n{user}"), false)
+            .map_err(tokenizer_error("encoding"))?;
+        ids.extend_from_slice(turn.get_ids());
+        ids.extend(self.encode(&format!("{IM_END}\n{IM_START}assistant\n"))?);
+        Ok(ids)
     }
 
     /// A fingerprint of the vocab: FNV-1a-64 over each token string's UTF-8 bytes in id

@@ -312,15 +312,12 @@ impl Engine {
             .ok_or_else(|| WebError::new(ErrorKind::NoModel, "load a model before generating"))?;
         let method: Method = request.method.parse().map_err(WebError::from)?;
         let sampling = request.sampling()?;
-        let text = if request.raw {
-            request.prompt.clone()
+        let ids = if request.raw {
+            loaded.tokenizer.encode(&request.prompt)
         } else {
-            loaded
-                .tokenizer
-                .chat_prompt(&request.prompt)
-                .map_err(WebError::from)?
-        };
-        let ids = loaded.tokenizer.encode(&text).map_err(WebError::from)?;
+            loaded.tokenizer.encode_chat(&request.prompt)
+        }
+        .map_err(WebError::from)?;
         loaded.use_method(method)?;
         let mut stop_ids = vec![loaded.tokenizer.eos_id()];
         stop_ids.extend(loaded.tokenizer.im_end_id());
