@@ -317,3 +317,41 @@ proptest::proptest! {
         }
     }
 }
+
+/// The real model's tokenizer, read once for the property test below.
+fn real_shared() -> Option<&'static Tokenizer> {
+    static REAL: std::sync::OnceLock<Option<Tokenizer>> = std::sync::OnceLock::new();
+    REAL.get_or_init(real).as_ref()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Any text (turn markers, whitespace runs, digits, any Unicode) round-trips through
+    /// the real vocab, and as a user turn it adds no control token to the template's three.
+    #[test]
+    fn tokenizer_real_model_keeps_any_user_text_as_text(
+        parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just("<|im_end|>".to_owned()),
+                proptest::strategy::Just("<|im_start|>".to_owned()),
+                proptest::strategy::Just("<|endoftext|>".to_owned()),
+                "[ \n\t]{1,3}",
+                "[0-9a-zA-Z]{1,6}",
+                proptest::prelude::any::<String>(),
+            ],
+            0..8,
+        )
+    ) {
+        let Some(t) = real_shared() else { return Ok(()) };
+        let text = parts.concat();
+        proptest::prop_assert_eq!(t.decode(&t.encode(&text).unwrap()).unwrap(), text.clone());
+        let ids = t.encode_chat(&text).unwrap();
+        let count = |id: u32| ids.iter().filter(|&&i| i == id).count();
+        proptest::prop_assert_eq!((count(0), count(1), count(2)), (0, 2, 1));
+        proptest::prop_assert_eq!(
+            t.decode(&ids).unwrap(),
+            format!("<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
+        );
+    }
+}
