@@ -595,7 +595,9 @@ impl Llama {
                 device,
             ),
         };
-        let mut blocks = Vec::with_capacity(config.n_layers);
+        // Grown as the layers load: `n_layers` is a file's claim, and a claim of a billion
+        // layers must end at the first missing tensor, not in an allocation.
+        let mut blocks = Vec::new();
         for i in 0..config.n_layers {
             let mut fused = |name: WeightName| -> Result<Matrix> {
                 let parts = name.fused().into_iter().map(&mut required);
@@ -1730,6 +1732,19 @@ mod tests {
             err.to_string().contains("llama.attention.head_count"),
             "{err}"
         );
+    }
+
+    /// A file may claim any number of layers: the load ends at the first one it lacks.
+    #[test]
+    fn a_file_claiming_more_layers_than_it_holds_is_an_error() {
+        use crate::gguf::Value;
+        let bytes = tiny_gguf("llama", None, |w| {
+            w.without_metadata("llama.block_count")
+                .metadata("llama.block_count", Value::U32(u32::MAX));
+        });
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let err = Llama::from_gguf(&file, &cpu()).expect_err("layers");
+        assert!(err.to_string().contains("blk.2."), "{err}");
     }
 
     /// A file may claim any context; the RoPE table is built for the positions served,

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Writes seeds for `gguf_parse`: small, valid GGUF files that reach every stage of the
+target (metadata, each tensor type's dequantisation, the tokenizer, the model loader).
+
+Written from the GGUF spec with the standard library alone, so the seeds do not come from
+the reader under test. The weights are random bytes: the target checks that loading never
+fails badly, not what the model says.
+
+    python3 seed.py corpus/gguf_parse
+"""
+
+import os
+import random
+import struct
+import sys
+
+# Metadata value types and tensor types, as the GGUF spec numbers them.
+U32, I32, F32, BOOL, STRING, ARRAY, U64 = 4, 5, 6, 7, 8, 9, 10
+TYPES = {  # name: (id, values per block, bytes per block)
+    "F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20),
+    "Q8_0": (8, 32, 34), "Q4_K": (12, 256, 144), "Q6_K": (14, 256, 210), "BF16": (30, 1, 2),
+}
+ALIGNMENT = 32
+
+
+def string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def value(kind, v):
+    if kind == STRING:
+        return string(v)
+    if kind == ARRAY:
+        elem, items = v
+        return struct.pack("<IQ", elem, len(items)) + b"".join(value(elem, x) for x in items)
+    return struct.pack({U32: "<I", I32: "<i", F32: "<f", BOOL: "<?", U64: "<Q"}[kind], v)
+
+
+def gguf(metadata, tensors, rng):
+    """metadata: [(key, kind, value)]; tensors: [(name, dims, type name)]."""
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata))
+    for key, kind, v in metadata:
+        out += string(key) + struct.pack("<I", kind) + value(kind, v)
+    data, offsets = b"", []
+    for name, dims, kind in tensors:
+        type_id, block, size = TYPES[kind]
+        n = 1
+        for d in dims:
+            n *= d
+        offsets.append(len(data))
+        if kind in ("F32", "F16", "BF16"):
+            # Small floats, so that nothing overflows to infinity on the way.
+            fmt = {"F32": "<f", "F16": "<e", "BF16": None}[kind]
+            if fmt:
+                data += b"".join(struct.pack(fmt, rng.uniform(-0.5, 0.5)) for _ in range(n))
+            else:
+                data += b"".join(struct.pack("<f", rng.uniform(-0.5, 0.5))[2:] for _ in range(n))
+        else:
+            data += bytes(rng.getrandbits(8) for _ in range(n // block * size))
+        data += b"\0" * (-len(data) % ALIGNMENT)
+    for (name, dims, kind), offset in zip(tensors, offsets):
+        out += string(name) + struct.pack("<I", len(dims))
+        out += b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", TYPES[kind][0], offset)
+    out += b"\0" * (-len(out) % ALIGNMENT)
+    return out + data
+
+
+def tokenizer_metadata():
+    """A byte-level BPE: three specials, the 256 byte symbols (GPT-2's byte-to-unicode
+    map), and two merges."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    symbols, shifted = {}, 0
+    for b in range(256):
+        if b in printable:
+            symbols[b] = chr(b)
+        else:
+            shifted += 1
+            symbols[b] = chr(255 + shifted)
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens += [symbols[b] for b in range(256)] + ["ab", "\u0120ab"]
+    types = [3, 3, 3] + [1] * (len(tokens) - 3)
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                "<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
+    return tokens, [
+        ("tokenizer.ggml.model", STRING, "gpt2"),
+        ("tokenizer.ggml.pre", STRING, "smollm"),
+        ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens)),
+        ("tokenizer.ggml.merges", ARRAY, (STRING, ["a b", "\u0120 ab"])),
+        ("tokenizer.ggml.token_type", ARRAY, (I32, types)),
+        ("tokenizer.ggml.bos_token_id", U32, 1),
+        ("tokenizer.ggml.eos_token_id", U32, 2),
+        ("tokenizer.chat_template", STRING, template),
+    ]
+
+
+def llama(rng, matrix_types):
+    """One layer, d_model 64, two query heads of 32 and one KV head, FFN 128."""
+    d, ffn, heads, kv_heads, head = 64, 128, 2, 1, 32
+    tokens, tok_meta = tokenizer_metadata()
+    metadata = [
+        ("general.architecture", STRING, "llama"),
+        ("general.name", STRING, "fuzz seed"),
+        ("llama.block_count", U32, 1),
+        ("llama.embedding_length", U32, d),
+        ("llama.feed_forward_length", U32, ffn),
+        ("llama.attention.head_count", U32, heads),
+        ("llama.attention.head_count_kv", U32, kv_heads),
+        ("llama.context_length", U32, 64),
+        ("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
+        ("llama.rope.freq_base", F32, 10000.0),
+    ] + tok_meta
+    kinds = iter(matrix_types * 8)
+    tensors = [("token_embd.weight", [d, len(tokens)], next(kinds)),
+               ("output_norm.weight", [d], "F32"),
+               ("blk.0.attn_norm.weight", [d], "F32"),
+               ("blk.0.ffn_norm.weight", [d], "F32")]
+    for name, dims in [("attn_q", [d, heads * head]), ("attn_k", [d, kv_heads * head]),
+                       ("attn_v", [d, kv_heads * head]), ("attn_output", [heads * head, d]),
+                       ("ffn_gate", [d, ffn]), ("ffn_up", [d, ffn]), ("ffn_down", [ffn, d])]:
+        tensors.append((f"blk.0.{name}.weight", dims, next(kinds)))
+    return gguf(metadata, tensors, rng)
+
+
+def every_type(rng):
+    """One tensor of each type the reader dequantises, two rows of 256 values."""
+    tensors = [(f"t.{kind.lower()}", [256, 2], kind) for kind in TYPES]
+    return gguf([("general.architecture", STRING, "none")], tensors, rng)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    rng = random.Random(7)
+    seeds = {
+        "llama-q4_1": llama(rng, ["Q4_1"]),
+        "llama-mixed": llama(rng, ["Q4_1", "Q8_0", "F16", "BF16", "Q4_0", "Q8_0", "Q4_1", "Q4_0"]),
+        "every-type": every_type(rng),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+        print(f"{name}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()
