@@ -59,10 +59,11 @@ export async function serve(roots = webRoots, headers = {}) {
 /**
  * A second origin serving `file` at every path, with the faults a download must survive:
  * the first `cuts` GETs announce the whole length but lose the connection after `cutAt`
- * bytes, and `delayMs` before each 256 KB chunk makes a slow network. Each request is
- * logged as {method, path, sent, closed}.
+ * bytes, `delayMs` before each 256 KB chunk makes a slow network, and `announce` claims
+ * that many bytes instead of the file's length. Each request is logged as
+ * {method, path, sent, closed}.
  */
-export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 0 } = {}) {
+export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 0, announce } = {}) {
   const data = await readFile(join(repo, file));
   const requests = [];
   const server = createServer(async (req, res) => {
@@ -70,7 +71,7 @@ export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 
     requests.push(log);
     res.on('close', () => (log.closed = true));
     res.on('error', () => {});
-    res.writeHead(200, { 'Access-Control-Allow-Origin': '*', 'Content-Type': 'application/octet-stream', 'Content-Length': data.length });
+    res.writeHead(200, { 'Access-Control-Allow-Origin': '*', 'Content-Type': 'application/octet-stream', 'Content-Length': announce ?? data.length });
     if (req.method !== 'GET') return res.end();
     const gets = requests.filter((r) => r.method === 'GET').length;
     const end = gets <= cuts ? Math.min(cutAt, data.length) : data.length;
@@ -82,7 +83,7 @@ export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 
       await new Promise((ok) => res.write(chunk, ok));
       log.sent += chunk.length;
     }
-    if (end < data.length) res.destroy();
+    if (end < (announce ?? data.length)) res.destroy();
     else res.end();
   });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));

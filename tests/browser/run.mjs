@@ -24,6 +24,7 @@ import {
   repo,
   screenshot,
   serve,
+  serveFaulty,
   shownError,
   slow,
   stopwatch,
@@ -79,10 +80,18 @@ test('race page: both lanes give the same text, then a reload loads the model fr
 test('bad model URLs show an error and the page recovers', { timeout: 2 * slow }, async () => {
   const lap = stopwatch('bad-url');
   const browser = await launch();
+  // A file that says it is 5 GB (a 7B model's size) is refused before its download: the
+  // server sends a few KB and hangs up, which a download would report as a cut connection.
+  const huge = await serveFaulty('web/index.html', { announce: 5e9 });
   try {
     const { page } = browser;
     await openPage(page, server, { model: 'models/no-such-model.gguf' });
-    for (const [url, kind] of [['models/no-such-model.gguf', 'http'], ['index.html', 'corrupt']]) {
+    const cases = [
+      ['models/no-such-model.gguf', 'http'],
+      ['index.html', 'corrupt'],
+      [`${huge.url}huge.gguf`, 'too-big'],
+    ];
+    for (const [url, kind] of cases) {
       await page.getByTestId('model').fill(url);
       await page.getByTestId('run').click();
       console.log(`  bad-url: ${url} -> ${await shownError(page, kind)}`);
@@ -96,6 +105,7 @@ test('bad model URLs show an error and the page recovers', { timeout: 2 * slow }
     await screenshot(page, 'bad-url-recovered');
   } finally {
     await browser.close();
+    await huge.close();
   }
 });
 

@@ -14,6 +14,12 @@ use crate::error::{ErrorKind, WebError, is_abort, js_message};
 /// The Cache Storage bucket. Bump the suffix if the stored format ever changes.
 pub const CACHE_NAME: &str = "samd-files-v1";
 
+/// The largest file held in wasm memory. A 32-bit WebAssembly module addresses 4 GiB, which
+/// must hold the file and the model built from it; a larger file (a 7B model, say) gets a
+/// clear error before its download, where it would otherwise exhaust the memory midway and
+/// take the worker down.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
 /// Where bytes are coming from, for progress events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -157,11 +163,19 @@ async fn read_body(
     let Some(body) = response.body() else {
         return Ok(Vec::new());
     };
+    if let Some(total) = total
+        && total > MAX_FILE_BYTES
+    {
+        // Unread, the body would go on downloading.
+        let _ = body.cancel();
+        return Err(too_big(url, &format!("{:.0} MB", mb(total))));
+    }
     let reader: ReadableStreamDefaultReader = body
         .get_reader()
         .dyn_into()
         .map_err(|_| WebError::new(ErrorKind::Internal, "the body has no default reader"))?;
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(1 << 31) as usize);
+    let mut bytes = Vec::new();
+    reserve(&mut bytes, total.unwrap_or(0), url)?;
     progress(source, 0, total);
     loop {
         if signal.is_some_and(|s| s.aborted()) {
@@ -195,7 +209,14 @@ async fn read_body(
             .dyn_into()
             .map_err(|_| WebError::new(ErrorKind::Internal, "a body chunk is not bytes"))?;
         let start = bytes.len();
-        bytes.resize(start + value.length() as usize, 0);
+        let end = start + value.length() as usize;
+        if end as u64 > MAX_FILE_BYTES {
+            reader.release_lock();
+            let _ = body.cancel();
+            return Err(too_big(url, &format!("over {:.0} MB", mb(end as u64))));
+        }
+        reserve(&mut bytes, value.length().into(), url)?;
+        bytes.resize(end, 0);
         value.copy_to(&mut bytes[start..]);
         progress(source, bytes.len() as u64, total);
     }
@@ -213,4 +234,38 @@ async fn read_body(
         ));
     }
     Ok(bytes)
+}
+
+/// Makes room for `more` bytes, or says that the browser has no memory for them (rather
+/// than aborting the module, as a failed allocation would).
+fn reserve(bytes: &mut Vec<u8>, more: u64, url: &str) -> Result<(), WebError> {
+    usize::try_from(more)
+        .ok()
+        .and_then(|more| bytes.try_reserve(more).ok())
+        .ok_or_else(|| {
+            WebError::new(
+                ErrorKind::TooBig,
+                format!(
+                    "the browser has no memory for {url}: {:.0} MB read, {:.0} MB more needed",
+                    mb(bytes.len() as u64),
+                    mb(more)
+                ),
+            )
+        })
+}
+
+/// The error for a file beyond [`MAX_FILE_BYTES`]; `size` says how large it is.
+fn too_big(url: &str, size: &str) -> WebError {
+    WebError::new(
+        ErrorKind::TooBig,
+        format!(
+            "{url} is {size}; the browser build holds files up to {} MB, since its 4 GiB \
+             of WebAssembly memory holds the file and the model built from it",
+            MAX_FILE_BYTES >> 20
+        ),
+    )
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
 }
