@@ -81,6 +81,18 @@ pub enum Error {
         /// Byte offset of the type id.
         offset: usize,
     },
+    /// More array elements in the metadata than any tokenizer needs: each becomes a value
+    /// in memory several times its size in the file.
+    #[error(
+        "GGUF metadata arrays hold more than {max} elements in all (at offset {offset}); \
+         a tokenizer needs a few hundred thousand"
+    )]
+    TooManyArrayElements {
+        /// The cap.
+        max: usize,
+        /// Byte offset of the array that went past it.
+        offset: usize,
+    },
     /// Arrays nested deeper than we allow (recursion must stay bounded).
     #[error("GGUF arrays nested deeper than {max} at offset {offset}")]
     NestingTooDeep {

@@ -43,6 +43,12 @@ pub const MAX_TENSOR_NAME_BYTES: u64 = 63;
 /// level, and a cap keeps the recursive value parser from exhausting the stack.
 pub const MAX_VALUE_DEPTH: usize = 8;
 
+/// The most array elements the metadata may hold in all. An element takes a [`Value`] of
+/// 32 bytes however small it is in the file (a u8 array grows 32-fold), so without a cap a
+/// file could claim memory far beyond its size; the largest vocabularies with their merges
+/// and token types hold about a million.
+pub const MAX_ARRAY_ELEMENTS: usize = 1 << 22;
+
 /// Well-known metadata keys (llama.cpp's names, see `gguf-py/gguf/constants.py`).
 pub mod keys {
     /// The architecture name that prefixes the model's own keys (`llama`, `qwen2`, …).
@@ -404,6 +410,8 @@ impl fmt::Debug for GgufFile<'_> {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Array elements the metadata may still hold (see [`MAX_ARRAY_ELEMENTS`]).
+    elements_left: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -528,6 +536,13 @@ impl<'a> Reader<'a> {
                 let count = self.u64("array length")?;
                 let n =
                     self.check_count("array element", count, elem_type.min_size(), count_offset)?;
+                self.elements_left =
+                    self.elements_left
+                        .checked_sub(n)
+                        .ok_or(Error::TooManyArrayElements {
+                            max: MAX_ARRAY_ELEMENTS,
+                            offset: count_offset,
+                        })?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem_type, depth + 1)?);
@@ -549,7 +564,11 @@ impl<'a> GgufFile<'a> {
     /// Parses and validates a GGUF file. Tensor data is not touched until asked for, so
     /// this is fast (it is dominated by the vocab strings).
     pub fn parse(bytes: &'a [u8]) -> Result<GgufFile<'a>> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            elements_left: MAX_ARRAY_ELEMENTS,
+        };
 
         let mut found = [0u8; 4];
         for (dst, src) in found.iter_mut().zip(bytes) {

@@ -321,6 +321,42 @@ fn gguf_rejects_counts_that_cannot_fit() {
     ));
 }
 
+/// Two u8 arrays that fit their bytes but together pass the element cap: 4 MB of file
+/// would have become 134 MB of values, and a gigabyte of it 34 GB.
+#[test]
+fn gguf_rejects_more_array_elements_than_the_cap() {
+    assert_eq!(
+        std::mem::size_of::<Value>(),
+        32,
+        "the cap's doc assumes 32-byte values"
+    );
+    let half = MAX_ARRAY_ELEMENTS / 2 + 1;
+    // Version 3, no tensors, two metadata entries.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(&2u64.to_le_bytes());
+    for key in ["a", "b"] {
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+        bytes.extend_from_slice(&(ValueType::U8 as u32).to_le_bytes());
+        bytes.extend_from_slice(&(half as u64).to_le_bytes());
+        bytes.resize(bytes.len() + half, 7);
+    }
+    assert!(matches!(
+        parse_err(&bytes),
+        Error::TooManyArrayElements {
+            max: MAX_ARRAY_ELEMENTS,
+            ..
+        }
+    ));
+    // One of them alone parses.
+    let one = bytes.len() - (8 + 1 + 4 + 4 + 8 + half);
+    bytes[16..24].copy_from_slice(&1u64.to_le_bytes());
+    GgufFile::parse(&bytes[..one]).expect("one array under the cap");
+}
+
 #[test]
 fn gguf_rejects_deep_nesting_and_bad_utf8() {
     let mut v = Value::U8(1);
