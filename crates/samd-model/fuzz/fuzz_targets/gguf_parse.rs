@@ -1,15 +1,18 @@
 //! Parses arbitrary bytes as GGUF, dequantises every tensor and reads it in blocks, builds
-//! the tokenizer, and loads whatever has a valid config as a model on the CPU: any input
-//! must give `Ok` or `Err` (or `None`), never a panic, an abort or an out-of-memory.
+//! the tokenizer, loads whatever has a valid config as a model on the CPU, and runs two
+//! tokens through what loads: any input must give `Ok` or `Err` (or `None`), never a
+//! panic, an abort or an out-of-memory, and a model that loads must run.
 //!
 //! Loading is where metadata sizes allocations (the RoPE table, the matrices), so it is
-//! where a file that claims more than it holds would do harm.
+//! where a file that claims more than it holds would do harm; the forward is where odd
+//! but valid shapes (heads, widths that are no multiple of a block or a lane) meet the CPU
+//! kernels.
 #![no_main]
 
-use burn::tensor::Device;
+use burn::tensor::{Device, try_read_sync};
 use libfuzzer_sys::fuzz_target;
 use samd_model::gguf::GgufFile;
-use samd_model::{Llama, LlamaConfig};
+use samd_model::{AncestorMask, Llama};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(file) = GgufFile::parse(data) else {
@@ -22,7 +25,16 @@ fuzz_target!(|data: &[u8]| {
     }
     // Building a tokenizer exercises the metadata getters and the merge validation.
     let _ = samd_model::tokenizer::Tokenizer::from_gguf(&file);
-    if LlamaConfig::from_gguf(&file).is_ok() {
-        let _ = Llama::from_gguf(&file, &Device::flex());
-    }
+    let Ok(model) = Llama::from_gguf(&file, &Device::flex()) else {
+        return;
+    };
+    let last = u32::try_from(model.config().vocab_size - 1).expect("validated: fits i32");
+    let mut cache = model.new_cache(4);
+    let logits = model
+        .forward(&mut cache, &[0, last], &[0, 1], &AncestorMask::causal(2))
+        .expect("a model that loads runs two tokens");
+    let ids = try_read_sync(model.read_ids(logits.argmax_ids()))
+        .expect("the CPU reads synchronously")
+        .expect("ids read back");
+    assert_eq!(ids.len(), 2);
 });
