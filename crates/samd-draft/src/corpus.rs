@@ -17,6 +17,12 @@ use crate::{Error, TokenId, check_token, check_vocab_size};
 /// Separates documents in a corpus text. Never a valid token id.
 pub const SEPARATOR: TokenId = u32::MAX;
 
+/// The most tokens (separators included) a static corpus holds. At about 50 bytes of
+/// automaton a token, that is some 420 MB, which a browser's 4 GiB of wasm memory holds
+/// beside a model; a larger file would exhaust it on load and take the worker down. The
+/// default corpus holds 441k tokens, and a file of 8 MB about 4 million.
+pub const MAX_CORPUS_TOKENS: usize = 1 << 23;
+
 /// A read-only suffix automaton over a corpus, with end-position counts for tree drafts.
 ///
 /// # Example
@@ -121,6 +127,7 @@ impl StaticSam {
         n_docs: u32,
         tokenizer_hash: u64,
     ) -> Result<Self, Error> {
+        check_corpus_len(text.len() as u64)?;
         let mut sam = SuffixAutomaton::with_capacity(text.len());
         for &t in &text {
             sam.extend(t)?;
@@ -259,6 +266,17 @@ impl StaticSam {
             });
         }
     }
+}
+
+/// Refuses a corpus of more than [`MAX_CORPUS_TOKENS`] tokens.
+pub(crate) fn check_corpus_len(len: u64) -> Result<(), Error> {
+    if len > MAX_CORPUS_TOKENS as u64 {
+        return Err(Error::TextTooLong {
+            len,
+            max: MAX_CORPUS_TOKENS as u64,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //!    end     8  checksum of every byte before it
 //! ```
 
-use crate::corpus::{SEPARATOR, StaticSam};
+use crate::corpus::{SEPARATOR, StaticSam, check_corpus_len};
 use crate::{Error, check_vocab_size};
 
 /// First bytes of every corpus file.
@@ -133,6 +133,8 @@ impl StaticSam {
         if need != have {
             return Err(Error::Length { need, have });
         }
+        // Before the tokens are decoded: the automaton is built from as many.
+        check_corpus_len(n_slots)?;
         let body_end = bytes.len() - CHECKSUM_LEN;
         let (body, _) = bytes
             .split_at_checked(body_end)
@@ -202,6 +204,24 @@ mod tests {
             })
             .collect();
         StaticSam::build(docs.iter().map(Vec::as_slice), vocab_size, 0xABCD).unwrap()
+    }
+
+    /// A file whose length backs its token count, but whose count passes the cap, is
+    /// refused before its tokens are decoded (its checksum is never reached).
+    #[test]
+    fn refuses_more_tokens_than_the_cap() {
+        use crate::corpus::MAX_CORPUS_TOKENS;
+        let slots = MAX_CORPUS_TOKENS + 1;
+        let mut bytes = sample(300).to_bytes();
+        bytes[32..40].copy_from_slice(&(slots as u64).to_le_bytes());
+        bytes.resize(HEADER_LEN + 2 * slots + CHECKSUM_LEN, 0);
+        assert_eq!(
+            StaticSam::from_bytes(&bytes).err(),
+            Some(Error::TextTooLong {
+                len: slots as u64,
+                max: MAX_CORPUS_TOKENS as u64
+            })
+        );
     }
 
     #[test]
