@@ -77,7 +77,7 @@ test('race page: both lanes give the same text, then a reload loads the model fr
   }
 });
 
-test('bad model URLs show an error and the page recovers', { timeout: 2 * slow }, async () => {
+test('bad model URLs and a blank prompt show an error and the page recovers', { timeout: 2 * slow }, async () => {
   const lap = stopwatch('bad-url');
   const browser = await launch();
   // A file that says it is 5 GB (a 7B model's size) is refused before its download: the
@@ -97,8 +97,17 @@ test('bad model URLs show an error and the page recovers', { timeout: 2 * slow }
       console.log(`  bad-url: ${url} -> ${await shownError(page, kind)}`);
       await screenshot(page, `bad-url-${kind}`);
     }
-    lap('errors shown');
     await page.getByTestId('model').fill(model);
+    const asked = await page.getByTestId('prompt').inputValue();
+    await page.getByTestId('prompt').fill(' \n ');
+    await page.getByTestId('run').click();
+    // The model loads (its line stays in the progress area); the generation is refused.
+    const error = page.getByTestId('error');
+    await error.waitFor({ state: 'visible', timeout: slow });
+    assert.equal(await error.getAttribute('data-kind'), 'prompt', await error.textContent());
+    console.log(`  bad-url: a blank prompt -> ${await error.textContent()}`);
+    lap('errors shown');
+    await page.getByTestId('prompt').fill(asked);
     await race(page, 'bad-url');
     await checkLanes(page);
     lap('recovered');

@@ -312,6 +312,11 @@ impl Engine {
             .ok_or_else(|| WebError::new(ErrorKind::NoModel, "load a model before generating"))?;
         let method: Method = request.method.parse().map_err(WebError::from)?;
         let sampling = request.sampling()?;
+        // A blank user turn would still make a prompt (the template's), and an answer to
+        // nothing; the CLI refuses it too.
+        if !request.raw && request.prompt.trim().is_empty() {
+            return Err(WebError::from(samd_engine::Error::EmptyPrompt).into());
+        }
         let ids = if request.raw {
             loaded.tokenizer.encode(&request.prompt)
         } else {
