@@ -5,7 +5,8 @@
 //! timed as the decode loop runs it: one forward over N nodes against a filled cache, the
 //! top-k ids read back, the pending nodes dropped. With `--prefill N` it first times a
 //! prefill: N prompt tokens into an empty cache, as one forward, the last token's argmax
-//! read back, as the decode loop prefills for methods without Token Recycling.
+//! read back, as the decode loop prefills for methods without Token Recycling; then the
+//! same with the top-k ids of the positions Token Recycling learns from.
 //!
 //! Beside each step's time it prints the host's part: building the forward and handing
 //! its kernels to the device, before anything is waited on. On a GPU a step of this
@@ -203,6 +204,26 @@ fn time_prefill(
     );
     if args.kernel_times {
         println!("prefill: {}\n", time_kernels(target, &chain, mode)?);
+    }
+    // What Token Recycling adds: the top-k ids of the prompt's last positions (all of
+    // them on wgpu), whose rows of the head the plain prefill skips.
+    let learned = target.recycled_prompt_positions().min(chain.len());
+    if args.top_k > 0 && learned > 1 {
+        let mode = StepMode {
+            reads: Reads::From {
+                first: chain.len() - learned,
+                k: args.top_k,
+            },
+            sampling,
+        };
+        let recycled = time_verify(target, &chain, mode, args.reps)?;
+        println!(
+            "the same prefill as Token Recycling runs it, the top-{} ids of its last {learned} \
+             positions read back: {:.1} ms ({:.2}× the plain one)\n",
+            args.top_k,
+            recycled.median_ms,
+            recycled.median_ms / step.median_ms,
+        );
     }
     Ok(())
 }
