@@ -18,7 +18,7 @@ pub const CACHE_NAME: &str = "samd-files-v1";
 /// must hold the file and the model built from it; a larger file (a 7B model, say) gets a
 /// clear error before its download, where it would otherwise exhaust the memory midway and
 /// take the worker down.
-const MAX_FILE_BYTES: u64 = 1 << 30;
+const MAX_FILE_BYTES: u64 = 1_000_000_000;
 
 /// Where bytes are coming from, for progress events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,13 +259,14 @@ fn too_big(url: &str, size: &str) -> WebError {
     WebError::new(
         ErrorKind::TooBig,
         format!(
-            "{url} is {size}; the browser build holds files up to {} MB, since its 4 GiB \
+            "{url} is {size}; the browser build holds files up to {:.0} MB, since its 4 GiB \
              of WebAssembly memory holds the file and the model built from it",
-            MAX_FILE_BYTES >> 20
+            mb(MAX_FILE_BYTES)
         ),
     )
 }
 
+/// Bytes in (decimal) megabytes, as the messages and the progress bar count them.
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
