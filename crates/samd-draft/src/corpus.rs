@@ -117,17 +117,18 @@ impl StaticSam {
                 what: "more than 2^32 documents",
             })?;
         }
+        check_corpus_len(text.len() as u64)?;
         Self::from_text(text, vocab_size, n_docs, tokenizer_hash)
     }
 
-    /// Builds from a validated text (documents each ended by `SEPARATOR`).
+    /// Builds from a validated text (documents each ended by `SEPARATOR`, at most
+    /// [`MAX_CORPUS_TOKENS`] tokens).
     pub(crate) fn from_text(
         text: Vec<TokenId>,
         vocab_size: u32,
         n_docs: u32,
         tokenizer_hash: u64,
     ) -> Result<Self, Error> {
-        check_corpus_len(text.len() as u64)?;
         let mut sam = SuffixAutomaton::with_capacity(text.len());
         for &t in &text {
             sam.extend(t)?;
