@@ -141,6 +141,8 @@ async function load() {
     })
     .catch((e) => {
       ui.progressArea.hidden = true;
+      const kept = e.kept && client.loaded;
+      if (kept) e.message = `${e.message.replace(/\.?$/, '.')} The model loaded before, ${kept.info.model.name}, is still loaded.`;
       throw e;
     });
   const m = loaded.model;

@@ -5,12 +5,16 @@
 // spawns a fresh one, sends the last init again and reloads the last loaded model (which
 // then comes from Cache Storage), before any queued request runs.
 
-/** An `error` reply: `kind` is one of the protocol's error kinds, or 'fatal' for a crash. */
+/**
+ * An `error` reply: `kind` is one of the protocol's error kinds, or 'fatal' for a crash;
+ * a failed load's `kept` says whether the model loaded before is still loaded.
+ */
 export class SamdError extends Error {
-  constructor(kind, message) {
+  constructor(kind, message, kept = undefined) {
     super(message);
     this.name = 'SamdError';
     this.kind = kind;
+    if (kept !== undefined) this.kept = kept;
   }
 }
 
@@ -61,10 +65,16 @@ export class SamdClient {
       modelUrl: new URL(modelUrl, document.baseURI).href,
       corpusUrl: corpusUrl ? new URL(corpusUrl, document.baseURI).href : null,
     };
-    return this.#enqueue(msg, onProgress).then((info) => {
-      this.#load = { modelUrl: msg.modelUrl, corpusUrl: msg.corpusUrl, msg, info };
-      return info;
-    });
+    return this.#enqueue(msg, onProgress).then(
+      (info) => {
+        this.#load = { modelUrl: msg.modelUrl, corpusUrl: msg.corpusUrl, msg, info };
+        return info;
+      },
+      (e) => {
+        if (e.kept === false) this.#load = null;
+        throw e;
+      },
+    );
   }
 
   /** Resolves with the `done` message; `onStep` gets each `step`. */
@@ -136,7 +146,7 @@ export class SamdClient {
     if (!pending || msg.id !== pending.id) return;
     if (msg.type === 'error') {
       this.#pending = null;
-      pending.reject(new SamdError(msg.kind, msg.message));
+      pending.reject(new SamdError(msg.kind, msg.message, msg.kept));
     } else if (finals.has(msg.type)) {
       this.#pending = null;
       pending.resolve(msg);

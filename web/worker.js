@@ -23,7 +23,10 @@
 //   {type:'clearCache', id} → {type:'cacheCleared', id}
 // Any request may end in {type:'error', id, kind, message} instead. Kinds: network, http,
 // corrupt, unsupported, too-big, device-lost, out-of-memory, busy, prompt, options,
-// no-model, cancelled, internal. A request while another runs gets 'busy'.
+// no-model, cancelled, internal. A request while another runs gets 'busy'. A failed
+// load's error also says whether the model loaded before is still loaded (`kept`): it is,
+// unless the failure came while building the new weights on the device, after the old
+// ones were released to make room.
 // If the wasm instance traps (a panic, an out-of-memory), the worker posts
 // {type:'fatal', message}: the engine is gone, and the page must start a new worker.
 // If the GPU device is lost, the request that finds out ends in
@@ -173,7 +176,8 @@ self.onmessage = async ({ data: msg }) => {
       engine = null;
       post({ type: 'fatal', id: msg.id, message });
     } else {
-      post({ type: 'error', id: msg.id, kind, message });
+      const kept = msg.type === 'load' ? { kept: !!engine?.hasModel() } : {};
+      post({ type: 'error', id: msg.id, kind, message, ...kept });
     }
   } finally {
     busy = null;

@@ -59,12 +59,13 @@ export async function serve(roots = webRoots, headers = {}) {
 /**
  * A second origin serving `file` at every path, with the faults a download must survive:
  * the first `cuts` GETs announce the whole length but lose the connection after `cutAt`
- * bytes, `delayMs` before each 256 KB chunk makes a slow network, and `announce` claims
- * that many bytes instead of the file's length. Each request is logged as
- * {method, path, sent, closed}.
+ * bytes, `delayMs` before each 256 KB chunk makes a slow network, `announce` claims
+ * that many bytes instead of the file's length, and `edit(bytes)` changes the file's
+ * bytes in place first. Each request is logged as {method, path, sent, closed}.
  */
-export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 0, announce } = {}) {
+export async function serveFaulty(file, { cutAt = Infinity, cuts = 0, delayMs = 0, announce, edit } = {}) {
   const data = await readFile(join(repo, file));
+  edit?.(data);
   const requests = [];
   const server = createServer(async (req, res) => {
     const log = { method: req.method, path: req.url, sent: 0, closed: false };

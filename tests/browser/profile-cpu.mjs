@@ -7,7 +7,8 @@
 // stand-in scope with no cache, and runs on the CPU backend.
 //
 // Usage: node tests/browser/profile-cpu.mjs [--prompt TEXT] [--max N] [--methods ar,sam]
-//        [--profile] [--profile-prefill] [--pkg DIR]
+//        [--corpus URL] [--profile] [--profile-prefill] [--pkg DIR]
+// (--corpus: a static corpus under the served root, e.g. corpus/default.samdcorp)
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -20,6 +21,7 @@ const { values } = parseArgs({
   options: {
     prompt: { type: 'string', default: 'List the planets of the solar system, one per line, with one sentence about each.' },
     max: { type: 'string', default: '32' },
+    corpus: { type: 'string' },
     methods: { type: 'string', default: 'ar' },
     profile: { type: 'boolean', default: false },
     'profile-prefill': { type: 'boolean', default: false },
@@ -43,7 +45,7 @@ inspector.connect();
 try {
   const engine = await Engine.create('cpu');
   const loading = performance.now();
-  await engine.load(new URL(model, server.url).href, null, () => {}, null);
+  await engine.load(new URL(model, server.url).href, values.corpus ? new URL(values.corpus, server.url).href : null, () => {}, null);
   const mb = (bytes) => (bytes / 1e6).toFixed(0);
   console.log(
     `load: ${(performance.now() - loading).toFixed(0)} ms; wasm memory ${mb(wasm.memory.buffer.byteLength)} MB`,

@@ -77,44 +77,63 @@ test('race page: both lanes give the same text, then a reload loads the model fr
   }
 });
 
-test('bad model URLs and a blank prompt show an error and the page recovers', { timeout: 2 * slow }, async () => {
+test('bad model URLs and a blank prompt show an error, and the model loaded before stays', { timeout: 2 * slow }, async () => {
   const lap = stopwatch('bad-url');
   const browser = await launch();
   // A file that says it is 5 GB (a 7B model's size) is refused before its download: the
   // server sends a few KB and hangs up, which a download would report as a cut connection.
   const huge = await serveFaulty('web/index.html', { announce: 5e9 });
+  // The real model with its last weight renamed: it parses, its config and tokenizer are
+  // fine, and only the weights' check finds it unusable.
+  const lastWeight = 'blk.29.ffn_down.weight';
+  const broken = await serveFaulty(model, {
+    edit: (bytes) => {
+      const at = bytes.indexOf(lastWeight);
+      assert.ok(at > 0, `the model holds ${lastWeight}`);
+      bytes[at + lastWeight.length - 1] = 'X'.charCodeAt(0);
+    },
+  });
   try {
     const { page } = browser;
-    await openPage(page, server, { model: 'models/no-such-model.gguf' });
+    await openPage(page, server);
+    await race(page, 'bad-url');
+    const before = await checkLanes(page);
+    lap('loaded and ran');
     const cases = [
       ['models/no-such-model.gguf', 'http'],
       ['index.html', 'corrupt'],
       [`${huge.url}huge.gguf`, 'too-big'],
+      [`${broken.url}broken.gguf`, 'corrupt'],
     ];
     for (const [url, kind] of cases) {
       await page.getByTestId('model').fill(url);
       await page.getByTestId('run').click();
-      console.log(`  bad-url: ${url} -> ${await shownError(page, kind)}`);
+      const error = await shownError(page, kind);
+      console.log(`  bad-url: ${url} -> ${error}`);
+      assert.match(error, /still loaded/, 'the error says the model loaded before is still loaded');
       await screenshot(page, `bad-url-${kind}`);
     }
+    assert.match(await page.getByTestId('error').textContent(), /missing weight "blk\.29\.ffn_down\.weight"/);
+    lap('errors shown');
+    // Back to the model loaded before: it is still there (a model released by the failed
+    // load would make this run fail with 'no-model').
     await page.getByTestId('model').fill(model);
     const asked = await page.getByTestId('prompt').inputValue();
     await page.getByTestId('prompt').fill(' \n ');
     await page.getByTestId('run').click();
-    // The model loads (its line stays in the progress area); the generation is refused.
     const error = page.getByTestId('error');
     await error.waitFor({ state: 'visible', timeout: slow });
     assert.equal(await error.getAttribute('data-kind'), 'prompt', await error.textContent());
     console.log(`  bad-url: a blank prompt -> ${await error.textContent()}`);
-    lap('errors shown');
     await page.getByTestId('prompt').fill(asked);
     await race(page, 'bad-url');
-    await checkLanes(page);
+    assert.deepEqual(await checkLanes(page), before, 'the same text as before the bad loads');
     lap('recovered');
     await screenshot(page, 'bad-url-recovered');
   } finally {
     await browser.close();
     await huge.close();
+    await broken.close();
   }
 });
 

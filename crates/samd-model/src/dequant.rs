@@ -30,6 +30,13 @@ pub enum DequantError {
     SizeMismatch,
 }
 
+/// Whether [`dequantize`] reads `dtype`: [`crate::Llama::check_gguf`] asks before any
+/// tensor is read.
+pub fn supports(dtype: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(dtype, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q4_K | Q6_K)
+}
+
 /// Dequantises `n_elements` values of type `dtype` stored in `bytes`, in storage order.
 ///
 /// `bytes` must hold exactly the blocks for `n_elements` (a whole number of them).
@@ -286,6 +293,16 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 #[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `supports` names exactly the types `dequantize` reads: one block of zeros of each.
+    #[test]
+    fn supports_is_what_dequantize_reads() {
+        for dtype in (0..64).filter_map(GgmlType::from_id) {
+            let bytes = vec![0; dtype.type_size() as usize];
+            let read = dequantize(dtype, &bytes, dtype.block_size());
+            assert_eq!(supports(dtype), read.is_ok(), "{dtype}: {read:?}");
+        }
+    }
 
     #[test]
     fn f16_known_values() {

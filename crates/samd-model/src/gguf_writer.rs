@@ -127,6 +127,12 @@ impl GgufWriter {
         )
     }
 
+    /// Drops the tensor `name`: for crafting a file that lacks it, or holds it otherwise.
+    pub fn without_tensor(&mut self, name: &str) -> &mut Self {
+        self.tensors.retain(|(n, ..)| n != name);
+        self
+    }
+
     /// Adds a tensor whose bytes are already in `dtype`'s storage format. Nothing is
     /// checked, so this also writes malformed tensors.
     pub fn tensor_raw(

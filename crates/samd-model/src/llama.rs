@@ -39,7 +39,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::config::LlamaConfig;
 use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::gguf_writer::{q4_1_bytes, q8_0_bytes};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
@@ -128,11 +128,12 @@ impl WeightName {
         }
     }
 
-    /// Every weight of a model with `n_layers` blocks, `output.weight` included.
-    pub fn all(n_layers: usize) -> Vec<Self> {
-        let mut names = vec![Self::TokenEmbd, Self::Output, Self::OutputNorm];
-        for i in 0..n_layers {
-            names.extend([
+    /// Every weight of a model with `n_layers` blocks, `output.weight` included, made as
+    /// they are asked for: `n_layers` is a file's claim, and a check of a file claiming a
+    /// billion layers must stop at its first missing weight, not build the list first.
+    pub fn all(n_layers: usize) -> impl Iterator<Item = Self> {
+        let layer = |i| {
+            [
                 Self::AttnNorm(i),
                 Self::AttnQ(i),
                 Self::AttnK(i),
@@ -142,9 +143,11 @@ impl WeightName {
                 Self::FfnGate(i),
                 Self::FfnUp(i),
                 Self::FfnDown(i),
-            ]);
-        }
-        names
+            ]
+        };
+        [Self::TokenEmbd, Self::Output, Self::OutputNorm]
+            .into_iter()
+            .chain((0..n_layers).flat_map(layer))
     }
 }
 
@@ -491,6 +494,17 @@ pub struct Llama {
     id: u64,
 }
 
+/// A tensor's dims as `usize`s, or an error where one is beyond them (a 32-bit target).
+fn weight_dims(info: &TensorInfo) -> Result<Vec<usize>> {
+    info.dims
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| Error::InvalidInput {
+            what: format!("{} has dims {:?} beyond usize", info.name, info.dims),
+        })
+}
+
 impl Llama {
     /// Builds the model from weights supplied by `load`, which returns `None` for an absent
     /// tensor (allowed only for `output.weight`). Every tensor's dims are checked against
@@ -646,9 +660,44 @@ impl Llama {
         Self::from_gguf_with(file, device, MatrixForm::default())
     }
 
+    /// What [`Llama::from_gguf`] would refuse in `file`, found from its metadata and
+    /// tensor infos alone, with nothing dequantised or uploaded: the config, and every
+    /// weight's presence, dims and type. The browser's engine releases its model before it
+    /// loads the next (two would not fit beside each other in a tab), so it checks first:
+    /// a file it cannot run then leaves the model it had.
+    pub fn check_gguf(file: &GgufFile<'_>) -> Result<LlamaConfig> {
+        let config = LlamaConfig::from_gguf(file)?;
+        config.validate()?;
+        for name in WeightName::all(config.n_layers) {
+            let gguf_name = name.gguf_name();
+            let Ok(info) = file.tensor(&gguf_name) else {
+                if name == WeightName::Output {
+                    continue; // tied to the embedding
+                }
+                return Err(Error::MissingWeight { name: gguf_name });
+            };
+            let (actual, expected) = (weight_dims(info)?, name.expected_dims(&config));
+            if actual != expected {
+                return Err(Error::WeightShape {
+                    name: gguf_name,
+                    expected,
+                    actual,
+                });
+            }
+            if !crate::dequant::supports(info.dtype) {
+                return Err(Error::UnsupportedType {
+                    name: gguf_name,
+                    dtype: info.dtype,
+                });
+            }
+        }
+        Ok(config)
+    }
+
     /// [`Llama::from_gguf`], with the matrices held in `form`.
     pub fn from_gguf_with(file: &GgufFile<'_>, device: &Device, form: MatrixForm) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(file)?;
+        // Before any upload: a file missing its last layer fails now, not after the rest.
+        let config = Self::check_gguf(file)?;
         let layout = Layout::for_device(device);
         let keep_blocks = match layout {
             Layout::InOut => form == MatrixForm::Blocks,
@@ -659,14 +708,7 @@ impl Llama {
             let Ok(info) = file.tensor(&gguf_name) else {
                 return Ok(None);
             };
-            let dims = info
-                .dims
-                .iter()
-                .map(|&d| usize::try_from(d))
-                .collect::<Result<Vec<usize>, _>>()
-                .map_err(|_| Error::InvalidInput {
-                    what: format!("{gguf_name} has dims {:?} beyond usize", info.dims),
-                })?;
+            let dims = weight_dims(info)?;
             let quant = keep_blocks
                 .then(|| QuantRows::of_tensor(file, info))
                 .flatten();
@@ -1673,7 +1715,6 @@ mod tests {
         let c = LlamaConfig::tiny();
         let mut w = GgufWriter::new();
         w.llama_config(arch, &c);
-        edit(&mut w);
         for name in WeightName::all(c.n_layers) {
             if name == WeightName::Output {
                 continue; // tied
@@ -1685,6 +1726,7 @@ mod tests {
         if let Some(extra) = extra_tensor {
             w.tensor_f32(extra, &[c.d_model as u64], &vec![0.0; c.d_model]);
         }
+        edit(&mut w);
         w.to_bytes()
     }
 
@@ -1732,6 +1774,52 @@ mod tests {
             err.to_string().contains("llama.attention.head_count"),
             "{err}"
         );
+    }
+
+    /// What the load would refuse, the check finds without reading a weight: a missing
+    /// weight, one of other dims, one of a type samd cannot read.
+    #[test]
+    fn check_gguf_finds_what_the_load_refuses() {
+        let c = LlamaConfig::tiny();
+        let good = tiny_gguf("llama", None, |_| {});
+        let file = GgufFile::parse(&good).expect("parse");
+        assert_eq!(Llama::check_gguf(&file).expect("check"), c);
+
+        let last = "blk.1.ffn_down.weight";
+        type Edit = fn(&mut crate::gguf_writer::GgufWriter);
+        let cases: [(&str, Edit); 3] = [
+            ("missing weight", |w| {
+                w.without_tensor("blk.1.ffn_down.weight");
+            }),
+            ("has dims", |w| {
+                let c = LlamaConfig::tiny();
+                w.without_tensor("blk.1.ffn_down.weight").tensor_f32(
+                    "blk.1.ffn_down.weight",
+                    &[c.d_model as u64, c.d_ffn as u64],
+                    &vec![0.0; c.d_ffn * c.d_model],
+                );
+            }),
+            ("cannot dequantise", |w| {
+                let c = LlamaConfig::tiny();
+                w.without_tensor("blk.1.ffn_down.weight").tensor_raw(
+                    "blk.1.ffn_down.weight",
+                    &[c.d_ffn as u64, c.d_model as u64],
+                    GgmlType::F64,
+                    vec![0; c.d_ffn * c.d_model * 8],
+                );
+            }),
+        ];
+        for (says, edit) in cases {
+            let bytes = tiny_gguf("llama", None, edit);
+            let file = GgufFile::parse(&bytes).expect("parse");
+            let checked = Llama::check_gguf(&file).expect_err(says).to_string();
+            assert!(
+                checked.contains(last) && checked.contains(says),
+                "{checked}"
+            );
+            let loaded = Llama::from_gguf(&file, &cpu()).expect_err(says);
+            assert_eq!(loaded.to_string(), checked);
+        }
     }
 
     /// A file may claim any number of layers: the load ends at the first one it lacks.

@@ -215,7 +215,10 @@ impl Engine {
 
     /// Loads a GGUF model (and optionally a static corpus) from URLs, from the cache when
     /// it holds them. `on_progress(phase, bytes, total)` is called as it goes. The
-    /// previous model stays loaded until the new one is ready, so a bad URL loses nothing.
+    /// previous model stays loaded until the new file is fetched and checked (its config,
+    /// tokenizer, corpus and every weight's dims and type), so a bad URL or a file this
+    /// engine cannot run loses nothing; it is released only to make room for the new
+    /// weights.
     pub async fn load(
         &mut self,
         model_url: String,
@@ -248,8 +251,9 @@ impl Engine {
         report("parse", size, Some(size));
         let file = GgufFile::parse(&fetched.bytes)
             .map_err(|e| named(&model_url, "is not a valid GGUF file", e.into()))?;
-        let config = LlamaConfig::from_gguf(&file)
-            .map_err(|e| named(&model_url, "cannot be run", e.into()))?;
+        // Everything about the file that can be checked before the old model goes.
+        let config =
+            Llama::check_gguf(&file).map_err(|e| named(&model_url, "cannot be run", e.into()))?;
         device::check_fits(&self.info, &config)?;
         report("tokenizer", size, Some(size));
         let tokenizer = Tokenizer::from_gguf(&file)
@@ -288,6 +292,10 @@ impl Engine {
         };
         let vocab = u32::try_from(config.vocab_size)
             .map_err(|_| WebError::new(ErrorKind::Unsupported, "vocabulary beyond u32"))?;
+        // The file's bytes go before the cache comes, which reuses their memory: a wasm
+        // memory never shrinks, so what is alive at once sets the tab's footprint for good.
+        drop(file);
+        drop(fetched);
         let capacity = CACHE_POSITIONS.min(config.context_len);
         let session = Session::new(ModelTarget::new(model, capacity), None);
         self.loaded = Some(Loaded {
@@ -299,6 +307,14 @@ impl Engine {
             parked: Vec::new(),
         });
         to_js(&info)
+    }
+
+    /// Whether a model is loaded. A failed [`Engine::load`] keeps the model it had, unless
+    /// it failed after releasing it, while building the new one on the device (out of
+    /// memory, a lost device): the worker asks, so the page knows which.
+    #[wasm_bindgen(js_name = hasModel)]
+    pub fn has_model(&self) -> bool {
+        self.loaded.is_some()
     }
 
     /// Starts a generation; the returned step event carries the prefill's first token.
