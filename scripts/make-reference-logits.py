@@ -4,6 +4,8 @@
 Writes crates/samd-model/tests/fixtures/reference_logits.json: an independent numpy
 forward of SmolLM2-135M-Instruct (from the dequantised GGUF weights, in float64) over the
 fixed ChatML prompt, with the top-20 logits at every prompt position and the greedy reply.
+Given another model (another quantisation of it, say), it writes that model's reference to
+OUT, which `samd check-reference --model MODEL --fixture OUT` holds samd to.
 
 Independent of the Rust code on purpose:
 - weights are dequantised by the `gguf` package (pip install gguf numpy tokenizers);

@@ -259,6 +259,26 @@ fn check_reference_holds_the_cpu_to_the_numpy_forward() {
     );
 }
 
+/// `--fixture` holds a model to a reference of its own; a file that is not one is an
+/// error that names it, before any model is read.
+#[test]
+fn check_reference_says_which_fixture_it_cannot_use() {
+    let dir = scratch("check-reference-fixture");
+    let fixture = dir.join("reference.json");
+    std::fs::write(&fixture, br#"{"prompt_ids": [1, 2"#).expect("write");
+    let err = assert_clean_error(&samd(&[
+        "check-reference",
+        "--model",
+        dir.join("absent.gguf").to_str().expect("utf-8 path"),
+        "--fixture",
+        fixture.to_str().expect("utf-8 path"),
+    ]));
+    assert!(
+        err.contains("reference.json is not usable") && err.contains("reference fixture"),
+        "stderr: {err}"
+    );
+}
+
 #[test]
 fn check_reference_refuses_a_file_the_reference_did_not_run() {
     let other = scratch("check-reference").join("other.gguf");

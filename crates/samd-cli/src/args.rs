@@ -36,8 +36,9 @@ pub enum Command {
     /// wgpu adapter (with the WGSL kernels against burn's ops) or its CPU.
     CheckKernels(CheckArgs),
     /// Hold the default model's logits and greedy reply on this device to an independent
-    /// numpy forward (the fixture of the real-model tests).
-    CheckReference(ModelArgs),
+    /// numpy forward (the fixture of the real-model tests), or another model's to one that
+    /// `scripts/make-reference-logits.py MODEL OUT` wrote.
+    CheckReference(ReferenceArgs),
     /// Static corpus tools.
     #[command(subcommand)]
     Corpus(CorpusCommand),
@@ -134,6 +135,17 @@ pub struct CheckArgs {
     /// The device to check.
     #[arg(long, value_enum, default_value_t = DeviceKind::Wgpu)]
     pub device: DeviceKind,
+}
+
+/// `samd check-reference`.
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The reference to hold the model to, as `scripts/make-reference-logits.py MODEL OUT`
+    /// writes it for MODEL (default: the one built in, for the default model).
+    #[arg(long, value_name = "FILE")]
+    pub fixture: Option<PathBuf>,
 }
 
 /// Options shared by every subcommand that loads a model.

@@ -1,5 +1,6 @@
 //! `samd check-kernels`: tree steps against plain decoding on this machine, checked; and
-//! `samd check-reference`: the default model against an independent numpy forward.
+//! `samd check-reference`: the default model (or any, with a `--fixture` made for it)
+//! against an independent numpy forward.
 //!
 //! On wgpu it runs our WGSL kernels. The tests run the same check on lavapipe and the
 //! browser tests under Chrome's WGSL compiler; a real GPU compiles the kernels with its
@@ -9,13 +10,13 @@
 //! decoding's exact output rests on. On the CPU it checks the same of the CPU's
 //! products and attention, as this CPU runs them (AVX2 or not).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::read_sync;
 use samd_model::kernel_check::{check_cpu, check_kernels};
 use samd_model::reference::Reference;
 use sha2::{Digest, Sha256};
 
-use crate::args::{CheckArgs, DeviceKind, ModelArgs};
+use crate::args::{CheckArgs, DeviceKind, ReferenceArgs};
 use crate::load::{ModelBytes, init_device};
 
 /// Runs the subcommand: prints what the check found, and fails on a disagreement.
@@ -40,8 +41,16 @@ pub fn run(args: &CheckArgs) -> Result<()> {
 /// then greedily, on the device `args` names ([`Reference::compare`]). Where the kernel
 /// check holds fast code to slow code that shares its arithmetic, this holds the whole
 /// model to numbers made outside this code. On lavapipe each forward takes seconds.
-pub fn reference(args: &ModelArgs) -> Result<()> {
-    let reference = Reference::bundled();
+pub fn reference(args: &ReferenceArgs) -> Result<()> {
+    let reference = match &args.fixture {
+        None => Reference::bundled(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Reference::parse(&text).with_context(|| format!("{} is not usable", path.display()))?
+        }
+    };
+    let args = &args.model;
     let model_bytes = ModelBytes::read(&args.model)?;
     let sha256 = format!("{:x}", Sha256::digest(model_bytes.bytes()));
     if sha256 != reference.model_sha256 {

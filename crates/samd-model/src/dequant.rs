@@ -11,11 +11,23 @@
 //! | Q8_0 | 32 | 34 | d: f16, qs: [i8; 32] | d·q |
 //! | Q4_0 | 32 | 18 | d: f16, qs: [u8; 16] | d·(q − 8) |
 //! | Q4_1 | 32 | 20 | d: f16, m: f16, qs: [u8; 16] | d·q + m |
+//! | Q5_0 | 32 | 22 | d: f16, qh: u32, qs: [u8; 16] | d·(q − 16) |
+//! | Q5_1 | 32 | 24 | d, m: f16, qh: u32, qs: [u8; 16] | d·q + m |
+//! | IQ4_NL | 32 | 18 | d: f16, qs: [u8; 16] | d·K\[q\] |
+//! | Q3_K | 256 | 110 | hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12], d: f16 | d·(sc − 32)·q |
 //! | Q4_K | 256 | 144 | d, dmin: f16, scales: [u8; 12], qs: [u8; 128] | d·sc·q − dmin·m |
+//! | Q5_K | 256 | 176 | d, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128] | d·sc·q − dmin·m |
 //! | Q6_K | 256 | 210 | ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16 | d·sc·(q − 32) |
+//! | IQ4_XS | 256 | 136 | d: f16, scales_h: u16, scales_l: [u8; 4], qs: [u8; 128] | d·(sc − 32)·K\[q\] |
 //!
 //! In the 32-element blocks, byte j's low nibble is element j and its high nibble is
-//! element j + 16.
+//! element j + 16; Q5's fifth bits are bit j of `qh`. K is IQ4's table of 16 levels
+//! ([`IQ4_LEVELS`]).
+//!
+//! These are the types llama.cpp's presets write, for SmolLM2-135M too: its rows of 576
+//! are not whole super-blocks of 256, so a Q4_K_M file holds mostly Q5_0, a Q5_K_M
+//! file Q5_1, a Q2_K or Q3_K_M file Q4_0, and the IQ4 files IQ4_NL, beside K-quants for
+//! the rows of 1,536.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use crate::gguf::GgmlType;
@@ -34,7 +46,22 @@ pub enum DequantError {
 /// tensor is read.
 pub fn supports(dtype: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(dtype, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q4_K | Q6_K)
+    matches!(
+        dtype,
+        F32 | F16
+            | BF16
+            | Q8_0
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | IQ4_NL
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ4_XS
+    )
 }
 
 /// Dequantises `n_elements` values of type `dtype` stored in `bytes`, in storage order.
@@ -79,8 +106,14 @@ pub fn dequantize(
         GgmlType::Q8_0 => blocks::<34>(bytes, |b| q8_0(b, &mut out)),
         GgmlType::Q4_0 => blocks::<18>(bytes, |b| q4_0(b, &mut out)),
         GgmlType::Q4_1 => blocks::<20>(bytes, |b| q4_1(b, &mut out)),
+        GgmlType::Q5_0 => blocks::<22>(bytes, |b| q5_0(b, &mut out)),
+        GgmlType::Q5_1 => blocks::<24>(bytes, |b| q5_1(b, &mut out)),
+        GgmlType::IQ4_NL => blocks::<18>(bytes, |b| iq4_nl(b, &mut out)),
+        GgmlType::Q3_K => blocks::<110>(bytes, |b| q3_k(b, &mut out)),
         GgmlType::Q4_K => blocks::<144>(bytes, |b| q4_k(b, &mut out)),
+        GgmlType::Q5_K => blocks::<176>(bytes, |b| q5_k(b, &mut out)),
         GgmlType::Q6_K => blocks::<210>(bytes, |b| q6_k(b, &mut out)),
+        GgmlType::IQ4_XS => blocks::<136>(bytes, |b| iq4_xs(b, &mut out)),
         _ => return Err(DequantError::Unsupported),
     }
     if out.len() != n {
@@ -150,11 +183,135 @@ pub(crate) fn q4_1_values(d: f32, m: f32, qs: &[u8], out: &mut Vec<f32>) {
     out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
 }
 
+fn q5_0(b: &[u8; 22], out: &mut Vec<f32>) {
+    let (d, rest) = split::<22, 2, 20>(b);
+    let (qh, qs) = split::<20, 4, 16>(rest);
+    let d = f16_at(d);
+    out.extend(q5_codes(u32::from_le_bytes(*qh), qs).map(|q| d * f32::from(q - 16)));
+}
+
+fn q5_1(b: &[u8; 24], out: &mut Vec<f32>) {
+    let (d, rest) = split::<24, 2, 22>(b);
+    let (m, rest) = split::<22, 2, 20>(rest);
+    let (qh, qs) = split::<20, 4, 16>(rest);
+    let (d, m) = (f16_at(d), f16_at(m));
+    out.extend(q5_codes(u32::from_le_bytes(*qh), qs).map(|q| d * f32::from(q) + m));
+}
+
+/// A Q5 block's 32 codes in order (0 to 31): the nibbles as in Q4 blocks, element `j`'s
+/// fifth bit being bit `j` of `qh`.
+pub(crate) fn q5_codes(qh: u32, qs: &[u8]) -> impl Iterator<Item = i16> + '_ {
+    let low = qs.iter().map(|&q| q & 0xf);
+    let high = qs.iter().map(|&q| q >> 4);
+    low.chain(high)
+        .enumerate()
+        .map(move |(j, nibble)| i16::from(nibble) | (((qh >> j) & 1) as i16) << 4)
+}
+
+/// IQ4's 16 levels (`kvalues_iq4nl` in ggml-common.h): a 4-bit code picks one, and the
+/// block's scale multiplies it.
+pub(crate) const IQ4_LEVELS: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// An IQ4 block's 32 levels in order, from its 16 bytes of codes.
+pub(crate) fn iq4_levels(qs: &[u8]) -> impl Iterator<Item = i8> + '_ {
+    let level = |code: u8| {
+        IQ4_LEVELS
+            .get(usize::from(code & 0xf))
+            .copied()
+            .unwrap_or(0)
+    };
+    qs.iter()
+        .map(move |&q| level(q))
+        .chain(qs.iter().map(move |&q| level(q >> 4)))
+}
+
+fn iq4_nl(b: &[u8; 18], out: &mut Vec<f32>) {
+    let (d, qs) = split::<18, 2, 16>(b);
+    let d = f16_at(d);
+    out.extend(iq4_levels(qs).map(|k| d * f32::from(k)));
+}
+
+/// An IQ4_XS super-block's eight scales `d·(sc − 32)` (6 bits each: the low 4 from
+/// `scales_l`'s nibbles, the high 2 from `scales_h`), with its codes, 16 bytes per block
+/// of 32.
+pub(crate) fn iq4_xs_blocks(b: &[u8; 136]) -> impl Iterator<Item = (f32, &[u8])> {
+    let (d, rest) = split::<136, 2, 134>(b);
+    let (scales_h, rest) = split::<134, 2, 132>(rest);
+    let (scales_l, qs) = split::<132, 4, 128>(rest);
+    let (d, high) = (f16_at(d), u16::from_le_bytes(*scales_h));
+    qs.chunks_exact(16).enumerate().map(move |(j, qs)| {
+        let low = scales_l
+            .get(j / 2)
+            .map_or(0, |s| (s >> (4 * (j % 2))) & 0xf);
+        let sc = i16::from(low) | i16::from(((high >> (2 * j)) & 3) as u8) << 4;
+        (d * f32::from(sc - 32), qs)
+    })
+}
+
+fn iq4_xs(b: &[u8; 136], out: &mut Vec<f32>) {
+    for (dl, qs) in iq4_xs_blocks(b) {
+        out.extend(iq4_levels(qs).map(|k| dl * f32::from(k)));
+    }
+}
+
+/// A Q3_K super-block's 16 scales (6 bits, less 32): the low 4 bits of scale `j` are
+/// byte `j % 8`'s low (j < 8) or high nibble, the high 2 bits are bits `2·(j / 4)` of
+/// byte `8 + j % 4`.
+fn q3_k_scales(s: &[u8; 12]) -> [i16; 16] {
+    std::array::from_fn(|j| {
+        let low = s.get(j % 8).map_or(0, |b| (b >> (4 * (j / 8))) & 0xf);
+        let high = s.get(8 + j % 4).map_or(0, |b| (b >> (2 * (j / 4))) & 3);
+        i16::from(low | high << 4) - 32
+    })
+}
+
+fn q3_k(b: &[u8; 110], out: &mut Vec<f32>) {
+    let (hmask, rest) = split::<110, 32, 78>(b);
+    let (qs, rest) = split::<78, 64, 14>(rest);
+    let (scales, d) = split::<14, 12, 2>(rest);
+    let (d, scales) = (f16_at(d), q3_k_scales(scales));
+    // Element e: its 2 low bits are bits 2·((e % 128) / 32) of qs[32·(e / 128) + e % 32];
+    // bit e / 32 of hmask[e % 32] clear takes 4 off; scale e / 16.
+    out.extend((0..256).map(|e| {
+        let (half, quarter, l) = (e / 128, (e % 128) / 32, e % 32);
+        let low = qs
+            .get(32 * half + l)
+            .map_or(0, |q| (q >> (2 * quarter)) & 3);
+        let high = hmask.get(l).map_or(0, |h| (h >> (e / 32)) & 1);
+        let q = i16::from(low) - if high == 0 { 4 } else { 0 };
+        let sc = scales.get(e / 16).copied().unwrap_or(0);
+        (d * f32::from(sc)) * f32::from(q)
+    }));
+}
+
+fn q5_k(b: &[u8; 176], out: &mut Vec<f32>) {
+    let (d, rest) = split::<176, 2, 174>(b);
+    let (dmin, rest) = split::<174, 2, 172>(rest);
+    let (scales, rest) = split::<172, 12, 160>(rest);
+    let (qh, qs) = split::<160, 32, 128>(rest);
+    let (d, dmin) = (f16_at(d), f16_at(dmin));
+    let (sc, m) = k4_scales(scales);
+    // As Q4_K's, each sub-block s's fifth bits being bit s of qh's 32 bytes.
+    for (s, (&sc, &m)) in sc.iter().zip(&m).enumerate() {
+        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+        let Some(q) = qs.chunks_exact(32).nth(s / 2) else {
+            continue;
+        };
+        let shift = 4 * (s % 2);
+        out.extend(q.iter().zip(qh).map(|(&q, &h)| {
+            let q = ((q >> shift) & 0xf) | (((h >> s) & 1) << 4);
+            d1 * f32::from(q) - m1
+        }));
+    }
+}
+
 /// Unpacks the eight 6-bit (scale, min) pairs of a Q4_K/Q5_K block
 /// (`get_scale_min_k4` in ggml-quants.c): pairs 0–3 are the low 6 bits of bytes 0–3 and
 /// 4–7; pairs 4–7 take their low 4 bits from bytes 8–11 and their high 2 bits from the
 /// top bits of bytes 0–7.
-fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11] = *s;
     let sc = [
         s0 & 63,
@@ -291,8 +448,49 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Blocks of every type samd reads as blocks, with the values the `gguf` package
+    /// dequantises them to (`scripts/make-dequant-fixture.py`): three blocks of each.
+    pub(crate) fn gguf_package_blocks() -> Vec<(GgmlType, Vec<u8>, Vec<f32>)> {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/dequant_blocks.json")).unwrap();
+        let fixture = fixture.as_object().unwrap();
+        fixture
+            .iter()
+            .map(|(name, case)| {
+                let dtype = (0..64)
+                    .filter_map(GgmlType::from_id)
+                    .find(|t| t.name().eq_ignore_ascii_case(name))
+                    .unwrap();
+                let hex = case["bytes"].as_str().unwrap();
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                let values = case["values"].as_array().unwrap();
+                let values = values.iter().map(|v| v.as_f64().unwrap() as f32).collect();
+                (dtype, bytes, values)
+            })
+            .collect()
+    }
+
+    /// Every block type against the `gguf` package's dequantisers: the same values, to
+    /// the bit.
+    #[test]
+    fn blocks_match_the_gguf_package() {
+        let cases = gguf_package_blocks();
+        assert_eq!(cases.len(), 11, "every type samd reads as blocks");
+        for (dtype, bytes, want) in cases {
+            let got = dequantize(dtype, &bytes, want.len() as u64).unwrap();
+            let differ = got
+                .iter()
+                .zip(&want)
+                .position(|(g, w)| g.to_bits() != w.to_bits());
+            assert_eq!(differ, None, "{dtype}: first difference at {differ:?}");
+        }
+    }
 
     /// `supports` names exactly the types `dequantize` reads: one block of zeros of each.
     #[test]
@@ -484,7 +682,7 @@ mod tests {
             Err(DequantError::SizeMismatch)
         );
         assert_eq!(
-            dequantize(GgmlType::Q5_K, &[0; 176], 256),
+            dequantize(GgmlType::Q2_K, &[0; 84], 256),
             Err(DequantError::Unsupported)
         );
     }

@@ -4,10 +4,7 @@
 //! be wrong is a variant here that carries the values explaining it (the key, the tensor,
 //! the offset, the sizes), rather than a panic or a bare string.
 //!
-//! (Shared file: the GGUF/tokenizer variants come first, the forward-pass variants after
-//! them. NOTE for the forward-pass author: the GGUF helper overwrote this file by accident
-//! at 12:10; the forward-pass variants below were reconstructed from their uses in
-//! config.rs, kv_cache.rs and llama.rs. Please check their docs and messages.)
+//! The GGUF and tokenizer variants come first, the forward pass's after them.
 
 use crate::gguf::GgmlType;
 
@@ -203,7 +200,7 @@ pub enum Error {
     },
     /// A tensor's type has no dequantiser here.
     #[error(
-        "tensor {name:?} has type {dtype}, which samd cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
+        "tensor {name:?} has type {dtype}, which samd cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)"
     )]
     UnsupportedType {
         /// The tensor.

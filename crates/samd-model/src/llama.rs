@@ -44,7 +44,7 @@ use crate::gguf_writer::{q4_1_bytes, q8_0_bytes};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
-use crate::quant_rows::QuantRows;
+use crate::quant_rows::{QuantKind, QuantRows};
 use crate::sampler::{self, Draw, DrawBuffers};
 use crate::step_graph::{HostStep, StepInputs, padded_nodes};
 
@@ -714,12 +714,12 @@ impl Llama {
                 .flatten();
             // Where the products read a matrix's blocks alone, widening it on the host
             // would be wasted; but matrices held side by side stack their blocks only if
-            // all are of one type, else they are widened together.
+            // all are kept as one kind, else they are widened together.
             let blocks_only = form == MatrixForm::Blocks
                 && quant.is_some()
                 && name.fused().iter().all(|mate| {
                     file.tensor(&mate.gguf_name())
-                        .is_ok_and(|t| t.dtype == info.dtype)
+                        .is_ok_and(|t| QuantKind::of(t.dtype) == QuantKind::of(info.dtype))
                 });
             let data = if blocks_only {
                 Vec::new()

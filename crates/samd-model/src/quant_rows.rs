@@ -14,8 +14,8 @@ use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 /// Elements per block, in every type kept here.
 pub(crate) const BLOCK: usize = 32;
 
-/// The block types kept: those whose blocks widen in a few instructions. Others (the
-/// K-quants) are read as f32.
+/// The block forms kept: those whose blocks widen in a few instructions. Files of other
+/// types keep them where their values fit ([`QuantKind::of`]); the rest are read as f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantKind {
     /// d·q, 8-bit q.
@@ -27,12 +27,17 @@ pub enum QuantKind {
 }
 
 impl QuantKind {
-    /// The kind of a GGUF type, if it is kept.
+    /// The kind a GGUF type is kept as, if it is: its own, or one whose blocks hold its
+    /// values exactly (Q5_0's and IQ4's codes fit Q8_0's bytes, and a Q4_K sub-block is
+    /// a Q4_1 block with f32 scales), so that llama.cpp's common presets run on the
+    /// block kernels too. The others (Q5_1, Q3_K, Q5_K, Q6_K) are read as f32.
     pub fn of(dtype: GgmlType) -> Option<Self> {
         match dtype {
-            GgmlType::Q8_0 => Some(Self::Q8_0),
+            GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
+                Some(Self::Q8_0)
+            }
             GgmlType::Q4_0 => Some(Self::Q4_0),
-            GgmlType::Q4_1 => Some(Self::Q4_1),
+            GgmlType::Q4_1 | GgmlType::Q4_K => Some(Self::Q4_1),
             _ => None,
         }
     }
@@ -85,35 +90,91 @@ impl QuantRows {
     /// exactly its blocks (the f32 path reports those).
     pub fn from_gguf(dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
         let kind = QuantKind::of(dtype)?;
-        let block_bytes = usize::try_from(dtype.type_size()).ok()?;
-        if !cols.is_multiple_of(BLOCK) {
+        let file_block = usize::try_from(dtype.block_size()).ok()?;
+        let file_block_bytes = usize::try_from(dtype.type_size()).ok()?;
+        if !cols.is_multiple_of(file_block) {
             return None;
         }
-        let blocks = rows.checked_mul(cols / BLOCK)?;
-        if bytes.len() != blocks.checked_mul(block_bytes)? {
+        let values = rows.checked_mul(cols)?;
+        if bytes.len() != (values / file_block).checked_mul(file_block_bytes)? {
             return None;
         }
-        let header = block_bytes - kind.quant_bytes();
-        let mut scales = Vec::with_capacity(blocks);
-        let mut mins = Vec::with_capacity(if kind.has_min() { blocks } else { 0 });
-        let mut quants = Vec::with_capacity(blocks * kind.quant_bytes());
-        for block in bytes.chunks_exact(block_bytes) {
-            let (head, q) = block.split_at(header);
-            let half = |at: usize| f16_to_f32(u16::from_le_bytes([head[at], head[at + 1]]));
-            scales.push(half(0));
-            if kind.has_min() {
-                mins.push(half(2));
-            }
-            quants.extend_from_slice(q);
-        }
-        Some(Self {
+        let blocks = values / BLOCK;
+        let mut m = Self {
             kind,
             rows,
             cols,
-            scales,
-            mins,
-            quants,
-        })
+            scales: Vec::with_capacity(blocks),
+            mins: Vec::with_capacity(if kind.has_min() { blocks } else { 0 }),
+            quants: Vec::with_capacity(blocks * kind.quant_bytes()),
+        };
+        for block in bytes.chunks_exact(file_block_bytes) {
+            m.push_file_block(dtype, block);
+        }
+        Some(m)
+    }
+
+    /// Appends one block of the file (`dtype`'s size, checked by the caller) as blocks of
+    /// [`BLOCK`] in this matrix's kind. Each value they widen to is the one
+    /// [`crate::dequant`] gives for the file's block, to the bit: the scales they take
+    /// are its sub-blocks' `d·sc` (an f16 times a 6-bit integer, exact in f32), and
+    /// their codes are its levels.
+    fn push_file_block(&mut self, dtype: GgmlType, block: &[u8]) {
+        let half = |at: usize| f16_to_f32(u16::from_le_bytes([block[at], block[at + 1]]));
+        let as_byte = |level: i16| level.to_le_bytes()[0];
+        match dtype {
+            GgmlType::Q8_0 | GgmlType::Q4_0 => {
+                self.scales.push(half(0));
+                self.quants.extend_from_slice(&block[2..]);
+            }
+            GgmlType::Q4_1 => {
+                self.scales.push(half(0));
+                self.mins.push(half(2));
+                self.quants.extend_from_slice(&block[4..]);
+            }
+            // Five-bit codes less 16 are Q8_0's codes, at the same scale.
+            GgmlType::Q5_0 => {
+                self.scales.push(half(0));
+                let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+                let codes = dequant::q5_codes(qh, &block[6..]);
+                self.quants.extend(codes.map(|q| as_byte(q - 16)));
+            }
+            // IQ4's levels fit Q8_0's codes.
+            GgmlType::IQ4_NL => {
+                self.scales.push(half(0));
+                let levels = dequant::iq4_levels(&block[2..]);
+                self.quants.extend(levels.map(|k| k.to_le_bytes()[0]));
+            }
+            GgmlType::IQ4_XS => {
+                let Ok(block) = <&[u8; 136]>::try_from(block) else {
+                    return;
+                };
+                for (dl, qs) in dequant::iq4_xs_blocks(block) {
+                    self.scales.push(dl);
+                    let levels = dequant::iq4_levels(qs);
+                    self.quants.extend(levels.map(|k| k.to_le_bytes()[0]));
+                }
+            }
+            // Each sub-block of 32 is a Q4_1 block: `d·sc·q − dmin·m` is `d'·q + m'`.
+            GgmlType::Q4_K => {
+                let Ok(scales) = <&[u8; 12]>::try_from(&block[4..16]) else {
+                    return;
+                };
+                let (d, dmin) = (half(0), half(2));
+                let (sc, m) = dequant::k4_scales(scales);
+                for (s, (&sc, &m)) in sc.iter().zip(&m).enumerate() {
+                    self.scales.push(d * f32::from(sc));
+                    self.mins.push(-(dmin * f32::from(m)));
+                    // Sub-block s: the low (s even) or high nibbles of 32 bytes, repacked
+                    // as Q4_1's (element i low, element i + 16 high).
+                    let chunk = &block[16 + 32 * (s / 2)..][..32];
+                    let code = |l: usize| (chunk[l] >> (4 * (s % 2))) & 0xf;
+                    self.quants
+                        .extend((0..16).map(|i| code(i) | (code(i + 16) << 4)));
+                }
+            }
+            _ => unreachable!("invariant: QuantKind::of keeps only the types above"),
+        }
     }
 
     /// The blocks of a matrix in `file`; `None` for tensors that are not matrices of a
@@ -343,9 +404,15 @@ mod reading {
     }
 }
 
-/// Blocks of `dtype` with every byte pseudo-random, scales and minimums kept to
-/// modest f16s: for the tests, and the check of the CPU's block products.
+/// Blocks of `dtype` (Q8_0, Q4_0 or Q4_1: a kind's own type) with every byte
+/// pseudo-random, scales and minimums kept to modest f16s: for the tests, and the check
+/// of the CPU's block products.
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
+    use GgmlType::{Q4_0, Q4_1, Q8_0};
+    assert!(
+        matches!(dtype, Q8_0 | Q4_0 | Q4_1),
+        "{dtype} is not a kind's own type"
+    );
     let size = usize::try_from(dtype.type_size()).unwrap();
     let mut s = seed;
     let mut next = || {
@@ -370,6 +437,34 @@ pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files of other types kept in a kind's blocks widen to the values their own
+    /// blocks dequantise to, bit for bit: three blocks of each (or three rows of one
+    /// super-block), from the `gguf` package's fixture.
+    #[test]
+    fn other_types_kept_as_blocks_widen_to_their_own_values() {
+        let mut kept = Vec::new();
+        for (dtype, bytes, values) in crate::dequant::tests::gguf_package_blocks() {
+            let Some(kind) = QuantKind::of(dtype) else {
+                continue;
+            };
+            let cols = dtype.block_size() as usize;
+            let rows = QuantRows::from_gguf(dtype, &bytes, values.len() / cols, cols).unwrap();
+            assert_eq!(rows.kind, kind);
+            let differ = rows
+                .widen()
+                .iter()
+                .zip(&values)
+                .position(|(g, w)| g.to_bits() != w.to_bits());
+            assert_eq!(differ, None, "{dtype}: first difference at {differ:?}");
+            kept.push(dtype);
+        }
+        use GgmlType::*;
+        assert_eq!(
+            kept.len(),
+            [Q8_0, Q4_0, Q4_1, Q5_0, IQ4_NL, Q4_K, IQ4_XS].len()
+        );
+    }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
