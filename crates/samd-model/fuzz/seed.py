@@ -19,6 +19,8 @@ U32, I32, F32, BOOL, STRING, ARRAY, U64 = 4, 5, 6, 7, 8, 9, 10
 TYPES = {  # name: (id, values per block, bytes per block)
     "F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20),
     "Q8_0": (8, 32, 34), "Q4_K": (12, 256, 144), "Q6_K": (14, 256, 210), "BF16": (30, 1, 2),
+    "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24), "Q3_K": (11, 256, 110), "Q5_K": (13, 256, 176),
+    "IQ4_NL": (20, 32, 18), "IQ4_XS": (23, 256, 136),
 }
 ALIGNMENT = 32
 
@@ -136,6 +138,9 @@ def main():
     seeds = {
         "llama-q4_1": llama(rng, ["Q4_1"]),
         "llama-mixed": llama(rng, ["Q4_1", "Q8_0", "F16", "BF16", "Q4_0", "Q8_0", "Q4_1", "Q4_0"]),
+        # As llama.cpp's Q4_K_M and IQ4 presets write SmolLM2: kept in blocks of another kind.
+        "llama-q4_k_m": llama(rng, ["Q8_0", "Q5_0", "Q5_0", "Q8_0", "Q5_0", "Q5_0", "Q5_0", "Q5_0"]),
+        "llama-iq4": llama(rng, ["Q8_0", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL"]),
         "every-type": every_type(rng),
     }
     for name, data in seeds.items():
