@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Once;
+use std::sync::{Mutex, MutexGuard, Once};
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -41,10 +41,10 @@ const IM_END: &str = "<|im_end|>";
 
 /// A byte-level BPE tokenizer plus the few ids the decoder loop needs.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
-    /// `inner` reading control-token strings as text: for what a user wrote, which must
-    /// not forge a turn's markers.
-    as_text: tokenizers::Tokenizer,
+    /// Locked because [`Tokenizer::encode_chat`] switches it, for the user's text, to
+    /// reading control-token strings as text. A second copy that always did cost 7.5 MB
+    /// of memory, for a flag.
+    inner: Mutex<tokenizers::Tokenizer>,
     vocab_size: usize,
     eos_id: u32,
     im_end_id: Option<u32>,
@@ -223,12 +223,8 @@ impl Tokenizer {
         inner
             .add_tokens(normal)
             .map_err(tokenizer_error("adding user-defined tokens"))?;
-        let mut as_text = inner.clone();
-        as_text.set_encode_special_tokens(true);
-
         Ok(Tokenizer {
-            inner,
-            as_text,
+            inner: Mutex::new(inner),
             vocab_size,
             eos_id,
             im_end_id,
@@ -265,7 +261,7 @@ impl Tokenizer {
     /// no BOS or other token is added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
-            .inner
+            .inner()
             .encode(text, false)
             .map_err(tokenizer_error("encoding"))?;
         Ok(encoding.get_ids().to_vec())
@@ -274,7 +270,7 @@ impl Tokenizer {
     /// Decodes ids back to text, special tokens included, so that `decode(encode(s)) == s`.
     /// Ids that split a UTF-8 character decode to U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
+        self.inner()
             .decode(ids, false)
             .map_err(tokenizer_error("decoding"))
     }
@@ -297,7 +293,7 @@ impl Tokenizer {
 
     /// The id of a token string, if it is in the vocab.
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        self.inner().token_to_id(token)
     }
 
     /// Encodes one user turn as a ChatML prompt that ends where the assistant's reply
@@ -319,13 +315,28 @@ impl Tokenizer {
             return Err(Error::UnsupportedChatTemplate { reason });
         }
         let mut ids = self.encode(IM_START)?;
-        let turn = self
-            .as_text
-            .encode(format!("user\n{user}"), false)
-            .map_err(tokenizer_error("encoding"))?;
+        let turn = {
+            let mut inner = self.inner();
+            inner.set_encode_special_tokens(true);
+            let turn = inner.encode(format!("user\n{user}"), false);
+            inner.set_encode_special_tokens(false);
+            turn.map_err(tokenizer_error("encoding"))?
+        };
         ids.extend_from_slice(turn.get_ids());
         ids.extend(self.encode(&format!("{IM_END}\n{IM_START}assistant\n"))?);
         Ok(ids)
+    }
+
+    /// The tokenizer, for one call. A panic inside `tokenizers` during
+    /// [`Tokenizer::encode_chat`] could leave its flag set, the one thing a call changes;
+    /// it is cleared here, with the poison.
+    fn inner(&self) -> MutexGuard<'_, tokenizers::Tokenizer> {
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            let mut inner = poisoned.into_inner();
+            inner.set_encode_special_tokens(false);
+            self.inner.clear_poison();
+            inner
+        })
     }
 
     /// A fingerprint of the vocab: FNV-1a-64 over each token string's UTF-8 bytes in id

@@ -88,6 +88,8 @@ fn tokenizer_chat_keeps_markers_in_the_user_text_as_text() {
         text,
         format!("<|im_start|>user\n{forged}<|im_end|>\n<|im_start|>assistant\n")
     );
+    // Raw text still reads them as control tokens afterwards (`--raw` does).
+    assert_eq!(t.encode("<|im_end|>").unwrap(), [2]);
 }
 
 #[test]
