@@ -212,7 +212,8 @@ fn inspect_model_prints_architecture_config_and_load_times() {
         "30 layers",
         "d_model 576",
         "vocab:         49152 tokens",
-        "q4_1",
+        "q4_1    210 tensors",
+        "matrices read as its blocks",
         "q8_0",
         "dequantise+upload",
     ] {

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use samd_model::gguf::keys;
+use samd_model::dequant;
+use samd_model::gguf::{GgmlType, keys};
+use samd_model::quant_rows::QuantKind;
 
 use crate::args::InspectArgs;
 use crate::load::{LoadTimings, ModelBytes, init_device, timed};
@@ -36,13 +38,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let arch = file.architecture().unwrap_or("(none)");
     println!("architecture:  {arch}");
 
-    // dtype name -> (tensor count, elements, bytes)
-    let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+    // dtype -> (tensor count, elements, bytes)
+    let mut by_type: BTreeMap<&str, (GgmlType, usize, u64, u64)> = BTreeMap::new();
     for t in file.tensors() {
-        let entry = by_type.entry(t.dtype.name()).or_default();
-        entry.0 += 1;
-        entry.1 += t.n_elements();
-        entry.2 += t.n_bytes();
+        let entry = by_type.entry(t.dtype.name()).or_insert((t.dtype, 0, 0, 0));
+        entry.1 += 1;
+        entry.2 += t.n_elements();
+        entry.3 += t.n_bytes();
     }
     let n_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
     println!(
@@ -50,11 +52,12 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         file.tensors().len(),
         n_params as f64 / 1e6
     );
-    for (dtype, (count, elements, bytes)) in &by_type {
+    for (name, (dtype, count, elements, bytes)) in &by_type {
         println!(
-            "  {dtype:<6} {count:>4} tensors {:>9.1} M values {:>8.2} MiB",
+            "  {name:<6} {count:>4} tensors {:>9.1} M values {:>8.2} MiB  {}",
             *elements as f64 / 1e6,
-            *bytes as f64 / (1024.0 * 1024.0)
+            *bytes as f64 / (1024.0 * 1024.0),
+            read_as(*dtype)
         );
     }
 
@@ -119,4 +122,16 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         timings.total_ms()
     );
     Ok(())
+}
+
+/// How samd holds a type's matrices: the block kernels read Q8_0, Q4_0 and Q4_1 blocks,
+/// and hold some other types in them exactly; the rest are widened to f32 at load.
+fn read_as(dtype: GgmlType) -> String {
+    match QuantKind::of(dtype).map(QuantKind::own_type) {
+        Some(own) if own == dtype => "matrices read as its blocks".into(),
+        Some(own) => format!("matrices read as {own} blocks"),
+        None if dtype == GgmlType::F32 => "read as they are".into(),
+        None if dequant::supports(dtype) => "widened to f32".into(),
+        None => "unsupported".into(),
+    }
 }

@@ -42,6 +42,15 @@ impl QuantKind {
         }
     }
 
+    /// The GGUF type whose blocks these are.
+    pub fn own_type(self) -> GgmlType {
+        match self {
+            Self::Q8_0 => GgmlType::Q8_0,
+            Self::Q4_0 => GgmlType::Q4_0,
+            Self::Q4_1 => GgmlType::Q4_1,
+        }
+    }
+
     /// Bytes of quants per block.
     pub(crate) fn quant_bytes(self) -> usize {
         match self {
