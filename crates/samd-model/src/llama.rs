@@ -1822,6 +1822,78 @@ mod tests {
         }
     }
 
+    /// A model as llama.cpp's presets write one (Q5_0 and Q8_0 side by side in q|k|v,
+    /// IQ4_NL, Q4_K, IQ4_XS), held in blocks of other kinds, gives the logits of the same
+    /// file widened to f32, bit for bit: in a prompt's pass, which widens the blocks, and
+    /// a token at a time, which reads them.
+    #[test]
+    fn other_types_held_as_blocks_give_the_f32_models_logits() {
+        use crate::gguf_writer::GgufWriter;
+        let c = LlamaConfig {
+            d_model: 256,
+            d_ffn: 256,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            ..LlamaConfig::tiny()
+        };
+        // Each type's size and where its f16 fields are; those are kept small and finite.
+        let layout = |t: GgmlType| -> &'static [usize] {
+            match t {
+                GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+                GgmlType::Q4_K => &[0, 2],
+                _ => unreachable!(),
+            }
+        };
+        let mut rng = Lcg(11);
+        let mut w = GgufWriter::new();
+        w.llama_config("llama", &c);
+        for name in WeightName::all(c.n_layers) {
+            let dims = name.expected_dims(&c);
+            let dtype = match name {
+                WeightName::Output => continue, // tied
+                WeightName::OutputNorm | WeightName::AttnNorm(_) | WeightName::FfnNorm(_) => {
+                    w.tensor_f32(&name.gguf_name(), &[dims[0] as u64], &vec![1.0; dims[0]]);
+                    continue;
+                }
+                WeightName::TokenEmbd | WeightName::AttnQ(_) | WeightName::AttnK(_) => {
+                    GgmlType::Q5_0
+                }
+                WeightName::AttnV(_) => GgmlType::Q8_0,
+                WeightName::AttnOutput(_) => GgmlType::IQ4_NL,
+                WeightName::FfnGate(_) | WeightName::FfnUp(_) => GgmlType::Q4_K,
+                WeightName::FfnDown(_) => GgmlType::IQ4_XS,
+            };
+            let blocks = dims[0] * dims[1] / dtype.block_size() as usize;
+            let mut bytes: Vec<u8> = (0..blocks * dtype.type_size() as usize)
+                .map(|_| rng.below(256) as u8)
+                .collect();
+            for block in bytes.chunks_exact_mut(dtype.type_size() as usize) {
+                for &at in layout(dtype) {
+                    block[at + 1] &= 0x8f; // f16 exponent 0b00xxx: under 2^-8
+                }
+            }
+            let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+            w.tensor_raw(&name.gguf_name(), &dims, dtype, bytes);
+        }
+        let bytes = w.to_bytes();
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let tokens = [1, 5, 9, 2, 60, 33];
+        let run = |form| {
+            let model = Llama::from_gguf_with(&file, &cpu(), form).expect("load");
+            let mut cache = model.new_cache(16);
+            let prompt = read_logits(feed_chain(&model, &mut cache, &tokens[..4]));
+            let steps: Vec<Vec<f32>> = tokens[4..]
+                .iter()
+                .map(|&t| read_logits(feed_chain(&model, &mut cache, &[t])))
+                .collect();
+            (prompt, steps)
+        };
+        let (blocks, f32s) = (run(MatrixForm::Blocks), run(MatrixForm::F32));
+        assert!(blocks.0.iter().all(|x| x.is_finite()));
+        assert_eq!(blocks, f32s);
+    }
+
     /// A file may claim any number of layers: the load ends at the first one it lacks.
     #[test]
     fn a_file_claiming_more_layers_than_it_holds_is_an_error() {
