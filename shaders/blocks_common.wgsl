@@ -9,8 +9,10 @@
 // in its low nibbles and 16 + 4s .. in its high ones; word s of an 8-bit block holds
 // weights 4s .. 4s + 3 as signed bytes.
 //
-// d·q is exact in f32 (an f16 times at most 8 bits), so d·q + m rounds once, whether or
-// not the compiler fuses it: every weight is the f32 that samd-model's dequant.rs gives.
+// d·q is exact in f32 (at most 24 significant bits: an f16, or an f16 times a K-quant's
+// 6-bit sub-block scale, times a code of at most 8 bits), so d·q + m rounds once, whether
+// or not the compiler fuses it: every weight is the f32 that samd-model's dequant.rs gives.
+// Q5_1 and Q5_K blocks come as 8-bit blocks with an m.
 //
 // Filled in by samd-model's kernels.rs: four_bit, per_word (weights per code word: 8 or
 // 4), code_words (per block: 4 or 8).

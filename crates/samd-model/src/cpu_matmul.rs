@@ -110,7 +110,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     );
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, QuantKind};
         product(m, w.rows(), &|rows, out| {
             // SAFETY: the CPU has AVX2 and FMA ([`reads_blocks`]).
             #[allow(unsafe_code)]
@@ -119,18 +119,20 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
                     QuantKind::Q8_0 => avx2::dots_by_row(x, k, w.rows_in::<Q8_0>(rows), out),
                     QuantKind::Q4_0 => avx2::dots_by_row(x, k, w.rows_in::<Q4_0>(rows), out),
                     QuantKind::Q4_1 => avx2::dots_by_row(x, k, w.rows_in::<Q4_1>(rows), out),
+                    QuantKind::Q5_1 => avx2::dots_by_row(x, k, w.rows_in::<Q5_1>(rows), out),
                 }
             }
         })
     }
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, QuantKind};
         let rounded = integer::RoundedRows::new(x, k);
         product(m, w.rows(), &|rows, out| match w.kind() {
             QuantKind::Q8_0 => simd128::block_dots(&rounded, w.rows_in::<Q8_0>(rows), out),
             QuantKind::Q4_0 => simd128::block_dots(&rounded, w.rows_in::<Q4_0>(rows), out),
             QuantKind::Q4_1 => simd128::block_dots(&rounded, w.rows_in::<Q4_1>(rows), out),
+            QuantKind::Q5_1 => simd128::block_dots(&rounded, w.rows_in::<Q5_1>(rows), out),
         })
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
@@ -142,7 +144,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
 /// f32.
 #[cfg(target_arch = "wasm32")]
 pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
-    use crate::quant_rows::{Q4_0, Q4_1, Q8_0, QuantKind};
+    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, QuantKind};
     use simd128::{TILE_GROUPS, TILE_ROWS};
     let (n, k) = (w.rows(), w.cols());
     assert!(x.len() == m * k, "invariant: callers pass whole matrices");
@@ -159,6 +161,7 @@ pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
         QuantKind::Q8_0 => simd128::tiled_dots::<Q8_0>(&rounded, &packed, &mut out),
         QuantKind::Q4_0 => simd128::tiled_dots::<Q4_0>(&rounded, &packed, &mut out),
         QuantKind::Q4_1 => simd128::tiled_dots::<Q4_1>(&rounded, &packed, &mut out),
+        QuantKind::Q5_1 => simd128::tiled_dots::<Q5_1>(&rounded, &packed, &mut out),
     }
     if tiled_n == n {
         out.truncate(m * n);
@@ -189,7 +192,12 @@ pub fn check_block_products() -> KernelCheck {
 fn first_block_mismatch(rows: &mut usize) -> Option<String> {
     // Seven blocks a row: Q4_1's minimums take four at once, then three one by one.
     let (n, k) = (24, 224);
-    for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+    for dtype in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_1,
+    ] {
         let bytes = random_blocks(dtype, n * k / BLOCK, 5);
         let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");
         for m in 1..=5 {
@@ -588,6 +596,6 @@ mod tests {
         }
         let check = check_block_products();
         assert!(check.passed(), "{check}");
-        assert_eq!(check.rows, 45);
+        assert_eq!(check.rows, 60);
     }
 }

@@ -194,8 +194,17 @@ fn q5_1(b: &[u8; 24], out: &mut Vec<f32>) {
     let (d, rest) = split::<24, 2, 22>(b);
     let (m, rest) = split::<22, 2, 20>(rest);
     let (qh, qs) = split::<20, 4, 16>(rest);
-    let (d, m) = (f16_at(d), f16_at(m));
-    out.extend(q5_codes(u32::from_le_bytes(*qh), qs).map(|q| d * f32::from(q) + m));
+    let codes: Vec<u8> = q5_codes(u32::from_le_bytes(*qh), qs)
+        .map(|q| q.to_le_bytes()[0])
+        .collect();
+    q5_1_values(f16_at(d), f16_at(m), &codes, out);
+}
+
+/// A Q5_1 block's values from its scale `d`, minimum `m` and 32 codes, a byte each:
+/// `d·q + m`. [`crate::quant_rows::QuantRows`] holds Q5_1 and Q5_K blocks so, and widens
+/// them with this too.
+pub(crate) fn q5_1_values(d: f32, m: f32, codes: &[u8], out: &mut Vec<f32>) {
+    out.extend(codes.iter().map(|&q| d * f32::from(q) + m));
 }
 
 /// A Q5 block's 32 codes in order (0 to 31): the nibbles as in Q4 blocks, element `j`'s
@@ -286,24 +295,36 @@ fn q3_k(b: &[u8; 110], out: &mut Vec<f32>) {
     }));
 }
 
-fn q5_k(b: &[u8; 176], out: &mut Vec<f32>) {
+/// A Q5_K super-block's eight sub-blocks of 32: each one's scale `d·sc`, minimum
+/// `dmin·m` (subtracted) and codes. As Q4_K's, sub-block s takes the low (s even) or
+/// high nibbles of 32 bytes of qs, and its fifth bits are bit s of qh's 32 bytes.
+pub(crate) fn q5_k_blocks(
+    b: &[u8; 176],
+) -> impl Iterator<Item = (f32, f32, impl Iterator<Item = i16>)> {
     let (d, rest) = split::<176, 2, 174>(b);
     let (dmin, rest) = split::<174, 2, 172>(rest);
     let (scales, rest) = split::<172, 12, 160>(rest);
     let (qh, qs) = split::<160, 32, 128>(rest);
     let (d, dmin) = (f16_at(d), f16_at(dmin));
     let (sc, m) = k4_scales(scales);
-    // As Q4_K's, each sub-block s's fifth bits being bit s of qh's 32 bytes.
-    for (s, (&sc, &m)) in sc.iter().zip(&m).enumerate() {
-        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
-        let Some(q) = qs.chunks_exact(32).nth(s / 2) else {
-            continue;
-        };
+    (0..8).map(move |s| {
+        let q = qs.chunks_exact(32).nth(s / 2).unwrap_or(&[]);
         let shift = 4 * (s % 2);
-        out.extend(q.iter().zip(qh).map(|(&q, &h)| {
-            let q = ((q >> shift) & 0xf) | (((h >> s) & 1) << 4);
-            d1 * f32::from(q) - m1
-        }));
+        let codes = q
+            .iter()
+            .zip(qh)
+            .map(move |(&q, &h)| i16::from(((q >> shift) & 0xf) | (((h >> s) & 1) << 4)));
+        let (sc, m) = (
+            sc.get(s).copied().unwrap_or(0),
+            m.get(s).copied().unwrap_or(0),
+        );
+        (d * f32::from(sc), dmin * f32::from(m), codes)
+    })
+}
+
+fn q5_k(b: &[u8; 176], out: &mut Vec<f32>) {
+    for (d1, m1, codes) in q5_k_blocks(b) {
+        out.extend(codes.map(|q| d1 * f32::from(q) - m1));
     }
 }
 

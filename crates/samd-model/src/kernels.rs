@@ -478,7 +478,7 @@ fn product_shape(w: &CubeTensor, layout: Layout) -> (usize, usize) {
 fn block_params(kind: QuantKind) -> [(&'static str, String); 3] {
     let code_words = kind.gpu_code_words();
     [
-        ("four_bit", (kind != QuantKind::Q8_0).to_string()),
+        ("four_bit", (!kind.byte_codes()).to_string()),
         ("per_word", (BLOCK / code_words).to_string()),
         ("code_words", code_words.to_string()),
     ]

@@ -1823,9 +1823,12 @@ mod tests {
     }
 
     /// A model as llama.cpp's presets write one (Q5_0 and Q8_0 side by side in q|k|v,
-    /// IQ4_NL, Q4_K, IQ4_XS), held in blocks of other kinds, gives the logits of the same
-    /// file widened to f32, bit for bit: in a prompt's pass, which widens the blocks, and
-    /// a token at a time, which reads them.
+    /// IQ4_NL, Q4_K, IQ4_XS, Q5_1, Q5_K), held in blocks of other kinds, gives the logits
+    /// of the same file dequantised to f32, bit for bit, in a prompt's pass: more rows
+    /// than [`CPU_MAX_ROWS`] take burn's matmul, over each matrix widened from the blocks
+    /// in one model and dequantised from the file in the other. (A step's few rows read
+    /// the blocks in both; `cpu_matmul::check_block_products` holds that code to the
+    /// dequantised values for each kind.)
     #[test]
     fn other_types_held_as_blocks_give_the_f32_models_logits() {
         use crate::gguf_writer::GgufWriter;
@@ -1841,7 +1844,7 @@ mod tests {
         let layout = |t: GgmlType| -> &'static [usize] {
             match t {
                 GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
-                GgmlType::Q4_K => &[0, 2],
+                GgmlType::Q4_K | GgmlType::Q5_1 | GgmlType::Q5_K => &[0, 2],
                 _ => unreachable!(),
             }
         };
@@ -1860,9 +1863,11 @@ mod tests {
                     GgmlType::Q5_0
                 }
                 WeightName::AttnV(_) => GgmlType::Q8_0,
-                WeightName::AttnOutput(_) => GgmlType::IQ4_NL,
+                WeightName::AttnOutput(0) => GgmlType::IQ4_NL,
+                WeightName::AttnOutput(_) => GgmlType::Q5_1,
                 WeightName::FfnGate(_) | WeightName::FfnUp(_) => GgmlType::Q4_K,
-                WeightName::FfnDown(_) => GgmlType::IQ4_XS,
+                WeightName::FfnDown(0) => GgmlType::IQ4_XS,
+                WeightName::FfnDown(_) => GgmlType::Q5_K,
             };
             let blocks = dims[0] * dims[1] / dtype.block_size() as usize;
             let mut bytes: Vec<u8> = (0..blocks * dtype.type_size() as usize)
@@ -1878,19 +1883,14 @@ mod tests {
         }
         let bytes = w.to_bytes();
         let file = GgufFile::parse(&bytes).expect("parse");
-        let tokens = [1, 5, 9, 2, 60, 33];
+        let tokens: Vec<u32> = (0..CPU_MAX_ROWS as u32 + 4).map(|i| i * 7 % 64).collect();
         let run = |form| {
             let model = Llama::from_gguf_with(&file, &cpu(), form).expect("load");
-            let mut cache = model.new_cache(16);
-            let prompt = read_logits(feed_chain(&model, &mut cache, &tokens[..4]));
-            let steps: Vec<Vec<f32>> = tokens[4..]
-                .iter()
-                .map(|&t| read_logits(feed_chain(&model, &mut cache, &[t])))
-                .collect();
-            (prompt, steps)
+            let mut cache = model.new_cache(tokens.len());
+            read_logits(feed_chain(&model, &mut cache, &tokens))
         };
         let (blocks, f32s) = (run(MatrixForm::Blocks), run(MatrixForm::F32));
-        assert!(blocks.0.iter().all(|x| x.is_finite()));
+        assert!(blocks.iter().all(|x| x.is_finite()));
         assert_eq!(blocks, f32s);
     }
 

@@ -24,13 +24,16 @@ pub enum QuantKind {
     Q4_0,
     /// d·q + m, 4-bit q.
     Q4_1,
+    /// d·q + m, 5-bit q held in a byte: Q4_1's arithmetic over Q8_0's codes.
+    Q5_1,
 }
 
 impl QuantKind {
     /// The kind a GGUF type is kept as, if it is: its own, or one whose blocks hold its
-    /// values exactly (Q5_0's and IQ4's codes fit Q8_0's bytes, and a Q4_K sub-block is
-    /// a Q4_1 block with f32 scales), so that llama.cpp's common presets run on the
-    /// block kernels too. The others (Q5_1, Q3_K, Q5_K, Q6_K) are read as f32.
+    /// values exactly (Q5_0's and IQ4's codes fit Q8_0's bytes, and a Q4_K or Q5_K
+    /// sub-block is a Q4_1 or Q5_1 block with f32 scales), so that llama.cpp's common
+    /// presets run on the block kernels too. The others (Q3_K, Q6_K, with a scale per 16
+    /// values) are read as f32.
     pub fn of(dtype: GgmlType) -> Option<Self> {
         match dtype {
             GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
@@ -38,6 +41,7 @@ impl QuantKind {
             }
             GgmlType::Q4_0 => Some(Self::Q4_0),
             GgmlType::Q4_1 | GgmlType::Q4_K => Some(Self::Q4_1),
+            GgmlType::Q5_1 | GgmlType::Q5_K => Some(Self::Q5_1),
             _ => None,
         }
     }
@@ -48,20 +52,26 @@ impl QuantKind {
             Self::Q8_0 => GgmlType::Q8_0,
             Self::Q4_0 => GgmlType::Q4_0,
             Self::Q4_1 => GgmlType::Q4_1,
+            Self::Q5_1 => GgmlType::Q5_1,
         }
     }
 
-    /// Bytes of quants per block.
-    pub(crate) fn quant_bytes(self) -> usize {
+    /// Bytes of quants per block: a byte per code, or two 4-bit codes a byte.
+    pub(crate) const fn quant_bytes(self) -> usize {
         match self {
-            Self::Q8_0 => 32,
+            Self::Q8_0 | Self::Q5_1 => 32,
             Self::Q4_0 | Self::Q4_1 => 16,
         }
     }
 
-    /// Whether a block stores a minimum after its scale.
-    fn has_min(self) -> bool {
-        self == Self::Q4_1
+    /// Whether the codes are bytes (signed; Q5_1's are 0 to 31), not nibbles.
+    pub(crate) const fn byte_codes(self) -> bool {
+        self.quant_bytes() == 32
+    }
+
+    /// Whether a block stores a minimum after its scale: `d·q + m`.
+    pub(crate) const fn has_min(self) -> bool {
+        matches!(self, Self::Q4_1 | Self::Q5_1)
     }
 
     /// u32 words per block in [`QuantRows::gpu_words`]: d, m, then the quants.
@@ -182,6 +192,25 @@ impl QuantRows {
                         .extend((0..16).map(|i| code(i) | (code(i + 16) << 4)));
                 }
             }
+            // Q5 codes in bytes, with the block's minimum.
+            GgmlType::Q5_1 => {
+                self.scales.push(half(0));
+                self.mins.push(half(2));
+                let qh = u32::from_le_bytes([block[4], block[5], block[6], block[7]]);
+                let codes = dequant::q5_codes(qh, &block[8..]);
+                self.quants.extend(codes.map(as_byte));
+            }
+            // As Q4_K's sub-blocks, each a Q5_1 block.
+            GgmlType::Q5_K => {
+                let Ok(block) = <&[u8; 176]>::try_from(block) else {
+                    return;
+                };
+                for (d, m, codes) in dequant::q5_k_blocks(block) {
+                    self.scales.push(d);
+                    self.mins.push(-m);
+                    self.quants.extend(codes.map(as_byte));
+                }
+            }
             _ => unreachable!("invariant: QuantKind::of keeps only the types above"),
         }
     }
@@ -234,7 +263,7 @@ impl QuantRows {
         for (b, quants) in self.quants.chunks_exact(quant_bytes).enumerate() {
             let d = self.scales[b];
             let m = match self.kind {
-                QuantKind::Q4_1 => self.mins[b],
+                QuantKind::Q4_1 | QuantKind::Q5_1 => self.mins[b],
                 QuantKind::Q4_0 => -8.0 * d,
                 QuantKind::Q8_0 => 0.0,
             };
@@ -287,6 +316,7 @@ impl QuantRows {
                 QuantKind::Q8_0 => dequant::q8_0_values(d, quants, out),
                 QuantKind::Q4_0 => dequant::q4_0_values(d, quants, out),
                 QuantKind::Q4_1 => dequant::q4_1_values(d, self.mins[b], quants, out),
+                QuantKind::Q5_1 => dequant::q5_1_values(d, self.mins[b], quants, out),
             }
         }
     }
@@ -308,7 +338,7 @@ impl QuantRows {
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
-pub(crate) use reading::{Codec, Q4_0, Q4_1, Q8_0, QuantRow};
+pub(crate) use reading::{Codec, Q4_0, Q4_1, Q5_1, Q8_0, QuantRow};
 
 /// Rows as the products that read blocks read them: AVX2's and wasm's.
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
@@ -334,6 +364,10 @@ mod reading {
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct Q4_1;
 
+    /// [`QuantKind::Q5_1`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Q5_1;
+
     impl Codec for Q8_0 {
         const KIND: QuantKind = QuantKind::Q8_0;
     }
@@ -344,6 +378,10 @@ mod reading {
 
     impl Codec for Q4_1 {
         const KIND: QuantKind = QuantKind::Q4_1;
+    }
+
+    impl Codec for Q5_1 {
+        const KIND: QuantKind = QuantKind::Q5_1;
     }
 
     impl QuantRows {
@@ -413,15 +451,17 @@ mod reading {
     }
 }
 
-/// Blocks of `dtype` (Q8_0, Q4_0 or Q4_1: a kind's own type) with every byte
+/// Blocks of `dtype` (Q8_0, Q4_0, Q4_1 or Q5_1: a kind's own type) with every byte
 /// pseudo-random, scales and minimums kept to modest f16s: for the tests, and the check
 /// of the CPU's block products.
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
-    use GgmlType::{Q4_0, Q4_1, Q8_0};
-    assert!(
-        matches!(dtype, Q8_0 | Q4_0 | Q4_1),
-        "{dtype} is not a kind's own type"
-    );
+    use GgmlType::{Q4_0, Q4_1, Q5_1, Q8_0};
+    // The bytes of each block's f16 scale (and minimum), first in the block.
+    let header = match dtype {
+        Q8_0 | Q4_0 => 2,
+        Q4_1 | Q5_1 => 4,
+        _ => panic!("{dtype} is not a kind's own type"),
+    };
     let size = usize::try_from(dtype.type_size()).unwrap();
     let mut s = seed;
     let mut next = || {
@@ -430,7 +470,6 @@ pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8
             .wrapping_add(1_442_695_040_888_963_407);
         (s >> 33) as u8
     };
-    let header = size - QuantKind::of(dtype).unwrap().quant_bytes();
     (0..blocks)
         .flat_map(|_| {
             let mut block: Vec<u8> = (0..size).map(|_| next()).collect();
@@ -471,7 +510,7 @@ mod tests {
         use GgmlType::*;
         assert_eq!(
             kept.len(),
-            [Q8_0, Q4_0, Q4_1, Q5_0, IQ4_NL, Q4_K, IQ4_XS].len()
+            [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, IQ4_XS].len()
         );
     }
 
@@ -479,6 +518,7 @@ mod tests {
     #[test]
     fn rows_hold_each_blocks_scale_minimum_and_quants() {
         let (rows, cols) = (3, 64);
+        // The kinds that hold their file's quants as they are (Q5_1's are repacked).
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             let bytes = random_blocks(dtype, rows * cols / BLOCK, 7);
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
@@ -486,6 +526,7 @@ mod tests {
                 QuantKind::Q8_0 => blocks_of::<Q8_0>(&packed),
                 QuantKind::Q4_0 => blocks_of::<Q4_0>(&packed),
                 QuantKind::Q4_1 => blocks_of::<Q4_1>(&packed),
+                QuantKind::Q5_1 => unreachable!("not among the types above"),
             };
             let size = dtype.type_size() as usize;
             let half = |b: &[u8]| f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
@@ -515,7 +556,12 @@ mod tests {
     #[test]
     fn a_widened_row_is_that_row_dequantised_bit_for_bit() {
         let (rows, cols) = (5, 96);
-        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for dtype in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+        ] {
             let bytes = random_blocks(dtype, rows * cols / BLOCK, 9);
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
@@ -536,7 +582,12 @@ mod tests {
     fn a_widened_matrix_is_the_matrix_dequantised_bit_for_bit() {
         // Rows for two whole tasks of the parallel widening and part of a third.
         let (rows, cols) = (2 * WIDEN_ROWS_PER_TASK + 7, 64);
-        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for dtype in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+        ] {
             let bytes = random_blocks(dtype, rows * cols / BLOCK, 4);
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();

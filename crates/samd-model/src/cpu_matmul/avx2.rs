@@ -135,12 +135,17 @@ unsafe fn widen<C: Codec>(scale: f32, min: f32, quants: &[u8]) -> [__m256; 4] {
         let d = _mm256_set1_ps(scale);
         let p = quants.as_ptr();
         match C::KIND {
-            QuantKind::Q8_0 => {
+            QuantKind::Q8_0 | QuantKind::Q5_1 => {
+                let m = _mm256_set1_ps(min);
                 // Written out, not `array::map`: `map` is not inlined, and would not
                 // compile with this function's features.
                 let value = |at: usize| {
                     let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(load8(p.add(at))));
-                    _mm256_mul_ps(d, q)
+                    if C::KIND == QuantKind::Q5_1 {
+                        _mm256_add_ps(_mm256_mul_ps(d, q), m)
+                    } else {
+                        _mm256_mul_ps(d, q)
+                    }
                 };
                 [value(0), value(8), value(16), value(24)]
             }

@@ -160,7 +160,7 @@ pub(super) fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
 /// A block's 32 codes, in order: the values `d · q (+ m)` multiplies.
 pub(super) fn codes<C: Codec>(quants: &[u8]) -> [i16; BLOCK] {
     std::array::from_fn(|e| match C::KIND {
-        QuantKind::Q8_0 => i16::from(quants[e] as i8),
+        QuantKind::Q8_0 | QuantKind::Q5_1 => i16::from(quants[e] as i8),
         QuantKind::Q4_0 | QuantKind::Q4_1 => {
             let nibble = if e < 16 {
                 quants[e] & 0x0f
@@ -173,7 +173,8 @@ pub(super) fn codes<C: Codec>(quants: &[u8]) -> [i16; BLOCK] {
     })
 }
 
-/// A dot product from its lanes' sums: the lanes folded, then Q4_1's minimums.
+/// A dot product from its lanes' sums: the lanes folded, then the minimums (Q4_1's,
+/// Q5_1's).
 #[inline(always)]
 pub(super) fn finish<C: Codec>(
     acc: [f32; SUM_LANES],
@@ -181,7 +182,7 @@ pub(super) fn finish<C: Codec>(
     w: QuantRow<'_, C>,
 ) -> f32 {
     let sum = fold(acc);
-    if C::KIND != QuantKind::Q4_1 {
+    if !C::KIND.has_min() {
         return sum;
     }
     let mut minimums = [0.0f32; SUM_LANES];
@@ -221,7 +222,7 @@ impl ScalarDot for InLanes {
 /// `x · Wᵀ` (`[m, n]` out) with x rounded as [`round_block`] rounds it, each output
 /// from `D`'s dot product.
 pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
-    use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
+    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0};
     let rounded = RoundedRows::with(x, w.cols(), round_block);
     let n = w.rows();
     let mut y = vec![0.0; m * n];
@@ -232,6 +233,7 @@ pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &QuantRows) -> Ve
             QuantKind::Q8_0 => fill::<D, _>(out, w.rows_in::<Q8_0>(0..n), row),
             QuantKind::Q4_0 => fill::<D, _>(out, w.rows_in::<Q4_0>(0..n), row),
             QuantKind::Q4_1 => fill::<D, _>(out, w.rows_in::<Q4_1>(0..n), row),
+            QuantKind::Q5_1 => fill::<D, _>(out, w.rows_in::<Q5_1>(0..n), row),
         }
     }
     y
@@ -279,7 +281,12 @@ mod tests {
     /// x costs.
     fn within_the_rounding_of_x<D: ScalarDot>() {
         let (n, k) = (40, 96);
-        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for dtype in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+        ] {
             let bytes = random_blocks(dtype, n * k / BLOCK, 11);
             let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
             let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();

@@ -160,7 +160,7 @@ fn block_group<const R: usize, C: Codec>(
     }
     for ((acc, row), out) in acc.iter().zip(rows).zip(out) {
         let sum = fold(lanes(*acc));
-        *out = if C::KIND == QuantKind::Q4_1 {
+        *out = if C::KIND.has_min() {
             sum + fold(minimums(wj.mins(), row.sums))
         } else {
             sum
@@ -179,7 +179,7 @@ fn lanes(v: v128) -> [f32; SUM_LANES] {
     ]
 }
 
-/// Q4_1's minimums times x's `s · Σ xq`, block `b`'s in lane `b % 4`, as
+/// The blocks' minimums (Q4_1's, Q5_1's) times x's `s · Σ xq`, block `b`'s in lane `b % 4`, as
 /// [`finish`](super::integer::finish) sums them: a vector of four blocks at a time, then
 /// the last blocks one by one.
 #[inline(always)]
@@ -215,7 +215,7 @@ unsafe fn codes<C: Codec>(quants: &[u8]) -> [v128; 4] {
     unsafe {
         let p = quants.as_ptr();
         match C::KIND {
-            QuantKind::Q8_0 => {
+            QuantKind::Q8_0 | QuantKind::Q5_1 => {
                 let (low, high) = (v128_load(p.cast()), v128_load(p.add(16).cast()));
                 [
                     i16x8_extend_low_i8x16(low),
@@ -377,7 +377,7 @@ fn tile<C: Codec>(
             && groups.iter().all(|(codes, scales, mins)| {
                 codes.len() == blocks * BLOCK * PACKED_ROWS
                     && scales.len() == blocks * PACKED_ROWS
-                    && (mins.len() == scales.len() || C::KIND != QuantKind::Q4_1)
+                    && (mins.len() == scales.len() || !C::KIND.has_min())
             }),
         "invariant: rows of x as long as W's"
     );
@@ -408,7 +408,7 @@ fn tile<C: Codec>(
                 load(scales0.as_ptr().add(at)),
                 load(scales1.as_ptr().add(at)),
             ];
-            let mins = if C::KIND == QuantKind::Q4_1 {
+            let mins = if C::KIND.has_min() {
                 [load(mins0.as_ptr().add(at)), load(mins1.as_ptr().add(at))]
             } else {
                 [f32x4_splat(0.0); TILE_GROUPS]
@@ -420,7 +420,7 @@ fn tile<C: Codec>(
             let sum = f32x4_splat(rows[i].sums[b]);
             for v in 0..TILE_GROUPS {
                 let share = f32x4_mul(f32x4_convert_i32x4(sums[i][v]), f32x4_mul(d[v], step));
-                let share = if C::KIND == QuantKind::Q4_1 {
+                let share = if C::KIND.has_min() {
                     f32x4_add(share, f32x4_mul(mins[v], sum))
                 } else {
                     share

@@ -53,11 +53,12 @@ impl PackedRows {
     /// `w` packed with `P`, its groups padded to a multiple of `groups_of`. A group's
     /// lanes past W's last row repeat that row's codes, with scales (and minimums) of 0.
     pub(super) fn new<P: BlockPacking>(w: &QuantRows, groups_of: usize) -> Self {
-        use crate::quant_rows::{Q4_0, Q4_1, Q8_0};
+        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0};
         match w.kind() {
             QuantKind::Q8_0 => Self::pack::<P, _>(w.rows_in::<Q8_0>(0..w.rows()), w, groups_of),
             QuantKind::Q4_0 => Self::pack::<P, _>(w.rows_in::<Q4_0>(0..w.rows()), w, groups_of),
             QuantKind::Q4_1 => Self::pack::<P, _>(w.rows_in::<Q4_1>(0..w.rows()), w, groups_of),
+            QuantKind::Q5_1 => Self::pack::<P, _>(w.rows_in::<Q5_1>(0..w.rows()), w, groups_of),
         }
     }
 
@@ -72,7 +73,7 @@ impl PackedRows {
         let per_block = BLOCK * PACKED_ROWS;
         let mut codes = vec![0; groups * blocks * per_block];
         let mut scales = vec![0.0; groups * blocks * PACKED_ROWS];
-        let mut mins = if C::KIND == QuantKind::Q4_1 {
+        let mut mins = if C::KIND.has_min() {
             scales.clone()
         } else {
             Vec::new()
@@ -172,7 +173,7 @@ impl ScalarDot for InBlockOrder {
                 .map(|(&q, &xq)| i32::from(q) * i32::from(xq))
                 .sum();
             let share = total as f32 * (d * x.steps[b]);
-            acc += if C::KIND == QuantKind::Q4_1 {
+            acc += if C::KIND.has_min() {
                 share + m * x.sums[b]
             } else {
                 share
