@@ -136,13 +136,22 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
         state ^= state << 17;
         (state >> 24) as u8
     };
+    // Each kind, and types held in a kind not their own (Q5_0's and IQ4_NL's codes in
+    // Q8_0's bytes).
     for (dtype, kind) in [
         (GgmlType::Q4_0, QuantKind::Q4_0),
         (GgmlType::Q4_1, QuantKind::Q4_1),
         (GgmlType::Q8_0, QuantKind::Q8_0),
+        (GgmlType::Q5_1, QuantKind::Q5_1),
+        (GgmlType::Q5_0, QuantKind::Q8_0),
+        (GgmlType::IQ4_NL, QuantKind::Q8_0),
     ] {
         let block_bytes = dtype.type_size() as usize;
-        let header = if kind == QuantKind::Q4_1 { 4 } else { 2 };
+        let header = if matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            4
+        } else {
+            2
+        };
         let mut bytes = Vec::new();
         for _ in 0..rows * cols / 32 {
             // f16 scales (and minimums) between 2^-7 and 2^-3 in size, of either sign.
