@@ -127,7 +127,8 @@ test('bad model URLs and a blank prompt show an error, and the model loaded befo
     console.log(`  bad-url: a blank prompt -> ${await error.textContent()}`);
     await page.getByTestId('prompt').fill(asked);
     await race(page, 'bad-url');
-    assert.deepEqual(await checkLanes(page), before, 'the same text as before the bad loads');
+    // The text, not the MAT: the tree budget goes on learning what each node costs.
+    assert.equal((await checkLanes(page)).ar, before.ar, 'the same text as before the bad loads');
     lap('recovered');
     await screenshot(page, 'bad-url-recovered');
   } finally {
