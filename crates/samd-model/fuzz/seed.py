@@ -141,6 +141,8 @@ def main():
         # As llama.cpp's Q4_K_M and IQ4 presets write SmolLM2: kept in blocks of another kind.
         "llama-q4_k_m": llama(rng, ["Q8_0", "Q5_0", "Q5_0", "Q8_0", "Q5_0", "Q5_0", "Q5_0", "Q5_0"]),
         "llama-iq4": llama(rng, ["Q8_0", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL"]),
+        # As the Q5_K_M preset writes it: Q5_1, in blocks of its own kind.
+        "llama-q5_k_m": llama(rng, ["Q8_0", "Q5_1", "Q5_1", "Q8_0", "Q5_1", "Q5_1", "Q5_1", "Q5_1"]),
         "every-type": every_type(rng),
     }
     for name, data in seeds.items():
