@@ -513,6 +513,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// The test writer's Q5_1 blocks read back within half a step of what was written.
+    #[test]
+    fn q5_1_bytes_read_back_within_half_a_step() {
+        let data: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let got = dequantize(GgmlType::Q5_1, &crate::gguf_writer::q5_1_bytes(&data), 96).unwrap();
+        for (block, got) in data.chunks(32).zip(got.chunks(32)) {
+            let (lo, hi) = block
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+            let step = (hi - lo) / 31.0;
+            for (x, y) in block.iter().zip(got) {
+                assert!((x - y).abs() <= step * 0.51 + 1e-3, "{x} read back as {y}");
+            }
+        }
+    }
+
     /// `supports` names exactly the types `dequantize` reads: one block of zeros of each.
     #[test]
     fn supports_is_what_dequantize_reads() {

@@ -257,6 +257,36 @@ pub fn q4_1_bytes(data: &[f32]) -> Vec<u8> {
     bytes
 }
 
+/// `data` in Q5_1 blocks: as [`q4_1_bytes`], with `d = (max − min) / 31`, each code's
+/// fifth bit in `qh`. A last partial block is dropped.
+pub fn q5_1_bytes(data: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(data.len() / 32 * 24);
+    for block in data.chunks_exact(32) {
+        let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
+        let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let d = (max - min) / 31.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q: Vec<u8> = block
+            .iter()
+            .map(|&x| (((x - min) * id + 0.5) as u8).min(31))
+            .collect();
+        let qh = q
+            .iter()
+            .enumerate()
+            .fold(0u32, |qh, (j, &q)| qh | (u32::from(q >> 4) << j));
+        bytes.extend(f32_to_f16(d).to_le_bytes());
+        bytes.extend(f32_to_f16(min).to_le_bytes());
+        bytes.extend(qh.to_le_bytes());
+        let (lo, hi) = q.split_at(16);
+        bytes.extend(
+            lo.iter()
+                .zip(hi)
+                .map(|(&a, &b)| (a & 0xf) | ((b & 0xf) << 4)),
+        );
+    }
+    bytes
+}
+
 fn check_len(name: &str, dims: &[u64], data: &[f32], block: u64) {
     let n: u64 = dims.iter().product();
     assert_eq!(

@@ -40,7 +40,7 @@ use crate::config::LlamaConfig;
 use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
-use crate::gguf_writer::{q4_1_bytes, q8_0_bytes};
+use crate::gguf_writer::{q4_1_bytes, q5_1_bytes, q8_0_bytes};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
@@ -742,9 +742,11 @@ impl Llama {
         })
     }
 
-    /// [`Llama::random`] with its matrices quantised as SmolLM2's file has them: the
-    /// token embedding in Q8_0, the rest in Q4_1, each loaded as [`Llama::from_gguf`]
-    /// loads such blocks. Widths must be multiples of 32.
+    /// [`Llama::random`] with its matrices quantised as SmolLM2's file has them (the
+    /// token embedding in Q8_0, the rest in Q4_1), but for the down projections, in Q5_1
+    /// as a Q5_K_M file has them, so that the kernel checks cover each kind of block with
+    /// a minimum. Each is loaded as [`Llama::from_gguf`] loads such blocks. Widths must be
+    /// multiples of 32.
     pub fn random_quantized(
         config: LlamaConfig,
         seed: u64,
@@ -762,6 +764,7 @@ impl Llama {
             };
             let (dtype, bytes) = match name {
                 WeightName::TokenEmbd => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
+                WeightName::FfnDown(_) => (GgmlType::Q5_1, q5_1_bytes(&t.data)),
                 _ => (GgmlType::Q4_1, q4_1_bytes(&t.data)),
             };
             let quant = QuantRows::from_gguf(dtype, &bytes, rows, cols);
