@@ -244,10 +244,7 @@ pub fn q8_0_bytes(data: &[f32]) -> Vec<u8> {
 pub fn q4_1_bytes(data: &[f32]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(data.len() / 32 * 20);
     for block in data.chunks_exact(32) {
-        let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
-        let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-        let d = (max - min) / 15.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (min, d, id) = min_and_step(block, 15.0);
         bytes.extend(f32_to_f16(d).to_le_bytes());
         bytes.extend(f32_to_f16(min).to_le_bytes());
         let q = |x: f32| (((x - min) * id + 0.5) as u8).min(15);
@@ -262,10 +259,7 @@ pub fn q4_1_bytes(data: &[f32]) -> Vec<u8> {
 pub fn q5_1_bytes(data: &[f32]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(data.len() / 32 * 24);
     for block in data.chunks_exact(32) {
-        let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
-        let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-        let d = (max - min) / 31.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (min, d, id) = min_and_step(block, 31.0);
         let q: Vec<u8> = block
             .iter()
             .map(|&x| (((x - min) * id + 0.5) as u8).min(31))
@@ -285,6 +279,15 @@ pub fn q5_1_bytes(data: &[f32]) -> Vec<u8> {
         );
     }
     bytes
+}
+
+/// A block's minimum, the step `d` that spreads it to its maximum in `top` steps, and
+/// `1 / d` (0 for a constant block).
+fn min_and_step(block: &[f32], top: f32) -> (f32, f32, f32) {
+    let min = block.iter().fold(f32::INFINITY, |a, &x| a.min(x));
+    let max = block.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+    let d = (max - min) / top;
+    (min, d, if d != 0.0 { 1.0 / d } else { 0.0 })
 }
 
 fn check_len(name: &str, dims: &[u64], data: &[f32], block: u64) {
