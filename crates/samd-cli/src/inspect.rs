@@ -124,8 +124,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-/// How samd holds a type's matrices: the block kernels read Q8_0, Q4_0 and Q4_1 blocks,
-/// and hold some other types in them exactly; the rest are widened to f32 at load.
+/// How samd holds a type's matrices: the block kernels read Q8_0, Q4_0, Q4_1 and Q5_1
+/// blocks, and hold some other types in them exactly; the rest are widened to f32 at load.
 fn read_as(dtype: GgmlType) -> String {
     match QuantKind::of(dtype).map(QuantKind::own_type) {
         Some(own) if own == dtype => "matrices read as its blocks".into(),

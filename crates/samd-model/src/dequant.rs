@@ -110,8 +110,8 @@ pub fn dequantize(
         GgmlType::Q5_1 => blocks::<24>(bytes, |b| q5_1(b, &mut out)),
         GgmlType::IQ4_NL => blocks::<18>(bytes, |b| iq4_nl(b, &mut out)),
         GgmlType::Q3_K => blocks::<110>(bytes, |b| q3_k(b, &mut out)),
-        GgmlType::Q4_K => blocks::<144>(bytes, |b| q4_k(b, &mut out)),
-        GgmlType::Q5_K => blocks::<176>(bytes, |b| q5_k(b, &mut out)),
+        GgmlType::Q4_K => blocks::<144>(bytes, |b| k_values(q4_k_blocks(b), &mut out)),
+        GgmlType::Q5_K => blocks::<176>(bytes, |b| k_values(q5_k_blocks(b), &mut out)),
         GgmlType::Q6_K => blocks::<210>(bytes, |b| q6_k(b, &mut out)),
         GgmlType::IQ4_XS => blocks::<136>(bytes, |b| iq4_xs(b, &mut out)),
         _ => return Err(DequantError::Unsupported),
@@ -194,9 +194,10 @@ fn q5_1(b: &[u8; 24], out: &mut Vec<f32>) {
     let (d, rest) = split::<24, 2, 22>(b);
     let (m, rest) = split::<22, 2, 20>(rest);
     let (qh, qs) = split::<20, 4, 16>(rest);
-    let codes: Vec<u8> = q5_codes(u32::from_le_bytes(*qh), qs)
-        .map(|q| q.to_le_bytes()[0])
-        .collect();
+    let mut codes = [0u8; 32];
+    for (code, q) in codes.iter_mut().zip(q5_codes(u32::from_le_bytes(*qh), qs)) {
+        *code = q.to_le_bytes()[0];
+    }
     q5_1_values(f16_at(d), f16_at(m), &codes, out);
 }
 
@@ -295,25 +296,29 @@ fn q3_k(b: &[u8; 110], out: &mut Vec<f32>) {
     }));
 }
 
-/// A Q5_K super-block's eight sub-blocks of 32: each one's scale `d·sc`, minimum
-/// `dmin·m` (subtracted) and codes. As Q4_K's, sub-block s takes the low (s even) or
-/// high nibbles of 32 bytes of qs, and its fifth bits are bit s of qh's 32 bytes.
-pub(crate) fn q5_k_blocks(
-    b: &[u8; 176],
-) -> impl Iterator<Item = (f32, f32, impl Iterator<Item = i16>)> {
-    let (d, rest) = split::<176, 2, 174>(b);
-    let (dmin, rest) = split::<174, 2, 172>(rest);
-    let (scales, rest) = split::<172, 12, 160>(rest);
-    let (qh, qs) = split::<160, 32, 128>(rest);
+/// The eight sub-blocks of 32 of a Q4_K or Q5_K super-block, in order: each one's scale
+/// `d·sc`, its minimum `dmin·m` (subtracted: `d·sc·q − dmin·m`) and its codes. Sub-block
+/// s takes the low (s even) or high nibbles of 32 bytes of qs, and in Q5_K its fifth bits
+/// are bit s of qh's 32 bytes.
+fn k_sub_blocks<'a>(
+    (d, dmin): (&[u8; 2], &[u8; 2]),
+    scales: &[u8; 12],
+    qh: Option<&'a [u8; 32]>,
+    qs: &'a [u8; 128],
+) -> impl Iterator<Item = (f32, f32, impl Iterator<Item = i16> + 'a)> + 'a {
     let (d, dmin) = (f16_at(d), f16_at(dmin));
     let (sc, m) = k4_scales(scales);
     (0..8).map(move |s| {
         let q = qs.chunks_exact(32).nth(s / 2).unwrap_or(&[]);
         let shift = 4 * (s % 2);
+        let fifth = move |l: usize| {
+            qh.and_then(|qh| qh.get(l))
+                .map_or(0, |h| ((h >> s) & 1) << 4)
+        };
         let codes = q
             .iter()
-            .zip(qh)
-            .map(move |(&q, &h)| i16::from(((q >> shift) & 0xf) | (((h >> s) & 1) << 4)));
+            .enumerate()
+            .map(move |(l, &q)| i16::from(((q >> shift) & 0xf) | fifth(l)));
         let (sc, m) = (
             sc.get(s).copied().unwrap_or(0),
             m.get(s).copied().unwrap_or(0),
@@ -322,8 +327,33 @@ pub(crate) fn q5_k_blocks(
     })
 }
 
-fn q5_k(b: &[u8; 176], out: &mut Vec<f32>) {
-    for (d1, m1, codes) in q5_k_blocks(b) {
+/// A Q4_K super-block's sub-blocks, as [`k_sub_blocks`] gives them.
+pub(crate) fn q4_k_blocks(
+    b: &[u8; 144],
+) -> impl Iterator<Item = (f32, f32, impl Iterator<Item = i16> + '_)> {
+    let (d, rest) = split::<144, 2, 142>(b);
+    let (dmin, rest) = split::<142, 2, 140>(rest);
+    let (scales, qs) = split::<140, 12, 128>(rest);
+    k_sub_blocks((d, dmin), scales, None, qs)
+}
+
+/// A Q5_K super-block's sub-blocks, as [`k_sub_blocks`] gives them.
+pub(crate) fn q5_k_blocks(
+    b: &[u8; 176],
+) -> impl Iterator<Item = (f32, f32, impl Iterator<Item = i16> + '_)> {
+    let (d, rest) = split::<176, 2, 174>(b);
+    let (dmin, rest) = split::<174, 2, 172>(rest);
+    let (scales, rest) = split::<172, 12, 160>(rest);
+    let (qh, qs) = split::<160, 32, 128>(rest);
+    k_sub_blocks((d, dmin), scales, Some(qh), qs)
+}
+
+/// The values of [`k_sub_blocks`]' sub-blocks: `d·sc·q − dmin·m`.
+fn k_values<'a>(
+    sub_blocks: impl Iterator<Item = (f32, f32, impl Iterator<Item = i16> + 'a)>,
+    out: &mut Vec<f32>,
+) {
+    for (d1, m1, codes) in sub_blocks {
         out.extend(codes.map(|q| d1 * f32::from(q) - m1));
     }
 }
@@ -355,25 +385,6 @@ pub(crate) fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
         (s11 >> 4) | ((s7 >> 6) << 4),
     ];
     (sc, m)
-}
-
-fn q4_k(b: &[u8; 144], out: &mut Vec<f32>) {
-    let (d, rest) = split::<144, 2, 142>(b);
-    let (dmin, rest) = split::<142, 2, 140>(rest);
-    let (scales, qs) = split::<140, 12, 128>(rest);
-    let (d, dmin) = (f16_at(d), f16_at(dmin));
-    let (sc, m) = k4_scales(scales);
-    // Each 32-byte chunk of qs holds 64 elements: low nibbles use sub-block 2i, high
-    // nibbles sub-block 2i + 1.
-    let pairs = sc.chunks_exact(2).zip(m.chunks_exact(2));
-    for (q, (sc, m)) in qs.chunks_exact(32).zip(pairs) {
-        if let ([sc_lo, sc_hi], [m_lo, m_hi]) = (sc, m) {
-            let (d1, m1) = (d * f32::from(*sc_lo), dmin * f32::from(*m_lo));
-            let (d2, m2) = (d * f32::from(*sc_hi), dmin * f32::from(*m_hi));
-            out.extend(q.iter().map(|&q| d1 * f32::from(q & 0xf) - m1));
-            out.extend(q.iter().map(|&q| d2 * f32::from(q >> 4) - m2));
-        }
-    }
 }
 
 fn q6_k(b: &[u8; 210], out: &mut Vec<f32>) {

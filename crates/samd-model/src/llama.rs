@@ -1843,18 +1843,9 @@ mod tests {
             head_dim: 64,
             ..LlamaConfig::tiny()
         };
-        // Each type's size and where its f16 fields are; those are kept small and finite.
-        let layout = |t: GgmlType| -> &'static [usize] {
-            match t {
-                GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
-                GgmlType::Q4_K | GgmlType::Q5_1 | GgmlType::Q5_K => &[0, 2],
-                _ => unreachable!(),
-            }
-        };
-        let mut rng = Lcg(11);
         let mut w = GgufWriter::new();
         w.llama_config("llama", &c);
-        for name in WeightName::all(c.n_layers) {
+        for (seed, name) in (0u64..).zip(WeightName::all(c.n_layers)) {
             let dims = name.expected_dims(&c);
             let dtype = match name {
                 WeightName::Output => continue, // tied
@@ -1873,14 +1864,7 @@ mod tests {
                 WeightName::FfnDown(_) => GgmlType::Q5_K,
             };
             let blocks = dims[0] * dims[1] / dtype.block_size() as usize;
-            let mut bytes: Vec<u8> = (0..blocks * dtype.type_size() as usize)
-                .map(|_| rng.below(256) as u8)
-                .collect();
-            for block in bytes.chunks_exact_mut(dtype.type_size() as usize) {
-                for &at in layout(dtype) {
-                    block[at + 1] &= 0x8f; // f16 exponent 0b00xxx: under 2^-8
-                }
-            }
+            let bytes = crate::quant_rows::random_blocks(dtype, blocks, seed);
             let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
             w.tensor_raw(&name.gguf_name(), &dims, dtype, bytes);
         }

@@ -174,22 +174,10 @@ impl QuantRows {
                     self.quants.extend(levels.map(|k| k.to_le_bytes()[0]));
                 }
             }
-            // Each sub-block of 32 is a Q4_1 block: `d·sc·q − dmin·m` is `d'·q + m'`.
+            // Each sub-block of 32 is a Q4_1 block.
             GgmlType::Q4_K => {
-                let Ok(scales) = <&[u8; 12]>::try_from(&block[4..16]) else {
-                    return;
-                };
-                let (d, dmin) = (half(0), half(2));
-                let (sc, m) = dequant::k4_scales(scales);
-                for (s, (&sc, &m)) in sc.iter().zip(&m).enumerate() {
-                    self.scales.push(d * f32::from(sc));
-                    self.mins.push(-(dmin * f32::from(m)));
-                    // Sub-block s: the low (s even) or high nibbles of 32 bytes, repacked
-                    // as Q4_1's (element i low, element i + 16 high).
-                    let chunk = &block[16 + 32 * (s / 2)..][..32];
-                    let code = |l: usize| (chunk[l] >> (4 * (s % 2))) & 0xf;
-                    self.quants
-                        .extend((0..16).map(|i| code(i) | (code(i + 16) << 4)));
+                if let Ok(block) = <&[u8; 144]>::try_from(block) {
+                    self.push_k_sub_blocks(dequant::q4_k_blocks(block));
                 }
             }
             // Q5 codes in bytes, with the block's minimum.
@@ -200,18 +188,37 @@ impl QuantRows {
                 let codes = dequant::q5_codes(qh, &block[8..]);
                 self.quants.extend(codes.map(as_byte));
             }
-            // As Q4_K's sub-blocks, each a Q5_1 block.
+            // Each sub-block of 32 is a Q5_1 block.
             GgmlType::Q5_K => {
-                let Ok(block) = <&[u8; 176]>::try_from(block) else {
-                    return;
-                };
-                for (d, m, codes) in dequant::q5_k_blocks(block) {
-                    self.scales.push(d);
-                    self.mins.push(-m);
-                    self.quants.extend(codes.map(as_byte));
+                if let Ok(block) = <&[u8; 176]>::try_from(block) {
+                    self.push_k_sub_blocks(dequant::q5_k_blocks(block));
                 }
             }
             _ => unreachable!("invariant: QuantKind::of keeps only the types above"),
+        }
+    }
+
+    /// Appends a K-quant super-block's sub-blocks of 32 as blocks of this matrix's kind
+    /// (Q4_1 or Q5_1): `d·sc·q − dmin·m` is `d'·q + m'`, with `m' = −dmin·m`. Q4_1's
+    /// codes are repacked as its nibbles (element i low, element i + 16 high).
+    fn push_k_sub_blocks<'a>(
+        &mut self,
+        sub_blocks: impl Iterator<Item = (f32, f32, impl Iterator<Item = i16> + 'a)>,
+    ) {
+        for (d, m, codes) in sub_blocks {
+            self.scales.push(d);
+            self.mins.push(-m);
+            let mut code = [0u8; BLOCK];
+            for (c, q) in code.iter_mut().zip(codes) {
+                *c = q.to_le_bytes()[0];
+            }
+            if self.kind.byte_codes() {
+                self.quants.extend_from_slice(&code);
+            } else {
+                let (low, high) = code.split_at(BLOCK / 2);
+                self.quants
+                    .extend(low.iter().zip(high).map(|(&l, &h)| l | (h << 4)));
+            }
         }
     }
 
@@ -451,16 +458,16 @@ mod reading {
     }
 }
 
-/// Blocks of `dtype` (Q8_0, Q4_0, Q4_1 or Q5_1: a kind's own type) with every byte
-/// pseudo-random, scales and minimums kept to modest f16s: for the tests, and the check
-/// of the CPU's block products.
+/// Blocks of `dtype` (a type [`QuantKind::of`] keeps) with every byte pseudo-random,
+/// scales and minimums kept to modest f16s: for the tests, and the check of the CPU's
+/// block products.
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
-    use GgmlType::{Q4_0, Q4_1, Q5_1, Q8_0};
+    use GgmlType::{IQ4_NL, IQ4_XS, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0};
     // The bytes of each block's f16 scale (and minimum), first in the block.
     let header = match dtype {
-        Q8_0 | Q4_0 => 2,
-        Q4_1 | Q5_1 => 4,
-        _ => panic!("{dtype} is not a kind's own type"),
+        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | IQ4_XS => 2,
+        Q4_1 | Q5_1 | Q4_K | Q5_K => 4,
+        _ => panic!("{dtype} is not a type kept in blocks"),
     };
     let size = usize::try_from(dtype.type_size()).unwrap();
     let mut s = seed;
