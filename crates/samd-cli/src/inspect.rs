@@ -125,11 +125,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
 }
 
 /// How samd holds a type's matrices: the block kernels read Q8_0, Q4_0, Q4_1 and Q5_1
-/// blocks, and hold some other types in them exactly; the rest are widened to f32 at load.
+/// blocks, and Q8_16's (Q8_0's codes with a scale per 16), and hold some other types in
+/// them exactly; the rest are widened to f32 at load.
 fn read_as(dtype: GgmlType) -> String {
-    match QuantKind::of(dtype).map(QuantKind::own_type) {
-        Some(own) if own == dtype => "matrices read as its blocks".into(),
-        Some(own) => format!("matrices read as {own} blocks"),
+    match QuantKind::of(dtype) {
+        Some(QuantKind::Q8_16) => "matrices read as blocks of 8-bit codes, a scale per 16".into(),
+        Some(kind) if kind.name() == dtype.name() => "matrices read as its blocks".into(),
+        Some(kind) => format!("matrices read as {} blocks", kind.name()),
         None if dtype == GgmlType::F32 => "read as they are".into(),
         None if dequant::supports(dtype) => "widened to f32".into(),
         None => "unsupported".into(),

@@ -41,7 +41,7 @@ mod tiled;
 use crate::dequant::dequantize;
 use crate::gguf::GgmlType;
 use crate::kernel_check::KernelCheck;
-use crate::quant_rows::{BLOCK, QuantRows, random_blocks};
+use crate::quant_rows::{QuantRows, random_blocks};
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
 /// which reuse each weight across a whole tile of rows, do better.
@@ -110,7 +110,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
     );
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, QuantKind};
+        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantKind};
         product(m, w.rows(), &|rows, out| {
             // SAFETY: the CPU has AVX2 and FMA ([`reads_blocks`]).
             #[allow(unsafe_code)]
@@ -120,19 +120,21 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
                     QuantKind::Q4_0 => avx2::dots_by_row(x, k, w.rows_in::<Q4_0>(rows), out),
                     QuantKind::Q4_1 => avx2::dots_by_row(x, k, w.rows_in::<Q4_1>(rows), out),
                     QuantKind::Q5_1 => avx2::dots_by_row(x, k, w.rows_in::<Q5_1>(rows), out),
+                    QuantKind::Q8_16 => avx2::dots_by_row(x, k, w.rows_in::<Q8_16>(rows), out),
                 }
             }
         })
     }
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, QuantKind};
+        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantKind};
         let rounded = integer::RoundedRows::new(x, k);
         product(m, w.rows(), &|rows, out| match w.kind() {
             QuantKind::Q8_0 => simd128::block_dots(&rounded, w.rows_in::<Q8_0>(rows), out),
             QuantKind::Q4_0 => simd128::block_dots(&rounded, w.rows_in::<Q4_0>(rows), out),
             QuantKind::Q4_1 => simd128::block_dots(&rounded, w.rows_in::<Q4_1>(rows), out),
             QuantKind::Q5_1 => simd128::block_dots(&rounded, w.rows_in::<Q5_1>(rows), out),
+            QuantKind::Q8_16 => simd128::block_dots(&rounded, w.rows_in::<Q8_16>(rows), out),
         })
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
@@ -144,7 +146,7 @@ pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
 /// f32.
 #[cfg(target_arch = "wasm32")]
 pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
-    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, QuantKind};
+    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantKind};
     use simd128::{TILE_GROUPS, TILE_ROWS};
     let (n, k) = (w.rows(), w.cols());
     assert!(x.len() == m * k, "invariant: callers pass whole matrices");
@@ -162,6 +164,7 @@ pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
         QuantKind::Q4_0 => simd128::tiled_dots::<Q4_0>(&rounded, &packed, &mut out),
         QuantKind::Q4_1 => simd128::tiled_dots::<Q4_1>(&rounded, &packed, &mut out),
         QuantKind::Q5_1 => simd128::tiled_dots::<Q5_1>(&rounded, &packed, &mut out),
+        QuantKind::Q8_16 => simd128::tiled_dots::<Q8_16>(&rounded, &packed, &mut out),
     }
     if tiled_n == n {
         out.truncate(m * n);
@@ -190,15 +193,20 @@ pub fn check_block_products() -> KernelCheck {
 /// [`check_block_products`]'s cases, counting the rows compared into `rows`: the first
 /// product that differs from its reference, if any.
 fn first_block_mismatch(rows: &mut usize) -> Option<String> {
-    // Seven blocks a row: Q4_1's minimums take four at once, then three one by one.
-    let (n, k) = (24, 224);
+    let n = 24;
     for dtype in [
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_1,
+        GgmlType::Q6_K,
+        GgmlType::Q3_K,
     ] {
-        let bytes = random_blocks(dtype, n * k / BLOCK, 5);
+        // Seven blocks a row, where Q4_1's minimums take four at once, then three one by
+        // one; or a K-quant's super-block.
+        let block = dtype.block_size() as usize;
+        let k = 224usize.next_multiple_of(block);
+        let bytes = random_blocks(dtype, n * k / block, 5);
         let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");
         for m in 1..=5 {
             let mut x = values(m * k, m as u64);
@@ -596,6 +604,6 @@ mod tests {
         }
         let check = check_block_products();
         assert!(check.passed(), "{check}");
-        assert_eq!(check.rows, 60);
+        assert_eq!(check.rows, 90);
     }
 }

@@ -109,10 +109,10 @@ pub fn dequantize(
         GgmlType::Q5_0 => blocks::<22>(bytes, |b| q5_0(b, &mut out)),
         GgmlType::Q5_1 => blocks::<24>(bytes, |b| q5_1(b, &mut out)),
         GgmlType::IQ4_NL => blocks::<18>(bytes, |b| iq4_nl(b, &mut out)),
-        GgmlType::Q3_K => blocks::<110>(bytes, |b| q3_k(b, &mut out)),
+        GgmlType::Q3_K => blocks::<110>(bytes, |b| halves(q3_k_blocks(b), &mut out)),
         GgmlType::Q4_K => blocks::<144>(bytes, |b| k_values(q4_k_blocks(b), &mut out)),
         GgmlType::Q5_K => blocks::<176>(bytes, |b| k_values(q5_k_blocks(b), &mut out)),
-        GgmlType::Q6_K => blocks::<210>(bytes, |b| q6_k(b, &mut out)),
+        GgmlType::Q6_K => blocks::<210>(bytes, |b| halves(q6_k_blocks(b), &mut out)),
         GgmlType::IQ4_XS => blocks::<136>(bytes, |b| iq4_xs(b, &mut out)),
         _ => return Err(DequantError::Unsupported),
     }
@@ -128,6 +128,13 @@ fn blocks<const N: usize>(bytes: &[u8], mut f: impl FnMut(&[u8; N])) {
         if let Ok(block) = <&[u8; N]>::try_from(chunk) {
             f(block);
         }
+    }
+}
+
+/// The values of blocks with a scale per half ([`q3_k_blocks`], [`q6_k_blocks`]).
+fn halves(blocks: impl Iterator<Item = ([f32; 2], [u8; 32])>, out: &mut Vec<f32>) {
+    for (d, codes) in blocks {
+        q8_16_values(d, &codes, out);
     }
 }
 
@@ -277,23 +284,29 @@ fn q3_k_scales(s: &[u8; 12]) -> [i16; 16] {
     })
 }
 
-fn q3_k(b: &[u8; 110], out: &mut Vec<f32>) {
+/// A Q3_K super-block's eight blocks of 32, in order, as [`q8_16_values`] reads them: the
+/// scales of their halves, `d·(sc − 32)` (an f16 times a 6-bit integer, exact in f32), and
+/// their codes, −4 to 3 as bytes. Element l of block t takes its two low bits from bits
+/// 2·(t % 4) of qs[32·(t / 4) + l], and loses 4 if bit t of hmask[l] is clear.
+pub(crate) fn q3_k_blocks(b: &[u8; 110]) -> impl Iterator<Item = ([f32; 2], [u8; 32])> + '_ {
     let (hmask, rest) = split::<110, 32, 78>(b);
     let (qs, rest) = split::<78, 64, 14>(rest);
     let (scales, d) = split::<14, 12, 2>(rest);
     let (d, scales) = (f16_at(d), q3_k_scales(scales));
-    // Element e: its 2 low bits are bits 2·((e % 128) / 32) of qs[32·(e / 128) + e % 32];
-    // bit e / 32 of hmask[e % 32] clear takes 4 off; scale e / 16.
-    out.extend((0..256).map(|e| {
-        let (half, quarter, l) = (e / 128, (e % 128) / 32, e % 32);
-        let low = qs
-            .get(32 * half + l)
-            .map_or(0, |q| (q >> (2 * quarter)) & 3);
-        let high = hmask.get(l).map_or(0, |h| (h >> (e / 32)) & 1);
-        let q = i16::from(low) - if high == 0 { 4 } else { 0 };
-        let sc = scales.get(e / 16).copied().unwrap_or(0);
-        (d * f32::from(sc)) * f32::from(q)
-    }));
+    (0..8).map(move |t| {
+        let qs = qs.chunks_exact(32).nth(t / 4).unwrap_or(&[]);
+        let mut codes = [0u8; 32];
+        for ((code, &q), &h) in codes.iter_mut().zip(qs).zip(hmask) {
+            let low = (q >> (2 * (t % 4))) & 3;
+            *code = if (h >> t) & 1 == 0 {
+                low.wrapping_sub(4)
+            } else {
+                low
+            };
+        }
+        let scale = |half: usize| d * f32::from(scales.get(2 * t + half).copied().unwrap_or(0));
+        ([scale(0), scale(1)], codes)
+    })
 }
 
 /// The eight sub-blocks of 32 of a Q4_K or Q5_K super-block, in order: each one's scale
@@ -387,34 +400,40 @@ pub(crate) fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
-fn q6_k(b: &[u8; 210], out: &mut Vec<f32>) {
+/// A Q6_K super-block's eight blocks of 32, in order, as [`q8_16_values`] reads them: the
+/// scales of their halves, `d·sc` (an f16 times an 8-bit integer, exact in f32), and
+/// their codes `q − 32` as bytes. Block t is quarter k = t % 4 of half t / 4, whose 128
+/// elements use 64 bytes of ql, 32 of qh and 8 scales: element l takes ql's low (k < 2)
+/// or high nibble of byte l of the half's first (k even) or second 32, and bits 2k, 2k + 1
+/// of qh[l].
+pub(crate) fn q6_k_blocks(b: &[u8; 210]) -> impl Iterator<Item = ([f32; 2], [u8; 32])> + '_ {
     let (ql, rest) = split::<210, 128, 82>(b);
     let (qh, rest) = split::<82, 64, 18>(rest);
     let (scales, d) = split::<18, 16, 2>(rest);
     let d = f16_at(d);
-    // Two halves of 128 elements, each using 64 bytes of ql, 32 of qh and 8 scales. In a
-    // half, quarter k (32 elements) takes ql's low nibbles (k = 0, 1) or high nibbles
-    // (k = 2, 3) from bytes 0..32 (k even) or 32..64 (k odd), qh bits 2k..2k+2, and
-    // scales 2k, 2k + 1 (one per 16 elements).
-    for ((ql, qh), sc) in ql
-        .chunks_exact(64)
-        .zip(qh.chunks_exact(32))
-        .zip(scales.chunks_exact(8))
-    {
-        let (ql_a, ql_b) = ql.split_at(32);
-        for (k, sc) in sc.chunks_exact(2).enumerate() {
-            let ql_k = if k % 2 == 0 { ql_a } else { ql_b };
-            let high = k >= 2;
-            let shift = 2 * k;
-            for (i, (&l, &h)) in ql_k.iter().zip(qh).enumerate() {
-                let lo = if high { l >> 4 } else { l & 0xf };
-                let q = lo | (((h >> shift) & 3) << 4);
-                let s = sc.get(i / 16).copied().unwrap_or(0);
-                let s = i8::from_le_bytes([s]);
-                out.push(d * f32::from(s) * f32::from(i16::from(q) - 32));
-            }
+    (0..8).map(move |t| {
+        let (half, k) = (t / 4, t % 4);
+        let ql = ql.chunks_exact(32).nth(2 * half + k % 2).unwrap_or(&[]);
+        let qh = qh.chunks_exact(32).nth(half).unwrap_or(&[]);
+        let mut codes = [0u8; 32];
+        for ((code, &l), &h) in codes.iter_mut().zip(ql).zip(qh) {
+            let q = ((l >> (4 * (k / 2))) & 0xf) | (((h >> (2 * k)) & 3) << 4);
+            *code = q.wrapping_sub(32);
         }
-    }
+        let scale = |j: usize| {
+            let sc = scales.get(8 * half + 2 * k + j).copied().unwrap_or(0);
+            d * f32::from(i8::from_le_bytes([sc]))
+        };
+        ([scale(0), scale(1)], codes)
+    })
+}
+
+/// A block of 32 byte codes with a scale for each half (a Q3_K or Q6_K block of 32):
+/// `d·q`. [`crate::quant_rows::QuantRows`] holds such blocks, and widens them with this.
+pub(crate) fn q8_16_values(d: [f32; 2], qs: &[u8], out: &mut Vec<f32>) {
+    let ([d_low, d_high], (low, high)) = (d, qs.split_at(qs.len().min(16)));
+    q8_0_values(d_low, low, out);
+    q8_0_values(d_high, high, out);
 }
 
 /// IEEE 754 half precision to single, exactly (every f16 is an f32).
@@ -538,6 +557,23 @@ pub(crate) mod tests {
             let step = (hi - lo) / 31.0;
             for (x, y) in block.iter().zip(got) {
                 assert!((x - y).abs() <= step * 0.51 + 1e-3, "{x} read back as {y}");
+            }
+        }
+    }
+
+    /// The test writer's Q6_K blocks read back within half a step of what was written,
+    /// where each 16's largest value is within twice every other's (so no code is
+    /// clamped).
+    #[test]
+    fn q6_k_bytes_read_back_within_half_a_step() {
+        let data: Vec<f32> = (0..512)
+            .map(|i| (i as f32 * 0.7).sin() * (1.0 + (i / 16 % 3) as f32 * 0.25))
+            .collect();
+        let got = dequantize(GgmlType::Q6_K, &crate::gguf_writer::q6_k_bytes(&data), 512).unwrap();
+        for (block, got) in data.chunks(16).zip(got.chunks(16)) {
+            let step = block.iter().fold(0f32, |a, &x| a.max(x.abs())) / 31.0;
+            for (x, y) in block.iter().zip(got) {
+                assert!((x - y).abs() <= step * 0.55, "{x} read back as {y}");
             }
         }
     }

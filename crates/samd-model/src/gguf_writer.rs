@@ -20,7 +20,7 @@
 //! ```
 
 use crate::config::{LlamaConfig, keys};
-use crate::dequant::f32_to_f16;
+use crate::dequant::{f16_to_f32, f32_to_f16};
 use crate::gguf::{DEFAULT_ALIGNMENT, GgmlType, MAGIC, Value};
 
 /// Builds a GGUF file in memory. Inputs are trusted (they come from test code), so
@@ -277,6 +277,47 @@ pub fn q5_1_bytes(data: &[f32]) -> Vec<u8> {
                 .zip(hi)
                 .map(|(&a, &b)| (a & 0xf) | ((b & 0xf) << 4)),
         );
+    }
+    bytes
+}
+
+/// `data` in Q6_K super-blocks of 256: per 16 values a step `max|x| / 31`, held as an
+/// 8-bit multiple `sc` of the super-block's `d = largest step / 127`, and codes
+/// `round(x / (d·sc)) + 32`, from 0 to 63. A last partial super-block is dropped.
+pub fn q6_k_bytes(data: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(data.len() / 256 * 210);
+    for block in data.chunks_exact(256) {
+        let steps: Vec<f32> = block
+            .chunks_exact(16)
+            .map(|s| s.iter().fold(0f32, |a, &x| a.max(x.abs())) / 31.0)
+            .collect();
+        let d = f16_to_f32(f32_to_f16(
+            steps.iter().fold(0f32, |a, &s| a.max(s)) / 127.0,
+        ));
+        let sc: Vec<i8> = steps
+            .iter()
+            .map(|&s| {
+                if d > 0.0 {
+                    (s / d).round().min(127.0) as i8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+        for (e, &x) in block.iter().enumerate() {
+            let step = d * f32::from(sc[e / 16]);
+            let q = if step > 0.0 { (x / step).round() } else { 0.0 };
+            let q = (q.clamp(-32.0, 31.0) as i8 + 32) as u8;
+            // As dequant::q6_k_blocks reads them back.
+            let (half, k, l) = (e / 128, e % 128 / 32, e % 32);
+            ql[64 * half + 32 * (k % 2) + l] |= (q & 0xf) << (4 * (k / 2));
+            qh[32 * half + l] |= (q >> 4) << (2 * k);
+        }
+        bytes.extend(ql);
+        bytes.extend(qh);
+        bytes.extend(sc.iter().map(|s| s.to_le_bytes()[0]));
+        bytes.extend(f32_to_f16(d).to_le_bytes());
     }
     bytes
 }

@@ -475,10 +475,11 @@ fn product_shape(w: &CubeTensor, layout: Layout) -> (usize, usize) {
 }
 
 /// What `shaders/blocks_common.wgsl` compiles in for blocks of `kind`.
-fn block_params(kind: QuantKind) -> [(&'static str, String); 3] {
+fn block_params(kind: QuantKind) -> [(&'static str, String); 4] {
     let code_words = kind.gpu_code_words();
     [
         ("four_bit", (!kind.byte_codes()).to_string()),
+        ("scale_per_16", (kind.scales_per_block() == 2).to_string()),
         ("per_word", (BLOCK / code_words).to_string()),
         ("code_words", code_words.to_string()),
     ]

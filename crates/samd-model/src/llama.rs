@@ -40,7 +40,7 @@ use crate::config::LlamaConfig;
 use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
-use crate::gguf_writer::{q4_1_bytes, q5_1_bytes, q8_0_bytes};
+use crate::gguf_writer::{q4_1_bytes, q5_1_bytes, q6_k_bytes, q8_0_bytes};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
@@ -744,9 +744,10 @@ impl Llama {
 
     /// [`Llama::random`] with its matrices quantised as SmolLM2's file has them (the
     /// token embedding in Q8_0, the rest in Q4_1), but for the down projections, in Q5_1
-    /// as a Q5_K_M file has them, so that the kernel checks cover each kind of block with
-    /// a minimum. Each is loaded as [`Llama::from_gguf`] loads such blocks. Widths must be
-    /// multiples of 32.
+    /// as a Q5_K_M file has them, and the second layer's in Q6_K where its rows are whole
+    /// super-blocks of 256, so that the kernel checks cover each kind of block with a
+    /// minimum, and with a scale per 16. Each is loaded as [`Llama::from_gguf`] loads
+    /// such blocks. Widths must be multiples of 32.
     pub fn random_quantized(
         config: LlamaConfig,
         seed: u64,
@@ -764,6 +765,7 @@ impl Llama {
             };
             let (dtype, bytes) = match name {
                 WeightName::TokenEmbd => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
+                WeightName::FfnDown(1) if cols % 256 == 0 => (GgmlType::Q6_K, q6_k_bytes(&t.data)),
                 WeightName::FfnDown(_) => (GgmlType::Q5_1, q5_1_bytes(&t.data)),
                 _ => (GgmlType::Q4_1, q4_1_bytes(&t.data)),
             };
@@ -1826,7 +1828,7 @@ mod tests {
     }
 
     /// A model as llama.cpp's presets write one (Q5_0 and Q8_0 side by side in q|k|v,
-    /// IQ4_NL, Q4_K, IQ4_XS, Q5_1, Q5_K), held in blocks of other kinds, gives the logits
+    /// IQ4_NL, Q4_K, IQ4_XS, Q5_1, Q5_K, Q3_K, Q6_K), held in blocks of other kinds, gives the logits
     /// of the same file dequantised to f32, bit for bit, in a prompt's pass: more rows
     /// than [`CPU_MAX_ROWS`] take burn's matmul, over each matrix widened from the blocks
     /// in one model and dequantised from the file in the other. (A step's few rows read
@@ -1841,6 +1843,7 @@ mod tests {
             n_heads: 4,
             n_kv_heads: 2,
             head_dim: 64,
+            n_layers: 3,
             ..LlamaConfig::tiny()
         };
         let mut w = GgufWriter::new();
@@ -1858,10 +1861,12 @@ mod tests {
                 }
                 WeightName::AttnV(_) => GgmlType::Q8_0,
                 WeightName::AttnOutput(0) => GgmlType::IQ4_NL,
-                WeightName::AttnOutput(_) => GgmlType::Q5_1,
+                WeightName::AttnOutput(1) => GgmlType::Q5_1,
+                WeightName::AttnOutput(_) => GgmlType::Q3_K,
                 WeightName::FfnGate(_) | WeightName::FfnUp(_) => GgmlType::Q4_K,
                 WeightName::FfnDown(0) => GgmlType::IQ4_XS,
-                WeightName::FfnDown(_) => GgmlType::Q5_K,
+                WeightName::FfnDown(1) => GgmlType::Q5_K,
+                WeightName::FfnDown(_) => GgmlType::Q6_K,
             };
             let blocks = dims[0] * dims[1] / dtype.block_size() as usize;
             let bytes = crate::quant_rows::random_blocks(dtype, blocks, seed);

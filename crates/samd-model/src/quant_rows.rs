@@ -26,14 +26,16 @@ pub enum QuantKind {
     Q4_1,
     /// d·q + m, 5-bit q held in a byte: Q4_1's arithmetic over Q8_0's codes.
     Q5_1,
+    /// d·q, 8-bit q, with a d for each 16 values: Q8_0's codes with two scales.
+    Q8_16,
 }
 
 impl QuantKind {
     /// The kind a GGUF type is kept as, if it is: its own, or one whose blocks hold its
-    /// values exactly (Q5_0's and IQ4's codes fit Q8_0's bytes, and a Q4_K or Q5_K
-    /// sub-block is a Q4_1 or Q5_1 block with f32 scales), so that llama.cpp's common
-    /// presets run on the block kernels too. The others (Q3_K, Q6_K, with a scale per 16
-    /// values) are read as f32.
+    /// values exactly (Q5_0's and IQ4's codes fit Q8_0's bytes, a Q4_K or Q5_K sub-block
+    /// is a Q4_1 or Q5_1 block with f32 scales, and Q3_K's and Q6_K's blocks of 32 are
+    /// Q8_16's), so that llama.cpp's presets run on the block kernels too. The rest are
+    /// read as f32.
     pub fn of(dtype: GgmlType) -> Option<Self> {
         match dtype {
             GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
@@ -42,25 +44,36 @@ impl QuantKind {
             GgmlType::Q4_0 => Some(Self::Q4_0),
             GgmlType::Q4_1 | GgmlType::Q4_K => Some(Self::Q4_1),
             GgmlType::Q5_1 | GgmlType::Q5_K => Some(Self::Q5_1),
+            GgmlType::Q3_K | GgmlType::Q6_K => Some(Self::Q8_16),
             _ => None,
         }
     }
 
-    /// The GGUF type whose blocks these are.
-    pub fn own_type(self) -> GgmlType {
+    /// The kind's name: the GGUF type whose blocks these are, but for Q8_16, which is no
+    /// GGUF type's.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::Q8_0 => GgmlType::Q8_0,
-            Self::Q4_0 => GgmlType::Q4_0,
-            Self::Q4_1 => GgmlType::Q4_1,
-            Self::Q5_1 => GgmlType::Q5_1,
+            Self::Q8_0 => "Q8_0",
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+            Self::Q5_1 => "Q5_1",
+            Self::Q8_16 => "Q8_16",
         }
     }
 
     /// Bytes of quants per block: a byte per code, or two 4-bit codes a byte.
     pub(crate) const fn quant_bytes(self) -> usize {
         match self {
-            Self::Q8_0 | Self::Q5_1 => 32,
+            Self::Q8_0 | Self::Q5_1 | Self::Q8_16 => 32,
             Self::Q4_0 | Self::Q4_1 => 16,
+        }
+    }
+
+    /// Scales per block: one, or one for each half (Q8_16).
+    pub(crate) const fn scales_per_block(self) -> usize {
+        match self {
+            Self::Q8_16 => 2,
+            _ => 1,
         }
     }
 
@@ -74,7 +87,8 @@ impl QuantKind {
         matches!(self, Self::Q4_1 | Self::Q5_1)
     }
 
-    /// u32 words per block in [`QuantRows::gpu_words`]: d, m, then the quants.
+    /// u32 words per block in [`QuantRows::gpu_words`]: d and m (or two d), then the
+    /// quants.
     pub(crate) fn gpu_block_words(self) -> usize {
         2 + self.gpu_code_words()
     }
@@ -97,6 +111,7 @@ pub struct QuantRows {
     kind: QuantKind,
     rows: usize,
     cols: usize,
+    /// [`QuantKind::scales_per_block`] per block.
     scales: Vec<f32>,
     /// Empty for kinds without a minimum.
     mins: Vec<f32>,
@@ -123,7 +138,7 @@ impl QuantRows {
             kind,
             rows,
             cols,
-            scales: Vec::with_capacity(blocks),
+            scales: Vec::with_capacity(blocks * kind.scales_per_block()),
             mins: Vec::with_capacity(if kind.has_min() { blocks } else { 0 }),
             quants: Vec::with_capacity(blocks * kind.quant_bytes()),
         };
@@ -136,8 +151,8 @@ impl QuantRows {
     /// Appends one block of the file (`dtype`'s size, checked by the caller) as blocks of
     /// [`BLOCK`] in this matrix's kind. Each value they widen to is the one
     /// [`crate::dequant`] gives for the file's block, to the bit: the scales they take
-    /// are its sub-blocks' `d·sc` (an f16 times a 6-bit integer, exact in f32), and
-    /// their codes are its levels.
+    /// are its sub-blocks' `d·sc` (an f16 times an integer of at most 8 bits, exact in
+    /// f32), and their codes are its levels.
     fn push_file_block(&mut self, dtype: GgmlType, block: &[u8]) {
         let half = |at: usize| f16_to_f32(u16::from_le_bytes([block[at], block[at + 1]]));
         let as_byte = |level: i16| level.to_le_bytes()[0];
@@ -194,6 +209,17 @@ impl QuantRows {
                     self.push_k_sub_blocks(dequant::q5_k_blocks(block));
                 }
             }
+            // Blocks of 32 with a scale per half.
+            GgmlType::Q3_K => {
+                if let Ok(block) = <&[u8; 110]>::try_from(block) {
+                    self.push_halves(dequant::q3_k_blocks(block));
+                }
+            }
+            GgmlType::Q6_K => {
+                if let Ok(block) = <&[u8; 210]>::try_from(block) {
+                    self.push_halves(dequant::q6_k_blocks(block));
+                }
+            }
             _ => unreachable!("invariant: QuantKind::of keeps only the types above"),
         }
     }
@@ -219,6 +245,14 @@ impl QuantRows {
                 self.quants
                     .extend(low.iter().zip(high).map(|(&l, &h)| l | (h << 4)));
             }
+        }
+    }
+
+    /// Appends blocks of 32 byte codes with a scale per half: Q8_16's.
+    fn push_halves(&mut self, blocks: impl Iterator<Item = ([f32; 2], [u8; BLOCK])>) {
+        for (scales, codes) in blocks {
+            self.scales.extend(scales);
+            self.quants.extend_from_slice(&codes);
         }
     }
 
@@ -261,18 +295,20 @@ impl QuantRows {
     /// The blocks as the WGSL kernels read them (`shaders/blocks_common.wgsl`): row by
     /// row, each block as [`QuantKind::gpu_block_words`] u32 words, `d` and `m` as f32
     /// bits, then the file's quants as they are. Every kind is `w = d·q + m` there: Q4_0's
-    /// `d·(q − 8)` is `d·q + (−8d)`, exactly, and Q8_0's `m` is 0. Only copies and exact
-    /// products: the kernels widen each weight to the f32 [`crate::dequant`] gives.
+    /// `d·(q − 8)` is `d·q + (−8d)`, exactly, and Q8_0's `m` is 0; Q8_16 has its second
+    /// half's `d` in place of `m`. Only copies and exact products: the kernels widen each
+    /// weight to the f32 [`crate::dequant`] gives.
     pub fn gpu_words(&self) -> Vec<u32> {
-        let blocks = self.scales.len();
-        let mut words = Vec::with_capacity(blocks * self.kind.gpu_block_words());
         let quant_bytes = self.kind.quant_bytes();
+        let blocks = self.quants.len() / quant_bytes;
+        let mut words = Vec::with_capacity(blocks * self.kind.gpu_block_words());
         for (b, quants) in self.quants.chunks_exact(quant_bytes).enumerate() {
-            let d = self.scales[b];
+            let d = self.scales[b * self.kind.scales_per_block()];
             let m = match self.kind {
                 QuantKind::Q4_1 | QuantKind::Q5_1 => self.mins[b],
                 QuantKind::Q4_0 => -8.0 * d,
                 QuantKind::Q8_0 => 0.0,
+                QuantKind::Q8_16 => self.scales[2 * b + 1],
             };
             words.extend([d.to_bits(), m.to_bits()]);
             words.extend(
@@ -314,16 +350,16 @@ impl QuantRows {
         assert!(r < self.rows, "invariant: rows in the matrix");
         let per_row = self.cols / BLOCK;
         let quant_bytes = self.kind.quant_bytes();
+        let per_block = self.kind.scales_per_block();
         for b in r * per_row..(r + 1) * per_row {
-            let (d, quants) = (
-                self.scales[b],
-                &self.quants[b * quant_bytes..][..quant_bytes],
-            );
+            let quants = &self.quants[b * quant_bytes..][..quant_bytes];
+            let d = &self.scales[b * per_block..][..per_block];
             match self.kind {
-                QuantKind::Q8_0 => dequant::q8_0_values(d, quants, out),
-                QuantKind::Q4_0 => dequant::q4_0_values(d, quants, out),
-                QuantKind::Q4_1 => dequant::q4_1_values(d, self.mins[b], quants, out),
-                QuantKind::Q5_1 => dequant::q5_1_values(d, self.mins[b], quants, out),
+                QuantKind::Q8_0 => dequant::q8_0_values(d[0], quants, out),
+                QuantKind::Q4_0 => dequant::q4_0_values(d[0], quants, out),
+                QuantKind::Q4_1 => dequant::q4_1_values(d[0], self.mins[b], quants, out),
+                QuantKind::Q5_1 => dequant::q5_1_values(d[0], self.mins[b], quants, out),
+                QuantKind::Q8_16 => dequant::q8_16_values([d[0], d[1]], quants, out),
             }
         }
     }
@@ -345,7 +381,7 @@ impl QuantRows {
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
-pub(crate) use reading::{Codec, Q4_0, Q4_1, Q5_1, Q8_0, QuantRow};
+pub(crate) use reading::{Codec, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantRow};
 
 /// Rows as the products that read blocks read them: AVX2's and wasm's.
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
@@ -375,6 +411,10 @@ mod reading {
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct Q5_1;
 
+    /// [`QuantKind::Q8_16`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Q8_16;
+
     impl Codec for Q8_0 {
         const KIND: QuantKind = QuantKind::Q8_0;
     }
@@ -391,6 +431,10 @@ mod reading {
         const KIND: QuantKind = QuantKind::Q5_1;
     }
 
+    impl Codec for Q8_16 {
+        const KIND: QuantKind = QuantKind::Q8_16;
+    }
+
     impl QuantRows {
         /// The rows in `range`, read with `C`.
         ///
@@ -404,10 +448,11 @@ mod reading {
             assert!(range.end <= self.rows, "invariant: rows in the matrix");
             let per_row = self.cols / BLOCK;
             let quant_bytes = self.kind.quant_bytes();
+            let per_block = C::KIND.scales_per_block();
             range.map(move |j| {
                 let blocks = j * per_row..(j + 1) * per_row;
                 QuantRow {
-                    scales: &self.scales[blocks.clone()],
+                    scales: &self.scales[blocks.start * per_block..blocks.end * per_block],
                     mins: if self.kind.has_min() {
                         &self.mins[blocks.clone()]
                     } else {
@@ -423,6 +468,7 @@ mod reading {
     /// One row of a [`QuantRows`].
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct QuantRow<'a, C> {
+        /// [`QuantKind::scales_per_block`] per block.
         scales: &'a [f32],
         mins: &'a [f32],
         quants: &'a [u8],
@@ -432,7 +478,7 @@ mod reading {
     impl<'a, C: Codec> QuantRow<'a, C> {
         /// Values in the row.
         pub(crate) fn len(&self) -> usize {
-            self.scales.len() * BLOCK
+            self.quants.len() / C::KIND.quant_bytes() * BLOCK
         }
 
         /// The row's blocks' minimums: none for kinds without them.
@@ -442,18 +488,22 @@ mod reading {
             self.mins
         }
 
-        /// The row's blocks in order: each one's scale, minimum (0 for kinds without one)
-        /// and quants. Walked by iterators, so that a loop over them has no bounds checks.
+        /// The row's blocks in order: each one's scales (of its first and second 16
+        /// values: the same but in Q8_16), minimum (0 for kinds without one) and quants.
+        /// Walked by iterators, so that a loop over them has no bounds checks.
         #[inline(always)]
-        pub(crate) fn raw_blocks(&self) -> impl Iterator<Item = (f32, f32, &[u8])> {
+        pub(crate) fn raw_blocks(&self) -> impl Iterator<Item = ([f32; 2], f32, &[u8])> {
             // Kinds without a minimum have none stored: theirs read as 0.
             let mins = self.mins.iter().copied().chain(std::iter::repeat(0.0));
             let quants = self.quants.chunks_exact(C::KIND.quant_bytes());
+            let per_block = C::KIND.scales_per_block();
             self.scales
-                .iter()
+                .chunks_exact(per_block)
                 .zip(mins)
                 .zip(quants)
-                .map(|((&scale, min), quants)| (scale, min, quants))
+                .map(move |((scales, min), quants)| {
+                    ([scales[0], scales[per_block - 1]], min, quants)
+                })
         }
     }
 }
@@ -462,11 +512,13 @@ mod reading {
 /// scales and minimums kept to modest f16s: for the tests, and the check of the CPU's
 /// block products.
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
-    use GgmlType::{IQ4_NL, IQ4_XS, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0};
-    // The bytes of each block's f16 scale (and minimum), first in the block.
-    let header = match dtype {
-        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | IQ4_XS => 2,
-        Q4_1 | Q5_1 | Q4_K | Q5_K => 4,
+    use GgmlType::{IQ4_NL, IQ4_XS, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+    // Where each block's f16 scale (and minimum) lie: first, or last in Q3_K and Q6_K.
+    let halves = match dtype {
+        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | IQ4_XS => 0..2,
+        Q4_1 | Q5_1 | Q4_K | Q5_K => 0..4,
+        Q3_K => 108..110,
+        Q6_K => 208..210,
         _ => panic!("{dtype} is not a type kept in blocks"),
     };
     let size = usize::try_from(dtype.type_size()).unwrap();
@@ -481,7 +533,7 @@ pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8
         .flat_map(|_| {
             let mut block: Vec<u8> = (0..size).map(|_| next()).collect();
             // f16 exponent bits 0b00xxx: magnitudes under 2^-8, finite.
-            for half in block[..header].chunks_exact_mut(2) {
+            for half in block[halves.clone()].chunks_exact_mut(2) {
                 half[1] &= 0x8f;
             }
             block
@@ -517,7 +569,10 @@ mod tests {
         use GgmlType::*;
         assert_eq!(
             kept.len(),
-            [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, IQ4_XS].len()
+            [
+                Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS
+            ]
+            .len()
         );
     }
 
@@ -529,19 +584,20 @@ mod tests {
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             let bytes = random_blocks(dtype, rows * cols / BLOCK, 7);
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
-            let got: Vec<(f32, f32, Vec<u8>)> = match packed.kind() {
+            let got: Vec<([f32; 2], f32, Vec<u8>)> = match packed.kind() {
                 QuantKind::Q8_0 => blocks_of::<Q8_0>(&packed),
                 QuantKind::Q4_0 => blocks_of::<Q4_0>(&packed),
                 QuantKind::Q4_1 => blocks_of::<Q4_1>(&packed),
-                QuantKind::Q5_1 => unreachable!("not among the types above"),
+                QuantKind::Q5_1 | QuantKind::Q8_16 => unreachable!("not among the types above"),
             };
             let size = dtype.type_size() as usize;
             let half = |b: &[u8]| f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-            let want: Vec<(f32, f32, Vec<u8>)> = bytes
+            // One scale a block: both halves read it.
+            let want: Vec<([f32; 2], f32, Vec<u8>)> = bytes
                 .chunks_exact(size)
                 .map(|b| match dtype {
-                    GgmlType::Q4_1 => (half(b), half(&b[2..]), b[4..].to_vec()),
-                    _ => (half(b), 0.0, b[2..].to_vec()),
+                    GgmlType::Q4_1 => ([half(b); 2], half(&b[2..]), b[4..].to_vec()),
+                    _ => ([half(b); 2], 0.0, b[2..].to_vec()),
                 })
                 .collect();
             assert_eq!(got, want, "{dtype}");
@@ -549,7 +605,7 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn blocks_of<C: Codec>(packed: &QuantRows) -> Vec<(f32, f32, Vec<u8>)> {
+    fn blocks_of<C: Codec>(packed: &QuantRows) -> Vec<([f32; 2], f32, Vec<u8>)> {
         packed
             .rows_in::<C>(0..packed.rows())
             .flat_map(|row| {
@@ -562,14 +618,18 @@ mod tests {
 
     #[test]
     fn a_widened_row_is_that_row_dequantised_bit_for_bit() {
-        let (rows, cols) = (5, 96);
+        let rows = 5;
         for dtype in [
             GgmlType::Q8_0,
             GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q5_1,
+            GgmlType::Q6_K,
+            GgmlType::Q3_K,
         ] {
-            let bytes = random_blocks(dtype, rows * cols / BLOCK, 9);
+            let block = dtype.block_size() as usize;
+            let cols = 96.max(block);
+            let bytes = random_blocks(dtype, rows * cols / block, 9);
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
             for r in [3, 0, 4] {
@@ -588,14 +648,17 @@ mod tests {
     #[test]
     fn a_widened_matrix_is_the_matrix_dequantised_bit_for_bit() {
         // Rows for two whole tasks of the parallel widening and part of a third.
-        let (rows, cols) = (2 * WIDEN_ROWS_PER_TASK + 7, 64);
+        let rows = 2 * WIDEN_ROWS_PER_TASK + 7;
         for dtype in [
             GgmlType::Q8_0,
             GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q5_1,
+            GgmlType::Q6_K,
         ] {
-            let bytes = random_blocks(dtype, rows * cols / BLOCK, 4);
+            let block = dtype.block_size() as usize;
+            let cols = 64.max(block);
+            let bytes = random_blocks(dtype, rows * cols / block, 4);
             let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
             let widened = packed.widen();
@@ -625,6 +688,7 @@ mod tests {
     #[test]
     fn unkept_types_and_wrong_sizes_are_refused() {
         let bytes = random_blocks(GgmlType::Q8_0, 4, 3);
+        assert!(QuantRows::from_gguf(GgmlType::F16, &bytes, 1, 34).is_none());
         assert!(QuantRows::from_gguf(GgmlType::Q6_K, &bytes, 1, 128).is_none());
         assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes[1..], 2, 64).is_none());
         assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 3, 64).is_none());

@@ -106,9 +106,9 @@ impl<C: Codec> WeightChunks for QuantRow<'_, C> {
     /// integer-to-float conversion, then `d·q` and `+ m` each rounded once.
     #[inline(always)]
     unsafe fn each_chunk(self, mut f: impl FnMut(usize, __m256, __m256)) -> usize {
-        for (b, (scale, min, quants)) in self.raw_blocks().enumerate() {
+        for (b, (scales, min, quants)) in self.raw_blocks().enumerate() {
             // SAFETY: `quants` is one whole block (`chunks_exact`); AVX by the caller.
-            let [v0, v1, v2, v3] = unsafe { widen::<C>(scale, min, quants) };
+            let [v0, v1, v2, v3] = unsafe { widen::<C>(scales, min, quants) };
             f(b * BLOCK, v0, v1);
             f(b * BLOCK + LANES, v2, v3);
         }
@@ -124,22 +124,24 @@ impl<C: Codec> WeightChunks for QuantRow<'_, C> {
     }
 }
 
-/// A block's 32 values as four vectors.
+/// A block's 32 values as four vectors, from its scales (of its first and second 16
+/// values), minimum and quants.
 ///
 /// # Safety
 /// `quants` holds the block's quants (16 or 32 bytes); the CPU has AVX2.
 #[inline(always)]
-unsafe fn widen<C: Codec>(scale: f32, min: f32, quants: &[u8]) -> [__m256; 4] {
+unsafe fn widen<C: Codec>([scale, scale_high]: [f32; 2], min: f32, quants: &[u8]) -> [__m256; 4] {
     // SAFETY: the caller's promises; every load reads inside `quants`.
     unsafe {
         let d = _mm256_set1_ps(scale);
         let p = quants.as_ptr();
         match C::KIND {
-            QuantKind::Q8_0 | QuantKind::Q5_1 => {
+            QuantKind::Q8_0 | QuantKind::Q5_1 | QuantKind::Q8_16 => {
                 let m = _mm256_set1_ps(min);
+                let d_high = _mm256_set1_ps(scale_high);
                 // Written out, not `array::map`: `map` is not inlined, and would not
                 // compile with this function's features.
-                let value = |at: usize| {
+                let value = |d: __m256, at: usize| {
                     let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(load8(p.add(at))));
                     if C::KIND == QuantKind::Q5_1 {
                         _mm256_add_ps(_mm256_mul_ps(d, q), m)
@@ -147,7 +149,12 @@ unsafe fn widen<C: Codec>(scale: f32, min: f32, quants: &[u8]) -> [__m256; 4] {
                         _mm256_mul_ps(d, q)
                     }
                 };
-                [value(0), value(8), value(16), value(24)]
+                [
+                    value(d, 0),
+                    value(d, 8),
+                    value(d_high, 16),
+                    value(d_high, 24),
+                ]
             }
             QuantKind::Q4_0 | QuantKind::Q4_1 => {
                 let bytes = _mm_loadu_si128(p.cast());

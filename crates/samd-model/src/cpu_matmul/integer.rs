@@ -143,15 +143,23 @@ pub(super) fn round_block(block: &[f32; BLOCK], out: &mut [i16; BLOCK]) -> Round
 /// `x`'s row dotted with `w`'s row, in scalars: what the vector code computes.
 pub(super) fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
     let mut acc = [0.0f32; SUM_LANES];
-    for (b, (d, _, quants)) in w.raw_blocks().enumerate() {
+    for (b, ([d, d_high], _, quants)) in w.raw_blocks().enumerate() {
         let xq = &x.values[b * BLOCK..][..BLOCK];
-        let mut p = [0i32; SUM_LANES];
+        // Each half's sums: they share a scale but in Q8_16.
+        let mut p = [[0i32; SUM_LANES]; 2];
         for (e, (&q, &xq)) in codes::<C>(quants).iter().zip(xq).enumerate() {
-            p[e % 8 / 2] += i32::from(q) * i32::from(xq);
+            p[e / 16][e % 8 / 2] += i32::from(q) * i32::from(xq);
         }
         let step = d * x.steps[b];
-        for (acc, p) in acc.iter_mut().zip(p) {
-            *acc += p as f32 * step;
+        if C::KIND.scales_per_block() == 2 {
+            let step_high = d_high * x.steps[b];
+            for (acc, (low, high)) in acc.iter_mut().zip(p[0].into_iter().zip(p[1])) {
+                *acc += low as f32 * step + high as f32 * step_high;
+            }
+        } else {
+            for (acc, (low, high)) in acc.iter_mut().zip(p[0].into_iter().zip(p[1])) {
+                *acc += (low + high) as f32 * step;
+            }
         }
     }
     finish(acc, x, w)
@@ -160,7 +168,7 @@ pub(super) fn dot<C: Codec>(x: RoundedRow<'_>, w: QuantRow<'_, C>) -> f32 {
 /// A block's 32 codes, in order: the values `d · q (+ m)` multiplies.
 pub(super) fn codes<C: Codec>(quants: &[u8]) -> [i16; BLOCK] {
     std::array::from_fn(|e| match C::KIND {
-        QuantKind::Q8_0 | QuantKind::Q5_1 => i16::from(quants[e] as i8),
+        QuantKind::Q8_0 | QuantKind::Q5_1 | QuantKind::Q8_16 => i16::from(quants[e] as i8),
         QuantKind::Q4_0 | QuantKind::Q4_1 => {
             let nibble = if e < 16 {
                 quants[e] & 0x0f
@@ -222,7 +230,7 @@ impl ScalarDot for InLanes {
 /// `x · Wᵀ` (`[m, n]` out) with x rounded as [`round_block`] rounds it, each output
 /// from `D`'s dot product.
 pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
-    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0};
+    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
     let rounded = RoundedRows::with(x, w.cols(), round_block);
     let n = w.rows();
     let mut y = vec![0.0; m * n];
@@ -234,6 +242,7 @@ pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &QuantRows) -> Ve
             QuantKind::Q4_0 => fill::<D, _>(out, w.rows_in::<Q4_0>(0..n), row),
             QuantKind::Q4_1 => fill::<D, _>(out, w.rows_in::<Q4_1>(0..n), row),
             QuantKind::Q5_1 => fill::<D, _>(out, w.rows_in::<Q5_1>(0..n), row),
+            QuantKind::Q8_16 => fill::<D, _>(out, w.rows_in::<Q8_16>(0..n), row),
         }
     }
     y
@@ -280,14 +289,19 @@ mod tests {
     /// That `D`'s products are the exact ones over W dequantised, within what rounding
     /// x costs.
     fn within_the_rounding_of_x<D: ScalarDot>() {
-        let (n, k) = (40, 96);
+        let n = 40;
         for dtype in [
             GgmlType::Q8_0,
             GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q5_1,
+            GgmlType::Q6_K,
+            GgmlType::Q3_K,
         ] {
-            let bytes = random_blocks(dtype, n * k / BLOCK, 11);
+            // Three blocks of 32, or a K-quant's super-block.
+            let k = 96.max(dtype.block_size() as usize);
+            let blocks = n * k / dtype.block_size() as usize;
+            let bytes = random_blocks(dtype, blocks, 11);
             let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
             let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
             for m in [1, 3, 5] {

@@ -141,21 +141,31 @@ fn block_group<const R: usize, C: Codec>(
         "invariant: rows of x as long as W's"
     );
     let mut acc = [f32x4_splat(0.0); R];
-    for (b, (d, _, quants)) in wj.raw_blocks().enumerate() {
+    for (b, ([d, d_high], _, quants)) in wj.raw_blocks().enumerate() {
         // SAFETY: `quants` is one whole block (`chunks_exact`).
         let [c0, c1, c2, c3] = unsafe { codes::<C>(quants) };
         for (acc, row) in acc.iter_mut().zip(rows) {
-            // SAFETY: block `b` is within the row, as long as W's (asserted above).
-            let p = unsafe {
+            // Each half's sums. SAFETY: block `b` is within the row, as long as W's
+            // (asserted above).
+            let (low, high) = unsafe {
                 let x = row.values.as_ptr().add(b * BLOCK);
                 let dot = |c: v128, at: usize| i32x4_dot_i16x8(c, v128_load(x.add(at).cast()));
-                i32x4_add(
+                (
                     i32x4_add(dot(c0, 0), dot(c1, 8)),
                     i32x4_add(dot(c2, 16), dot(c3, 24)),
                 )
             };
             let step = f32x4_splat(d * row.steps[b]);
-            *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(p), step));
+            let share = if C::KIND.scales_per_block() == 2 {
+                let step_high = f32x4_splat(d_high * row.steps[b]);
+                f32x4_add(
+                    f32x4_mul(f32x4_convert_i32x4(low), step),
+                    f32x4_mul(f32x4_convert_i32x4(high), step_high),
+                )
+            } else {
+                f32x4_mul(f32x4_convert_i32x4(i32x4_add(low, high)), step)
+            };
+            *acc = f32x4_add(*acc, share);
         }
     }
     for ((acc, row), out) in acc.iter().zip(rows).zip(out) {
@@ -215,7 +225,7 @@ unsafe fn codes<C: Codec>(quants: &[u8]) -> [v128; 4] {
     unsafe {
         let p = quants.as_ptr();
         match C::KIND {
-            QuantKind::Q8_0 | QuantKind::Q5_1 => {
+            QuantKind::Q8_0 | QuantKind::Q5_1 | QuantKind::Q8_16 => {
                 let (low, high) = (v128_load(p.cast()), v128_load(p.add(16).cast()));
                 [
                     i16x8_extend_low_i8x16(low),
@@ -371,21 +381,24 @@ fn tile<C: Codec>(
 ) -> [[v128; TILE_GROUPS]; TILE_ROWS] {
     let blocks = w.blocks();
     let groups = [w.group(g), w.group(g + 1)];
+    // Q8_16's halves each take their own sums and scale: as two blocks of 16.
+    let halves = C::KIND.scales_per_block();
     assert!(
         rows.iter()
             .all(|row| row.values.len() == blocks * BLOCK && row.steps.len() == blocks)
             && groups.iter().all(|(codes, scales, mins)| {
                 codes.len() == blocks * BLOCK * PACKED_ROWS
-                    && scales.len() == blocks * PACKED_ROWS
-                    && (mins.len() == scales.len() || !C::KIND.has_min())
+                    && scales.len() == blocks * halves * PACKED_ROWS
+                    && (mins.len() == blocks * PACKED_ROWS || !C::KIND.has_min())
             }),
         "invariant: rows of x as long as W's"
     );
     let [(codes0, scales0, mins0), (codes1, scales1, mins1)] = groups;
     let mut acc = [[f32x4_splat(0.0); TILE_GROUPS]; TILE_ROWS];
-    for b in 0..blocks {
+    let pairs = BLOCK / 2 / halves;
+    for (b, h) in (0..blocks).flat_map(|b| (0..halves).map(move |h| (b, h))) {
         let mut sums = [[i32x4_splat(0); TILE_GROUPS]; TILE_ROWS];
-        for pair in 0..BLOCK / 2 {
+        for pair in h * pairs..(h + 1) * pairs {
             // SAFETY: each group's block `b` holds 16 pairs of eight i16s, and each row
             // of x holds block `b`'s 32 values (asserted above).
             unsafe {
@@ -400,15 +413,16 @@ fn tile<C: Codec>(
                 }
             }
         }
-        // SAFETY: each group holds four scales per block, and as many minimums for Q4_1
-        // (asserted above).
+        // SAFETY: each group holds four scales per block and half, and four minimums per
+        // block for kinds with them (asserted above).
         let (d, mins) = unsafe {
-            let at = b * PACKED_ROWS;
+            let at = (b * halves + h) * PACKED_ROWS;
             let d = [
                 load(scales0.as_ptr().add(at)),
                 load(scales1.as_ptr().add(at)),
             ];
             let mins = if C::KIND.has_min() {
+                let at = b * PACKED_ROWS;
                 [load(mins0.as_ptr().add(at)), load(mins1.as_ptr().add(at))]
             } else {
                 [f32x4_splat(0.0); TILE_GROUPS]

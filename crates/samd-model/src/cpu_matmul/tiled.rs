@@ -17,6 +17,7 @@
 //! - x's blocks are rounded as [`round_block`](super::integer::round_block) rounds them;
 //! - each block's products are summed exactly in integers: `t = Σ q_e · xq_e`;
 //! - its share is `t · (d · s)` in f32, plus, for Q4_1, its minimum times `s · Σ xq`;
+//!   in Q8_16, each half of the block has its own `t` and `d`, and share;
 //! - the shares are added into one f32 from 0, block after block.
 //!
 //! Every output depends on its row of x alone, not on the other rows of its pass. These
@@ -34,7 +35,7 @@ pub(super) const PACKED_ROWS: usize = 4;
 /// W's rows, four at a time (zeros past the last row, up to a multiple of `groups_of`
 /// groups), as the vector code reads them: for each group and block, the block's 16
 /// pairs of codes, each as `[row 0's two, row 1's, row 2's, row 3's]`; and each group's
-/// scales (and minimums) per block, one per row.
+/// scales (two in Q8_16) and minimums per block, one per row.
 #[derive(Debug, PartialEq)]
 pub(super) struct PackedRows {
     /// Groups of [`PACKED_ROWS`] rows.
@@ -43,7 +44,7 @@ pub(super) struct PackedRows {
     blocks: usize,
     /// `[group][block][pair][row][2]`.
     codes: Vec<i16>,
-    /// `[group][block][row]`.
+    /// `[group][block][scale][row]`.
     scales: Vec<f32>,
     /// `[group][block][row]`; empty for kinds without minimums.
     mins: Vec<f32>,
@@ -53,12 +54,13 @@ impl PackedRows {
     /// `w` packed with `P`, its groups padded to a multiple of `groups_of`. A group's
     /// lanes past W's last row repeat that row's codes, with scales (and minimums) of 0.
     pub(super) fn new<P: BlockPacking>(w: &QuantRows, groups_of: usize) -> Self {
-        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0};
+        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
         match w.kind() {
             QuantKind::Q8_0 => Self::pack::<P, _>(w.rows_in::<Q8_0>(0..w.rows()), w, groups_of),
             QuantKind::Q4_0 => Self::pack::<P, _>(w.rows_in::<Q4_0>(0..w.rows()), w, groups_of),
             QuantKind::Q4_1 => Self::pack::<P, _>(w.rows_in::<Q4_1>(0..w.rows()), w, groups_of),
             QuantKind::Q5_1 => Self::pack::<P, _>(w.rows_in::<Q5_1>(0..w.rows()), w, groups_of),
+            QuantKind::Q8_16 => Self::pack::<P, _>(w.rows_in::<Q8_16>(0..w.rows()), w, groups_of),
         }
     }
 
@@ -72,9 +74,10 @@ impl PackedRows {
         let groups = rows.len().div_ceil(PACKED_ROWS).div_ceil(groups_of) * groups_of;
         let per_block = BLOCK * PACKED_ROWS;
         let mut codes = vec![0; groups * blocks * per_block];
-        let mut scales = vec![0.0; groups * blocks * PACKED_ROWS];
+        let halves = C::KIND.scales_per_block();
+        let mut scales = vec![0.0; groups * blocks * halves * PACKED_ROWS];
         let mut mins = if C::KIND.has_min() {
-            scales.clone()
+            vec![0.0; groups * blocks * PACKED_ROWS]
         } else {
             Vec::new()
         };
@@ -92,9 +95,11 @@ impl PackedRows {
                     let (d, m, q) = row_blocks.next().expect("invariant: whole rows");
                     quants[lane] = q;
                     if g * PACKED_ROWS + lane <= last {
-                        let at = (g * blocks + b) * PACKED_ROWS + lane;
-                        scales[at] = d;
-                        if let Some(min) = mins.get_mut(at) {
+                        let block = g * blocks + b;
+                        for (h, d) in d.into_iter().take(halves).enumerate() {
+                            scales[(block * halves + h) * PACKED_ROWS + lane] = d;
+                        }
+                        if let Some(min) = mins.get_mut(block * PACKED_ROWS + lane) {
                             *min = m;
                         }
                     }
@@ -121,18 +126,20 @@ impl PackedRows {
         self.blocks
     }
 
-    /// Group `g`'s codes (`[block][pair][row][2]`), its rows' scales (`[block][row]`),
-    /// and their minimums (likewise; empty for kinds without them).
+    /// Group `g`'s codes (`[block][pair][row][2]`), its rows' scales
+    /// (`[block][scale][row]`), and their minimums (`[block][row]`; empty for kinds
+    /// without them).
     #[inline(always)]
     pub(super) fn group(&self, g: usize) -> (&[i16], &[f32], &[f32]) {
         let per_group = self.blocks * PACKED_ROWS;
+        let scales = self.scales.len() / self.groups.max(1);
         let mins = self
             .mins
             .get(g * per_group..(g + 1) * per_group)
             .unwrap_or(&[]);
         (
             &self.codes[g * per_group * BLOCK..][..per_group * BLOCK],
-            &self.scales[g * per_group..][..per_group],
+            &self.scales[g * scales..][..scales],
             mins,
         )
     }
@@ -167,12 +174,17 @@ impl ScalarDot for InBlockOrder {
         let mut acc = 0.0f32;
         for (b, (d, m, quants)) in w.raw_blocks().enumerate() {
             let xq = &x.values[b * BLOCK..][..BLOCK];
-            let total: i32 = codes::<C>(quants)
-                .iter()
-                .zip(xq)
-                .map(|(&q, &xq)| i32::from(q) * i32::from(xq))
-                .sum();
-            let share = total as f32 * (d * x.steps[b]);
+            let codes = codes::<C>(quants);
+            let total = |values: std::ops::Range<usize>| -> i32 {
+                values.map(|e| i32::from(codes[e]) * i32::from(xq[e])).sum()
+            };
+            if C::KIND.scales_per_block() == 2 {
+                for (half, d) in [0..BLOCK / 2, BLOCK / 2..BLOCK].into_iter().zip(d) {
+                    acc += total(half) as f32 * (d * x.steps[b]);
+                }
+                continue;
+            }
+            let share = total(0..BLOCK) as f32 * (d[0] * x.steps[b]);
             acc += if C::KIND.has_min() {
                 share + m * x.sums[b]
             } else {
@@ -206,7 +218,7 @@ mod tests {
             let (codes_g, scales, mins) = packed.group(g);
             for (b, (d, m, quants)) in row.raw_blocks().enumerate() {
                 let at = b * PACKED_ROWS + lane;
-                assert_eq!((scales[at], mins[at]), (d, m), "row {j}, block {b}");
+                assert_eq!((scales[at], mins[at]), (d[0], m), "row {j}, block {b}");
                 let want = codes::<crate::quant_rows::Q4_1>(quants);
                 for (e, &q) in want.iter().enumerate() {
                     assert_eq!(codes_g[pair_at(b, e, lane)], q, "row {j}, block {b}");
@@ -225,5 +237,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packing_puts_each_half_blocks_scale_in_its_lane() {
+        let (n, k) = (5, 256);
+        let dtype = GgmlType::Q6_K;
+        let bytes = random_blocks(dtype, n * k / 256, 3);
+        let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+        let packed = PackedRows::new::<InScalars>(&w, 1);
+        let rows: Vec<_> = w.rows_in::<crate::quant_rows::Q8_16>(0..n).collect();
+        for (j, row) in rows.iter().enumerate() {
+            let (g, lane) = (j / PACKED_ROWS, j % PACKED_ROWS);
+            let (_, scales, mins) = packed.group(g);
+            assert!(mins.is_empty());
+            for (b, (d, _, _)) in row.raw_blocks().enumerate() {
+                for (h, d) in d.into_iter().enumerate() {
+                    let at = (b * 2 + h) * PACKED_ROWS + lane;
+                    assert_eq!(scales[at], d, "row {j}, block {b}, half {h}");
+                }
+            }
+        }
+        let (_, scales, _) = packed.group(1);
+        assert!(scales.chunks_exact(PACKED_ROWS).all(|s| s[1..] == [0.0; 3]));
     }
 }
