@@ -128,7 +128,7 @@ fn a_file_mixing_block_types_in_a_fused_matrix_loads_on_wgpu() {
 #[test]
 fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
     let Some(gpu) = wgpu_device() else { return };
-    let (rows, cols) = (5, 96);
+    let rows = 5;
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut byte = move || {
         state ^= state << 13;
@@ -137,7 +137,7 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
         (state >> 24) as u8
     };
     // Each kind, and types held in a kind not their own (Q5_0's and IQ4_NL's codes in
-    // Q8_0's bytes).
+    // Q8_0's bytes, Q3_K's in Q8_16's).
     for (dtype, kind) in [
         (GgmlType::Q4_0, QuantKind::Q4_0),
         (GgmlType::Q4_1, QuantKind::Q4_1),
@@ -145,22 +145,28 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
         (GgmlType::Q5_1, QuantKind::Q5_1),
         (GgmlType::Q5_0, QuantKind::Q8_0),
         (GgmlType::IQ4_NL, QuantKind::Q8_0),
+        (GgmlType::Q6_K, QuantKind::Q8_16),
+        (GgmlType::Q3_K, QuantKind::Q8_16),
     ] {
-        let block_bytes = dtype.type_size() as usize;
-        let header = if matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1) {
-            4
-        } else {
-            2
+        let (block, block_bytes) = (dtype.block_size() as usize, dtype.type_size() as usize);
+        // Three blocks of 32 a row, or a super-block of 256.
+        let cols = 96.max(block);
+        // Where the f16 scale (and minimum) lie: first, or last in the K-quants.
+        let halves = match dtype {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => 0..4,
+            GgmlType::Q6_K | GgmlType::Q3_K => block_bytes - 2..block_bytes,
+            _ => 0..2,
         };
         let mut bytes = Vec::new();
-        for _ in 0..rows * cols / 32 {
+        for _ in 0..rows * cols / block {
+            let mut b: Vec<u8> = (0..block_bytes).map(|_| byte()).collect();
             // f16 scales (and minimums) between 2^-7 and 2^-3 in size, of either sign.
-            for _ in 0..header / 2 {
-                let half = u16::from(byte()) | (u16::from(byte() % 4 + 8) << 10);
+            for half in b[halves.clone()].chunks_exact_mut(2) {
+                let h = u16::from(byte()) | (u16::from(byte() % 4 + 8) << 10);
                 let sign = u16::from(byte() & 1) << 15;
-                bytes.extend((half | sign).to_le_bytes());
+                half.copy_from_slice(&(h | sign).to_le_bytes());
             }
-            bytes.extend((header..block_bytes).map(|_| byte()));
+            bytes.extend(b);
         }
         let host = dequantize(dtype, &bytes, (rows * cols) as u64).expect("host dequantises");
         let blocks = QuantRows::from_gguf(dtype, &bytes, rows, cols).expect("whole blocks");
