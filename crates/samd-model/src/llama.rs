@@ -1828,12 +1828,12 @@ mod tests {
     }
 
     /// A model as llama.cpp's presets write one (Q5_0 and Q8_0 side by side in q|k|v,
-    /// IQ4_NL, Q4_K, IQ4_XS, Q5_1, Q5_K, Q3_K, Q6_K), held in blocks of other kinds, gives the logits
-    /// of the same file dequantised to f32, bit for bit, in a prompt's pass: more rows
-    /// than [`CPU_MAX_ROWS`] take burn's matmul, over each matrix widened from the blocks
-    /// in one model and dequantised from the file in the other. (A step's few rows read
-    /// the blocks in both; `cpu_matmul::check_block_products` holds that code to the
-    /// dequantised values for each kind.)
+    /// IQ4_NL, Q4_K, IQ4_XS, Q5_1, Q5_K, Q3_K, Q6_K), held in blocks of other kinds, gives
+    /// the logits of the same file dequantised to f32, bit for bit, in a prompt's pass:
+    /// more rows than [`CPU_MAX_ROWS`] take burn's matmul, over each matrix widened from
+    /// the blocks in one model and dequantised from the file in the other. (A step's few
+    /// rows read the blocks in both; `cpu_matmul::check_block_products` holds that code
+    /// to the dequantised values for each kind.)
     #[test]
     fn other_types_held_as_blocks_give_the_f32_models_logits() {
         use crate::gguf_writer::GgufWriter;
