@@ -4,7 +4,9 @@
 //! A one-node step on the CPU is bound by these products' reads of the weights; the
 //! blocks are a sixth of the bytes (Q4_1) and a quarter (Q8_0), but each must be widened
 //! to f32 before it is used. Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf`
-//! (`scripts/fetch-model.sh`). Run: `cargo bench -p samd-model --bench few_rows`.
+//! (`scripts/fetch-model.sh`), or the file `SAMD_BENCH_MODEL` names (a Q4_K_M file's down
+//! projections are Q6_K, held as Q8_16). Run: `cargo bench -p samd-model --bench
+//! few_rows`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,8 +24,13 @@ const TENSORS: [&str; 3] = [
 ];
 
 fn few_rows(c: &mut Criterion) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = std::env::var_os("SAMD_BENCH_MODEL").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        },
+        PathBuf::from,
+    );
     let Ok(bytes) = std::fs::read(&path) else {
         eprintln!(
             "skipped: no model at {} (scripts/fetch-model.sh)",
