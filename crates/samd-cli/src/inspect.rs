@@ -130,7 +130,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
 fn read_as(dtype: GgmlType) -> String {
     match QuantKind::of(dtype) {
         Some(QuantKind::Q8_16) => "matrices read as blocks of 8-bit codes, a scale per 16".into(),
-        Some(kind) if kind.name() == dtype.name() => "matrices read as its blocks".into(),
+        Some(kind) if kind.name().eq_ignore_ascii_case(dtype.name()) => {
+            "matrices read as its blocks".into()
+        }
         Some(kind) => format!("matrices read as {} blocks", kind.name()),
         None if dtype == GgmlType::F32 => "read as they are".into(),
         None if dequant::supports(dtype) => "widened to f32".into(),
