@@ -300,6 +300,16 @@ impl CostShape {
         batch: 0.75,
         per_node: 0.28,
     };
+    /// The browser's CPU backend: wasm's integer products are bound by their arithmetic,
+    /// not by reading the weights, so each node costs about 0.7 of a one-node step
+    /// (`node tests/browser/profile-cpu.mjs`, V8 on this project's dev CPU: 1.6× for 2
+    /// nodes, 2.3× for 3, 3.1× for 4, 4.6× for 6). Only nearly sure drafts pay; with
+    /// [`CostShape::SERIAL`]'s guess a short reply's first steps verified drafts that
+    /// could not.
+    pub const WASM: Self = Self {
+        batch: 0.25,
+        per_node: 0.7,
+    };
 }
 
 /// What a step costs by its node count: a one-node step apart (a matrix-vector product,
@@ -739,6 +749,17 @@ mod tests {
             (2..gpu).contains(&cpu),
             "a CPU, where each node costs a quarter step, tries a part: {cpu} nodes"
         );
+        assert_eq!(
+            prune(CostShape::WASM),
+            1,
+            "wasm, where each node costs most of a step, tries none of it"
+        );
+        // A long match's chain is nearly sure: wasm tries it too.
+        let mut budget = TreeBudget::default();
+        budget.set_cost_shape(CostShape::WASM);
+        let mut tree = chain(6, Source::DynamicSam);
+        budget.prune(&mut tree, &report(20), TreePolicy::Adaptive);
+        assert!(tree.len() > 1, "wasm tries a sure draft");
     }
 
     #[test]

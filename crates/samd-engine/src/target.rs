@@ -301,6 +301,8 @@ impl Target for ModelTarget {
     fn cost_shape(&self) -> CostShape {
         if self.model.on_wgpu() {
             CostShape::PARALLEL
+        } else if cfg!(target_arch = "wasm32") {
+            CostShape::WASM
         } else {
             CostShape::SERIAL
         }
