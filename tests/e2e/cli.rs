@@ -216,6 +216,7 @@ fn inspect_model_prints_architecture_config_and_load_times() {
         "matrices read as its blocks",
         "q8_0",
         "dequantise+upload",
+        "MiB as held on cpu",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

@@ -108,8 +108,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let device = device?;
     timings.device_ms = ms;
     let (weights, ms) = timed(|| model.weights(&file, &device, &args.model));
-    drop(weights?);
+    let weight_bytes = weights?.weight_bytes();
     timings.weights_ms = ms;
+    println!(
+        "weights:       {:.1} MiB as held on {}",
+        weight_bytes as f64 / f64::from(1 << 20),
+        args.model.device.name()
+    );
     println!(
         "load ({}):    read {:.0} ms, parse {:.0} ms, tokenizer {:.0} ms, device {:.0} ms, \
          dequantise+upload {:.0} ms, total {:.0} ms",

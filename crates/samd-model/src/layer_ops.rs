@@ -87,6 +87,15 @@ pub(crate) struct Matrix {
 }
 
 impl Matrix {
+    /// The bytes it holds: its tensor (f32s, or the blocks' words) and its host blocks.
+    pub fn bytes(&self) -> usize {
+        let tensor = self
+            .tensor
+            .as_ref()
+            .map_or(0, |t| 4 * t.dims().iter().product::<usize>());
+        tensor + self.quant.as_ref().map_or(0, |q| q.bytes())
+    }
+
     /// Outputs of the projection.
     fn outputs(&self) -> usize {
         let Some(tensor) = &self.tensor else {

@@ -450,8 +450,8 @@ struct Block {
     w_down: Matrix,
 }
 
-/// How a model holds the matrices its file stores in blocks its products read (Q4_0,
-/// Q4_1, Q8_0).
+/// How a model holds the matrices its file stores in a type the block kernels read
+/// ([`QuantKind::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatrixForm {
     /// In the file's blocks alone: on wgpu as the kernels read them
@@ -492,6 +492,8 @@ pub struct Llama {
     /// Tells this model's weights from another's, for the step graphs that read them:
     /// clones share it, as they share the weights.
     id: u64,
+    /// What [`Llama::weight_bytes`] says.
+    weight_bytes: usize,
 }
 
 /// A tensor's dims as `usize`s, or an error where one is beyond them (a 32-bit target).
@@ -635,10 +637,25 @@ impl Llama {
             });
         }
         let output_norm = vector(required(WeightName::OutputNorm)?);
-        let output = match fetch(WeightName::Output)? {
-            Some(t) => upload(vec![t])?,
-            None => token_embd.clone(),
+        let (output, own_output) = match fetch(WeightName::Output)? {
+            Some(t) => (upload(vec![t])?, true),
+            None => (token_embd.clone(), false),
         };
+        let vector_bytes = |v: &Tensor<1>| 4 * v.dims()[0];
+        let weight_bytes = token_embd.bytes()
+            + if own_output { output.bytes() } else { 0 }
+            + vector_bytes(&output_norm)
+            + blocks
+                .iter()
+                .map(|b| {
+                    vector_bytes(&b.attn_norm)
+                        + vector_bytes(&b.ffn_norm)
+                        + [&b.w_qkv, &b.wo, &b.w_gate_up, &b.w_down]
+                            .into_iter()
+                            .map(Matrix::bytes)
+                            .sum::<usize>()
+                })
+                .sum::<usize>();
         let rope = rope_table(&config, device);
         Ok(Self {
             config,
@@ -651,6 +668,7 @@ impl Llama {
             ops: BlockOps::for_device(device),
             step_graphs: true,
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
+            weight_bytes,
         })
     }
 
@@ -807,6 +825,14 @@ impl Llama {
     /// The model's hyperparameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// The bytes its weights take on its device, as they are held there: f32s, the
+    /// blocks the products read, or both (with [`MatrixForm::F32`] on a CPU whose
+    /// products read blocks). What a file's types cost once loaded; the KV cache and the
+    /// RoPE table are apart.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
     }
 
     /// The device holding the weights.
@@ -1733,6 +1759,54 @@ mod tests {
         }
         edit(&mut w);
         w.to_bytes()
+    }
+
+    /// A model's weight bytes are what it holds: its parameters as f32 (a tied head
+    /// counted once), or, loaded from a file in Q8_0, its matrices' blocks where the
+    /// CPU's products read them (36 bytes for 32 values: the codes, and the scale as f32).
+    #[test]
+    fn weight_bytes_are_what_the_model_holds() {
+        use crate::gguf_writer::GgufWriter;
+        let c = LlamaConfig {
+            d_model: 64,
+            d_ffn: 96,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            ..LlamaConfig::tiny()
+        };
+        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let layer = c.d_model * (q + 2 * kv) + q * c.d_model + 3 * c.d_model * c.d_ffn;
+        let head = c.vocab_size * c.d_model;
+        let matrices = head + c.n_layers * layer;
+        let norms = (2 * c.n_layers + 1) * c.d_model;
+        for (tied, values) in [(true, matrices + norms), (false, matrices + norms + head)] {
+            let model = Llama::random(c.clone(), 3, tied, &cpu()).expect("model");
+            assert_eq!(model.weight_bytes(), 4 * values, "tied: {tied}");
+        }
+        let mut w = GgufWriter::new();
+        w.llama_config("llama", &c);
+        for name in WeightName::all(c.n_layers) {
+            if name == WeightName::Output {
+                continue; // tied
+            }
+            let t = random_weight(&c, name, 3);
+            let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
+            if dims.len() == 2 {
+                w.tensor_q8_0(&name.gguf_name(), &dims, &t.data);
+            } else {
+                w.tensor_f32(&name.gguf_name(), &dims, &t.data);
+            }
+        }
+        let bytes = w.to_bytes();
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let model = Llama::from_gguf(&file, &cpu()).expect("load");
+        let held = if crate::cpu_matmul::reads_blocks() {
+            matrices / 32 * 36
+        } else {
+            4 * matrices
+        };
+        assert_eq!(model.weight_bytes(), held + 4 * norms);
     }
 
     #[test]

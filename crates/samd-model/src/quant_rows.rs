@@ -364,6 +364,11 @@ impl QuantRows {
         }
     }
 
+    /// The bytes the blocks take: codes, and scales and minimums as f32.
+    pub fn bytes(&self) -> usize {
+        self.quants.len() + 4 * (self.scales.len() + self.mins.len())
+    }
+
     /// The block type.
     pub fn kind(&self) -> QuantKind {
         self.kind
