@@ -297,7 +297,10 @@ impl Engine {
         drop(file);
         drop(fetched);
         let capacity = CACHE_POSITIONS.min(config.context_len);
-        let session = Session::new(ModelTarget::new(model, capacity), None);
+        let mut session = Session::new(ModelTarget::new(model, capacity), None);
+        if self.info.backend == "cpu" {
+            warm_up(&mut session, &tokenizer).await;
+        }
         self.loaded = Some(Loaded {
             session,
             tokenizer,
@@ -427,6 +430,31 @@ fn check_cancel(signal: Option<&AbortSignal>) -> Result<(), WebError> {
 }
 
 /// Prefixes an error's message with the file it is about.
+/// Runs a short plain generation (16 tokens), thrown away, so that the first one a user
+/// sees does not pay V8's one-time costs. The race page runs plain decoding first, and
+/// after a load it decoded 3–10% slower than a second run, its prefill 1.7–1.9× as long,
+/// which flattered the speculative lane (`profile-cpu.mjs --methods ar,ar,ar`); with 4
+/// tokens of warm-up the prefill evened out but the decoding did not. It adds about
+/// 0.2 s to a load. Errors are left to the first real generation, which meets them too.
+async fn warm_up(session: &mut Session<ModelTarget>, tokenizer: &Tokenizer) {
+    let Ok(ids) = tokenizer.encode_chat("Say hello.") else {
+        return;
+    };
+    let options = GenerateOptions {
+        max_new_tokens: 16,
+        stop_ids: Vec::new(),
+        sampling: None,
+    };
+    if session.start(&ids, options).await.is_ok() {
+        while let Ok(event) = session.step().await {
+            if event.stop.is_some() {
+                break;
+            }
+        }
+    }
+    session.cancel();
+}
+
 fn named(url: &str, what: &str, e: WebError) -> WebError {
     WebError::new(e.kind, format!("{url} {what}: {}", e.message))
 }
