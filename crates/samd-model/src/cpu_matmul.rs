@@ -41,7 +41,7 @@ mod tiled;
 use crate::dequant::dequantize;
 use crate::gguf::GgmlType;
 use crate::kernel_check::KernelCheck;
-use crate::quant_rows::{QuantRows, random_blocks};
+use crate::quant_rows::{QuantRows, TYPES_OF_EACH_KIND, random_rows};
 
 /// Most rows [`few_rows_matmul`] is for: past a few row groups, gemm's packed kernels,
 /// which reuse each weight across a whole tile of rows, do better.
@@ -194,20 +194,11 @@ pub fn check_block_products() -> KernelCheck {
 /// product that differs from its reference, if any.
 fn first_block_mismatch(rows: &mut usize) -> Option<String> {
     let n = 24;
-    for dtype in [
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_1,
-        GgmlType::Q6_K,
-        GgmlType::Q3_K,
-    ] {
+    for dtype in TYPES_OF_EACH_KIND {
         // Seven blocks a row, where Q4_1's minimums take four at once, then three one by
         // one; or a K-quant's super-block.
-        let block = dtype.block_size() as usize;
-        let k = 224usize.next_multiple_of(block);
-        let bytes = random_blocks(dtype, n * k / block, 5);
-        let w = QuantRows::from_gguf(dtype, &bytes, n, k).expect("invariant: whole blocks");
+        let (bytes, w) = random_rows(dtype, n, 224, 5);
+        let k = w.cols();
         for m in 1..=5 {
             let mut x = values(m * k, m as u64);
             // A block whose steps are 1, with values halfway between two: they round to

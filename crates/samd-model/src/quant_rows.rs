@@ -513,6 +513,32 @@ mod reading {
     }
 }
 
+/// A file type in each kind's own layout, and Q3_K, whose codes reach Q8_16 another way:
+/// the types the checks and tests of every kind's products run over.
+pub(crate) const TYPES_OF_EACH_KIND: [GgmlType; 6] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::Q6_K,
+    GgmlType::Q3_K,
+];
+
+/// `rows` rows of `dtype` in [`random_blocks`], as wide as the least multiple of its
+/// block from `min_cols` up: the file's bytes, and the rows held from them.
+pub(crate) fn random_rows(
+    dtype: GgmlType,
+    rows: usize,
+    min_cols: usize,
+    seed: u64,
+) -> (Vec<u8>, QuantRows) {
+    let block = usize::try_from(dtype.block_size()).expect("invariant: blocks of 32 or 256");
+    let cols = min_cols.next_multiple_of(block);
+    let bytes = random_blocks(dtype, rows * cols / block, seed);
+    let held = QuantRows::from_gguf(dtype, &bytes, rows, cols).expect("invariant: whole blocks");
+    (bytes, held)
+}
+
 /// Blocks of `dtype` (a type [`QuantKind::of`] keeps) with every byte pseudo-random,
 /// scales and minimums kept to modest f16s: for the tests, and the check of the CPU's
 /// block products.
@@ -624,18 +650,9 @@ mod tests {
     #[test]
     fn a_widened_row_is_that_row_dequantised_bit_for_bit() {
         let rows = 5;
-        for dtype in [
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_1,
-            GgmlType::Q6_K,
-            GgmlType::Q3_K,
-        ] {
-            let block = dtype.block_size() as usize;
-            let cols = 96.max(block);
-            let bytes = random_blocks(dtype, rows * cols / block, 9);
-            let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+        for dtype in TYPES_OF_EACH_KIND {
+            let (bytes, packed) = random_rows(dtype, rows, 96, 9);
+            let cols = packed.cols();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
             for r in [3, 0, 4] {
                 let mut widened = vec![-1.0];
@@ -654,17 +671,9 @@ mod tests {
     fn a_widened_matrix_is_the_matrix_dequantised_bit_for_bit() {
         // Rows for two whole tasks of the parallel widening and part of a third.
         let rows = 2 * WIDEN_ROWS_PER_TASK + 7;
-        for dtype in [
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_1,
-            GgmlType::Q6_K,
-        ] {
-            let block = dtype.block_size() as usize;
-            let cols = 64.max(block);
-            let bytes = random_blocks(dtype, rows * cols / block, 4);
-            let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+        for dtype in TYPES_OF_EACH_KIND {
+            let (bytes, packed) = random_rows(dtype, rows, 64, 4);
+            let cols = packed.cols();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
             let widened = packed.widen();
             let same = widened.len() == all.len()

@@ -265,7 +265,7 @@ mod tests {
     use crate::cpu_matmul::{max_abs_diff, values};
     use crate::dequant::dequantize;
     use crate::gguf::GgmlType;
-    use crate::quant_rows::random_blocks;
+    use crate::quant_rows::{TYPES_OF_EACH_KIND, random_blocks, random_rows};
 
     /// `x · Wᵀ` in f64 over W dequantised.
     fn exact(x: &[f32], m: usize, w: &[f32], k: usize) -> Vec<f32> {
@@ -290,19 +290,10 @@ mod tests {
     /// x costs.
     fn within_the_rounding_of_x<D: ScalarDot>() {
         let n = 40;
-        for dtype in [
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_1,
-            GgmlType::Q6_K,
-            GgmlType::Q3_K,
-        ] {
+        for dtype in TYPES_OF_EACH_KIND {
             // Three blocks of 32, or a K-quant's super-block.
-            let k = 96.max(dtype.block_size() as usize);
-            let blocks = n * k / dtype.block_size() as usize;
-            let bytes = random_blocks(dtype, blocks, 11);
-            let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+            let (bytes, w) = random_rows(dtype, n, 96, 11);
+            let k = w.cols();
             let dequantised = dequantize(dtype, &bytes, (n * k) as u64).unwrap();
             for m in [1, 3, 5] {
                 let x = values(m * k, m as u64 + 20);
