@@ -473,14 +473,25 @@ impl TreeBudget {
         self.cost = StepCost::new(shape);
     }
 
-    /// Prunes `tree` to the nodes that pay under `policy`, and remembers their buckets
-    /// for [`TreeBudget::learn`].
-    pub fn prune(&mut self, tree: &mut DraftTree, report: &DraftReport, policy: TreePolicy) {
+    /// Prunes `tree` to at most `most` nodes (the root included) that pay under `policy`,
+    /// and remembers their buckets for [`TreeBudget::learn`]. Where the tree is larger
+    /// than `most` (what the target verifies at once, or the cache's room left), the
+    /// likeliest nodes stay, whatever the drafter's order: a drafter's first nodes are
+    /// not always its best, and SAM+TR puts its chains before Token Recycling's guesses.
+    pub fn prune(
+        &mut self,
+        tree: &mut DraftTree,
+        report: &DraftReport,
+        policy: TreePolicy,
+        most: usize,
+    ) {
         AcceptanceModel::buckets(tree, report, &mut self.buckets);
-        if policy == TreePolicy::Full || tree.len() == 1 {
+        let n = tree.len();
+        // Drafted nodes that fit beside the root.
+        let fit = most.clamp(1, n) - 1;
+        if n == 1 || (policy == TreePolicy::Full && fit + 1 == n) {
             return;
         }
-        let n = tree.len();
         self.reach.clear();
         self.reach.push(1.0);
         for node in 1..n {
@@ -497,21 +508,27 @@ impl TreeBudget {
         self.order
             .sort_by(|&x, &y| reach[y].total_cmp(&reach[x]).then(x.cmp(&y)));
 
-        let cost = self.cost.estimate();
-        let (mut best, mut best_rate) = (0, 1.0 / cost.step(1));
-        let mut expected = 1.0;
-        for (i, &node) in self.order.iter().enumerate() {
-            expected += f64::from(reach[node]);
-            let rate = expected / cost.step(i + 2);
-            if rate > best_rate {
-                (best, best_rate) = (i + 1, rate);
+        let kept = match policy {
+            TreePolicy::Full => fit,
+            TreePolicy::Adaptive => {
+                let cost = self.cost.estimate();
+                let (mut best, mut best_rate) = (0, 1.0 / cost.step(1));
+                let mut expected = 1.0;
+                for (i, &node) in self.order[..fit].iter().enumerate() {
+                    expected += f64::from(reach[node]);
+                    let rate = expected / cost.step(i + 2);
+                    if rate > best_rate {
+                        (best, best_rate) = (i + 1, rate);
+                    }
+                }
+                best
             }
-        }
-        if best + 1 == n {
+        };
+        if kept + 1 == n {
             return;
         }
         let mut keep = vec![false; n];
-        for &node in &self.order[..best] {
+        for &node in &self.order[..kept] {
             keep[node] = true;
         }
         tree.retain(&keep);
@@ -570,7 +587,7 @@ mod tests {
     ) {
         for step in 0..240 {
             let mut tree = chain(12, Source::DynamicSam);
-            budget.prune(&mut tree, &report(8), TreePolicy::Full);
+            budget.prune(&mut tree, &report(8), TreePolicy::Full, usize::MAX);
             let path: Vec<usize> = (0..=accepted(step)).collect();
             // The tree's size varies in practice; here the cost line is probed directly.
             budget.learn(&tree, &path, a + b * 13);
@@ -614,7 +631,12 @@ mod tests {
         // One step's timing shares the say with the GPU shape's guess.
         assert!((8_000.0..10_500.0).contains(&e.step(11)), "{e:?}");
         let mut tree = chain(10, Source::Lookup);
-        budget.prune(&mut tree, &DraftReport::default(), TreePolicy::Adaptive);
+        budget.prune(
+            &mut tree,
+            &DraftReport::default(),
+            TreePolicy::Adaptive,
+            usize::MAX,
+        );
         assert!(tree.len() > 1, "the chain's first node is tried");
     }
 
@@ -628,7 +650,7 @@ mod tests {
     /// A one-node draft from `source`, pruned by `budget`.
     fn pruned_single(budget: &mut TreeBudget, source: Source, report: &DraftReport) -> DraftTree {
         let mut tree = chain(1, source);
-        budget.prune(&mut tree, report, TreePolicy::Adaptive);
+        budget.prune(&mut tree, report, TreePolicy::Adaptive, usize::MAX);
         tree
     }
 
@@ -697,7 +719,7 @@ mod tests {
         let mut budget = TreeBudget::default();
         teach(&mut budget, 24_000, 20_000, 4_000, |_| 3);
         let mut tree = chain(12, Source::DynamicSam);
-        budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+        budget.prune(&mut tree, &report(8), TreePolicy::Adaptive, usize::MAX);
         assert_eq!(tree.len(), 4, "the root and the three likely tokens");
     }
 
@@ -708,7 +730,7 @@ mod tests {
             let mut budget = TreeBudget::default();
             teach(&mut budget, a + b, a, b, |step| step % 13);
             let mut tree = chain(12, Source::DynamicSam);
-            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive, usize::MAX);
             tree.len()
         };
         let cpu = prune(20_000, 4_000);
@@ -726,7 +748,7 @@ mod tests {
             let mut budget = TreeBudget::default();
             teach(&mut budget, 19_000, 45_000, 3_500, |_| right);
             let mut tree = chain(12, Source::DynamicSam);
-            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive, usize::MAX);
             tree.len()
         };
         assert_eq!(prune(1), 1, "two tokens in 52 ms lose to one in 19");
@@ -740,7 +762,7 @@ mod tests {
             let mut budget = TreeBudget::default();
             budget.set_cost_shape(shape);
             let mut tree = chain(6, Source::DynamicSam);
-            budget.prune(&mut tree, &report(3), TreePolicy::Adaptive);
+            budget.prune(&mut tree, &report(3), TreePolicy::Adaptive, usize::MAX);
             tree.len()
         };
         let (gpu, cpu) = (prune(CostShape::PARALLEL), prune(CostShape::SERIAL));
@@ -758,7 +780,7 @@ mod tests {
         let mut budget = TreeBudget::default();
         budget.set_cost_shape(CostShape::WASM);
         let mut tree = chain(6, Source::DynamicSam);
-        budget.prune(&mut tree, &report(20), TreePolicy::Adaptive);
+        budget.prune(&mut tree, &report(20), TreePolicy::Adaptive, usize::MAX);
         assert!(tree.len() > 1, "wasm tries a sure draft");
     }
 
@@ -767,8 +789,33 @@ mod tests {
         let mut budget = TreeBudget::default();
         teach(&mut budget, 24_000, 20_000, 4_000, |_| 0);
         let mut tree = chain(12, Source::DynamicSam);
-        budget.prune(&mut tree, &report(8), TreePolicy::Full);
+        budget.prune(&mut tree, &report(8), TreePolicy::Full, usize::MAX);
         assert_eq!(tree.len(), 13);
+    }
+
+    #[test]
+    fn a_tree_over_the_cap_keeps_its_likeliest_nodes() {
+        // A drafter's first guesses, always wrong, then a chain that is always right: a
+        // cut by the drafter's order would keep the guesses.
+        let tree = || {
+            let mut tree = DraftTree::new(0);
+            tree.push_chain(0, &[50, 51, 52], Source::Recycling);
+            tree.push_chain(0, &[1, 2, 3, 4], Source::DynamicSam);
+            tree
+        };
+        let mut budget = TreeBudget::default();
+        for _ in 0..100 {
+            let mut taught = tree();
+            budget.prune(&mut taught, &report(8), TreePolicy::Full, usize::MAX);
+            budget.learn(&taught, &[0, 4, 5, 6, 7], 30_000);
+            budget.cost.observe(1, 20_000);
+        }
+        for policy in [TreePolicy::Full, TreePolicy::Adaptive] {
+            let mut cut = tree();
+            budget.prune(&mut cut, &report(8), policy, 4);
+            assert_eq!(cut.tokens(), &[0, 1, 2, 3], "{policy:?}");
+            assert_eq!(budget.buckets.len(), 4, "{policy:?}");
+        }
     }
 
     #[test]
@@ -778,7 +825,7 @@ mod tests {
         let mut tree = chain(6, Source::DynamicSam);
         tree.push(0, 50, Source::Recycling);
         tree.push(1, 51, Source::Recycling);
-        budget.prune(&mut tree, &report(8), TreePolicy::Adaptive);
+        budget.prune(&mut tree, &report(8), TreePolicy::Adaptive, usize::MAX);
         assert_eq!(budget.buckets.len(), tree.len());
         for node in 1..tree.len() {
             assert!(tree.parent(node).unwrap() < node);

@@ -317,16 +317,11 @@ impl<T: Target> Session<T> {
                 DraftReport::default()
             }
         };
+        // The tree must fit what the target verifies at once and the cache's room; near
+        // the end of the context a large tree keeps its likeliest nodes.
         let room = self.target.capacity() - self.target.past_len();
-        if self.tree.len() > room {
-            self.tree.reset(root);
-        }
-        let most = self.target.max_tree_nodes();
-        if self.tree.len() > most {
-            let keep: Vec<bool> = (0..self.tree.len()).map(|i| i < most).collect();
-            self.tree.retain(&keep);
-        }
-        self.budget.prune(&mut self.tree, &draft, self.policy);
+        let most = self.target.max_tree_nodes().min(room);
+        self.budget.prune(&mut self.tree, &draft, self.policy, most);
         let draft_us = micros(t);
 
         let t = Instant::now();

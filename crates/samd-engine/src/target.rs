@@ -60,8 +60,8 @@ pub trait Target {
         usize::MAX
     }
 
-    /// Most nodes a verification takes: the session cuts larger trees to this many (their
-    /// first nodes: a parent precedes its children).
+    /// Most nodes a verification takes: the session cuts larger trees to this many (the
+    /// likeliest, as the tree budget ranks them).
     fn max_tree_nodes(&self) -> usize {
         usize::MAX
     }

@@ -62,6 +62,23 @@ fn trees_are_cut_to_what_the_target_verifies() {
     }
 }
 
+/// Near the end of the context a tree larger than the cache's room keeps the nodes that
+/// fit, where it once lost them all.
+#[test]
+fn trees_near_the_end_of_the_context_are_cut_to_the_room_left() {
+    let prompt = [3, 4, 5];
+    let (plain, _) = read_sync(session(Method::Ar, 60).generate(&prompt, options(1000))).unwrap();
+    let mut s = session(Method::SamTr, 60);
+    let (out, stop) = read_sync(s.generate(&prompt, options(1000))).unwrap();
+    assert_eq!(stop, StopReason::Context);
+    let common = out.len().min(plain.len());
+    assert_eq!(out[..common], plain[..common]);
+    let trees = &s.target().trees;
+    let late: Vec<_> = trees.iter().filter(|&&(room, _)| room <= 8).collect();
+    assert!(!late.is_empty(), "{trees:?}");
+    assert!(late.iter().all(|&&(_, nodes)| nodes > 1), "{trees:?}");
+}
+
 #[test]
 fn every_method_reproduces_plain_decoding() {
     let prompt = [3, 4, 5, 6, 7, 3, 4];

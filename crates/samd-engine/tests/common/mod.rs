@@ -19,6 +19,8 @@ pub struct FakeModel {
     pub recycled: usize,
     /// The most nodes one verification was given.
     pub largest_tree: usize,
+    /// Each verification's room left in the cache and its tree's nodes, in order.
+    pub trees: Vec<(usize, usize)>,
     /// Nodes whose top-k was asked for (`k > 0`), over all verifications and the rows
     /// read of prompt passes.
     pub top_k_rows: usize,
@@ -37,6 +39,7 @@ impl FakeModel {
             max_nodes: usize::MAX,
             recycled: usize::MAX,
             largest_tree: 0,
+            trees: Vec::new(),
             top_k_rows: 0,
             cache: Vec::new(),
             pending: Vec::new(),
@@ -67,7 +70,14 @@ impl Target for FakeModel {
             self.top_k_rows += tree.len();
         }
         let k = k.max(1);
+        let room = self.capacity - self.cache.len();
+        assert!(
+            tree.len() <= room,
+            "{} nodes in a room of {room}",
+            tree.len()
+        );
         self.largest_tree = self.largest_tree.max(tree.len());
+        self.trees.push((room, tree.len()));
         self.pending.clear();
         let mut ids = Vec::with_capacity(tree.len() * k);
         for i in 0..tree.len() {
