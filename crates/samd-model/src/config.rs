@@ -117,6 +117,19 @@ impl LlamaConfig {
         }
     }
 
+    /// [`LlamaConfig::tiny`] with widths of whole blocks of 32, as a quantised model
+    /// needs ([`crate::Llama::random_quantized`]).
+    pub fn tiny_quantisable() -> Self {
+        Self {
+            d_model: 64,
+            d_ffn: 96,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            ..Self::tiny()
+        }
+    }
+
     /// Reads and validates the config of a GGUF model.
     ///
     /// Refuses anything but plain Llama: other `general.architecture` values, and Llama

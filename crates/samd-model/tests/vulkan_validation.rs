@@ -21,7 +21,7 @@ use burn::tensor::read_sync;
 use common::wgpu_device;
 use samd_model::kernel_check::check_kernels;
 use samd_model::{Llama, LlamaConfig};
-use scenarios::{assert_replays_match_launches, quantisable};
+use scenarios::assert_replays_match_launches;
 
 /// The layer's line when it starts, proof that it ran.
 const LAYER_ACTIVE: &str = "Khronos Validation Layer Active";
@@ -38,7 +38,7 @@ fn kernels_and_replayed_steps_pass_vulkan_validation() {
     // Steps captured as graphs, then replayed, and compacted between.
     assert_replays_match_launches(Llama::random(LlamaConfig::tiny(), 5, true, &gpu).expect("f32"));
     assert_replays_match_launches(
-        Llama::random_quantized(quantisable(), 5, true, &gpu).expect("quantised"),
+        Llama::random_quantized(LlamaConfig::tiny_quantisable(), 5, true, &gpu).expect("quantised"),
     );
 
     log.assert_clean();

@@ -18,7 +18,7 @@ use samd_model::kernel_check::{check_kernels, verify_scenario};
 use samd_model::kernels::BlockKernels;
 use samd_model::quant_rows::{QuantKind, QuantRows};
 use samd_model::{BlockOps, GgufFile, Llama, LlamaConfig, WeightName};
-use scenarios::{assert_replays_match_launches, quantisable};
+use scenarios::assert_replays_match_launches;
 
 /// Max abs logit difference allowed between wgpu and CPU. Both are f32; the kernels sum in
 /// different orders (tiled matmul, tree reductions), which on O(1) logits of a 2-layer model
@@ -68,7 +68,8 @@ fn assert_backends_agree(what: &str, cpu: &Llama, gpu: &Llama) {
 fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
     let Some(gpu) = wgpu_device() else { return };
     let quantised = |device: &Device| {
-        Llama::random_quantized(quantisable(), 3, true, device).expect("quantised model")
+        Llama::random_quantized(LlamaConfig::tiny_quantisable(), 3, true, device)
+            .expect("quantised model")
     };
     assert_backends_agree(
         "wgpu reading blocks",
@@ -83,7 +84,7 @@ fn wgpu_reading_blocks_matches_cpu_on_a_quantised_model() {
 #[test]
 fn a_file_mixing_block_types_in_a_fused_matrix_loads_on_wgpu() {
     let Some(gpu) = wgpu_device() else { return };
-    let c = quantisable();
+    let c = LlamaConfig::tiny_quantisable();
     let mut w = GgufWriter::new();
     w.llama_config("llama", &c);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -211,6 +212,6 @@ fn replayed_steps_equal_steps_launched_one_by_one() {
     assert_replays_match_launches(Llama::random(LlamaConfig::tiny(), 9, true, &gpu).expect("f32"));
     // Its steps gather their embeddings from blocks, by the ids a replay refills.
     assert_replays_match_launches(
-        Llama::random_quantized(quantisable(), 9, true, &gpu).expect("quantised"),
+        Llama::random_quantized(LlamaConfig::tiny_quantisable(), 9, true, &gpu).expect("quantised"),
     );
 }

@@ -2,19 +2,7 @@
 //! compiles only the files it names (tests/common/mod.rs holds the device alone).
 
 use burn::tensor::read_sync;
-use samd_model::{AncestorMask, Draw, Llama, LlamaConfig};
-
-/// A tiny config whose widths are whole blocks of 32, as a quantised model needs.
-pub fn quantisable() -> LlamaConfig {
-    LlamaConfig {
-        d_model: 64,
-        d_ffn: 96,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ..LlamaConfig::tiny()
-    }
-}
+use samd_model::{AncestorMask, Draw, Llama};
 
 /// Steps replayed from captured graphs ([`samd_model::step_graph`]) give the ids the
 /// same steps give launched one by one, step after step: the refilled inputs, the padding
