@@ -2,8 +2,8 @@
 # Usage: scripts/build-web.sh [--dev]
 # Builds crates/samd-web for wasm32 and writes the JS bindings to web/pkg/.
 #   default: the demo build (profile wasm-release: thin LTO, then `wasm-opt -O` from npm
-#            binaryen, since Debian's binaryen produces a broken module); ~25 min cold on
-#            2 cores.
+#            binaryen, since Debian's binaryen produces a broken module); about 9 min
+#            cold on 2 cores (2026-12-07).
 #   --dev:   CI's build (profile wasm-dev: no LTO, no wasm-opt); same code and behaviour.
 # wasm-bindgen-cli must match the wasm-bindgen version in Cargo.lock exactly; setup-web.sh
 # installs that one.
