@@ -1,0 +1,176 @@
+//! AR generations saved as traces, and drafters replayed over them: every drafter's MAT
+//! in seconds, without the model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use samd_draft::corpus::StaticSam;
+use samd_draft::replay::{TopK, Trace, replay};
+use serde::{Deserialize, Serialize};
+
+use super::{BenchError, BenchPrompt, BenchRecord, BenchResult, ar_first};
+use crate::Method;
+
+/// A recorded AR generation, as saved for replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchTrace {
+    /// The prompt's Spec-Bench id.
+    pub question_id: u64,
+    /// The prompt's reported category.
+    pub category: String,
+    /// How many of `tokens` are the prompt.
+    pub prompt_len: usize,
+    /// The prompt followed by AR's output.
+    pub tokens: Vec<u32>,
+    /// The model's top-k ids after each position but the last, when recorded
+    /// ([`super::BenchConfig::trace_top_k`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<TraceTopK>,
+}
+
+/// [`BenchTrace::top_k`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceTopK {
+    /// Ids per position.
+    pub k: usize,
+    /// `ids[q * k .. (q + 1) * k]` follow `tokens[..=q]`.
+    pub ids: Vec<u32>,
+}
+
+impl BenchTrace {
+    /// The trace to replay. Without top-k ids Token Recycling learns nothing in replay;
+    /// with them it learns from the true path only (a real run also learns from rejected
+    /// branches), so its replayed MAT is a lower bound either way.
+    pub fn trace(&self) -> Trace {
+        Trace {
+            tokens: self.tokens.clone(),
+            prompt_len: self.prompt_len,
+            top_k: self.top_k.as_ref().map(|t| TopK {
+                k: t.k,
+                ids: t.ids.clone(),
+            }),
+        }
+    }
+}
+
+/// Traces from a run's AR records: each prompt followed by AR's output. Prompts without
+/// an AR record are skipped.
+pub fn traces_from_run(prompts: &[BenchPrompt], records: &[BenchRecord]) -> Vec<BenchTrace> {
+    let ar: HashMap<u64, &BenchRecord> = records
+        .iter()
+        .filter(|r| r.method == Method::Ar.name())
+        .map(|r| (r.question_id, r))
+        .collect();
+    prompts
+        .iter()
+        .filter_map(|p| {
+            let r = ar.get(&p.question_id)?;
+            let mut tokens = p.ids.clone();
+            tokens.extend_from_slice(&r.generated_ids);
+            // Rows for every position but the last, or none.
+            let rows = tokens.len() - 1;
+            let top_k =
+                (!r.top_k_ids.is_empty() && r.top_k_ids.len() % rows == 0).then(|| TraceTopK {
+                    k: r.top_k_ids.len() / rows,
+                    ids: r.top_k_ids.clone(),
+                });
+            Some(BenchTrace {
+                question_id: p.question_id,
+                category: p.category.clone(),
+                prompt_len: p.ids.len(),
+                tokens,
+                top_k,
+            })
+        })
+        .collect()
+}
+
+/// Traces as JSONL, one per line.
+pub fn traces_to_jsonl(traces: &[BenchTrace]) -> Result<String, BenchError> {
+    let mut out = String::new();
+    for t in traces {
+        out.push_str(&serde_json::to_string(t)?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Reads what [`traces_to_jsonl`] wrote; errors name the line. Blank lines are skipped.
+pub fn traces_from_jsonl(jsonl: &str) -> Result<Vec<BenchTrace>, BenchError> {
+    let mut traces = Vec::new();
+    for (i, line) in jsonl.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let t: BenchTrace = serde_json::from_str(line).map_err(|source| BenchError::Json {
+            line: line_no,
+            source,
+        })?;
+        if t.prompt_len == 0 || t.prompt_len > t.tokens.len() {
+            return Err(BenchError::Line {
+                line: line_no,
+                what: "prompt_len must be in 1..=tokens.len()",
+            });
+        }
+        traces.push(t);
+    }
+    Ok(traces)
+}
+
+/// Replays every method's drafter against `traces` and aggregates the MATs (no
+/// timings). One drafter per method serves all traces in order, as in [`super::run_bench`].
+/// AR needs no replay: it makes one token per step. Traces whose output is empty count
+/// as prompts with no steps.
+pub fn replay_bench(
+    traces: &[BenchTrace],
+    methods: &[Method],
+    vocab_size: u32,
+    corpus: Option<Arc<StaticSam>>,
+) -> Result<BenchResult, BenchError> {
+    let mut records = Vec::with_capacity(traces.len() * methods.len());
+    for method in ar_first(methods) {
+        let mut drafter = method.drafter(vocab_size, corpus.clone())?;
+        for t in traces {
+            let generated = t.tokens.len().saturating_sub(t.prompt_len);
+            let (steps, drafted) = match &mut drafter {
+                Some(d) if generated > 0 => {
+                    let report =
+                        replay(d.as_mut(), &t.trace()).map_err(|source| BenchError::Replay {
+                            question_id: t.question_id,
+                            method,
+                            source,
+                        })?;
+                    (report.steps as usize, report.drafted as usize)
+                }
+                _ => (generated.saturating_sub(1), 0),
+            };
+            records.push(BenchRecord {
+                question_id: t.question_id,
+                category: t.category.clone(),
+                method: method.name().to_owned(),
+                prompt_len: t.prompt_len,
+                generated_ids: Vec::new(),
+                generated,
+                steps,
+                // A trace has no stop rules to cut a step: every step's tokens count.
+                step_tokens: generated.saturating_sub(1),
+                drafted,
+                mat: if steps == 0 {
+                    0.0
+                } else {
+                    (generated - 1) as f64 / steps as f64
+                },
+                tok_s: 0.0,
+                time_s: 0.0,
+                prefill_us: 0,
+                draft_us: 0,
+                verify_us: 0,
+                stop: None,
+                lossless: true,
+                top_k_ids: Vec::new(),
+            });
+        }
+    }
+    Ok(BenchResult::from_records(records))
+}
