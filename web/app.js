@@ -5,7 +5,7 @@
 import { SamdClient } from './client.js';
 import { EXAMPLES } from './examples.js';
 import { Lane } from './lane.js';
-import { legend, tokenCss } from './tokens.js';
+import { compareOutputs, legend, tokenCss } from './tokens.js';
 
 const $ = (id) => document.getElementById(id);
 const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -32,6 +32,7 @@ const ui = {
   device: byTestId('device'),
   notice: byTestId('fallback-notice'),
   error: byTestId('error'),
+  verdict: byTestId('verdict'),
   specMethod: document.querySelector('#lane-spec [data-role="method"]'),
 };
 const lanes = { ar: new Lane($('lane-ar')), spec: new Lane($('lane-spec')) };
@@ -179,6 +180,7 @@ async function run() {
   };
   lanes.ar.clear();
   lanes.spec.clear();
+  showVerdict();
   ui.specMethod.textContent = `(${ui.method.value})`;
   await ensureLoaded();
   // A cancel in the load's last phase (the weights) cannot stop the load, but stops here.
@@ -188,6 +190,21 @@ async function run() {
   if (ar.stop === 'cancelled' || cancelled) return;
   await lanes.spec.run(client, { ...options, method: ui.method.value }, ar);
   drawTimelines();
+  showVerdict();
+}
+
+/** Says whether the speculative lane gave plain decoding's tokens, once both lanes are done. */
+function showVerdict() {
+  const { ar, spec } = lanes;
+  const finished = (lane) => lane.done && lane.done.stop !== 'cancelled';
+  ui.verdict.hidden = !(finished(ar) && finished(spec));
+  if (ui.verdict.hidden) return;
+  const ids = (lane) => lane.steps.flatMap((step) => step.tokens);
+  const { identical, at, tokens } = compareOutputs(ids(ar), ids(spec));
+  ui.verdict.dataset.identical = String(identical);
+  ui.verdict.textContent = identical
+    ? `✓ Identical output: the speculative lane's ${tokens} tokens are plain decoding's, token for token.`
+    : `✗ The lanes part at token ${at + 1}: speculation changed the output, which is a bug in samd.`;
 }
 
 function drawTimelines() {

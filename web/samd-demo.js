@@ -10,7 +10,7 @@
 // Each element has its own worker, found beside this module, so it works cross-origin.
 
 import { SamdClient } from './client.js';
-import { appendStep, legend, markStats, tokenCss } from './tokens.js';
+import { appendStep, compareOutputs, legend, markStats, tokenCss } from './tokens.js';
 
 const defaultModel = new URL('models/SmolLM2-135M-Instruct.Q4_1.gguf', import.meta.url).href;
 
@@ -102,12 +102,17 @@ class SamdDemo extends HTMLElement {
       let baseline = null;
       for (const lane of lanes) {
         status.textContent = `${this.#deviceText()} · running ${methodLabels[lane.method] ?? lane.method}…`;
+        const ids = [];
         const done = await this.#client.generate(
           { prompt: prompt.value, method: lane.method, maxTokens: Number(this.getAttribute('max-tokens') ?? 64) },
-          (step) => appendStep(lane.text, step),
+          (step) => {
+            ids.push(...step.tokens);
+            appendStep(lane.text, step);
+          },
         );
-        baseline ??= done;
-        showStats(lane.stats, done, done === baseline ? null : baseline);
+        baseline ??= { done, ids };
+        showStats(lane.stats, done, done === baseline.done ? null : baseline);
+        if (done !== baseline.done) showVerdict(lane.stats, compareOutputs(baseline.ids, ids));
       }
       status.textContent = this.#deviceText();
     } catch (e) {
@@ -173,10 +178,17 @@ class SamdDemo extends HTMLElement {
 
 function showStats(statsEl, done, baseline) {
   const s = done.stats;
-  const speedup = baseline && baseline.stats.tokensPerS > 0 ? s.tokensPerS / baseline.stats.tokensPerS : null;
+  const base = baseline?.done.stats;
+  const speedup = base && base.tokensPerS > 0 ? s.tokensPerS / base.tokensPerS : null;
   statsEl.textContent =
     `${s.tokensPerS.toFixed(1)} tok/s · MAT ${s.mat.toFixed(2)}` + (speedup != null ? ` · speedup ${speedup.toFixed(2)}×` : '');
   markStats(statsEl, s, speedup);
+}
+
+/** Adds to a lane's stats whether its tokens are the baseline's (`compareOutputs`). */
+function showVerdict(statsEl, { identical, at }) {
+  statsEl.dataset.identical = String(identical);
+  statsEl.textContent += identical ? ' · identical output' : ` · differs from token ${at + 1}`;
 }
 
 function el(tag, className = '', text = '') {

@@ -57,6 +57,18 @@ function labelOf(source) {
   return SOURCES.find((s) => s.id === source)?.label ?? source;
 }
 
+/**
+ * How a lane's token ids compare with the baseline's: `identical`, or the index of the
+ * first token where they part (`at`). Speculation must not change the output, greedy or
+ * sampled with the same seed, so the page says so, or shows where it broke.
+ */
+export function compareOutputs(baselineIds, ids) {
+  const common = Math.min(baselineIds.length, ids.length);
+  let at = 0;
+  while (at < common && baselineIds[at] === ids[at]) at += 1;
+  return { identical: at === baselineIds.length && at === ids.length, at, tokens: ids.length };
+}
+
 /** The dataset keys markStats sets. */
 export const STATS_KEYS = ['done', 'mat', 'tokensPerS', 'generated', 'steps', 'readbacks', 'speedup'];
 

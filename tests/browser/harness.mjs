@@ -174,6 +174,9 @@ export async function checkLanes(page) {
   assert.ok(Number(await stats.getAttribute('data-mat')) >= 1, 'MAT below 1');
   assert.ok(Number(await stats.getAttribute('data-tokens-per-s')) > 0, 'no tok/s');
   for (const lane of ['ar', 'spec']) await checkSpans(page, lane);
+  const verdict = page.getByTestId('verdict');
+  assert.equal(await verdict.getAttribute('data-identical'), 'true', await verdict.textContent());
+  assert.ok(await verdict.isVisible(), 'the page says whether the lanes agree');
   assert.ok(await page.getByTestId('error').isHidden(), 'no error is shown');
   return { ar, mat: await stats.getAttribute('data-mat') };
 }

@@ -186,6 +186,7 @@ test('<samd-demo> runs embedded in a page of another origin', { timeout: 2 * slo
     assert.ok(base.length > 0, 'the baseline lane is empty');
     assert.equal(await demo.getByTestId('lane-1-text').textContent(), base, 'the lanes differ');
     assert.ok(Number(await demo.getByTestId('lane-1-stats').getAttribute('data-mat')) >= 1);
+    assert.equal(await demo.getByTestId('lane-1-stats').getAttribute('data-identical'), 'true', 'the widget says the lanes agree');
     assert.ok((await demo.locator('.text span[data-source]').count()) > 0, 'tokens carry their source');
     const fromWidgetOrigin = server.requests.slice(before).map((r) => r.path);
     assert.ok(fromWidgetOrigin.includes('/worker.js'), 'the worker comes from the widget origin');
