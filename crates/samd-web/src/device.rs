@@ -78,8 +78,11 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
         }
         Err(e) if want == Want::Auto => {
             web_sys::console::warn_1(&format!("samd: no WebGPU device: {e}").into());
+            // A race on the CPU shows speculation near 1x, so the notice says why.
             let notice = "No WebGPU adapter in this browser: running on the CPU, which is \
-                          much slower (details in the console)";
+                          much slower, and where speculation gains little, since checking a \
+                          guessed token costs most of a step there (on a GPU, next to \
+                          nothing). Details in the console.";
             Ok((Device::flex(), cpu_info(true, Some(notice.into()))))
         }
         Err(e) => Err(WebError::new(
