@@ -284,12 +284,8 @@ impl Engine {
             .map_err(|e| named(&model_url, "has unusable weights", e.into()))?;
         report("weights", size, Some(size));
 
-        let info = LoadedInfo {
-            model: ModelInfo::new(&file, &config, &model_url),
-            corpus_tokens: corpus.as_ref().map(|c| c.text().len()),
-            from_cache: fetched.from_cache,
-            load_ms: started.elapsed().as_secs_f64() * 1e3,
-        };
+        let model_info = ModelInfo::new(&file, &config, &model_url);
+        let from_cache = fetched.from_cache;
         let vocab = u32::try_from(config.vocab_size)
             .map_err(|_| WebError::new(ErrorKind::Unsupported, "vocabulary beyond u32"))?;
         // The file's bytes go before the cache comes, which reuses their memory: a wasm
@@ -301,6 +297,13 @@ impl Engine {
         if self.info.backend == "cpu" {
             warm_up(&mut session, &tokenizer).await;
         }
+        // The warm-up counts: the page's first run comes after it.
+        let info = LoadedInfo {
+            model: model_info,
+            corpus_tokens: corpus.as_ref().map(|c| c.text().len()),
+            from_cache,
+            load_ms: started.elapsed().as_secs_f64() * 1e3,
+        };
         self.loaded = Some(Loaded {
             session,
             tokenizer,
