@@ -110,9 +110,13 @@ class SamdDemo extends HTMLElement {
             appendStep(lane.text, step);
           },
         );
-        baseline ??= { done, ids };
-        showStats(lane.stats, done, done === baseline.done ? null : baseline);
-        if (done !== baseline.done) showVerdict(lane.stats, compareOutputs(baseline.ids, ids));
+        if (baseline) {
+          showStats(lane.stats, done, baseline);
+          showVerdict(lane.stats, compareOutputs(baseline.ids, ids));
+        } else {
+          baseline = { done, ids };
+          showStats(lane.stats, done, null);
+        }
       }
       status.textContent = this.#deviceText();
     } catch (e) {

@@ -432,7 +432,6 @@ fn check_cancel(signal: Option<&AbortSignal>) -> Result<(), WebError> {
     Ok(())
 }
 
-/// Prefixes an error's message with the file it is about.
 /// Runs a short plain generation (16 tokens), thrown away, so that the first one a user
 /// sees does not pay V8's one-time costs. The race page runs plain decoding first, and
 /// after a load it decoded 3–10% slower than a second run, its prefill 1.7–1.9× as long,
@@ -448,16 +447,11 @@ async fn warm_up(session: &mut Session<ModelTarget>, tokenizer: &Tokenizer) {
         stop_ids: Vec::new(),
         sampling: None,
     };
-    if session.start(&ids, options).await.is_ok() {
-        while let Ok(event) = session.step().await {
-            if event.stop.is_some() {
-                break;
-            }
-        }
-    }
+    session.generate(&ids, options).await.ok();
     session.cancel();
 }
 
+/// Prefixes an error's message with the file it is about.
 fn named(url: &str, what: &str, e: WebError) -> WebError {
     WebError::new(e.kind, format!("{url} {what}: {}", e.message))
 }

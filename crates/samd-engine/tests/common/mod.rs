@@ -17,8 +17,6 @@ pub struct FakeModel {
     pub max_nodes: usize,
     /// What [`Target::recycled_prompt_positions`] says.
     pub recycled: usize,
-    /// The most nodes one verification was given.
-    pub largest_tree: usize,
     /// Each verification's room left in the cache and its tree's nodes, in order.
     pub trees: Vec<(usize, usize)>,
     /// Nodes whose top-k was asked for (`k > 0`), over all verifications and the rows
@@ -38,7 +36,6 @@ impl FakeModel {
             stride,
             max_nodes: usize::MAX,
             recycled: usize::MAX,
-            largest_tree: 0,
             trees: Vec::new(),
             top_k_rows: 0,
             cache: Vec::new(),
@@ -76,7 +73,6 @@ impl Target for FakeModel {
             "{} nodes in a room of {room}",
             tree.len()
         );
-        self.largest_tree = self.largest_tree.max(tree.len());
         self.trees.push((room, tree.len()));
         self.pending.clear();
         let mut ids = Vec::with_capacity(tree.len() * k);
