@@ -273,7 +273,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "K", default_value_t = 8)]
     pub trace_top_k: usize,
     /// Replay drafters on recorded AR traces instead of running the model: MAT only, in
-    /// seconds on a CPU.
+    /// seconds on a CPU. Each step verifies the likeliest drafted nodes that a run with
+    /// these `--device` and `--max-tokens` would take (as under `--tree full`).
     #[arg(long, value_name = "TRACES")]
     pub replay: Option<PathBuf>,
     /// Static corpus.

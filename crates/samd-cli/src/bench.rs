@@ -4,13 +4,17 @@
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::read_sync;
+use samd_draft::replay::ReplayLimits;
 use samd_engine::bench::{
-    BenchConfig, load_prompts, replay_bench, run_bench, select, traces_from_jsonl, traces_from_run,
-    traces_to_jsonl,
+    BenchConfig, BenchTrace, load_prompts, replay_bench, run_bench, select, traces_from_jsonl,
+    traces_from_run, traces_to_jsonl,
 };
 use samd_engine::{ModelTarget, Session};
 
-use crate::args::BenchArgs;
+use samd_model::MAX_TREE_NODES;
+use samd_model::cpu_matmul::CPU_MAX_ROWS;
+
+use crate::args::{BenchArgs, DeviceKind};
 use crate::load::{ModelBytes, init_device, load_corpus};
 
 /// Runs `samd bench`.
@@ -25,7 +29,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .with_context(|| format!("reading traces {}", path.display()))?;
         let traces = traces_from_jsonl(&jsonl)?;
         let corpus = load_corpus(&args.corpus, &tokenizer)?;
-        let result = replay_bench(&traces, &args.methods, vocab, corpus)?;
+        let limits = replay_limits(args, &traces)?;
+        eprintln!(
+            "replay: every drafted node that fits verified (as --tree full), at most {} a step on {}",
+            limits.max_tree_nodes,
+            args.model.device.name()
+        );
+        let result = replay_bench(&traces, &args.methods, vocab, corpus, limits)?;
         println!("{}", result.markdown());
         return write_json(args, &result.to_json()?);
     }
@@ -96,6 +106,32 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("{mismatches} generations differ from plain AR decoding");
     }
     Ok(())
+}
+
+/// What the run being replayed could verify: the device's cap on a step's nodes, and the
+/// cache `samd bench` sizes for the longest prompt and `--max-tokens`, whose room cuts
+/// the trees near the end of each reply.
+fn replay_limits(args: &BenchArgs, traces: &[BenchTrace]) -> Result<ReplayLimits> {
+    let max_new = args.max_tokens as usize;
+    if let Some(t) = traces
+        .iter()
+        .find(|t| t.tokens.len() - t.prompt_len > max_new)
+    {
+        bail!(
+            "trace of question {} holds {} generated tokens, more than --max-tokens {max_new}: \
+             replay with the --max-tokens of the run that recorded it",
+            t.question_id,
+            t.tokens.len() - t.prompt_len
+        );
+    }
+    let longest = traces.iter().map(|t| t.prompt_len).max().unwrap_or(0);
+    Ok(ReplayLimits {
+        max_tree_nodes: match args.model.device {
+            DeviceKind::Cpu => CPU_MAX_ROWS,
+            DeviceKind::Wgpu => MAX_TREE_NODES,
+        },
+        capacity: longest + max_new + 1,
+    })
 }
 
 fn write_json(args: &BenchArgs, json: &str) -> Result<()> {

@@ -7,8 +7,13 @@
 //! milliseconds. Replay is exact for the automata and prompt lookup. For Token Recycling
 //! it is approximate: the trace holds the model's top-k only along the true path, while a
 //! real run also learns from the rejected branches.
+//!
+//! A run's verify step takes only so many nodes, and near the end of its context no more
+//! than the cache's room: the decode loop cuts larger trees with its tree budget. Replay
+//! cuts each tree alike ([`ReplayLimits`], [`TreeCut`]), so that it predicts a capped run
+//! too, where uncapped it would only bound it from above.
 
-use crate::drafter::NO_PRECEDING;
+use crate::drafter::{DraftReport, NO_PRECEDING};
 use crate::tree::DraftTree;
 use crate::{Drafter, Error, TokenId};
 
@@ -34,6 +39,33 @@ pub struct TopK {
     pub k: usize,
     /// `ids[q * k .. (q + 1) * k]` follow `tokens[..=q]`.
     pub ids: Vec<TokenId>,
+}
+
+/// What the replayed run's verify steps could take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimits {
+    /// Nodes one verify step takes at most, the root included.
+    pub max_tree_nodes: usize,
+    /// Positions the run's KV cache holds: a step's tree also fits the room left.
+    pub capacity: usize,
+}
+
+impl ReplayLimits {
+    /// No cap: every drafted node is verified.
+    pub const NONE: Self = Self {
+        max_tree_nodes: usize::MAX,
+        capacity: usize::MAX,
+    };
+}
+
+/// How the decode loop cuts a drafted tree to what a step takes, and what it learns from
+/// each verified step to cut the next: replay consults it where the loop would.
+pub trait TreeCut {
+    /// Cuts `tree` to at most `most` nodes (at least one), leaving a tree.
+    fn cut(&mut self, tree: &mut DraftTree, report: &DraftReport, most: usize);
+
+    /// Learns from a verified step: `path` lists the accepted nodes, root first.
+    fn learn(&mut self, tree: &DraftTree, path: &[usize]);
 }
 
 /// What a replay measured.
@@ -136,10 +168,20 @@ impl Observed {
 }
 
 /// Replays `drafter` against `trace` as the decode loop would run it: the prefill yields
-/// the first generated token, then each step drafts, verifies against the trace, and
-/// commits the accepted tokens plus the bonus.
-pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, Error> {
+/// the first generated token, then each step drafts, cuts the tree to `limits` with
+/// `cut`, verifies against the trace, and commits the accepted tokens plus the bonus.
+pub fn replay(
+    drafter: &mut dyn Drafter,
+    trace: &Trace,
+    limits: ReplayLimits,
+    cut: &mut dyn TreeCut,
+) -> Result<ReplayReport, Error> {
     trace.validate()?;
+    if trace.tokens.len() > limits.capacity {
+        return Err(Error::Trace {
+            what: "the trace is longer than the replayed run's context",
+        });
+    }
     let tokens = &trace.tokens;
     let k = drafter.top_k();
     drafter.reset();
@@ -153,8 +195,11 @@ pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, 
     let mut on_path = Vec::new();
     let mut verified = Vec::new();
     while committed < tokens.len() {
-        drafter.draft(&mut tree)?;
+        let draft = drafter.draft(&mut tree)?;
         let root_pos = committed - 1;
+        // The cache holds every position before the root's, as in the decode loop.
+        let room = limits.capacity - root_pos;
+        cut.cut(&mut tree, &draft, limits.max_tree_nodes.min(room));
         on_path.clear();
         verified.clear();
         for i in 0..tree.len() {
@@ -168,6 +213,7 @@ pub fn replay(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, 
             verified.push(next.unwrap_or(NO_TOKEN));
         }
         let acc = tree.accept(&verified)?;
+        cut.learn(&tree, &acc.path);
         let produced = acc.path.len().min(tokens.len() - committed);
         let path_positions = acc
             .path
@@ -193,6 +239,22 @@ mod tests {
         SamDrafter::new(SamConfig::default(), 100, None, None).unwrap()
     }
 
+    /// A tree's first nodes, which a tree budget would not choose, but a tree.
+    struct FirstNodes;
+
+    impl TreeCut for FirstNodes {
+        fn cut(&mut self, tree: &mut DraftTree, _: &DraftReport, most: usize) {
+            let keep: Vec<bool> = (0..tree.len()).map(|i| i < most).collect();
+            tree.retain(&keep);
+        }
+
+        fn learn(&mut self, _: &DraftTree, _: &[usize]) {}
+    }
+
+    fn uncut(drafter: &mut dyn Drafter, trace: &Trace) -> Result<ReplayReport, Error> {
+        replay(drafter, trace, ReplayLimits::NONE, &mut FirstNodes)
+    }
+
     #[test]
     fn a_repeated_text_is_accepted_in_long_runs() {
         let unit: Vec<u32> = (10..30).collect();
@@ -204,7 +266,7 @@ mod tests {
             prompt_len: 20,
             top_k: None,
         };
-        let report = replay(&mut sam(), &trace).unwrap();
+        let report = uncut(&mut sam(), &trace).unwrap();
         assert_eq!(report.tokens, 39);
         assert!(report.mat() > 5.0, "mat {}", report.mat());
         let sum: u64 = report
@@ -217,6 +279,40 @@ mod tests {
     }
 
     #[test]
+    fn a_capped_replay_verifies_what_fits() {
+        let unit: Vec<u32> = (10..30).collect();
+        let tokens = unit.repeat(3);
+        let trace = Trace {
+            tokens,
+            prompt_len: 20,
+            top_k: None,
+        };
+        let whole = uncut(&mut sam(), &trace).unwrap();
+        let limits = ReplayLimits {
+            max_tree_nodes: 4,
+            capacity: 60,
+        };
+        let capped = replay(&mut sam(), &trace, limits, &mut FirstNodes).unwrap();
+        // A step of at most 4 nodes makes at most 4 tokens.
+        assert_eq!(capped.histogram.len(), 5, "{:?}", capped.histogram);
+        assert!(capped.steps > whole.steps);
+        assert_eq!(capped.tokens, whole.tokens);
+        // Trees near the end are cut to the cache's room: the last steps draft less.
+        let near_the_end = ReplayLimits {
+            max_tree_nodes: 64,
+            capacity: 60,
+        };
+        let room = replay(&mut sam(), &trace, near_the_end, &mut FirstNodes).unwrap();
+        assert!(room.drafted < whole.drafted, "{room:?} {whole:?}");
+        assert_eq!(room.tokens, whole.tokens);
+        let too_short = ReplayLimits {
+            max_tree_nodes: 64,
+            capacity: 59,
+        };
+        assert!(replay(&mut sam(), &trace, too_short, &mut FirstNodes).is_err());
+    }
+
+    #[test]
     fn no_draft_means_one_token_per_step() {
         let trace = Trace {
             tokens: (0..50).collect(),
@@ -224,7 +320,7 @@ mod tests {
             top_k: None,
         };
         let mut pld = PromptLookup::new(LookupConfig::default(), 100).unwrap();
-        let report = replay(&mut pld, &trace).unwrap();
+        let report = uncut(&mut pld, &trace).unwrap();
         assert_eq!((report.steps, report.tokens), (39, 39));
         assert_eq!(report.mat(), 1.0);
     }
@@ -246,7 +342,7 @@ mod tests {
             ..RecyclingConfig::default()
         };
         let mut tr = TokenRecycling::new(config, 100).unwrap();
-        let report = replay(&mut tr, &trace).unwrap();
+        let report = uncut(&mut tr, &trace).unwrap();
         assert!(report.mat() > 3.0, "mat {}", report.mat());
     }
 
@@ -257,13 +353,13 @@ mod tests {
             prompt_len: 0,
             top_k: None,
         };
-        assert!(replay(&mut sam(), &empty_prompt).is_err());
+        assert!(uncut(&mut sam(), &empty_prompt).is_err());
         let nothing_generated = Trace {
             tokens: vec![1, 2],
             prompt_len: 2,
             top_k: None,
         };
-        assert!(replay(&mut sam(), &nothing_generated).is_err());
+        assert!(uncut(&mut sam(), &nothing_generated).is_err());
         // Three tokens need two rows of k = 2: a partial row, and one row of two.
         for ids in [5, 2] {
             let short_top_k = Trace {
@@ -274,7 +370,7 @@ mod tests {
                     ids: vec![1; ids],
                 }),
             };
-            assert!(replay(&mut sam(), &short_top_k).is_err(), "{ids} ids");
+            assert!(uncut(&mut sam(), &short_top_k).is_err(), "{ids} ids");
         }
     }
 }

@@ -540,6 +540,13 @@ impl TreeBudget {
     /// Learns from a verified step: which nodes were accepted (`path`, root first) and
     /// how long the step took.
     pub fn learn(&mut self, tree: &DraftTree, path: &[usize], verify_us: u64) {
+        self.learn_acceptance(tree, path);
+        self.cost.observe(tree.len(), verify_us);
+    }
+
+    /// Learns which nodes were accepted (`path`, root first), without a timing: what
+    /// replay, which times nothing, teaches the budget.
+    pub fn learn_acceptance(&mut self, tree: &DraftTree, path: &[usize]) {
         debug_assert_eq!(self.buckets.len(), tree.len(), "learn follows prune");
         self.acceptance.drift();
         let mut on_path = vec![false; tree.len()];
@@ -554,7 +561,6 @@ impl TreeBudget {
                 self.acceptance.record(self.buckets[node], on_path[node]);
             }
         }
-        self.cost.observe(tree.len(), verify_us);
     }
 }
 

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::read_sync;
+use samd_draft::replay::ReplayLimits;
 use samd_engine::bench::{
     BenchConfig, BenchError, BenchPrompt, BenchRecord, BenchResult, BenchTrace, CATEGORY_ORDER,
     bench_category, load_prompts, replay_bench, run_bench, select, traces_from_jsonl,
@@ -214,7 +215,14 @@ fn replay_gives_mat_of_at_least_one() {
     let jsonl = traces_to_jsonl(&traces).unwrap();
     assert_eq!(traces_from_jsonl(&jsonl).unwrap(), traces);
 
-    let result = replay_bench(&traces, &[Method::Sam, Method::Pld], VOCAB, None).unwrap();
+    let result = replay_bench(
+        &traces,
+        &[Method::Sam, Method::Pld],
+        VOCAB,
+        None,
+        ReplayLimits::NONE,
+    )
+    .unwrap();
     let s = &result.summary;
     assert!(!s.timed);
     let names: Vec<&str> = s.methods.iter().map(|m| m.method.as_str()).collect();
@@ -249,11 +257,12 @@ fn fake_prompts() -> Vec<BenchPrompt> {
     ]
 }
 
-#[test]
-fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
+/// Every method on the fake prompts, on `model`, verifying every drafted node that fits
+/// (as replay does; the fake's timings are noise), AR's top-k recorded for Token
+/// Recycling's replay.
+fn fake_run(model: FakeModel) -> (Vec<BenchPrompt>, BenchResult, Vec<(usize, usize)>) {
     let prompts = fake_prompts();
-    let mut session = Session::new(FakeModel::new(VOCAB, 4096, successor, 3), None);
-    // Every drafted node, as replay verifies them: the fake's timings are noise.
+    let mut session = Session::new(model, None);
     session.set_tree_policy(TreePolicy::Full);
     let config = BenchConfig {
         methods: vec![
@@ -263,11 +272,10 @@ fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
             Method::SamTr,
             Method::Sam,
         ],
-        max_new_tokens: 60,
+        max_new_tokens: FAKE_RUN_TOKENS,
         stop_ids: vec![],
         corpus: None,
         warmup: true,
-        // Token Recycling's k, so that its replay learns from the rows.
         trace_top_k: 8,
     };
     let mut seen = Vec::new();
@@ -280,41 +288,29 @@ fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
     assert_eq!(seen[0], (1, 20, "ar".to_owned()));
     assert_eq!(seen[19].0, 20);
     assert_eq!(result.mismatches().count(), 0);
-    for r in &result.records {
-        assert_eq!(r.generated_ids.len(), 60);
-        assert_eq!(r.stop.as_deref(), Some("max_tokens"));
-        assert!(r.steps > 0);
-    }
-    assert_eq!(result.summary.categories, ["multi-turn", "qa"]);
-    let sam_mat = result.summary.methods[1].overall.mat;
-    assert!(sam_mat > 1.5, "sam mat {sam_mat}");
+    let trees = session.target().trees.clone();
+    (prompts, result, trees)
+}
 
-    // Replay of the AR outputs predicts SAM's and PLD's real MAT exactly.
-    let traces = traces_from_run(&prompts, &result.records);
+const FAKE_RUN_TOKENS: usize = 60;
+
+/// Asserts that replaying the run's AR outputs under `limits` predicts SAM's and PLD's
+/// real steps exactly, and returns the replay.
+fn assert_replay_predicts(
+    prompts: &[BenchPrompt],
+    result: &BenchResult,
+    limits: ReplayLimits,
+) -> BenchResult {
+    let traces = traces_from_run(prompts, &result.records);
     assert_eq!(traces.len(), 4);
-    for t in &traces {
-        let top_k = t.top_k.as_ref().expect("AR recorded its top-k");
-        assert_eq!(top_k.k, 8);
-        assert_eq!(top_k.ids.len(), (t.tokens.len() - 1) * 8);
-        // From the prompt's last position on, column 0 is the greedy next token.
-        for (q, row) in top_k.ids.chunks(8).enumerate().skip(t.prompt_len - 1) {
-            assert_eq!(row[0], t.tokens[q + 1], "position {q}");
-        }
-    }
     let replayed = replay_bench(
         &traces,
         &[Method::Sam, Method::Pld, Method::Tr],
         VOCAB,
         None,
+        limits,
     )
     .unwrap();
-    // With the recorded rows, Token Recycling learns in replay too.
-    let tr = replayed.summary.methods.iter().find(|m| m.method == "tr");
-    assert!(
-        tr.unwrap().overall.mat > 1.5,
-        "replayed tr {:?}",
-        tr.map(|m| m.overall.mat)
-    );
     for name in ["sam", "pld"] {
         let real = result.summary.methods.iter().find(|m| m.method == name);
         let rep = replayed.summary.methods.iter().find(|m| m.method == name);
@@ -324,6 +320,65 @@ fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
             "{name}"
         );
     }
+    replayed
+}
+
+#[test]
+fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
+    let (prompts, result, _) = fake_run(FakeModel::new(VOCAB, 4096, successor, 3));
+    for r in &result.records {
+        assert_eq!(r.generated_ids.len(), FAKE_RUN_TOKENS);
+        assert_eq!(r.stop.as_deref(), Some("max_tokens"));
+        assert!(r.steps > 0);
+    }
+    assert_eq!(result.summary.categories, ["multi-turn", "qa"]);
+    let sam_mat = result.summary.methods[1].overall.mat;
+    assert!(sam_mat > 1.5, "sam mat {sam_mat}");
+
+    let traces = traces_from_run(&prompts, &result.records);
+    for t in &traces {
+        let top_k = t.top_k.as_ref().expect("AR recorded its top-k");
+        assert_eq!(top_k.k, 8);
+        assert_eq!(top_k.ids.len(), (t.tokens.len() - 1) * 8);
+        // From the prompt's last position on, column 0 is the greedy next token.
+        for (q, row) in top_k.ids.chunks(8).enumerate().skip(t.prompt_len - 1) {
+            assert_eq!(row[0], t.tokens[q + 1], "position {q}");
+        }
+    }
+    let replayed = assert_replay_predicts(&prompts, &result, ReplayLimits::NONE);
+    // With the recorded rows, Token Recycling learns in replay too.
+    let tr = replayed.summary.methods.iter().find(|m| m.method == "tr");
+    assert!(
+        tr.unwrap().overall.mat > 1.5,
+        "replayed tr {:?}",
+        tr.map(|m| m.overall.mat)
+    );
+}
+
+#[test]
+fn a_capped_fake_run_replays_to_the_same_steps() {
+    // As `samd bench` sizes its cache: the longest prompt and the token budget.
+    let longest = fake_prompts().iter().map(|p| p.ids.len()).max().unwrap();
+    let limits = ReplayLimits {
+        max_tree_nodes: 6,
+        capacity: longest + FAKE_RUN_TOKENS + 1,
+    };
+    let mut model = FakeModel::new(VOCAB, limits.capacity, successor, 3);
+    model.max_nodes = limits.max_tree_nodes;
+    let (prompts, result, trees) = fake_run(model);
+    // Both cuts bound: trees of the cap, and trees of the room near the end.
+    assert!(trees.iter().any(|&(room, nodes)| nodes == 6 && room > 6));
+    assert!(trees.iter().any(|&(room, nodes)| nodes == room && room < 6));
+    let capped = assert_replay_predicts(&prompts, &result, limits);
+    let whole = replay_bench(
+        &traces_from_run(&prompts, &result.records),
+        &[Method::Sam],
+        VOCAB,
+        None,
+        ReplayLimits::NONE,
+    )
+    .unwrap();
+    assert!(whole.summary.methods[1].overall.steps < capped.summary.methods[1].overall.steps);
 }
 
 #[test]

@@ -4,12 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use samd_draft::Drafter;
 use samd_draft::corpus::StaticSam;
-use samd_draft::replay::{TopK, Trace, replay};
+use samd_draft::drafter::DraftReport;
+use samd_draft::replay::{ReplayLimits, TopK, Trace, TreeCut, replay};
+use samd_draft::tree::DraftTree;
 use serde::{Deserialize, Serialize};
 
 use super::{BenchError, BenchPrompt, BenchRecord, BenchResult, ar_first};
-use crate::Method;
+use crate::budget::TreeBudget;
+use crate::{Method, TreePolicy};
 
 /// A recorded AR generation, as saved for replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,32 +123,41 @@ pub fn traces_from_jsonl(jsonl: &str) -> Result<Vec<BenchTrace>, BenchError> {
 }
 
 /// Replays every method's drafter against `traces` and aggregates the MATs (no
-/// timings). One drafter per method serves all traces in order, as in [`super::run_bench`].
-/// AR needs no replay: it makes one token per step. Traces whose output is empty count
-/// as prompts with no steps.
+/// timings). One drafter per method serves all traces in order, after a warm-up on the
+/// first, as in [`super::run_bench`]; each step verifies the likeliest drafted nodes that
+/// fit `limits`, as a run under `--tree full` does ([`TreeBudget::prune`]). AR needs no
+/// replay: it makes one token per step. Traces whose output is empty count as prompts
+/// with no steps.
 pub fn replay_bench(
     traces: &[BenchTrace],
     methods: &[Method],
     vocab_size: u32,
     corpus: Option<Arc<StaticSam>>,
+    limits: ReplayLimits,
 ) -> Result<BenchResult, BenchError> {
     let mut records = Vec::with_capacity(traces.len() * methods.len());
     for method in ar_first(methods) {
+        let mut cut = FullTreeCut::default();
+        let mut run = |drafter: &mut Option<Box<dyn Drafter>>, t: &BenchTrace| {
+            let generated = t.tokens.len().saturating_sub(t.prompt_len);
+            match drafter {
+                Some(d) if generated > 0 => replay(d.as_mut(), &t.trace(), limits, &mut cut)
+                    .map(|r| (r.steps as usize, r.drafted as usize))
+                    .map_err(|source| BenchError::Replay {
+                        question_id: t.question_id,
+                        method,
+                        source,
+                    }),
+                _ => Ok((generated.saturating_sub(1), 0)),
+            }
+        };
+        if let Some(first) = traces.first() {
+            run(&mut method.drafter(vocab_size, corpus.clone())?, first)?;
+        }
         let mut drafter = method.drafter(vocab_size, corpus.clone())?;
         for t in traces {
             let generated = t.tokens.len().saturating_sub(t.prompt_len);
-            let (steps, drafted) = match &mut drafter {
-                Some(d) if generated > 0 => {
-                    let report =
-                        replay(d.as_mut(), &t.trace()).map_err(|source| BenchError::Replay {
-                            question_id: t.question_id,
-                            method,
-                            source,
-                        })?;
-                    (report.steps as usize, report.drafted as usize)
-                }
-                _ => (generated.saturating_sub(1), 0),
-            };
+            let (steps, drafted) = run(&mut drafter, t)?;
             records.push(BenchRecord {
                 question_id: t.question_id,
                 category: t.category.clone(),
@@ -173,4 +186,19 @@ pub fn replay_bench(
         }
     }
     Ok(BenchResult::from_records(records))
+}
+
+/// The decode loop's tree budget under `--tree full`: of a tree larger than a step
+/// takes, the nodes likeliest to be reached, as the acceptance it learned ranks them.
+#[derive(Debug, Default)]
+struct FullTreeCut(TreeBudget);
+
+impl TreeCut for FullTreeCut {
+    fn cut(&mut self, tree: &mut DraftTree, report: &DraftReport, most: usize) {
+        self.0.prune(tree, report, TreePolicy::Full, most);
+    }
+
+    fn learn(&mut self, tree: &DraftTree, path: &[usize]) {
+        self.0.learn_acceptance(tree, path);
+    }
 }
