@@ -108,9 +108,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the run being replayed could verify: the device's cap on a step's nodes, and the
+/// What the run being replayed could verify: the device's cap on a step's nodes, the
 /// cache `samd bench` sizes for the longest prompt and `--max-tokens`, whose room cuts
-/// the trees near the end of each reply.
+/// the trees near the end of each reply, and the prompt rows its prefill reads.
 fn replay_limits(args: &BenchArgs, traces: &[BenchTrace]) -> Result<ReplayLimits> {
     let max_new = args.max_tokens as usize;
     if let Some(t) = traces
@@ -125,12 +125,16 @@ fn replay_limits(args: &BenchArgs, traces: &[BenchTrace]) -> Result<ReplayLimits
         );
     }
     let longest = traces.iter().map(|t| t.prompt_len).max().unwrap_or(0);
+    // The model target's bounds on each device (`ModelTarget::max_tree_nodes` and
+    // `recycled_prompt_positions`).
+    let (max_tree_nodes, prompt_rows) = match args.model.device {
+        DeviceKind::Cpu => (CPU_MAX_ROWS, CPU_MAX_ROWS),
+        DeviceKind::Wgpu => (MAX_TREE_NODES, usize::MAX),
+    };
     Ok(ReplayLimits {
-        max_tree_nodes: match args.model.device {
-            DeviceKind::Cpu => CPU_MAX_ROWS,
-            DeviceKind::Wgpu => MAX_TREE_NODES,
-        },
+        max_tree_nodes,
         capacity: longest + max_new + 1,
+        prompt_rows,
     })
 }
 

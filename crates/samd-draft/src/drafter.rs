@@ -61,6 +61,14 @@ pub trait Drafter {
         0
     }
 
+    /// Whether the prefill must pass [`Drafter::observe`] the top-k of every prompt
+    /// position. A decode loop may pass only the prompt's last positions, where each row
+    /// costs (Token Recycling learns most from the prompt's end); a recorder of whole
+    /// traces needs them all.
+    fn observes_whole_prompt(&self) -> bool {
+        false
+    }
+
     /// Learns from verification: `top_k[i * k .. (i + 1) * k]` are the model's top-k
     /// next tokens after node `tokens[i]`, best first, and `preceding[i]` is the token
     /// before that node (its parent's, or [`NO_PRECEDING`]).

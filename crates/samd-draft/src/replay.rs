@@ -48,6 +48,9 @@ pub struct ReplayLimits {
     pub max_tree_nodes: usize,
     /// Positions the run's KV cache holds: a step's tree also fits the room left.
     pub capacity: usize,
+    /// Of the prompt's last positions, how many the run's prefill passed the drafter's
+    /// [`Drafter::observe`] (on the CPU, a few; see [`Drafter::observes_whole_prompt`]).
+    pub prompt_rows: usize,
 }
 
 impl ReplayLimits {
@@ -55,6 +58,7 @@ impl ReplayLimits {
     pub const NONE: Self = Self {
         max_tree_nodes: usize::MAX,
         capacity: usize::MAX,
+        prompt_rows: usize::MAX,
     };
 }
 
@@ -185,7 +189,8 @@ pub fn replay(
     let tokens = &trace.tokens;
     let k = drafter.top_k();
     drafter.reset();
-    if let Some(observed) = trace.rows(0..trace.prompt_len, k) {
+    let prompt_rows = trace.prompt_len.saturating_sub(limits.prompt_rows)..trace.prompt_len;
+    if let Some(observed) = trace.rows(prompt_rows, k) {
         observed.feed(drafter)?;
     }
     drafter.commit(&tokens[..=trace.prompt_len])?;
@@ -290,7 +295,7 @@ mod tests {
         let whole = uncut(&mut sam(), &trace).unwrap();
         let limits = ReplayLimits {
             max_tree_nodes: 4,
-            capacity: 60,
+            ..ReplayLimits::NONE
         };
         let capped = replay(&mut sam(), &trace, limits, &mut FirstNodes).unwrap();
         // A step of at most 4 nodes makes at most 4 tokens.
@@ -299,15 +304,15 @@ mod tests {
         assert_eq!(capped.tokens, whole.tokens);
         // Trees near the end are cut to the cache's room: the last steps draft less.
         let near_the_end = ReplayLimits {
-            max_tree_nodes: 64,
             capacity: 60,
+            ..ReplayLimits::NONE
         };
         let room = replay(&mut sam(), &trace, near_the_end, &mut FirstNodes).unwrap();
         assert!(room.drafted < whole.drafted, "{room:?} {whole:?}");
         assert_eq!(room.tokens, whole.tokens);
         let too_short = ReplayLimits {
-            max_tree_nodes: 64,
             capacity: 59,
+            ..ReplayLimits::NONE
         };
         assert!(replay(&mut sam(), &trace, too_short, &mut FirstNodes).is_err());
     }
@@ -344,6 +349,35 @@ mod tests {
         let mut tr = TokenRecycling::new(config, 100).unwrap();
         let report = uncut(&mut tr, &trace).unwrap();
         assert!(report.mat() > 3.0, "mat {}", report.mat());
+    }
+
+    #[test]
+    fn recycling_learns_only_the_prompt_rows_the_run_read() {
+        // The prompt holds every successor of the periodic text: read whole, it makes
+        // the first steps right; unread, they are learned step by step.
+        let tokens: Vec<u32> = (0..80).map(|i| (i * 7) % 13).collect();
+        let ids = (1..tokens.len()).flat_map(|i| [tokens[i], 99]).collect();
+        let trace = Trace {
+            tokens,
+            prompt_len: 26,
+            top_k: Some(TopK { k: 2, ids }),
+        };
+        let mut mat = |prompt_rows| {
+            let config = RecyclingConfig {
+                k: 2,
+                ..RecyclingConfig::default()
+            };
+            let mut tr = TokenRecycling::new(config, 100).unwrap();
+            let limits = ReplayLimits {
+                prompt_rows,
+                ..ReplayLimits::NONE
+            };
+            replay(&mut tr, &trace, limits, &mut FirstNodes)
+                .unwrap()
+                .mat()
+        };
+        let (all, none) = (mat(usize::MAX), mat(0));
+        assert!(all > none, "{all} against {none}");
     }
 
     #[test]

@@ -344,6 +344,12 @@ impl Drafter for TopKRecorder {
         self.k
     }
 
+    /// A trace holds a row for every position, whatever the target's prefill would
+    /// otherwise read (on the CPU, the prompt's last few).
+    fn observes_whole_prompt(&self) -> bool {
+        true
+    }
+
     /// The prefill observes every prompt position and each step its root: together, every
     /// position but the last, in order.
     fn observe(

@@ -239,9 +239,11 @@ impl<T: Target> Session<T> {
         // ([`Target::recycled_prompt_positions`]); every pass reads its last row, the next
         // token after the last pass's being the first generated.
         let learned_from = if k > 0 {
-            prompt
-                .len()
-                .saturating_sub(self.target.recycled_prompt_positions())
+            let rows = match &self.drafter {
+                Some(d) if d.observes_whole_prompt() => usize::MAX,
+                _ => self.target.recycled_prompt_positions(),
+            };
+            prompt.len().saturating_sub(rows)
         } else {
             prompt.len()
         };

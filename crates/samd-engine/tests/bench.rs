@@ -362,10 +362,18 @@ fn a_capped_fake_run_replays_to_the_same_steps() {
     let limits = ReplayLimits {
         max_tree_nodes: 6,
         capacity: longest + FAKE_RUN_TOKENS + 1,
+        prompt_rows: 2,
     };
     let mut model = FakeModel::new(VOCAB, limits.capacity, successor, 3);
     model.max_nodes = limits.max_tree_nodes;
+    model.recycled = limits.prompt_rows;
     let (prompts, result, trees) = fake_run(model);
+    // The traces hold every position's top-k, though the prefill reads the prompt's
+    // last two alone for Token Recycling.
+    for t in traces_from_run(&prompts, &result.records) {
+        let top_k = t.top_k.expect("AR recorded its top-k");
+        assert_eq!(top_k.ids.len(), (t.tokens.len() - 1) * top_k.k);
+    }
     // Both cuts bound: trees of the cap, and trees of the room near the end.
     assert!(trees.iter().any(|&(room, nodes)| nodes == 6 && room > 6));
     assert!(trees.iter().any(|&(room, nodes)| nodes == room && room < 6));
