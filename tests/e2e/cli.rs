@@ -1,4 +1,4 @@
-//! `samd generate`, `samd inspect-model` and `samd check-reference` as a user runs them: exit codes, stdout/stderr
+//! `samd generate`, `samd inspect-model`, `samd check-reference` and `samd bench --replay` as a user runs them: exit codes, stdout/stderr
 //! and the `--json` report. CPU backend only, and at most a dozen generated tokens per run,
 //! to keep the suite short.
 
@@ -294,4 +294,38 @@ fn check_reference_refuses_a_file_the_reference_did_not_run() {
         err.contains("is not the file the reference ran") && err.contains("other.gguf"),
         "stderr: {err}"
     );
+}
+
+#[test]
+fn bench_replay_cuts_as_the_device_would_and_refuses_a_longer_trace() {
+    let Some(model) = real_model() else { return };
+    let model = model.to_str().expect("utf-8 model path");
+    // A prompt of 20 tokens, then 40 generated that repeat it: SAM drafts long chains.
+    let unit: Vec<u32> = (1000..1020).collect();
+    let tokens: Vec<u32> = unit.repeat(3);
+    let line = serde_json::json!({
+        "question_id": 1, "category": "qa", "prompt_len": 20, "tokens": tokens,
+    });
+    let traces = scratch("replay").join("traces.jsonl");
+    std::fs::write(&traces, format!("{line}\n")).expect("write traces");
+    let traces = traces.to_str().expect("utf-8 path");
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["bench", "--replay", traces, "--model", model];
+        args.extend_from_slice(&["--methods", "sam", "--no-corpus"]);
+        args.extend_from_slice(extra);
+        samd(&args)
+    };
+    for (device, cap) in [("cpu", 16), ("wgpu", 128)] {
+        let out = replay(&["--device", device, "--max-tokens", "40"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("at most {cap} a step on {device}")),
+            "{err}"
+        );
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains("| sam |"), "{table}");
+    }
+    let err = assert_clean_error(&replay(&["--max-tokens", "39"]));
+    assert!(err.contains("--max-tokens"), "{err}");
 }

@@ -362,7 +362,7 @@ mod tests {
             prompt_len: 26,
             top_k: Some(TopK { k: 2, ids }),
         };
-        let mut mat = |prompt_rows| {
+        let mat = |prompt_rows| {
             let config = RecyclingConfig {
                 k: 2,
                 ..RecyclingConfig::default()
