@@ -11,9 +11,6 @@ use samd_engine::bench::{
 };
 use samd_engine::{ModelTarget, Session};
 
-use samd_model::MAX_TREE_NODES;
-use samd_model::cpu_matmul::CPU_MAX_ROWS;
-
 use crate::args::{BenchArgs, DeviceKind};
 use crate::load::{ModelBytes, init_device, load_corpus};
 
@@ -125,17 +122,10 @@ fn replay_limits(args: &BenchArgs, traces: &[BenchTrace]) -> Result<ReplayLimits
         );
     }
     let longest = traces.iter().map(|t| t.prompt_len).max().unwrap_or(0);
-    // The model target's bounds on each device (`ModelTarget::max_tree_nodes` and
-    // `recycled_prompt_positions`).
-    let (max_tree_nodes, prompt_rows) = match args.model.device {
-        DeviceKind::Cpu => (CPU_MAX_ROWS, CPU_MAX_ROWS),
-        DeviceKind::Wgpu => (MAX_TREE_NODES, usize::MAX),
-    };
-    Ok(ReplayLimits {
-        max_tree_nodes,
-        capacity: longest + max_new + 1,
-        prompt_rows,
-    })
+    Ok(ModelTarget::replay_limits(
+        args.model.device == DeviceKind::Wgpu,
+        longest + max_new + 1,
+    ))
 }
 
 fn write_json(args: &BenchArgs, json: &str) -> Result<()> {

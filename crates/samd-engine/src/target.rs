@@ -6,9 +6,10 @@
 
 use std::future::Future;
 
+use samd_draft::replay::ReplayLimits;
 use samd_draft::tree::DraftTree;
 use samd_model::cpu_matmul::CPU_MAX_ROWS;
-use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds};
+use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds, max_tree_nodes_on};
 
 use crate::{CostShape, Error, PREFILL_CHUNK, Sampling};
 
@@ -120,6 +121,16 @@ impl ModelTarget {
             model,
             cache,
             seed: 0,
+        }
+    }
+
+    /// What a run of a model target on wgpu, or else on the CPU, with a cache of
+    /// `capacity` positions verifies and learns from: the limits trace replay cuts by.
+    pub fn replay_limits(on_wgpu: bool, capacity: usize) -> ReplayLimits {
+        ReplayLimits {
+            max_tree_nodes: max_tree_nodes_on(on_wgpu),
+            capacity,
+            prompt_rows: recycled_prompt_positions_on(on_wgpu),
         }
     }
 
@@ -284,11 +295,7 @@ impl Target for ModelTarget {
     /// all of them. The prompt's end says the most about what comes next: by trace replay
     /// SAM+TR's MAT loses about 0.03 against learning from every position.
     fn recycled_prompt_positions(&self) -> usize {
-        if self.model.on_wgpu() {
-            usize::MAX
-        } else {
-            CPU_MAX_ROWS
-        }
+        recycled_prompt_positions_on(self.model.on_wgpu())
     }
 
     /// A larger tree's nodes would no longer get the logits plain decoding gets
@@ -320,4 +327,9 @@ pub fn split_columns(ids: &[u32], width: usize, sampled: bool, k: usize) -> Veri
         (true, _) => rows.flat_map(|row| row[1..].iter().copied()).collect(),
     };
     Verified { next, top_k }
+}
+
+/// [`Target::recycled_prompt_positions`] of a [`ModelTarget`] on wgpu, or else on the CPU.
+fn recycled_prompt_positions_on(wgpu: bool) -> usize {
+    if wgpu { usize::MAX } else { CPU_MAX_ROWS }
 }

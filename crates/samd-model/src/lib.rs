@@ -31,7 +31,7 @@ pub use kv_cache::KvCache;
 pub use layer_ops::BlockOps;
 pub use llama::{
     AncestorMask, HostTensor, Llama, LogitRows, Logits, MAX_TREE_NODES, MatrixForm, TokenIds,
-    WeightName,
+    WeightName, max_tree_nodes_on,
 };
 pub use sampler::Draw;
 pub use tokenizer::Tokenizer;

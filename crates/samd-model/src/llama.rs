@@ -76,6 +76,12 @@ const HEAD_ROWS: usize = SKINNY_MAX_ROWS;
 /// CPU the bound is lower ([`Llama::max_tree_nodes`]).
 pub const MAX_TREE_NODES: usize = SKINNY_MAX_ROWS;
 
+/// [`Llama::max_tree_nodes`] of a model on wgpu, or else on the CPU, for what needs
+/// the bound without a model (trace replay).
+pub const fn max_tree_nodes_on(wgpu: bool) -> usize {
+    if wgpu { MAX_TREE_NODES } else { CPU_MAX_ROWS }
+}
+
 /// Which nodes' logits a forward returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitRows {
@@ -460,11 +466,7 @@ impl Llama {
     /// is cut to this many nodes; on a CPU, where each node costs a share of a step, the
     /// tree budget keeps fewer anyway.
     pub fn max_tree_nodes(&self) -> usize {
-        if self.on_wgpu() {
-            MAX_TREE_NODES
-        } else {
-            CPU_MAX_ROWS
-        }
+        max_tree_nodes_on(self.on_wgpu())
     }
 
     /// The model running `ops` for the fused pieces of each block. By default a model
