@@ -170,10 +170,14 @@ pub struct BenchRecord {
     pub verify_us: u64,
     /// Why the generation stopped (`eos`, `max_tokens`, `context`); none in replay.
     pub stop: Option<String>,
+    /// The stop id that ended the generation, if one did (`generated_ids` leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_id: Option<u32>,
     /// Whether `generated_ids` equal AR's for this prompt.
     pub lossless: bool,
     /// AR with [`BenchConfig::trace_top_k`] only: the model's top-k ids after each of the
-    /// prompt's and the output's positions but the last, best first, `trace_top_k` each.
+    /// prompt's and the output's positions, best first, `trace_top_k` each; the output's
+    /// last position has a row only when a stop id followed it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_k_ids: Vec<u32>,
 }
@@ -255,14 +259,16 @@ pub async fn run_bench<T: Target>(
             let (ids, stop) = generate(session, p, method, &options).await?;
             let mut top_k_ids =
                 std::mem::take(&mut *recorded.lock().unwrap_or_else(|e| e.into_inner()));
+            let stats = session.stats();
             // Every position but the last: a generation cut by the token budget never
-            // verifies its last token, one ended by EOS does.
-            top_k_ids.truncate((p.ids.len() + ids.len() - 1) * config.trace_top_k);
+            // verifies its last token; one ended by a stop id verifies every output
+            // token, the last yielding the stop id.
+            let verified = p.ids.len() + ids.len() - usize::from(stats.stop_id.is_none());
+            top_k_ids.truncate(verified * config.trace_top_k);
             let lossless = match ar_ids.get(i) {
                 Some(reference) => *reference == ids,
                 None => true,
             };
-            let stats = session.stats();
             let record = BenchRecord {
                 question_id: p.question_id,
                 category: p.category.clone(),
@@ -279,6 +285,7 @@ pub async fn run_bench<T: Target>(
                 draft_us: stats.draft_us,
                 verify_us: stats.verify_us,
                 stop: Some(stop.name().to_owned()),
+                stop_id: stats.stop_id,
                 lossless,
                 generated_ids: ids,
                 top_k_ids,

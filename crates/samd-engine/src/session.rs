@@ -391,20 +391,23 @@ impl<T: Target> Session<T> {
             .as_mut()
             .expect("invariant: finish runs inside a generation");
         run.in_step = false;
+        // A stop id counts only within the token budget: plain decoding, which makes a
+        // token a step, stops at the budget before it would verify one beyond it.
+        let left = run.options.max_new_tokens - self.stats.generated;
         if let Some(at) = event
             .tokens
             .iter()
+            .take(left)
             .position(|t| run.options.stop_ids.contains(t))
         {
+            self.stats.stop_id = Some(event.tokens[at]);
             event.tokens.truncate(at);
             event.sources.truncate(at);
             event.stop = Some(StopReason::Eos);
-        }
-        let left = run.options.max_new_tokens - self.stats.generated;
-        if event.tokens.len() >= left {
+        } else if event.tokens.len() >= left {
             event.tokens.truncate(left);
             event.sources.truncate(left);
-            event.stop = event.stop.or(Some(StopReason::MaxTokens));
+            event.stop = Some(StopReason::MaxTokens);
         }
         // The next step needs a slot for its root at least.
         if event.stop.is_none() && self.target.past_len() + 1 >= self.target.capacity() {

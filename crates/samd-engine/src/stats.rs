@@ -24,6 +24,9 @@ pub struct Stats {
     pub readbacks: usize,
     /// `histogram[n]` counts the steps that committed `n` tokens.
     pub histogram: Vec<u64>,
+    /// The stop id that ended the generation, if one did. The output leaves it out, but
+    /// a step made it: a trace needs it to replay that step.
+    pub stop_id: Option<u32>,
 }
 
 impl Stats {

@@ -53,6 +53,7 @@ fn record(
         draft_us,
         verify_us,
         stop: Some("max_tokens".into()),
+        stop_id: None,
         lossless,
         top_k_ids: Vec::new(),
     }
@@ -201,6 +202,7 @@ fn replay_gives_mat_of_at_least_one() {
             category: "qa".into(),
             prompt_len: unit.len(),
             tokens: tokens.clone(),
+            stop_id: None,
             top_k: None,
         },
         // Nothing generated: counted, not replayed.
@@ -209,6 +211,7 @@ fn replay_gives_mat_of_at_least_one() {
             category: "rag".into(),
             prompt_len: 3,
             tokens: vec![1, 2, 3],
+            stop_id: None,
             top_k: None,
         },
     ];
@@ -247,13 +250,17 @@ fn replay_gives_mat_of_at_least_one() {
     );
 }
 
-fn fake_prompts() -> Vec<BenchPrompt> {
-    let prompt = |question_id: u64, category: &str, ids: Vec<u32>| BenchPrompt {
+fn fake_prompt(question_id: u64, category: &str, ids: Vec<u32>) -> BenchPrompt {
+    BenchPrompt {
         question_id,
         category: bench_category(category).into(),
         subcategory: category.into(),
         ids,
-    };
+    }
+}
+
+fn fake_prompts() -> Vec<BenchPrompt> {
+    let prompt = fake_prompt;
     vec![
         prompt(1, "writing", vec![1, 2, 3, 4]),
         prompt(2, "qa", vec![5, 6]),
@@ -262,11 +269,14 @@ fn fake_prompts() -> Vec<BenchPrompt> {
     ]
 }
 
-/// Every method on the fake prompts, on `model`, verifying every drafted node that fits
-/// (as replay does; the fake's timings are noise), AR's top-k recorded for Token
-/// Recycling's replay.
-fn fake_run(model: FakeModel) -> (Vec<BenchPrompt>, BenchResult, Vec<(usize, usize)>) {
-    let prompts = fake_prompts();
+/// Every method on `prompts`, on `model`, verifying every drafted node that fits (as
+/// replay does; the fake's timings are noise), AR's top-k recorded for Token Recycling's
+/// replay.
+fn fake_run(
+    model: FakeModel,
+    prompts: Vec<BenchPrompt>,
+    stop_ids: Vec<u32>,
+) -> (Vec<BenchPrompt>, BenchResult, Vec<(usize, usize)>) {
     let mut session = Session::new(model, None);
     session.set_tree_policy(TreePolicy::Full);
     let config = BenchConfig {
@@ -278,7 +288,7 @@ fn fake_run(model: FakeModel) -> (Vec<BenchPrompt>, BenchResult, Vec<(usize, usi
             Method::Sam,
         ],
         max_new_tokens: FAKE_RUN_TOKENS,
-        stop_ids: vec![],
+        stop_ids,
         corpus: None,
         warmup: true,
         trace_top_k: 8,
@@ -288,10 +298,11 @@ fn fake_run(model: FakeModel) -> (Vec<BenchPrompt>, BenchResult, Vec<(usize, usi
         seen.push((p.done, p.total, p.record.method.clone()));
     }))
     .unwrap();
-    assert_eq!(result.records.len(), 4 * 5);
-    assert_eq!(seen.len(), 20);
-    assert_eq!(seen[0], (1, 20, "ar".to_owned()));
-    assert_eq!(seen[19].0, 20);
+    let runs = prompts.len() * 5;
+    assert_eq!(result.records.len(), runs);
+    assert_eq!(seen.len(), runs);
+    assert_eq!(seen[0], (1, runs, "ar".to_owned()));
+    assert_eq!(seen[runs - 1].0, runs);
     assert_eq!(result.mismatches().count(), 0);
     let trees = session.target().trees.clone();
     (prompts, result, trees)
@@ -299,15 +310,15 @@ fn fake_run(model: FakeModel) -> (Vec<BenchPrompt>, BenchResult, Vec<(usize, usi
 
 const FAKE_RUN_TOKENS: usize = 60;
 
-/// Asserts that replaying the run's AR outputs under `limits` predicts SAM's and PLD's
-/// real steps exactly, and returns the replay.
+/// Asserts that replaying the run's AR outputs under `limits` predicts AR's, SAM's and
+/// PLD's real steps exactly, and returns the replay.
 fn assert_replay_predicts(
     prompts: &[BenchPrompt],
     result: &BenchResult,
     limits: ReplayLimits,
 ) -> BenchResult {
     let traces = traces_from_run(prompts, &result.records);
-    assert_eq!(traces.len(), 4);
+    assert_eq!(traces.len(), prompts.len());
     let replayed = replay_bench(
         &traces,
         &[Method::Sam, Method::Pld, Method::Tr],
@@ -316,7 +327,7 @@ fn assert_replay_predicts(
         limits,
     )
     .unwrap();
-    for name in ["sam", "pld"] {
+    for name in ["ar", "sam", "pld"] {
         let real = result.summary.methods.iter().find(|m| m.method == name);
         let rep = replayed.summary.methods.iter().find(|m| m.method == name);
         assert_eq!(
@@ -330,7 +341,11 @@ fn assert_replay_predicts(
 
 #[test]
 fn a_fake_run_is_lossless_and_replays_to_the_same_mat() {
-    let (prompts, result, _) = fake_run(FakeModel::new(VOCAB, 4096, successor, 3));
+    let (prompts, result, _) = fake_run(
+        FakeModel::new(VOCAB, 4096, successor, 3),
+        fake_prompts(),
+        vec![],
+    );
     for r in &result.records {
         assert_eq!(r.generated_ids.len(), FAKE_RUN_TOKENS);
         assert_eq!(r.stop.as_deref(), Some("max_tokens"));
@@ -372,7 +387,7 @@ fn a_capped_fake_run_replays_to_the_same_steps() {
     let mut model = FakeModel::new(VOCAB, limits.capacity, successor, 3);
     model.max_nodes = limits.max_tree_nodes;
     model.recycled = limits.prompt_rows;
-    let (prompts, result, trees) = fake_run(model);
+    let (prompts, result, trees) = fake_run(model, fake_prompts(), vec![]);
     // The traces hold every position's top-k, though the prefill reads the prompt's
     // last two alone for Token Recycling.
     for t in traces_from_run(&prompts, &result.records) {
@@ -395,6 +410,62 @@ fn a_capped_fake_run_replays_to_the_same_steps() {
 }
 
 #[test]
+fn a_fake_run_ended_by_a_stop_id_replays_to_the_same_steps() {
+    // The last prompt holds a cycle of the successor, so that its drafts run into the
+    // stop id from the first step, and past it.
+    let mut prompts = fake_prompts();
+    prompts.push(fake_prompt(5, "rag", vec![5, 6, 2, 2, 9, 8, 1, 1]));
+    let stop_id = 8;
+    let limits = ReplayLimits {
+        max_tree_nodes: 6,
+        capacity: prompts[4].ids.len() + FAKE_RUN_TOKENS + 1,
+        prompt_rows: usize::MAX,
+    };
+    let mut model = FakeModel::new(VOCAB, limits.capacity, successor, 3);
+    model.max_nodes = limits.max_tree_nodes;
+    let (prompts, result, _) = fake_run(model, prompts, vec![stop_id]);
+    let ar_stops: Vec<Option<u32>> = result
+        .records
+        .iter()
+        .filter(|r| r.method == "ar")
+        .map(|r| r.stop_id)
+        .collect();
+    let s = Some(stop_id);
+    assert_eq!(ar_stops, [None, s, s, None, s]);
+
+    let traces = traces_from_run(&prompts, &result.records);
+    for t in &traces {
+        // AR verified the output's last position too when the stop id followed it.
+        let top_k = t.top_k.as_ref().expect("AR recorded its top-k");
+        let rows = t.tokens.len() - usize::from(t.stop_id.is_none());
+        assert_eq!(top_k.ids.len(), rows * top_k.k);
+        if t.stop_id.is_some() {
+            assert_eq!(top_k.ids[(rows - 1) * top_k.k], stop_id);
+        }
+    }
+    let replayed = assert_replay_predicts(&prompts, &result, limits);
+    // A replay counts the tokens of the stop id's step as the run does, but not what the
+    // run's last step accepted past the stop id.
+    let step_tokens = |r: &BenchResult, name: &str| -> usize {
+        let of = r.records.iter().filter(|r| r.method == name);
+        of.map(|r| r.step_tokens).sum()
+    };
+    assert_eq!(step_tokens(&replayed, "ar"), step_tokens(&result, "ar"));
+    assert!(step_tokens(&replayed, "sam") < step_tokens(&result, "sam"));
+    // Without the stop ids, SAM's replay misses steps.
+    let sam_steps = |r: &BenchResult| -> Vec<usize> {
+        let of = r.records.iter().filter(|r| r.method == "sam");
+        of.map(|r| r.steps).collect()
+    };
+    let mut without_stops = traces;
+    for t in &mut without_stops {
+        t.stop_id = None;
+    }
+    let old = replay_bench(&without_stops, &[Method::Sam], VOCAB, None, limits).unwrap();
+    assert_ne!(sam_steps(&old), sam_steps(&replayed));
+}
+
+#[test]
 fn select_rotates_over_sub_categories() {
     let mut prompts = fake_prompts();
     prompts.insert(1, prompts[0].clone());
@@ -410,16 +481,25 @@ fn model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-#[test]
-fn spec_bench_lines_load_with_the_real_tokenizer() {
+/// The real model's bytes and the Spec-Bench dev lines, or `None` (said on stderr) when
+/// either is absent.
+fn real_inputs() -> Option<(Vec<u8>, String)> {
     let Ok(bytes) = std::fs::read(model_path()) else {
         eprintln!("skipping: {} not readable", model_path().display());
-        return;
+        return None;
     };
     let data =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/specbench-dev.jsonl");
     let Ok(jsonl) = std::fs::read_to_string(&data) else {
         eprintln!("skipping: {} not readable", data.display());
+        return None;
+    };
+    Some((bytes, jsonl))
+}
+
+#[test]
+fn spec_bench_lines_load_with_the_real_tokenizer() {
+    let Some((bytes, jsonl)) = real_inputs() else {
         return;
     };
     let file = samd_model::GgufFile::parse(&bytes).unwrap();
@@ -447,4 +527,60 @@ fn spec_bench_lines_load_with_the_real_tokenizer() {
     let repeated = format!("{0}\n{0}", jsonl.lines().next().unwrap());
     let err = load_prompts(&repeated, &tokenizer).unwrap_err();
     assert!(matches!(err, BenchError::Line { line: 2, .. }), "{err}");
+}
+
+/// Replay on the real model: a CPU run of SAM and prompt lookup under `--tree full`, its
+/// trees cut to the 16 nodes a CPU step takes and its outputs ended by stop ids or the
+/// token budget, and the replay of its AR traces under the CPU's limits take the same
+/// steps on every prompt.
+#[test]
+fn replay_predicts_a_real_cpu_run_step_for_step() {
+    let Some((bytes, jsonl)) = real_inputs() else {
+        return;
+    };
+    let file = samd_model::GgufFile::parse(&bytes).unwrap();
+    let tokenizer = samd_model::Tokenizer::from_gguf(&file).unwrap();
+    let model = samd_model::Llama::from_gguf(&file, &burn::tensor::Device::flex()).unwrap();
+    // A reply that ends on the end-of-turn id, then the shortest dev prompts (cheap
+    // prefills), whose replies the budget cuts.
+    let mut dev = load_prompts(&jsonl, &tokenizer).unwrap();
+    dev.sort_by_key(|p| p.ids.len());
+    let question = "What is the capital of France? Answer in one sentence.";
+    let mut prompts = vec![BenchPrompt {
+        question_id: 0,
+        category: "qa".into(),
+        subcategory: "qa".into(),
+        ids: tokenizer.encode_chat(question).unwrap(),
+    }];
+    prompts.extend(dev.into_iter().take(4));
+    let max_new_tokens = 40;
+    let capacity = prompts.iter().map(|p| p.ids.len()).max().unwrap() + max_new_tokens + 1;
+    let mut session = Session::new(samd_engine::ModelTarget::new(model, capacity), None);
+    session.set_tree_policy(TreePolicy::Full);
+    let config = BenchConfig {
+        methods: vec![Method::Sam, Method::Pld],
+        max_new_tokens,
+        stop_ids: [Some(tokenizer.eos_id()), tokenizer.im_end_id()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        corpus: None,
+        warmup: true,
+        trace_top_k: 0,
+    };
+    let result = read_sync(run_bench(&mut session, &prompts, &config, |_| {})).unwrap();
+    assert_eq!(result.mismatches().count(), 0);
+    let stops: Vec<Option<&str>> = result.records.iter().map(|r| r.stop.as_deref()).collect();
+    assert!(stops.contains(&Some("eos")) && stops.contains(&Some("max_tokens")));
+
+    let traces = traces_from_run(&prompts, &result.records);
+    let limits = samd_engine::ModelTarget::replay_limits(false, capacity);
+    let vocab = u32::try_from(tokenizer.vocab_size()).unwrap();
+    let replayed = replay_bench(&traces, &config.methods, vocab, None, limits).unwrap();
+    let steps = |r: &BenchResult| -> Vec<(u64, String, usize)> {
+        let of = r.records.iter();
+        of.map(|r| (r.question_id, r.method.clone(), r.steps))
+            .collect()
+    };
+    assert_eq!(steps(&replayed), steps(&result));
 }

@@ -192,10 +192,39 @@ fn stops_at_a_stop_id_without_emitting_it() {
             stop_ids: vec![stop_id],
             sampling: None,
         };
-        let (out, stop) = read_sync(session(method, 512).generate(&prompt, opts)).unwrap();
+        let mut s = session(method, 512);
+        let (out, stop) = read_sync(s.generate(&prompt, opts)).unwrap();
         assert_eq!(stop, StopReason::Eos, "{method}");
         assert_eq!(out, plain[..first], "{method}");
+        assert_eq!(s.stats().stop_id, Some(stop_id), "{method}");
     }
+}
+
+#[test]
+fn a_stop_id_just_past_the_budget_stops_at_the_budget_as_plain_decoding_does() {
+    // A prompt that holds the output's cycle (88 tokens), so that the first steps' drafts
+    // run from within the budget to the stop id just past it.
+    let (cycle, _) = read_sync(session(Method::Ar, 512).generate(&[3, 4], options(100))).unwrap();
+    let prompt = [&[3, 4], &cycle[..]].concat();
+    let (plain, _) = read_sync(session(Method::Ar, 512).generate(&prompt, options(20))).unwrap();
+    let budget = 5;
+    let stop_id = plain[budget];
+    assert!(!plain[..budget].contains(&stop_id), "pick another budget");
+    let mut crossed = false;
+    for method in Method::ALL {
+        let mut s = session(method, 512);
+        let opts = GenerateOptions {
+            max_new_tokens: budget,
+            stop_ids: vec![stop_id],
+            sampling: None,
+        };
+        let (out, stop) = read_sync(s.generate(&prompt, opts)).unwrap();
+        assert_eq!(stop, StopReason::MaxTokens, "{method}");
+        assert_eq!(out, plain[..budget], "{method}");
+        assert_eq!(s.stats().stop_id, None, "{method}");
+        crossed |= s.stats().step_tokens > budget - 1;
+    }
+    assert!(crossed, "no step verified past the budget");
 }
 
 #[test]

@@ -26,8 +26,13 @@ pub struct BenchTrace {
     pub prompt_len: usize,
     /// The prompt followed by AR's output.
     pub tokens: Vec<u32>,
-    /// The model's top-k ids after each position but the last, when recorded
-    /// ([`super::BenchConfig::trace_top_k`]).
+    /// The stop id that ended AR's output, if one did: the step that made it counts in a
+    /// run, so replay takes it too. (Traces saved before 2026-12-07 lack it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_id: Option<u32>,
+    /// The model's top-k ids after each position AR verified, when recorded
+    /// ([`super::BenchConfig::trace_top_k`]): every position of `tokens` but the last,
+    /// and the last too when a stop id followed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<TraceTopK>,
 }
@@ -44,10 +49,14 @@ pub struct TraceTopK {
 impl BenchTrace {
     /// The trace to replay. Without top-k ids Token Recycling learns nothing in replay;
     /// with them it learns from the true path only (a real run also learns from rejected
-    /// branches), so its replayed MAT is a lower bound either way.
+    /// branches), so its replayed MAT is a lower bound either way. The stop id, if any,
+    /// ends the replayed tokens.
     pub fn trace(&self) -> Trace {
+        let mut tokens = self.tokens.clone();
+        tokens.extend(self.stop_id);
+
         Trace {
-            tokens: self.tokens.clone(),
+            tokens,
             prompt_len: self.prompt_len,
             top_k: self.top_k.as_ref().map(|t| TopK {
                 k: t.k,
@@ -71,10 +80,10 @@ pub fn traces_from_run(prompts: &[BenchPrompt], records: &[BenchRecord]) -> Vec<
             let r = ar.get(&p.question_id)?;
             let mut tokens = p.ids.clone();
             tokens.extend_from_slice(&r.generated_ids);
-            // Rows for every position but the last, or none.
-            let rows = tokens.len() - 1;
-            let top_k =
-                (!r.top_k_ids.is_empty() && r.top_k_ids.len() % rows == 0).then(|| TraceTopK {
+            // Rows for every position AR verified, or none.
+            let rows = tokens.len() - usize::from(r.stop_id.is_none());
+            let top_k = (rows > 0 && !r.top_k_ids.is_empty() && r.top_k_ids.len() % rows == 0)
+                .then(|| TraceTopK {
                     k: r.top_k_ids.len() / rows,
                     ids: r.top_k_ids.clone(),
                 });
@@ -83,6 +92,7 @@ pub fn traces_from_run(prompts: &[BenchPrompt], records: &[BenchRecord]) -> Vec<
                 category: p.category.clone(),
                 prompt_len: p.ids.len(),
                 tokens,
+                stop_id: r.stop_id,
                 top_k,
             })
         })
@@ -138,17 +148,20 @@ pub fn replay_bench(
     let mut records = Vec::with_capacity(traces.len() * methods.len());
     for method in ar_first(methods) {
         let mut cut = FullTreeCut::default();
+        // The replayed steps, the tokens they made and the nodes they drafted.
         let mut run = |drafter: &mut Option<Box<dyn Drafter>>, t: &BenchTrace| {
-            let generated = t.tokens.len().saturating_sub(t.prompt_len);
+            let trace = t.trace();
+            // The prefill's token, the output after it and the stop id.
+            let made = trace.tokens.len().saturating_sub(trace.prompt_len);
             match drafter {
-                Some(d) if generated > 0 => replay(d.as_mut(), &t.trace(), limits, &mut cut)
-                    .map(|r| (r.steps as usize, r.drafted as usize))
+                Some(d) if made > 0 => replay(d.as_mut(), &trace, limits, &mut cut)
+                    .map(|r| (r.steps as usize, r.tokens as usize, r.drafted as usize))
                     .map_err(|source| BenchError::Replay {
                         question_id: t.question_id,
                         method,
                         source,
                     }),
-                _ => Ok((generated.saturating_sub(1), 0)),
+                _ => Ok((made.saturating_sub(1), made.saturating_sub(1), 0)),
             }
         };
         if let Some(first) = traces.first() {
@@ -157,7 +170,7 @@ pub fn replay_bench(
         let mut drafter = method.drafter(vocab_size, corpus.clone())?;
         for t in traces {
             let generated = t.tokens.len().saturating_sub(t.prompt_len);
-            let (steps, drafted) = run(&mut drafter, t)?;
+            let (steps, step_tokens, drafted) = run(&mut drafter, t)?;
             records.push(BenchRecord {
                 question_id: t.question_id,
                 category: t.category.clone(),
@@ -166,13 +179,14 @@ pub fn replay_bench(
                 generated_ids: Vec::new(),
                 generated,
                 steps,
-                // A trace has no stop rules to cut a step: every step's tokens count.
-                step_tokens: generated.saturating_sub(1),
+                // As a run counts them, except what a run's last step accepted past its
+                // stop: a trace does not hold it.
+                step_tokens,
                 drafted,
                 mat: if steps == 0 {
                     0.0
                 } else {
-                    (generated - 1) as f64 / steps as f64
+                    step_tokens as f64 / steps as f64
                 },
                 tok_s: 0.0,
                 time_s: 0.0,
@@ -180,6 +194,7 @@ pub fn replay_bench(
                 draft_us: 0,
                 verify_us: 0,
                 stop: None,
+                stop_id: None,
                 lossless: true,
                 top_k_ids: Vec::new(),
             });
