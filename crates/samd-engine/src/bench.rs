@@ -150,8 +150,8 @@ pub struct BenchRecord {
     pub generated: usize,
     /// Verification steps after the prefill.
     pub steps: usize,
-    /// Tokens those steps produced, counted before the stop rules cut the last one (as
-    /// [`crate::Stats::step_tokens`]), so that MAT measures verification alone.
+    /// Tokens those steps produced that the output keeps, and the stop id that ended it
+    /// ([`crate::Stats::step_tokens`]).
     #[serde(default)]
     pub step_tokens: usize,
     /// Draft nodes proposed, roots excluded.

@@ -361,9 +361,12 @@ impl<T: Target> Session<T> {
             verify_us,
             stop: None,
         };
-        let produced = event.tokens.len();
-        self.stats.record_step(produced, self.tree.len() - 1);
-        self.finish(event)
+        let event = self.finish(event)?;
+        // The step counts what the output keeps and the stop id that ended it: tokens
+        // verified past a stop id or the token budget are thrown away.
+        let kept = event.tokens.len() + usize::from(event.stop == Some(StopReason::Eos));
+        self.stats.record_step(kept, self.tree.len() - 1);
+        Ok(event)
     }
 
     /// Runs a whole generation and returns the generated ids and why it stopped.

@@ -9,8 +9,10 @@ pub struct Stats {
     pub generated: usize,
     /// Verification steps after the prefill.
     pub steps: usize,
-    /// Tokens those steps produced (accepted drafts plus bonus), counted before the stop
-    /// rules cut a step's output, so that MAT measures verification alone.
+    /// Tokens those steps produced (accepted drafts plus bonus) that the output keeps,
+    /// and the stop id that ended it. A last step's tokens past the stop id or the token
+    /// budget do not count: MAT then describes the tokens tok/s counts, and trace replay,
+    /// which knows the output alone, predicts it exactly.
     pub step_tokens: usize,
     /// Draft nodes proposed, roots excluded.
     pub drafted: usize,

@@ -105,9 +105,9 @@ fn aggregates_are_ratios_of_sums() {
 }
 
 #[test]
-fn aggregate_mat_counts_a_step_cut_by_the_stop_rules_in_full() {
-    // A last step that verified 4 tokens but kept 1 (the budget ran out): the records'
-    // MAT and the aggregate's both see 4, so they agree.
+fn aggregate_mat_is_step_tokens_over_steps() {
+    // Step tokens beyond `generated - 1`: the steps made 3 stop ids, which the output
+    // leaves out. The record's MAT and the aggregate's both count them, so they agree.
     let mut r = record(7, "qa", "sam", 5, 2, 10, 100, true);
     r.step_tokens = 7;
     let s = BenchResult::from_records(vec![r]).summary;
@@ -311,7 +311,7 @@ fn fake_run(
 const FAKE_RUN_TOKENS: usize = 60;
 
 /// Asserts that replaying the run's AR outputs under `limits` predicts AR's, SAM's and
-/// PLD's real steps exactly, and returns the replay.
+/// PLD's real steps and MAT exactly, and returns the replay.
 fn assert_replay_predicts(
     prompts: &[BenchPrompt],
     result: &BenchResult,
@@ -330,11 +330,8 @@ fn assert_replay_predicts(
     for name in ["ar", "sam", "pld"] {
         let real = result.summary.methods.iter().find(|m| m.method == name);
         let rep = replayed.summary.methods.iter().find(|m| m.method == name);
-        assert_eq!(
-            real.unwrap().overall.steps,
-            rep.unwrap().overall.steps,
-            "{name}"
-        );
+        let (real, rep) = (&real.unwrap().overall, &rep.unwrap().overall);
+        assert_eq!((real.steps, real.mat), (rep.steps, rep.mat), "{name}");
     }
     replayed
 }
@@ -444,14 +441,6 @@ fn a_fake_run_ended_by_a_stop_id_replays_to_the_same_steps() {
         }
     }
     let replayed = assert_replay_predicts(&prompts, &result, limits);
-    // A replay counts the tokens of the stop id's step as the run does, but not what the
-    // run's last step accepted past the stop id.
-    let step_tokens = |r: &BenchResult, name: &str| -> usize {
-        let of = r.records.iter().filter(|r| r.method == name);
-        of.map(|r| r.step_tokens).sum()
-    };
-    assert_eq!(step_tokens(&replayed, "ar"), step_tokens(&result, "ar"));
-    assert!(step_tokens(&replayed, "sam") < step_tokens(&result, "sam"));
     // Without the stop ids, SAM's replay misses steps.
     let sam_steps = |r: &BenchResult| -> Vec<usize> {
         let of = r.records.iter().filter(|r| r.method == "sam");
@@ -532,7 +521,7 @@ fn spec_bench_lines_load_with_the_real_tokenizer() {
 /// Replay on the real model: a CPU run of SAM and prompt lookup under `--tree full`, its
 /// trees cut to the 16 nodes a CPU step takes and its outputs ended by stop ids or the
 /// token budget, and the replay of its AR traces under the CPU's limits take the same
-/// steps on every prompt.
+/// steps and make the same tokens on every prompt, so their MATs are equal.
 #[test]
 fn replay_predicts_a_real_cpu_run_step_for_step() {
     let Some((bytes, jsonl)) = real_inputs() else {
@@ -577,9 +566,9 @@ fn replay_predicts_a_real_cpu_run_step_for_step() {
     let limits = samd_engine::ModelTarget::replay_limits(false, capacity);
     let vocab = u32::try_from(tokenizer.vocab_size()).unwrap();
     let replayed = replay_bench(&traces, &config.methods, vocab, None, limits).unwrap();
-    let steps = |r: &BenchResult| -> Vec<(u64, String, usize)> {
+    let steps = |r: &BenchResult| -> Vec<(u64, String, usize, usize)> {
         let of = r.records.iter();
-        of.map(|r| (r.question_id, r.method.clone(), r.steps))
+        of.map(|r| (r.question_id, r.method.clone(), r.steps, r.step_tokens))
             .collect()
     };
     assert_eq!(steps(&replayed), steps(&result));

@@ -179,8 +179,7 @@ pub fn replay_bench(
                 generated_ids: Vec::new(),
                 generated,
                 steps,
-                // As a run counts them, except what a run's last step accepted past its
-                // stop: a trace does not hold it.
+                // As a run counts them: the output's tokens and the stop id.
                 step_tokens,
                 drafted,
                 mat: if steps == 0 {
