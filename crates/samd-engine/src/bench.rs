@@ -217,6 +217,13 @@ async fn generate<T: Target>(
         })
 }
 
+/// Of a prompt and its output, `len` tokens, the positions AR verified: every one but the
+/// last, since a generation cut by the token budget never verifies its last token; and
+/// that one too when a stop id followed it.
+fn verified_positions(len: usize, stop_id: Option<u32>) -> usize {
+    len - usize::from(stop_id.is_none())
+}
+
 /// Decodes every prompt with every method (AR first) on `session`, whose drafter is
 /// replaced; it is left with the last method's. `progress` sees each record as it is
 /// made, for a live display. A mismatch with AR is recorded (`lossless: false`), not an
@@ -260,10 +267,7 @@ pub async fn run_bench<T: Target>(
             let mut top_k_ids =
                 std::mem::take(&mut *recorded.lock().unwrap_or_else(|e| e.into_inner()));
             let stats = session.stats();
-            // Every position but the last: a generation cut by the token budget never
-            // verifies its last token; one ended by a stop id verifies every output
-            // token, the last yielding the stop id.
-            let verified = p.ids.len() + ids.len() - usize::from(stats.stop_id.is_none());
+            let verified = verified_positions(p.ids.len() + ids.len(), stats.stop_id);
             top_k_ids.truncate(verified * config.trace_top_k);
             let lossless = match ar_ids.get(i) {
                 Some(reference) => *reference == ids,

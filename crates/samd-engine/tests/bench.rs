@@ -260,12 +260,11 @@ fn fake_prompt(question_id: u64, category: &str, ids: Vec<u32>) -> BenchPrompt {
 }
 
 fn fake_prompts() -> Vec<BenchPrompt> {
-    let prompt = fake_prompt;
     vec![
-        prompt(1, "writing", vec![1, 2, 3, 4]),
-        prompt(2, "qa", vec![5, 6]),
-        prompt(3, "qa", vec![7, 8, 9, 7, 8]),
-        prompt(4, "coding", vec![9]),
+        fake_prompt(1, "writing", vec![1, 2, 3, 4]),
+        fake_prompt(2, "qa", vec![5, 6]),
+        fake_prompt(3, "qa", vec![7, 8, 9, 7, 8]),
+        fake_prompt(4, "coding", vec![9]),
     ]
 }
 

@@ -11,7 +11,7 @@ use samd_draft::replay::{ReplayLimits, TopK, Trace, TreeCut, replay};
 use samd_draft::tree::DraftTree;
 use serde::{Deserialize, Serialize};
 
-use super::{BenchError, BenchPrompt, BenchRecord, BenchResult, ar_first};
+use super::{BenchError, BenchPrompt, BenchRecord, BenchResult, ar_first, verified_positions};
 use crate::budget::TreeBudget;
 use crate::{Method, TreePolicy};
 
@@ -54,7 +54,6 @@ impl BenchTrace {
     pub fn trace(&self) -> Trace {
         let mut tokens = self.tokens.clone();
         tokens.extend(self.stop_id);
-
         Trace {
             tokens,
             prompt_len: self.prompt_len,
@@ -81,7 +80,7 @@ pub fn traces_from_run(prompts: &[BenchPrompt], records: &[BenchRecord]) -> Vec<
             let mut tokens = p.ids.clone();
             tokens.extend_from_slice(&r.generated_ids);
             // Rows for every position AR verified, or none.
-            let rows = tokens.len() - usize::from(r.stop_id.is_none());
+            let rows = verified_positions(tokens.len(), r.stop_id);
             let top_k = (rows > 0 && !r.top_k_ids.is_empty() && r.top_k_ids.len() % rows == 0)
                 .then(|| TraceTopK {
                     k: r.top_k_ids.len() / rows,
