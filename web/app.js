@@ -1,6 +1,6 @@
 // The race page: plain AR and speculative decoding of one prompt, run one after the
 // other for honest timing, then replayed side by side. Query parameters override the
-// defaults: ?model=&corpus=&backend=&max=&prompt=&method=
+// defaults: ?model=&corpus=&backend=&max=&prompt=&method=&warmup=auto|on|off
 
 import { SamdClient } from './client.js';
 import { EXAMPLES } from './examples.js';
@@ -132,17 +132,22 @@ async function load() {
   ui.progress.removeAttribute('value');
   ui.progressLabel.textContent = 'Loading…';
   delete ui.device.dataset.fromCache;
+  const warmUp = new URLSearchParams(location.search).get('warmup') ?? 'auto';
+  const onProgress = (p) => {
+    if (p.total) {
+      ui.progress.max = p.total;
+      ui.progress.value = p.bytes;
+    } else {
+      ui.progress.removeAttribute('value');
+    }
+    const mb = (n) => (n / 1e6).toFixed(1);
+    ui.progressLabel.textContent =
+      p.phase === 'kernels'
+        ? `Preparing the GPU's kernels for every tree size: pass ${p.bytes} of ${p.total}`
+        : `${p.phase}: ${mb(p.bytes)}${p.total ? ` / ${mb(p.total)}` : ''} MB`;
+  };
   const loaded = await client
-    .load(modelUrl, corpusUrl, (p) => {
-      if (p.total) {
-        ui.progress.max = p.total;
-        ui.progress.value = p.bytes;
-      } else {
-        ui.progress.removeAttribute('value');
-      }
-      const mb = (n) => (n / 1e6).toFixed(1);
-      ui.progressLabel.textContent = `${p.phase}: ${mb(p.bytes)}${p.total ? ` / ${mb(p.total)}` : ''} MB`;
-    })
+    .load(modelUrl, corpusUrl, onProgress, { warmUp })
     .catch((e) => {
       ui.progressArea.hidden = true;
       const kept = e.kept && client.loaded;
@@ -155,7 +160,8 @@ async function load() {
   ui.progressLabel.textContent =
     `${m.name}: ${m.architecture}, ${m.layers} layers, hidden ${m.hidden}, vocab ${m.vocab}, context ${m.context}` +
     (loaded.corpus ? `; corpus ${loaded.corpus.tokens} tokens` : '') +
-    ` · ${(loaded.loadMs / 1000).toFixed(1)} s${loaded.fromCache ? ' from cache' : ''}`;
+    ` · ${(loaded.loadMs / 1000).toFixed(1)} s${loaded.fromCache ? ' from cache' : ''}` +
+    (loaded.warmUp?.graphs ? ` (${(loaded.warmUp.ms / 1000).toFixed(1)} s of it preparing ${loaded.warmUp.graphs} step graphs)` : '');
   ui.device.dataset.fromCache = String(loaded.fromCache);
 }
 

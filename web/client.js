@@ -58,12 +58,16 @@ export class SamdClient {
     });
   }
 
-  /** URLs are resolved against the page, since the worker may live at a blob: URL. */
-  load(modelUrl, corpusUrl = null, onProgress = null) {
+  /**
+   * URLs are resolved against the page, since the worker may live at a blob: URL.
+   * `warmUp` is the protocol's: 'auto', 'on' or 'off'.
+   */
+  load(modelUrl, corpusUrl = null, onProgress = null, { warmUp = 'auto' } = {}) {
     const msg = {
       type: 'load',
       modelUrl: new URL(modelUrl, document.baseURI).href,
       corpusUrl: corpusUrl ? new URL(corpusUrl, document.baseURI).href : null,
+      warmUp,
     };
     return this.#enqueue(msg, onProgress).then(
       (info) => {

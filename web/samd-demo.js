@@ -156,10 +156,13 @@ class SamdDemo extends HTMLElement {
     const corpus = corpusAttr ? new URL(corpusAttr, document.baseURI).href : null;
     const have = this.#client.loaded;
     if (have?.modelUrl === model && have.corpusUrl === corpus) return;
-    const loaded = await this.#client.load(model, corpus, (p) => {
+    const onProgress = (p) => {
       const share = p.total ? ` ${Math.round((100 * p.bytes) / p.total)}%` : ` ${(p.bytes / 1e6).toFixed(0)} MB`;
-      status.textContent = `Loading the model: ${p.phase}${share}`;
-    });
+      status.textContent =
+        p.phase === 'kernels' ? `Preparing the GPU's kernels:${share}` : `Loading the model: ${p.phase}${share}`;
+    };
+    const warmUp = this.getAttribute('warmup') ?? 'auto';
+    const loaded = await this.#client.load(model, corpus, onProgress, { warmUp });
     status.dataset.fromCache = String(loaded.fromCache);
   }
 

@@ -3,12 +3,15 @@
 //
 // Requests (page → worker); each carries a numeric `id`, echoed by its replies:
 //   {type:'init', id, backend:'auto'|'webgpu'|'cpu'}
-//       → {type:'device', id, backend:'webgpu'|'cpu', adapter, fallback, notice}
-//   {type:'load', id, modelUrl, corpusUrl|null}
+//       → {type:'device', id, backend:'webgpu'|'cpu', adapter, fallback, notice, software}
+//   {type:'load', id, modelUrl, corpusUrl|null, warmUp:'auto'|'on'|'off'}
 //       → {type:'progress', id, phase, bytes, total|null}*  (phase: download, cache, parse,
-//         tokenizer, corpus, weights)
+//         tokenizer, corpus, weights, then kernels, whose bytes and total count the
+//         warm-up's passes)
 //       → {type:'loaded', id, model:{name, architecture, layers, hidden, vocab, context},
-//          corpus:{tokens}|null, fromCache, loadMs}
+//          corpus:{tokens}|null, fromCache, loadMs, warmUp:{passes, graphs, ms}|null}
+//       The warm-up runs a pass of every tree size on WebGPU, so that the first race pays
+//       no pipeline compiles; 'auto' (the default) skips it on a software adapter.
 //   {type:'generate', id, prompt, method, maxTokens, raw, temperature, topP, seed, stop}
 //       → {type:'step', id, tokens, text, pieces, sources, dynamicMatch, staticMatch,
 //          treeLen, draftUs, verifyUs, atMs}*   (the first step is the prefill's first
@@ -99,13 +102,20 @@ async function handle(msg) {
       try {
         const onProgress = (phase, bytes, total) =>
           post({ type: 'progress', id: msg.id, phase, bytes, total });
-        const info = await engine.load(msg.modelUrl, msg.corpusUrl || null, onProgress, loadAbort.signal);
+        const info = await engine.load(
+          msg.modelUrl,
+          msg.corpusUrl || null,
+          onProgress,
+          loadAbort.signal,
+          msg.warmUp ?? null,
+        );
         return {
           type: 'loaded',
           model: info.model,
           corpus: info.corpusTokens == null ? null : { tokens: info.corpusTokens },
           fromCache: info.fromCache,
           loadMs: info.loadMs,
+          warmUp: info.warmUp ?? null,
         };
       } finally {
         loadAbort = null;

@@ -12,7 +12,7 @@ use samd_engine::bench::{
 use samd_engine::{ModelTarget, Session};
 
 use crate::args::{BenchArgs, DeviceKind};
-use crate::load::{ModelBytes, init_device, load_corpus};
+use crate::load::{ModelBytes, init_device, load_corpus, timed};
 
 /// Runs `samd bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -51,7 +51,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     drop(file);
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     let max_new = args.max_tokens as usize;
-    let mut session = Session::new(ModelTarget::new(model, longest + max_new + 1), None);
+    let mut target = ModelTarget::new(model, longest + max_new + 1);
+    // On wgpu, every tree size's pipelines and step graph before any timed step: a
+    // method's warm-up generation meets only the sizes its first prompt does.
+    let (warm, warm_ms) = timed(|| read_sync(target.warm_up(&args.methods, |_, _| ())));
+    let warm = warm?;
+    if warm.steps > 0 {
+        eprintln!(
+            "warm-up: {} passes in {warm_ms:.0} ms, {} step graphs captured",
+            warm.steps, warm.graphs
+        );
+    }
+    let mut session = Session::new(target, None);
     session.set_tree_policy(args.tree.policy);
     eprintln!("tree policy: {}", args.tree.policy.name());
     let config = BenchConfig {
@@ -92,6 +103,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         cost.fixed / 1e3,
         cost.per_node / 1e3
     );
+    if warm.steps > 0 {
+        let graphs = session.target().captured_steps();
+        eprintln!(
+            "step graphs captured during the run: {}",
+            graphs - warm.graphs
+        );
+    }
     if let Some(path) = &args.save_traces {
         let traces = traces_from_run(&prompts, &result.records);
         std::fs::write(path, traces_to_jsonl(&traces)?)

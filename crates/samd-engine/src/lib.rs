@@ -27,5 +27,5 @@ pub use method::{Method, check_corpus};
 pub use sampling::Sampling;
 pub use session::{GenerateOptions, PREFILL_CHUNK, Session, StepEvent, StopReason};
 pub use stats::Stats;
-pub use target::{ModelTarget, PendingIds, Reads, Target, Verified, split_columns};
+pub use target::{ModelTarget, PendingIds, Reads, Target, Verified, WarmUp, split_columns};
 pub use text::TextStream;

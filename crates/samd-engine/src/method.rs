@@ -53,6 +53,15 @@ impl Method {
         list.split(',').map(|s| s.trim().parse()).collect()
     }
 
+    /// The most likely next ids per verified node its drafter reads back (0: none), as
+    /// [`Drafter::top_k`] of [`Method::drafter`]: known without building the drafter.
+    pub fn top_k(self) -> usize {
+        match self {
+            Method::Ar | Method::Pld | Method::Sam => 0,
+            Method::Tr | Method::SamTr => RecyclingConfig::default().k,
+        }
+    }
+
     /// The drafter of this method (`None` for plain AR), for ids below `vocab_size`.
     pub fn drafter(
         self,
@@ -109,4 +118,18 @@ pub fn check_corpus(corpus: &StaticSam, tokenizer_hash: u64) -> Result<(), Error
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_methods_top_k_is_its_drafters() {
+        for method in Method::ALL {
+            let drafter = method.drafter(1_000, None).expect("drafter");
+            assert_eq!(method.top_k(), drafter.map_or(0, |d| d.top_k()), "{method}");
+        }
+        assert!(Method::SamTr.top_k() > 0);
+    }
 }

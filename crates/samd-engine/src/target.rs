@@ -7,11 +7,12 @@
 use std::future::Future;
 
 use samd_draft::replay::ReplayLimits;
-use samd_draft::tree::DraftTree;
+use samd_draft::tree::{DraftTree, Source};
 use samd_model::cpu_matmul::CPU_MAX_ROWS;
+use samd_model::step_graph::padded_step_sizes;
 use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds, max_tree_nodes_on};
 
-use crate::{CostShape, Error, PREFILL_CHUNK, Sampling};
+use crate::{CostShape, Error, Method, PREFILL_CHUNK, Sampling};
 
 /// A model that verifies draft trees against a cache of committed positions.
 pub trait Target {
@@ -139,9 +140,78 @@ impl ModelTarget {
         &self.model
     }
 
+    /// Step graphs captured against the cache ([`samd_model::step_graph`]).
+    pub fn captured_steps(&self) -> usize {
+        self.cache.captured_steps()
+    }
+
     /// [`Llama::set_step_graphs`] on the model.
     pub fn set_step_graphs(&mut self, on: bool) {
         self.model.set_step_graphs(on);
+    }
+
+    /// Runs, and then forgets, one greedy verify step of every size step graphs are
+    /// captured at ([`padded_step_sizes`]), with its commit, and one prompt pass, for
+    /// each number of ids per node that `methods` read back. `progress(done, total)`
+    /// follows the steps.
+    ///
+    /// On wgpu a size's first step compiles its kernels' pipelines and captures its graph,
+    /// at several times a replayed step's cost. Plain decoding needs only the one-node
+    /// step, so without this a request's speculative steps paid for every new size: the
+    /// demo's first race after a load showed its speculative lane behind later races'.
+    /// On the CPU there is nothing to prepare, and it does nothing. A sampling step still
+    /// captures its own graph at its first use of a size.
+    pub async fn warm_up(
+        &mut self,
+        methods: &[Method],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<WarmUp, Error> {
+        if !self.model.on_wgpu() {
+            return Ok(WarmUp::default());
+        }
+        let mut ks: Vec<usize> = methods.iter().map(|m| m.top_k()).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        let capacity = self.capacity();
+        let sizes: Vec<usize> = padded_step_sizes(self.max_tree_nodes())
+            .into_iter()
+            .filter(|&n| n <= capacity)
+            .collect();
+        let prompt_len = WARM_UP_PROMPT.min(capacity);
+        let total = ks.len() * (sizes.len() + 1);
+        let mut done = 0;
+        let mut tree = DraftTree::new(0);
+        self.reset();
+        for &k in &ks {
+            // A prompt's pass reads every row's top-k for Token Recycling, else the last.
+            tree.reset(0);
+            tree.push_chain(0, &vec![0; prompt_len - 1], Source::Model);
+            let first = if k > 0 { 0 } else { prompt_len - 1 };
+            self.fill(&tree, first, k, None).await?;
+            self.reset();
+            done += 1;
+            progress(done, total);
+            for &n in &sizes {
+                // A branch and a last node beside it, which is kept: a path off the
+                // first branch is gathered into place, and that has kernels of its own.
+                tree.reset(0);
+                tree.push_chain(0, &vec![0; n.saturating_sub(2)], Source::Model);
+                let last = if n > 1 {
+                    tree.push(0, 1, Source::Model)
+                } else {
+                    0
+                };
+                self.verify(&tree, k, None).await?;
+                self.commit(&[0, last][..n.min(2)])?;
+                self.reset();
+                done += 1;
+                progress(done, total);
+            }
+        }
+        Ok(WarmUp {
+            steps: done,
+            graphs: self.captured_steps(),
+        })
     }
 
     /// The host's half of [`Target::verify`] (or of [`Target::fill`], with
@@ -200,6 +270,19 @@ impl ModelTarget {
         let ids = self.model.read_ids(ids).await?;
         Ok(split_columns(&ids, width, sampled, k))
     }
+}
+
+/// Tokens of [`ModelTarget::warm_up`]'s prompt pass: more than the 8 rows past which the
+/// products tile their rows, as a chat prompt's pass does.
+const WARM_UP_PROMPT: usize = 32;
+
+/// What [`ModelTarget::warm_up`] ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmUp {
+    /// Forward passes run: verify steps and prompt passes.
+    pub steps: usize,
+    /// Step graphs the cache holds after them.
+    pub graphs: usize,
 }
 
 /// Which nodes' ids a verification reads back.

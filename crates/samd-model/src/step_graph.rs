@@ -241,6 +241,16 @@ pub(crate) fn padded_nodes(n: usize) -> Option<usize> {
     Some(n.checked_next_power_of_two()?).filter(|&p| p <= SKINNY_MAX_ROWS)
 }
 
+/// Every node count a verify step of up to `most` nodes is captured at (1, 2, 4, …): one
+/// step of each captures every graph such steps replay.
+pub fn padded_step_sizes(most: usize) -> Vec<usize> {
+    let top = padded_nodes(most.clamp(1, SKINNY_MAX_ROWS))
+        .expect("invariant: SKINNY_MAX_ROWS is a power of two");
+    std::iter::successors(Some(1), |&n| Some(n * 2))
+        .take_while(|&n| n <= top)
+        .collect()
+}
+
 /// One captured step: the graph, the buffers it reads its inputs from, and the ids it
 /// writes.
 struct StepGraph {
@@ -391,5 +401,18 @@ mod tests {
             1, 5, 0, 0, 0, 0, 0,
         ];
         assert_eq!(padded.ancestry, rows);
+    }
+
+    #[test]
+    fn the_step_sizes_cover_every_padding_up_to_the_largest_step() {
+        assert_eq!(padded_step_sizes(0), [1]);
+        assert_eq!(padded_step_sizes(1), [1]);
+        assert_eq!(padded_step_sizes(5), [1, 2, 4, 8]);
+        assert_eq!(padded_step_sizes(100).last(), Some(&128));
+        assert_eq!(padded_step_sizes(usize::MAX).last(), Some(&SKINNY_MAX_ROWS));
+        for n in 1..=SKINNY_MAX_ROWS {
+            let padded = padded_nodes(n).expect("a verify step's size");
+            assert!(padded_step_sizes(SKINNY_MAX_ROWS).contains(&padded), "{n}");
+        }
     }
 }

@@ -46,6 +46,9 @@ pub struct DeviceInfo {
     /// The largest buffer a shader may bind, in bytes (WebGPU only).
     #[serde(skip)]
     pub max_binding: Option<u64>,
+    /// The WebGPU adapter is a CPU implementation (the browser's fallback adapter, such
+    /// as Chrome's SwiftShader), where a step takes seconds.
+    pub software: bool,
 }
 
 /// The device, and what to tell the user about it.
@@ -56,10 +59,12 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
-            let adapter = if info.name.is_empty() {
-                format!("{:?} adapter", info.backend)
-            } else {
-                info.name.clone()
+            let software = info.device_type == wgpu::DeviceType::Cpu;
+            // Browsers may keep the adapter's description empty, for privacy.
+            let adapter = match (info.name.is_empty(), software) {
+                (false, _) => info.name.clone(),
+                (true, true) => "software adapter (a CPU implementation)".into(),
+                (true, false) => "GPU adapter".into(),
             };
             let limits = setup.device.limits();
             let max_binding = limits
@@ -73,6 +78,7 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
                     fallback: false,
                     notice: None,
                     max_binding: Some(max_binding),
+                    software,
                 },
             ))
         }
@@ -99,6 +105,7 @@ fn cpu_info(fallback: bool, notice: Option<String>) -> DeviceInfo {
         fallback,
         notice,
         max_binding: None,
+        software: false,
     }
 }
 

@@ -8,6 +8,7 @@ use samd_model::{GgufFile, LlamaConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, WebError};
+use crate::warm_up::WarmUpInfo;
 use crate::{Loaded, Run};
 
 /// A generation request.
@@ -68,8 +69,10 @@ pub struct LoadedInfo {
     pub corpus_tokens: Option<usize>,
     /// Whether the model came from the Cache Storage rather than the network.
     pub from_cache: bool,
-    /// Wall time of the whole load.
+    /// Wall time of the whole load, the warm-up's included.
     pub load_ms: f64,
+    /// What the warm-up ran, if one did.
+    pub warm_up: Option<WarmUpInfo>,
 }
 
 /// A model's identity and shape.

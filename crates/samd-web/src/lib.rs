@@ -11,6 +11,7 @@ mod device;
 mod error;
 mod events;
 mod fetch;
+mod warm_up;
 
 use std::sync::Arc;
 
@@ -219,14 +220,20 @@ impl Engine {
     /// tokenizer, corpus and every weight's dims and type), so a bad URL or a file this
     /// engine cannot run loses nothing; it is released only to make room for the new
     /// weights.
+    ///
+    /// Then, unless `warm_up` is `off`, the model is warmed up (`warm_up::ready`): on
+    /// WebGPU a pass of every tree size, reported as the phase `kernels` in passes, not
+    /// bytes. `auto` (the default) skips it on a software adapter, `on` does not.
     pub async fn load(
         &mut self,
         model_url: String,
         corpus_url: Option<String>,
         on_progress: js_sys::Function,
         signal: Option<AbortSignal>,
+        warm_up: Option<String>,
     ) -> Result<JsValue, JsValue> {
         let started = Instant::now();
+        let when = warm_up::When::parse(warm_up.as_deref())?;
         let report = |phase: &str, bytes: u64, total: Option<u64>| {
             let total = total.map_or(JsValue::NULL, |t| JsValue::from_f64(t as f64));
             let _ = on_progress.call3(
@@ -293,16 +300,19 @@ impl Engine {
         drop(file);
         drop(fetched);
         let capacity = CACHE_POSITIONS.min(config.context_len);
-        let mut session = Session::new(ModelTarget::new(model, capacity), None);
-        if self.info.backend == "cpu" {
-            warm_up(&mut session, &tokenizer).await;
-        }
+        let target = ModelTarget::new(model, capacity);
+        let (session, warmed) =
+            warm_up::ready(target, &tokenizer, &self.info, when, |done, total| {
+                report("kernels", done as u64, Some(total as u64))
+            })
+            .await?;
         // The warm-up counts: the page's first run comes after it.
         let info = LoadedInfo {
             model: model_info,
             corpus_tokens: corpus.as_ref().map(|c| c.text().len()),
             from_cache,
             load_ms: started.elapsed().as_secs_f64() * 1e3,
+            warm_up: warmed,
         };
         self.loaded = Some(Loaded {
             session,
@@ -430,25 +440,6 @@ fn check_cancel(signal: Option<&AbortSignal>) -> Result<(), WebError> {
         return Err(WebError::new(ErrorKind::Cancelled, "loading was cancelled"));
     }
     Ok(())
-}
-
-/// Runs a short plain generation (16 tokens), thrown away, so that the first one a user
-/// sees does not pay V8's one-time costs. The race page runs plain decoding first, and
-/// after a load it decoded 3–10% slower than a second run, its prefill 1.7–1.9× as long,
-/// which flattered the speculative lane (`profile-cpu.mjs --methods ar,ar,ar`); with 4
-/// tokens of warm-up the prefill evened out but the decoding did not. It adds about
-/// 0.2 s to a load. Errors are left to the first real generation, which meets them too.
-async fn warm_up(session: &mut Session<ModelTarget>, tokenizer: &Tokenizer) {
-    let Ok(ids) = tokenizer.encode_chat("Say hello.") else {
-        return;
-    };
-    let options = GenerateOptions {
-        max_new_tokens: 16,
-        stop_ids: Vec::new(),
-        sampling: None,
-    };
-    session.generate(&ids, options).await.ok();
-    session.cancel();
 }
 
 /// Prefixes an error's message with the file it is about.
