@@ -51,18 +51,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     drop(file);
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     let max_new = args.max_tokens as usize;
-    let mut target = ModelTarget::new(model, longest + max_new + 1);
-    // On wgpu, every tree size's pipelines and step graph before any timed step: a
-    // method's warm-up generation meets only the sizes its first prompt does.
-    let (warm, warm_ms) = timed(|| read_sync(target.warm_up(&args.methods, |_, _| ())));
+    let mut session = Session::new(ModelTarget::new(model, longest + max_new + 1), None);
+    // On wgpu, every tree size's pipelines and step graph before any timed step (a
+    // method's warm-up generation meets only the sizes its first prompt does), and the
+    // tree budget's first step costs.
+    let (warm, warm_ms) = timed(|| read_sync(session.warm_up(&args.methods, |_, _| ())));
     let warm = warm?;
     if warm.steps > 0 {
         eprintln!(
-            "warm-up: {} passes in {warm_ms:.0} ms, {} step graphs captured",
-            warm.steps, warm.graphs
+            "warm-up: {} passes in {warm_ms:.0} ms, {} step graphs captured; {}",
+            warm.steps,
+            warm.graphs,
+            fitted_cost(&session)
         );
     }
-    let mut session = Session::new(target, None);
     session.set_tree_policy(args.tree.policy);
     eprintln!("tree policy: {}", args.tree.policy.name());
     let config = BenchConfig {
@@ -96,13 +98,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }))?;
     println!("{}", result.markdown());
-    let cost = session.step_cost();
-    eprintln!(
-        "fitted step cost: {:.1} ms for one node, {:.1} ms + {:.2} ms per node for more",
-        cost.single / 1e3,
-        cost.fixed / 1e3,
-        cost.per_node / 1e3
-    );
+    eprintln!("{}", fitted_cost(&session));
     if warm.steps > 0 {
         let graphs = session.target().captured_steps();
         eprintln!(
@@ -121,6 +117,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("{mismatches} generations differ from plain AR decoding");
     }
     Ok(())
+}
+
+/// The tree budget's step-cost fit, for the log.
+fn fitted_cost(session: &Session<ModelTarget>) -> String {
+    let cost = session.step_cost();
+    format!(
+        "fitted step cost: {:.1} ms for one node, {:.1} ms + {:.2} ms per node for more",
+        cost.single / 1e3,
+        cost.fixed / 1e3,
+        cost.per_node / 1e3
+    )
 }
 
 /// What the run being replayed could verify: the device's cap on a step's nodes, the

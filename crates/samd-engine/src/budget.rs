@@ -544,6 +544,12 @@ impl TreeBudget {
         self.cost.observe(tree.len(), verify_us);
     }
 
+    /// Learns what a step of `nodes` nodes costs, from a step that verified nothing
+    /// ([`crate::Session::warm_up`]'s).
+    pub fn observe_cost(&mut self, nodes: usize, micros: u64) {
+        self.cost.observe(nodes, micros);
+    }
+
     /// Learns which nodes were accepted (`path`, root first), without a timing: what
     /// replay, which times nothing, teaches the budget.
     pub fn learn_acceptance(&mut self, tree: &DraftTree, path: &[usize]) {

@@ -16,7 +16,7 @@ use samd_draft::tree::{DraftTree, Source};
 use web_time::Instant;
 
 use crate::budget::{CostEstimate, TreeBudget};
-use crate::{Error, Sampling, Stats, Target, TreePolicy};
+use crate::{Error, Method, Sampling, Stats, Target, TreePolicy, WarmUp};
 
 /// Options of one generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +367,22 @@ impl<T: Target> Session<T> {
         let kept = event.tokens.len() + usize::from(event.stop == Some(StopReason::Eos));
         self.stats.record_step(kept, self.tree.len() - 1);
         Ok(event)
+    }
+
+    /// Readies the target for `methods` ([`Target::warm_up`]), and seeds the tree
+    /// budget's step-cost fit with the warm-up's timings, so that the first request's
+    /// trees are cut by what each size costs on this device rather than by a guess.
+    pub async fn warm_up(
+        &mut self,
+        methods: &[Method],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<WarmUp, Error> {
+        self.run = None;
+        let warm = self.target.warm_up(methods, progress).await?;
+        for &(nodes, us) in &warm.timings {
+            self.budget.observe_cost(nodes, us);
+        }
+        Ok(warm)
     }
 
     /// Runs a whole generation and returns the generated ids and why it stopped.

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 
+use web_time::Instant;
+
 use samd_draft::replay::ReplayLimits;
 use samd_draft::tree::{DraftTree, Source};
 use samd_model::cpu_matmul::CPU_MAX_ROWS;
@@ -77,6 +79,18 @@ pub trait Target {
 
     /// Forgets every position, for the next request.
     fn reset(&mut self);
+
+    /// Readies the device for every step `methods` may take, before any request, and
+    /// says what it ran; `progress(done, total)` follows its passes. Nothing to do by
+    /// default ([`ModelTarget`]'s on wgpu says why it is needed there).
+    fn warm_up(
+        &mut self,
+        methods: &[Method],
+        progress: impl FnMut(usize, usize),
+    ) -> impl Future<Output = Result<WarmUp, Error>> {
+        let _ = (methods, progress);
+        async { Ok(WarmUp::default()) }
+    }
 
     /// How a step's time grows with its nodes on this device, as a first guess: the tree
     /// budget starts from it and then follows the timings.
@@ -150,70 +164,6 @@ impl ModelTarget {
         self.model.set_step_graphs(on);
     }
 
-    /// Runs, and then forgets, one greedy verify step of every size step graphs are
-    /// captured at ([`padded_step_sizes`]), with its commit, and one prompt pass, for
-    /// each number of ids per node that `methods` read back. `progress(done, total)`
-    /// follows the steps.
-    ///
-    /// On wgpu a size's first step compiles its kernels' pipelines and captures its graph,
-    /// at several times a replayed step's cost. Plain decoding needs only the one-node
-    /// step, so without this a request's speculative steps paid for every new size: the
-    /// demo's first race after a load showed its speculative lane behind later races'.
-    /// On the CPU there is nothing to prepare, and it does nothing. A sampling step still
-    /// captures its own graph at its first use of a size.
-    pub async fn warm_up(
-        &mut self,
-        methods: &[Method],
-        mut progress: impl FnMut(usize, usize),
-    ) -> Result<WarmUp, Error> {
-        if !self.model.on_wgpu() {
-            return Ok(WarmUp::default());
-        }
-        let mut ks: Vec<usize> = methods.iter().map(|m| m.top_k()).collect();
-        ks.sort_unstable();
-        ks.dedup();
-        let capacity = self.capacity();
-        let sizes: Vec<usize> = padded_step_sizes(self.max_tree_nodes())
-            .into_iter()
-            .filter(|&n| n <= capacity)
-            .collect();
-        let prompt_len = WARM_UP_PROMPT.min(capacity);
-        let total = ks.len() * (sizes.len() + 1);
-        let mut done = 0;
-        let mut tree = DraftTree::new(0);
-        self.reset();
-        for &k in &ks {
-            // A prompt's pass reads every row's top-k for Token Recycling, else the last.
-            tree.reset(0);
-            tree.push_chain(0, &vec![0; prompt_len - 1], Source::Model);
-            let first = if k > 0 { 0 } else { prompt_len - 1 };
-            self.fill(&tree, first, k, None).await?;
-            self.reset();
-            done += 1;
-            progress(done, total);
-            for &n in &sizes {
-                // A branch and a last node beside it, which is kept: a path off the
-                // first branch is gathered into place, and that has kernels of its own.
-                tree.reset(0);
-                tree.push_chain(0, &vec![0; n.saturating_sub(2)], Source::Model);
-                let last = if n > 1 {
-                    tree.push(0, 1, Source::Model)
-                } else {
-                    0
-                };
-                self.verify(&tree, k, None).await?;
-                self.commit(&[0, last][..n.min(2)])?;
-                self.reset();
-                done += 1;
-                progress(done, total);
-            }
-        }
-        Ok(WarmUp {
-            steps: done,
-            graphs: self.captured_steps(),
-        })
-    }
-
     /// The host's half of [`Target::verify`] (or of [`Target::fill`], with
     /// [`Reads::From`]): builds the step's forward and hands it to the device, waiting on
     /// nothing. On a GPU a small model's step can be bound by this half, which `samd
@@ -272,17 +222,20 @@ impl ModelTarget {
     }
 }
 
-/// Tokens of [`ModelTarget::warm_up`]'s prompt pass: more than the 8 rows past which the
+/// Tokens of [`Target::warm_up`]'s prompt pass: more than the 8 rows past which the
 /// products tile their rows, as a chat prompt's pass does.
 const WARM_UP_PROMPT: usize = 32;
 
-/// What [`ModelTarget::warm_up`] ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`Target::warm_up`] ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmUp {
     /// Forward passes run: verify steps and prompt passes.
     pub steps: usize,
     /// Step graphs the cache holds after them.
     pub graphs: usize,
+    /// `(nodes, microseconds)` of verify steps whose time is what a request's would be:
+    /// nothing left to compile or capture.
+    pub timings: Vec<(usize, u64)>,
 }
 
 /// Which nodes' ids a verification reads back.
@@ -386,6 +339,78 @@ impl Target for ModelTarget {
     /// prunes them, and can exceed it.
     fn max_tree_nodes(&self) -> usize {
         self.model.max_tree_nodes()
+    }
+
+    /// On wgpu: one greedy verify step of every size step graphs are captured at
+    /// ([`padded_step_sizes`]), with its commit, then a second, timed, and one prompt
+    /// pass, for each number of ids per node that `methods` read back; the cache is
+    /// emptied after each.
+    ///
+    /// A size's first step compiles its kernels' pipelines and captures its graph, at
+    /// several times a replayed step's cost. Plain decoding needs only the one-node step,
+    /// so without this a request's speculative steps paid for every new size: the demo's
+    /// first race after a load showed its speculative lane behind later races'. The
+    /// second steps' timings tell the tree budget what each size costs on this device
+    /// before it has to guess ([`crate::Session::warm_up`]). On the CPU there is nothing
+    /// to compile or capture. A sampling step still captures its own graph at its first
+    /// use of a size.
+    async fn warm_up(
+        &mut self,
+        methods: &[Method],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<WarmUp, Error> {
+        if !self.model.on_wgpu() {
+            return Ok(WarmUp::default());
+        }
+        let mut ks: Vec<usize> = methods.iter().map(|m| m.top_k()).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        let capacity = self.capacity();
+        let sizes: Vec<usize> = padded_step_sizes(self.max_tree_nodes())
+            .into_iter()
+            .filter(|&n| n <= capacity)
+            .collect();
+        let prompt_len = WARM_UP_PROMPT.min(capacity);
+        let total = ks.len() * (1 + 2 * sizes.len());
+        let mut warm = WarmUp::default();
+        let mut tree = DraftTree::new(0);
+        self.reset();
+        for &k in &ks {
+            // A prompt's pass reads every row's top-k for Token Recycling, else the last.
+            tree.reset(0);
+            tree.push_chain(0, &vec![0; prompt_len - 1], Source::Model);
+            let first = if k > 0 { 0 } else { prompt_len - 1 };
+            self.fill(&tree, first, k, None).await?;
+            self.reset();
+            warm.steps += 1;
+            progress(warm.steps, total);
+            for &n in &sizes {
+                // A branch and a last node beside it, which is kept: a path off the
+                // first branch is gathered into place, and that has kernels of its own.
+                tree.reset(0);
+                tree.push_chain(0, &vec![0; n.saturating_sub(2)], Source::Model);
+                let last = if n > 1 {
+                    tree.push(0, 1, Source::Model)
+                } else {
+                    0
+                };
+                let path = &[0, last][..n.min(2)];
+                for timed in [false, true] {
+                    let started = Instant::now();
+                    self.verify(&tree, k, None).await?;
+                    self.commit(path)?;
+                    if timed {
+                        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        warm.timings.push((n, us));
+                    }
+                    self.reset();
+                    warm.steps += 1;
+                    progress(warm.steps, total);
+                }
+            }
+        }
+        warm.graphs = self.captured_steps();
+        Ok(warm)
     }
 
     fn cost_shape(&self) -> CostShape {

@@ -54,10 +54,17 @@ fn a_warm_up_captures_every_step_size_and_changes_no_output() {
     let done = read_sync(warm.warm_up(&Method::ALL, |done, total| seen.push((done, total))))
         .expect("warm-up");
     let sizes = padded_step_sizes(warm.max_tree_nodes()).len();
-    // Argmax alone (AR, PLD, SAM) and with Token Recycling's top-k: a prompt pass and a
-    // step of each size for both.
-    assert_eq!(done.steps, 2 * (sizes + 1));
+    // Argmax alone (AR, PLD, SAM) and with Token Recycling's top-k: a prompt pass and
+    // two steps of each size for both, the second timed.
+    assert_eq!(done.steps, 2 * (1 + 2 * sizes));
     assert_eq!(done.graphs, 2 * sizes);
+    let mut timed: Vec<usize> = done.timings.iter().map(|&(n, _)| n).collect();
+    timed.dedup();
+    assert_eq!(
+        timed.len(),
+        2 * sizes,
+        "every size timed, for both readbacks"
+    );
     assert_eq!(seen.last(), Some(&(done.steps, done.steps)));
     assert_eq!(seen.len(), done.steps);
     assert_eq!(warm.past_len(), 0, "the warm-up's passes are forgotten");
@@ -77,4 +84,29 @@ fn on_the_cpu_a_warm_up_does_nothing() {
     let done =
         read_sync(target.warm_up(&Method::ALL, |_, _| panic!("no passes"))).expect("warm-up");
     assert_eq!((done.steps, done.graphs), (0, 0));
+}
+
+#[test]
+fn a_sessions_warm_up_gives_the_tree_budget_its_timings() {
+    let Some(gpu) = model_common::wgpu_device() else {
+        return;
+    };
+    let mut session = Session::new(ModelTarget::new(tiny_model(&gpu), CAPACITY), None);
+    let guess = session.step_cost();
+    let done = read_sync(session.warm_up(&Method::ALL, |_, _| ())).expect("warm-up");
+    let single: Vec<f64> = done
+        .timings
+        .iter()
+        .filter(|&&(n, _)| n == 1)
+        .map(|&(_, us)| us as f64)
+        .collect();
+    let (least, most) = single
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    let cost = session.step_cost();
+    assert_ne!(cost, guess);
+    assert!(
+        (least..=most).contains(&cost.single),
+        "a one-node step costs what the warm-up's took: {cost:?}, {single:?}"
+    );
 }

@@ -60,9 +60,10 @@ pub struct WarmUpInfo {
 }
 
 /// The session over `target`, warmed up on `device` if `when` says so, and what the
-/// warm-up ran. `progress(done, total)` follows a WebGPU warm-up's passes.
+/// warm-up ran. `progress(done, total)` follows a WebGPU warm-up's passes, whose timings
+/// also give the tree budget each tree size's cost ([`Session::warm_up`]).
 pub async fn ready(
-    mut target: ModelTarget,
+    target: ModelTarget,
     tokenizer: &Tokenizer,
     device: &DeviceInfo,
     when: When,
@@ -73,16 +74,16 @@ pub async fn ready(
     }
     let started = Instant::now();
     let ms = || started.elapsed().as_secs_f64() * 1e3;
+    let mut session = Session::new(target, None);
     if device.backend == "webgpu" {
-        let done = target.warm_up(&Method::ALL, progress).await?;
+        let done = session.warm_up(&Method::ALL, progress).await?;
         let info = WarmUpInfo {
             passes: done.steps,
             graphs: done.graphs,
             ms: ms(),
         };
-        return Ok((Session::new(target, None), Some(info)));
+        return Ok((session, Some(info)));
     }
-    let mut session = Session::new(target, None);
     let passes = warm_up_cpu(&mut session, tokenizer).await;
     let info = WarmUpInfo {
         passes,
