@@ -6,13 +6,12 @@
 
 use std::future::Future;
 
-use web_time::Instant;
-
 use samd_draft::replay::ReplayLimits;
 use samd_draft::tree::{DraftTree, Source};
 use samd_model::cpu_matmul::CPU_MAX_ROWS;
 use samd_model::step_graph::padded_step_sizes;
 use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds, max_tree_nodes_on};
+use web_time::Instant;
 
 use crate::{CostShape, Error, Method, PREFILL_CHUNK, Sampling};
 
@@ -346,14 +345,15 @@ impl Target for ModelTarget {
     /// pass, for each number of ids per node that `methods` read back; the cache is
     /// emptied after each.
     ///
-    /// A size's first step compiles its kernels' pipelines and captures its graph, at
-    /// several times a replayed step's cost. Plain decoding needs only the one-node step,
-    /// so without this a request's speculative steps paid for every new size: the demo's
-    /// first race after a load showed its speculative lane behind later races'. The
-    /// second steps' timings tell the tree budget what each size costs on this device
-    /// before it has to guess ([`crate::Session::warm_up`]). On the CPU there is nothing
-    /// to compile or capture. A sampling step still captures its own graph at its first
-    /// use of a size.
+    /// A size's first step compiles its kernels' pipelines and captures its graph, which
+    /// later steps of that size skip. Plain decoding needs only the one-node step, so
+    /// without this a request's speculative steps paid for every new size, and the demo's
+    /// first race charged it to the speculative lane alone. The second steps' timings
+    /// tell the tree budget what each size costs on this device before it has to guess
+    /// ([`crate::Session::warm_up`]): from its GPU guess, nodes nearly free, a first race
+    /// on SwiftShader verified 55 nodes at five one-node steps' cost. On the CPU there is
+    /// nothing to compile or capture. A sampling step still captures its own graph at its
+    /// first use of a size.
     async fn warm_up(
         &mut self,
         methods: &[Method],
