@@ -323,6 +323,7 @@ fn bench_replay_cuts_as_the_device_would_and_refuses_a_longer_trace() {
             err.contains(&format!("at most {cap} a step on {device}")),
             "{err}"
         );
+        assert!(err.contains("0 of 1 traces end at a stop id"), "{err}");
         let table = String::from_utf8_lossy(&out.stdout);
         assert!(table.contains("| sam |"), "{table}");
     }

@@ -32,6 +32,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             limits.max_tree_nodes,
             args.model.device.name()
         );
+        // Traces saved before stop ids were recorded replay each end-of-turn step short.
+        let stopped = traces.iter().filter(|t| t.stop_id.is_some()).count();
+        eprintln!(
+            "{stopped} of {} traces end at a stop id, whose step replay takes too",
+            traces.len()
+        );
         let result = replay_bench(&traces, &args.methods, vocab, corpus, limits)?;
         println!("{}", result.markdown());
         return write_json(args, &result.to_json()?);
