@@ -63,10 +63,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // tree budget's first step costs.
     let (warm, warm_ms) = timed(|| read_sync(session.warm_up(&args.methods, |_, _| ())));
     let warm = warm?;
-    if warm.steps > 0 {
+    if warm.passes > 0 {
         eprintln!(
             "warm-up: {} passes in {warm_ms:.0} ms, {} step graphs captured; {}",
-            warm.steps,
+            warm.passes,
             warm.graphs,
             fitted_cost(&session)
         );
@@ -105,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }))?;
     println!("{}", result.markdown());
     eprintln!("{}", fitted_cost(&session));
-    if warm.steps > 0 {
+    if warm.passes > 0 {
         let graphs = session.target().captured_steps();
         eprintln!(
             "step graphs captured during the run: {}",

@@ -119,7 +119,8 @@ impl<T: Target + std::fmt::Debug> std::fmt::Debug for Session<T> {
 /// order), and speculative decoding must continue from plain decoding's bits.
 pub const PREFILL_CHUNK: usize = 256;
 
-fn micros(since: Instant) -> u64 {
+/// Microseconds since `since`, saturating.
+pub(crate) fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 

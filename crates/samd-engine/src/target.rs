@@ -13,6 +13,7 @@ use samd_model::step_graph::padded_step_sizes;
 use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds, max_tree_nodes_on};
 use web_time::Instant;
 
+use crate::session::micros;
 use crate::{CostShape, Error, Method, PREFILL_CHUNK, Sampling};
 
 /// A model that verifies draft trees against a cache of committed positions.
@@ -229,7 +230,7 @@ const WARM_UP_PROMPT: usize = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmUp {
     /// Forward passes run: verify steps and prompt passes.
-    pub steps: usize,
+    pub passes: usize,
     /// Step graphs the cache holds after them.
     pub graphs: usize,
     /// `(nodes, microseconds)` of verify steps whose time is what a request's would be:
@@ -382,8 +383,8 @@ impl Target for ModelTarget {
             let first = if k > 0 { 0 } else { prompt_len - 1 };
             self.fill(&tree, first, k, None).await?;
             self.reset();
-            warm.steps += 1;
-            progress(warm.steps, total);
+            warm.passes += 1;
+            progress(warm.passes, total);
             for &n in &sizes {
                 // A branch and a last node beside it, which is kept: a path off the
                 // first branch is gathered into place, and that has kernels of its own.
@@ -400,12 +401,11 @@ impl Target for ModelTarget {
                     self.verify(&tree, k, None).await?;
                     self.commit(path)?;
                     if timed {
-                        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        warm.timings.push((n, us));
+                        warm.timings.push((n, micros(started)));
                     }
                     self.reset();
-                    warm.steps += 1;
-                    progress(warm.steps, total);
+                    warm.passes += 1;
+                    progress(warm.passes, total);
                 }
             }
         }

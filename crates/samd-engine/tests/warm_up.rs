@@ -56,7 +56,7 @@ fn a_warm_up_captures_every_step_size_and_changes_no_output() {
     let sizes = padded_step_sizes(warm.max_tree_nodes()).len();
     // Argmax alone (AR, PLD, SAM) and with Token Recycling's top-k: a prompt pass and
     // two steps of each size for both, the second timed.
-    assert_eq!(done.steps, 2 * (1 + 2 * sizes));
+    assert_eq!(done.passes, 2 * (1 + 2 * sizes));
     assert_eq!(done.graphs, 2 * sizes);
     let mut timed: Vec<usize> = done.timings.iter().map(|&(n, _)| n).collect();
     timed.dedup();
@@ -65,8 +65,8 @@ fn a_warm_up_captures_every_step_size_and_changes_no_output() {
         2 * sizes,
         "every size timed, for both readbacks"
     );
-    assert_eq!(seen.last(), Some(&(done.steps, done.steps)));
-    assert_eq!(seen.len(), done.steps);
+    assert_eq!(seen.last(), Some(&(done.passes, done.passes)));
+    assert_eq!(seen.len(), done.passes);
     assert_eq!(warm.past_len(), 0, "the warm-up's passes are forgotten");
 
     let (warm_outputs, warm_graphs) = generate_all(warm);
@@ -83,7 +83,7 @@ fn on_the_cpu_a_warm_up_does_nothing() {
     let mut target = ModelTarget::new(tiny_model(&Device::flex()), CAPACITY);
     let done =
         read_sync(target.warm_up(&Method::ALL, |_, _| panic!("no passes"))).expect("warm-up");
-    assert_eq!((done.steps, done.graphs), (0, 0));
+    assert_eq!((done.passes, done.graphs), (0, 0));
 }
 
 #[test]

@@ -69,26 +69,21 @@ pub async fn ready(
     when: When,
     progress: impl FnMut(usize, usize),
 ) -> Result<(Session<ModelTarget>, Option<WarmUpInfo>), WebError> {
+    let mut session = Session::new(target, None);
     if !when.applies(device) {
-        return Ok((Session::new(target, None), None));
+        return Ok((session, None));
     }
     let started = Instant::now();
-    let ms = || started.elapsed().as_secs_f64() * 1e3;
-    let mut session = Session::new(target, None);
-    if device.backend == "webgpu" {
+    let (passes, graphs) = if device.backend == "webgpu" {
         let done = session.warm_up(&Method::ALL, progress).await?;
-        let info = WarmUpInfo {
-            passes: done.steps,
-            graphs: done.graphs,
-            ms: ms(),
-        };
-        return Ok((session, Some(info)));
-    }
-    let passes = warm_up_cpu(&mut session, tokenizer).await;
+        (done.passes, done.graphs)
+    } else {
+        (warm_up_cpu(&mut session, tokenizer).await, 0)
+    };
     let info = WarmUpInfo {
         passes,
-        graphs: 0,
-        ms: ms(),
+        graphs,
+        ms: started.elapsed().as_secs_f64() * 1e3,
     };
     Ok((session, Some(info)))
 }
