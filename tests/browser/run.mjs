@@ -199,6 +199,23 @@ test('<samd-demo> runs embedded in a page of another origin', { timeout: 2 * slo
   }
 });
 
+// Here the only WebGPU adapter is SwiftShader, which runs the model at seconds a token
+// where the CPU backend takes milliseconds: `auto` must pass it over, and say so.
+test('auto passes a software WebGPU adapter over for the CPU, and says so', { timeout: slow }, async () => {
+  const browser = await launch();
+  try {
+    const { page } = browser;
+    await openPage(page, server, { backend: 'auto', max: '4' });
+    assert.equal(await page.getByTestId('device').getAttribute('data-backend'), 'cpu');
+    const notice = page.getByTestId('fallback-notice');
+    assert.ok(await notice.isVisible(), 'the fallback notice is visible');
+    assert.match(await notice.textContent(), /software/);
+    console.log(`  software-adapter: ${await notice.textContent()}`);
+  } finally {
+    await browser.close();
+  }
+});
+
 // SwiftShader runs WebGPU on the CPU at seconds per step even for the two-layer model, so
 // this run stops after four tokens. It samples, from a nucleus and the same seed in both
 // lanes: the draws' kernels, their replayed step graphs and the position-keyed noise that

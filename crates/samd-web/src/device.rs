@@ -9,7 +9,7 @@ use crate::error::{ErrorKind, WebError};
 /// Which backend the page asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
-    /// WebGPU if it works, else the CPU with a notice.
+    /// WebGPU on a GPU if the browser has one, else the CPU with a notice.
     Auto,
     /// WebGPU or an error.
     WebGpu,
@@ -56,16 +56,27 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
     if want == Want::Cpu {
         return Ok((Device::flex(), cpu_info(false, None)));
     }
+    if want == Want::Auto
+        && let Some(software) = software_adapter().await
+    {
+        // Chrome's SwiftShader took about 13 s a token for SmolLM2-135M on the dev
+        // machine, where the CPU backend decodes some 90 tokens a second.
+        let named = match software.name.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", software.name),
+        };
+        let notice = format!(
+            "This browser's only WebGPU adapter{named} is a software one, a CPU \
+             implementation that runs this model far slower than the CPU backend: \
+             running on the CPU. Ask for the webgpu backend to use the adapter anyway."
+        );
+        return Ok((Device::flex(), cpu_info(true, Some(notice))));
+    }
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
             let software = info.device_type == wgpu::DeviceType::Cpu;
-            // Browsers may keep the adapter's description empty, for privacy.
-            let adapter = match (info.name.is_empty(), software) {
-                (false, _) => info.name.clone(),
-                (true, true) => "software adapter (a CPU implementation)".into(),
-                (true, false) => "GPU adapter".into(),
-            };
+            let adapter = adapter_name(&info);
             let limits = setup.device.limits();
             let max_binding = limits
                 .max_storage_buffer_binding_size
@@ -95,6 +106,36 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
             ErrorKind::Unsupported,
             format!("WebGPU is not available: {e}"),
         )),
+    }
+}
+
+/// The adapter the wgpu runtime would get, if it is a software one; `None` for a GPU, or
+/// no adapter at all. It asks as the runtime does (`cubecl-wgpu`'s `request_adapter`:
+/// high performance, no forced fallback), without making a device: the runtime makes
+/// its own, once, and cannot hand it back.
+async fn software_adapter() -> Option<wgpu::AdapterInfo> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    let info = adapter.get_info();
+    (info.device_type == wgpu::DeviceType::Cpu).then_some(info)
+}
+
+/// The adapter's name, or what kind it is where the browser keeps the name to itself,
+/// for privacy.
+fn adapter_name(info: &wgpu::AdapterInfo) -> String {
+    match (
+        info.name.is_empty(),
+        info.device_type == wgpu::DeviceType::Cpu,
+    ) {
+        (false, _) => info.name.clone(),
+        (true, true) => "software adapter (a CPU implementation)".into(),
+        (true, false) => "GPU adapter".into(),
     }
 }
 
