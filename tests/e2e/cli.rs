@@ -297,7 +297,7 @@ fn check_reference_refuses_a_file_the_reference_did_not_run() {
 }
 
 #[test]
-fn bench_replay_cuts_as_the_device_would_and_refuses_a_longer_trace() {
+fn bench_replay_cuts_as_the_device_would_simulates_step_costs_and_refuses_a_longer_trace() {
     let Some(model) = real_model() else { return };
     let model = model.to_str().expect("utf-8 model path");
     // A prompt of 20 tokens, then 40 generated that repeat it: SAM drafts long chains.
@@ -329,4 +329,30 @@ fn bench_replay_cuts_as_the_device_would_and_refuses_a_longer_trace() {
     }
     let err = assert_clean_error(&replay(&["--max-tokens", "39"]));
     assert!(err.contains("--max-tokens"), "{err}");
+
+    // Step costs make the replay stand for a device: the budget's trees, simulated times.
+    let costs = ["--device", "wgpu", "--max-tokens", "40", "--step-costs"];
+    let out = replay(&[&costs[..], &["1:6.36,2:7.71,16:12.32,64:26.51"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("timed as 1:6.36,2:7.71,16:12.32,64:26.51 ms"),
+        "{err}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("speedup over AR, simulated"), "{table}");
+    let err = assert_usage_error(&replay(&[&costs[..], &["2:5,4:6"]].concat()));
+    assert!(err.contains("one-node step"), "{err}");
+    let err = assert_usage_error(&samd(&["bench", "--step-costs", "1:5", "--model", model]));
+    assert!(err.contains("--replay"), "{err}");
+}
+
+/// Asserts that the command line was refused before anything ran: exit code 2 and
+/// clap's message, no panic.
+fn assert_usage_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.starts_with("error:"), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    err
 }

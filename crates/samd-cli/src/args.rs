@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use samd_engine::bench::StepCosts;
 use samd_engine::{Method, Sampling, TreePolicy};
 
 /// The model `scripts/fetch-model.sh` puts in place, relative to the repository root.
@@ -277,6 +278,13 @@ pub struct BenchArgs {
     /// these `--device` and `--max-tokens` would take (as under `--tree full`).
     #[arg(long, value_name = "TRACES")]
     pub replay: Option<PathBuf>,
+    /// With `--replay`: stand for a device whose verify step of N nodes takes the given
+    /// milliseconds (`nodes:ms` pairs from 1 node up, linear between them: say
+    /// `1:6.36,2:7.71,16:12.32,64:26.51`, an H200's by `samd profile --sizes`). Each step
+    /// then verifies what the adaptive tree budget keeps on that device (whose steps pad
+    /// to powers of two with `--device wgpu`), and the tables give simulated speedups.
+    #[arg(long, value_name = "COSTS", requires = "replay")]
+    pub step_costs: Option<StepCosts>,
     /// Static corpus.
     #[command(flatten)]
     pub corpus: CorpusArgs,

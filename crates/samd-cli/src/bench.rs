@@ -6,10 +6,11 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::read_sync;
 use samd_draft::replay::ReplayLimits;
 use samd_engine::bench::{
-    BenchConfig, BenchTrace, load_prompts, replay_bench, run_bench, select, traces_from_jsonl,
-    traces_from_run, traces_to_jsonl,
+    BenchConfig, BenchTrace, SimulatedDevice, load_prompts, replay_bench, run_bench, select,
+    traces_from_jsonl, traces_from_run, traces_to_jsonl,
 };
 use samd_engine::{ModelTarget, Session};
+use samd_model::step_graph::StepPadding;
 
 use crate::args::{BenchArgs, DeviceKind};
 use crate::load::{ModelBytes, init_device, load_corpus, timed};
@@ -27,18 +28,43 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let traces = traces_from_jsonl(&jsonl)?;
         let corpus = load_corpus(&args.corpus, &tokenizer)?;
         let limits = replay_limits(args, &traces)?;
-        eprintln!(
-            "replay: every drafted node that fits verified (as --tree full), at most {} a step on {}",
-            limits.max_tree_nodes,
-            args.model.device.name()
-        );
+        let on_wgpu = args.model.device == DeviceKind::Wgpu;
+        let device = args.step_costs.clone().map(|costs| SimulatedDevice {
+            costs,
+            padding: match on_wgpu {
+                true => StepPadding::PowerOfTwo,
+                false => StepPadding::Exact,
+            },
+        });
+        match &device {
+            None => eprintln!(
+                "replay: every drafted node that fits verified (as --tree full), at most {} a step on {}",
+                limits.max_tree_nodes,
+                args.model.device.name()
+            ),
+            Some(d) => eprintln!(
+                "replay: the adaptive tree budget's nodes verified, at most {} a step on {}, \
+                 each step timed as {} ms by its {}node count",
+                limits.max_tree_nodes,
+                args.model.device.name(),
+                d.costs,
+                if on_wgpu { "padded " } else { "" }
+            ),
+        }
         // Traces saved before stop ids were recorded replay each end-of-turn step short.
         let stopped = traces.iter().filter(|t| t.stop_id.is_some()).count();
         eprintln!(
             "{stopped} of {} traces end at a stop id, whose step replay takes too",
             traces.len()
         );
-        let result = replay_bench(&traces, &args.methods, vocab, corpus, limits)?;
+        let result = replay_bench(
+            &traces,
+            &args.methods,
+            vocab,
+            corpus,
+            limits,
+            device.as_ref(),
+        )?;
         println!("{}", result.markdown());
         return write_json(args, &result.to_json()?);
     }

@@ -29,15 +29,18 @@ use serde::{Deserialize, Serialize};
 use crate::{GenerateOptions, Method, Session, StopReason, Target};
 
 mod prompts;
+mod step_costs;
 mod summary;
 mod traces;
 
 pub use prompts::{
     BenchPrompt, CATEGORY_ORDER, MT_BENCH_CATEGORIES, bench_category, load_prompts, select,
 };
+pub use step_costs::StepCosts;
 pub use summary::{Aggregate, MethodSummary, Summary};
 pub use traces::{
-    BenchTrace, TraceTopK, replay_bench, traces_from_jsonl, traces_from_run, traces_to_jsonl,
+    BenchTrace, SimulatedDevice, TraceTopK, replay_bench, traces_from_jsonl, traces_from_run,
+    traces_to_jsonl,
 };
 
 /// What can go wrong in a benchmark.
@@ -393,6 +396,14 @@ impl BenchResult {
             summary: Summary::from_records(&records),
             records,
         }
+    }
+
+    /// Aggregates the records of a replay whose times are simulated
+    /// ([`replay_bench`]'s with a device).
+    pub fn simulated(records: Vec<BenchRecord>) -> Self {
+        let mut result = Self::from_records(records);
+        result.summary.simulated = true;
+        result
     }
 
     /// The records whose output differs from AR's: each one is a correctness bug.

@@ -21,6 +21,7 @@
 
 use samd_draft::drafter::DraftReport;
 use samd_draft::tree::{DraftTree, Source};
+use samd_model::step_graph::StepPadding;
 
 /// Which nodes each step verifies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -440,6 +441,8 @@ pub struct TreeBudget {
     drafter: &'static str,
     parked: Vec<(&'static str, AcceptanceModel)>,
     cost: StepCost,
+    /// How the device pads a step's nodes, which it computes and pays for.
+    padding: StepPadding,
     /// Buckets of the tree being verified, node by node (kept across `prune` and `learn`).
     buckets: Vec<usize>,
     /// Scratch: each node's chance of being reached, and the nodes by that chance.
@@ -471,6 +474,14 @@ impl TreeBudget {
     /// Starts the step-cost fit over from `shape`, the device's guess.
     pub fn set_cost_shape(&mut self, shape: CostShape) {
         self.cost = StepCost::new(shape);
+    }
+
+    /// Tells the budget how the device pads a step's nodes (the target's
+    /// [`crate::Target::step_padding`]). A padded step costs its padded size, so a tree
+    /// cut to 5 nodes pays for 8: the budget prices each size as padded, and so keeps
+    /// the likeliest nodes up to the padded size where they pay.
+    pub fn set_step_padding(&mut self, padding: StepPadding) {
+        self.padding = padding;
     }
 
     /// Prunes `tree` to at most `most` nodes (the root included) that pay under `policy`,
@@ -516,7 +527,7 @@ impl TreeBudget {
                 let mut expected = 1.0;
                 for (i, &node) in self.order[..fit].iter().enumerate() {
                     expected += f64::from(reach[node]);
-                    let rate = expected / cost.step(i + 2);
+                    let rate = expected / cost.step(self.padding.nodes(i + 2));
                     if rate > best_rate {
                         (best, best_rate) = (i + 1, rate);
                     }
@@ -541,7 +552,7 @@ impl TreeBudget {
     /// how long the step took.
     pub fn learn(&mut self, tree: &DraftTree, path: &[usize], verify_us: u64) {
         self.learn_acceptance(tree, path);
-        self.cost.observe(tree.len(), verify_us);
+        self.cost.observe(self.padding.nodes(tree.len()), verify_us);
     }
 
     /// Learns what a step of `nodes` nodes costs, from a step that verified nothing
@@ -751,6 +762,26 @@ mod tests {
             "a CPU keeps only the likelier half: {cpu}"
         );
         assert_eq!(prune(50_000, 50), 13, "a GPU keeps the whole chain");
+    }
+
+    #[test]
+    fn a_padded_step_is_filled_to_its_padded_size() {
+        // Chains right for 0 to 12 tokens, evenly, on a device where nodes cost a
+        // tenth of a step: unpadded, the budget keeps a count that is no power of two.
+        let prune = |padding| {
+            let mut budget = TreeBudget::default();
+            teach(&mut budget, 22_000, 20_000, 2_000, |step| step % 13);
+            budget.set_step_padding(padding);
+            let mut tree = chain(12, Source::DynamicSam);
+            budget.prune(&mut tree, &report(8), TreePolicy::Adaptive, usize::MAX);
+            tree.len()
+        };
+        let exact = prune(StepPadding::Exact);
+        assert!(!exact.is_power_of_two(), "{exact} nodes");
+        // A step of `exact` nodes would pay for the next power of two: the budget keeps
+        // that many, or, where the likelier nodes alone pay better, the power below.
+        let padded = prune(StepPadding::PowerOfTwo);
+        assert!(padded.is_power_of_two(), "{padded} nodes");
     }
 
     #[test]

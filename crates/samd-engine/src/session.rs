@@ -129,6 +129,7 @@ impl<T: Target> Session<T> {
     pub fn new(target: T, drafter: Option<Box<dyn Drafter>>) -> Self {
         let mut budget = TreeBudget::default();
         budget.set_cost_shape(target.cost_shape());
+        budget.set_step_padding(target.step_padding());
         let mut session = Self {
             target,
             drafter: None,

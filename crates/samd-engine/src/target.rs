@@ -9,7 +9,7 @@ use std::future::Future;
 use samd_draft::replay::ReplayLimits;
 use samd_draft::tree::{DraftTree, Source};
 use samd_model::cpu_matmul::CPU_MAX_ROWS;
-use samd_model::step_graph::padded_step_sizes;
+use samd_model::step_graph::{StepPadding, padded_step_sizes};
 use samd_model::{AncestorMask, Draw, KvCache, Llama, TokenIds, max_tree_nodes_on};
 use web_time::Instant;
 
@@ -68,6 +68,11 @@ pub trait Target {
     /// likeliest, as the tree budget ranks them).
     fn max_tree_nodes(&self) -> usize {
         usize::MAX
+    }
+
+    /// How a verification pads its nodes: what it computes, and so what it costs.
+    fn step_padding(&self) -> StepPadding {
+        StepPadding::Exact
     }
 
     /// Seeds the random draws of the following verifications.
@@ -339,6 +344,12 @@ impl Target for ModelTarget {
     /// prunes them, and can exceed it.
     fn max_tree_nodes(&self) -> usize {
         self.model.max_tree_nodes()
+    }
+
+    /// On wgpu a verify step replays the step graph of its node count rounded up to a
+    /// power of two ([`Llama::step_padding`]).
+    fn step_padding(&self) -> StepPadding {
+        self.model.step_padding()
     }
 
     /// On wgpu: one greedy verify step of every size step graphs are captured at

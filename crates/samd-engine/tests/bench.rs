@@ -10,10 +10,11 @@ use burn::tensor::read_sync;
 use samd_draft::replay::ReplayLimits;
 use samd_engine::bench::{
     BenchConfig, BenchError, BenchPrompt, BenchRecord, BenchResult, BenchTrace, CATEGORY_ORDER,
-    bench_category, load_prompts, replay_bench, run_bench, select, traces_from_jsonl,
-    traces_from_run, traces_to_jsonl,
+    SimulatedDevice, bench_category, load_prompts, replay_bench, run_bench, select,
+    traces_from_jsonl, traces_from_run, traces_to_jsonl,
 };
 use samd_engine::{Method, Session, TreePolicy};
+use samd_model::step_graph::StepPadding;
 
 mod common;
 use common::FakeModel;
@@ -224,6 +225,7 @@ fn replay_gives_mat_of_at_least_one() {
         VOCAB,
         None,
         ReplayLimits::NONE,
+        None,
     )
     .unwrap();
     let s = &result.summary;
@@ -248,6 +250,62 @@ fn replay_gives_mat_of_at_least_one() {
         !md.contains("2/2") && md.contains("no check of the output"),
         "{md}"
     );
+}
+
+#[test]
+fn replay_on_step_costs_simulates_a_device() {
+    // A text that repeats itself, so that drafts are right and long.
+    let unit: Vec<u32> = (3..15).collect();
+    let tokens: Vec<u32> = unit.iter().cycle().take(unit.len() * 6).copied().collect();
+    let traces = vec![BenchTrace {
+        question_id: 7,
+        category: "qa".into(),
+        prompt_len: unit.len(),
+        tokens,
+        stop_id: None,
+        top_k: None,
+    }];
+    let replay_on = |costs: &str| {
+        let device = SimulatedDevice {
+            costs: costs.parse().unwrap(),
+            padding: StepPadding::PowerOfTwo,
+        };
+        let result = replay_bench(
+            &traces,
+            &[Method::Sam],
+            VOCAB,
+            None,
+            ReplayLimits::NONE,
+            Some(&device),
+        )
+        .unwrap();
+        assert!(result.summary.timed && result.summary.simulated);
+        let md = result.markdown();
+        assert!(md.contains("simulated") && md.contains("no check"), "{md}");
+        let [ar, sam] = &result.records[..] else {
+            panic!("{:?}", result.records)
+        };
+        // AR takes one-node steps: 59 after the prefill's token, 10 ms each.
+        assert_eq!((ar.steps, ar.verify_us), (59, 590_000));
+        assert!(sam.steps < ar.steps);
+        // Every step costs at least a one-node step, and at most the largest padded one.
+        let (least, most) = (
+            sam.steps as f64 * 1e4,
+            sam.steps as f64 * device.step_micros(128),
+        );
+        assert!((least..=most).contains(&(sam.verify_us as f64)), "{sam:?}");
+        let nodes = 1.0 + sam.drafted as f64 / sam.steps as f64;
+        (result.summary.methods[1].overall.speedup.unwrap(), nodes)
+    };
+    let (cheap, cheap_nodes) = replay_on("1:10,2:10.5,128:14");
+    assert!(cheap > 2.0, "nearly free nodes: {cheap}×");
+    // Where a node costs most of a step, the budget verifies fewer of them.
+    let (dear, dear_nodes) = replay_on("1:10,2:18,128:650");
+    assert!(
+        dear_nodes < cheap_nodes,
+        "{dear_nodes} against {cheap_nodes}"
+    );
+    assert!(dear < cheap, "{dear}× against {cheap}×");
 }
 
 fn fake_prompt(question_id: u64, category: &str, ids: Vec<u32>) -> BenchPrompt {
@@ -324,6 +382,7 @@ fn assert_replay_predicts(
         VOCAB,
         None,
         limits,
+        None,
     )
     .unwrap();
     for name in ["ar", "sam", "pld"] {
@@ -400,6 +459,7 @@ fn a_capped_fake_run_replays_to_the_same_steps() {
         VOCAB,
         None,
         ReplayLimits::NONE,
+        None,
     )
     .unwrap();
     assert!(whole.summary.methods[1].overall.steps < capped.summary.methods[1].overall.steps);
@@ -449,7 +509,7 @@ fn a_fake_run_ended_by_a_stop_id_replays_to_the_same_steps() {
     for t in &mut without_stops {
         t.stop_id = None;
     }
-    let old = replay_bench(&without_stops, &[Method::Sam], VOCAB, None, limits).unwrap();
+    let old = replay_bench(&without_stops, &[Method::Sam], VOCAB, None, limits, None).unwrap();
     assert_ne!(sam_steps(&old), sam_steps(&replayed));
 }
 
@@ -564,7 +624,7 @@ fn replay_predicts_a_real_cpu_run_step_for_step() {
     let traces = traces_from_run(&prompts, &result.records);
     let limits = samd_engine::ModelTarget::replay_limits(false, capacity);
     let vocab = u32::try_from(tokenizer.vocab_size()).unwrap();
-    let replayed = replay_bench(&traces, &config.methods, vocab, None, limits).unwrap();
+    let replayed = replay_bench(&traces, &config.methods, vocab, None, limits, None).unwrap();
     let steps = |r: &BenchResult| -> Vec<(u64, String, usize, usize)> {
         let of = r.records.iter();
         of.map(|r| (r.question_id, r.method.clone(), r.steps, r.step_tokens))

@@ -45,7 +45,7 @@ use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
 use crate::quant_rows::{QuantKind, QuantRows};
 use crate::sampler::Draw;
-use crate::step_graph::{HostStep, StepInputs, padded_nodes};
+use crate::step_graph::{HostStep, StepInputs, StepPadding, padded_nodes};
 
 mod ancestor_mask;
 mod ids;
@@ -552,7 +552,7 @@ impl Llama {
         let n = tokens.len();
         let step = self.host_step(cache, tokens, positions, mask)?;
         let padded = padded_nodes(n)
-            .filter(|_| self.step_graphs && self.ops == BlockOps::Kernels)
+            .filter(|_| self.step_padding() == StepPadding::PowerOfTwo)
             .filter(|&p| cache.len() + p <= cache.capacity());
         let Some(padded) = padded else {
             return self.ids_launched(cache, &step, positions, 0, k, draw);
@@ -612,6 +612,16 @@ impl Llama {
     /// counting launches, which a replay does not make.
     pub fn set_step_graphs(&mut self, on: bool) {
         self.step_graphs = on;
+    }
+
+    /// How a verify step pads its nodes: to its step graph's size where steps replay
+    /// graphs ([`Llama::forward_ids`]), when the cache has room for the padding.
+    pub fn step_padding(&self) -> StepPadding {
+        if self.step_graphs && self.ops == BlockOps::Kernels {
+            StepPadding::PowerOfTwo
+        } else {
+            StepPadding::Exact
+        }
     }
 
     /// Whether verify steps replay captured graphs ([`Llama::set_step_graphs`]).

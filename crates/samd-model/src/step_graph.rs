@@ -241,6 +241,27 @@ pub(crate) fn padded_nodes(n: usize) -> Option<usize> {
     Some(n.checked_next_power_of_two()?).filter(|&p| p <= SKINNY_MAX_ROWS)
 }
 
+/// How many nodes a verify step computes for the nodes it verifies, and so what it costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StepPadding {
+    /// As many as it verifies.
+    #[default]
+    Exact,
+    /// Up to the next power of two, the size of the step graph it replays, up to
+    /// [`SKINNY_MAX_ROWS`] nodes (wgpu). A step of 5 nodes costs what one of 8 does.
+    PowerOfTwo,
+}
+
+impl StepPadding {
+    /// The nodes a step of `nodes` computes.
+    pub fn nodes(self, nodes: usize) -> usize {
+        match self {
+            StepPadding::Exact => nodes,
+            StepPadding::PowerOfTwo => padded_nodes(nodes).unwrap_or(nodes),
+        }
+    }
+}
+
 /// Every node count a verify step of up to `most` nodes is captured at (1, 2, 4, …): one
 /// step of each captures every graph such steps replay.
 pub fn padded_step_sizes(most: usize) -> Vec<usize> {

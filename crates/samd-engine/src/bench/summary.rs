@@ -112,6 +112,10 @@ pub struct Summary {
     pub methods: Vec<MethodSummary>,
     /// Whether the records carry timings (false for replay).
     pub timed: bool,
+    /// Whether those timings are simulated, by a trace replay on given step costs, not
+    /// measured ([`super::replay_bench`]).
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 impl Summary {
@@ -166,6 +170,7 @@ impl Summary {
             categories,
             methods,
             timed,
+            simulated: false,
         }
     }
 
@@ -173,14 +178,17 @@ impl Summary {
     /// speedups over AR (the paper's table); without (replay) they are MATs.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let (per_category, lossless) = if self.timed {
-            ("speedup over AR", "prompts whose output equals AR's")
-        } else {
-            (
-                "MAT (trace replay, no timings)",
-                "no check of the output (replay decodes nothing)",
-            )
+        let replayed = "no check of the output (replay decodes nothing)";
+        let (per_category, lossless) = match (self.timed, self.simulated) {
+            (true, false) => ("speedup over AR", "prompts whose output equals AR's"),
+            (true, true) => (
+                "speedup over AR, simulated (trace replay on the given step costs)",
+                replayed,
+            ),
+            (false, _) => ("MAT (trace replay, no timings)", replayed),
         };
+        // A replay times no drafting, and checks no output.
+        let measured = self.timed && !self.simulated;
         let _ = writeln!(
             out,
             "Per category: {per_category}. Then overall MAT, nodes verified per step (the \
@@ -212,7 +220,7 @@ impl Summary {
             }
             let o = &m.overall;
             let nodes = (o.steps > 0).then(|| 1.0 + o.drafted as f64 / o.steps as f64);
-            let lossless = if self.timed {
+            let lossless = if measured {
                 format!("{}/{}", o.lossless, o.prompts)
             } else {
                 "–".to_owned()
@@ -224,7 +232,7 @@ impl Summary {
                 fmt(nodes, 1),
                 fmt(o.tok_s, 1),
                 fmt(o.speedup, 2),
-                fmt(o.drafter_share.map(|s| s * 100.0), 1),
+                fmt(o.drafter_share.filter(|_| measured).map(|s| s * 100.0), 1),
             );
         }
         out

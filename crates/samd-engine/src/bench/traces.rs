@@ -11,7 +11,11 @@ use samd_draft::replay::{ReplayLimits, TopK, Trace, TreeCut, replay};
 use samd_draft::tree::DraftTree;
 use serde::{Deserialize, Serialize};
 
-use super::{BenchError, BenchPrompt, BenchRecord, BenchResult, ar_first, verified_positions};
+use samd_model::step_graph::{StepPadding, padded_step_sizes};
+
+use super::{
+    BenchError, BenchPrompt, BenchRecord, BenchResult, StepCosts, ar_first, verified_positions,
+};
 use crate::budget::TreeBudget;
 use crate::{Method, TreePolicy};
 
@@ -131,37 +135,66 @@ pub fn traces_from_jsonl(jsonl: &str) -> Result<Vec<BenchTrace>, BenchError> {
     Ok(traces)
 }
 
-/// Replays every method's drafter against `traces` and aggregates the MATs (no
-/// timings). One drafter per method serves all traces in order, after a warm-up on the
-/// first, as in [`super::run_bench`]; each step verifies the likeliest drafted nodes that
-/// fit `limits`, as a run under `--tree full` does ([`TreeBudget::prune`]). AR needs no
-/// replay: it makes one token per step. Traces whose output is empty count as prompts
-/// with no steps.
+/// A device that trace replay stands for, by what its verify steps cost.
+#[derive(Debug, Clone)]
+pub struct SimulatedDevice {
+    /// Step times by the nodes a step computes.
+    pub costs: StepCosts,
+    /// How the device's steps pad their nodes (to their step graph's size on wgpu).
+    pub padding: StepPadding,
+}
+
+impl SimulatedDevice {
+    /// The time of a step that verifies `nodes` nodes, in microseconds.
+    pub fn step_micros(&self, nodes: usize) -> f64 {
+        self.costs.micros(self.padding.nodes(nodes))
+    }
+}
+
+/// Replays every method's drafter against `traces` and aggregates the MATs. One drafter
+/// per method serves all traces in order, after a warm-up on the first, as in
+/// [`super::run_bench`]. AR needs no replay: it makes one token per step. Traces whose
+/// output is empty count as prompts with no steps.
+///
+/// Without `device` there are no timings, and each step verifies the likeliest drafted
+/// nodes that fit `limits`, as a run under `--tree full` does ([`TreeBudget::prune`]).
+/// With one, each step verifies what the adaptive tree budget keeps, taught the device's
+/// step times as a run on it would be (after a warm-up of every padded step size), and
+/// the records carry those times: speedups simulated for that device.
 pub fn replay_bench(
     traces: &[BenchTrace],
     methods: &[Method],
     vocab_size: u32,
     corpus: Option<Arc<StaticSam>>,
     limits: ReplayLimits,
+    device: Option<&SimulatedDevice>,
 ) -> Result<BenchResult, BenchError> {
     let mut records = Vec::with_capacity(traces.len() * methods.len());
     for method in ar_first(methods) {
-        let mut cut = FullTreeCut::default();
-        // The replayed steps, the tokens they made and the nodes they drafted.
+        let mut cut = BudgetCut::new(device, limits.max_tree_nodes);
+        // The replayed steps, the tokens they made, the nodes they drafted and their
+        // simulated time in µs (0 without a device).
         let mut run = |drafter: &mut Option<Box<dyn Drafter>>, t: &BenchTrace| {
             let trace = t.trace();
             // The prefill's token, the output after it and the stop id.
             let made = trace.tokens.len().saturating_sub(trace.prompt_len);
-            match drafter {
+            cut.micros = 0.0;
+            let (steps, tokens, drafted) = match drafter {
                 Some(d) if made > 0 => replay(d.as_mut(), &trace, limits, &mut cut)
                     .map(|r| (r.steps as usize, r.tokens as usize, r.drafted as usize))
                     .map_err(|source| BenchError::Replay {
                         question_id: t.question_id,
                         method,
                         source,
-                    }),
-                _ => Ok((made.saturating_sub(1), made.saturating_sub(1), 0)),
-            }
+                    })?,
+                _ => {
+                    // One-node steps, as AR takes.
+                    let steps = made.saturating_sub(1);
+                    cut.micros = steps as f64 * device.map_or(0.0, |d| d.step_micros(1));
+                    (steps, steps, 0)
+                }
+            };
+            Ok::<_, BenchError>((steps, tokens, drafted, cut.micros.round() as u64))
         };
         if let Some(first) = traces.first() {
             run(&mut method.drafter(vocab_size, corpus.clone())?, first)?;
@@ -169,7 +202,7 @@ pub fn replay_bench(
         let mut drafter = method.drafter(vocab_size, corpus.clone())?;
         for t in traces {
             let generated = t.tokens.len().saturating_sub(t.prompt_len);
-            let (steps, step_tokens, drafted) = run(&mut drafter, t)?;
+            let (steps, step_tokens, drafted, verify_us) = run(&mut drafter, t)?;
             records.push(BenchRecord {
                 question_id: t.question_id,
                 category: t.category.clone(),
@@ -186,11 +219,14 @@ pub fn replay_bench(
                 } else {
                     step_tokens as f64 / steps as f64
                 },
-                tok_s: 0.0,
-                time_s: 0.0,
+                tok_s: match verify_us {
+                    0 => 0.0,
+                    us => generated.saturating_sub(1) as f64 * 1e6 / us as f64,
+                },
+                time_s: verify_us as f64 / 1e6,
                 prefill_us: 0,
                 draft_us: 0,
-                verify_us: 0,
+                verify_us,
                 stop: None,
                 stop_id: None,
                 lossless: true,
@@ -198,20 +234,59 @@ pub fn replay_bench(
             });
         }
     }
-    Ok(BenchResult::from_records(records))
+    Ok(match device {
+        Some(_) => BenchResult::simulated(records),
+        None => BenchResult::from_records(records),
+    })
 }
 
-/// The decode loop's tree budget under `--tree full`: of a tree larger than a step
-/// takes, the nodes likeliest to be reached, as the acceptance it learned ranks them.
-#[derive(Debug, Default)]
-struct FullTreeCut(TreeBudget);
+/// The decode loop's tree budget. Without a simulated device, as under `--tree full`: of
+/// a tree larger than a step takes, the nodes likeliest to be reached, as the acceptance
+/// it learned ranks them. With one, adaptive, timed by the device's step costs.
+#[derive(Debug)]
+struct BudgetCut<'a> {
+    budget: TreeBudget,
+    device: Option<&'a SimulatedDevice>,
+    /// Simulated time of the steps learned from.
+    micros: f64,
+}
 
-impl TreeCut for FullTreeCut {
+impl<'a> BudgetCut<'a> {
+    /// A budget that knows `device`'s step costs as a warm-up (`Session::warm_up`) would
+    /// have taught it: a step of every padded size up to `most` nodes.
+    fn new(device: Option<&'a SimulatedDevice>, most: usize) -> Self {
+        let mut budget = TreeBudget::default();
+        if let Some(d) = device {
+            budget.set_step_padding(d.padding);
+            for nodes in padded_step_sizes(most) {
+                budget.observe_cost(nodes, d.step_micros(nodes).round() as u64);
+            }
+        }
+        Self {
+            budget,
+            device,
+            micros: 0.0,
+        }
+    }
+}
+
+impl TreeCut for BudgetCut<'_> {
     fn cut(&mut self, tree: &mut DraftTree, report: &DraftReport, most: usize) {
-        self.0.prune(tree, report, TreePolicy::Full, most);
+        let policy = match self.device {
+            Some(_) => TreePolicy::Adaptive,
+            None => TreePolicy::Full,
+        };
+        self.budget.prune(tree, report, policy, most);
     }
 
     fn learn(&mut self, tree: &DraftTree, path: &[usize]) {
-        self.0.learn_acceptance(tree, path);
+        match self.device {
+            Some(d) => {
+                let us = d.step_micros(tree.len());
+                self.micros += us;
+                self.budget.learn(tree, path, us.round() as u64);
+            }
+            None => self.budget.learn_acceptance(tree, path),
+        }
     }
 }
