@@ -47,8 +47,10 @@
 #   check-reference` (the model's logits against the numpy reference on this GPU), then
 #   `samd profile --kernel-times`: a 1,000-token prefill and verify
 #   steps of 1 to 64 nodes at contexts 256 and 1,000, each with its host time and every
-#   kernel's device time; then the context-256 steps again with `--no-graphs` (launch by
-#   launch, not replayed from a captured graph), for what the replays save, with
+#   kernel's device time; a step of every padded size (1 to 128 nodes), whose times
+#   it prints as a `samd bench --replay --step-costs` curve; then the context-256 steps
+#   again with `--no-graphs` (launch by launch, not replayed from a captured graph), for
+#   what the replays save, with
 #   `--f32-weights` (matrices widened to f32 at load, not read from the file's blocks;
 #   its prefill takes burn's matmul, where the blocks' takes the skinny kernels, so the
 #   two prefill lines compare them), and as sampling steps (temperature 0.8, top-p 0.9:
@@ -177,6 +179,10 @@ kernels() {
   stage_run 60 check-reference "$samd" check-reference --device wgpu --model "$model"
   stage_run "${SAMD_PROFILE_TIMEOUT:-90}" kernels-256 "$samd" profile --device wgpu \
     --model "$model" --kernel-times --prefill 1000 --context 256 --sizes 1,2,16,64
+  # Every padded step size's time: the curve `samd bench --replay --step-costs` takes
+  # (its last line), so that drafters and the tree budget can be tuned to this GPU later.
+  stage_run 60 step-costs "$samd" profile --device wgpu --model "$model" --context 256 \
+    --sizes 1,2,4,8,16,32,64,128
   stage_run 60 kernels-1000 "$samd" profile --device wgpu --model "$model" --kernel-times \
     --context 1000 --sizes 1,64 --reps 5
   stage_run 60 steps-no-graphs "$samd" profile --device wgpu --model "$model" --no-graphs \

@@ -26,6 +26,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::read_sync;
 use samd_draft::tree::{DraftTree, Source};
+use samd_engine::bench::StepCosts;
 use samd_engine::{ModelTarget, Reads, Sampling, Target};
 
 use crate::args::ProfileArgs;
@@ -82,6 +83,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let mut first_ms = None;
     let mut first_kernels = Vec::new();
     let mut kernel_times = Vec::new();
+    let mut costs = Vec::new();
     for &n in &sizes {
         tree.reset(ids[0]);
         tree.push_chain(0, &ids[1..n.min(ids.len())], Source::Model);
@@ -106,6 +108,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
             step.median_ms / base,
             step.host_ms,
         );
+        costs.push(format!("{n}:{:.2}", step.median_ms));
         if first_kernels.is_empty() {
             first_kernels = step.kernels;
         }
@@ -115,6 +118,11 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 time_kernels(&mut target, &tree, mode)?,
             ));
         }
+    }
+    // The curve trace replay simulates this device by, where the sizes make one.
+    let costs = costs.join(",");
+    if costs.parse::<StepCosts>().is_ok() {
+        println!("\nas `samd bench --replay T --step-costs`: {costs}");
     }
     if kernel_times.is_empty() {
         println!("\nkernels of a {}-node step, by launches:", sizes[0]);
