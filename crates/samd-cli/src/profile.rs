@@ -52,7 +52,12 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         .collect();
     let sizes: Vec<usize> = args.sizes.iter().map(|&n| n as usize).collect();
     let max_nodes = sizes.iter().copied().max().unwrap_or(1);
-    let mut target = ModelTarget::new(model, (ids.len() + max_nodes).max(args.prefill));
+    // Room for the timed steps, and for the commits [`time_compaction`] keeps.
+    let commits = 2 * (WARMUP + args.reps as usize + 1);
+    let mut target = ModelTarget::new(
+        model,
+        (ids.len() + max_nodes.max(3) + commits).max(args.prefill),
+    );
     if args.prefill > 0 {
         time_prefill(&mut target, &prompt, args, sampling)?;
     }
@@ -124,6 +129,17 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     if costs.parse::<StepCosts>().is_ok() {
         println!("\nas `samd bench --replay T --step-costs`: {costs}");
     }
+    let (commit_ms, commit_kernels) = time_compaction(&mut target, &ids, args.reps)?;
+    let launches: usize = commit_kernels.iter().map(|k| k.count).sum();
+    println!(
+        "\ncommitting a path off the tree's first branch (2 nodes of a 3-node fork, whose \
+         keys and values move): {commit_ms:.3} ms on the host, {launches} kernels{}",
+        commit_kernels
+            .iter()
+            .map(|k| format!(" {}× {}", k.count, k.name))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     if kernel_times.is_empty() {
         println!("\nkernels of a {}-node step, by launches:", sizes[0]);
         for k in first_kernels {
@@ -284,6 +300,39 @@ fn time_verify(
         host_ms: median(&mut host),
         kernels,
     })
+}
+
+/// Times `reps` commits of a path that is not the tree's first nodes, after [`WARMUP`]
+/// untimed ones: a fork of two children, of which the second is accepted, so that its
+/// keys and values move into place. Returns the median host time in ms (the launches;
+/// the device's copies are left to run) and the kernels of one more. Each commit keeps
+/// two positions.
+fn time_compaction(
+    target: &mut ModelTarget,
+    ids: &[u32],
+    reps: u32,
+) -> Result<(f64, Vec<KernelLaunches>)> {
+    let mut fork = DraftTree::new(ids[0]);
+    fork.push(0, ids[1 % ids.len()], Source::Model);
+    fork.push(0, ids[2 % ids.len()] ^ 1, Source::Model);
+    let mode = StepMode {
+        reads: Reads::Every { k: 0 },
+        sampling: None,
+    };
+    let mut host = Vec::with_capacity(reps as usize);
+    for rep in 0..WARMUP + reps as usize {
+        run_step(target, &fork, mode)?;
+        let t = Instant::now();
+        target.commit(&[0, 2])?;
+        if rep >= WARMUP {
+            host.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    run_step(target, &fork, mode)?;
+    let watch = Watch::start();
+    target.commit(&[0, 2])?;
+    let (kernels, _) = watch.finish();
+    Ok((median(&mut host), kernels))
 }
 
 /// One verification of `tree`, its ids read back; the nodes stay pending.

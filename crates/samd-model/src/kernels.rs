@@ -11,6 +11,7 @@
 //! | `dequant_blocks.wgsl` | the host's dequantisation, for the reference ops (which read f32), and the token embedding's rows of a step |
 //! | `tree_attention.wgsl` (`tree_attention_tiled.wgsl` for a prefill's many nodes) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
 //! | `rms_norm.wgsl`, `store_kv.wgsl` | the RMSNorm and K/V store of a prefill over f32 weights, whose projections are burn's matmul |
+//! | `compact_kv.wgsl` | committing a step's accepted path when it is not the tree's first nodes: a gather into a new buffer and a slice assignment back |
 //!
 //! So a block of a verify step is five launches: the q|k|v projection, the attention,
 //! the output projection, gate|up and down.
@@ -136,6 +137,12 @@ impl Shader for StoreKv {
         include_str!("../../../shaders/kv_store_common.wgsl"),
         include_str!("../../../shaders/store_kv.wgsl"),
     ];
+}
+
+/// `shaders/compact_kv.wgsl`.
+pub(crate) struct CompactKv;
+impl Shader for CompactKv {
+    const PARTS: &'static [&'static str] = &[include_str!("../../../shaders/compact_kv.wgsl")];
 }
 
 /// How the kernels find a block's weights in the GGUF's quantised blocks.
@@ -341,6 +348,12 @@ pub trait BlockKernels: Backend {
         slots: IntTensor<Self>,
         heads: Heads,
     ) -> FloatTensor<Self>;
+
+    /// `cache` with a verify step's accepted path moved into place, in place when
+    /// `cache` is not shared: `moves` is `[2 + path]` ints, the committed positions, the
+    /// path's length, then its node indices, ascending; node `path[i]`'s keys and values
+    /// go from slot `start + path[i]` to `start + i`.
+    fn compact_kv(cache: FloatTensor<Self>, moves: IntTensor<Self>) -> FloatTensor<Self>;
 
     /// `stream + x · W` for `x`: `[m, k]` and `W`: `[k, n]`, or with `gated` `stream +
     /// (silu(gate) * up) · W` for `x`: `[m, 2k]`, gate then up; in place when `stream`
@@ -708,6 +721,28 @@ impl BlockKernels for CubeBackend {
                 binding(&cache),
                 binding(&slots),
             ],
+            None,
+        );
+        cache
+    }
+
+    fn compact_kv(cache: CubeTensor, moves: CubeTensor) -> CubeTensor {
+        let cache = writable(cache);
+        let moves = into_contiguous(moves);
+        let [_, kv_heads, max_seq, head_dim] = cache.meta.shape()[..] else {
+            unreachable!("invariant: a cache layer is [2, kv_heads, max_seq, head_dim]")
+        };
+        let kv_dim = kv_heads * head_dim;
+        let params = vec![
+            ("kv_dim", kv_dim.to_string()),
+            ("head_dim", head_dim.to_string()),
+            ("max_seq", max_seq.to_string()),
+        ];
+        WgslKernel::<CompactKv>::new(params).launch(
+            &cache.client,
+            64,
+            [kv_dim.div_ceil(64), 2, 1],
+            vec![binding(&cache), binding(&moves)],
             None,
         );
         cache

@@ -17,10 +17,13 @@
 //! The cost is `2 * n_layers * n_kv_heads * max_seq_len * head_dim` floats up front
 //! (SmolLM2-135M at 2048 positions: 2·30·3·2048·64·4 B = 94 MB).
 
+use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
+use crate::kernels::BlockKernels;
+use crate::layer_ops::BlockOps;
 use crate::step_graph::StepGraphs;
 
 /// The per-request KV cache. The model's weights stay immutable; the engine owns this.
@@ -35,6 +38,10 @@ pub struct KvCache {
     pending: usize,
     max_seq_len: usize,
     device: Device,
+    /// Whether [`KvCache::compact`] moves K/V with our kernel or with burn's ops: the
+    /// model's choice ([`crate::Llama::new_cache`]), so that the kernel checks compare
+    /// the two.
+    ops: BlockOps,
     /// The verify steps captured against these layers' buffers ([`crate::step_graph`]),
     /// which is why a layer is only ever written in place.
     graphs: StepGraphs,
@@ -55,6 +62,7 @@ impl Clone for KvCache {
             pending: self.pending,
             max_seq_len: self.max_seq_len,
             device: self.device.clone(),
+            ops: self.ops,
             graphs: StepGraphs::default(),
         }
     }
@@ -73,8 +81,16 @@ impl KvCache {
             pending: 0,
             max_seq_len,
             device: device.clone(),
+            ops: BlockOps::for_device(device),
             graphs: StepGraphs::default(),
         }
+    }
+
+    /// The cache of a model that runs `ops`, whose [`KvCache::compact`] then moves K/V
+    /// alike.
+    pub(crate) fn with_block_ops(mut self, ops: BlockOps) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// Number of committed positions.
@@ -191,8 +207,9 @@ impl KvCache {
     /// Commits the pending nodes listed in `accepted` (indices into the last forward's
     /// nodes, in path order) and drops the rest.
     ///
-    /// Their K/V are gathered on the device into slots `len .. len+accepted.len()`, then the
-    /// cursor advances by `accepted.len()`. A chain prefix (`accepted == [0, 1, .., a-1]`)
+    /// Their K/V are gathered on the device into slots `len .. len+accepted.len()` (on
+    /// wgpu by `compact_kv.wgsl`, one launch a layer), then the cursor advances by
+    /// `accepted.len()`. A chain prefix (`accepted == [0, 1, .., a-1]`)
     /// is already in place and moves nothing; prefill is that case.
     pub fn compact(&mut self, accepted: &[usize]) -> Result<()> {
         let n_acc = accepted.len();
@@ -209,11 +226,38 @@ impl KvCache {
                 ),
             });
         }
+        // A path from the root: parents precede their children (which the in-place
+        // move on wgpu relies on).
+        if let Some(w) = accepted.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "accepted nodes {} then {}: a path's nodes ascend",
+                    w[0], w[1]
+                ),
+            });
+        }
         let is_prefix = accepted
             .iter()
             .enumerate()
             .all(|(slot, &node)| slot == node);
-        if !is_prefix {
+        if !is_prefix && self.ops == BlockOps::Kernels {
+            let moves: Vec<i32> = [self.len, n_acc]
+                .into_iter()
+                .chain(accepted.iter().copied())
+                .map(|i| i32::try_from(i).expect("invariant: i <= max_seq_len"))
+                .collect();
+            let moves =
+                Tensor::<1, Int>::from_data(TensorData::new(moves, [2 + n_acc]), &self.device)
+                    .into_dispatch();
+            for layer in &mut self.layers {
+                layer.inplace(|t| {
+                    Tensor::from_dispatch(<Dispatch as BlockKernels>::compact_kv(
+                        t.into_dispatch(),
+                        moves.clone(),
+                    ))
+                });
+            }
+        } else if !is_prefix {
             let start = self.len;
             let indices: Vec<i32> = accepted
                 .iter()

@@ -313,6 +313,31 @@ fn compaction_leaves_cache_as_if_only_the_accepted_path_was_fed() {
 }
 
 #[test]
+fn compacting_what_is_no_path_is_an_error_that_changes_nothing() {
+    let config = LlamaConfig::tiny();
+    let model = Llama::random(config, 3, true, &cpu()).expect("model");
+    let mut cache = model.new_cache(16);
+    feed_chain(&model, &mut cache, &[1, 2]);
+    let parents = [None, Some(0), Some(0), Some(2)];
+    let mask = AncestorMask::from_parents(&parents).expect("mask");
+    model
+        .forward(&mut cache, &[4, 5, 6, 7], &[2, 3, 3, 4], &mask)
+        .expect("tree forward");
+    for (bad, says) in [
+        (&[0, 3, 2][..], "ascend"),
+        (&[0, 0][..], "ascend"),
+        (&[0, 4][..], "out of range"),
+        (&[0, 1, 2, 3, 3][..], "pending"),
+    ] {
+        let err = cache.compact(bad).expect_err("not a path");
+        assert!(err.to_string().contains(says), "{bad:?}: {err}");
+        assert_eq!((cache.len(), cache.pending()), (2, 4), "{bad:?}");
+    }
+    cache.compact(&[0, 2, 3]).expect("a path");
+    assert_eq!((cache.len(), cache.pending()), (5, 0));
+}
+
+#[test]
 fn cache_full_is_an_error_not_a_slide() {
     let config = LlamaConfig::tiny();
     let model = Llama::random(config, 1, true, &cpu()).expect("model");
