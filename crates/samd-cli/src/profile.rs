@@ -304,9 +304,10 @@ fn time_verify(
 
 /// Times `reps` commits of a path that is not the tree's first nodes, after [`WARMUP`]
 /// untimed ones: a fork of two children, of which the second is accepted, so that its
-/// keys and values move into place. Returns the median host time in ms (the launches;
-/// the device's copies are left to run) and the kernels of one more. Each commit keeps
-/// two positions.
+/// keys and values move into place. Returns the median host time in ms (issuing the
+/// moves, on wgpu replayed from a graph unless `--no-graphs`; the device's copies are
+/// left to run) and the kernels of one more, launched one by one. Each commit keeps two
+/// positions.
 fn time_compaction(
     target: &mut ModelTarget,
     ids: &[u32],
@@ -328,10 +329,15 @@ fn time_compaction(
             host.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    // Launched one by one, so that the launch observer sees each.
     run_step(target, &fork, mode)?;
+    let graphs = target.model().step_graphs();
+    target.set_step_graphs(false);
     let watch = Watch::start();
-    target.commit(&[0, 2])?;
+    let commit = target.commit(&[0, 2]);
     let (kernels, _) = watch.finish();
+    target.set_step_graphs(graphs);
+    commit?;
     Ok((median(&mut host), kernels))
 }
 

@@ -164,9 +164,11 @@ impl ModelTarget {
         self.cache.captured_steps()
     }
 
-    /// [`Llama::set_step_graphs`] on the model.
+    /// [`Llama::set_step_graphs`] on the model, and [`KvCache::set_step_graphs`] on the
+    /// cache.
     pub fn set_step_graphs(&mut self, on: bool) {
         self.model.set_step_graphs(on);
+        self.cache.set_step_graphs(on);
     }
 
     /// The host's half of [`Target::verify`] (or of [`Target::fill`], with

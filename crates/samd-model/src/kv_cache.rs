@@ -17,14 +17,16 @@
 //! The cost is `2 * n_layers * n_kv_heads * max_seq_len * head_dim` floats up front
 //! (SmolLM2-135M at 2048 positions: 2·30·3·2048·64·4 B = 94 MB).
 
-use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
-use crate::kernels::BlockKernels;
 use crate::layer_ops::BlockOps;
 use crate::step_graph::StepGraphs;
+
+mod compaction;
+
+use compaction::Compaction;
 
 /// The per-request KV cache. The model's weights stay immutable; the engine owns this.
 #[derive(Debug)]
@@ -42,6 +44,10 @@ pub struct KvCache {
     /// model's choice ([`crate::Llama::new_cache`]), so that the kernel checks compare
     /// the two.
     ops: BlockOps,
+    /// Whether compaction on wgpu replays a captured graph ([`KvCache::set_step_graphs`]).
+    compaction_graph: bool,
+    /// That graph, once captured.
+    compaction: Compaction,
     /// The verify steps captured against these layers' buffers ([`crate::step_graph`]),
     /// which is why a layer is only ever written in place.
     graphs: StepGraphs,
@@ -63,6 +69,8 @@ impl Clone for KvCache {
             max_seq_len: self.max_seq_len,
             device: self.device.clone(),
             ops: self.ops,
+            compaction_graph: self.compaction_graph,
+            compaction: Compaction::Untried,
             graphs: StepGraphs::default(),
         }
     }
@@ -82,6 +90,8 @@ impl KvCache {
             max_seq_len,
             device: device.clone(),
             ops: BlockOps::for_device(device),
+            compaction_graph: true,
+            compaction: Compaction::Untried,
             graphs: StepGraphs::default(),
         }
     }
@@ -91,6 +101,13 @@ impl KvCache {
     pub(crate) fn with_block_ops(mut self, ops: BlockOps) -> Self {
         self.ops = ops;
         self
+    }
+
+    /// Whether [`KvCache::compact`] on wgpu replays its launches from a graph captured
+    /// once, as a model's verify steps do ([`crate::Llama::set_step_graphs`]); on by
+    /// default. Off, each compaction launches its kernels one by one.
+    pub fn set_step_graphs(&mut self, on: bool) {
+        self.compaction_graph = on;
     }
 
     /// Number of committed positions.
@@ -241,22 +258,8 @@ impl KvCache {
             .enumerate()
             .all(|(slot, &node)| slot == node);
         if !is_prefix && self.ops == BlockOps::Kernels {
-            let moves: Vec<i32> = [self.len, n_acc]
-                .into_iter()
-                .chain(accepted.iter().copied())
-                .map(|i| i32::try_from(i).expect("invariant: i <= max_seq_len"))
-                .collect();
-            let moves =
-                Tensor::<1, Int>::from_data(TensorData::new(moves, [2 + n_acc]), &self.device)
-                    .into_dispatch();
-            for layer in &mut self.layers {
-                layer.inplace(|t| {
-                    Tensor::from_dispatch(<Dispatch as BlockKernels>::compact_kv(
-                        t.into_dispatch(),
-                        moves.clone(),
-                    ))
-                });
-            }
+            let graph = self.compaction_graph.then_some(&mut self.compaction);
+            compaction::compact(&mut self.layers, self.len, accepted, &self.device, graph)?;
         } else if !is_prefix {
             let start = self.len;
             let indices: Vec<i32> = accepted

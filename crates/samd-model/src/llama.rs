@@ -486,7 +486,10 @@ impl Llama {
 
     /// A fresh cache for this model holding up to `max_seq_len` positions.
     pub fn new_cache(&self, max_seq_len: usize) -> KvCache {
-        KvCache::new(&self.config, max_seq_len, &self.device).with_block_ops(self.ops)
+        let mut cache =
+            KvCache::new(&self.config, max_seq_len, &self.device).with_block_ops(self.ops);
+        cache.set_step_graphs(self.step_graphs);
+        cache
     }
 
     /// Runs `tokens` (N nodes) through the model against the committed cache.
