@@ -336,11 +336,15 @@ fn bench_replay_cuts_as_the_device_would_simulates_step_costs_and_refuses_a_long
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("timed as 1:6.36,2:7.71,16:12.32,64:26.51 ms"),
+        err.contains("timed as 1:6.36,2:7.71,16:12.32,64:26.51 ms by its padded"),
         "{err}"
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("speedup over AR, simulated"), "{table}");
+    // Steps without step graphs compute only their own nodes.
+    let ungraphed = [&costs[..], &["1:6.36,2:7.71", "--no-graphs"]].concat();
+    let err = stderr(&replay(&ungraphed));
+    assert!(err.contains("ms by its node count"), "{err}");
     let err = assert_usage_error(&replay(&[&costs[..], &["2:5,4:6"]].concat()));
     assert!(err.contains("one-node step"), "{err}");
     let err = assert_usage_error(&samd(&["bench", "--step-costs", "1:5", "--model", model]));

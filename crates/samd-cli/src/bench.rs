@@ -28,10 +28,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let traces = traces_from_jsonl(&jsonl)?;
         let corpus = load_corpus(&args.corpus, &tokenizer)?;
         let limits = replay_limits(args, &traces)?;
-        let on_wgpu = args.model.device == DeviceKind::Wgpu;
+        // Steps pad where they replay step graphs (`Llama::step_padding`).
+        let padded = args.model.device == DeviceKind::Wgpu && !args.model.no_graphs;
         let device = args.step_costs.clone().map(|costs| SimulatedDevice {
             costs,
-            padding: match on_wgpu {
+            padding: match padded {
                 true => StepPadding::PowerOfTwo,
                 false => StepPadding::Exact,
             },
@@ -48,7 +49,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 limits.max_tree_nodes,
                 args.model.device.name(),
                 d.costs,
-                if on_wgpu { "padded " } else { "" }
+                if padded { "padded " } else { "" }
             ),
         }
         // Traces saved before stop ids were recorded replay each end-of-turn step short.

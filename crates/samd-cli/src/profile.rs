@@ -329,15 +329,10 @@ fn time_compaction(
             host.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    // Launched one by one, so that the launch observer sees each.
     run_step(target, &fork, mode)?;
-    let graphs = target.model().step_graphs();
-    target.set_step_graphs(false);
     let watch = Watch::start();
-    let commit = target.commit(&[0, 2]);
+    launched_one_by_one(target, |target| target.commit(&[0, 2]))?;
     let (kernels, _) = watch.finish();
-    target.set_step_graphs(graphs);
-    commit?;
     Ok((median(&mut host), kernels))
 }
 
@@ -348,14 +343,20 @@ fn run_step(target: &mut ModelTarget, tree: &DraftTree, mode: StepMode) -> Resul
     Ok(())
 }
 
-/// [`run_step`] issuing its kernels one by one, so that the launch observer sees each: a
-/// replayed step graph re-encodes its recorded launches past the launch path.
+/// [`run_step`] issuing its kernels one by one ([`launched_one_by_one`]).
 fn run_observed_step(target: &mut ModelTarget, tree: &DraftTree, mode: StepMode) -> Result<()> {
+    launched_one_by_one(target, |target| run_step(target, tree, mode))
+}
+
+/// Runs `work` with step graphs off, so that the launch observer sees each kernel: a
+/// replayed graph (a verify step's, or a commit's) re-encodes its recorded launches past
+/// the launch path.
+fn launched_one_by_one<R>(target: &mut ModelTarget, work: impl FnOnce(&mut ModelTarget) -> R) -> R {
     let graphs = target.model().step_graphs();
     target.set_step_graphs(false);
-    let step = run_step(target, tree, mode);
+    let out = work(target);
     target.set_step_graphs(graphs);
-    step
+    out
 }
 
 fn median(xs: &mut [f64]) -> f64 {

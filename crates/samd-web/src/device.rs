@@ -75,7 +75,7 @@ pub async fn init(want: Want) -> Result<(Device, DeviceInfo), WebError> {
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
-            let software = info.device_type == wgpu::DeviceType::Cpu;
+            let software = is_software(&info);
             let adapter = adapter_name(&info);
             let limits = setup.device.limits();
             let max_binding = limits
@@ -123,16 +123,19 @@ async fn software_adapter() -> Option<wgpu::AdapterInfo> {
         .await
         .ok()?;
     let info = adapter.get_info();
-    (info.device_type == wgpu::DeviceType::Cpu).then_some(info)
+    is_software(&info).then_some(info)
+}
+
+/// Whether `info` describes a CPU implementation of the GPU API (the browser's fallback
+/// adapter, such as Chrome's SwiftShader; lavapipe natively).
+fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu
 }
 
 /// The adapter's name, or what kind it is where the browser keeps the name to itself,
 /// for privacy.
 fn adapter_name(info: &wgpu::AdapterInfo) -> String {
-    match (
-        info.name.is_empty(),
-        info.device_type == wgpu::DeviceType::Cpu,
-    ) {
+    match (info.name.is_empty(), is_software(info)) {
         (false, _) => info.name.clone(),
         (true, true) => "software adapter (a CPU implementation)".into(),
         (true, false) => "GPU adapter".into(),

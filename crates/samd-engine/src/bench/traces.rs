@@ -252,8 +252,10 @@ struct BudgetCut<'a> {
 }
 
 impl<'a> BudgetCut<'a> {
-    /// A budget that knows `device`'s step costs as a warm-up (`Session::warm_up`) would
-    /// have taught it: a step of every padded size up to `most` nodes.
+    /// A budget that knows `device`'s step costs from the start: a step of every padded
+    /// size up to `most` nodes, as `bench`'s warm-up (`Session::warm_up`) teaches it on
+    /// wgpu. A run on the CPU warms up nothing and starts from the device's guess instead,
+    /// so there the replay knows the costs sooner than the run does.
     fn new(device: Option<&'a SimulatedDevice>, most: usize) -> Self {
         let mut budget = TreeBudget::default();
         if let Some(d) = device {
