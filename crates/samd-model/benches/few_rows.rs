@@ -47,7 +47,7 @@ fn few_rows(c: &mut Criterion) {
         let blocks = QuantRows::from_gguf(info.dtype, raw, n, k).expect("a kept block type");
         let mut group = c.benchmark_group(format!("{name} ({}, {k}x{n})", info.dtype));
         group.measurement_time(Duration::from_secs(3));
-        for m in [1usize, 2, 4, 8] {
+        for m in [1usize, 2, 4, 8, 16] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i % 97) as f32 - 48.0) / 48.0)
                 .collect();

@@ -29,6 +29,18 @@ pub mod keys {
     pub const RMS_EPS: &str = "attention.layer_norm_rms_epsilon";
     /// RoPE base frequency; absent means 10000 (llama.cpp's default).
     pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
+    /// RoPE scaling (`linear`, `yarn`, …); absent or `none` means none.
+    pub const ROPE_SCALING_TYPE: &str = "rope.scaling.type";
+    /// RoPE scaling factor; llama.cpp takes one without a type as linear scaling.
+    pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
+    /// Dimensions of a head that RoPE rotates (all, unless partial).
+    pub const ROPE_DIMENSION_COUNT: &str = "rope.dimension_count";
+    /// Experts per mixture-of-experts layer (Mixtral); absent or 0 means a dense FFN.
+    pub const EXPERT_COUNT: &str = "expert_count";
+    /// Width of a key head, where it is not `embedding_length / head_count`.
+    pub const KEY_LENGTH: &str = "attention.key_length";
+    /// Width of a value head, likewise.
+    pub const VALUE_LENGTH: &str = "attention.value_length";
     /// Trained context length.
     pub const CONTEXT_LENGTH: &str = "context_length";
     /// The tokenizer's token list; its length is the vocabulary size.
@@ -40,6 +52,9 @@ pub const SUPPORTED_ARCH: &str = "llama";
 
 /// The embedding tensor, whose row count backs up the vocabulary size.
 const TOKEN_EMBD: &str = "token_embd.weight";
+
+/// The tensor of per-frequency RoPE factors (Llama 3.1's long-context scaling).
+const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// RoPE base used when the file does not say (llama.cpp's default).
 pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
@@ -133,8 +148,8 @@ impl LlamaConfig {
     /// Reads and validates the config of a GGUF model.
     ///
     /// Refuses anything but plain Llama: other `general.architecture` values, and Llama
-    /// files carrying q/k/v biases (Qwen2-style), which the forward pass would silently
-    /// ignore.
+    /// files with a variant the forward pass would silently get wrong
+    /// ([`refuse_unimplemented_variants`]).
     pub fn from_gguf(file: &GgufFile<'_>) -> Result<Self> {
         let arch = file.architecture()?;
         if arch != SUPPORTED_ARCH {
@@ -146,18 +161,7 @@ impl LlamaConfig {
                 ),
             });
         }
-        for bias in [
-            "blk.0.attn_q.bias",
-            "blk.0.attn_k.bias",
-            "blk.0.attn_v.bias",
-        ] {
-            if file.tensors().iter().any(|t| t.name == bias) {
-                return Err(Error::UnsupportedArchitecture {
-                    arch: arch.to_owned(),
-                    reason: format!("tensor {bias} present: q/k/v biases are not implemented"),
-                });
-            }
-        }
+        refuse_unimplemented_variants(file, arch)?;
         let key = |suffix: &str| format!("{arch}.{suffix}");
         let size = |suffix: &str| -> Result<usize> {
             let k = key(suffix);
@@ -276,6 +280,85 @@ impl LlamaConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses a Llama file that asks for what the forward pass does not do, where it would
+/// otherwise run and give wrong logits without a word: q/k/v biases (Qwen2-style), RoPE
+/// frequency factors (Llama 3.1 and later) or a scaled, partial or YaRN RoPE, a mixture of
+/// experts (Mixtral is `llama` in GGUF), and heads whose width is not `d_model / heads`.
+/// A value that only restates the default (a scaling type `none`, a factor of 1) passes.
+fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::UnsupportedArchitecture {
+            arch: arch.to_owned(),
+            reason,
+        })
+    };
+    let key = |suffix: &str| format!("{arch}.{suffix}");
+    let has_tensor = |name: &str| file.tensors().iter().any(|t| t.name == name);
+    for bias in [
+        "blk.0.attn_q.bias",
+        "blk.0.attn_k.bias",
+        "blk.0.attn_v.bias",
+    ] {
+        if has_tensor(bias) {
+            return refuse(format!(
+                "tensor {bias} present: q/k/v biases are not implemented"
+            ));
+        }
+    }
+    if has_tensor(ROPE_FREQS) {
+        return refuse(format!(
+            "tensor {} present: RoPE frequency factors (Llama 3.1 and later) are not implemented",
+            ROPE_FREQS
+        ));
+    }
+    let scaling = key(keys::ROPE_SCALING_TYPE);
+    if file.metadata(&scaling).is_some() {
+        let kind = file.get_str(&scaling)?;
+        if kind != "none" {
+            return refuse(format!(
+                "{scaling} = {kind:?}: only unscaled RoPE is implemented"
+            ));
+        }
+    }
+    let factor = key(keys::ROPE_SCALING_FACTOR);
+    if let Some(f) = file.get_f32_opt(&factor)? {
+        // llama.cpp reads 0 as "not set", and a factor without a type as linear scaling.
+        if f != 0.0 && f != 1.0 && file.metadata(&scaling).is_none() {
+            return refuse(format!("{factor} = {f}: scaled RoPE is not implemented"));
+        }
+    }
+    if let Some(n) = file
+        .get_u32_opt(&key(keys::EXPERT_COUNT))?
+        .filter(|&n| n > 0)
+    {
+        return refuse(format!(
+            "{} = {n}: mixtures of experts are not implemented",
+            key(keys::EXPERT_COUNT)
+        ));
+    }
+    let width = match (
+        file.get_u32_opt(&key(keys::EMBEDDING_LENGTH))?,
+        file.get_u32_opt(&key(keys::HEAD_COUNT))?,
+    ) {
+        (Some(d), Some(h)) if h > 0 => d / h,
+        // The config's own checks name a missing or zero size.
+        _ => return Ok(()),
+    };
+    for (suffix, what) in [
+        (keys::KEY_LENGTH, "a key width"),
+        (keys::VALUE_LENGTH, "a value width"),
+        (keys::ROPE_DIMENSION_COUNT, "RoPE over a width"),
+    ] {
+        let k = key(suffix);
+        if let Some(n) = file.get_u32_opt(&k)?.filter(|&n| n != width) {
+            return refuse(format!(
+                "{k} = {n}: {what} other than embedding_length / head_count ({width}) is not implemented"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(what: String) -> Error {

@@ -525,6 +525,72 @@ fn from_gguf_rejects_other_architectures_and_qkv_biases() {
     );
 }
 
+/// A Llama file asking for what the forward pass does not do is refused by name, where
+/// it would otherwise load and give wrong logits; values that restate the defaults pass.
+#[test]
+fn from_gguf_refuses_llama_variants_it_would_get_wrong() {
+    use crate::gguf::Value;
+    type Edit = fn(&mut crate::gguf_writer::GgufWriter);
+    let refused: [(&str, Edit); 8] = [
+        ("rope_freqs.weight", |w| {
+            w.tensor_f32("rope_freqs.weight", &[4], &[1.0; 4]);
+        }),
+        ("llama.rope.scaling.type = \"linear\"", |w| {
+            w.metadata("llama.rope.scaling.type", Value::String("linear".into()));
+        }),
+        ("llama.rope.scaling.type = \"yarn\"", |w| {
+            w.metadata("llama.rope.scaling.type", Value::String("yarn".into()));
+        }),
+        ("llama.rope.scaling.factor = 4", |w| {
+            w.metadata("llama.rope.scaling.factor", Value::F32(4.0));
+        }),
+        ("llama.expert_count = 8", |w| {
+            w.metadata("llama.expert_count", Value::U32(8));
+        }),
+        ("llama.attention.key_length = 16", |w| {
+            w.metadata("llama.attention.key_length", Value::U32(16));
+        }),
+        ("llama.attention.value_length = 4", |w| {
+            w.metadata("llama.attention.value_length", Value::U32(4));
+        }),
+        ("llama.rope.dimension_count = 4", |w| {
+            w.metadata("llama.rope.dimension_count", Value::U32(4));
+        }),
+    ];
+    for (what, edit) in refused {
+        let bytes = tiny_gguf("llama", None, edit);
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let err = Llama::from_gguf(&file, &cpu()).expect_err(what);
+        assert!(
+            matches!(err, Error::UnsupportedArchitecture { .. }),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains(what), "{what}: {err}");
+    }
+    let defaults: [Edit; 2] = [
+        |w| {
+            w.metadata("llama.rope.scaling.type", Value::String("none".into()))
+                .metadata("llama.rope.scaling.factor", Value::F32(1.0))
+                .metadata("llama.expert_count", Value::U32(0));
+        },
+        |w| {
+            let width = LlamaConfig::tiny().head_dim as u32;
+            for key in ["key_length", "value_length"] {
+                w.metadata(&format!("llama.attention.{key}"), Value::U32(width));
+            }
+            w.metadata("llama.rope.dimension_count", Value::U32(width));
+        },
+    ];
+    for edit in defaults {
+        let bytes = tiny_gguf("llama", None, edit);
+        let file = GgufFile::parse(&bytes).expect("parse");
+        assert_eq!(
+            LlamaConfig::from_gguf(&file).expect("defaults restated"),
+            LlamaConfig::tiny()
+        );
+    }
+}
+
 /// What the load would refuse, the check finds without reading a weight: a missing
 /// weight, one of other dims, one of a type samd cannot read.
 #[test]
