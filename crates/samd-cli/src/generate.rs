@@ -113,7 +113,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     load.tokenizer_ms = ms;
 
     let prompt_ids = if args.raw {
-        tokenizer.encode(&text)?
+        tokenizer.encode_prompt(&text)?
     } else {
         tokenizer.encode_chat(&text)?
     };

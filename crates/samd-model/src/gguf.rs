@@ -71,6 +71,8 @@ pub mod keys {
     pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
     /// Beginning-of-sequence token id.
     pub const TOKENIZER_BOS_ID: &str = "tokenizer.ggml.bos_token_id";
+    /// Whether a prompt starts with the BOS token; absent means it does not.
+    pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
     /// Jinja chat template.
     pub const TOKENIZER_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 }
@@ -231,7 +233,7 @@ impl Value {
     }
 
     /// A short description for error messages: the type, plus the value for scalars.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Value::String(_) => "string".to_owned(),
             Value::Array { elem_type, items } => {

@@ -29,7 +29,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::error::{Error, Result};
-use crate::gguf::{GgufFile, keys};
+use crate::gguf::{GgufFile, Value, keys};
 
 /// llama.cpp's `LLAMA_TOKEN_TYPE_CONTROL`.
 const TOKEN_TYPE_CONTROL: i128 = 3;
@@ -48,6 +48,9 @@ pub struct Tokenizer {
     vocab_size: usize,
     eos_id: u32,
     im_end_id: Option<u32>,
+    /// The id a prompt starts with, where the file asks for one
+    /// (`tokenizer.ggml.add_bos_token`).
+    bos_id: Option<u32>,
     /// `Ok` when prompts can be formatted as ChatML, else why not.
     chat: Result<(), &'static str>,
     vocab_hash: u64,
@@ -197,6 +200,7 @@ impl Tokenizer {
                 format!("eos id {eos_id} is outside the vocab of {vocab_size}"),
             ));
         }
+        let bos_id = Self::prompt_start(gguf, vocab_size)?;
         let im_end_id = vocab.get(IM_END).copied();
         let chat = Self::chat_format(gguf, &vocab)?;
 
@@ -228,9 +232,32 @@ impl Tokenizer {
             vocab_size,
             eos_id,
             im_end_id,
+            bos_id,
             chat,
             vocab_hash,
         })
+    }
+
+    /// The BOS id, if `tokenizer.ggml.add_bos_token` is true: llama.cpp then starts every
+    /// prompt with it, and a model trained so answers worse without it.
+    fn prompt_start(gguf: &GgufFile<'_>, vocab_size: usize) -> Result<Option<u32>> {
+        match gguf.metadata(keys::TOKENIZER_ADD_BOS) {
+            None | Some(Value::Bool(false)) => Ok(None),
+            Some(Value::Bool(true)) => {
+                let bos_id = gguf.get_u32(keys::TOKENIZER_BOS_ID)?;
+                if usize::try_from(bos_id).map_or(true, |id| id >= vocab_size) {
+                    return Err(invalid(
+                        keys::TOKENIZER_BOS_ID,
+                        format!("bos id {bos_id} is outside the vocab of {vocab_size}"),
+                    ));
+                }
+                Ok(Some(bos_id))
+            }
+            Some(other) => Err(invalid(
+                keys::TOKENIZER_ADD_BOS,
+                format!("is {}, not a bool", other.describe()),
+            )),
+        }
     }
 
     /// Decides whether prompts can be formatted as ChatML. We do not run Jinja templates:
@@ -265,6 +292,17 @@ impl Tokenizer {
             .encode(text, false)
             .map_err(tokenizer_error("encoding"))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes a prompt used verbatim (no chat template): [`Tokenizer::encode`], after
+    /// the BOS token where the file asks for one. Text that encodes to nothing stays
+    /// nothing, so that an empty prompt is still refused as one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode(text)?;
+        Ok(match self.bos_id {
+            Some(bos) if !ids.is_empty() => std::iter::once(bos).chain(ids).collect(),
+            _ => ids,
+        })
     }
 
     /// Decodes ids back to text, special tokens included, so that `decode(encode(s)) == s`.
@@ -308,13 +346,15 @@ impl Tokenizer {
     /// own turn and forge another (prompts come from a page's visitors). Otherwise the ids
     /// are those of encoding the whole string, since control tokens split the text in
     /// both. No system turn is added (SmolLM2's own template would insert a default one).
+    /// The BOS token comes first where the file asks for one.
     /// Fails with [`Error::UnsupportedChatTemplate`] when the model's template is not
     /// ChatML.
     pub fn encode_chat(&self, user: &str) -> Result<Vec<u32>> {
         if let Err(reason) = self.chat {
             return Err(Error::UnsupportedChatTemplate { reason });
         }
-        let mut ids = self.encode(IM_START)?;
+        let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
+        ids.extend(self.encode(IM_START)?);
         let turn = {
             let mut inner = self.inner();
             inner.set_encode_special_tokens(true);

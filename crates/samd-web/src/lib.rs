@@ -350,7 +350,7 @@ impl Engine {
             return Err(WebError::from(samd_engine::Error::EmptyPrompt).into());
         }
         let ids = if request.raw {
-            loaded.tokenizer.encode(&request.prompt)
+            loaded.tokenizer.encode_prompt(&request.prompt)
         } else {
             loaded.tokenizer.encode_chat(&request.prompt)
         }

@@ -113,6 +113,41 @@ fn from_writer(w: &GgufWriter) -> Result<Tokenizer> {
     Tokenizer::from_gguf(&GgufFile::parse(&bytes).unwrap())
 }
 
+/// Where the file asks for a BOS token, every prompt starts with it, chat or verbatim,
+/// and other text gets none; an empty verbatim prompt stays empty, so it is still refused
+/// as one. A BOS id outside the vocab, or a flag that is no bool, is refused.
+#[test]
+fn tokenizer_starts_prompts_with_bos_where_the_file_asks() {
+    let plain = tiny();
+    let ab = plain.token_id("ab").unwrap();
+    assert_eq!(plain.encode_prompt("ab").unwrap(), [ab]);
+    let with_bos = |flag: Value, bos: u32| {
+        let mut w = tiny_writer();
+        w.metadata(keys::TOKENIZER_ADD_BOS, flag)
+            .metadata(keys::TOKENIZER_BOS_ID, Value::U32(bos));
+        from_writer(&w)
+    };
+    let t = with_bos(Value::Bool(true), 0).unwrap();
+    assert_eq!(t.encode_prompt("ab").unwrap(), [0, ab]);
+    assert_eq!(t.encode_prompt("").unwrap(), Vec::<u32>::new());
+    assert_eq!(t.encode("ab").unwrap(), [ab]);
+    let chat = t.encode_chat("ab").unwrap();
+    assert_eq!(chat[0], 0);
+    assert_eq!(chat[1..], plain.encode_chat("ab").unwrap()[..]);
+
+    let t = with_bos(Value::Bool(false), 0).unwrap();
+    assert_eq!(t.encode_prompt("ab").unwrap(), [ab]);
+    assert_eq!(
+        t.encode_chat("ab").unwrap(),
+        plain.encode_chat("ab").unwrap()
+    );
+
+    let err = with_bos(Value::Bool(true), 100_000).unwrap_err();
+    assert!(err.to_string().contains(keys::TOKENIZER_BOS_ID), "{err}");
+    let err = with_bos(Value::U32(1), 0).unwrap_err();
+    assert!(err.to_string().contains(keys::TOKENIZER_ADD_BOS), "{err}");
+}
+
 #[test]
 fn tokenizer_rejects_unsupported_and_inconsistent_metadata() {
     let swap = |key: &str, value: Value| {
