@@ -82,6 +82,8 @@ def forward(cfg, W, ids):
     hd = cfg["head_dim"]
     x = W["token_embd"][ids]  # [n, d]
     inv = cfg["theta"] ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)  # [hd/2]
+    if "rope_freqs" in W:  # Llama 3.1's long-context scaling: pair i turns 1/f_i as fast
+        inv = inv / W["rope_freqs"]
     ang = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]  # [n, hd/2]
     cos = np.concatenate([np.cos(ang)] * 2, axis=-1)[:, None, :]  # [n, 1, hd]
     sin = np.concatenate([np.sin(ang)] * 2, axis=-1)[:, None, :]
@@ -130,6 +132,8 @@ def load(r):
         "blocks": [],
     }
     W["output"] = tensor(r, "output.weight") if "output.weight" in names else W["token_embd"]
+    if "rope_freqs.weight" in names:
+        W["rope_freqs"] = tensor(r, "rope_freqs.weight").reshape(-1)
     for i in range(cfg["n_layer"]):
         b = lambda s: tensor(r, f"blk.{i}.{s}.weight")
         W["blocks"].append(

@@ -103,7 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let config = BenchConfig {
         methods: args.methods.clone(),
         max_new_tokens: max_new,
-        stop_ids: [Some(tokenizer.eos_id()), tokenizer.im_end_id()]
+        stop_ids: [Some(tokenizer.eos_id()), tokenizer.end_of_turn_id()]
             .into_iter()
             .flatten()
             .collect(),

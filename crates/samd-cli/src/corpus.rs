@@ -30,7 +30,7 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
     }
     let (model, tokenizer) = load_model(&args.model)?;
     let mut stop_ids = vec![tokenizer.eos_id()];
-    stop_ids.extend(tokenizer.im_end_id());
+    stop_ids.extend(tokenizer.end_of_turn_id());
 
     let mut answers = if args.resume {
         answers_in(&args.out, tokenizer.vocab_hash())?

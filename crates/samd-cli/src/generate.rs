@@ -136,7 +136,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     drop(model_bytes);
 
     let mut stop_ids = vec![tokenizer.eos_id()];
-    stop_ids.extend(tokenizer.im_end_id());
+    stop_ids.extend(tokenizer.end_of_turn_id());
     let request = Request {
         prompt_ids: &prompt_ids,
         method: args.method,

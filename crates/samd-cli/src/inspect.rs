@@ -91,15 +91,27 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         config.rms_eps,
         config.rope_theta
     );
+    if !config.rope_freq_factors.is_empty() {
+        let (low, high) = config
+            .rope_freq_factors
+            .iter()
+            .fold((f32::INFINITY, 0.0f32), |(lo, hi), &f| {
+                (lo.min(f), hi.max(f))
+            });
+        println!(
+            "rope factors:  {} pairs' frequencies divided by {low} to {high} (rope_freqs.weight)",
+            config.rope_freq_factors.len()
+        );
+    }
 
     let (tokenizer, ms) = timed(|| model.tokenizer(&file));
     let tokenizer = tokenizer?;
     timings.tokenizer_ms = ms;
-    let im_end = tokenizer
-        .im_end_id()
+    let end_of_turn = tokenizer
+        .end_of_turn_id()
         .map_or_else(|| "none".to_owned(), |id| id.to_string());
     println!(
-        "vocab:         {} tokens (eos {}, <|im_end|> {im_end})",
+        "vocab:         {} tokens (eos {}, end of turn {end_of_turn})",
         tokenizer.vocab_size(),
         tokenizer.eos_id()
     );

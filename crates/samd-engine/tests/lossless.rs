@@ -71,7 +71,7 @@ fn assert_methods_match_ar(per_category: usize, sampling: impl Fn(usize) -> Opti
     let device = Device::flex();
     let model = Llama::from_gguf(&file, &device).expect("the model");
     let vocab = u32::try_from(tokenizer.vocab_size()).expect("vocab fits u32");
-    let stop_ids: Vec<u32> = [Some(tokenizer.eos_id()), tokenizer.im_end_id()]
+    let stop_ids: Vec<u32> = [Some(tokenizer.eos_id()), tokenizer.end_of_turn_id()]
         .into_iter()
         .flatten()
         .collect();

@@ -97,6 +97,10 @@ pub struct LlamaConfig {
     /// Positions served: the trained context length, cut to [`MAX_CONTEXT_LEN`]. The RoPE
     /// table is built for this many.
     pub context_len: usize,
+    /// Per-frequency RoPE divisors, from `rope_freqs.weight` (Llama 3.1 and later, whose
+    /// long-context scaling slows the low frequencies): pair `i` turns by
+    /// `position · base^(-2i / head_dim) / factor_i`. Empty means 1 for every pair.
+    pub rope_freq_factors: Vec<f32>,
 }
 
 impl LlamaConfig {
@@ -113,6 +117,7 @@ impl LlamaConfig {
             rms_eps: 1e-5,
             rope_theta: 100_000.0,
             context_len: 8192,
+            rope_freq_factors: Vec::new(),
         }
     }
 
@@ -129,6 +134,7 @@ impl LlamaConfig {
             rms_eps: 1e-5,
             rope_theta: 10_000.0,
             context_len: 256,
+            rope_freq_factors: Vec::new(),
         }
     }
 
@@ -205,6 +211,10 @@ impl LlamaConfig {
                 .get_f32_opt(&key(keys::ROPE_FREQ_BASE))?
                 .unwrap_or(DEFAULT_ROPE_THETA),
             context_len: size(keys::CONTEXT_LENGTH)?.min(MAX_CONTEXT_LEN),
+            rope_freq_factors: match file.tensor(ROPE_FREQS) {
+                Ok(_) => file.tensor_f32(ROPE_FREQS)?,
+                Err(_) => Vec::new(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -274,6 +284,23 @@ impl LlamaConfig {
                 self.rope_theta
             )));
         }
+        let pairs = self.head_dim / 2;
+        if !self.rope_freq_factors.is_empty() && self.rope_freq_factors.len() != pairs {
+            return Err(invalid(format!(
+                "{ROPE_FREQS} holds {} factors, but a head of {} turns {pairs} pairs",
+                self.rope_freq_factors.len(),
+                self.head_dim
+            )));
+        }
+        if let Some(f) = self
+            .rope_freq_factors
+            .iter()
+            .find(|f| !(f.is_finite() && **f > 0.0))
+        {
+            return Err(invalid(format!(
+                "{ROPE_FREQS} holds a factor of {f}, not a positive number"
+            )));
+        }
         // Token ids travel as i32 on the device.
         if i32::try_from(self.vocab_size).is_err() {
             return Err(invalid("vocab_size exceeds i32".to_string()));
@@ -283,9 +310,9 @@ impl LlamaConfig {
 }
 
 /// Refuses a Llama file that asks for what the forward pass does not do, where it would
-/// otherwise run and give wrong logits without a word: q/k/v biases (Qwen2-style), RoPE
-/// frequency factors (Llama 3.1 and later) or a scaled, partial or YaRN RoPE, a mixture of
-/// experts (Mixtral is `llama` in GGUF), and heads whose width is not `d_model / heads`.
+/// otherwise run and give wrong logits without a word: q/k/v biases (Qwen2-style), a
+/// scaled, partial or YaRN RoPE, a mixture of experts (Mixtral is `llama` in GGUF), and
+/// heads whose width is not `d_model / heads`.
 /// A value that only restates the default (a scaling type `none`, a factor of 1) passes.
 fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> {
     let refuse = |reason: String| {
@@ -306,12 +333,6 @@ fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> 
                 "tensor {bias} present: q/k/v biases are not implemented"
             ));
         }
-    }
-    if has_tensor(ROPE_FREQS) {
-        return refuse(format!(
-            "tensor {} present: RoPE frequency factors (Llama 3.1 and later) are not implemented",
-            ROPE_FREQS
-        ));
     }
     let scaling = key(keys::ROPE_SCALING_TYPE);
     if file.metadata(&scaling).is_some() {

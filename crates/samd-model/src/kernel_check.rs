@@ -156,6 +156,7 @@ fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
         rms_eps: 1e-5,
         rope_theta: 10_000.0,
         context_len: 256,
+        rope_freq_factors: Vec::new(),
     };
     Ok([
         ("f32", Llama::random(config.clone(), 7, true, device)?),

@@ -825,8 +825,9 @@ impl Llama {
 
 /// The table the attention reads RoPE angles from, `[context_len, 2 * head_dim]`: per
 /// position, `cos` at both columns of a pair, then `-sin` at the first and `+sin` at the
-/// second, with `theta_i = base^(-2i / head_dim)`, computed in f64 so long positions keep
-/// their precision. One table, so one gather per step serves every layer.
+/// second, with `theta_i = base^(-2i / head_dim) / factor_i` (the file's RoPE frequency
+/// factors, else 1), computed in f64 so long positions keep their precision. One table, so
+/// one gather per step serves every layer.
 fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
     let half = c.head_dim / 2;
     let mut table = Vec::with_capacity(c.context_len * 2 * c.head_dim);
@@ -834,7 +835,8 @@ fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
     for pos in 0..c.context_len {
         sin.clear();
         for i in 0..half {
-            let theta = f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64);
+            let factor = c.rope_freq_factors.get(i).map_or(1.0, |&f| f64::from(f));
+            let theta = f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64) / factor;
             let angle = pos as f64 * theta;
             let (s, co) = (angle.sin() as f32, angle.cos() as f32);
             table.extend([co, co]);

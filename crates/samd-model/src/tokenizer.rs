@@ -8,7 +8,8 @@
 //!
 //! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
 //! llama.cpp calls `smollm`/`starcoder`/`refact` (every digit split off, then the GPT-2
-//! regex) and `gpt2` (the GPT-2 regex alone); see `llama_vocab::impl::load` in llama.cpp
+//! regex), `gpt2` (the GPT-2 regex alone) and `llama-bpe` (Llama 3's regex: runs of up to
+//! three digits, letters with one leading non-letter); see `llama_vocab::impl::load` in llama.cpp
 //! for the key names and the pre-tokenizer table. Anything else is an
 //! [`Error::UnsupportedTokenizer`] naming the value found, never a silently wrong split.
 //!
@@ -21,11 +22,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, Once};
 
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::error::{Error, Result};
@@ -38,6 +41,52 @@ const TOKEN_TYPE_USER_DEFINED: i128 = 4;
 /// ChatML's turn markers.
 const IM_START: &str = "<|im_start|>";
 const IM_END: &str = "<|im_end|>";
+/// Llama 3's: a header names the turn's role, and `<|eot_id|>` ends the turn.
+const START_HEADER: &str = "<|start_header_id|>";
+const END_HEADER: &str = "<|end_header_id|>";
+const EOT: &str = "<|eot_id|>";
+
+/// How a user's turn is wrapped into a prompt ([`Tokenizer::encode_chat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChatFormat {
+    /// `<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` (SmolLM2, Qwen).
+    ChatMl,
+    /// `<|start_header_id|>user<|end_header_id|>\n\n…<|eot_id|>` and the assistant's
+    /// header (Llama 3).
+    Llama3,
+}
+
+impl ChatFormat {
+    /// The control tokens the format is made of, all of which the vocab must have.
+    fn markers(self) -> &'static [&'static str] {
+        match self {
+            Self::ChatMl => &[IM_START, IM_END],
+            Self::Llama3 => &[START_HEADER, END_HEADER, EOT],
+        }
+    }
+
+    /// The token that ends a turn, which generation stops on.
+    fn end_of_turn(self) -> &'static str {
+        match self {
+            Self::ChatMl => IM_END,
+            Self::Llama3 => EOT,
+        }
+    }
+
+    /// What comes before the user's text, what wraps it (encoded with it, and with
+    /// control-token strings in it read as text), and what follows it up to where the
+    /// assistant's reply begins.
+    fn turn(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::ChatMl => (IM_START, "user\n", "<|im_end|>\n<|im_start|>assistant\n"),
+            Self::Llama3 => (
+                "<|start_header_id|>user<|end_header_id|>",
+                "\n\n",
+                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            ),
+        }
+    }
+}
 
 /// A byte-level BPE tokenizer plus the few ids the decoder loop needs.
 pub struct Tokenizer {
@@ -47,12 +96,13 @@ pub struct Tokenizer {
     inner: Mutex<tokenizers::Tokenizer>,
     vocab_size: usize,
     eos_id: u32,
-    im_end_id: Option<u32>,
+    /// The id that ends a turn in the model's chat format, or `<|im_end|>` without one.
+    end_of_turn_id: Option<u32>,
     /// The id a prompt starts with, where the file asks for one
     /// (`tokenizer.ggml.add_bos_token`).
     bos_id: Option<u32>,
-    /// `Ok` when prompts can be formatted as ChatML, else why not.
-    chat: Result<(), &'static str>,
+    /// How prompts are wrapped as a user's turn, or why they cannot be.
+    chat: Result<ChatFormat, &'static str>,
     vocab_hash: u64,
 }
 
@@ -61,7 +111,7 @@ impl fmt::Debug for Tokenizer {
         f.debug_struct("Tokenizer")
             .field("vocab_size", &self.vocab_size)
             .field("eos_id", &self.eos_id)
-            .field("im_end_id", &self.im_end_id)
+            .field("end_of_turn_id", &self.end_of_turn_id)
             .field("vocab_hash", &format_args!("{:#018x}", self.vocab_hash))
             .finish_non_exhaustive()
     }
@@ -74,7 +124,14 @@ enum PreSplit {
     DigitsThenGpt2,
     /// The GPT-2 regex alone.
     Gpt2,
+    /// Llama 3's regex ([`LLAMA3_SPLIT`]), then byte-level BPE without the GPT-2 regex.
+    Llama3,
 }
+
+/// The split Llama 3's `tokenizer.json` runs before byte-level BPE (llama.cpp's
+/// `llama-bpe`): contractions, letters with at most one non-letter before them, digits in
+/// runs of up to three, punctuation runs, and whitespace, each kept as a piece.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn invalid(key: &'static str, problem: String) -> Error {
     Error::InvalidTokenizer { key, problem }
@@ -116,11 +173,12 @@ impl Tokenizer {
         let split = match pre {
             "smollm" | "starcoder" | "refact" => PreSplit::DigitsThenGpt2,
             "gpt2" => PreSplit::Gpt2,
+            "llama-bpe" => PreSplit::Llama3,
             other => {
                 return Err(Error::UnsupportedTokenizer {
                     what: keys::TOKENIZER_PRE,
                     found: other.to_owned(),
-                    hint: "supported pre-tokenizers: smollm, starcoder, refact, gpt2",
+                    hint: "supported pre-tokenizers: smollm, starcoder, refact, gpt2, llama-bpe",
                 });
             }
         };
@@ -201,8 +259,9 @@ impl Tokenizer {
             ));
         }
         let bos_id = Self::prompt_start(gguf, vocab_size)?;
-        let im_end_id = vocab.get(IM_END).copied();
         let chat = Self::chat_format(gguf, &vocab)?;
+        let end_of_turn = chat.map_or(IM_END, ChatFormat::end_of_turn);
+        let end_of_turn_id = vocab.get(end_of_turn).copied();
 
         let bpe = BPE::builder()
             .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges)
@@ -215,6 +274,19 @@ impl Tokenizer {
                 Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
             }
             PreSplit::Gpt2 => byte_level.into(),
+            PreSplit::Llama3 => {
+                let split = Split::new(
+                    SplitPattern::Regex(LLAMA3_SPLIT.to_owned()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(tokenizer_error("compiling Llama 3's pre-tokenizer"))?;
+                Sequence::new(vec![
+                    split.into(),
+                    ByteLevel::new(false, true, false).into(),
+                ])
+                .into()
+            }
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -231,7 +303,7 @@ impl Tokenizer {
             inner: Mutex::new(inner),
             vocab_size,
             eos_id,
-            im_end_id,
+            end_of_turn_id,
             bos_id,
             chat,
             vocab_hash,
@@ -260,28 +332,42 @@ impl Tokenizer {
         }
     }
 
-    /// Decides whether prompts can be formatted as ChatML. We do not run Jinja templates:
-    /// a template that mentions `<|im_start|>` is taken to be ChatML, and a file without
-    /// a template gets ChatML when its vocab has both markers.
+    /// Decides how prompts are wrapped as a user's turn. We do not run Jinja templates: a
+    /// template that mentions `<|im_start|>` is taken to be ChatML, one that mentions
+    /// `<|start_header_id|>` Llama 3's, and a file without a template gets whichever its
+    /// vocab has the markers of, ChatML first.
     fn chat_format(
         gguf: &GgufFile<'_>,
         vocab: &HashMap<String, u32>,
-    ) -> Result<Result<(), &'static str>> {
-        let has_markers = vocab.contains_key(IM_START) && vocab.contains_key(IM_END);
-        if !has_markers {
-            return Ok(Err("the vocab has no <|im_start|>/<|im_end|> tokens"));
-        }
-        match gguf.metadata(keys::TOKENIZER_CHAT_TEMPLATE) {
-            None => Ok(Ok(())),
-            Some(_)
-                if gguf
-                    .get_str(keys::TOKENIZER_CHAT_TEMPLATE)?
-                    .contains(IM_START) =>
-            {
-                Ok(Ok(()))
+    ) -> Result<Result<ChatFormat, &'static str>> {
+        let has = |format: ChatFormat| format.markers().iter().all(|m| vocab.contains_key(*m));
+        let named = match gguf.metadata(keys::TOKENIZER_CHAT_TEMPLATE) {
+            None => None,
+            Some(_) => {
+                let template = gguf.get_str(keys::TOKENIZER_CHAT_TEMPLATE)?;
+                if template.contains(IM_START) {
+                    Some(ChatFormat::ChatMl)
+                } else if template.contains(START_HEADER) {
+                    Some(ChatFormat::Llama3)
+                } else {
+                    return Ok(Err(
+                        "the chat template is neither ChatML (<|im_start|>) nor Llama 3's \
+                         (<|start_header_id|>)",
+                    ));
+                }
             }
-            Some(_) => Ok(Err("the chat template is not ChatML (no <|im_start|>)")),
-        }
+        };
+        Ok(match named {
+            Some(format) if has(format) => Ok(format),
+            Some(ChatFormat::ChatMl) => Err("the vocab has no <|im_start|>/<|im_end|> tokens"),
+            Some(ChatFormat::Llama3) => {
+                Err("the vocab lacks <|start_header_id|>, <|end_header_id|> or <|eot_id|>")
+            }
+            None => [ChatFormat::ChatMl, ChatFormat::Llama3]
+                .into_iter()
+                .find(|&f| has(f))
+                .ok_or("the vocab has the markers of no chat format (ChatML, Llama 3)"),
+        })
     }
 
     /// Encodes text. Special tokens written in the text (`<|im_start|>`) become their ids;
@@ -323,10 +409,11 @@ impl Tokenizer {
         self.eos_id
     }
 
-    /// The id of `<|im_end|>`, which ends a ChatML turn, if the vocab has it. Generation
-    /// should stop on it as well as on [`Tokenizer::eos_id`].
-    pub fn im_end_id(&self) -> Option<u32> {
-        self.im_end_id
+    /// The id that ends a turn in the model's chat format (ChatML's `<|im_end|>`, Llama
+    /// 3's `<|eot_id|>`), or `<|im_end|>` where there is none, if the vocab has it.
+    /// Generation should stop on it as well as on [`Tokenizer::eos_id`].
+    pub fn end_of_turn_id(&self) -> Option<u32> {
+        self.end_of_turn_id
     }
 
     /// The id of a token string, if it is in the vocab.
@@ -334,36 +421,38 @@ impl Tokenizer {
         self.inner().token_to_id(token)
     }
 
-    /// Encodes one user turn as a ChatML prompt that ends where the assistant's reply
-    /// begins:
+    /// Encodes one user turn as a prompt that ends where the assistant's reply begins, in
+    /// the model's chat format:
     ///
     /// ```text
     /// <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
+    /// <|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n
     /// ```
     ///
     /// The user's text stays text: a `<|im_end|>` written in it is encoded as the
     /// characters it is made of, not as the control token, so a prompt cannot close its
     /// own turn and forge another (prompts come from a page's visitors). Otherwise the ids
     /// are those of encoding the whole string, since control tokens split the text in
-    /// both. No system turn is added (SmolLM2's own template would insert a default one).
-    /// The BOS token comes first where the file asks for one.
-    /// Fails with [`Error::UnsupportedChatTemplate`] when the model's template is not
-    /// ChatML.
+    /// both. No system turn is added (SmolLM2's own template would insert a default one,
+    /// Llama 3.1's a date; llama.cpp's own Llama 3 format adds none either). The BOS token
+    /// comes first where the file asks for one. Fails with
+    /// [`Error::UnsupportedChatTemplate`] when the model's format is neither.
     pub fn encode_chat(&self, user: &str) -> Result<Vec<u32>> {
-        if let Err(reason) = self.chat {
-            return Err(Error::UnsupportedChatTemplate { reason });
-        }
+        let format = self
+            .chat
+            .map_err(|reason| Error::UnsupportedChatTemplate { reason })?;
+        let (before, wrap, after) = format.turn();
         let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
-        ids.extend(self.encode(IM_START)?);
+        ids.extend(self.encode(before)?);
         let turn = {
             let mut inner = self.inner();
             inner.set_encode_special_tokens(true);
-            let turn = inner.encode(format!("user\n{user}"), false);
+            let turn = inner.encode(format!("{wrap}{user}"), false);
             inner.set_encode_special_tokens(false);
             turn.map_err(tokenizer_error("encoding"))?
         };
         ids.extend_from_slice(turn.get_ids());
-        ids.extend(self.encode(&format!("{IM_END}\n{IM_START}assistant\n"))?);
+        ids.extend(self.encode(after)?);
         Ok(ids)
     }
 

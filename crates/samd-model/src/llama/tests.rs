@@ -531,10 +531,7 @@ fn from_gguf_rejects_other_architectures_and_qkv_biases() {
 fn from_gguf_refuses_llama_variants_it_would_get_wrong() {
     use crate::gguf::Value;
     type Edit = fn(&mut crate::gguf_writer::GgufWriter);
-    let refused: [(&str, Edit); 8] = [
-        ("rope_freqs.weight", |w| {
-            w.tensor_f32("rope_freqs.weight", &[4], &[1.0; 4]);
-        }),
+    let refused: [(&str, Edit); 7] = [
         ("llama.rope.scaling.type = \"linear\"", |w| {
             w.metadata("llama.rope.scaling.type", Value::String("linear".into()));
         }),
@@ -587,6 +584,61 @@ fn from_gguf_refuses_llama_variants_it_would_get_wrong() {
         assert_eq!(
             LlamaConfig::from_gguf(&file).expect("defaults restated"),
             LlamaConfig::tiny()
+        );
+    }
+}
+
+/// RoPE frequency factors divide each pair's angle: with every factor 2, positions 0, 2
+/// and 4 turn as 0, 1 and 2 do without factors (exactly: halving is exact), so the two
+/// models give the same logits bit for bit, and other positions do not.
+#[test]
+fn rope_frequency_factors_divide_the_angles() {
+    let device = cpu();
+    let plain = Llama::random(LlamaConfig::tiny(), 7, true, &device).expect("model");
+    let halved = LlamaConfig {
+        rope_freq_factors: vec![2.0; LlamaConfig::tiny().head_dim / 2],
+        ..LlamaConfig::tiny()
+    };
+    let halved = Llama::random(halved, 7, true, &device).expect("model");
+    let run = |m: &Llama, positions: &[u32]| {
+        let mut cache = m.new_cache(8);
+        let logits = m
+            .forward(&mut cache, &[3, 9, 27], positions, &AncestorMask::causal(3))
+            .expect("forward");
+        read_logits(logits)
+    };
+    assert_eq!(run(&halved, &[0, 2, 4]), run(&plain, &[0, 1, 2]));
+    assert_ne!(run(&halved, &[0, 1, 2]), run(&plain, &[0, 1, 2]));
+}
+
+/// A file's `rope_freqs.weight` becomes the config's factors; one of the wrong length, or
+/// with a factor that is not positive, is refused by name.
+#[test]
+fn from_gguf_reads_rope_frequency_factors_and_refuses_bad_ones() {
+    let pairs = LlamaConfig::tiny().head_dim / 2;
+    let with_factors = |factors: Vec<f32>| {
+        tiny_gguf("llama", None, move |w| {
+            w.tensor_f32("rope_freqs.weight", &[factors.len() as u64], &factors);
+        })
+    };
+    let factors: Vec<f32> = (1..=pairs).map(|i| i as f32).collect();
+    let bytes = with_factors(factors.clone());
+    let file = GgufFile::parse(&bytes).expect("parse");
+    let config = LlamaConfig::from_gguf(&file).expect("config");
+    assert_eq!(config.rope_freq_factors, factors);
+    Llama::from_gguf(&file, &cpu()).expect("load");
+
+    let mut bad = vec![vec![1.0; pairs + 1], vec![1.0; pairs], vec![1.0; pairs]];
+    bad[1][0] = 0.0;
+    bad[2][pairs - 1] = f32::NAN;
+    for factors in bad {
+        let bytes = with_factors(factors.clone());
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let err = LlamaConfig::from_gguf(&file).expect_err("bad factors");
+        assert!(
+            matches!(err, Error::InvalidConfig { .. })
+                && err.to_string().contains("rope_freqs.weight"),
+            "{factors:?}: {err}"
         );
     }
 }

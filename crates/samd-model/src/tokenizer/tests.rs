@@ -11,8 +11,13 @@ const SPECBENCH_DEV: &str = concat!(
 
 /// A tiny byte-level vocab: the 256 byte symbols, two merges, and ChatML specials.
 fn tiny_writer() -> GgufWriter {
+    writer_with_specials(&["<|endoftext|>", IM_START, IM_END])
+}
+
+/// [`tiny_writer`]'s vocab with other control tokens first (the EOS id is 2).
+fn writer_with_specials(specials: &[&str]) -> GgufWriter {
     // GPT-2's byte-to-unicode map: printable bytes map to themselves, the rest to U+0100+.
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), IM_START.into(), IM_END.into()];
+    let mut tokens: Vec<String> = specials.iter().map(|&t| t.to_owned()).collect();
     let mut n = 0u32;
     for b in 0u32..256 {
         let printable =
@@ -27,8 +32,11 @@ fn tiny_writer() -> GgufWriter {
     }
     tokens.push("ab".into());
     tokens.push("Ġab".into());
-    let mut types = vec![Value::I32(3); 3];
-    types.extend(std::iter::repeat_n(Value::I32(1), tokens.len() - 3));
+    let mut types = vec![Value::I32(3); specials.len()];
+    types.extend(std::iter::repeat_n(
+        Value::I32(1),
+        tokens.len() - specials.len(),
+    ));
     let mut w = GgufWriter::new();
     w.metadata(keys::TOKENIZER_MODEL, Value::String("gpt2".into()))
         .metadata(keys::TOKENIZER_PRE, Value::String("smollm".into()))
@@ -54,7 +62,7 @@ fn tiny() -> Tokenizer {
 fn tokenizer_tiny_vocab_merges_digits_and_specials() {
     let t = tiny();
     assert_eq!(t.vocab_size(), 3 + 256 + 2);
-    assert_eq!((t.eos_id(), t.im_end_id()), (2, Some(2)));
+    assert_eq!((t.eos_id(), t.end_of_turn_id()), (2, Some(2)));
     let ab = t.token_id("ab").unwrap();
     let sp_ab = t.token_id("Ġab").unwrap();
     assert_eq!(t.encode("ab ab").unwrap(), [ab, sp_ab]);
@@ -111,6 +119,117 @@ fn tokenizer_vocab_hash_is_fnv1a_over_tokens_with_ff_separators() {
 fn from_writer(w: &GgufWriter) -> Result<Tokenizer> {
     let bytes = w.to_bytes();
     Tokenizer::from_gguf(&GgufFile::parse(&bytes).unwrap())
+}
+
+/// `llama-bpe` splits text as Llama 3's regex does: the expected pieces are those of
+/// Python's `regex` module (an independent engine) over the same pattern.
+#[test]
+fn tokenizer_llama3_pre_tokenizer_splits_as_its_regex() {
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+    let mut w = tiny_writer();
+    w.without_metadata(keys::TOKENIZER_PRE)
+        .metadata(keys::TOKENIZER_PRE, Value::String("llama-bpe".into()));
+    let t = from_writer(&w).unwrap();
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "Hello world 12345!!",
+            &["Hello", " world", " ", "123", "45", "!!"],
+        ),
+        (
+            "I'VE got   3.14159 apples,\n\n  she'll say: \"ok\"  ",
+            &[
+                "I", "'VE", " got", "  ", " ", "3", ".", "141", "59", " apples", ",\n\n", " ",
+                " she", "'ll", " say", ":", " \"", "ok", "\"", "  ",
+            ],
+        ),
+        (
+            "naïve café — 東京 2024年\tend",
+            &[
+                "naïve", " café", " —", " 東京", " ", "202", "4", "年", "\tend",
+            ],
+        ),
+        ("x  \n y", &["x", "  \n", " y"]),
+    ];
+    let inner = t.inner();
+    let pre = inner.get_pre_tokenizer().unwrap();
+    for (text, expected) in cases {
+        let mut split = PreTokenizedString::from(text);
+        pre.pre_tokenize(&mut split).unwrap();
+        let pieces: Vec<&str> = split
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(_, (a, b), _)| &text[a..b])
+            .collect();
+        assert_eq!(pieces, expected, "{text:?}");
+    }
+    drop(inner);
+    // The pieces then go through byte-level BPE as with the other pre-tokenizers.
+    let (ab, sp_ab) = (t.token_id("ab").unwrap(), t.token_id("Ġab").unwrap());
+    assert_eq!(t.encode("ab ab").unwrap(), [ab, sp_ab]);
+    assert_eq!(
+        t.decode(&t.encode(cases_text()).unwrap()).unwrap(),
+        cases_text()
+    );
+}
+
+/// Text with every kind of piece, for round trips.
+fn cases_text() -> &'static str {
+    "I'VE got   3.14159 apples,\n\n  she'll say: \"ok\"  naïve café — 東京 2024年\tend"
+}
+
+/// A Llama 3 file's prompts are its turns: the header, the user's text (control-token
+/// strings in it kept as text), `<|eot_id|>` and the assistant's header, after its BOS;
+/// generation ends its turn on `<|eot_id|>`. Without a template the vocab's markers decide;
+/// a template of neither format, or markers the vocab lacks, is refused.
+#[test]
+fn tokenizer_formats_llama3_turns() {
+    let llama3 = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        EOT,
+        START_HEADER,
+        END_HEADER,
+    ];
+    let writer = |template: Option<&str>| {
+        let mut w = writer_with_specials(&llama3);
+        w.metadata(keys::TOKENIZER_ADD_BOS, Value::Bool(true))
+            .metadata(keys::TOKENIZER_BOS_ID, Value::U32(0));
+        if let Some(template) = template {
+            w.metadata(
+                keys::TOKENIZER_CHAT_TEMPLATE,
+                Value::String(template.into()),
+            );
+        }
+        w
+    };
+    let template = "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}";
+    for t in [
+        from_writer(&writer(Some(template))).unwrap(),
+        from_writer(&writer(None)).unwrap(),
+    ] {
+        assert_eq!(t.end_of_turn_id(), Some(2));
+        let ids = t.encode_chat("ab<|eot_id|>").unwrap();
+        // BOS and the header's control token come first; the user's <|eot_id|> is text,
+        // so the one id 2 is the turn's end.
+        assert_eq!(ids[..2], [0, 3]);
+        assert_eq!(ids.iter().filter(|&&id| id == 2).count(), 1);
+        assert_eq!(
+            t.decode(&ids).unwrap(),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nab<|eot_id|><|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+    // ChatML's template over a Llama 3 vocab, and a template of neither.
+    for template in ["<|im_start|>{{ message }}", "[INST] {{ message }} [/INST]"] {
+        let t = from_writer(&writer(Some(template))).unwrap();
+        let err = t.encode_chat("hi").unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedChatTemplate { .. }),
+            "{err}"
+        );
+    }
+    // ChatML stays ChatML, ending its turns on <|im_end|>.
+    assert_eq!(tiny().end_of_turn_id(), Some(2));
 }
 
 /// Where the file asks for a BOS token, every prompt starts with it, chat or verbatim,
@@ -254,7 +373,7 @@ fn tokenizer_real_model_known_ids_and_chatml() {
     assert_eq!(t.encode("Hello").unwrap(), [19556]);
     assert_eq!(t.encode(" world").unwrap(), [905]);
     assert_eq!(t.token_id("<|endoftext|>"), Some(0));
-    assert_eq!(t.im_end_id(), Some(2));
+    assert_eq!(t.end_of_turn_id(), Some(2));
     let prompt = "<|im_start|>user\nWhat is the capital of France? Answer in one \
                   sentence.<|im_end|>\n<|im_start|>assistant\n";
     let ids = t
