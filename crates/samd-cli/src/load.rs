@@ -149,22 +149,43 @@ impl ModelBytes {
 }
 
 /// The static corpus `args` asks for, checked against the model's tokenizer: the given
-/// file, else the default one when it exists, else none.
+/// file, else the default one when it exists and fits the model, else none.
 pub fn load_corpus(args: &CorpusArgs, tokenizer: &Tokenizer) -> Result<Option<Arc<StaticSam>>> {
+    load_corpus_or(args, tokenizer, Path::new(DEFAULT_CORPUS))
+}
+
+/// [`load_corpus`] with `default` as the default corpus. A corpus given by name that was
+/// built with another tokenizer is an error; the default one is passed over, with a note,
+/// so that another model's file runs without `--no-corpus` (SmolLM2's corpus is the
+/// default, and its ids mean nothing to another vocab).
+fn load_corpus_or(
+    args: &CorpusArgs,
+    tokenizer: &Tokenizer,
+    default: &Path,
+) -> Result<Option<Arc<StaticSam>>> {
     if args.no_corpus {
         return Ok(None);
     }
-    let path = match &args.corpus {
-        Some(path) => path.clone(),
-        None if Path::new(DEFAULT_CORPUS).exists() => PathBuf::from(DEFAULT_CORPUS),
+    let (path, named) = match &args.corpus {
+        Some(path) => (path.as_path(), true),
+        None if default.exists() => (default, false),
         None => return Ok(None),
     };
     let bytes =
-        std::fs::read(&path).with_context(|| format!("cannot read corpus {}", path.display()))?;
+        std::fs::read(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
     let corpus = StaticSam::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid corpus file", path.display()))?;
-    check_corpus(&corpus, tokenizer.vocab_hash())
-        .with_context(|| format!("{} does not fit this model", path.display()))?;
+    if let Err(e) = check_corpus(&corpus, tokenizer.vocab_hash()) {
+        if named {
+            return Err(e).with_context(|| format!("{} does not fit this model", path.display()));
+        }
+        eprintln!(
+            "note: the default static corpus {} was built with another tokenizer than this \
+             model's; SAM drafts from the prompt and the output alone (--corpus names another)",
+            path.display()
+        );
+        return Ok(None);
+    }
     Ok(Some(Arc::new(corpus)))
 }
 
@@ -177,4 +198,56 @@ pub fn load_model(args: &ModelArgs) -> Result<(Llama, Tokenizer)> {
     let device = init_device(args.device)?;
     let model = model_bytes.weights(&file, &device, args)?;
     Ok((model, tokenizer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use samd_model::gguf::{GgufFile, Value, keys};
+    use samd_model::gguf_writer::GgufWriter;
+
+    /// A byte-level tokenizer of 256 byte symbols: not SmolLM2's.
+    fn other_tokenizer() -> Tokenizer {
+        let tokens: Vec<String> = (0u32..256)
+            .map(|b| char::from_u32(0x100 + b).expect("a char").to_string())
+            .collect();
+        let mut w = GgufWriter::new();
+        w.metadata(keys::TOKENIZER_MODEL, Value::String("gpt2".into()))
+            .metadata(keys::TOKENIZER_PRE, Value::String("gpt2".into()))
+            .metadata_str_array(keys::TOKENIZER_TOKENS, &tokens)
+            .metadata_str_array(keys::TOKENIZER_MERGES, &[] as &[&str])
+            .metadata(keys::TOKENIZER_EOS_ID, Value::U32(0));
+        let bytes = w.to_bytes();
+        Tokenizer::from_gguf(&GgufFile::parse(&bytes).expect("parse")).expect("tokenizer")
+    }
+
+    /// The default corpus (SmolLM2's) is passed over for another vocab; the same file named
+    /// with `--corpus` is refused, naming it.
+    #[test]
+    fn a_default_corpus_of_another_tokenizer_is_passed_over_and_a_named_one_refused() {
+        let default =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/corpus/default.samdcorp");
+        assert!(default.exists(), "the committed corpus is missing");
+        let tokenizer = other_tokenizer();
+        let implicit = CorpusArgs {
+            corpus: None,
+            no_corpus: false,
+        };
+        assert!(
+            load_corpus_or(&implicit, &tokenizer, &default)
+                .expect("passed over")
+                .is_none()
+        );
+        let named = CorpusArgs {
+            corpus: Some(default.clone()),
+            no_corpus: false,
+        };
+        let err = load_corpus_or(&named, &tokenizer, &default).expect_err("refused");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("default.samdcorp does not fit this model"),
+            "{err}"
+        );
+        assert!(err.contains("another tokenizer"), "{err}");
+    }
 }

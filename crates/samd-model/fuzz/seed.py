@@ -52,10 +52,12 @@ def gguf(metadata, tensors, rng):
             n *= d
         offsets.append(len(data))
         if kind in ("F32", "F16", "BF16"):
-            # Small floats, so that nothing overflows to infinity on the way.
+            # Small floats, so that nothing overflows to infinity on the way; RoPE
+            # factors must be positive.
+            lo, hi = (1.0, 8.0) if name == "rope_freqs.weight" else (-0.5, 0.5)
             fmt = {"F32": "<f", "F16": "<e", "BF16": None}[kind]
             if fmt:
-                data += b"".join(struct.pack(fmt, rng.uniform(-0.5, 0.5)) for _ in range(n))
+                data += b"".join(struct.pack(fmt, rng.uniform(lo, hi)) for _ in range(n))
             else:
                 data += b"".join(struct.pack("<f", rng.uniform(-0.5, 0.5))[2:] for _ in range(n))
         else:
@@ -69,9 +71,10 @@ def gguf(metadata, tensors, rng):
     return out + data
 
 
-def tokenizer_metadata():
+def tokenizer_metadata(llama3=False):
     """A byte-level BPE: three specials, the 256 byte symbols (GPT-2's byte-to-unicode
-    map), and two merges."""
+    map), and two merges. With `llama3`, Llama 3's specials, pre-tokenizer, BOS and chat
+    template instead of ChatML's."""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     symbols, shifted = {}, 0
     for b in range(256):
@@ -80,27 +83,34 @@ def tokenizer_metadata():
         else:
             shifted += 1
             symbols[b] = chr(255 + shifted)
-    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokens += [symbols[b] for b in range(256)] + ["ab", "\u0120ab"]
-    types = [3, 3, 3] + [1] * (len(tokens) - 3)
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-                "<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
-    return tokens, [
+    if llama3:
+        specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|eot_id|>", "<|end_header_id|>"]
+        template = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+                    "\n\n{{ m['content'] }}<|eot_id|>{% endfor %}")
+    else:
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                    "<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
+    tokens = specials + [symbols[b] for b in range(256)] + ["ab", "\u0120ab"]
+    types = [3] * len(specials) + [1] * (len(tokens) - len(specials))
+    bos = [("tokenizer.ggml.add_bos_token", BOOL, True)] if llama3 else []
+    return tokens, bos + [
         ("tokenizer.ggml.model", STRING, "gpt2"),
-        ("tokenizer.ggml.pre", STRING, "smollm"),
+        ("tokenizer.ggml.pre", STRING, "llama-bpe" if llama3 else "smollm"),
         ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens)),
         ("tokenizer.ggml.merges", ARRAY, (STRING, ["a b", "\u0120 ab"])),
         ("tokenizer.ggml.token_type", ARRAY, (I32, types)),
-        ("tokenizer.ggml.bos_token_id", U32, 1),
+        ("tokenizer.ggml.bos_token_id", U32, 0 if llama3 else 1),
         ("tokenizer.ggml.eos_token_id", U32, 2),
         ("tokenizer.chat_template", STRING, template),
     ]
 
 
-def llama(rng, matrix_types):
-    """One layer, d_model 64, two query heads of 32 and one KV head, FFN 128."""
+def llama(rng, matrix_types, llama3=False):
+    """One layer, d_model 64, two query heads of 32 and one KV head, FFN 128. With
+    `llama3`, Llama 3's tokenizer and RoPE frequency factors."""
     d, ffn, heads, kv_heads, head = 64, 128, 2, 1, 32
-    tokens, tok_meta = tokenizer_metadata()
+    tokens, tok_meta = tokenizer_metadata(llama3)
     metadata = [
         ("general.architecture", STRING, "llama"),
         ("general.name", STRING, "fuzz seed"),
@@ -122,6 +132,8 @@ def llama(rng, matrix_types):
                        ("attn_v", [d, kv_heads * head]), ("attn_output", [heads * head, d]),
                        ("ffn_gate", [d, ffn]), ("ffn_up", [d, ffn]), ("ffn_down", [ffn, d])]:
         tensors.append((f"blk.0.{name}.weight", dims, next(kinds)))
+    if llama3:
+        tensors.append(("rope_freqs.weight", [head // 2], "F32"))
     return gguf(metadata, tensors, rng)
 
 
@@ -143,6 +155,8 @@ def main():
         "llama-iq4": llama(rng, ["Q8_0", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL", "IQ4_NL"]),
         # As the Q5_K_M preset writes it: Q5_1, in blocks of its own kind.
         "llama-q5_k_m": llama(rng, ["Q8_0", "Q5_1", "Q5_1", "Q8_0", "Q5_1", "Q5_1", "Q5_1", "Q5_1"]),
+        # As a Llama 3.2 file: its tokenizer, BOS, chat template and RoPE factors.
+        "llama3-q4_k_m": llama(rng, ["Q8_0", "Q5_0", "Q5_0", "Q8_0", "Q5_0", "Q5_0", "Q5_0", "Q5_0"], llama3=True),
         "every-type": every_type(rng),
     }
     for name, data in seeds.items():
