@@ -103,10 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let config = BenchConfig {
         methods: args.methods.clone(),
         max_new_tokens: max_new,
-        stop_ids: [Some(tokenizer.eos_id()), tokenizer.end_of_turn_id()]
-            .into_iter()
-            .flatten()
-            .collect(),
+        stop_ids: tokenizer.stop_ids(),
         corpus: load_corpus(&args.corpus, &tokenizer)?,
         warmup: true,
         trace_top_k: if args.save_traces.is_some() {

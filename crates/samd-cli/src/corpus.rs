@@ -29,8 +29,7 @@ pub fn run(args: &CorpusBuildArgs) -> Result<()> {
         bail!("no training prompts found in {}", args.data.display());
     }
     let (model, tokenizer) = load_model(&args.model)?;
-    let mut stop_ids = vec![tokenizer.eos_id()];
-    stop_ids.extend(tokenizer.end_of_turn_id());
+    let stop_ids = tokenizer.stop_ids();
 
     let mut answers = if args.resume {
         answers_in(&args.out, tokenizer.vocab_hash())?

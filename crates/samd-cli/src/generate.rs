@@ -135,8 +135,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     drop(file);
     drop(model_bytes);
 
-    let mut stop_ids = vec![tokenizer.eos_id()];
-    stop_ids.extend(tokenizer.end_of_turn_id());
+    let stop_ids = tokenizer.stop_ids();
     let request = Request {
         prompt_ids: &prompt_ids,
         method: args.method,

@@ -608,10 +608,7 @@ fn replay_predicts_a_real_cpu_run_step_for_step() {
     let config = BenchConfig {
         methods: vec![Method::Sam, Method::Pld],
         max_new_tokens,
-        stop_ids: [Some(tokenizer.eos_id()), tokenizer.end_of_turn_id()]
-            .into_iter()
-            .flatten()
-            .collect(),
+        stop_ids: tokenizer.stop_ids(),
         corpus: None,
         warmup: true,
         trace_top_k: 0,

@@ -71,10 +71,7 @@ fn assert_methods_match_ar(per_category: usize, sampling: impl Fn(usize) -> Opti
     let device = Device::flex();
     let model = Llama::from_gguf(&file, &device).expect("the model");
     let vocab = u32::try_from(tokenizer.vocab_size()).expect("vocab fits u32");
-    let stop_ids: Vec<u32> = [Some(tokenizer.eos_id()), tokenizer.end_of_turn_id()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let stop_ids = tokenizer.stop_ids();
     let mut session = Session::new(ModelTarget::new(model, 2048), None);
     // Every drafted node, up to the 16 a CPU step takes (`Llama::max_tree_nodes`), so
     // that every drafter's trees are verified: on this CPU the adaptive budget would

@@ -832,11 +832,15 @@ fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
     let half = c.head_dim / 2;
     let mut table = Vec::with_capacity(c.context_len * 2 * c.head_dim);
     let mut sin = Vec::with_capacity(c.head_dim);
+    let thetas: Vec<f64> = (0..half)
+        .map(|i| {
+            let factor = c.rope_freq_factors.get(i).map_or(1.0, |&f| f64::from(f));
+            f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64) / factor
+        })
+        .collect();
     for pos in 0..c.context_len {
         sin.clear();
-        for i in 0..half {
-            let factor = c.rope_freq_factors.get(i).map_or(1.0, |&f| f64::from(f));
-            let theta = f64::from(c.rope_theta).powf(-2.0 * i as f64 / c.head_dim as f64) / factor;
+        for &theta in &thetas {
             let angle = pos as f64 * theta;
             let (s, co) = (angle.sin() as f32, angle.cos() as f32);
             table.extend([co, co]);

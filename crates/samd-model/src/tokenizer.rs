@@ -133,6 +133,23 @@ enum PreSplit {
 /// runs of up to three, punctuation runs, and whitespace, each kept as a piece.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The token id at `key`, refused unless it is inside the vocab.
+fn id_in_vocab(
+    gguf: &GgufFile<'_>,
+    key: &'static str,
+    what: &str,
+    vocab_size: usize,
+) -> Result<u32> {
+    let id = gguf.get_u32(key)?;
+    if usize::try_from(id).map_or(true, |i| i >= vocab_size) {
+        return Err(invalid(
+            key,
+            format!("{what} id {id} is outside the vocab of {vocab_size}"),
+        ));
+    }
+    Ok(id)
+}
+
 fn invalid(key: &'static str, problem: String) -> Error {
     Error::InvalidTokenizer { key, problem }
 }
@@ -251,13 +268,7 @@ impl Tokenizer {
             }
         }
 
-        let eos_id = gguf.get_u32(keys::TOKENIZER_EOS_ID)?;
-        if usize::try_from(eos_id).map_or(true, |id| id >= vocab_size) {
-            return Err(invalid(
-                keys::TOKENIZER_EOS_ID,
-                format!("eos id {eos_id} is outside the vocab of {vocab_size}"),
-            ));
-        }
+        let eos_id = id_in_vocab(gguf, keys::TOKENIZER_EOS_ID, "eos", vocab_size)?;
         let bos_id = Self::prompt_start(gguf, vocab_size)?;
         let chat = Self::chat_format(gguf, &vocab)?;
         let end_of_turn = chat.map_or(IM_END, ChatFormat::end_of_turn);
@@ -316,14 +327,7 @@ impl Tokenizer {
         match gguf.metadata(keys::TOKENIZER_ADD_BOS) {
             None | Some(Value::Bool(false)) => Ok(None),
             Some(Value::Bool(true)) => {
-                let bos_id = gguf.get_u32(keys::TOKENIZER_BOS_ID)?;
-                if usize::try_from(bos_id).map_or(true, |id| id >= vocab_size) {
-                    return Err(invalid(
-                        keys::TOKENIZER_BOS_ID,
-                        format!("bos id {bos_id} is outside the vocab of {vocab_size}"),
-                    ));
-                }
-                Ok(Some(bos_id))
+                id_in_vocab(gguf, keys::TOKENIZER_BOS_ID, "bos", vocab_size).map(Some)
             }
             Some(other) => Err(invalid(
                 keys::TOKENIZER_ADD_BOS,
@@ -414,6 +418,14 @@ impl Tokenizer {
     /// Generation should stop on it as well as on [`Tokenizer::eos_id`].
     pub fn end_of_turn_id(&self) -> Option<u32> {
         self.end_of_turn_id
+    }
+
+    /// The ids generation stops on: [`Tokenizer::eos_id`], then
+    /// [`Tokenizer::end_of_turn_id`] where the vocab has one.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        std::iter::once(self.eos_id)
+            .chain(self.end_of_turn_id)
+            .collect()
     }
 
     /// The id of a token string, if it is in the vocab.

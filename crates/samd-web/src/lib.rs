@@ -356,8 +356,7 @@ impl Engine {
         }
         .map_err(WebError::from)?;
         loaded.use_method(method)?;
-        let mut stop_ids = vec![loaded.tokenizer.eos_id()];
-        stop_ids.extend(loaded.tokenizer.end_of_turn_id());
+        let stop_ids = loaded.tokenizer.stop_ids();
         let options = GenerateOptions {
             max_new_tokens: request.max_tokens,
             stop_ids,
