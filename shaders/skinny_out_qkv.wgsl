@@ -3,7 +3,8 @@
 // values go straight into the KV cache at slots slots[0] + row, so storing them costs no
 // launch of its own. It follows skinny_in_normed.wgsl, which holds binding 3, and
 // kv_store_common.wgsl, with the cache's layout and RoPE (k[c^1], the RoPE mate, is what
-// the core passes in as `mate`).
+// the core passes in as `mate`), and by qkv_bias.wgsl or qkv_no_bias.wgsl, which define
+// with_bias(n, value): column n's output with its bias added, or as it is.
 
 @group(0) @binding(4) var<storage, read_write> rope: array<f32>;  // [M, 2 * HEAD_DIM]: cos | sin
 @group(0) @binding(5) var<storage, read_write> cache: array<f32>; // [2, KV_HEADS, MAX_SEQ, HEAD_DIM]
@@ -11,7 +12,9 @@
 // that a replayed step graph reads each step's own (step_graph.rs).
 @group(0) @binding(6) var<storage, read_write> slots: array<u32>;
 
-fn write_out(row: u32, n: u32, value: f32, mate: f32) {
+fn write_out(row: u32, n: u32, product: f32, mate_product: f32) {
+    let value = with_bias(n, product);
+    let mate = with_bias(n ^ 1u, mate_product);
     if n < Q_DIM {
         y[row * Q_DIM + n] = value;
         return;

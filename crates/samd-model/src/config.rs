@@ -3,9 +3,9 @@
 //! The forward pass trusts a [`LlamaConfig`] completely (it sizes tensors from it), so every
 //! rule it relies on is checked here, in [`LlamaConfig::validate`], and nowhere else. Keys
 //! follow llama.cpp's naming (`{arch}.block_count`, `{arch}.attention.head_count`, …); see
-//! <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md#llm>. Only `arch = "llama"` is
-//! accepted: other families need code (biases, other norms, other RoPE variants), not just
-//! other numbers.
+//! <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md#llm>. Two architectures are
+//! accepted, `llama` and `qwen2` (Llama with q/k/v biases and NEOX RoPE); other families
+//! need code (other norms, other RoPE variants, other blocks), not just other numbers.
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -47,14 +47,18 @@ pub mod keys {
     pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
 }
 
-/// The only architecture the forward pass implements.
-pub const SUPPORTED_ARCH: &str = "llama";
+/// The architectures the forward pass implements, as `general.architecture` names them.
+pub const SUPPORTED_ARCHS: [&str; 2] = ["llama", "qwen2"];
+
+/// A block's query bias, whose presence in the first block says a Llama file has q/k/v
+/// biases (llama.cpp reads them where present; Qwen2 files must have them).
+const FIRST_QUERY_BIAS: &str = "blk.0.attn_q.bias";
 
 /// The embedding tensor, whose row count backs up the vocabulary size.
 const TOKEN_EMBD: &str = "token_embd.weight";
 
 /// The tensor of per-frequency RoPE factors (Llama 3.1's long-context scaling).
-const ROPE_FREQS: &str = "rope_freqs.weight";
+pub(crate) const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// RoPE base used when the file does not say (llama.cpp's default).
 pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
@@ -67,6 +71,21 @@ pub const MAX_CONTEXT_LEN: usize = 32_768;
 /// The widest head the attention kernels hold in a workgroup's memory (Gemma's width; the
 /// Llama family's are 64 or 128).
 pub const MAX_HEAD_DIM: usize = 256;
+
+/// Which dimensions of a head RoPE rotates together, as the file's q/k rows are ordered.
+///
+/// The forward pass rotates adjacent pairs; a model whose rows pair the halves has them
+/// reordered at load ([`crate::Llama::from_weights`]), which leaves every attention score
+/// as it was, since queries and keys move alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs `(2i, 2i + 1)` (ggml's "normal" mode): Llama files, whose rows llama.cpp's
+    /// converter permutes into this order.
+    Interleaved,
+    /// Pairs `(i, i + head_dim / 2)` (ggml's NEOX mode, HF's rotate-half): Qwen2 files,
+    /// stored in HF's order.
+    Neox,
+}
 
 /// Hyperparameters of a Llama-family decoder.
 ///
@@ -101,6 +120,10 @@ pub struct LlamaConfig {
     /// long-context scaling slows the low frequencies): pair `i` turns by
     /// `position · base^(-2i / head_dim) / factor_i`. Empty means 1 for every pair.
     pub rope_freq_factors: Vec<f32>,
+    /// How the file's q/k rows pair the dimensions RoPE rotates.
+    pub rope_style: RopeStyle,
+    /// Whether each block adds biases to its query, key and value projections (Qwen2).
+    pub qkv_bias: bool,
 }
 
 impl LlamaConfig {
@@ -118,6 +141,8 @@ impl LlamaConfig {
             rope_theta: 100_000.0,
             context_len: 8192,
             rope_freq_factors: Vec::new(),
+            rope_style: RopeStyle::Interleaved,
+            qkv_bias: false,
         }
     }
 
@@ -135,6 +160,8 @@ impl LlamaConfig {
             rope_theta: 10_000.0,
             context_len: 256,
             rope_freq_factors: Vec::new(),
+            rope_style: RopeStyle::Interleaved,
+            qkv_bias: false,
         }
     }
 
@@ -153,20 +180,26 @@ impl LlamaConfig {
 
     /// Reads and validates the config of a GGUF model.
     ///
-    /// Refuses anything but plain Llama: other `general.architecture` values, and Llama
-    /// files with a variant the forward pass would silently get wrong
-    /// ([`refuse_unimplemented_variants`]).
+    /// Refuses architectures other than [`SUPPORTED_ARCHS`], and files with a variant the
+    /// forward pass would silently get wrong ([`refuse_unimplemented_variants`]).
     pub fn from_gguf(file: &GgufFile<'_>) -> Result<Self> {
         let arch = file.architecture()?;
-        if arch != SUPPORTED_ARCH {
-            return Err(Error::UnsupportedArchitecture {
-                arch: arch.to_owned(),
-                reason: format!(
-                    "only {SUPPORTED_ARCH:?} is implemented (qwen2 needs q/k/v biases, \
-                     other families other norms or RoPE variants)"
-                ),
-            });
-        }
+        let (rope_style, qkv_bias) = match arch {
+            "llama" => (
+                RopeStyle::Interleaved,
+                file.tensors().iter().any(|t| t.name == FIRST_QUERY_BIAS),
+            ),
+            "qwen2" => (RopeStyle::Neox, true),
+            _ => {
+                return Err(Error::UnsupportedArchitecture {
+                    arch: arch.to_owned(),
+                    reason: format!(
+                        "only {SUPPORTED_ARCHS:?} are implemented (other families need other \
+                         norms, RoPE variants or blocks)"
+                    ),
+                });
+            }
+        };
         refuse_unimplemented_variants(file, arch)?;
         let key = |suffix: &str| format!("{arch}.{suffix}");
         let size = |suffix: &str| -> Result<usize> {
@@ -215,6 +248,8 @@ impl LlamaConfig {
                 Ok(_) => file.tensor_f32(ROPE_FREQS)?,
                 Err(_) => Vec::new(),
             },
+            rope_style,
+            qkv_bias,
         };
         config.validate()?;
         Ok(config)
@@ -309,10 +344,11 @@ impl LlamaConfig {
     }
 }
 
-/// Refuses a Llama file that asks for what the forward pass does not do, where it would
-/// otherwise run and give wrong logits without a word: q/k/v biases (Qwen2-style), a
-/// scaled, partial or YaRN RoPE, a mixture of experts (Mixtral is `llama` in GGUF), and
-/// heads whose width is not `d_model / heads`.
+/// Refuses a file that asks for what the forward pass does not do, where it would
+/// otherwise run and give wrong logits without a word: a scaled, partial or YaRN RoPE, a
+/// mixture of experts (Mixtral is `llama` in GGUF), and heads whose width is not
+/// `d_model / heads`. Tensors it would not read (an output bias, say) are refused by
+/// [`crate::Llama::check_gguf`].
 /// A value that only restates the default (a scaling type `none`, a factor of 1) passes.
 fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> {
     let refuse = |reason: String| {
@@ -322,18 +358,6 @@ fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> 
         })
     };
     let key = |suffix: &str| format!("{arch}.{suffix}");
-    let has_tensor = |name: &str| file.tensors().iter().any(|t| t.name == name);
-    for bias in [
-        "blk.0.attn_q.bias",
-        "blk.0.attn_k.bias",
-        "blk.0.attn_v.bias",
-    ] {
-        if has_tensor(bias) {
-            return refuse(format!(
-                "tensor {bias} present: q/k/v biases are not implemented"
-            ));
-        }
-    }
     let scaling = key(keys::ROPE_SCALING_TYPE);
     if file.metadata(&scaling).is_some() {
         let kind = file.get_str(&scaling)?;

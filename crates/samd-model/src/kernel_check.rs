@@ -141,7 +141,9 @@ async fn check_each_model(device: &Device, comparisons: &[Comparison]) -> Result
 }
 
 /// Two small random models with SmolLM2's head shape (head_dim 64, three query heads per
-/// key/value head) on `device`: with f32 weights, and quantised as SmolLM2's file is.
+/// key/value head) on `device`: with f32 weights, and quantised as SmolLM2's file is,
+/// the latter with Qwen2's q/k/v biases and NEOX RoPE (its q/k rows reordered at load),
+/// so that both kinds of projection kernel are checked.
 fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
     let config = LlamaConfig {
         n_layers: 2,
@@ -157,12 +159,23 @@ fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
         rope_theta: 10_000.0,
         context_len: 256,
         rope_freq_factors: Vec::new(),
+        rope_style: crate::RopeStyle::Interleaved,
+        qkv_bias: false,
     };
     Ok([
         ("f32", Llama::random(config.clone(), 7, true, device)?),
         (
-            "quantised",
-            Llama::random_quantized(config, 7, true, device)?,
+            "quantised, biased",
+            Llama::random_quantized(
+                LlamaConfig {
+                    rope_style: crate::RopeStyle::Neox,
+                    qkv_bias: true,
+                    ..config
+                },
+                7,
+                true,
+                device,
+            )?,
         ),
     ])
 }

@@ -240,6 +240,20 @@ impl SkinnyFolds for QkvProjection {
         concat!(
             include_str!("../../../shaders/kv_store_common.wgsl"),
             include_str!("../../../shaders/skinny_out_qkv.wgsl"),
+            include_str!("../../../shaders/qkv_no_bias.wgsl"),
+        ),
+    ];
+}
+
+/// [`QkvProjection`] with a bias added to each of `q | k | v` (Qwen2), in binding 7.
+pub(crate) struct BiasedQkvProjection;
+impl SkinnyFolds for BiasedQkvProjection {
+    const PARTS: [&'static str; 2] = [
+        include_str!("../../../shaders/skinny_in_normed.wgsl"),
+        concat!(
+            include_str!("../../../shaders/kv_store_common.wgsl"),
+            include_str!("../../../shaders/skinny_out_qkv.wgsl"),
+            include_str!("../../../shaders/qkv_bias.wgsl"),
         ),
     ];
 }
@@ -392,6 +406,22 @@ pub trait BlockKernels: Backend {
         norm_weight: &FloatTensor<Self>,
         eps: f32,
         w_qkv: &FloatTensor<Self>,
+        layout: Layout,
+        cache: FloatTensor<Self>,
+        rope: &FloatTensor<Self>,
+        slots: IntTensor<Self>,
+        heads: Heads,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`BlockKernels::skinny_qkv_projection`] with `bias`, `[q_dim + 2 * kv_dim]`, added
+    /// to its outputs before RoPE (Qwen2).
+    #[allow(clippy::too_many_arguments)]
+    fn skinny_biased_qkv_projection(
+        x: &FloatTensor<Self>,
+        norm_weight: &FloatTensor<Self>,
+        eps: f32,
+        w_qkv: &FloatTensor<Self>,
+        bias: &FloatTensor<Self>,
         layout: Layout,
         cache: FloatTensor<Self>,
         rope: &FloatTensor<Self>,
@@ -578,6 +608,44 @@ fn float_literal(value: f32) -> String {
     format!("{value:?}")
 }
 
+/// Both [`BlockKernels`] projections of `q | k | v`: `w` is the matrix, the bias if any,
+/// and the matrix's layout.
+#[allow(clippy::too_many_arguments)]
+fn qkv_projection(
+    x: &CubeTensor,
+    norm_weight: &CubeTensor,
+    eps: f32,
+    (w_qkv, bias, layout): (&CubeTensor, Option<&CubeTensor>, Layout),
+    cache: CubeTensor,
+    rope: &CubeTensor,
+    slots: CubeTensor,
+    heads: Heads,
+) -> (CubeTensor, CubeTensor) {
+    let cache = writable(cache);
+    let x = into_contiguous(x.clone());
+    let w_qkv = into_contiguous(w_qkv.clone());
+    let norm_weight = into_contiguous(norm_weight.clone());
+    let rope = into_contiguous(rope.clone());
+    let slots = into_contiguous(slots);
+    let queries = empty_like(&x, [x.meta.shape()[0], heads.q_dim()], DType::F32);
+    let mut params = cache_shape(heads, &cache);
+    params.push(("eps", float_literal(eps)));
+    let mut bindings = vec![
+        binding(&norm_weight),
+        binding(&rope),
+        binding(&cache),
+        binding(&slots),
+    ];
+    match bias {
+        Some(bias) => {
+            bindings.push(binding(&into_contiguous(bias.clone())));
+            launch_skinny::<BiasedQkvProjection>(&x, &w_qkv, layout, &queries, bindings, params);
+        }
+        None => launch_skinny::<QkvProjection>(&x, &w_qkv, layout, &queries, bindings, params),
+    }
+    (queries, cache)
+}
+
 impl BlockKernels for CubeBackend {
     fn add_skinny_matmul(
         stream: CubeTensor,
@@ -650,29 +718,24 @@ impl BlockKernels for CubeBackend {
         slots: CubeTensor,
         heads: Heads,
     ) -> (CubeTensor, CubeTensor) {
-        let cache = writable(cache);
-        let x = into_contiguous(x.clone());
-        let w_qkv = into_contiguous(w_qkv.clone());
-        let norm_weight = into_contiguous(norm_weight.clone());
-        let rope = into_contiguous(rope.clone());
-        let slots = into_contiguous(slots);
-        let queries = empty_like(&x, [x.meta.shape()[0], heads.q_dim()], DType::F32);
-        let mut params = cache_shape(heads, &cache);
-        params.push(("eps", float_literal(eps)));
-        launch_skinny::<QkvProjection>(
-            &x,
-            &w_qkv,
-            layout,
-            &queries,
-            vec![
-                binding(&norm_weight),
-                binding(&rope),
-                binding(&cache),
-                binding(&slots),
-            ],
-            params,
-        );
-        (queries, cache)
+        let w = (w_qkv, None, layout);
+        qkv_projection(x, norm_weight, eps, w, cache, rope, slots, heads)
+    }
+
+    fn skinny_biased_qkv_projection(
+        x: &CubeTensor,
+        norm_weight: &CubeTensor,
+        eps: f32,
+        w_qkv: &CubeTensor,
+        bias: &CubeTensor,
+        layout: Layout,
+        cache: CubeTensor,
+        rope: &CubeTensor,
+        slots: CubeTensor,
+        heads: Heads,
+    ) -> (CubeTensor, CubeTensor) {
+        let w = (w_qkv, Some(bias), layout);
+        qkv_projection(x, norm_weight, eps, w, cache, rope, slots, heads)
     }
 
     fn rms_norm(x: &CubeTensor, weight: &CubeTensor, eps: f32) -> CubeTensor {

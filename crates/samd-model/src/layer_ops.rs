@@ -343,16 +343,17 @@ fn reference_rms_norm(x: Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
 /// the same from the cache.
 pub(crate) type Slots = Tensor<1, Int>;
 
-/// A layer's weights for [`project_qkv`]: the attention's norm, and `w_qkv`, whose
-/// outputs are `q | k | v`.
+/// A layer's weights for [`project_qkv`]: the attention's norm, `w_qkv`, whose outputs
+/// are `q | k | v`, and their biases, where the model has them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QkvWeights<'a> {
     pub norm: Norm<'a>,
     pub w_qkv: &'a Matrix,
+    pub bias: Option<&'a Tensor<1>>,
 }
 
-/// The attention's projection for `n` new nodes: `rms_norm(x) @ w_qkv`, whose columns are
-/// `q | k | v`. Stores the keys (RoPE applied, by each node's `rope` row) and values in
+/// The attention's projection for `n` new nodes: `rms_norm(x) @ w_qkv (+ bias)`, whose
+/// columns are `q | k | v`. Stores the keys (RoPE applied, by each node's `rope` row) and values in
 /// `cache`'s pending slots of `layer`, and returns a tensor whose first `q_dim` columns
 /// are the queries, before RoPE. One launch on the skinny path.
 // The kernel's inputs, as `BlockKernels::skinny_qkv_projection` takes them.
@@ -367,33 +368,52 @@ pub(crate) fn project_qkv(
     slots: &Slots,
     heads: Heads,
 ) -> Tensor<2> {
-    let QkvWeights { norm, w_qkv } = weights;
+    let QkvWeights { norm, w_qkv, bias } = weights;
     if skinny(ops, x.dims()[0], w_qkv) {
         let (x, norm_weight, w_qkv_tensor) = (
             x.clone().into_dispatch(),
             norm.weight.clone().into_dispatch(),
             w_qkv.dispatch(),
         );
+        let bias = bias.map(|b| b.clone().into_dispatch());
         let (rope, slots) = (rope.clone().into_dispatch(), slots.clone().into_dispatch());
         let mut queries = None;
         cache.update_layer(layer, |t| {
-            let (q, t) = <Kernels as BlockKernels>::skinny_qkv_projection(
-                &x,
-                &norm_weight,
-                norm.eps,
-                &w_qkv_tensor,
-                w_qkv.layout,
-                t.into_dispatch(),
-                &rope,
-                slots,
-                heads,
-            );
+            let (eps, layout, t) = (norm.eps, w_qkv.layout, t.into_dispatch());
+            let (q, t) = match &bias {
+                Some(bias) => <Kernels as BlockKernels>::skinny_biased_qkv_projection(
+                    &x,
+                    &norm_weight,
+                    eps,
+                    &w_qkv_tensor,
+                    bias,
+                    layout,
+                    t,
+                    &rope,
+                    slots,
+                    heads,
+                ),
+                None => <Kernels as BlockKernels>::skinny_qkv_projection(
+                    &x,
+                    &norm_weight,
+                    eps,
+                    &w_qkv_tensor,
+                    layout,
+                    t,
+                    &rope,
+                    slots,
+                    heads,
+                ),
+            };
             queries = Some(q);
             Tensor::from_dispatch(t)
         });
         return Tensor::from_dispatch(queries.expect("invariant: update_layer runs its closure"));
     }
-    let qkv = normed_project(ops, x, norm, w_qkv);
+    let mut qkv = normed_project(ops, x, norm, w_qkv);
+    if let Some(bias) = bias {
+        qkv = qkv + bias.clone().unsqueeze_dim(0);
+    }
     match ops {
         BlockOps::Kernels => {
             let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());

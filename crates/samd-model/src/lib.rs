@@ -24,7 +24,7 @@ pub mod step_graph;
 pub mod tokenizer;
 pub mod top_k;
 
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, RopeStyle};
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
 pub use kv_cache::KvCache;

@@ -111,6 +111,8 @@ struct Block {
     attn_norm: Tensor<1>,
     /// `d_model` inputs, outputs `q | k | v`.
     w_qkv: Matrix,
+    /// `[q_dim + 2 * kv_dim]`, added to `q | k | v` where the model has biases.
+    qkv_bias: Option<Tensor<1>>,
     /// `n_heads * head_dim` inputs, `d_model` outputs.
     wo: Matrix,
     /// `[d_model]`
@@ -202,6 +204,10 @@ impl Llama {
                 });
             }
             let values = expected.iter().product::<usize>();
+            let t = match name.feeds_rope() {
+                true => t.with_interleaved_rope(config.rope_style, config.head_dim),
+                false => t,
+            };
             // A matrix may come as its blocks alone where products read them: the
             // kernels on wgpu, and some CPUs' products.
             let blocks_only = (layout == Layout::InOut || crate::cpu_matmul::reads_blocks())
@@ -298,9 +304,22 @@ impl Llama {
                 fused(WeightName::FfnGate(i))?,
                 fused(WeightName::FfnDown(i))?,
             );
+            let qkv_bias = match config.qkv_bias {
+                true => {
+                    let parts = WeightName::AttnQBias(i).fused().into_iter();
+                    let parts = parts.map(&mut required).collect::<Result<Vec<_>>>()?;
+                    Some(vector(HostTensor {
+                        dims: Vec::new(),
+                        data: parts.into_iter().flat_map(|p| p.data).collect(),
+                        quant: None,
+                    }))
+                }
+                false => None,
+            };
             blocks.push(Block {
                 attn_norm: vector(required(WeightName::AttnNorm(i))?),
                 w_qkv,
+                qkv_bias,
                 wo,
                 ffn_norm: vector(required(WeightName::FfnNorm(i))?),
                 w_gate_up,
@@ -321,6 +340,7 @@ impl Llama {
                 .map(|b| {
                     vector_bytes(&b.attn_norm)
                         + vector_bytes(&b.ffn_norm)
+                        + b.qkv_bias.as_ref().map_or(0, vector_bytes)
                         + [&b.w_qkv, &b.wo, &b.w_gate_up, &b.w_down]
                             .into_iter()
                             .map(Matrix::bytes)
@@ -357,7 +377,7 @@ impl Llama {
     pub fn check_gguf(file: &GgufFile<'_>) -> Result<LlamaConfig> {
         let config = LlamaConfig::from_gguf(file)?;
         config.validate()?;
-        for name in WeightName::all(config.n_layers) {
+        for name in WeightName::all(&config) {
             let gguf_name = name.gguf_name();
             let Ok(info) = file.tensor(&gguf_name) else {
                 if name == WeightName::Output {
@@ -380,6 +400,7 @@ impl Llama {
                 });
             }
         }
+        refuse_unread_tensors(file, &config)?;
         Ok(config)
     }
 
@@ -774,6 +795,7 @@ impl Llama {
             let weights = QkvWeights {
                 norm: norm(&block.attn_norm),
                 w_qkv: &block.w_qkv,
+                bias: block.qkv_bias.as_ref(),
             };
             // [n, q | …]: the queries; the keys and values are in the cache.
             let queries = layer_ops::project_qkv(
@@ -820,6 +842,33 @@ impl Llama {
     /// Reads ids back from the device; the only readback the decode loop needs per step.
     pub async fn read_ids(&self, ids: TokenIds) -> Result<Vec<u32>> {
         ids.read().await
+    }
+}
+
+/// Refuses a file with a tensor the forward pass would not read: each is a part of some
+/// other model (an output projection's bias, a mixture's router, a second norm), which a
+/// model run without it would get wrong without a word. llama.cpp likewise refuses a file
+/// whose tensors its graph does not all take. Called once every weight [`WeightName::all`]
+/// names is known to be in the file, so the names it builds are bounded by the file's.
+fn refuse_unread_tensors(file: &GgufFile<'_>, config: &LlamaConfig) -> Result<()> {
+    let read: std::collections::HashSet<String> = WeightName::all(config)
+        .map(WeightName::gguf_name)
+        .chain([crate::config::ROPE_FREQS.to_owned()])
+        .collect();
+    match file.tensors().iter().find(|t| !read.contains(&t.name)) {
+        None => Ok(()),
+        Some(t) => Err(Error::UnsupportedArchitecture {
+            arch: file.architecture()?.to_owned(),
+            reason: format!(
+                "tensor {} is not part of the {} blocks this code runs",
+                t.name,
+                if config.qkv_bias {
+                    "Llama (with q/k/v biases)"
+                } else {
+                    "Llama"
+                }
+            ),
+        }),
     }
 }
 

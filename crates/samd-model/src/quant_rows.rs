@@ -292,6 +292,27 @@ impl QuantRows {
         })
     }
 
+    /// Rows `order[0]`, `order[1]`, … of this matrix, in that order: each row's blocks
+    /// move whole, as a row's quants, scales and minimums lie contiguous.
+    pub fn gather_rows(&self, order: &[usize]) -> Self {
+        fn gather<T: Copy>(values: &[T], rows: usize, order: &[usize]) -> Vec<T> {
+            let per_row = values.len() / rows.max(1);
+            order
+                .iter()
+                .flat_map(|&r| &values[r * per_row..][..per_row])
+                .copied()
+                .collect()
+        }
+        Self {
+            kind: self.kind,
+            rows: order.len(),
+            cols: self.cols,
+            scales: gather(&self.scales, self.rows, order),
+            mins: gather(&self.mins, self.rows, order),
+            quants: gather(&self.quants, self.rows, order),
+        }
+    }
+
     /// The blocks as the WGSL kernels read them (`shaders/blocks_common.wgsl`): row by
     /// row, each block as [`QuantKind::gpu_block_words`] u32 words, `d` and `m` as f32
     /// bits, then the file's quants as they are. Every kind is `w = d·q + m` there: Q4_0's

@@ -94,7 +94,7 @@ fn a_file_mixing_block_types_in_a_fused_matrix_loads_on_wgpu() {
             .wrapping_add(1);
         (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     };
-    for name in WeightName::all(c.n_layers) {
+    for name in WeightName::all(&c) {
         let dims = name.expected_dims(&c);
         let scale = 1.7 / (dims[0] as f32).sqrt();
         let values: usize = dims.iter().product();
@@ -205,13 +205,18 @@ fn wgsl_kernels_agree_with_the_reference_ops() {
     assert!(check.passed(), "{check}");
 }
 
-/// [`assert_replays_match_launches`] on an f32 and a quantised model.
+/// [`assert_replays_match_launches`] on an f32 and a quantised model, the latter with
+/// q/k/v biases (Qwen2's), which its projections read from a buffer of their own.
 #[test]
 fn replayed_steps_equal_steps_launched_one_by_one() {
     let Some(gpu) = wgpu_device() else { return };
     assert_replays_match_launches(Llama::random(LlamaConfig::tiny(), 9, true, &gpu).expect("f32"));
     // Its steps gather their embeddings from blocks, by the ids a replay refills.
+    let biased = LlamaConfig {
+        qkv_bias: true,
+        ..LlamaConfig::tiny_quantisable()
+    };
     assert_replays_match_launches(
-        Llama::random_quantized(LlamaConfig::tiny_quantisable(), 9, true, &gpu).expect("quantised"),
+        Llama::random_quantized(biased, 9, true, &gpu).expect("quantised"),
     );
 }

@@ -71,8 +71,9 @@ impl Llama {
     }
 }
 
-/// Deterministic pseudo-random weights (splitmix64 per tensor): norms near 1, matrices
-/// uniform with a `1/sqrt(fan_in)` scale so activations stay O(1) through the layers.
+/// Deterministic pseudo-random weights (splitmix64 per tensor): norms near 1, biases in
+/// [-1, 1), matrices uniform with a `1/sqrt(fan_in)` scale so activations stay O(1)
+/// through the layers.
 pub(super) fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> HostTensor {
     let dims = name.expected_dims(c);
     let len = dims.iter().product::<usize>();
@@ -92,7 +93,13 @@ pub(super) fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> Hos
         // uniform in [-1, 1)
         (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     };
-    let data = if dims.len() == 1 {
+    let bias = matches!(
+        name,
+        WeightName::AttnQBias(_) | WeightName::AttnKBias(_) | WeightName::AttnVBias(_)
+    );
+    let data = if bias {
+        (0..len).map(|_| next()).collect()
+    } else if dims.len() == 1 {
         (0..len).map(|_| 1.0 + 0.2 * next()).collect()
     } else {
         let scale = match name {

@@ -4,6 +4,7 @@
 use super::ids::step_ids;
 use super::random::random_weight;
 use super::*;
+use crate::config::RopeStyle;
 use crate::cpu_matmul::max_abs_diff;
 use crate::gguf::GgmlType;
 use burn::tensor::read_sync;
@@ -423,7 +424,7 @@ fn tiny_gguf(
     let c = LlamaConfig::tiny();
     let mut w = GgufWriter::new();
     w.llama_config(arch, &c);
-    for name in WeightName::all(c.n_layers) {
+    for name in WeightName::all(&c) {
         if name == WeightName::Output {
             continue; // tied
         }
@@ -456,7 +457,7 @@ fn weight_bytes_are_what_the_model_holds() {
     }
     let mut w = GgufWriter::new();
     w.llama_config("llama", &c);
-    for name in WeightName::all(c.n_layers) {
+    for name in WeightName::all(&c) {
         if name == WeightName::Output {
             continue; // tied
         }
@@ -498,21 +499,101 @@ fn from_gguf_loads_the_same_model_as_from_weights() {
     assert_eq!(run(&loaded), run(&random));
 }
 
+/// A Qwen2 file is a Llama with q/k/v biases whose q/k rows pair the halves of each head
+/// (NEOX RoPE, HF's order): written so from a model's weights, with each head's rows
+/// `2i` and `2i + 1` stored at `i` and `i + head_dim / 2`, it loads as that model, bit
+/// for bit, on the CPU. (`tests/fixtures/tiny_qwen2*` hold the same to an independent
+/// forward pass.)
 #[test]
-fn from_gguf_rejects_other_architectures_and_qkv_biases() {
-    let bytes = tiny_gguf("qwen2", None, |_| {});
+fn a_qwen2_file_loads_as_the_llama_with_biases_it_reorders() {
+    use crate::gguf_writer::GgufWriter;
+    let c = LlamaConfig {
+        qkv_bias: true,
+        ..LlamaConfig::tiny()
+    };
+    let half = c.head_dim / 2;
+    // The file's row r of a head holds the model's row `stored_from(r)`.
+    let stored_from = |r: usize| {
+        let (head, i) = (r / c.head_dim, r % c.head_dim);
+        head * c.head_dim + if i < half { 2 * i } else { 2 * (i - half) + 1 }
+    };
+    let mut w = GgufWriter::new();
+    w.llama_config("qwen2", &c);
+    for name in WeightName::all(&c) {
+        if name == WeightName::Output {
+            continue; // tied
+        }
+        let t = random_weight(&c, name, 5);
+        let row = if t.dims.len() == 1 { 1 } else { t.dims[0] };
+        let data: Vec<f32> = match name.feeds_rope() {
+            true => (0..t.data.len() / row)
+                .flat_map(|r| &t.data[stored_from(r) * row..][..row])
+                .copied()
+                .collect(),
+            false => t.data,
+        };
+        let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
+        w.tensor_f32(&name.gguf_name(), &dims, &data);
+    }
+    let bytes = w.to_bytes();
     let file = GgufFile::parse(&bytes).expect("parse");
-    let err = LlamaConfig::from_gguf(&file).expect_err("qwen2");
+    let config = LlamaConfig::from_gguf(&file).expect("config");
+    assert_eq!(
+        (config.rope_style, config.qkv_bias),
+        (RopeStyle::Neox, true)
+    );
+    let device = cpu();
+    let loaded = Llama::from_gguf(&file, &device).expect("load");
+    let interleaved = LlamaConfig {
+        rope_style: RopeStyle::Interleaved,
+        ..config
+    };
+    let random = Llama::random(interleaved, 5, true, &device).expect("random");
+    let unbiased = Llama::random(LlamaConfig::tiny(), 5, true, &device).expect("random");
+    let tokens = [1, 2, 3, 60];
+    let run = |m: &Llama| {
+        let mut cache = m.new_cache(8);
+        read_logits(feed_chain(m, &mut cache, &tokens))
+    };
+    let logits = run(&loaded);
+    assert_eq!(logits, run(&random));
+    assert_ne!(logits, run(&unbiased), "the biases count");
+}
+
+/// Other architectures are refused by name, and so is a file with a tensor the forward
+/// pass would not read (an output bias, a router), or with some of a block's q/k/v biases
+/// but not all.
+#[test]
+fn from_gguf_rejects_other_architectures_and_tensors_it_would_not_read() {
+    let bytes = tiny_gguf("gemma", None, |_| {});
+    let file = GgufFile::parse(&bytes).expect("parse");
+    let err = LlamaConfig::from_gguf(&file).expect_err("gemma");
     assert!(
         matches!(err, Error::UnsupportedArchitecture { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("qwen2"), "{err}");
+    assert!(err.to_string().contains("gemma"), "{err}");
 
+    for unread in ["blk.0.attn_output.bias", "blk.1.ffn_gate_inp.weight"] {
+        let bytes = tiny_gguf("llama", Some(unread), |_| {});
+        let file = GgufFile::parse(&bytes).expect("parse");
+        for err in [
+            Llama::from_gguf(&file, &cpu()).expect_err(unread),
+            Llama::check_gguf(&file).expect_err(unread),
+        ] {
+            assert!(
+                matches!(err, Error::UnsupportedArchitecture { .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains(unread), "{err}");
+        }
+    }
+
+    // A query bias says the file has biases; the key's is then missing.
     let bytes = tiny_gguf("llama", Some("blk.0.attn_q.bias"), |_| {});
     let file = GgufFile::parse(&bytes).expect("parse");
     let err = Llama::from_gguf(&file, &cpu()).expect_err("bias");
-    assert!(err.to_string().contains("blk.0.attn_q.bias"), "{err}");
+    assert!(err.to_string().contains("blk.0.attn_k.bias"), "{err}");
 
     let bytes = tiny_gguf("llama", None, |w| {
         w.without_metadata("llama.attention.head_count");
@@ -710,11 +791,16 @@ fn other_types_held_as_blocks_give_the_f32_models_logits() {
     };
     let mut w = GgufWriter::new();
     w.llama_config("llama", &c);
-    for (seed, name) in (0u64..).zip(WeightName::all(c.n_layers)) {
+    for (seed, name) in (0u64..).zip(WeightName::all(&c)) {
         let dims = name.expected_dims(&c);
         let dtype = match name {
             WeightName::Output => continue, // tied
-            WeightName::OutputNorm | WeightName::AttnNorm(_) | WeightName::FfnNorm(_) => {
+            WeightName::OutputNorm
+            | WeightName::AttnNorm(_)
+            | WeightName::FfnNorm(_)
+            | WeightName::AttnQBias(_)
+            | WeightName::AttnKBias(_)
+            | WeightName::AttnVBias(_) => {
                 w.tensor_f32(&name.gguf_name(), &[dims[0] as u64], &vec![1.0; dims[0]]);
                 continue;
             }

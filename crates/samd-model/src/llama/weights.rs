@@ -1,6 +1,6 @@
 //! The model's weights by name, and a weight as it comes off the file.
 
-use crate::config::LlamaConfig;
+use crate::config::{LlamaConfig, RopeStyle};
 use crate::quant_rows::QuantRows;
 
 /// Which of the model's weights; the one place tensor names are spelled.
@@ -20,6 +20,12 @@ pub enum WeightName {
     AttnK(usize),
     /// `blk.{i}.attn_v.weight`.
     AttnV(usize),
+    /// `blk.{i}.attn_q.bias`, where the config has q/k/v biases.
+    AttnQBias(usize),
+    /// `blk.{i}.attn_k.bias`, likewise.
+    AttnKBias(usize),
+    /// `blk.{i}.attn_v.bias`, likewise.
+    AttnVBias(usize),
     /// `blk.{i}.attn_output.weight`.
     AttnOutput(usize),
     /// `blk.{i}.ffn_norm.weight`.
@@ -43,6 +49,9 @@ impl WeightName {
             Self::AttnQ(i) => format!("blk.{i}.attn_q.weight"),
             Self::AttnK(i) => format!("blk.{i}.attn_k.weight"),
             Self::AttnV(i) => format!("blk.{i}.attn_v.weight"),
+            Self::AttnQBias(i) => format!("blk.{i}.attn_q.bias"),
+            Self::AttnKBias(i) => format!("blk.{i}.attn_k.bias"),
+            Self::AttnVBias(i) => format!("blk.{i}.attn_v.bias"),
             Self::AttnOutput(i) => format!("blk.{i}.attn_output.weight"),
             Self::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
             Self::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
@@ -61,6 +70,8 @@ impl WeightName {
             Self::OutputNorm | Self::AttnNorm(_) | Self::FfnNorm(_) => vec![c.d_model],
             Self::AttnQ(_) => vec![c.d_model, q_dim],
             Self::AttnK(_) | Self::AttnV(_) => vec![c.d_model, kv_dim],
+            Self::AttnQBias(_) => vec![q_dim],
+            Self::AttnKBias(_) | Self::AttnVBias(_) => vec![kv_dim],
             Self::AttnOutput(_) => vec![q_dim, c.d_model],
             Self::FfnGate(_) | Self::FfnUp(_) => vec![c.d_model, c.d_ffn],
             Self::FfnDown(_) => vec![c.d_ffn, c.d_model],
@@ -68,23 +79,29 @@ impl WeightName {
     }
 
     /// The matrices whose outputs the model holds side by side with this one's, in order
-    /// (a block's q, k and v; its gate and up), each one matrix on the device; itself
-    /// alone for the others.
+    /// (a block's q, k and v; its gate and up), each one matrix on the device, and
+    /// likewise the q, k and v biases, one vector; itself alone for the others.
     pub fn fused(self) -> Vec<Self> {
         match self {
             Self::AttnQ(i) | Self::AttnK(i) | Self::AttnV(i) => {
                 vec![Self::AttnQ(i), Self::AttnK(i), Self::AttnV(i)]
+            }
+            Self::AttnQBias(i) | Self::AttnKBias(i) | Self::AttnVBias(i) => {
+                vec![Self::AttnQBias(i), Self::AttnKBias(i), Self::AttnVBias(i)]
             }
             Self::FfnGate(i) | Self::FfnUp(i) => vec![Self::FfnGate(i), Self::FfnUp(i)],
             _ => vec![self],
         }
     }
 
-    /// Every weight of a model with `n_layers` blocks, `output.weight` included, made as
-    /// they are asked for: `n_layers` is a file's claim, and a check of a file claiming a
-    /// billion layers must stop at its first missing weight, not build the list first.
-    pub fn all(n_layers: usize) -> impl Iterator<Item = Self> {
-        let layer = |i| {
+    /// Every weight of a model of config `c`, `output.weight` and the biases it has
+    /// included, made as they are asked for: `n_layers` is a file's claim, and a check of
+    /// a file claiming a billion layers must stop at its first missing weight, not build
+    /// the list first.
+    pub fn all(c: &LlamaConfig) -> impl Iterator<Item = Self> + use<> {
+        let biases = c.qkv_bias;
+        let layer = move |i| {
+            let bias = [Self::AttnQBias(i), Self::AttnKBias(i), Self::AttnVBias(i)];
             [
                 Self::AttnNorm(i),
                 Self::AttnQ(i),
@@ -96,10 +113,21 @@ impl WeightName {
                 Self::FfnUp(i),
                 Self::FfnDown(i),
             ]
+            .into_iter()
+            .chain(bias.into_iter().filter(move |_| biases))
         };
         [Self::TokenEmbd, Self::Output, Self::OutputNorm]
             .into_iter()
-            .chain((0..n_layers).flat_map(layer))
+            .chain((0..c.n_layers).flat_map(layer))
+    }
+
+    /// Whether RoPE rotates this weight's outputs: the queries' and keys' matrices and
+    /// biases, whose rows a [`RopeStyle::Neox`] model reorders at load.
+    pub fn feeds_rope(self) -> bool {
+        matches!(
+            self,
+            Self::AttnQ(_) | Self::AttnK(_) | Self::AttnQBias(_) | Self::AttnKBias(_)
+        )
     }
 }
 
@@ -116,4 +144,41 @@ pub struct HostTensor {
     /// them in place of `data`: the WGSL kernels on wgpu, and the CPU's products of a few
     /// rows with AVX2. `None` elsewhere and for block types not kept.
     pub quant: Option<QuantRows>,
+}
+
+impl HostTensor {
+    /// The tensor with its rows (its outputs: `dims[1]` rows of `dims[0]` for a matrix,
+    /// single values for a vector) reordered so that RoPE's pairs lie adjacent, as the
+    /// forward pass rotates them, where `style` pairs the halves of each head of
+    /// `head_dim`: row `2i` of a head is its row `i`, row `2i + 1` its row
+    /// `i + head_dim / 2`.
+    pub fn with_interleaved_rope(self, style: RopeStyle, head_dim: usize) -> Self {
+        if style == RopeStyle::Interleaved {
+            return self;
+        }
+        let row_len = if self.dims.len() == 1 {
+            1
+        } else {
+            self.dims[0]
+        };
+        let rows = self.dims.iter().product::<usize>() / row_len.max(1);
+        let half = head_dim / 2;
+        let source = |r: usize| {
+            let c = r % head_dim;
+            r - c + c / 2 + (c % 2) * half
+        };
+        let data = match self.data.is_empty() {
+            true => Vec::new(),
+            false => (0..rows)
+                .flat_map(|r| &self.data[source(r) * row_len..][..row_len])
+                .copied()
+                .collect(),
+        };
+        let order: Vec<usize> = (0..rows).map(source).collect();
+        Self {
+            data,
+            quant: self.quant.map(|q| q.gather_rows(&order)),
+            dims: self.dims,
+        }
+    }
 }
