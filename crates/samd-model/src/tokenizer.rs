@@ -8,9 +8,10 @@
 //!
 //! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
 //! llama.cpp calls `smollm`/`starcoder`/`refact` (every digit split off, then the GPT-2
-//! regex), `gpt2` (the GPT-2 regex alone) and `llama-bpe` (Llama 3's regex: runs of up to
-//! three digits, letters with one leading non-letter); see `llama_vocab::impl::load` in llama.cpp
-//! for the key names and the pre-tokenizer table. Anything else is an
+//! regex), `gpt2` (the GPT-2 regex alone), `llama-bpe` (Llama 3's regex: runs of up to
+//! three digits, letters with one leading non-letter) and `qwen2` (the same with every digit
+//! alone, after NFC normalisation); see `llama_vocab::impl::load` in llama.cpp for the key
+//! names and the pre-tokenizer table. Anything else is an
 //! [`Error::UnsupportedTokenizer`] naming the value found, never a silently wrong split.
 //!
 //! Token types (`tokenizer.ggml.token_type`) follow llama.cpp: 3 (control, e.g.
@@ -25,6 +26,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -126,12 +128,30 @@ enum PreSplit {
     Gpt2,
     /// Llama 3's regex ([`LLAMA3_SPLIT`]), then byte-level BPE without the GPT-2 regex.
     Llama3,
+    /// Qwen2's regex ([`QWEN2_SPLIT`]) likewise, over text normalised to NFC first, as
+    /// Qwen2's own tokenizer does (llama.cpp leaves that out).
+    Qwen2,
+}
+
+impl PreSplit {
+    /// The regex a [`Split`] runs before byte-level BPE without the GPT-2 regex, for the
+    /// pre-tokenizers that name their own.
+    fn own_regex(self) -> Option<&'static str> {
+        match self {
+            Self::DigitsThenGpt2 | Self::Gpt2 => None,
+            Self::Llama3 => Some(LLAMA3_SPLIT),
+            Self::Qwen2 => Some(QWEN2_SPLIT),
+        }
+    }
 }
 
 /// The split Llama 3's `tokenizer.json` runs before byte-level BPE (llama.cpp's
 /// `llama-bpe`): contractions, letters with at most one non-letter before them, digits in
 /// runs of up to three, punctuation runs, and whitespace, each kept as a piece.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's split (llama.cpp's `qwen2`): [`LLAMA3_SPLIT`] with every digit a piece alone.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The token id at `key`, refused unless it is inside the vocab.
 fn id_in_vocab(
@@ -191,11 +211,13 @@ impl Tokenizer {
             "smollm" | "starcoder" | "refact" => PreSplit::DigitsThenGpt2,
             "gpt2" => PreSplit::Gpt2,
             "llama-bpe" => PreSplit::Llama3,
+            "qwen2" => PreSplit::Qwen2,
             other => {
                 return Err(Error::UnsupportedTokenizer {
                     what: keys::TOKENIZER_PRE,
                     found: other.to_owned(),
-                    hint: "supported pre-tokenizers: smollm, starcoder, refact, gpt2, llama-bpe",
+                    hint: "supported pre-tokenizers: smollm, starcoder, refact, gpt2, llama-bpe, \
+                           qwen2",
                 });
             }
         };
@@ -280,26 +302,31 @@ impl Tokenizer {
             .map_err(tokenizer_error("building the BPE model"))?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
-        let pre_tokenizer: PreTokenizerWrapper = match split {
-            PreSplit::DigitsThenGpt2 => {
-                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-            }
-            PreSplit::Gpt2 => byte_level.into(),
-            PreSplit::Llama3 => {
+        let pre_tokenizer: PreTokenizerWrapper = match (split, split.own_regex()) {
+            (_, Some(regex)) => {
                 let split = Split::new(
-                    SplitPattern::Regex(LLAMA3_SPLIT.to_owned()),
+                    SplitPattern::Regex(regex.to_owned()),
                     SplitDelimiterBehavior::Isolated,
                     false,
                 )
-                .map_err(tokenizer_error("compiling Llama 3's pre-tokenizer"))?;
+                .map_err(tokenizer_error("compiling the pre-tokenizer's regex"))?;
                 Sequence::new(vec![
                     split.into(),
                     ByteLevel::new(false, true, false).into(),
                 ])
                 .into()
             }
+            (PreSplit::DigitsThenGpt2, None) => {
+                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+            }
+            (_, None) => byte_level.into(),
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
+        if let PreSplit::Qwen2 = split {
+            inner
+                .with_normalizer(Some(NFC))
+                .map_err(tokenizer_error("setting NFC normalisation"))?;
+        }
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         // Added tokens all exist in the vocab, so this only marks them for whole matching.
         let specials: Vec<AddedToken> = added.iter().filter(|t| t.special).cloned().collect();
