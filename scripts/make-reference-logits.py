@@ -9,9 +9,12 @@ OUT, which `samd check-reference --model MODEL --fixture OUT` holds samd to.
 
 Independent of the Rust code on purpose:
 - weights are dequantised by the `gguf` package (pip install gguf numpy tokenizers);
-- q/k rows are un-permuted back to the HF layout and RoPE is HF's rotate-half, whereas the
-  Rust forward applies interleaved RoPE to the rows as stored;
-- the prompt is tokenized by HF `tokenizers` built from the GGUF vocab and merges.
+- RoPE is HF's rotate-half over q/k rows in HF's order: a Llama file's rows are un-permuted
+  back to it, a Qwen2 file's are stored so; whereas the Rust forward applies interleaved
+  RoPE, to a Llama file's rows as stored and to a Qwen2 file's reordered at load;
+- q/k/v biases (Qwen2) are added where the file has them;
+- the prompt is tokenized by HF `tokenizers` built from the GGUF vocab and merges, with the
+  pre-tokenizer the file names (`smollm`, or `qwen2`: its split regex after NFC).
 """
 import hashlib
 import json
@@ -31,7 +34,10 @@ PROMPT = (
 )
 TOP_K = 20
 MAX_NEW_TOKENS = 16
-END_OF_TURN = 2  # <|im_end|>
+END_OF_TURN = "<|im_end|>"
+# Qwen2's split regex, as its tokenizer.json has it.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def field(reader, key):
@@ -47,19 +53,31 @@ def tensor(reader, name):
 
 
 def tokenize(reader, text):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     tokens = field(reader, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges")]
     types = field(reader, "tokenizer.ggml.token_type")
     vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
+    pre = field(reader, "tokenizer.ggml.pre")
+    if pre == "qwen2":
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    elif pre == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    else:
+        sys.exit(f"pre-tokenizer {pre!r} is not written here")
     tok.decoder = decoders.ByteLevel()
     # token_type 3 = control (special) tokens such as <|im_start|>.
     specials = [t for t, ty in zip(tokens, types) if ty == 3]
@@ -96,9 +114,9 @@ def forward(cfg, W, ids):
     group = cfg["n_head"] // cfg["n_kv"]
     for layer in W["blocks"]:
         h = rms_norm(x, layer["attn_norm"], cfg["eps"])
-        q = rope((h @ layer["q"].T).reshape(n, cfg["n_head"], hd))
-        k = rope((h @ layer["k"].T).reshape(n, cfg["n_kv"], hd))
-        v = (h @ layer["v"].T).reshape(n, cfg["n_kv"], hd)
+        q = rope((h @ layer["q"].T + layer["q_bias"]).reshape(n, cfg["n_head"], hd))
+        k = rope((h @ layer["k"].T + layer["k_bias"]).reshape(n, cfg["n_kv"], hd))
+        v = (h @ layer["v"].T + layer["v_bias"]).reshape(n, cfg["n_kv"], hd)
         k = np.repeat(k, group, axis=1)
         v = np.repeat(v, group, axis=1)
         s = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + causal  # [heads, n, n]
@@ -116,6 +134,8 @@ def forward(cfg, W, ids):
 def load(r):
     """The model's config and its weights in float64, q/k rows in HF's layout."""
     a = field(r, "general.architecture")
+    if a not in ("llama", "qwen2"):
+        sys.exit(f"architecture {a!r} is not written here")
     cfg = {
         "n_layer": int(field(r, f"{a}.block_count")),
         "n_head": int(field(r, f"{a}.attention.head_count")),
@@ -134,14 +154,22 @@ def load(r):
     W["output"] = tensor(r, "output.weight") if "output.weight" in names else W["token_embd"]
     if "rope_freqs.weight" in names:
         W["rope_freqs"] = tensor(r, "rope_freqs.weight").reshape(-1)
+    # llama.cpp's converter permutes a Llama file's q/k rows, and stores Qwen2's as HF has
+    # them (its graph runs NEOX RoPE there).
+    hf_order = (lambda w, heads: w) if a == "qwen2" else unpermute
     for i in range(cfg["n_layer"]):
         b = lambda s: tensor(r, f"blk.{i}.{s}.weight")
+        # A bias, or 0 where the file has none.
+        bias = lambda s: tensor(r, f"blk.{i}.{s}.bias") if f"blk.{i}.{s}.bias" in names else 0.0
         W["blocks"].append(
             {
                 "attn_norm": b("attn_norm"),
-                "q": unpermute(b("attn_q"), cfg["n_head"]),
-                "k": unpermute(b("attn_k"), cfg["n_kv"]),
+                "q": hf_order(b("attn_q"), cfg["n_head"]),
+                "k": hf_order(b("attn_k"), cfg["n_kv"]),
                 "v": b("attn_v"),
+                "q_bias": bias("attn_q"),
+                "k_bias": bias("attn_k"),
+                "v_bias": bias("attn_v"),
                 "o": b("attn_output"),
                 "ffn_norm": b("ffn_norm"),
                 "gate": b("ffn_gate"),
@@ -169,11 +197,12 @@ def main():
         )
     # Greedy reply, recomputing the whole sequence each step (slow but obviously right).
     ids = list(prompt_ids)
+    end_of_turn = tok.token_to_id(END_OF_TURN)
     reply = []
     next_id = int(np.argmax(logits[-1]))
     while len(reply) < MAX_NEW_TOKENS:
         reply.append(next_id)
-        if next_id == END_OF_TURN:
+        if next_id == end_of_turn:
             break
         ids.append(next_id)
         next_id = int(np.argmax(forward(cfg, W, ids)[-1]))
