@@ -120,7 +120,7 @@ def main():
         w.add_tensor(name, (centre + spread * rng.standard_normal(n)).astype(np.float32))
 
     w.add_tensor("token_embd.weight", quantize(
-        rng.standard_normal((vocab, D)).astype(np.float32), Q.Q8_0), raw_dtype=Q.Q8_0)
+        (0.3 * rng.standard_normal((vocab, D))).astype(np.float32), Q.Q8_0), raw_dtype=Q.Q8_0)
     vector("output_norm.weight", D, 1.0, 0.1)
     for i in range(LAYERS):
         vector(f"blk.{i}.attn_norm.weight", D, 1.0, 0.1)

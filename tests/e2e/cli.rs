@@ -227,9 +227,9 @@ fn unsupported_architecture_is_an_error_naming_it() {
     use samd_model::gguf::Value;
     use samd_model::gguf_writer::GgufWriter;
     let mut w = GgufWriter::new();
-    w.metadata("general.architecture", Value::String("qwen2".into()));
+    w.metadata("general.architecture", Value::String("gemma2".into()));
     w.tensor_f32("token_embd.weight", &[32, 4], &[0.0; 128]);
-    let path = scratch("qwen2").join("qwen2.gguf");
+    let path = scratch("gemma2").join("gemma2.gguf");
     std::fs::write(&path, w.to_bytes()).expect("write");
     let path = path.to_str().expect("utf-8");
     for args in [
@@ -237,11 +237,46 @@ fn unsupported_architecture_is_an_error_naming_it() {
         vec!["inspect-model", "--model", path],
     ] {
         let err = assert_clean_error(&samd(&args));
-        assert!(err.contains("qwen2.gguf"), "{err}");
+        assert!(err.contains("gemma2.gguf"), "{err}");
         assert!(
-            err.contains("unsupported model architecture \"qwen2\""),
+            err.contains("unsupported model architecture \"gemma2\""),
             "{err}"
         );
+    }
+}
+
+/// The tiny Qwen2 file the model crate's tests hold to numpy (random weights; see
+/// `scripts/make-tiny-qwen2.py`) and its reference's path.
+fn tiny_qwen2() -> (PathBuf, PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samd-model/tests/fixtures");
+    (
+        fixtures.join("tiny_qwen2.gguf"),
+        fixtures.join("tiny_qwen2_reference.json"),
+    )
+}
+
+/// A Qwen2 file runs through the CLI as SmolLM2's does: `check-reference` holds it to its
+/// own numpy reference, and every method's greedy reply to the reference's prompt is the
+/// reference's, token for token (the default static corpus, SmolLM2's, passed over).
+#[test]
+fn a_qwen2_file_decodes_as_its_reference_with_every_method() {
+    let (model, fixture) = tiny_qwen2();
+    let out = samd(&[
+        "check-reference",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--fixture",
+        fixture.to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.status.success(), "samd failed: {}", stderr(&out));
+    let reference = std::fs::read_to_string(&fixture).expect("the fixture is committed");
+    let reference: serde_json::Value = serde_json::from_str(&reference).expect("valid JSON");
+    let want = &reference["greedy_ids"];
+    let tokens = want.as_array().expect("ids").len().to_string();
+    for method in ["ar", "pld", "sam", "tr", "sam+tr"] {
+        let got = generate_json(&model, &tokens, &["--method", method, QUESTION]);
+        assert_eq!(got["prompt_ids"], reference["prompt_ids"], "{method}");
+        assert_eq!(&got["generated_ids"], want, "{method}");
     }
 }
 

@@ -91,6 +91,14 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         config.rms_eps,
         config.rope_theta
     );
+    let rope_pairs = match config.rope_style {
+        samd_model::RopeStyle::Interleaved => "adjacent (as stored)",
+        samd_model::RopeStyle::Neox => "halves (NEOX; q/k rows reordered at load)",
+    };
+    println!(
+        "attention:     q/k/v biases {}, RoPE pairs {rope_pairs}",
+        if config.qkv_bias { "yes" } else { "no" }
+    );
     if !config.rope_freq_factors.is_empty() {
         let (low, high) = config
             .rope_freq_factors
