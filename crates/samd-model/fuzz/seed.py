@@ -3,8 +3,8 @@
 target (metadata, each tensor type's dequantisation, the tokenizer, the model loader).
 
 Written from the GGUF spec with the standard library alone, so the seeds do not come from
-the reader under test. The weights are random bytes: the target checks that loading never
-fails badly, not what the model says.
+the reader under test. The weights are random codes under small scales: the target checks
+that loading never fails badly, not what the model says.
 
     python3 seed.py corpus/gguf_parse
 """
@@ -23,6 +23,11 @@ TYPES = {  # name: (id, values per block, bytes per block)
     "IQ4_NL": (20, 32, 18), "IQ4_XS": (23, 256, 136),
 }
 ALIGNMENT = 32
+# Where each block type keeps its f16 scales (and minimums): byte offsets in a block.
+SCALES = {
+    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "IQ4_NL": (0,),
+    "IQ4_XS": (0,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q3_K": (108,), "Q6_K": (208,),
+}
 
 
 def string(s):
@@ -61,7 +66,13 @@ def gguf(metadata, tensors, rng):
             else:
                 data += b"".join(struct.pack("<f", rng.uniform(-0.5, 0.5))[2:] for _ in range(n))
         else:
-            data += bytes(rng.getrandbits(8) for _ in range(n // block * size))
+            # Random codes, with small scales: random f16 bits would often read as NaN or
+            # infinity, which the loader refuses before it reaches the rest.
+            for _ in range(n // block):
+                b = bytearray(rng.getrandbits(8) for _ in range(size))
+                for at in SCALES[kind]:
+                    b[at:at + 2] = struct.pack("<e", rng.uniform(-0.01, 0.01))
+                data += bytes(b)
         data += b"\0" * (-len(data) % ALIGNMENT)
     for (name, dims, kind), offset in zip(tensors, offsets):
         out += string(name) + struct.pack("<I", len(dims))
@@ -71,10 +82,10 @@ def gguf(metadata, tensors, rng):
     return out + data
 
 
-def tokenizer_metadata(llama3=False):
+def tokenizer_metadata(llama3=False, pre="smollm"):
     """A byte-level BPE: three specials, the 256 byte symbols (GPT-2's byte-to-unicode
-    map), and two merges. With `llama3`, Llama 3's specials, pre-tokenizer, BOS and chat
-    template instead of ChatML's."""
+    map), and two merges, split by the pre-tokenizer `pre`. With `llama3`, Llama 3's
+    specials, pre-tokenizer, BOS and chat template instead of ChatML's."""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     symbols, shifted = {}, 0
     for b in range(256):
@@ -96,7 +107,7 @@ def tokenizer_metadata(llama3=False):
     bos = [("tokenizer.ggml.add_bos_token", BOOL, True)] if llama3 else []
     return tokens, bos + [
         ("tokenizer.ggml.model", STRING, "gpt2"),
-        ("tokenizer.ggml.pre", STRING, "llama-bpe" if llama3 else "smollm"),
+        ("tokenizer.ggml.pre", STRING, "llama-bpe" if llama3 else pre),
         ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens)),
         ("tokenizer.ggml.merges", ARRAY, (STRING, ["a b", "\u0120 ab"])),
         ("tokenizer.ggml.token_type", ARRAY, (I32, types)),
@@ -106,22 +117,24 @@ def tokenizer_metadata(llama3=False):
     ]
 
 
-def llama(rng, matrix_types, llama3=False):
+def llama(rng, matrix_types, llama3=False, qwen2=False):
     """One layer, d_model 64, two query heads of 32 and one KV head, FFN 128. With
-    `llama3`, Llama 3's tokenizer and RoPE frequency factors."""
+    `llama3`, Llama 3's tokenizer and RoPE frequency factors; with `qwen2`, Qwen2's
+    architecture (q/k/v biases) and pre-tokenizer."""
     d, ffn, heads, kv_heads, head = 64, 128, 2, 1, 32
-    tokens, tok_meta = tokenizer_metadata(llama3)
+    arch = "qwen2" if qwen2 else "llama"
+    tokens, tok_meta = tokenizer_metadata(llama3, "qwen2" if qwen2 else "smollm")
     metadata = [
-        ("general.architecture", STRING, "llama"),
+        ("general.architecture", STRING, arch),
         ("general.name", STRING, "fuzz seed"),
-        ("llama.block_count", U32, 1),
-        ("llama.embedding_length", U32, d),
-        ("llama.feed_forward_length", U32, ffn),
-        ("llama.attention.head_count", U32, heads),
-        ("llama.attention.head_count_kv", U32, kv_heads),
-        ("llama.context_length", U32, 64),
-        ("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
-        ("llama.rope.freq_base", F32, 10000.0),
+        (f"{arch}.block_count", U32, 1),
+        (f"{arch}.embedding_length", U32, d),
+        (f"{arch}.feed_forward_length", U32, ffn),
+        (f"{arch}.attention.head_count", U32, heads),
+        (f"{arch}.attention.head_count_kv", U32, kv_heads),
+        (f"{arch}.context_length", U32, 64),
+        (f"{arch}.attention.layer_norm_rms_epsilon", F32, 1e-5),
+        (f"{arch}.rope.freq_base", F32, 10000.0),
     ] + tok_meta
     kinds = iter(matrix_types * 8)
     tensors = [("token_embd.weight", [d, len(tokens)], next(kinds)),
@@ -134,6 +147,10 @@ def llama(rng, matrix_types, llama3=False):
         tensors.append((f"blk.0.{name}.weight", dims, next(kinds)))
     if llama3:
         tensors.append(("rope_freqs.weight", [head // 2], "F32"))
+    if qwen2:
+        tensors += [("blk.0.attn_q.bias", [heads * head], "F32"),
+                    ("blk.0.attn_k.bias", [kv_heads * head], "F32"),
+                    ("blk.0.attn_v.bias", [kv_heads * head], "F32")]
     return gguf(metadata, tensors, rng)
 
 
@@ -157,6 +174,8 @@ def main():
         "llama-q5_k_m": llama(rng, ["Q8_0", "Q5_1", "Q5_1", "Q8_0", "Q5_1", "Q5_1", "Q5_1", "Q5_1"]),
         # As a Llama 3.2 file: its tokenizer, BOS, chat template and RoPE factors.
         "llama3-q4_k_m": llama(rng, ["Q8_0", "Q5_0", "Q5_0", "Q8_0", "Q5_0", "Q5_0", "Q5_0", "Q5_0"], llama3=True),
+        # As a Qwen2.5 file: q/k/v biases, its pre-tokenizer, rows in HF's order.
+        "qwen2-q8_0": llama(rng, ["Q8_0"], qwen2=True),
         "every-type": every_type(rng),
     }
     for name, data in seeds.items():

@@ -283,6 +283,21 @@ pub enum Error {
         /// The backend's message.
         reason: String,
     },
+    /// A weight holds a value that is not a finite number: a corrupt file (a random or
+    /// damaged scale reads as NaN or infinity), which would make every logit NaN.
+    #[error(
+        "weight {name:?} holds a value that is not a finite number (NaN or infinity): the file is corrupt"
+    )]
+    NonFiniteWeight {
+        /// The tensor's GGUF name.
+        name: String,
+    },
+    /// A row of logits held no number to choose a token by: the model's activations
+    /// overflowed f32 to infinity and then NaN (weights far larger than a trained model's).
+    #[error(
+        "the model's logits are NaN, so no token can be chosen: its activations overflow f32 (are its weights a trained model's?)"
+    )]
+    NonFiniteLogits,
     /// A weight tensor has a different shape than the configuration implies.
     #[error("weight {name:?} has dims {actual:?}, expected {expected:?}")]
     WeightShape {

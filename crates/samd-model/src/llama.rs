@@ -204,6 +204,13 @@ impl Llama {
                 });
             }
             let values = expected.iter().product::<usize>();
+            let finite = t.data.iter().all(|x| x.is_finite())
+                && t.quant.as_ref().is_none_or(QuantRows::is_finite);
+            if !finite {
+                return Err(Error::NonFiniteWeight {
+                    name: name.gguf_name(),
+                });
+            }
             let t = match name.feeds_rope() {
                 true => t.with_interleaved_rope(config.rope_style, config.head_dim),
                 false => t,

@@ -292,6 +292,12 @@ impl QuantRows {
         })
     }
 
+    /// Whether every scale and minimum is a finite number: a corrupt file's (a random or
+    /// damaged f16) may read as NaN or infinity.
+    pub fn is_finite(&self) -> bool {
+        self.scales.iter().chain(&self.mins).all(|x| x.is_finite())
+    }
+
     /// Rows `order[0]`, `order[1]`, … of this matrix, in that order: each row's blocks
     /// move whole, as a row's quants, scales and minimums lie contiguous.
     pub fn gather_rows(&self, order: &[usize]) -> Self {

@@ -21,7 +21,8 @@
 //! every k, so plain decoding's argmax and a tree's column 0 are one computation), and
 //! the reference elsewhere. All rank a larger logit first and break ties towards the
 //! lower id, as burn's `argmax` does, so they agree exactly; the tests hold them to that
-//! on lavapipe and in the browser.
+//! on lavapipe and in the browser. The kernel and the host pass never rank a NaN: a row
+//! with fewer than k numbers ends in [`NO_ID`], which a readback reports as NaN logits.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -30,10 +31,14 @@ use burn::backend::{Backend, DispatchDevice, Flex, backend_extension, ops::IntTe
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
 use crate::cpu_matmul;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernel_check::KernelCheck;
 use crate::kernels::{MAX_WORKGROUPS, Shader, WgslKernel, binding, empty_like};
 use crate::llama::TokenIds;
+
+/// The id past a row's numbers, where it has fewer than k (NaN is never ranked), as the
+/// kernel writes it: `0xffffffff`, which the ids' i32 tensor holds as -1.
+pub const NO_ID: u32 = u32::MAX;
 
 /// Largest k the kernel takes: its workgroup keeps `threads × k` candidates in 16 KiB of
 /// shared memory (WebGPU's guaranteed minimum), and fewer than 64 threads per row would
@@ -119,7 +124,10 @@ impl CpuTopK for Flex {
         let vocab = logits.layout().shape()[1];
         let ids: Vec<i32> = host_top_k(cpu_matmul::f32s(&logits), vocab, k)
             .into_iter()
-            .map(|id| i32::try_from(id).expect("invariant: vocab fits i32 (validated)"))
+            .map(|id| match id {
+                NO_ID => -1,
+                id => i32::try_from(id).expect("invariant: vocab fits i32 (validated)"),
+            })
             .collect();
         let rows = ids.len() / k;
         let ids = FlexTensor::from_data(TensorData::new(ids, [rows, k]));
@@ -132,9 +140,10 @@ impl CpuTopK for Flex {
 }
 
 /// The `k` best ids of each row of `logits` (rows of `vocab`), best first: a larger
-/// logit first (by `total_cmp`), ties to the lower id. One pass over each row, keeping
-/// the best k seen in order; a later id enters only past the worst kept, since on a tie
-/// the kept one has the lower id.
+/// logit first (by `total_cmp`), ties to the lower id, NaN never, and [`NO_ID`] past a
+/// row's numbers where it has fewer than k. One pass over each row, keeping the best k
+/// seen in order; a later id enters only past the worst kept, since on a tie the kept one
+/// has the lower id.
 pub fn host_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<u32> {
     assert!(
         k >= 1 && k <= vocab && logits.len().is_multiple_of(vocab),
@@ -145,7 +154,7 @@ pub fn host_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<u32> {
     for row in logits.chunks_exact(vocab) {
         best.clear();
         for (id, &v) in (0u32..).zip(row) {
-            if best.len() == k && v.total_cmp(&best[k - 1].0).is_le() {
+            if v.is_nan() || best.len() == k && v.total_cmp(&best[k - 1].0).is_le() {
                 continue;
             }
             let at = best.partition_point(|&(b, _)| b.total_cmp(&v).is_ge());
@@ -153,6 +162,7 @@ pub fn host_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<u32> {
             best.truncate(k);
         }
         ids.extend(best.iter().map(|&(_, id)| id));
+        ids.extend(std::iter::repeat_n(NO_ID, k - best.len()));
     }
     ids
 }
@@ -272,6 +282,19 @@ pub async fn check_kernel(device: &Device) -> Result<KernelCheck> {
         }
         checked += rows;
     }
+    // Rows without a number: the kernel's NO_ID, which reads back as the NaN error.
+    let nan = Tensor::<2>::from_data(TensorData::new(vec![f32::NAN; 200], [2, 100]), device);
+    match TokenIds::new(kernel_top_k_ids(nan, 4)).read().await {
+        Err(Error::NonFiniteLogits) => checked += 2,
+        other => {
+            return Ok(KernelCheck {
+                rows: checked,
+                mismatch: Some(format!(
+                    "top-k kernel over NaN logits read back {other:?}, not the NaN error"
+                )),
+            });
+        }
+    }
     Ok(KernelCheck {
         rows: checked,
         mismatch: None,
@@ -303,15 +326,18 @@ fn rising_logits(rows: usize, vocab: usize, _seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Each row sorted by value descending, then id ascending; the first `k` ids: the
-/// definition the kernel and [`host_top_k`] are held to.
+/// Each row's numbers sorted by value descending, then id ascending; the first `k` ids,
+/// then [`NO_ID`] where a row has fewer numbers: the definition the kernel and
+/// [`host_top_k`] are held to.
 fn sorted_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<u32> {
     logits
         .chunks(vocab)
         .flat_map(|row| {
-            let mut ids: Vec<u32> = (0..vocab as u32).collect();
+            let mut ids: Vec<u32> = (0..vocab as u32)
+                .filter(|&i| !row[i as usize].is_nan())
+                .collect();
             ids.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-            ids.into_iter().take(k)
+            ids.into_iter().chain(std::iter::repeat(NO_ID)).take(k)
         })
         .collect()
 }
@@ -319,6 +345,19 @@ fn sorted_top_k(logits: &[f32], vocab: usize, k: usize) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row of NaN logits (activations that overflowed) has no token: the CPU's ids read
+    /// back as the NaN error, as the kernel's do (its check holds it to that), not as an id.
+    #[test]
+    fn nan_logits_read_back_as_an_error_on_the_cpu() {
+        let device = Device::flex();
+        let mut row = vec![f32::NAN; 100];
+        row[7] = 1.0;
+        let logits = Tensor::<2>::from_data(TensorData::new(row, [1, 100]), &device);
+        let read = |k| burn::tensor::read_sync(TokenIds::new(top_k_ids(logits.clone(), k)).read());
+        assert_eq!(read(1).expect("one number"), [7]);
+        assert!(matches!(read(2), Err(Error::NonFiniteLogits)));
+    }
 
     #[test]
     fn the_host_pass_equals_a_full_sort() {
@@ -333,6 +372,10 @@ mod tests {
             tied_logits(4, vocab, 7),
             rising_logits(2, vocab, 0),
             special,
+            // Two numbers among NaNs: k past them ends in NO_ID.
+            (0..vocab)
+                .map(|i| [1.0, 2.0].get(i / 20).copied().unwrap_or(f32::NAN))
+                .collect(),
         ]
         .concat();
         for k in [1, 3, 8, vocab] {

@@ -160,10 +160,12 @@ impl TokenIds {
         })?;
         ids.into_iter()
             .take(kept)
-            .map(|id| {
-                u32::try_from(id).map_err(|_| Error::Readback {
+            .map(|id| match id {
+                // `top_k::NO_ID` as the i32 ids hold it: the row had no number left.
+                -1 => Err(Error::NonFiniteLogits),
+                _ => u32::try_from(id).map_err(|_| Error::Readback {
                     reason: format!("token id {id} read back out of range"),
-                })
+                }),
             })
             .collect()
     }

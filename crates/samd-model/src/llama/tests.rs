@@ -832,6 +832,50 @@ fn other_types_held_as_blocks_give_the_f32_models_logits() {
     assert_eq!(blocks, f32s);
 }
 
+/// A weight that reads as NaN or infinity (a damaged scale in a block, a float) is
+/// refused at load, by name: run, it would make every logit NaN.
+#[test]
+fn a_weight_that_is_not_a_finite_number_is_refused_by_name() {
+    use crate::gguf_writer::{GgufWriter, q8_0_bytes};
+    let c = LlamaConfig::tiny_quantisable();
+    let file = |damaged: WeightName, value: [u8; 2]| {
+        let mut w = GgufWriter::new();
+        w.llama_config("llama", &c);
+        for name in WeightName::all(&c).filter(|&n| n != WeightName::Output) {
+            let t = random_weight(&c, name, 3);
+            let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
+            let mut bytes = match dims.len() {
+                2 => q8_0_bytes(&t.data),
+                _ => t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            };
+            if name == damaged {
+                // The last block's scale (an f16), or the first float's top half.
+                let at = if dims.len() == 2 { bytes.len() - 34 } else { 2 };
+                bytes[at..at + 2].copy_from_slice(&value);
+            }
+            let dtype = [GgmlType::F32, GgmlType::Q8_0][dims.len() - 1];
+            w.tensor_raw(&name.gguf_name(), &dims, dtype, bytes);
+        }
+        w.to_bytes()
+    };
+    let (nan, infinity) = ([0x00, 0x7e], [0x80, 0x7f]);
+    for (damaged, value) in [
+        (WeightName::FfnDown(1), nan),
+        (WeightName::AttnQ(0), [0x00, 0x7c]),
+        (WeightName::AttnNorm(1), infinity),
+    ] {
+        let bytes = file(damaged, value);
+        let file = GgufFile::parse(&bytes).expect("parse");
+        for form in [MatrixForm::Blocks, MatrixForm::F32] {
+            let err = Llama::from_gguf_with(&file, &cpu(), form).expect_err("damaged");
+            assert!(
+                matches!(&err, Error::NonFiniteWeight { name } if *name == damaged.gguf_name()),
+                "{err}"
+            );
+        }
+    }
+}
+
 /// A file may claim any number of layers: the load ends at the first one it lacks.
 #[test]
 fn a_file_claiming_more_layers_than_it_holds_is_an_error() {
