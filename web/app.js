@@ -54,6 +54,9 @@ const errorTitles = {
   internal: 'Internal error',
 };
 
+/** SmolLM2's static corpus: passed over, with a notice, for a model of another vocab. */
+const DEFAULT_CORPUS = 'corpus/default.samdcorp';
+
 let client = null;
 let busy = false;
 let cancelled = false;
@@ -69,7 +72,7 @@ function applyDefaults() {
   ui.prompt.value = q.get('prompt') ?? EXAMPLES.find((e) => e.category === 'math').prompt;
   ui.model.value = q.get('model') ?? 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
   // The committed static corpus (samd corpus build); `?corpus=` with nothing after it drafts without one.
-  ui.corpus.value = q.get('corpus') ?? 'corpus/default.samdcorp';
+  ui.corpus.value = q.get('corpus') ?? DEFAULT_CORPUS;
   for (const [name, select] of [['backend', ui.backend], ['method', ui.method]]) {
     const value = q.get(name);
     if (value && [...select.options].some((o) => o.value === value)) select.value = value;
@@ -146,8 +149,10 @@ async function load() {
         ? `Preparing the GPU's kernels for every tree size: pass ${p.bytes} of ${p.total}`
         : `${p.phase}: ${mb(p.bytes)}${p.total ? ` / ${mb(p.total)}` : ''} MB`;
   };
+  // The default corpus fits SmolLM2 alone; a corpus the user named must fit the model.
+  const corpusOptional = corpusUrl === DEFAULT_CORPUS;
   const loaded = await client
-    .load(modelUrl, corpusUrl, onProgress, { warmUp })
+    .load(modelUrl, corpusUrl, onProgress, { warmUp, corpusOptional })
     .catch((e) => {
       ui.progressArea.hidden = true;
       const kept = e.kept && client.loaded;
@@ -160,6 +165,7 @@ async function load() {
   ui.progressLabel.textContent =
     `${m.name}: ${m.architecture}, ${m.layers} layers, hidden ${m.hidden}, vocab ${m.vocab}, context ${m.context}` +
     (loaded.corpus ? `; corpus ${loaded.corpus.tokens} tokens` : '') +
+    (loaded.corpusSkipped ? `; no static corpus: ${loaded.corpusSkipped}` : '') +
     ` · ${(loaded.loadMs / 1000).toFixed(1)} s${loaded.fromCache ? ' from cache' : ''}` +
     (loaded.warmUp?.graphs ? ` (${(loaded.warmUp.ms / 1000).toFixed(1)} s of it preparing ${loaded.warmUp.graphs} step graphs)` : '');
   ui.device.dataset.fromCache = String(loaded.fromCache);

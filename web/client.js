@@ -60,14 +60,17 @@ export class SamdClient {
 
   /**
    * URLs are resolved against the page, since the worker may live at a blob: URL.
-   * `warmUp` is the protocol's: 'auto', 'on' or 'off'.
+   * `warmUp` is the protocol's: 'auto', 'on' or 'off'. With `corpusOptional`, a corpus
+   * built with another model's tokenizer is passed over (the result's `corpusSkipped`
+   * says so) rather than refused.
    */
-  load(modelUrl, corpusUrl = null, onProgress = null, { warmUp = 'auto' } = {}) {
+  load(modelUrl, corpusUrl = null, onProgress = null, { warmUp = 'auto', corpusOptional = false } = {}) {
     const msg = {
       type: 'load',
       modelUrl: new URL(modelUrl, document.baseURI).href,
       corpusUrl: corpusUrl ? new URL(corpusUrl, document.baseURI).href : null,
       warmUp,
+      corpusOptional,
     };
     return this.#enqueue(msg, onProgress).then(
       (info) => {

@@ -4,14 +4,17 @@
 // Requests (page → worker); each carries a numeric `id`, echoed by its replies:
 //   {type:'init', id, backend:'auto'|'webgpu'|'cpu'}
 //       → {type:'device', id, backend:'webgpu'|'cpu', adapter, fallback, notice, software}
-//   {type:'load', id, modelUrl, corpusUrl|null, warmUp:'auto'|'on'|'off'}
+//   {type:'load', id, modelUrl, corpusUrl|null, warmUp:'auto'|'on'|'off', corpusOptional}
 //       → {type:'progress', id, phase, bytes, total|null}*  (phase: download, cache, parse,
 //         tokenizer, corpus, weights, then kernels, whose bytes and total count the
 //         warm-up's passes)
 //       → {type:'loaded', id, model:{name, architecture, layers, hidden, vocab, context},
-//          corpus:{tokens}|null, fromCache, loadMs, warmUp:{passes, graphs, ms}|null}
+//          corpus:{tokens}|null, corpusSkipped|null, fromCache, loadMs,
+//          warmUp:{passes, graphs, ms}|null}
 //       The warm-up runs a pass of every tree size on WebGPU, so that the first race pays
-//       no pipeline compiles; 'auto' (the default) skips it on a software adapter.
+//       no pipeline compiles; 'auto' (the default) skips it on a software adapter. A
+//       corpus built with another model's tokenizer fails the load, unless corpusOptional:
+//       then the model loads without it, and corpusSkipped says why.
 //   {type:'generate', id, prompt, method, maxTokens, raw, temperature, topP, seed, stop}
 //       → {type:'step', id, tokens, text, pieces, sources, dynamicMatch, staticMatch,
 //          treeLen, draftUs, verifyUs, atMs}*   (the first step is the prefill's first
@@ -108,11 +111,13 @@ async function handle(msg) {
           onProgress,
           loadAbort.signal,
           msg.warmUp ?? null,
+          msg.corpusOptional ?? false,
         );
         return {
           type: 'loaded',
           model: info.model,
           corpus: info.corpusTokens == null ? null : { tokens: info.corpusTokens },
+          corpusSkipped: info.corpusSkipped ?? null,
           fromCache: info.fromCache,
           loadMs: info.loadMs,
           warmUp: info.warmUp ?? null,

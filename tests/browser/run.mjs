@@ -138,6 +138,34 @@ test('bad model URLs and a blank prompt show an error, and the model loaded befo
   }
 });
 
+test('another model\'s file loads with the default corpus passed over; a named corpus that does not fit is refused', { timeout: 2 * slow }, async () => {
+  const lap = stopwatch('other-model');
+  const browser = await launch();
+  // A Qwen2 file (random weights; scripts/make-tiny-qwen2.py): another vocab than the
+  // default corpus's, q/k/v biases and NEOX RoPE.
+  const qwen2 = await serveFaulty('crates/samd-model/tests/fixtures/tiny_qwen2.gguf');
+  try {
+    const { page } = browser;
+    await openPage(page, server, { model: `${qwen2.url}tiny_qwen2.gguf` });
+    await race(page, 'other-model');
+    await checkLanes(page);
+    const label = await page.getByTestId('progress-label').textContent();
+    console.log(`  other-model: ${label}`);
+    assert.match(label, /qwen2, 2 layers/);
+    assert.match(label, /no static corpus: .*another model's tokenizer/);
+    lap('loaded without the default corpus and ran');
+    // The same corpus named by another URL is the user's choice: it must fit.
+    await page.getByTestId('corpus').fill(`${server.url}corpus/default.samdcorp`);
+    await page.getByTestId('run').click();
+    const error = await shownError(page, 'unsupported');
+    assert.match(error, /does not fit this model/);
+    lap('a named corpus of another tokenizer refused');
+  } finally {
+    await browser.close();
+    await qwen2.close();
+  }
+});
+
 test('without WebGPU the page falls back to the CPU and says so', { timeout: 2 * slow }, async () => {
   const lap = stopwatch('cpu-fallback');
   const browser = await launch({ webgpu: false });

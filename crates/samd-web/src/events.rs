@@ -67,6 +67,9 @@ pub struct LoadedInfo {
     pub model: ModelInfo,
     /// Tokens in the static corpus, if one was loaded.
     pub corpus_tokens: Option<usize>,
+    /// Why the static corpus asked for was passed over, where the load allowed that: it
+    /// was built with another model's tokenizer.
+    pub corpus_skipped: Option<String>,
     /// Whether the model came from the Cache Storage rather than the network.
     pub from_cache: bool,
     /// Wall time of the whole load, the warm-up's included.

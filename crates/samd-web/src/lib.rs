@@ -224,6 +224,11 @@ impl Engine {
     /// Then, unless `warm_up` is `off`, the model is warmed up (`warm_up::ready`): on
     /// WebGPU a pass of every tree size, reported as the phase `kernels` in passes, not
     /// bytes. `auto` (the default) skips it on a software adapter, `on` does not.
+    ///
+    /// A corpus built with another tokenizer is refused, unless `corpus_optional`: then
+    /// the model loads without it, and the result's `corpusSkipped` says why. The page
+    /// asks for that with its default corpus (SmolLM2's), so that another model's file
+    /// loads without the corpus field cleared first, as the CLI passes its default over.
     pub async fn load(
         &mut self,
         model_url: String,
@@ -231,6 +236,7 @@ impl Engine {
         on_progress: js_sys::Function,
         signal: Option<AbortSignal>,
         warm_up: Option<String>,
+        corpus_optional: Option<bool>,
     ) -> Result<JsValue, JsValue> {
         let started = Instant::now();
         let when = warm_up::When::parse(warm_up.as_deref())?;
@@ -267,6 +273,7 @@ impl Engine {
             .map_err(|e| named(&model_url, "has no usable tokenizer", e.into()))?;
         check_cancel(signal.as_ref())?;
 
+        let mut corpus_skipped = None;
         let corpus = match &corpus_url {
             Some(url) if !url.is_empty() => {
                 let fetched = fetch::fetch_cached(url, signal.as_ref(), &mut |_, bytes, total| {
@@ -275,9 +282,17 @@ impl Engine {
                 .await?;
                 let corpus = StaticSam::from_bytes(&fetched.bytes)
                     .map_err(|e| named(url, "is not a valid corpus file", e.into()))?;
-                check_corpus(&corpus, tokenizer.vocab_hash())
-                    .map_err(|e| named(url, "does not fit this model", e.into()))?;
-                Some(Arc::new(corpus))
+                match check_corpus(&corpus, tokenizer.vocab_hash()) {
+                    Ok(()) => Some(Arc::new(corpus)),
+                    Err(_) if corpus_optional == Some(true) => {
+                        corpus_skipped = Some(format!(
+                            "{url} was built with another model's tokenizer: SAM drafts \
+                             from the prompt and the output alone"
+                        ));
+                        None
+                    }
+                    Err(e) => return Err(named(url, "does not fit this model", e.into()).into()),
+                }
             }
             _ => None,
         };
@@ -310,6 +325,7 @@ impl Engine {
         let info = LoadedInfo {
             model: model_info,
             corpus_tokens: corpus.as_ref().map(|c| c.text().len()),
+            corpus_skipped,
             from_cache,
             load_ms: started.elapsed().as_secs_f64() * 1e3,
             warm_up: warmed,
