@@ -154,8 +154,9 @@ test('another model\'s file loads with the default corpus passed over; a named c
     assert.match(label, /qwen2, 2 layers/);
     assert.match(label, /no static corpus: .*another model's tokenizer/);
     lap('loaded without the default corpus and ran');
-    // The same corpus named by another URL is the user's choice: it must fit.
-    await page.getByTestId('corpus').fill(`${server.url}corpus/default.samdcorp`);
+    // The same corpus named by another URL (the server ignores the query) is the user's
+    // choice: it must fit.
+    await page.getByTestId('corpus').fill(`${server.url}corpus/default.samdcorp?named`);
     await page.getByTestId('run').click();
     const error = await shownError(page, 'unsupported');
     assert.match(error, /does not fit this model/);
