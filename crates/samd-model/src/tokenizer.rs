@@ -48,6 +48,18 @@ const START_HEADER: &str = "<|start_header_id|>";
 const END_HEADER: &str = "<|end_header_id|>";
 const EOT: &str = "<|eot_id|>";
 
+/// Control tokens that end generation wherever a vocab has them, as in llama.cpp's
+/// end-of-generation set: a model may end its reply with any of its own, not only with
+/// its EOS (Qwen2.5 with `<|endoftext|>` as well as `<|im_end|>`, Llama 3 with
+/// `<|eom_id|>` or `<|end_of_text|>` as well as `<|eot_id|>`).
+const END_OF_GENERATION: [&str; 5] = [
+    "<|endoftext|>",
+    IM_END,
+    EOT,
+    "<|eom_id|>",
+    "<|end_of_text|>",
+];
+
 /// How a user's turn is wrapped into a prompt ([`Tokenizer::encode_chat`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChatFormat {
@@ -103,6 +115,8 @@ pub struct Tokenizer {
     /// The id a prompt starts with, where the file asks for one
     /// (`tokenizer.ggml.add_bos_token`).
     bos_id: Option<u32>,
+    /// What [`Tokenizer::stop_ids`] returns.
+    stop_ids: Vec<u32>,
     /// How prompts are wrapped as a user's turn, or why they cannot be.
     chat: Result<ChatFormat, &'static str>,
     vocab_hash: u64,
@@ -295,6 +309,20 @@ impl Tokenizer {
         let chat = Self::chat_format(gguf, &vocab)?;
         let end_of_turn = chat.map_or(IM_END, ChatFormat::end_of_turn);
         let end_of_turn_id = vocab.get(end_of_turn).copied();
+        let mut stop_ids = vec![eos_id];
+        let control = added
+            .iter()
+            .filter(|t| t.special)
+            .map(|t| t.content.as_str());
+        let ends = control.filter(|t| END_OF_GENERATION.contains(t));
+        for id in end_of_turn_id
+            .into_iter()
+            .chain(ends.filter_map(|t| vocab.get(t).copied()))
+        {
+            if !stop_ids.contains(&id) {
+                stop_ids.push(id);
+            }
+        }
 
         let bpe = BPE::builder()
             .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges)
@@ -343,6 +371,7 @@ impl Tokenizer {
             eos_id,
             end_of_turn_id,
             bos_id,
+            stop_ids,
             chat,
             vocab_hash,
         })
@@ -447,12 +476,11 @@ impl Tokenizer {
         self.end_of_turn_id
     }
 
-    /// The ids generation stops on: [`Tokenizer::eos_id`], then
-    /// [`Tokenizer::end_of_turn_id`] where the vocab has one.
+    /// The ids generation stops on, each once: [`Tokenizer::eos_id`], then
+    /// [`Tokenizer::end_of_turn_id`] where the vocab has one, then the vocab's other
+    /// control tokens that end generation (`<|endoftext|>`, `<|eom_id|>`, …).
     pub fn stop_ids(&self) -> Vec<u32> {
-        std::iter::once(self.eos_id)
-            .chain(self.end_of_turn_id)
-            .collect()
+        self.stop_ids.clone()
     }
 
     /// The id of a token string, if it is in the vocab.

@@ -63,6 +63,8 @@ fn tokenizer_tiny_vocab_merges_digits_and_specials() {
     let t = tiny();
     assert_eq!(t.vocab_size(), 3 + 256 + 2);
     assert_eq!((t.eos_id(), t.end_of_turn_id()), (2, Some(2)));
+    // `<|endoftext|>` (a control token here) ends generation too; each id once.
+    assert_eq!(t.stop_ids(), [2, 0]);
     let ab = t.token_id("ab").unwrap();
     let sp_ab = t.token_id("Ġab").unwrap();
     assert_eq!(t.encode("ab ab").unwrap(), [ab, sp_ab]);
@@ -243,6 +245,8 @@ fn tokenizer_formats_llama3_turns() {
         from_writer(&writer(None)).unwrap(),
     ] {
         assert_eq!(t.end_of_turn_id(), Some(2));
+        // EOS (here <|eot_id|>, as in Llama 3.2 Instruct's files), then <|end_of_text|>.
+        assert_eq!(t.stop_ids(), [2, 1]);
         let ids = t.encode_chat("ab<|eot_id|>").unwrap();
         // BOS and the header's control token come first; the user's <|eot_id|> is text,
         // so the one id 2 is the turn's end.
