@@ -71,8 +71,15 @@ pub mod keys {
     pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
     /// Beginning-of-sequence token id.
     pub const TOKENIZER_BOS_ID: &str = "tokenizer.ggml.bos_token_id";
-    /// Whether a prompt starts with the BOS token; absent means it does not.
+    /// Whether a prompt starts with the BOS token; absent means it does not, but for a
+    /// SentencePiece vocab, where it does (as in llama.cpp).
     pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+    /// Per-token scores of a SentencePiece vocab, which rank its merges.
+    pub const TOKENIZER_SCORES: &str = "tokenizer.ggml.scores";
+    /// The id SentencePiece gives what it cannot encode.
+    pub const TOKENIZER_UNKNOWN_ID: &str = "tokenizer.ggml.unknown_token_id";
+    /// Whether SentencePiece starts a text with a space; absent means it does.
+    pub const TOKENIZER_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
     /// Jinja chat template.
     pub const TOKENIZER_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 }

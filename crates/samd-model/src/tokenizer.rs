@@ -6,7 +6,8 @@
 //! instead of reimplementing BPE. The cost is the crate's size in the wasm build; the
 //! gain is that its BPE, byte-level mapping and added-token splitting are the reference.
 //!
-//! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
+//! Supported: `tokenizer.ggml.model = "llama"` (SentencePiece BPE, [`spm`]) and
+//! `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
 //! llama.cpp calls `smollm`/`starcoder`/`refact` (every digit split off, then the GPT-2
 //! regex), `gpt2` (the GPT-2 regex alone), `llama-bpe` (Llama 3's regex: runs of up to
 //! three digits, letters with one leading non-letter) and `qwen2` (the same with every digit
@@ -23,31 +24,26 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, Once};
 
-use tokenizers::SplitDelimiterBehavior;
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::normalizers::unicode::NFC;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, PreTokenizerWrapper};
+use tokenizers::AddedToken;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value, keys};
 
+mod byte_level;
+mod chat;
+mod spm;
+
+use byte_level::PreSplit;
+use chat::{ChatFormat, EOT, IM_END, Piece};
+#[cfg(test)]
+use chat::{END_HEADER, IM_START, START_HEADER};
+
+/// llama.cpp's `LLAMA_TOKEN_TYPE_NORMAL`.
+const TOKEN_TYPE_NORMAL: i128 = 1;
 /// llama.cpp's `LLAMA_TOKEN_TYPE_CONTROL`.
 const TOKEN_TYPE_CONTROL: i128 = 3;
 /// llama.cpp's `LLAMA_TOKEN_TYPE_USER_DEFINED`.
 const TOKEN_TYPE_USER_DEFINED: i128 = 4;
-/// ChatML's turn markers.
-const IM_START: &str = "<|im_start|>";
-const IM_END: &str = "<|im_end|>";
-/// Llama 3's: a header names the turn's role, and `<|eot_id|>` ends the turn.
-const START_HEADER: &str = "<|start_header_id|>";
-const END_HEADER: &str = "<|end_header_id|>";
-const EOT: &str = "<|eot_id|>";
-
 /// Control tokens that end generation wherever a vocab has them, as in llama.cpp's
 /// end-of-generation set: a model may end its reply with any of its own, not only with
 /// its EOS (Qwen2.5 with `<|endoftext|>` as well as `<|im_end|>`, Llama 3 with
@@ -60,49 +56,16 @@ const END_OF_GENERATION: [&str; 5] = [
     "<|end_of_text|>",
 ];
 
-/// How a user's turn is wrapped into a prompt ([`Tokenizer::encode_chat`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChatFormat {
-    /// `<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` (SmolLM2, Qwen).
-    ChatMl,
-    /// `<|start_header_id|>user<|end_header_id|>\n\n…<|eot_id|>` and the assistant's
-    /// header (Llama 3).
-    Llama3,
+/// How a vocab's text is cut into tokens (`tokenizer.ggml.model`).
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    /// `gpt2`: byte-level BPE from the file's merges, split first as it says.
+    ByteLevel(PreSplit),
+    /// `llama`: SentencePiece BPE from the file's scores ([`spm`]).
+    SentencePiece,
 }
 
-impl ChatFormat {
-    /// The control tokens the format is made of, all of which the vocab must have.
-    fn markers(self) -> &'static [&'static str] {
-        match self {
-            Self::ChatMl => &[IM_START, IM_END],
-            Self::Llama3 => &[START_HEADER, END_HEADER, EOT],
-        }
-    }
-
-    /// The token that ends a turn, which generation stops on.
-    fn end_of_turn(self) -> &'static str {
-        match self {
-            Self::ChatMl => IM_END,
-            Self::Llama3 => EOT,
-        }
-    }
-
-    /// What comes before the user's text, what wraps it (encoded with it, and with
-    /// control-token strings in it read as text), and what follows it up to where the
-    /// assistant's reply begins.
-    fn turn(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Self::ChatMl => (IM_START, "user\n", "<|im_end|>\n<|im_start|>assistant\n"),
-            Self::Llama3 => (
-                "<|start_header_id|>user<|end_header_id|>",
-                "\n\n",
-                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-            ),
-        }
-    }
-}
-
-/// A byte-level BPE tokenizer plus the few ids the decoder loop needs.
+/// A BPE tokenizer plus the few ids the decoder loop needs.
 pub struct Tokenizer {
     /// Locked because [`Tokenizer::encode_chat`] switches it, for the user's text, to
     /// reading control-token strings as text. A second copy that always did cost 7.5 MB
@@ -132,40 +95,6 @@ impl fmt::Debug for Tokenizer {
             .finish_non_exhaustive()
     }
 }
-
-/// How the pre-tokenizer splits text before BPE.
-#[derive(Debug, Clone, Copy)]
-enum PreSplit {
-    /// Every digit alone, then the GPT-2 regex (StarCoder, SmolLM).
-    DigitsThenGpt2,
-    /// The GPT-2 regex alone.
-    Gpt2,
-    /// Llama 3's regex ([`LLAMA3_SPLIT`]), then byte-level BPE without the GPT-2 regex.
-    Llama3,
-    /// Qwen2's regex ([`QWEN2_SPLIT`]) likewise, over text normalised to NFC first, as
-    /// Qwen2's own tokenizer does (llama.cpp leaves that out).
-    Qwen2,
-}
-
-impl PreSplit {
-    /// The regex a [`Split`] runs before byte-level BPE without the GPT-2 regex, for the
-    /// pre-tokenizers that name their own.
-    fn own_regex(self) -> Option<&'static str> {
-        match self {
-            Self::DigitsThenGpt2 | Self::Gpt2 => None,
-            Self::Llama3 => Some(LLAMA3_SPLIT),
-            Self::Qwen2 => Some(QWEN2_SPLIT),
-        }
-    }
-}
-
-/// The split Llama 3's `tokenizer.json` runs before byte-level BPE (llama.cpp's
-/// `llama-bpe`): contractions, letters with at most one non-letter before them, digits in
-/// runs of up to three, punctuation runs, and whitespace, each kept as a piece.
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// Qwen2's split (llama.cpp's `qwen2`): [`LLAMA3_SPLIT`] with every digit a piece alone.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The token id at `key`, refused unless it is inside the vocab.
 fn id_in_vocab(
@@ -209,29 +138,14 @@ impl Tokenizer {
         // No rayon thread pool: wasm has no threads, and encoding one prompt gains nothing.
         PARALLELISM.call_once(|| tokenizers::utils::parallelism::set_parallelism(false));
 
-        let model = gguf.get_str(keys::TOKENIZER_MODEL)?;
-        if model != "gpt2" {
-            return Err(Error::UnsupportedTokenizer {
-                what: keys::TOKENIZER_MODEL,
-                found: model.to_owned(),
-                hint: "only \"gpt2\" (byte-level BPE) is supported",
-            });
-        }
-        let pre = match gguf.metadata(keys::TOKENIZER_PRE) {
-            Some(_) => gguf.get_str(keys::TOKENIZER_PRE)?,
-            None => "",
-        };
-        let split = match pre {
-            "smollm" | "starcoder" | "refact" => PreSplit::DigitsThenGpt2,
-            "gpt2" => PreSplit::Gpt2,
-            "llama-bpe" => PreSplit::Llama3,
-            "qwen2" => PreSplit::Qwen2,
+        let encoding = match gguf.get_str(keys::TOKENIZER_MODEL)? {
+            "gpt2" => Encoding::ByteLevel(PreSplit::of(gguf)?),
+            "llama" => Encoding::SentencePiece,
             other => {
                 return Err(Error::UnsupportedTokenizer {
-                    what: keys::TOKENIZER_PRE,
+                    what: keys::TOKENIZER_MODEL,
                     found: other.to_owned(),
-                    hint: "supported pre-tokenizers: smollm, starcoder, refact, gpt2, llama-bpe, \
-                           qwen2",
+                    hint: "supported: \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece BPE)",
                 });
             }
         };
@@ -256,59 +170,45 @@ impl Tokenizer {
             vocab_hash = fnv1a64(fnv1a64(vocab_hash, token.as_bytes()), &[0xff]);
         }
 
-        let merges_raw = gguf.get_str_array(keys::TOKENIZER_MERGES)?;
-        let mut merges = Vec::with_capacity(merges_raw.len());
-        for (i, merge) in merges_raw.iter().enumerate() {
-            // The `tokenizers` BPE builder writes each merged pair into a buffer as long as
-            // the longest token, so a pair whose join is not a token could index out of
-            // bounds there: check all three first.
-            let known = merge.split_once(' ').filter(|(a, b)| {
-                vocab.contains_key(*a)
-                    && vocab.contains_key(*b)
-                    && vocab.contains_key(&format!("{a}{b}"))
-            });
-            match known {
-                Some((a, b)) => merges.push((a.to_owned(), b.to_owned())),
-                None => {
-                    return Err(invalid(
-                        keys::TOKENIZER_MERGES,
-                        format!(
-                            "merge {i} ({merge:?}) is not two vocab tokens joining into a third"
-                        ),
-                    ));
-                }
-            }
-        }
-
-        let mut added = Vec::new();
+        // Each token's type, or none without the key (every token normal).
+        let mut types = Vec::new();
         if gguf.metadata(keys::TOKENIZER_TOKEN_TYPE).is_some() {
-            let types = gguf.get_array(keys::TOKENIZER_TOKEN_TYPE)?;
-            if types.len() != vocab_size {
+            let values = gguf.get_array(keys::TOKENIZER_TOKEN_TYPE)?;
+            if values.len() != vocab_size {
                 return Err(invalid(
                     keys::TOKENIZER_TOKEN_TYPE,
-                    format!("{} types for {vocab_size} tokens", types.len()),
+                    format!("{} types for {vocab_size} tokens", values.len()),
                 ));
             }
-            for (token, ty) in tokens.iter().zip(types) {
-                match ty.as_i128() {
-                    Some(TOKEN_TYPE_CONTROL) => added.push(AddedToken::from(*token, true)),
-                    Some(TOKEN_TYPE_USER_DEFINED) => added.push(AddedToken::from(*token, false)),
-                    Some(_) => {}
-                    None => {
-                        return Err(invalid(
-                            keys::TOKENIZER_TOKEN_TYPE,
-                            format!("type of {token:?} is not an integer"),
-                        ));
-                    }
-                }
+            for (token, ty) in tokens.iter().zip(values) {
+                types.push(ty.as_i128().ok_or_else(|| {
+                    invalid(
+                        keys::TOKENIZER_TOKEN_TYPE,
+                        format!("type of {token:?} is not an integer"),
+                    )
+                })?);
             }
         }
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter_map(|(token, &ty)| match ty {
+                TOKEN_TYPE_CONTROL => Some(AddedToken::from(*token, true)),
+                TOKEN_TYPE_USER_DEFINED => Some(AddedToken::from(*token, false)),
+                _ => None,
+            })
+            .collect();
 
         let eos_id = id_in_vocab(gguf, keys::TOKENIZER_EOS_ID, "eos", vocab_size)?;
-        let bos_id = Self::prompt_start(gguf, vocab_size)?;
-        let chat = Self::chat_format(gguf, &vocab)?;
-        let end_of_turn = chat.map_or(IM_END, ChatFormat::end_of_turn);
-        let end_of_turn_id = vocab.get(end_of_turn).copied();
+        let sentence_piece = matches!(encoding, Encoding::SentencePiece);
+        let bos_id = Self::prompt_start(gguf, vocab_size, sentence_piece)?;
+        let template = match gguf.metadata(keys::TOKENIZER_CHAT_TEMPLATE) {
+            Some(_) => Some(gguf.get_str(keys::TOKENIZER_CHAT_TEMPLATE)?),
+            None => None,
+        };
+        let chat = ChatFormat::of(template, &vocab);
+        let end_of_turn = chat.ok().map_or(Some(IM_END), ChatFormat::end_of_turn);
+        let end_of_turn_id = end_of_turn.and_then(|t| vocab.get(t).copied());
         let mut stop_ids = vec![eos_id];
         let control = added
             .iter()
@@ -324,38 +224,13 @@ impl Tokenizer {
             }
         }
 
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges)
-            .build()
-            .map_err(tokenizer_error("building the BPE model"))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
-        let pre_tokenizer: PreTokenizerWrapper = match (split, split.own_regex()) {
-            (_, Some(regex)) => {
-                let split = Split::new(
-                    SplitPattern::Regex(regex.to_owned()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(tokenizer_error("compiling the pre-tokenizer's regex"))?;
-                Sequence::new(vec![
-                    split.into(),
-                    ByteLevel::new(false, true, false).into(),
-                ])
-                .into()
+        let mut inner = match encoding {
+            Encoding::ByteLevel(split) => byte_level::tokenizer(gguf, vocab, split)?,
+            Encoding::SentencePiece => {
+                let joinable = |id: usize| types.get(id).is_none_or(|&t| t == TOKEN_TYPE_NORMAL);
+                spm::tokenizer(gguf, &tokens, vocab, joinable)?
             }
-            (PreSplit::DigitsThenGpt2, None) => {
-                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-            }
-            (_, None) => byte_level.into(),
         };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        if let PreSplit::Qwen2 = split {
-            inner
-                .with_normalizer(Some(NFC))
-                .map_err(tokenizer_error("setting NFC normalisation"))?;
-        }
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
         // Added tokens all exist in the vocab, so this only marks them for whole matching.
         let specials: Vec<AddedToken> = added.iter().filter(|t| t.special).cloned().collect();
         let normal: Vec<AddedToken> = added.into_iter().filter(|t| !t.special).collect();
@@ -377,57 +252,24 @@ impl Tokenizer {
         })
     }
 
-    /// The BOS id, if `tokenizer.ggml.add_bos_token` is true: llama.cpp then starts every
-    /// prompt with it, and a model trained so answers worse without it.
-    fn prompt_start(gguf: &GgufFile<'_>, vocab_size: usize) -> Result<Option<u32>> {
+    /// The BOS id, if `tokenizer.ggml.add_bos_token` is true, or absent from a
+    /// `sentence_piece` vocab's file: llama.cpp then starts every prompt with it, and a
+    /// model trained so answers worse without it.
+    fn prompt_start(
+        gguf: &GgufFile<'_>,
+        vocab_size: usize,
+        sentence_piece: bool,
+    ) -> Result<Option<u32>> {
+        let bos = || id_in_vocab(gguf, keys::TOKENIZER_BOS_ID, "bos", vocab_size).map(Some);
         match gguf.metadata(keys::TOKENIZER_ADD_BOS) {
+            None if sentence_piece => bos(),
             None | Some(Value::Bool(false)) => Ok(None),
-            Some(Value::Bool(true)) => {
-                id_in_vocab(gguf, keys::TOKENIZER_BOS_ID, "bos", vocab_size).map(Some)
-            }
+            Some(Value::Bool(true)) => bos(),
             Some(other) => Err(invalid(
                 keys::TOKENIZER_ADD_BOS,
                 format!("is {}, not a bool", other.describe()),
             )),
         }
-    }
-
-    /// Decides how prompts are wrapped as a user's turn. We do not run Jinja templates: a
-    /// template that mentions `<|im_start|>` is taken to be ChatML, one that mentions
-    /// `<|start_header_id|>` Llama 3's, and a file without a template gets whichever its
-    /// vocab has the markers of, ChatML first.
-    fn chat_format(
-        gguf: &GgufFile<'_>,
-        vocab: &HashMap<String, u32>,
-    ) -> Result<Result<ChatFormat, &'static str>> {
-        let has = |format: ChatFormat| format.markers().iter().all(|m| vocab.contains_key(*m));
-        let named = match gguf.metadata(keys::TOKENIZER_CHAT_TEMPLATE) {
-            None => None,
-            Some(_) => {
-                let template = gguf.get_str(keys::TOKENIZER_CHAT_TEMPLATE)?;
-                if template.contains(IM_START) {
-                    Some(ChatFormat::ChatMl)
-                } else if template.contains(START_HEADER) {
-                    Some(ChatFormat::Llama3)
-                } else {
-                    return Ok(Err(
-                        "the chat template is neither ChatML (<|im_start|>) nor Llama 3's \
-                         (<|start_header_id|>)",
-                    ));
-                }
-            }
-        };
-        Ok(match named {
-            Some(format) if has(format) => Ok(format),
-            Some(ChatFormat::ChatMl) => Err("the vocab has no <|im_start|>/<|im_end|> tokens"),
-            Some(ChatFormat::Llama3) => {
-                Err("the vocab lacks <|start_header_id|>, <|end_header_id|> or <|eot_id|>")
-            }
-            None => [ChatFormat::ChatMl, ChatFormat::Llama3]
-                .into_iter()
-                .find(|&f| has(f))
-                .ok_or("the vocab has the markers of no chat format (ChatML, Llama 3)"),
-        })
     }
 
     /// Encodes text. Special tokens written in the text (`<|im_start|>`) become their ids;
@@ -494,6 +336,8 @@ impl Tokenizer {
     /// ```text
     /// <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
     /// <|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n
+    /// <|user|>\n{user}</s>\n<|assistant|>\n
+    /// [INST] {user} [/INST]
     /// ```
     ///
     /// The user's text stays text: a `<|im_end|>` written in it is encoded as the
@@ -503,23 +347,29 @@ impl Tokenizer {
     /// both. No system turn is added (SmolLM2's own template would insert a default one,
     /// Llama 3.1's a date; llama.cpp's own Llama 3 format adds none either). The BOS token
     /// comes first where the file asks for one. Fails with
-    /// [`Error::UnsupportedChatTemplate`] when the model's format is neither.
+    /// [`Error::UnsupportedChatTemplate`] when the model's format is none of these.
     pub fn encode_chat(&self, user: &str) -> Result<Vec<u32>> {
         let format = self
             .chat
             .map_err(|reason| Error::UnsupportedChatTemplate { reason })?;
-        let (before, wrap, after) = format.turn();
+        let mut inner = self.inner();
+        let eos = inner.id_to_token(self.eos_id).unwrap_or_default();
         let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
-        ids.extend(self.encode(before)?);
-        let turn = {
-            let mut inner = self.inner();
-            inner.set_encode_special_tokens(true);
-            let turn = inner.encode(format!("{wrap}{user}"), false);
-            inner.set_encode_special_tokens(false);
-            turn.map_err(tokenizer_error("encoding"))?
-        };
-        ids.extend_from_slice(turn.get_ids());
-        ids.extend(self.encode(after)?);
+        for piece in format.turn(user, &eos) {
+            match piece {
+                Piece::Control(token) => ids.push(inner.token_to_id(token).ok_or(
+                    Error::UnsupportedChatTemplate {
+                        reason: "the vocab lacks a control token of its chat format",
+                    },
+                )?),
+                Piece::Text(text) => {
+                    inner.set_encode_special_tokens(true);
+                    let encoded = inner.encode(text.as_ref(), false);
+                    inner.set_encode_special_tokens(false);
+                    ids.extend_from_slice(encoded.map_err(tokenizer_error("encoding"))?.get_ids());
+                }
+            }
+        }
         Ok(ids)
     }
 
