@@ -117,13 +117,37 @@ def tokenizer_metadata(llama3=False, pre="smollm"):
     ]
 
 
-def llama(rng, matrix_types, llama3=False, qwen2=False):
+def sentencepiece_metadata():
+    """A SentencePiece vocab as Llama 2's files have one: `<unk>`, `<s>`, `</s>`, the 256
+    byte tokens and scored pieces, with TinyLlama's (Zephyr) chat template."""
+    pieces = ["\u2581", "a", "b", "\u2581a", "ab", "\u2581ab"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
+    types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(pieces))]
+    return tokens, [
+        ("tokenizer.ggml.model", STRING, "llama"),
+        ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens)),
+        ("tokenizer.ggml.scores", ARRAY, (F32, scores)),
+        ("tokenizer.ggml.token_type", ARRAY, (I32, types)),
+        ("tokenizer.ggml.unknown_token_id", U32, 0),
+        ("tokenizer.ggml.bos_token_id", U32, 1),
+        ("tokenizer.ggml.eos_token_id", U32, 2),
+        ("tokenizer.chat_template", STRING,
+         "{% for m in messages %}{{ '<|user|>\n' + m['content'] + eos_token }}{% endfor %}"),
+    ]
+
+
+def llama(rng, matrix_types, llama3=False, qwen2=False, sentencepiece=False):
     """One layer, d_model 64, two query heads of 32 and one KV head, FFN 128. With
     `llama3`, Llama 3's tokenizer and RoPE frequency factors; with `qwen2`, Qwen2's
-    architecture (q/k/v biases) and pre-tokenizer."""
+    architecture (q/k/v biases) and pre-tokenizer; with `sentencepiece`, Llama 2's
+    tokenizer."""
     d, ffn, heads, kv_heads, head = 64, 128, 2, 1, 32
     arch = "qwen2" if qwen2 else "llama"
-    tokens, tok_meta = tokenizer_metadata(llama3, "qwen2" if qwen2 else "smollm")
+    if sentencepiece:
+        tokens, tok_meta = sentencepiece_metadata()
+    else:
+        tokens, tok_meta = tokenizer_metadata(llama3, "qwen2" if qwen2 else "smollm")
     metadata = [
         ("general.architecture", STRING, arch),
         ("general.name", STRING, "fuzz seed"),
@@ -176,6 +200,8 @@ def main():
         "llama3-q4_k_m": llama(rng, ["Q8_0", "Q5_0", "Q5_0", "Q8_0", "Q5_0", "Q5_0", "Q5_0", "Q5_0"], llama3=True),
         # As a Qwen2.5 file: q/k/v biases, its pre-tokenizer, rows in HF's order.
         "qwen2-q8_0": llama(rng, ["Q8_0"], qwen2=True),
+        # As a TinyLlama file: SentencePiece, Zephyr's chat turns.
+        "llama-spm-q4_0": llama(rng, ["Q4_0"], sentencepiece=True),
         "every-type": every_type(rng),
     }
     for name, data in seeds.items():

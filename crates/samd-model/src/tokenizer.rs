@@ -44,6 +44,8 @@ const TOKEN_TYPE_NORMAL: i128 = 1;
 const TOKEN_TYPE_CONTROL: i128 = 3;
 /// llama.cpp's `LLAMA_TOKEN_TYPE_USER_DEFINED`.
 const TOKEN_TYPE_USER_DEFINED: i128 = 4;
+/// llama.cpp's `LLAMA_TOKEN_TYPE_BYTE`: SentencePiece's `<0x0A>`.
+const TOKEN_TYPE_BYTE: i128 = 6;
 /// Control tokens that end generation wherever a vocab has them, as in llama.cpp's
 /// end-of-generation set: a model may end its reply with any of its own, not only with
 /// its EOS (Qwen2.5 with `<|endoftext|>` as well as `<|im_end|>`, Llama 3 with
@@ -82,6 +84,8 @@ pub struct Tokenizer {
     stop_ids: Vec<u32>,
     /// How prompts are wrapped as a user's turn, or why they cannot be.
     chat: Result<ChatFormat, &'static str>,
+    /// A SentencePiece vocab's decoder, which [`Tokenizer::decode`] takes over `inner`'s.
+    sentence_piece: Option<spm::Decoder>,
     vocab_hash: u64,
 }
 
@@ -224,11 +228,19 @@ impl Tokenizer {
             }
         }
 
-        let mut inner = match encoding {
-            Encoding::ByteLevel(split) => byte_level::tokenizer(gguf, vocab, split)?,
+        let (mut inner, sentence_piece) = match encoding {
+            Encoding::ByteLevel(split) => (byte_level::tokenizer(gguf, vocab, split)?, None),
             Encoding::SentencePiece => {
-                let joinable = |id: usize| types.get(id).is_none_or(|&t| t == TOKEN_TYPE_NORMAL);
-                spm::tokenizer(gguf, &tokens, vocab, joinable)?
+                let types = &types;
+                let of_type = |ty| move |id: usize| types.get(id).is_none_or(|&t| t == ty);
+                let (inner, decoder) = spm::tokenizer(
+                    gguf,
+                    &tokens,
+                    vocab,
+                    of_type(TOKEN_TYPE_NORMAL),
+                    of_type(TOKEN_TYPE_BYTE),
+                )?;
+                (inner, Some(decoder))
             }
         };
         // Added tokens all exist in the vocab, so this only marks them for whole matching.
@@ -248,6 +260,7 @@ impl Tokenizer {
             bos_id,
             stop_ids,
             chat,
+            sentence_piece,
             vocab_hash,
         })
     }
@@ -296,6 +309,9 @@ impl Tokenizer {
     /// Decodes ids back to text, special tokens included, so that `decode(encode(s)) == s`.
     /// Ids that split a UTF-8 character decode to U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        if let Some(decoder) = &self.sentence_piece {
+            return Ok(decoder.decode(ids));
+        }
         self.inner()
             .decode(ids, false)
             .map_err(tokenizer_error("decoding"))

@@ -8,14 +8,10 @@
 //! ids are those of the model's own fast tokenizer. Spaces become `▁` and a text starts
 //! with one (llama.cpp's `add_space_prefix`, HF's `Prepend`) after the start and after
 //! each control token, as both do; characters no token covers fall back to byte tokens
-//! (`<0x0A>`).
+//! (`<0x0A>`). Decoding is this module's own ([`Decoder`]).
 
 use std::collections::HashMap;
 
-use tokenizers::decoders::byte_fallback::ByteFallback;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::decoders::sequence::Sequence as DecoderSequence;
-use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::prepend::Prepend;
 use tokenizers::normalizers::replace::Replace;
@@ -31,15 +27,59 @@ const SPACE: &str = "\u{2581}";
 /// The token SentencePiece emits for what it cannot encode, where the file names none.
 const UNKNOWN: &str = "<unk>";
 
+/// How ids become text: each piece with `▁` as a space, each byte token as its byte, then
+/// the bytes as UTF-8 with U+FFFD for what is not, and the space the prefix added
+/// dropped. HF's `ByteFallback` decoder turns every byte of a run of byte tokens that is
+/// not valid UTF-8 into U+FFFD, its ASCII bytes too, so a run's text would change as
+/// tokens join it; here a text only grows, as llama.cpp's does, which streaming needs.
+#[derive(Debug)]
+pub(super) struct Decoder {
+    pieces: Vec<Piece>,
+    strip_space: bool,
+}
+
+/// What a token decodes to.
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Byte(u8),
+}
+
+impl Decoder {
+    /// The text of `ids`, past those outside the vocab.
+    pub(super) fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for piece in ids.iter().filter_map(|&id| self.pieces.get(id as usize)) {
+            match piece {
+                Piece::Text(text) => bytes.extend_from_slice(text.as_bytes()),
+                Piece::Byte(b) => bytes.push(*b),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        match text.strip_prefix(' ').filter(|_| self.strip_space) {
+            Some(rest) => rest.to_owned(),
+            None => text.into_owned(),
+        }
+    }
+}
+
+/// The byte a byte token (`<0x0A>`) stands for.
+fn byte_of(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
+}
+
 /// The tokenizer of `tokens` (the vocab, `vocab` its index), with merges ranked by the
-/// scores in `tokenizer.ggml.scores`; only tokens `joinable` (normal ones, not control or
-/// byte tokens) are made by merges.
+/// scores in `tokenizer.ggml.scores`, and its [`Decoder`]; only tokens `joinable` (normal
+/// ones, not control or byte tokens) are made by merges, and only `is_byte` ones decode
+/// as bytes.
 pub(super) fn tokenizer(
     gguf: &GgufFile<'_>,
     tokens: &[&str],
     vocab: HashMap<String, u32>,
     joinable: impl Fn(usize) -> bool,
-) -> Result<tokenizers::Tokenizer> {
+    is_byte: impl Fn(usize) -> bool,
+) -> Result<(tokenizers::Tokenizer, Decoder)> {
     let scores = gguf
         .get_array(keys::TOKENIZER_SCORES)?
         .iter()
@@ -107,17 +147,19 @@ pub(super) fn tokenizer(
     inner
         .with_normalizer(Some(NormalizerSequence::new(normalizers)))
         .map_err(tokenizer_error("setting SentencePiece's normalisation"))?;
-    // Back: `▁` to spaces, byte tokens to bytes, and off with the space the prefix added.
-    let mut decoders = vec![
-        replace(SPACE, " ")?.into(),
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ];
-    if add_space_prefix {
-        decoders.push(Strip::new(' ', 1, 0).into());
-    }
-    inner.with_decoder(Some(DecoderSequence::new(decoders)));
-    Ok(inner)
+    let pieces = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, token)| match byte_of(token).filter(|_| is_byte(id)) {
+            Some(b) => Piece::Byte(b),
+            None => Piece::Text(token.replace(SPACE, " ")),
+        })
+        .collect();
+    let decoder = Decoder {
+        pieces,
+        strip_space: add_space_prefix,
+    };
+    Ok((inner, decoder))
 }
 
 /// HF's `SentencePieceExtractor`: for each joinable token (in id order), every split into

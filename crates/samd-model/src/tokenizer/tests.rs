@@ -611,6 +611,14 @@ fn tokenizer_sentencepiece_encodes_as_llama_cpp() {
     assert_eq!(t.encode("hello</s>the").unwrap(), ids);
     assert_eq!(t.decode(&ids).unwrap(), "hello</s> the");
     assert_eq!(t.encode_prompt("the").unwrap(), [1, 270]);
+    // A run of byte tokens that is no UTF-8 decodes as lossy UTF-8 does, so that its text
+    // only grows as tokens join it: "<", then "<" and U+FFFD for the stray 0x91.
+    assert_eq!(t.decode(&[63]).unwrap(), "<");
+    assert_eq!(t.decode(&[63, 148]).unwrap(), "<\u{fffd}");
+    // A character cut short is one U+FFFD until its last byte comes ("▁", then two of
+    // the euro sign's three bytes; the prefix's space dropped).
+    assert_eq!(t.decode(&[259, 229, 133]).unwrap(), "\u{fffd}");
+    assert_eq!(t.decode(&[229, 133, 175]).unwrap(), "\u{20ac}");
     assert_eq!(t.stop_ids(), [2]);
     // Without a template there is no chat format to wrap a prompt in.
     assert!(matches!(
