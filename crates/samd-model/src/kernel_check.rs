@@ -140,10 +140,11 @@ async fn check_each_model(device: &Device, comparisons: &[Comparison]) -> Result
     })
 }
 
-/// Two small random models with SmolLM2's head shape (head_dim 64, three query heads per
-/// key/value head) on `device`: with f32 weights, and quantised as SmolLM2's file is,
-/// the latter with Qwen2's q/k/v biases and NEOX RoPE (its q/k rows reordered at load),
-/// so that both kinds of projection kernel are checked.
+/// Two small random models on `device`: with f32 weights and SmolLM2's head shape
+/// (head_dim 64, three query heads per key/value head), and quantised as SmolLM2's file
+/// is, with Qwen2's q/k/v biases, NEOX RoPE (its q/k rows reordered at load) and
+/// Qwen2.5-0.5B's grouping (seven query heads per key/value head), so that both kinds of
+/// projection kernel, and groups of an odd size, are checked.
 fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
     let config = LlamaConfig {
         n_layers: 2,
@@ -170,6 +171,9 @@ fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
                 LlamaConfig {
                     rope_style: crate::RopeStyle::Neox,
                     qkv_bias: true,
+                    d_model: 448,
+                    n_heads: 7,
+                    n_kv_heads: 1,
                     ..config
                 },
                 7,
