@@ -24,6 +24,11 @@ use crate::gguf::{GgufFile, Value, keys};
 /// SentencePiece's word-boundary mark, which stands for a space.
 const SPACE: &str = "\u{2581}";
 
+/// The longest piece, in characters, that merges make. SentencePiece caps pieces at 16
+/// characters by default (Llama 2's longest are 16); this bounds the work a file of long
+/// tokens could ask for, each split of a token hashing both halves.
+const MAX_MERGED_CHARS: usize = 64;
+
 /// The token SentencePiece emits for what it cannot encode, where the file names none.
 const UNKNOWN: &str = "<unk>";
 
@@ -162,9 +167,10 @@ pub(super) fn tokenizer(
     Ok((inner, decoder))
 }
 
-/// HF's `SentencePieceExtractor`: for each joinable token (in id order), every split into
-/// two vocab tokens, the splits ordered by the ids of their left and right parts; then
-/// all of them by the joined token's score, highest first, a stable sort.
+/// HF's `SentencePieceExtractor`: for each joinable token (in id order) of at most
+/// [`MAX_MERGED_CHARS`], every split into two vocab tokens, the splits ordered by the ids
+/// of their left and right parts; then all of them by the joined token's score, highest
+/// first, a stable sort.
 fn merges<'a>(
     tokens: &[&'a str],
     scores: &[f32],
@@ -174,7 +180,7 @@ fn merges<'a>(
     let mut ranked: Vec<(f32, &'a str, &'a str)> = Vec::new();
     let mut found: Vec<(u32, u32, &'a str, &'a str)> = Vec::new();
     for ((id, &token), &score) in tokens.iter().enumerate().zip(scores) {
-        if !joinable(id) {
+        if !joinable(id) || token.chars().nth(MAX_MERGED_CHARS).is_some() {
             continue;
         }
         found.clear();
