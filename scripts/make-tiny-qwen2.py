@@ -28,6 +28,9 @@ from gguf import GGUFWriter
 from gguf.quants import quantize
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# GPT-2's byte-to-unicode map, from the fuzz seeds' writer.
+sys.path.insert(0, os.path.join(ROOT, "crates", "samd-model", "fuzz"))
+from seed import byte_symbols  # noqa: E402
 OUT = os.path.join(ROOT, "crates", "samd-model", "tests", "fixtures", "tiny_qwen2.gguf")
 LAYERS, D, FFN, HEADS, KV_HEADS, CONTEXT = 2, 64, 128, 4, 2, 256
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -38,19 +41,6 @@ SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
 MERGE_TEXT = ("user\nWhat is the capital of France? Answer in one sentence.\nassistant\n"
               "The capital of France is Paris. What is the answer? The sentence is one.")
 MERGES = 48
-
-
-def byte_symbols():
-    """GPT-2's byte-to-unicode map: printable bytes stand for themselves."""
-    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
-    symbols, shifted = {}, 0
-    for b in range(256):
-        if b in printable:
-            symbols[b] = chr(b)
-        else:
-            shifted += 1
-            symbols[b] = chr(255 + shifted)
-    return symbols
 
 
 def learn_merges(symbols):

@@ -82,10 +82,9 @@ def gguf(metadata, tensors, rng):
     return out + data
 
 
-def tokenizer_metadata(llama3=False, pre="smollm"):
-    """A byte-level BPE: three specials, the 256 byte symbols (GPT-2's byte-to-unicode
-    map), and two merges, split by the pre-tokenizer `pre`. With `llama3`, Llama 3's
-    specials, pre-tokenizer, BOS and chat template instead of ChatML's."""
+def byte_symbols():
+    """GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for
+    characters from U+0100 on. (scripts/make-tiny-qwen2.py takes it from here.)"""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     symbols, shifted = {}, 0
     for b in range(256):
@@ -94,6 +93,14 @@ def tokenizer_metadata(llama3=False, pre="smollm"):
         else:
             shifted += 1
             symbols[b] = chr(255 + shifted)
+    return symbols
+
+
+def tokenizer_metadata(llama3=False, pre="smollm"):
+    """A byte-level BPE: three specials, the 256 byte symbols ([`byte_symbols`]), and two
+    merges, split by the pre-tokenizer `pre`. With `llama3`, Llama 3's specials,
+    pre-tokenizer, BOS and chat template instead of ChatML's."""
+    symbols = byte_symbols()
     if llama3:
         specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|eot_id|>", "<|end_header_id|>"]
         template = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
