@@ -3,9 +3,11 @@
 //! The forward pass trusts a [`LlamaConfig`] completely (it sizes tensors from it), so every
 //! rule it relies on is checked here, in [`LlamaConfig::validate`], and nowhere else. Keys
 //! follow llama.cpp's naming (`{arch}.block_count`, `{arch}.attention.head_count`, …); see
-//! <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md#llm>. Two architectures are
-//! accepted, `llama` and `qwen2` (Llama with q/k/v biases and NEOX RoPE); other families
-//! need code (other norms, other RoPE variants, other blocks), not just other numbers.
+//! <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md#llm>. Three architectures
+//! are accepted: `llama`, `qwen2` (Llama with q/k/v biases and NEOX RoPE) and `qwen3`
+//! (Llama with an RMSNorm on each query and key head, NEOX RoPE, and heads as wide as the
+//! file says); other families need code (other norms, other RoPE variants, other blocks),
+//! not just other numbers.
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -48,7 +50,7 @@ pub mod keys {
 }
 
 /// The architectures the forward pass implements, as `general.architecture` names them.
-pub const SUPPORTED_ARCHS: [&str; 2] = ["llama", "qwen2"];
+pub const SUPPORTED_ARCHS: [&str; 3] = ["llama", "qwen2", "qwen3"];
 
 /// A block's query bias, whose presence in the first block says a Llama file has q/k/v
 /// biases (llama.cpp reads them where present; Qwen2 files must have them).
@@ -90,14 +92,15 @@ pub enum RopeStyle {
 /// Hyperparameters of a Llama-family decoder.
 ///
 /// Invariants after [`validate`](Self::validate): every size is nonzero,
-/// `n_heads % n_kv_heads == 0`, `head_dim` is even and at most [`MAX_HEAD_DIM`],
+/// `n_heads % n_kv_heads == 0`, `head_dim` is even and at most [`MAX_HEAD_DIM`] (and need
+/// not be `d_model / n_heads`: Qwen3's heads are wider),
 /// `context_len` is at most [`MAX_CONTEXT_LEN`], and `rms_eps`/`rope_theta` are finite and
 /// positive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
     /// Number of transformer blocks.
     pub n_layers: usize,
-    /// Width of the residual stream (`n_heads * head_dim`).
+    /// Width of the residual stream.
     pub d_model: usize,
     /// Hidden width of the SwiGLU FFN.
     pub d_ffn: usize,
@@ -124,6 +127,9 @@ pub struct LlamaConfig {
     pub rope_style: RopeStyle,
     /// Whether each block adds biases to its query, key and value projections (Qwen2).
     pub qkv_bias: bool,
+    /// Whether each query and key head is RMS-normed, by a weight of `head_dim`, before
+    /// RoPE (Qwen3).
+    pub qk_norm: bool,
 }
 
 impl LlamaConfig {
@@ -143,6 +149,7 @@ impl LlamaConfig {
             rope_freq_factors: Vec::new(),
             rope_style: RopeStyle::Interleaved,
             qkv_bias: false,
+            qk_norm: false,
         }
     }
 
@@ -162,6 +169,7 @@ impl LlamaConfig {
             rope_freq_factors: Vec::new(),
             rope_style: RopeStyle::Interleaved,
             qkv_bias: false,
+            qk_norm: false,
         }
     }
 
@@ -184,12 +192,14 @@ impl LlamaConfig {
     /// forward pass would silently get wrong ([`refuse_unimplemented_variants`]).
     pub fn from_gguf(file: &GgufFile<'_>) -> Result<Self> {
         let arch = file.architecture()?;
-        let (rope_style, qkv_bias) = match arch {
+        let (rope_style, qkv_bias, qk_norm) = match arch {
             "llama" => (
                 RopeStyle::Interleaved,
                 file.tensors().iter().any(|t| t.name == FIRST_QUERY_BIAS),
+                false,
             ),
-            "qwen2" => (RopeStyle::Neox, true),
+            "qwen2" => (RopeStyle::Neox, true, false),
+            "qwen3" => (RopeStyle::Neox, false, true),
             _ => {
                 return Err(Error::UnsupportedArchitecture {
                     arch: arch.to_owned(),
@@ -220,6 +230,14 @@ impl LlamaConfig {
         if n_heads == 0 {
             return Err(invalid(format!("{} is zero", key(keys::HEAD_COUNT))));
         }
+        // A head's width is the key width where the file gives one (Qwen3's heads are
+        // wider than d_model / heads); the value width must then be the same.
+        let head_dim = match file.get_u32_opt(&key(keys::KEY_LENGTH))? {
+            Some(width) => usize::try_from(width).map_err(|_| Error::InvalidConfig {
+                what: format!("{} = {width} does not fit usize", key(keys::KEY_LENGTH)),
+            })?,
+            None => d_model / n_heads,
+        };
         let embd = file.tensor(TOKEN_EMBD)?;
         // Prefer the token list (what the tokenizer will produce); fall back to the
         // embedding's row count (ne1).
@@ -237,7 +255,7 @@ impl LlamaConfig {
             d_ffn: size(keys::FEED_FORWARD_LENGTH)?,
             n_heads,
             n_kv_heads,
-            head_dim: d_model / n_heads,
+            head_dim,
             vocab_size,
             rms_eps: file.get_f32(&key(keys::RMS_EPS))?,
             rope_theta: file
@@ -250,6 +268,7 @@ impl LlamaConfig {
             },
             rope_style,
             qkv_bias,
+            qk_norm,
         };
         config.validate()?;
         Ok(config)
@@ -301,10 +320,10 @@ impl LlamaConfig {
                 self.context_len
             )));
         }
-        if self.n_heads.checked_mul(self.head_dim) != Some(self.d_model) {
+        if self.n_heads.checked_mul(self.head_dim).is_none() {
             return Err(invalid(format!(
-                "n_heads ({}) * head_dim ({}) != d_model ({})",
-                self.n_heads, self.head_dim, self.d_model
+                "n_heads ({}) * head_dim ({}) overflows",
+                self.n_heads, self.head_dim
             )));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
@@ -346,8 +365,8 @@ impl LlamaConfig {
 
 /// Refuses a file that asks for what the forward pass does not do, where it would
 /// otherwise run and give wrong logits without a word: a scaled, partial or YaRN RoPE, a
-/// mixture of experts (Mixtral is `llama` in GGUF), and heads whose width is not
-/// `d_model / heads`. Tensors it would not read (an output bias, say) are refused by
+/// mixture of experts (Mixtral is `llama` in GGUF), and values or RoPE over another width
+/// than the keys'. Tensors it would not read (an output bias, say) are refused by
 /// [`crate::Llama::check_gguf`].
 /// A value that only restates the default (a scaling type `none`, a factor of 1) passes.
 fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> {
@@ -383,23 +402,26 @@ fn refuse_unimplemented_variants(file: &GgufFile<'_>, arch: &str) -> Result<()> 
             key(keys::EXPERT_COUNT)
         ));
     }
-    let width = match (
-        file.get_u32_opt(&key(keys::EMBEDDING_LENGTH))?,
-        file.get_u32_opt(&key(keys::HEAD_COUNT))?,
-    ) {
-        (Some(d), Some(h)) if h > 0 => d / h,
-        // The config's own checks name a missing or zero size.
-        _ => return Ok(()),
+    // A head's width: the key width where given, else d_model / heads.
+    let width = match file.get_u32_opt(&key(keys::KEY_LENGTH))? {
+        Some(width) => width,
+        None => match (
+            file.get_u32_opt(&key(keys::EMBEDDING_LENGTH))?,
+            file.get_u32_opt(&key(keys::HEAD_COUNT))?,
+        ) {
+            (Some(d), Some(h)) if h > 0 => d / h,
+            // The config's own checks name a missing or zero size.
+            _ => return Ok(()),
+        },
     };
     for (suffix, what) in [
-        (keys::KEY_LENGTH, "a key width"),
         (keys::VALUE_LENGTH, "a value width"),
         (keys::ROPE_DIMENSION_COUNT, "RoPE over a width"),
     ] {
         let k = key(suffix);
         if let Some(n) = file.get_u32_opt(&k)?.filter(|&n| n != width) {
             return refuse(format!(
-                "{k} = {n}: {what} other than embedding_length / head_count ({width}) is not implemented"
+                "{k} = {n}: {what} other than the key width ({width}) is not implemented"
             ));
         }
     }

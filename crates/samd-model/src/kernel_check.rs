@@ -140,12 +140,13 @@ async fn check_each_model(device: &Device, comparisons: &[Comparison]) -> Result
     })
 }
 
-/// Two small random models on `device`: with f32 weights and SmolLM2's head shape
-/// (head_dim 64, three query heads per key/value head), and quantised as SmolLM2's file
-/// is, with Qwen2's q/k/v biases, NEOX RoPE (its q/k rows reordered at load) and
-/// Qwen2.5-0.5B's grouping (seven query heads per key/value head), so that both kinds of
-/// projection kernel, and groups of an odd size, are checked.
-fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
+/// Three small random models on `device`: with f32 weights and SmolLM2's head shape
+/// (head_dim 64, three query heads per key/value head); quantised as SmolLM2's file is,
+/// with Qwen2's q/k/v biases, NEOX RoPE (its q/k rows reordered at load) and
+/// Qwen2.5-0.5B's grouping (seven query heads per key/value head); and in f32 with
+/// Qwen3's head norms and heads wider than `d_model / heads`. So both kinds of fused
+/// projection kernel, the unfused path, and groups of an odd size are checked.
+fn check_models(device: &Device) -> Result<[(&'static str, Llama); 3]> {
     let config = LlamaConfig {
         n_layers: 2,
         // Wide enough that every skinny product runs its unrolled loop and its tail.
@@ -162,9 +163,25 @@ fn check_models(device: &Device) -> Result<[(&'static str, Llama); 2]> {
         rope_freq_factors: Vec::new(),
         rope_style: crate::RopeStyle::Interleaved,
         qkv_bias: false,
+        qk_norm: false,
     };
     Ok([
         ("f32", Llama::random(config.clone(), 7, true, device)?),
+        (
+            "f32, head-normed",
+            Llama::random(
+                LlamaConfig {
+                    rope_style: crate::RopeStyle::Neox,
+                    qk_norm: true,
+                    d_model: 128,
+                    n_heads: 4,
+                    ..config.clone()
+                },
+                7,
+                true,
+                device,
+            )?,
+        ),
         (
             "quantised, biased",
             Llama::random_quantized(

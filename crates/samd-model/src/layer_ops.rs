@@ -5,6 +5,7 @@
 //! and what the kernels are tested against on wgpu. Both compute the same function up to
 //! f32 summation order.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use burn::backend::DispatchDevice;
@@ -344,16 +345,18 @@ fn reference_rms_norm(x: Tensor<2>, norm: Norm<'_>) -> Tensor<2> {
 pub(crate) type Slots = Tensor<1, Int>;
 
 /// A layer's weights for [`project_qkv`]: the attention's norm, `w_qkv`, whose outputs
-/// are `q | k | v`, and their biases, where the model has them.
+/// are `q | k | v`, their biases, and the query and key heads' norms, where the model has
+/// them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QkvWeights<'a> {
     pub norm: Norm<'a>,
     pub w_qkv: &'a Matrix,
     pub bias: Option<&'a Tensor<1>>,
+    pub head_norms: Option<&'a [Tensor<1>; 2]>,
 }
 
 /// The attention's projection for `n` new nodes: `rms_norm(x) @ w_qkv (+ bias)`, whose
-/// columns are `q | k | v`. Stores the keys (RoPE applied, by each node's `rope` row) and values in
+/// columns are `q | k | v`, each query and key head RMS-normed where the model says. Stores the keys (RoPE applied, by each node's `rope` row) and values in
 /// `cache`'s pending slots of `layer`, and returns a tensor whose first `q_dim` columns
 /// are the queries, before RoPE. One launch on the skinny path.
 // The kernel's inputs, as `BlockKernels::skinny_qkv_projection` takes them.
@@ -368,8 +371,14 @@ pub(crate) fn project_qkv(
     slots: &Slots,
     heads: Heads,
 ) -> Tensor<2> {
-    let QkvWeights { norm, w_qkv, bias } = weights;
-    if skinny(ops, x.dims()[0], w_qkv) {
+    let QkvWeights {
+        norm,
+        w_qkv,
+        bias,
+        head_norms,
+    } = weights;
+    // The fused kernel writes each column as it computes it; a head's norm needs the head.
+    if head_norms.is_none() && skinny(ops, x.dims()[0], w_qkv) {
         let (x, norm_weight, w_qkv_tensor) = (
             x.clone().into_dispatch(),
             norm.weight.clone().into_dispatch(),
@@ -414,6 +423,9 @@ pub(crate) fn project_qkv(
     if let Some(bias) = bias {
         qkv = qkv + bias.clone().unsqueeze_dim(0);
     }
+    if let Some([q_norm, k_norm]) = head_norms {
+        qkv = norm_heads(ops, qkv, [q_norm, k_norm], norm.eps, heads);
+    }
     match ops {
         BlockOps::Kernels => {
             let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());
@@ -432,6 +444,34 @@ pub(crate) fn project_qkv(
         BlockOps::Reference => reference_store_kv(cache, layer, &qkv, rope, heads),
     }
     qkv
+}
+
+/// `qkv` (`[n, q | k | v]`) with each query head RMS-normed by `weights[0]` and each key
+/// head by `weights[1]` (Qwen3), a head a row of the norm, whose kernel and CPU code sum
+/// each row alone, as plain decoding does.
+fn norm_heads(
+    ops: BlockOps,
+    qkv: Tensor<2>,
+    weights: [&Tensor<1>; 2],
+    eps: f32,
+    heads: Heads,
+) -> Tensor<2> {
+    let [n, width] = qkv.dims();
+    let (q, kv, d) = (heads.q_dim(), heads.kv_dim(), heads.head_dim);
+    let normed = |columns: Range<usize>, weight| {
+        let len = columns.len();
+        let rows = qkv.clone().slice([0..n, columns]).reshape([n * len / d, d]);
+        rms_norm(ops, &rows, Norm { weight, eps }).reshape([n, len])
+    };
+    let values = qkv.clone().slice([0..n, q + kv..width]);
+    Tensor::cat(
+        vec![
+            normed(0..q, weights[0]),
+            normed(q..q + kv, weights[1]),
+            values,
+        ],
+        1,
+    )
 }
 
 /// Writes the keys (RoPE applied) and values of `qkv`: `[n, q | k | v]` into `cache`'s

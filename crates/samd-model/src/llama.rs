@@ -113,6 +113,9 @@ struct Block {
     w_qkv: Matrix,
     /// `[q_dim + 2 * kv_dim]`, added to `q | k | v` where the model has biases.
     qkv_bias: Option<Tensor<1>>,
+    /// `[head_dim]` each: the query heads' and the key heads' RMSNorm weights, where the
+    /// model norms them (Qwen3).
+    head_norms: Option<[Tensor<1>; 2]>,
     /// `n_heads * head_dim` inputs, `d_model` outputs.
     wo: Matrix,
     /// `[d_model]`
@@ -323,10 +326,18 @@ impl Llama {
                 }
                 false => None,
             };
+            let head_norms = match config.qk_norm {
+                true => Some([
+                    vector(required(WeightName::AttnQNorm(i))?),
+                    vector(required(WeightName::AttnKNorm(i))?),
+                ]),
+                false => None,
+            };
             blocks.push(Block {
                 attn_norm: vector(required(WeightName::AttnNorm(i))?),
                 w_qkv,
                 qkv_bias,
+                head_norms,
                 wo,
                 ffn_norm: vector(required(WeightName::FfnNorm(i))?),
                 w_gate_up,
@@ -348,6 +359,11 @@ impl Llama {
                     vector_bytes(&b.attn_norm)
                         + vector_bytes(&b.ffn_norm)
                         + b.qkv_bias.as_ref().map_or(0, vector_bytes)
+                        + b.head_norms
+                            .iter()
+                            .flatten()
+                            .map(vector_bytes)
+                            .sum::<usize>()
                         + [&b.w_qkv, &b.wo, &b.w_gate_up, &b.w_down]
                             .into_iter()
                             .map(Matrix::bytes)
@@ -803,6 +819,7 @@ impl Llama {
                 norm: norm(&block.attn_norm),
                 w_qkv: &block.w_qkv,
                 bias: block.qkv_bias.as_ref(),
+                head_norms: block.head_norms.as_ref(),
             };
             // [n, q | …]: the queries; the keys and values are in the cache.
             let queries = layer_ops::project_qkv(

@@ -26,6 +26,11 @@ pub enum WeightName {
     AttnKBias(usize),
     /// `blk.{i}.attn_v.bias`, likewise.
     AttnVBias(usize),
+    /// `blk.{i}.attn_q_norm.weight`, `[head_dim]`, where the config norms each query
+    /// and key head (Qwen3).
+    AttnQNorm(usize),
+    /// `blk.{i}.attn_k_norm.weight`, likewise.
+    AttnKNorm(usize),
     /// `blk.{i}.attn_output.weight`.
     AttnOutput(usize),
     /// `blk.{i}.ffn_norm.weight`.
@@ -52,6 +57,8 @@ impl WeightName {
             Self::AttnQBias(i) => format!("blk.{i}.attn_q.bias"),
             Self::AttnKBias(i) => format!("blk.{i}.attn_k.bias"),
             Self::AttnVBias(i) => format!("blk.{i}.attn_v.bias"),
+            Self::AttnQNorm(i) => format!("blk.{i}.attn_q_norm.weight"),
+            Self::AttnKNorm(i) => format!("blk.{i}.attn_k_norm.weight"),
             Self::AttnOutput(i) => format!("blk.{i}.attn_output.weight"),
             Self::FfnNorm(i) => format!("blk.{i}.ffn_norm.weight"),
             Self::FfnGate(i) => format!("blk.{i}.ffn_gate.weight"),
@@ -72,6 +79,7 @@ impl WeightName {
             Self::AttnK(_) | Self::AttnV(_) => vec![c.d_model, kv_dim],
             Self::AttnQBias(_) => vec![q_dim],
             Self::AttnKBias(_) | Self::AttnVBias(_) => vec![kv_dim],
+            Self::AttnQNorm(_) | Self::AttnKNorm(_) => vec![c.head_dim],
             Self::AttnOutput(_) => vec![q_dim, c.d_model],
             Self::FfnGate(_) | Self::FfnUp(_) => vec![c.d_model, c.d_ffn],
             Self::FfnDown(_) => vec![c.d_ffn, c.d_model],
@@ -99,9 +107,10 @@ impl WeightName {
     /// a file claiming a billion layers must stop at its first missing weight, not build
     /// the list first.
     pub fn all(c: &LlamaConfig) -> impl Iterator<Item = Self> + use<> {
-        let biases = c.qkv_bias;
+        let (biases, head_norms) = (c.qkv_bias, c.qk_norm);
         let layer = move |i| {
             let bias = [Self::AttnQBias(i), Self::AttnKBias(i), Self::AttnVBias(i)];
+            let head_norm = [Self::AttnQNorm(i), Self::AttnKNorm(i)];
             [
                 Self::AttnNorm(i),
                 Self::AttnQ(i),
@@ -115,18 +124,24 @@ impl WeightName {
             ]
             .into_iter()
             .chain(bias.into_iter().filter(move |_| biases))
+            .chain(head_norm.into_iter().filter(move |_| head_norms))
         };
         [Self::TokenEmbd, Self::Output, Self::OutputNorm]
             .into_iter()
             .chain((0..c.n_layers).flat_map(layer))
     }
 
-    /// Whether RoPE rotates this weight's outputs: the queries' and keys' matrices and
-    /// biases, whose rows a [`RopeStyle::Neox`] model reorders at load.
+    /// Whether RoPE rotates this weight's outputs: the queries' and keys' matrices,
+    /// biases and head norms, whose rows a [`RopeStyle::Neox`] model reorders at load.
     pub fn feeds_rope(self) -> bool {
         matches!(
             self,
-            Self::AttnQ(_) | Self::AttnK(_) | Self::AttnQBias(_) | Self::AttnKBias(_)
+            Self::AttnQ(_)
+                | Self::AttnK(_)
+                | Self::AttnQBias(_)
+                | Self::AttnKBias(_)
+                | Self::AttnQNorm(_)
+                | Self::AttnKNorm(_)
         )
     }
 }
