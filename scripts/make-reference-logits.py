@@ -12,7 +12,9 @@ Independent of the Rust code on purpose:
 - RoPE is HF's rotate-half over q/k rows in HF's order: a Llama file's rows are un-permuted
   back to it, a Qwen2 file's are stored so; whereas the Rust forward applies interleaved
   RoPE, to a Llama file's rows as stored and to a Qwen2 file's reordered at load;
-- q/k/v biases (Qwen2) are added where the file has them;
+- q/k/v biases (Qwen2) are added where the file has them, and each query and key head is
+  RMS-normed where the file has those norms (Qwen3), whose heads are as wide as its
+  `key_length` says;
 - the prompt is tokenized by HF `tokenizers` built from the GGUF vocab and merges, with the
   pre-tokenizer the file names (`smollm`, or `qwen2`: its split regex after NFC).
 """
@@ -114,8 +116,12 @@ def forward(cfg, W, ids):
     group = cfg["n_head"] // cfg["n_kv"]
     for layer in W["blocks"]:
         h = rms_norm(x, layer["attn_norm"], cfg["eps"])
-        q = rope((h @ layer["q"].T + layer["q_bias"]).reshape(n, cfg["n_head"], hd))
-        k = rope((h @ layer["k"].T + layer["k_bias"]).reshape(n, cfg["n_kv"], hd))
+        q = (h @ layer["q"].T + layer["q_bias"]).reshape(n, cfg["n_head"], hd)
+        k = (h @ layer["k"].T + layer["k_bias"]).reshape(n, cfg["n_kv"], hd)
+        if "q_norm" in layer:  # Qwen3: each head RMS-normed before RoPE
+            q = rms_norm(q, layer["q_norm"], cfg["eps"])
+            k = rms_norm(k, layer["k_norm"], cfg["eps"])
+        q, k = rope(q), rope(k)
         v = (h @ layer["v"].T + layer["v_bias"]).reshape(n, cfg["n_kv"], hd)
         k = np.repeat(k, group, axis=1)
         v = np.repeat(v, group, axis=1)
@@ -134,7 +140,7 @@ def forward(cfg, W, ids):
 def load(r):
     """The model's config and its weights in float64, q/k rows in HF's layout."""
     a = field(r, "general.architecture")
-    if a not in ("llama", "qwen2"):
+    if a not in ("llama", "qwen2", "qwen3"):
         sys.exit(f"architecture {a!r} is not written here")
     cfg = {
         "n_layer": int(field(r, f"{a}.block_count")),
@@ -144,7 +150,8 @@ def load(r):
         "theta": float(field(r, f"{a}.rope.freq_base")),
     }
     d = int(field(r, f"{a}.embedding_length"))
-    cfg["head_dim"] = d // cfg["n_head"]
+    key_length = f"{a}.attention.key_length"
+    cfg["head_dim"] = int(field(r, key_length)) if key_length in r.fields else d // cfg["n_head"]
     names = {t.name for t in r.tensors}
     W = {
         "token_embd": tensor(r, "token_embd.weight"),
@@ -154,9 +161,9 @@ def load(r):
     W["output"] = tensor(r, "output.weight") if "output.weight" in names else W["token_embd"]
     if "rope_freqs.weight" in names:
         W["rope_freqs"] = tensor(r, "rope_freqs.weight").reshape(-1)
-    # llama.cpp's converter permutes a Llama file's q/k rows, and stores Qwen2's as HF has
+    # llama.cpp's converter permutes a Llama file's q/k rows, and stores Qwen's as HF has
     # them (its graph runs NEOX RoPE there).
-    hf_order = (lambda w, heads: w) if a == "qwen2" else unpermute
+    hf_order = (lambda w, heads: w) if a in ("qwen2", "qwen3") else unpermute
     for i in range(cfg["n_layer"]):
         b = lambda s: tensor(r, f"blk.{i}.{s}.weight")
         # A bias, or 0 where the file has none.
@@ -170,6 +177,11 @@ def load(r):
                 "q_bias": bias("attn_q"),
                 "k_bias": bias("attn_k"),
                 "v_bias": bias("attn_v"),
+                **(
+                    {"q_norm": b("attn_q_norm"), "k_norm": b("attn_k_norm")}
+                    if f"blk.{i}.attn_q_norm.weight" in names
+                    else {}
+                ),
                 "o": b("attn_output"),
                 "ffn_norm": b("ffn_norm"),
                 "gate": b("ffn_gate"),

@@ -141,7 +141,7 @@ test('bad model URLs and a blank prompt show an error, and the model loaded befo
 test('another model\'s file loads with the default corpus passed over; a named corpus that does not fit is refused', { timeout: 2 * slow }, async () => {
   const lap = stopwatch('other-model');
   const browser = await launch();
-  // A Qwen2 file (random weights; scripts/make-tiny-qwen2.py): another vocab than the
+  // A Qwen2 file (random weights; scripts/make-tiny-qwen.py): another vocab than the
   // default corpus's, q/k/v biases and NEOX RoPE.
   const qwen2 = await serveFaulty('crates/samd-model/tests/fixtures/tiny_qwen2.gguf');
   try {

@@ -245,22 +245,28 @@ fn unsupported_architecture_is_an_error_naming_it() {
     }
 }
 
-/// The tiny Qwen2 file the model crate's tests hold to numpy (random weights; see
-/// `scripts/make-tiny-qwen2.py`) and its reference's path.
-fn tiny_qwen2() -> (PathBuf, PathBuf) {
+/// The tiny Qwen file of `arch` that the model crate's tests hold to numpy (random
+/// weights; see `scripts/make-tiny-qwen.py`), and its reference's path.
+fn tiny_qwen(arch: &str) -> (PathBuf, PathBuf) {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samd-model/tests/fixtures");
     (
-        fixtures.join("tiny_qwen2.gguf"),
-        fixtures.join("tiny_qwen2_reference.json"),
+        fixtures.join(format!("tiny_{arch}.gguf")),
+        fixtures.join(format!("tiny_{arch}_reference.json")),
     )
 }
 
-/// A Qwen2 file runs through the CLI as SmolLM2's does: `check-reference` holds it to its
-/// own numpy reference, and every method's greedy reply to the reference's prompt is the
-/// reference's, token for token (the default static corpus, SmolLM2's, passed over).
+/// Qwen2 and Qwen3 files run through the CLI as SmolLM2's does: `check-reference` holds
+/// each to its own numpy reference, and every method's greedy reply to the reference's
+/// prompt is the reference's, token for token (the default static corpus, SmolLM2's,
+/// passed over).
 #[test]
-fn a_qwen2_file_decodes_as_its_reference_with_every_method() {
-    let (model, fixture) = tiny_qwen2();
+fn qwen_files_decode_as_their_references_with_every_method() {
+    for arch in ["qwen2", "qwen3"] {
+        assert_decodes_as_its_reference(tiny_qwen(arch));
+    }
+}
+
+fn assert_decodes_as_its_reference((model, fixture): (PathBuf, PathBuf)) {
     let out = samd(&[
         "check-reference",
         "--model",

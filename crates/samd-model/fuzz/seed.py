@@ -84,7 +84,7 @@ def gguf(metadata, tensors, rng):
 
 def byte_symbols():
     """GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for
-    characters from U+0100 on. (scripts/make-tiny-qwen2.py takes it from here.)"""
+    characters from U+0100 on. (scripts/make-tiny-qwen.py takes it from here.)"""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     symbols, shifted = {}, 0
     for b in range(256):

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Usage: scripts/make-tiny-qwen2.py [OUT.gguf]
+"""Usage: scripts/make-tiny-qwen.py qwen2|qwen3 [OUT.gguf]
 
-Writes crates/samd-model/tests/fixtures/tiny_qwen2.gguf: a Qwen2 model small enough to
-commit (two layers, d_model 64, four query heads of 16 and two KV heads), with random
-weights, as llama.cpp's converter writes Qwen2: `general.architecture = qwen2`, q/k/v
-biases, q/k rows in HF's order (NEOX RoPE, not permuted), a tied head, and a byte-level
-BPE vocab with the `qwen2` pre-tokenizer and ChatML. No file of a real Qwen2 model can be
-fetched here, so this one stands in for it; `scripts/make-reference-logits.py` then writes
-its reference logits, which the tests hold samd to:
+Writes crates/samd-model/tests/fixtures/tiny_ARCH.gguf: a Qwen2 or Qwen3 model small
+enough to commit (two layers, d_model 64, four query heads and two KV heads), with random
+weights, as llama.cpp's converter writes them: q/k rows in HF's order (NEOX RoPE, not
+permuted), a tied head, and a byte-level BPE vocab with the `qwen2` pre-tokenizer and
+ChatML. Qwen2 has q/k/v biases and heads of 16 (d_model / heads); Qwen3 has an RMSNorm
+weight per query and key head (`attn_q_norm`, `attn_k_norm`) and heads of 32, wider than
+d_model / heads, as its `key_length` says. No file of a real Qwen model can be fetched
+here, so these stand in for them; `scripts/make-reference-logits.py` then writes their
+reference logits, which the tests hold samd to:
 
-    scripts/make-tiny-qwen2.py
+    scripts/make-tiny-qwen.py qwen2
     scripts/make-reference-logits.py crates/samd-model/tests/fixtures/tiny_qwen2.gguf \
         crates/samd-model/tests/fixtures/tiny_qwen2_reference.json
+
+and the same with qwen3.
 
 Needs `pip install gguf==0.19.0 numpy regex`. The matrices are stored as a mixed-type
 file stores them (q/k/v in Q8_0, the output projection in Q4_0, gate and up in Q4_1, down
@@ -31,7 +35,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 # GPT-2's byte-to-unicode map, from the fuzz seeds' writer.
 sys.path.insert(0, os.path.join(ROOT, "crates", "samd-model", "fuzz"))
 from seed import byte_symbols  # noqa: E402
-OUT = os.path.join(ROOT, "crates", "samd-model", "tests", "fixtures", "tiny_qwen2.gguf")
+FIXTURES = os.path.join(ROOT, "crates", "samd-model", "tests", "fixtures")
 LAYERS, D, FFN, HEADS, KV_HEADS, CONTEXT = 2, 64, 128, 4, 2, 256
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Qwen2's split (llama.cpp's `qwen2` pre-tokenizer).
@@ -64,24 +68,32 @@ def learn_merges(symbols):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else OUT
-    rng = np.random.default_rng(2024)
+    if len(sys.argv) < 2 or sys.argv[1] not in ("qwen2", "qwen3"):
+        sys.exit(__doc__)
+    arch = sys.argv[1]
+    out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(FIXTURES, f"tiny_{arch}.gguf")
+    # Qwen2's seed is the one its committed fixture was written with.
+    rng = np.random.default_rng({"qwen2": 2024, "qwen3": 2025}[arch])
     symbols = byte_symbols()
     merges = learn_merges(symbols)
     # Two merges may make the same token (a+bc, ab+c); the vocab holds it once.
     joined = list(dict.fromkeys(a + b for a, b in merges))
     tokens = SPECIALS + [symbols[b] for b in range(256)] + joined
     types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
-    head, vocab = D // HEADS, len(tokens)
+    head = {"qwen2": D // HEADS, "qwen3": 2 * D // HEADS}[arch]
+    vocab = len(tokens)
 
-    w = GGUFWriter(out, "qwen2")
-    w.add_name("tiny qwen2 (random weights)")
+    w = GGUFWriter(out, arch)
+    w.add_name(f"tiny {arch} (random weights)")
     w.add_block_count(LAYERS)
     w.add_context_length(CONTEXT)
     w.add_embedding_length(D)
     w.add_feed_forward_length(FFN)
     w.add_head_count(HEADS)
     w.add_head_count_kv(KV_HEADS)
+    if arch == "qwen3":
+        w.add_key_length(head)
+        w.add_value_length(head)
     w.add_rope_freq_base(1_000_000.0)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_tokenizer_model("gpt2")
@@ -117,10 +129,14 @@ def main():
         matrix(f"blk.{i}.attn_q.weight", D, HEADS * head, Q.Q8_0)
         matrix(f"blk.{i}.attn_k.weight", D, KV_HEADS * head, Q.Q8_0)
         matrix(f"blk.{i}.attn_v.weight", D, KV_HEADS * head, Q.Q8_0)
-        # Qwen2's biases are large next to its products.
-        vector(f"blk.{i}.attn_q.bias", HEADS * head, 0.0, 0.5)
-        vector(f"blk.{i}.attn_k.bias", KV_HEADS * head, 0.0, 1.0)
-        vector(f"blk.{i}.attn_v.bias", KV_HEADS * head, 0.0, 0.2)
+        if arch == "qwen2":
+            # Qwen2's biases are large next to its products.
+            vector(f"blk.{i}.attn_q.bias", HEADS * head, 0.0, 0.5)
+            vector(f"blk.{i}.attn_k.bias", KV_HEADS * head, 0.0, 1.0)
+            vector(f"blk.{i}.attn_v.bias", KV_HEADS * head, 0.0, 0.2)
+        else:
+            vector(f"blk.{i}.attn_q_norm.weight", head, 1.0, 0.3)
+            vector(f"blk.{i}.attn_k_norm.weight", head, 1.0, 0.3)
         matrix(f"blk.{i}.attn_output.weight", HEADS * head, D, Q.Q4_0)
         vector(f"blk.{i}.ffn_norm.weight", D, 1.0, 0.1)
         matrix(f"blk.{i}.ffn_gate.weight", D, FFN, Q.Q4_1)
