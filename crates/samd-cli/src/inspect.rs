@@ -95,9 +95,11 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         samd_model::RopeStyle::Interleaved => "adjacent (as stored)",
         samd_model::RopeStyle::Neox => "halves (NEOX; q/k rows reordered at load)",
     };
+    let yes_no = |on: bool| if on { "yes" } else { "no" };
     println!(
-        "attention:     q/k/v biases {}, RoPE pairs {rope_pairs}",
-        if config.qkv_bias { "yes" } else { "no" }
+        "attention:     q/k/v biases {}, query/key head norms {}, RoPE pairs {rope_pairs}",
+        yes_no(config.qkv_bias),
+        yes_no(config.qk_norm)
     );
     if !config.rope_freq_factors.is_empty() {
         let (low, high) = config
