@@ -11,6 +11,7 @@
 //! | `dequant_blocks.wgsl` | the host's dequantisation, for the reference ops (which read f32), and the token embedding's rows of a step |
 //! | `tree_attention.wgsl` (`tree_attention_tiled.wgsl` for a prefill's many nodes) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
 //! | `rms_norm.wgsl`, `store_kv.wgsl` | the RMSNorm and K/V store of a prefill over f32 weights, whose projections are burn's matmul |
+//! | `head_norm.wgsl` | Qwen3's RMSNorm of each query and key head: slices, reshapes, norms and a concatenation |
 //! | `compact_kv.wgsl` | committing a step's accepted path when it is not the tree's first nodes: a gather into a new buffer and a slice assignment back |
 //!
 //! So a block of a verify step is five launches: the q|k|v projection, the attention,
@@ -124,10 +125,33 @@ impl<S: Shader> KernelSource for WgslKernel<S> {
     }
 }
 
+/// `shaders/rms_common.wgsl`: the root mean square both norm kernels take of a row.
+const RMS_COMMON: &str = include_str!("../../../shaders/rms_common.wgsl");
+
 /// `shaders/rms_norm.wgsl`.
 pub(crate) struct RmsNorm;
 impl Shader for RmsNorm {
-    const PARTS: &'static [&'static str] = &[include_str!("../../../shaders/rms_norm.wgsl")];
+    const PARTS: &'static [&'static str] =
+        &[RMS_COMMON, include_str!("../../../shaders/rms_norm.wgsl")];
+}
+
+/// `shaders/head_norm.wgsl`.
+pub(crate) struct HeadNorm;
+impl Shader for HeadNorm {
+    const PARTS: &'static [&'static str] =
+        &[RMS_COMMON, include_str!("../../../shaders/head_norm.wgsl")];
+}
+
+/// What `shaders/rms_common.wgsl` compiles in for rows of `d`, and its lanes: enough that
+/// each sums a few values, a power of two for the tree sum.
+fn rms_params(d: usize, eps: f32) -> (Vec<(&'static str, String)>, usize) {
+    let lanes = d.div_ceil(4).next_power_of_two().clamp(32, 256);
+    let params = vec![
+        ("d", d.to_string()),
+        ("eps", float_literal(eps)),
+        ("threads", lanes.to_string()),
+    ];
+    (params, lanes)
 }
 
 /// `shaders/store_kv.wgsl`.
@@ -352,6 +376,17 @@ impl Heads {
 pub trait BlockKernels: Backend {
     /// `rms_norm(x) * weight`, row by row; `x`: `[rows, d]`, `weight`: `[d]`.
     fn rms_norm(x: &FloatTensor<Self>, weight: &FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+
+    /// `qkv` (`[n, q | k | v]`) with each query head RMS-normed by `q_weight` and each
+    /// key head by `k_weight` (`[head_dim]` each; Qwen3), in place when `qkv` is not
+    /// shared.
+    fn norm_heads(
+        qkv: FloatTensor<Self>,
+        q_weight: &FloatTensor<Self>,
+        k_weight: &FloatTensor<Self>,
+        eps: f32,
+        heads: Heads,
+    ) -> FloatTensor<Self>;
 
     /// `cache` with the nodes' keys (RoPE applied) and values, from `qkv`'s columns
     /// `q_dim ..` (`[n, q + k + v]`), in `slots`; in place when `cache` is not shared.
@@ -742,15 +777,9 @@ impl BlockKernels for CubeBackend {
         let x = into_contiguous(x.clone());
         let weight = into_contiguous(weight.clone());
         let (rows, d) = (x.meta.shape()[0], x.meta.shape()[1]);
-        // Enough lanes that each sums a few values; a power of two for the tree sum.
-        let lanes = d.div_ceil(4).next_power_of_two().clamp(32, 256);
+        let (params, lanes) = rms_params(d, eps);
         let y = empty_like(&x, [rows, d], DType::F32);
-        WgslKernel::<RmsNorm>::new(vec![
-            ("d", d.to_string()),
-            ("eps", float_literal(eps)),
-            ("threads", lanes.to_string()),
-        ])
-        .launch(
+        WgslKernel::<RmsNorm>::new(params).launch(
             &x.client,
             lanes as u32,
             [rows, 1, 1],
@@ -758,6 +787,34 @@ impl BlockKernels for CubeBackend {
             None,
         );
         y
+    }
+
+    fn norm_heads(
+        qkv: CubeTensor,
+        q_weight: &CubeTensor,
+        k_weight: &CubeTensor,
+        eps: f32,
+        heads: Heads,
+    ) -> CubeTensor {
+        let qkv = writable(qkv);
+        let (q_weight, k_weight) = (
+            into_contiguous(q_weight.clone()),
+            into_contiguous(k_weight.clone()),
+        );
+        let (rows, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
+        let (mut params, lanes) = rms_params(heads.head_dim, eps);
+        params.extend([
+            ("width", width.to_string()),
+            ("q_heads", heads.n_heads.to_string()),
+        ]);
+        WgslKernel::<HeadNorm>::new(params).launch(
+            &qkv.client,
+            lanes as u32,
+            [heads.n_heads + heads.n_kv_heads, rows, 1],
+            vec![binding(&qkv), binding(&q_weight), binding(&k_weight)],
+            None,
+        );
+        qkv
     }
 
     fn store_kv(

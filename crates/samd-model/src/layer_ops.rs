@@ -447,8 +447,8 @@ pub(crate) fn project_qkv(
 }
 
 /// `qkv` (`[n, q | k | v]`) with each query head RMS-normed by `weights[0]` and each key
-/// head by `weights[1]` (Qwen3), a head a row of the norm, whose kernel and CPU code sum
-/// each row alone, as plain decoding does.
+/// head by `weights[1]` (Qwen3): our kernel on wgpu, in place; elsewhere a head a row of
+/// [`rms_norm`], whose CPU code sums each row alone, as plain decoding does.
 fn norm_heads(
     ops: BlockOps,
     qkv: Tensor<2>,
@@ -456,6 +456,15 @@ fn norm_heads(
     eps: f32,
     heads: Heads,
 ) -> Tensor<2> {
+    if ops == BlockOps::Kernels {
+        return Tensor::from_dispatch(<Kernels as BlockKernels>::norm_heads(
+            qkv.into_dispatch(),
+            &weights[0].clone().into_dispatch(),
+            &weights[1].clone().into_dispatch(),
+            eps,
+            heads,
+        ));
+    }
     let [n, width] = qkv.dims();
     let (q, kv, d) = (heads.q_dim(), heads.kv_dim(), heads.head_dim);
     let normed = |columns: Range<usize>, weight| {
