@@ -6,14 +6,16 @@
 //! instead of reimplementing BPE. The cost is the crate's size in the wasm build; the
 //! gain is that its BPE, byte-level mapping and added-token splitting are the reference.
 //!
-//! Supported: `tokenizer.ggml.model = "llama"` (SentencePiece BPE, [`spm`]) and
-//! `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
-//! llama.cpp calls `smollm`/`starcoder`/`refact` (every digit split off, then the GPT-2
-//! regex), `gpt2` (the GPT-2 regex alone), `llama-bpe` (Llama 3's regex: runs of up to
-//! three digits, letters with one leading non-letter) and `qwen2` (the same with every digit
-//! alone, after NFC normalisation); see `llama_vocab::impl::load` in llama.cpp for the key
-//! names and the pre-tokenizer table. Anything else is an
-//! [`Error::UnsupportedTokenizer`] naming the value found, never a silently wrong split.
+//! Supported (one submodule each): `tokenizer.ggml.model = "gpt2"` (byte-level BPE,
+//! `byte_level`) with the pre-tokenizers llama.cpp calls `smollm`/`starcoder`/`refact`
+//! (every digit split off, then the GPT-2 regex), `gpt2` (the GPT-2 regex alone),
+//! `llama-bpe` (Llama 3's regex: runs of up to three digits, letters with one leading
+//! non-letter) and `qwen2` (the same with every digit alone, after NFC normalisation); and
+//! `"llama"` (SentencePiece BPE, `spm`, merges ranked by the file's scores, decoded by our
+//! own code). See `llama_vocab::impl::load` in llama.cpp for the key names and the
+//! pre-tokenizer table. Anything else is an [`Error::UnsupportedTokenizer`] naming the
+//! value found, never a silently wrong split. How a prompt is wrapped as a user's turn is
+//! `chat`'s.
 //!
 //! Token types (`tokenizer.ggml.token_type`) follow llama.cpp: 3 (control, e.g.
 //! `<|im_start|>`) becomes a special added token, 4 (user-defined) a normal added token;
