@@ -15,7 +15,9 @@
 //! | `compact_kv.wgsl` | committing a step's accepted path when it is not the tree's first nodes: a gather into a new buffer and a slice assignment back |
 //!
 //! So a block of a verify step is five launches: the q|k|v projection, the attention,
-//! the output projection, gate|up and down.
+//! the output projection, gate|up and down. Qwen2's biases add none (the projection adds
+//! them); Qwen3's head norms need each head whole, so its projection stores no K/V, and
+//! the head norm and the K/V store follow as launches of their own: seven.
 //!
 //! Matrices stay in the file's blocks where it stores them in a kind the kernels widen
 //! ([`Layout::Blocks`]: Q4_0, Q4_1, Q8_0): SmolLM2-135M takes 98 MB of device memory
