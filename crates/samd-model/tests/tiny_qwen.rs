@@ -18,20 +18,28 @@ use samd_model::llama::MatrixForm;
 use samd_model::reference::Reference;
 use samd_model::{BlockOps, GgufFile, Llama, LlamaConfig, RopeStyle, Tokenizer};
 
-/// Each fixture: its name, the file, its reference, and what its config must say.
-const FIXTURES: [(&str, &[u8], &str, fn(&LlamaConfig) -> bool); 2] = [
-    (
-        "qwen2",
-        include_bytes!("fixtures/tiny_qwen2.gguf"),
-        include_str!("fixtures/tiny_qwen2_reference.json"),
-        |c| c.qkv_bias && !c.qk_norm && c.head_dim == c.d_model / c.n_heads,
-    ),
-    (
-        "qwen3",
-        include_bytes!("fixtures/tiny_qwen3.gguf"),
-        include_str!("fixtures/tiny_qwen3_reference.json"),
-        |c| !c.qkv_bias && c.qk_norm && c.n_heads * c.head_dim == 2 * c.d_model,
-    ),
+/// A committed file and its numpy reference.
+struct Fixture {
+    name: &'static str,
+    file: &'static [u8],
+    reference: &'static str,
+    /// What the file's config must say.
+    shape: fn(&LlamaConfig) -> bool,
+}
+
+const FIXTURES: [Fixture; 2] = [
+    Fixture {
+        name: "qwen2",
+        file: include_bytes!("fixtures/tiny_qwen2.gguf"),
+        reference: include_str!("fixtures/tiny_qwen2_reference.json"),
+        shape: |c| c.qkv_bias && !c.qk_norm && c.head_dim == c.d_model / c.n_heads,
+    },
+    Fixture {
+        name: "qwen3",
+        file: include_bytes!("fixtures/tiny_qwen3.gguf"),
+        reference: include_str!("fixtures/tiny_qwen3_reference.json"),
+        shape: |c| !c.qkv_bias && c.qk_norm && c.n_heads * c.head_dim == 2 * c.d_model,
+    },
 ];
 
 /// The fixture's user turn: the reference prompt is its ChatML wrapping.
@@ -53,7 +61,13 @@ fn assert_matches_the_reference(model: &Llama, reference: &str, what: &str) {
 
 #[test]
 fn tiny_qwen_files_tokenize_their_prompt_as_hf_tokenizers_does() {
-    for (name, file, reference, _) in FIXTURES {
+    for Fixture {
+        name,
+        file,
+        reference,
+        ..
+    } in FIXTURES
+    {
         let file = GgufFile::parse(file).expect("parse");
         let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
         let reference = Reference::parse(reference).expect("fixture parses");
@@ -66,7 +80,13 @@ fn tiny_qwen_files_tokenize_their_prompt_as_hf_tokenizers_does() {
 
 #[test]
 fn tiny_qwen_files_match_numpy_on_the_cpu() {
-    for (name, file, reference, shape) in FIXTURES {
+    for Fixture {
+        name,
+        file,
+        reference,
+        shape,
+    } in FIXTURES
+    {
         let file = GgufFile::parse(file).expect("parse");
         let config = Llama::check_gguf(&file).expect("the file loads");
         assert_eq!(config.rope_style, RopeStyle::Neox, "{name}");
@@ -81,7 +101,13 @@ fn tiny_qwen_files_match_numpy_on_the_cpu() {
 #[test]
 fn tiny_qwen_files_match_numpy_on_wgpu() {
     let Some(gpu) = wgpu_device() else { return };
-    for (name, file, reference, _) in FIXTURES {
+    for Fixture {
+        name,
+        file,
+        reference,
+        ..
+    } in FIXTURES
+    {
         let file = GgufFile::parse(file).expect("parse");
         let model = Llama::from_gguf(&file, &gpu).expect("load");
         for ops in [BlockOps::Kernels, BlockOps::Reference] {
