@@ -138,22 +138,27 @@ test('bad model URLs and a blank prompt show an error, and the model loaded befo
   }
 });
 
-test('another model\'s file loads with the default corpus passed over; a named corpus that does not fit is refused', { timeout: 2 * slow }, async () => {
+test('other models\' files load with the default corpus passed over; a named corpus that does not fit is refused', { timeout: 2 * slow }, async () => {
   const lap = stopwatch('other-model');
   const browser = await launch();
-  // A Qwen2 file (random weights; scripts/make-tiny-qwen.py): another vocab than the
-  // default corpus's, q/k/v biases and NEOX RoPE.
-  const qwen2 = await serveFaulty('crates/samd-model/tests/fixtures/tiny_qwen2.gguf');
+  // Qwen2 and Qwen3 files (random weights; scripts/make-tiny-qwen.py): another vocab than
+  // the default corpus's, NEOX RoPE, and q/k/v biases or head norms.
+  const archs = ['qwen2', 'qwen3'];
+  const files = await Promise.all(archs.map((arch) => serveFaulty(`crates/samd-model/tests/fixtures/tiny_${arch}.gguf`)));
   try {
     const { page } = browser;
-    await openPage(page, server, { model: `${qwen2.url}tiny_qwen2.gguf` });
-    await race(page, 'other-model');
-    await checkLanes(page);
-    const label = await page.getByTestId('progress-label').textContent();
-    console.log(`  other-model: ${label}`);
-    assert.match(label, /qwen2, 2 layers/);
-    assert.match(label, /no static corpus: .*another model's tokenizer/);
-    lap('loaded without the default corpus and ran');
+    for (const [i, arch] of archs.entries()) {
+      const url = `${files[i].url}tiny_${arch}.gguf`;
+      if (i === 0) await openPage(page, server, { model: url });
+      else await page.getByTestId('model').fill(url);
+      await race(page, `other-model-${arch}`);
+      await checkLanes(page);
+      const label = await page.getByTestId('progress-label').textContent();
+      console.log(`  other-model: ${label}`);
+      assert.match(label, new RegExp(`${arch}, 2 layers`));
+      assert.match(label, /no static corpus: .*another model's tokenizer/);
+      lap(`${arch} loaded without the default corpus and ran`);
+    }
     // The same corpus named by another URL (the server ignores the query) is the user's
     // choice: it must fit.
     await page.getByTestId('corpus').fill(`${server.url}corpus/default.samdcorp?named`);
@@ -163,7 +168,7 @@ test('another model\'s file loads with the default corpus passed over; a named c
     lap('a named corpus of another tokenizer refused');
   } finally {
     await browser.close();
-    await qwen2.close();
+    await Promise.all(files.map((f) => f.close()));
   }
 });
 
