@@ -121,9 +121,10 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         .end_of_turn_id()
         .map_or_else(|| "none".to_owned(), |id| id.to_string());
     println!(
-        "vocab:         {} tokens (eos {}, end of turn {end_of_turn})",
+        "vocab:         {} tokens (eos {}, end of turn {end_of_turn}), {}",
         tokenizer.vocab_size(),
-        tokenizer.eos_id()
+        tokenizer.eos_id(),
+        tokenizer.kind()
     );
 
     let (device, ms) = timed(|| init_device(args.model.device));

@@ -69,6 +69,16 @@ enum Encoding {
     SentencePiece,
 }
 
+impl Encoding {
+    /// The encoding in words, for `samd inspect-model`.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::ByteLevel(split) => split.describe(),
+            Self::SentencePiece => "SentencePiece BPE (merges ranked by score, byte fallback)",
+        }
+    }
+}
+
 /// A BPE tokenizer plus the few ids the decoder loop needs.
 pub struct Tokenizer {
     /// Locked because [`Tokenizer::encode_chat`] switches it, for the user's text, to
@@ -86,6 +96,8 @@ pub struct Tokenizer {
     stop_ids: Vec<u32>,
     /// How prompts are wrapped as a user's turn, or why they cannot be.
     chat: Result<ChatFormat, &'static str>,
+    /// What [`Tokenizer::kind`] says.
+    kind: &'static str,
     /// A SentencePiece vocab's decoder, which [`Tokenizer::decode`] takes over `inner`'s.
     sentence_piece: Option<spm::Decoder>,
     vocab_hash: u64,
@@ -262,6 +274,7 @@ impl Tokenizer {
             bos_id,
             stop_ids,
             chat,
+            kind: encoding.describe(),
             sentence_piece,
             vocab_hash,
         })
@@ -317,6 +330,12 @@ impl Tokenizer {
         self.inner()
             .decode(ids, false)
             .map_err(tokenizer_error("decoding"))
+    }
+
+    /// What cuts text into tokens, in words: `SentencePiece BPE`, or `byte-level BPE`
+    /// and its pre-tokenizer.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// The number of tokens in the vocab (the model's logit width).

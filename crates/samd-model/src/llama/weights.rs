@@ -182,14 +182,15 @@ impl HostTensor {
             let c = r % head_dim;
             r - c + c / 2 + (c % 2) * half
         };
+        let order: Vec<usize> = (0..rows).map(source).collect();
         let data = match self.data.is_empty() {
             true => Vec::new(),
-            false => (0..rows)
-                .flat_map(|r| &self.data[source(r) * row_len..][..row_len])
+            false => order
+                .iter()
+                .flat_map(|&r| &self.data[r * row_len..][..row_len])
                 .copied()
                 .collect(),
         };
-        let order: Vec<usize> = (0..rows).map(source).collect();
         Self {
             data,
             quant: self.quant.map(|q| q.gather_rows(&order)),

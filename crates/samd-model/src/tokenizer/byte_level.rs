@@ -54,6 +54,16 @@ impl PreSplit {
         })
     }
 
+    /// The byte-level BPE this split makes, in words.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Self::DigitsThenGpt2 => "byte-level BPE, digits split, then the GPT-2 regex",
+            Self::Gpt2 => "byte-level BPE, the GPT-2 regex",
+            Self::Llama3 => "byte-level BPE, Llama 3's regex",
+            Self::Qwen2 => "byte-level BPE, NFC, then Qwen2's regex",
+        }
+    }
+
     /// The regex a [`Split`] runs before byte-level BPE without the GPT-2 regex, for the
     /// pre-tokenizers that name their own.
     fn own_regex(self) -> Option<&'static str> {
