@@ -356,9 +356,10 @@ pub(crate) struct QkvWeights<'a> {
 }
 
 /// The attention's projection for `n` new nodes: `rms_norm(x) @ w_qkv (+ bias)`, whose
-/// columns are `q | k | v`, each query and key head RMS-normed where the model says. Stores the keys (RoPE applied, by each node's `rope` row) and values in
-/// `cache`'s pending slots of `layer`, and returns a tensor whose first `q_dim` columns
-/// are the queries, before RoPE. One launch on the skinny path.
+/// columns are `q | k | v`, each query and key head RMS-normed where the model says.
+/// Stores the keys (RoPE applied, by each node's `rope` row) and values in `cache`'s
+/// pending slots of `layer`, and returns a tensor whose first `q_dim` columns are the
+/// queries, before RoPE. One launch on the skinny path without head norms.
 // The kernel's inputs, as `BlockKernels::skinny_qkv_projection` takes them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn project_qkv(

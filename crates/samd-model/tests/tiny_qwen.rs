@@ -61,13 +61,8 @@ fn assert_matches_the_reference(model: &Llama, reference: &str, what: &str) {
 
 #[test]
 fn tiny_qwen_files_tokenize_their_prompt_as_hf_tokenizers_does() {
-    for Fixture {
-        name,
-        file,
-        reference,
-        ..
-    } in FIXTURES
-    {
+    for f in &FIXTURES {
+        let (name, file, reference) = (f.name, f.file, f.reference);
         let file = GgufFile::parse(file).expect("parse");
         let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
         let reference = Reference::parse(reference).expect("fixture parses");
@@ -80,17 +75,12 @@ fn tiny_qwen_files_tokenize_their_prompt_as_hf_tokenizers_does() {
 
 #[test]
 fn tiny_qwen_files_match_numpy_on_the_cpu() {
-    for Fixture {
-        name,
-        file,
-        reference,
-        shape,
-    } in FIXTURES
-    {
+    for f in &FIXTURES {
+        let (name, file, reference) = (f.name, f.file, f.reference);
         let file = GgufFile::parse(file).expect("parse");
         let config = Llama::check_gguf(&file).expect("the file loads");
         assert_eq!(config.rope_style, RopeStyle::Neox, "{name}");
-        assert!(shape(&config), "{name}: {config:?}");
+        assert!((f.shape)(&config), "{name}: {config:?}");
         for form in [MatrixForm::Blocks, MatrixForm::F32] {
             let model = Llama::from_gguf_with(&file, &Device::flex(), form).expect("load");
             assert_matches_the_reference(&model, reference, &format!("{name}, cpu, {form:?}"));
@@ -101,13 +91,8 @@ fn tiny_qwen_files_match_numpy_on_the_cpu() {
 #[test]
 fn tiny_qwen_files_match_numpy_on_wgpu() {
     let Some(gpu) = wgpu_device() else { return };
-    for Fixture {
-        name,
-        file,
-        reference,
-        ..
-    } in FIXTURES
-    {
+    for f in &FIXTURES {
+        let (name, file, reference) = (f.name, f.file, f.reference);
         let file = GgufFile::parse(file).expect("parse");
         let model = Llama::from_gguf(&file, &gpu).expect("load");
         for ops in [BlockOps::Kernels, BlockOps::Reference] {
