@@ -11,13 +11,13 @@
 //! | `dequant_blocks.wgsl` | the host's dequantisation, for the reference ops (which read f32), and the token embedding's rows of a step |
 //! | `tree_attention.wgsl` (`tree_attention_tiled.wgsl` for a prefill's many nodes) | RoPE on the queries, two batched matmuls, scale, mask, softmax |
 //! | `rms_norm.wgsl`, `store_kv.wgsl` | the RMSNorm and K/V store of a prefill over f32 weights, whose projections are burn's matmul |
-//! | `head_norm.wgsl` | Qwen3's RMSNorm of each query and key head: slices, reshapes, norms and a concatenation |
+//! | `head_norm.wgsl` | Qwen3's RMSNorm of each query and key head (slices, reshapes, norms and a concatenation), with the K/V store after it |
 //! | `compact_kv.wgsl` | committing a step's accepted path when it is not the tree's first nodes: a gather into a new buffer and a slice assignment back |
 //!
 //! So a block of a verify step is five launches: the q|k|v projection, the attention,
 //! the output projection, gate|up and down. Qwen2's biases add none (the projection adds
 //! them); Qwen3's head norms need each head whole, so its projection stores no K/V, and
-//! the head norm and the K/V store follow as launches of their own: seven.
+//! one more launch norms the heads and stores the keys and values: six.
 //!
 //! Matrices stay in the file's blocks where it stores them in a kind the kernels widen
 //! ([`Layout::Blocks`]: Q4_0, Q4_1, Q8_0): SmolLM2-135M takes 98 MB of device memory
@@ -127,6 +127,10 @@ impl<S: Shader> KernelSource for WgslKernel<S> {
     }
 }
 
+/// `shaders/kv_store_common.wgsl`: where keys and values go in the cache, and RoPE on a
+/// key, for every kernel that stores them.
+const KV_STORE_COMMON: &str = include_str!("../../../shaders/kv_store_common.wgsl");
+
 /// `shaders/rms_common.wgsl`: the root mean square both norm kernels take of a row.
 const RMS_COMMON: &str = include_str!("../../../shaders/rms_common.wgsl");
 
@@ -140,8 +144,11 @@ impl Shader for RmsNorm {
 /// `shaders/head_norm.wgsl`.
 pub(crate) struct HeadNorm;
 impl Shader for HeadNorm {
-    const PARTS: &'static [&'static str] =
-        &[RMS_COMMON, include_str!("../../../shaders/head_norm.wgsl")];
+    const PARTS: &'static [&'static str] = &[
+        KV_STORE_COMMON,
+        RMS_COMMON,
+        include_str!("../../../shaders/head_norm.wgsl"),
+    ];
 }
 
 /// What `shaders/rms_common.wgsl` compiles in for rows of `d`, and its lanes: enough that
@@ -160,7 +167,7 @@ fn rms_params(d: usize, eps: f32) -> (Vec<(&'static str, String)>, usize) {
 pub(crate) struct StoreKv;
 impl Shader for StoreKv {
     const PARTS: &'static [&'static str] = &[
-        include_str!("../../../shaders/kv_store_common.wgsl"),
+        KV_STORE_COMMON,
         include_str!("../../../shaders/store_kv.wgsl"),
     ];
 }
@@ -379,16 +386,23 @@ pub trait BlockKernels: Backend {
     /// `rms_norm(x) * weight`, row by row; `x`: `[rows, d]`, `weight`: `[d]`.
     fn rms_norm(x: &FloatTensor<Self>, weight: &FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
 
-    /// `qkv` (`[n, q | k | v]`) with each query head RMS-normed by `q_weight` and each
-    /// key head by `k_weight` (`[head_dim]` each; Qwen3), in place when `qkv` is not
-    /// shared.
-    fn norm_heads(
+    /// `qkv` (`[n, q | k | v]`) with each query head RMS-normed by `q_weight` (Qwen3),
+    /// in place when `qkv` is not shared, and `cache` with the nodes' key heads, each
+    /// RMS-normed by `k_weight` and rotated, and values in `slots`, in place when it is
+    /// not shared: [`BlockKernels::store_kv`] after a norm of every head, in one launch.
+    /// The weights are `[head_dim]`; `qkv`'s key columns are left as they were.
+    // One argument per binding the kernel reads, and its compiled-in shape.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_heads_store_kv(
         qkv: FloatTensor<Self>,
         q_weight: &FloatTensor<Self>,
         k_weight: &FloatTensor<Self>,
         eps: f32,
+        cache: FloatTensor<Self>,
+        rope: &FloatTensor<Self>,
+        slots: IntTensor<Self>,
         heads: Heads,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// `cache` with the nodes' keys (RoPE applied) and values, from `qkv`'s columns
     /// `q_dim ..` (`[n, q + k + v]`), in `slots`; in place when `cache` is not shared.
@@ -791,32 +805,38 @@ impl BlockKernels for CubeBackend {
         y
     }
 
-    fn norm_heads(
+    fn norm_heads_store_kv(
         qkv: CubeTensor,
         q_weight: &CubeTensor,
         k_weight: &CubeTensor,
         eps: f32,
+        cache: CubeTensor,
+        rope: &CubeTensor,
+        slots: CubeTensor,
         heads: Heads,
-    ) -> CubeTensor {
-        let qkv = writable(qkv);
-        let (q_weight, k_weight) = (
-            into_contiguous(q_weight.clone()),
-            into_contiguous(k_weight.clone()),
-        );
+    ) -> (CubeTensor, CubeTensor) {
+        let (qkv, cache) = (writable(qkv), writable(cache));
+        let [q_weight, k_weight, rope, slots] =
+            [q_weight.clone(), k_weight.clone(), rope.clone(), slots].map(into_contiguous);
         let (rows, width) = (qkv.meta.shape()[0], qkv.meta.shape()[1]);
         let (mut params, lanes) = rms_params(heads.head_dim, eps);
-        params.extend([
-            ("width", width.to_string()),
-            ("q_heads", heads.n_heads.to_string()),
-        ]);
+        params.extend(cache_shape(heads, &cache));
+        params.push(("width", width.to_string()));
         WgslKernel::<HeadNorm>::new(params).launch(
             &qkv.client,
             lanes as u32,
-            [heads.n_heads + heads.n_kv_heads, rows, 1],
-            vec![binding(&qkv), binding(&q_weight), binding(&k_weight)],
+            [heads.n_heads + 2 * heads.n_kv_heads, rows, 1],
+            vec![
+                binding(&qkv),
+                binding(&q_weight),
+                binding(&k_weight),
+                binding(&rope),
+                binding(&cache),
+                binding(&slots),
+            ],
             None,
         );
-        qkv
+        (qkv, cache)
     }
 
     fn store_kv(

@@ -359,7 +359,8 @@ pub(crate) struct QkvWeights<'a> {
 /// columns are `q | k | v`, each query and key head RMS-normed where the model says.
 /// Stores the keys (RoPE applied, by each node's `rope` row) and values in `cache`'s
 /// pending slots of `layer`, and returns a tensor whose first `q_dim` columns are the
-/// queries, before RoPE. One launch on the skinny path without head norms.
+/// queries, before RoPE. One launch on the skinny path; with head norms, two on the
+/// kernels (the norms need each head whole, which a projection's lanes never hold).
 // The kernel's inputs, as `BlockKernels::skinny_qkv_projection` takes them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn project_qkv(
@@ -424,48 +425,60 @@ pub(crate) fn project_qkv(
     if let Some(bias) = bias {
         qkv = qkv + bias.clone().unsqueeze_dim(0);
     }
-    if let Some([q_norm, k_norm]) = head_norms {
-        qkv = norm_heads(ops, qkv, [q_norm, k_norm], norm.eps, heads);
-    }
-    match ops {
-        BlockOps::Kernels => {
-            let (qkv, rope) = (qkv.clone().into_dispatch(), rope.clone().into_dispatch());
-            let slots = slots.clone().into_dispatch();
+    match (ops, head_norms) {
+        (BlockOps::Kernels, _) => {
+            let (rope, slots) = (rope.clone().into_dispatch(), slots.clone().into_dispatch());
+            let qkv = qkv.into_dispatch();
+            let mut queries = None;
             cache.update_layer(layer, |t| {
-                Tensor::from_dispatch(<Kernels as BlockKernels>::store_kv(
-                    t.into_dispatch(),
-                    &qkv,
-                    &rope,
-                    slots,
-                    heads,
-                ))
+                let t = t.into_dispatch();
+                let (q, t) = match head_norms {
+                    Some([q_norm, k_norm]) => <Kernels as BlockKernels>::norm_heads_store_kv(
+                        qkv,
+                        &q_norm.clone().into_dispatch(),
+                        &k_norm.clone().into_dispatch(),
+                        norm.eps,
+                        t,
+                        &rope,
+                        slots,
+                        heads,
+                    ),
+                    None => {
+                        let t = <Kernels as BlockKernels>::store_kv(t, &qkv, &rope, slots, heads);
+                        (qkv, t)
+                    }
+                };
+                queries = Some(q);
+                Tensor::from_dispatch(t)
             });
+            return Tensor::from_dispatch(
+                queries.expect("invariant: update_layer runs its closure"),
+            );
         }
-        BlockOps::Reference if on_cpu(&qkv) => cpu_store_kv(cache, layer, &qkv, rope, heads),
-        BlockOps::Reference => reference_store_kv(cache, layer, &qkv, rope, heads),
+        (_, Some([q_norm, k_norm])) => {
+            qkv = reference_norm_heads(qkv, [q_norm, k_norm], norm.eps, heads);
+        }
+        (_, None) => {}
+    }
+    if on_cpu(&qkv) {
+        cpu_store_kv(cache, layer, &qkv, rope, heads);
+    } else {
+        reference_store_kv(cache, layer, &qkv, rope, heads);
     }
     qkv
 }
 
 /// `qkv` (`[n, q | k | v]`) with each query head RMS-normed by `weights[0]` and each key
-/// head by `weights[1]` (Qwen3): our kernel on wgpu, in place; elsewhere a head a row of
-/// [`rms_norm`], whose CPU code sums each row alone, as plain decoding does.
-fn norm_heads(
-    ops: BlockOps,
+/// head by `weights[1]` (Qwen3): a head a row of [`rms_norm`], whose CPU code sums each
+/// row alone, as plain decoding does. The kernels fold it into the K/V store
+/// ([`BlockKernels::norm_heads_store_kv`]).
+fn reference_norm_heads(
     qkv: Tensor<2>,
     weights: [&Tensor<1>; 2],
     eps: f32,
     heads: Heads,
 ) -> Tensor<2> {
-    if ops == BlockOps::Kernels {
-        return Tensor::from_dispatch(<Kernels as BlockKernels>::norm_heads(
-            qkv.into_dispatch(),
-            &weights[0].clone().into_dispatch(),
-            &weights[1].clone().into_dispatch(),
-            eps,
-            heads,
-        ));
-    }
+    let ops = BlockOps::Reference;
     let [n, width] = qkv.dims();
     let (q, kv, d) = (heads.q_dim(), heads.kv_dim(), heads.head_dim);
     let normed = |columns: Range<usize>, weight| {

@@ -205,12 +205,19 @@ fn wgsl_kernels_agree_with_the_reference_ops() {
     assert!(check.passed(), "{check}");
 }
 
-/// [`assert_replays_match_launches`] on an f32 and a quantised model, the latter with
-/// q/k/v biases (Qwen2's), which its projections read from a buffer of their own.
+/// [`assert_replays_match_launches`] on two f32 models and a quantised one: one f32 model
+/// with Qwen3's head norms, whose kernel stores the keys and values at the slots a replay
+/// refills, and the quantised one with q/k/v biases (Qwen2's), which its projections read
+/// from a buffer of their own.
 #[test]
 fn replayed_steps_equal_steps_launched_one_by_one() {
     let Some(gpu) = wgpu_device() else { return };
     assert_replays_match_launches(Llama::random(LlamaConfig::tiny(), 9, true, &gpu).expect("f32"));
+    let head_normed = LlamaConfig {
+        qk_norm: true,
+        ..LlamaConfig::tiny()
+    };
+    assert_replays_match_launches(Llama::random(head_normed, 9, true, &gpu).expect("head-normed"));
     // Its steps gather their embeddings from blocks, by the ids a replay refills.
     let biased = LlamaConfig {
         qkv_bias: true,
