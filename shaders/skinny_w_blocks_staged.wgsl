@@ -37,8 +37,8 @@ fn stage_slot(r: u32, kk: u32) -> u32 {
         word = block * CODE_WORDS + low / 4u;
         p = low % 4u + 4u * (within / 16u);
     } else {
-        word = block * CODE_WORDS + within / 4u;
-        p = within % 4u;
+        word = block * CODE_WORDS + within / PER_WORD;
+        p = within % PER_WORD;
     }
     return r * CHUNK + p * CHUNK_WORDS + word;
 }

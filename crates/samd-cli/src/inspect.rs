@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use samd_model::block_form::HalfFloat;
 use samd_model::dequant;
 use samd_model::gguf::{GgmlType, keys};
 use samd_model::quant_rows::QuantKind;
@@ -154,8 +155,12 @@ pub fn run(args: &InspectArgs) -> Result<()> {
 
 /// How samd holds a type's matrices: the block kernels read Q8_0, Q4_0, Q4_1 and Q5_1
 /// blocks, and Q8_16's (Q8_0's codes with a scale per 16), and hold some other types in
-/// them exactly; the rest are widened to f32 at load.
+/// them exactly; on wgpu they read 16-bit floats as they are too. The rest are widened
+/// to f32 at load.
 fn read_as(dtype: GgmlType) -> String {
+    if HalfFloat::of(dtype).is_some() {
+        return "read as they are on wgpu, widened to f32 on the CPU".into();
+    }
     match QuantKind::of(dtype) {
         Some(QuantKind::Q8_16) => "matrices read as blocks of 8-bit codes, a scale per 16".into(),
         Some(kind) if kind.name().eq_ignore_ascii_case(dtype.name()) => {

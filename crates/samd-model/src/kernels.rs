@@ -20,9 +20,10 @@
 //! one more launch norms the heads and stores the keys and values: six.
 //!
 //! Matrices stay in the file's blocks where it stores them in a kind the kernels widen
-//! ([`Layout::Blocks`]: Q4_0, Q4_1, Q8_0): SmolLM2-135M takes 98 MB of device memory
+//! ([`Layout::Blocks`]: Q4_0, Q4_1, Q8_0, …): SmolLM2-135M takes 98 MB of device memory
 //! instead of 540 MB, and a step reads a sixth of the weight bytes, which on a GPU with
-//! slow memory is most of its time.
+//! slow memory is most of its time. A file's 16-bit floats stay so too, in blocks
+//! without a scale ([`crate::block_form`]): half the bytes of f32.
 //!
 //! They run on every wgpu device (Vulkan, Metal, DX12 natively, WebGPU in the browser)
 //! through burn's backend-extension API. burn's kernel fusion is off: with these kernels
@@ -48,9 +49,10 @@ use burn::cubecl::server::{BufferBinding, KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 
+use crate::block_form::{BlockForm, HalfFloat};
 use crate::config::LlamaConfig;
 use crate::layer_ops::Layout;
-use crate::quant_rows::{BLOCK, QuantKind};
+use crate::quant_rows::BLOCK;
 
 /// Most workgroups per grid dimension WebGPU guarantees. Kernels put nodes (or rows) on
 /// one dimension, so a forward of more nodes than this takes the reference ops.
@@ -495,16 +497,16 @@ pub trait BlockKernels: Backend {
         heads: Heads,
     ) -> FloatTensor<Self>;
 
-    /// `blocks`, a matrix in [`Layout::Blocks`] of `kind`, widened to f32, `[n, k]`: for
+    /// `blocks`, a matrix in [`Layout::Blocks`] of `form`, widened to f32, `[n, k]`: for
     /// burn's matmul and the reference ops, which read f32.
-    fn dequantize_blocks(blocks: &FloatTensor<Self>, kind: QuantKind) -> FloatTensor<Self>;
+    fn dequantize_blocks(blocks: &FloatTensor<Self>, form: BlockForm) -> FloatTensor<Self>;
 
     /// Rows `ids` (`[m]`, each below its rows) of `blocks`, a matrix in
-    /// [`Layout::Blocks`] of `kind`, widened to f32, `[m, k]`: a step's token embeddings.
+    /// [`Layout::Blocks`] of `form`, widened to f32, `[m, k]`: a step's token embeddings.
     fn gather_block_rows(
         blocks: &FloatTensor<Self>,
         ids: IntTensor<Self>,
-        kind: QuantKind,
+        form: BlockForm,
     ) -> FloatTensor<Self>;
 }
 
@@ -564,16 +566,22 @@ fn product_shape(w: &CubeTensor, layout: Layout) -> (usize, usize) {
     match layout {
         Layout::InOut => (rows, cols),
         Layout::OutIn => (cols, rows),
-        Layout::Blocks(kind) => (cols / kind.gpu_block_words() * BLOCK, rows),
+        Layout::Blocks(form) => (cols / form.block_words() * BLOCK, rows),
     }
 }
 
-/// What `shaders/blocks_common.wgsl` compiles in for blocks of `kind`.
-fn block_params(kind: QuantKind) -> [(&'static str, String); 4] {
-    let code_words = kind.gpu_code_words();
+/// What `shaders/blocks_common.wgsl` compiles in for blocks of `form`.
+fn block_params(form: BlockForm) -> [(&'static str, String); 5] {
+    let code_words = form.code_words();
+    let (four_bit, scale_per_16, half_float) = match form {
+        BlockForm::Quant(kind) => (!kind.byte_codes(), kind.scales_per_block() == 2, 0),
+        BlockForm::Half(HalfFloat::F16) => (false, false, 1),
+        BlockForm::Half(HalfFloat::Bf16) => (false, false, 2),
+    };
     [
-        ("four_bit", (!kind.byte_codes()).to_string()),
-        ("scale_per_16", (kind.scales_per_block() == 2).to_string()),
+        ("four_bit", four_bit.to_string()),
+        ("scale_per_16", scale_per_16.to_string()),
+        ("half_float", half_float.to_string()),
         ("per_word", (BLOCK / code_words).to_string()),
         ("code_words", code_words.to_string()),
     ]
@@ -613,15 +621,15 @@ fn launch_skinny<F: SkinnyFolds>(
     let info = Some([info_word(m), 0, 0, 0]);
     match layout {
         // A decode step's few rows read x where the weights sit; a tree's tiles stage it.
-        Layout::Blocks(kind) if tile_rows > SKINNY_SMALL_TILE => {
-            let per_word = BLOCK / kind.gpu_code_words();
-            params.extend(block_params(kind));
+        Layout::Blocks(form) if tile_rows > SKINNY_SMALL_TILE => {
+            let per_word = BLOCK / form.code_words();
+            params.extend(block_params(form));
             params.push(("lane_words", (STAGED_CHUNK / per_word / split).to_string()));
             WgslKernel::<Skinny<F, StagedBlockWeights>>::new(params)
                 .launch(&x.client, 256, grid, buffers, info);
         }
-        Layout::Blocks(kind) => {
-            params.extend(block_params(kind));
+        Layout::Blocks(form) => {
+            params.extend(block_params(form));
             WgslKernel::<Skinny<F, BlockWeights>>::new(params)
                 .launch(&x.client, 256, grid, buffers, info);
         }
@@ -962,33 +970,33 @@ impl BlockKernels for CubeBackend {
         out
     }
 
-    fn dequantize_blocks(blocks: &CubeTensor, kind: QuantKind) -> CubeTensor {
+    fn dequantize_blocks(blocks: &CubeTensor, form: BlockForm) -> CubeTensor {
         let blocks = into_contiguous(blocks.clone());
         let rows = blocks.meta.shape()[0];
-        launch_dequant::<AllRows>(&blocks, kind, rows, vec![])
+        launch_dequant::<AllRows>(&blocks, form, rows, vec![])
     }
 
-    fn gather_block_rows(blocks: &CubeTensor, ids: CubeTensor, kind: QuantKind) -> CubeTensor {
+    fn gather_block_rows(blocks: &CubeTensor, ids: CubeTensor, form: BlockForm) -> CubeTensor {
         let blocks = into_contiguous(blocks.clone());
         let ids = into_contiguous(ids);
         let rows = ids.meta.shape()[0];
-        launch_dequant::<GatheredRows>(&blocks, kind, rows, vec![binding(&ids)])
+        launch_dequant::<GatheredRows>(&blocks, form, rows, vec![binding(&ids)])
     }
 }
 
 /// One launch of `dequant_blocks.wgsl` with the rows `R`: `rows` rows of `blocks`, a
-/// matrix in [`Layout::Blocks`] of `kind`, widened into a new `[rows, k]` tensor, binding
+/// matrix in [`Layout::Blocks`] of `form`, widened into a new `[rows, k]` tensor, binding
 /// `extra` after the blocks and the output.
 fn launch_dequant<R: DequantRows>(
     blocks: &CubeTensor,
-    kind: QuantKind,
+    form: BlockForm,
     rows: usize,
     extra: Vec<BufferBinding>,
 ) -> CubeTensor {
-    let (k, _) = product_shape(blocks, Layout::Blocks(kind));
+    let (k, _) = product_shape(blocks, Layout::Blocks(form));
     let out = empty_like(blocks, [rows, k], DType::F32);
     // One lane per code word, in rows of MAX_WORKGROUPS workgroups.
-    let lanes = rows * (k / BLOCK) * kind.gpu_code_words();
+    let lanes = rows * (k / BLOCK) * form.code_words();
     let groups = lanes.div_ceil(256);
     let mut buffers = vec![binding(blocks), binding(&out)];
     buffers.extend(extra);
@@ -996,7 +1004,7 @@ fn launch_dequant<R: DequantRows>(
         ("k", k.to_string()),
         ("info_binding", buffers.len().to_string()),
     ];
-    params.extend(block_params(kind));
+    params.extend(block_params(form));
     WgslKernel::<DequantBlocks<R>>::new(params).launch(
         &blocks.client,
         256,

@@ -12,6 +12,7 @@ use burn::backend::DispatchDevice;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::block_form::BlockForm;
 use crate::cpu_attention::CpuAttention;
 use crate::cpu_kv_store::CpuKvStore;
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
@@ -19,7 +20,7 @@ use crate::cpu_rms_norm::CpuRmsNorm;
 use crate::cpu_swiglu::CpuSwiglu;
 use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
-use crate::quant_rows::{QuantKind, QuantRows};
+use crate::quant_rows::QuantRows;
 
 /// Which implementation of a block's fused pieces a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,10 +60,11 @@ pub enum Layout {
     /// every matrix: a product of a few rows is then dot products along contiguous rows
     /// ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)), and GGUF stores them so.
     OutIn,
-    /// Out-major, in the GGUF's quantised blocks ([`QuantRows::gpu_words`], `[out, words
-    /// per row]`, the words' bits in f32s): what the WGSL kernels read on wgpu where the
-    /// file has blocks of a kind they widen, a sixth of the bytes of f32 for Q4_1.
-    Blocks(QuantKind),
+    /// Out-major, in blocks of 32 values (`[out, words per row]`, the words' bits in
+    /// f32s): what the WGSL kernels read on wgpu where the file has blocks of a kind they
+    /// widen ([`QuantRows::gpu_words`]: a sixth of the bytes of f32 for Q4_1), or 16-bit
+    /// floats ([`crate::block_form::half_words`]: half the bytes).
+    Blocks(BlockForm),
 }
 
 impl Layout {
@@ -191,11 +193,11 @@ pub(crate) fn normed_project(
 /// step starts from.
 pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
     match table.layout {
-        Layout::Blocks(kind) => {
+        Layout::Blocks(form) => {
             Tensor::from_dispatch(<Kernels as BlockKernels>::gather_block_rows(
                 &table.dispatch(),
                 ids.clone().into_dispatch(),
-                kind,
+                form,
             ))
         }
         Layout::OutIn | Layout::InOut => {
@@ -249,8 +251,8 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
         }
         (Layout::OutIn, _, _) => x.matmul(w.device_tensor().clone().transpose()),
         (Layout::InOut, _, _) => x.matmul(w.device_tensor().clone()),
-        (Layout::Blocks(kind), _, _) => {
-            let dense = <Kernels as BlockKernels>::dequantize_blocks(&w.dispatch(), kind);
+        (Layout::Blocks(form), _, _) => {
+            let dense = <Kernels as BlockKernels>::dequantize_blocks(&w.dispatch(), form);
             x.matmul(Tensor::<2>::from_dispatch(dense).transpose())
         }
     }

@@ -2,6 +2,7 @@
 //! forward pass that verifies draft trees.
 #![deny(missing_docs)]
 
+pub mod block_form;
 pub mod config;
 pub mod cpu_attention;
 pub mod cpu_kv_store;

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::block_form::{BlockForm, HalfFloat, half_words};
 use crate::config::LlamaConfig;
 use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
@@ -43,7 +44,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
-use crate::quant_rows::{QuantKind, QuantRows};
+use crate::quant_rows::{BLOCK, QuantKind, QuantRows};
 use crate::sampler::Draw;
 use crate::step_graph::{HostStep, StepInputs, StepPadding, padded_nodes};
 
@@ -261,6 +262,7 @@ impl Llama {
             }
             Ok(match (layout, quant) {
                 (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
+                (Layout::InOut, None) if let Some(halves) = gpu_halves(&parts, device) => halves,
                 (Layout::InOut, None) => {
                     let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
                     let m = InOut::side_by_side(&parts);
@@ -286,11 +288,12 @@ impl Llama {
             })
         };
 
-        let embd = required(WeightName::TokenEmbd)?;
+        let mut embd = required(WeightName::TokenEmbd)?;
         // [vocab, d_model]: the row-major layout as stored, whose rows a step gathers, and
         // which a tied head reads out-major.
-        let token_embd = match (layout, embd.quant) {
+        let token_embd = match (layout, embd.quant.take()) {
             (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
+            (Layout::InOut, None) if let Some(halves) = gpu_halves(&[&embd], device) => halves,
             (_, quant) => out_major(
                 embd.data,
                 [config.vocab_size, config.d_model],
@@ -322,6 +325,7 @@ impl Llama {
                         dims: Vec::new(),
                         data: parts.into_iter().flat_map(|p| p.data).collect(),
                         quant: None,
+                        half: None,
                     }))
                 }
                 false => None,
@@ -459,7 +463,16 @@ impl Llama {
             } else {
                 file.tensor_f32(&gguf_name)?
             };
-            Ok(Some(HostTensor { dims, data, quant }))
+            // The kernels read a file's 16-bit floats as they are, as they read its blocks.
+            let half = (layout == Layout::InOut && form == MatrixForm::Blocks)
+                .then(|| HalfFloat::of(info.dtype))
+                .flatten();
+            Ok(Some(HostTensor {
+                dims,
+                data,
+                quant,
+                half,
+            }))
         })
     }
 
@@ -946,17 +959,43 @@ fn out_major(
 
 /// A matrix's blocks on a wgpu device, as the WGSL kernels read them ([`Layout::Blocks`]).
 fn gpu_blocks(blocks: &QuantRows, device: &Device) -> Matrix {
-    let words = blocks.gpu_words();
-    let row_words = words.len() / blocks.rows();
+    let form = BlockForm::Quant(blocks.kind());
+    gpu_words(blocks.gpu_words(), blocks.rows(), form, device)
+}
+
+/// GGUF matrices (`[out, in]` row-major) side by side, their outputs one after another,
+/// on a wgpu device as the WGSL kernels read 16-bit floats ([`Layout::Blocks`] of
+/// [`BlockForm::Half`]): where every part holds values of one such type
+/// ([`HostTensor::half`]) and rows of whole blocks; `None` elsewhere.
+fn gpu_halves(parts: &[impl std::borrow::Borrow<HostTensor>], device: &Device) -> Option<Matrix> {
+    let first = parts.first()?.borrow();
+    let (half, n_in) = (first.half?, *first.dims.first()?);
+    let alike = |p: &HostTensor| p.half == Some(half) && p.dims.first() == Some(&n_in);
+    if !n_in.is_multiple_of(BLOCK) || !parts.iter().all(|p| alike(p.borrow())) {
+        return None;
+    }
+    let words = parts
+        .iter()
+        .map(|p| half_words(&p.borrow().data, half))
+        .collect::<Option<Vec<_>>>()?
+        .concat();
+    let rows = words.len() * 2 / n_in;
+    Some(gpu_words(words, rows, BlockForm::Half(half), device))
+}
+
+/// `words`, `rows` rows of a matrix in blocks of `form`, as a [`Layout::Blocks`] matrix on
+/// a wgpu device.
+fn gpu_words(words: Vec<u32>, rows: usize, form: BlockForm, device: &Device) -> Matrix {
+    let row_words = words.len() / rows.max(1);
     // The words' bits, carried in f32s: kernels bind them as u32 and nothing computes on
     // them as floats.
     let bits = words.into_iter().map(f32::from_bits).collect::<Vec<_>>();
     Matrix {
         tensor: Some(Tensor::from_data(
-            TensorData::new(bits, [blocks.rows(), row_words]),
+            TensorData::new(bits, [rows, row_words]),
             device,
         )),
-        layout: Layout::Blocks(blocks.kind()),
+        layout: Layout::Blocks(form),
         quant: None,
     }
 }

@@ -11,6 +11,7 @@ mod scenarios;
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Tensor, TensorData, read_sync};
 use common::wgpu_device;
+use samd_model::block_form::{BlockForm, HalfFloat, half_words};
 use samd_model::dequant::dequantize;
 use samd_model::gguf::GgmlType;
 use samd_model::gguf_writer::GgufWriter;
@@ -123,9 +124,10 @@ fn a_file_mixing_block_types_in_a_fused_matrix_loads_on_wgpu() {
     assert_backends_agree("wgpu, mixed block types", &cpu, &on_gpu);
 }
 
-/// The dequantising kernel widens every block kind to the f32s the host's dequantiser
-/// gives, exactly, over rows of several blocks with scales of either sign; the blocks'
-/// words, some of them NaN patterns as f32s, reach the device unchanged.
+/// The dequantising kernel widens every block form to the f32s the host's dequantiser
+/// gives, exactly: each quantised kind, over rows of several blocks with scales of either
+/// sign, and 16-bit floats of every exponent, subnormals among them. The blocks' words,
+/// some of them NaN patterns as f32s, reach the device unchanged.
 #[test]
 fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
     let Some(gpu) = wgpu_device() else { return };
@@ -137,22 +139,25 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
         state ^= state << 17;
         (state >> 24) as u8
     };
-    // Each kind, and types held in a kind not their own (Q5_0's and IQ4_NL's codes in
-    // Q8_0's bytes, Q3_K's in Q8_16's).
-    for (dtype, kind) in [
-        (GgmlType::Q4_0, QuantKind::Q4_0),
-        (GgmlType::Q4_1, QuantKind::Q4_1),
-        (GgmlType::Q8_0, QuantKind::Q8_0),
-        (GgmlType::Q5_1, QuantKind::Q5_1),
-        (GgmlType::Q5_0, QuantKind::Q8_0),
-        (GgmlType::IQ4_NL, QuantKind::Q8_0),
-        (GgmlType::Q6_K, QuantKind::Q8_16),
-        (GgmlType::Q3_K, QuantKind::Q8_16),
+    // Each kind, types held in a kind not their own (Q5_0's and IQ4_NL's codes in Q8_0's
+    // bytes, Q3_K's in Q8_16's), and the 16-bit floats.
+    for (dtype, form) in [
+        (GgmlType::Q4_0, BlockForm::Quant(QuantKind::Q4_0)),
+        (GgmlType::Q4_1, BlockForm::Quant(QuantKind::Q4_1)),
+        (GgmlType::Q8_0, BlockForm::Quant(QuantKind::Q8_0)),
+        (GgmlType::Q5_1, BlockForm::Quant(QuantKind::Q5_1)),
+        (GgmlType::Q5_0, BlockForm::Quant(QuantKind::Q8_0)),
+        (GgmlType::IQ4_NL, BlockForm::Quant(QuantKind::Q8_0)),
+        (GgmlType::Q6_K, BlockForm::Quant(QuantKind::Q8_16)),
+        (GgmlType::Q3_K, BlockForm::Quant(QuantKind::Q8_16)),
+        (GgmlType::F16, BlockForm::Half(HalfFloat::F16)),
+        (GgmlType::BF16, BlockForm::Half(HalfFloat::Bf16)),
     ] {
         let (block, block_bytes) = (dtype.block_size() as usize, dtype.type_size() as usize);
         // Three blocks of 32 a row, or a super-block of 256.
         let cols = 96.max(block);
-        // Where the f16 scale (and minimum) lie: first, or last in the K-quants.
+        // Where the f16 scale (and minimum) lie: first, or last in the K-quants; a 16-bit
+        // float's block is one.
         let halves = match dtype {
             GgmlType::Q4_1 | GgmlType::Q5_1 => 0..4,
             GgmlType::Q6_K | GgmlType::Q3_K => block_bytes - 2..block_bytes,
@@ -161,34 +166,60 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
         let mut bytes = Vec::new();
         for _ in 0..rows * cols / block {
             let mut b: Vec<u8> = (0..block_bytes).map(|_| byte()).collect();
-            // f16 scales (and minimums) between 2^-7 and 2^-3 in size, of either sign.
             for half in b[halves.clone()].chunks_exact_mut(2) {
-                let h = u16::from(byte()) | (u16::from(byte() % 4 + 8) << 10);
-                let sign = u16::from(byte() & 1) << 15;
-                half.copy_from_slice(&(h | sign).to_le_bytes());
+                let h = match form {
+                    // Any finite value: an exponent field of all ones loses its top bit.
+                    BlockForm::Half(half) => {
+                        let h = u16::from_le_bytes([byte(), byte()]);
+                        let exp_ones = match half {
+                            HalfFloat::F16 => 0x7c00,
+                            HalfFloat::Bf16 => 0x7f80,
+                        };
+                        if h & exp_ones == exp_ones {
+                            h & !0x4000
+                        } else {
+                            h
+                        }
+                    }
+                    // Scales (and minimums) between 2^-7 and 2^-3 in size, of either sign.
+                    BlockForm::Quant(_) => {
+                        let h = u16::from(byte()) | (u16::from(byte() % 4 + 8) << 10);
+                        h | (u16::from(byte() & 1) << 15)
+                    }
+                };
+                half.copy_from_slice(&h.to_le_bytes());
             }
             bytes.extend(b);
         }
         let host = dequantize(dtype, &bytes, (rows * cols) as u64).expect("host dequantises");
-        let blocks = QuantRows::from_gguf(dtype, &bytes, rows, cols).expect("whole blocks");
-        let words = blocks.gpu_words();
+        let words = match form {
+            BlockForm::Quant(_) => QuantRows::from_gguf(dtype, &bytes, rows, cols)
+                .expect("whole blocks")
+                .gpu_words(),
+            BlockForm::Half(half) => half_words(&host, half).expect("16-bit values"),
+        };
         let bits: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
         let row_words = words.len() / rows;
         let tensor = Tensor::<2>::from_data(TensorData::new(bits, [rows, row_words]), &gpu);
         let widened = Tensor::<2>::from_dispatch(<Dispatch as BlockKernels>::dequantize_blocks(
             &tensor.into_dispatch(),
-            kind,
+            form,
         ));
         assert_eq!(widened.dims(), [rows, cols]);
         let got = read_sync(widened.into_data_async())
             .expect("read")
             .try_to_vec::<f32>()
             .expect("f32");
-        // Equal as floats: Q4_0's d·(q − 8) is −0 for q = 8 and d < 0, where d·q − 8d is +0.
-        let same = got.len() == host.len() && got.iter().zip(&host).all(|(a, b)| a == b);
+        // Equal as floats: Q4_0's d·(q − 8) is −0 for q = 8 and d < 0, where d·q − 8d is
+        // +0; for the 16-bit floats, equal as bits.
+        let same = got.len() == host.len()
+            && got.iter().zip(&host).all(|(a, b)| match form {
+                BlockForm::Quant(_) => a == b,
+                BlockForm::Half(_) => a.to_bits() == b.to_bits(),
+            });
         assert!(
             same,
-            "{kind:?}: the kernel's weights differ from the host's"
+            "{form:?}: the kernel's weights differ from the host's"
         );
     }
 }

@@ -4,6 +4,7 @@
 use burn::tensor::Device;
 
 use super::{HostTensor, Llama, WeightName};
+use crate::block_form::HalfFloat;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -27,8 +28,10 @@ impl Llama {
     /// token embedding in Q8_0, the rest in Q4_1), but for the down projections, in Q5_1
     /// as a Q5_K_M file has them, and the second layer's in Q6_K where its rows are whole
     /// super-blocks of 256, so that the kernel checks cover each kind of block with a
-    /// minimum, and with a scale per 16. Each is loaded as [`Llama::from_gguf`] loads
-    /// such blocks. Widths must be multiples of 32.
+    /// minimum, and with a scale per 16; and for the attention's output projections, in
+    /// F16 (the first layer's) and BF16 (the rest), which the kernels read as 16-bit
+    /// floats. Each is loaded as [`Llama::from_gguf`] loads such a file. Widths must be
+    /// multiples of 32.
     pub fn random_quantized(
         config: LlamaConfig,
         seed: u64,
@@ -44,6 +47,19 @@ impl Llama {
             let [cols, rows] = t.dims[..] else {
                 return Ok(Some(t));
             };
+            let half = match name {
+                WeightName::AttnOutput(0) => Some(HalfFloat::F16),
+                WeightName::AttnOutput(_) => Some(HalfFloat::Bf16),
+                _ => None,
+            };
+            if let Some(half) = half {
+                let data = t.data.iter().map(|&v| half.widen(half.nearest(v)));
+                return Ok(Some(HostTensor {
+                    data: data.collect(),
+                    half: Some(half),
+                    ..t
+                }));
+            }
             let (dtype, bytes) = match name {
                 WeightName::TokenEmbd => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
                 WeightName::FfnDown(1) if cols % 256 == 0 => (GgmlType::Q6_K, q6_k_bytes(&t.data)),
@@ -66,6 +82,7 @@ impl Llama {
                 dims: t.dims,
                 data,
                 quant,
+                half: None,
             }))
         })
     }
@@ -112,5 +129,6 @@ pub(super) fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> Hos
         dims,
         data,
         quant: None,
+        half: None,
     }
 }

@@ -1,5 +1,6 @@
 //! The model's weights by name, and a weight as it comes off the file.
 
+use crate::block_form::HalfFloat;
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::quant_rows::QuantRows;
 
@@ -159,6 +160,10 @@ pub struct HostTensor {
     /// them in place of `data`: the WGSL kernels on wgpu, and the CPU's products of a few
     /// rows with AVX2. `None` elsewhere and for block types not kept.
     pub quant: Option<QuantRows>,
+    /// The 16-bit float type every value of `data` is one of, where the file stores the
+    /// matrix so and the kernels on wgpu may hold it so, at half the bytes of f32
+    /// ([`crate::block_form::BlockForm::Half`]); `None` elsewhere.
+    pub half: Option<HalfFloat>,
 }
 
 impl HostTensor {
@@ -195,6 +200,7 @@ impl HostTensor {
             data,
             quant: self.quant.map(|q| q.gather_rows(&order)),
             dims: self.dims,
+            half: self.half,
         }
     }
 }
