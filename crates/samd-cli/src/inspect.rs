@@ -132,12 +132,16 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let device = device?;
     timings.device_ms = ms;
     let (weights, ms) = timed(|| model.weights(&file, &device, &args.model));
-    let weight_bytes = weights?.weight_bytes();
+    let weights = weights?;
     timings.weights_ms = ms;
+    let mib = |bytes: usize| bytes as f64 / f64::from(1 << 20);
+    // The largest buffer is what a device's binding limit must allow (WebGPU's
+    // `maxStorageBufferBindingSize`).
     println!(
-        "weights:       {:.1} MiB as held on {}",
-        weight_bytes as f64 / f64::from(1 << 20),
-        args.model.device.name()
+        "weights:       {:.1} MiB as held on {}, the largest buffer {:.1} MiB",
+        mib(weights.weight_bytes()),
+        args.model.device.name(),
+        mib(weights.largest_weight_bytes())
     );
     println!(
         "load ({}):    read {:.0} ms, parse {:.0} ms, tokenizer {:.0} ms, device {:.0} ms, \

@@ -40,7 +40,7 @@ use crate::block_form::{BlockForm, HalfFloat, half_words};
 use crate::config::LlamaConfig;
 use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
-use crate::gguf::{GgufFile, TensorInfo};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
@@ -476,19 +476,37 @@ impl Llama {
         })
     }
 
-    /// The most floats any one weight tensor of this model takes on the device: the
-    /// embedding, or one of the side-by-side matrices of a block. A device must bind a
-    /// buffer this large (times 4 bytes) to run the model.
-    pub fn largest_weight_floats(c: &LlamaConfig) -> usize {
-        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        [
-            c.vocab_size * c.d_model,
-            c.d_model * (q + 2 * kv),
-            c.d_model * 2 * c.d_ffn,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
+    /// The bytes of the largest buffer [`Llama::from_gguf`] makes for `file`'s weights on
+    /// a wgpu device, which the device must be able to bind: a matrix, or the matrices
+    /// held side by side as one, in the file's blocks where all are of one kind the
+    /// kernels read, as 16-bit floats where all are of one such type, else as f32 (as
+    /// [`Llama::largest_weight_bytes`] finds once loaded). Tensors the file lacks count
+    /// as nothing: the load will name them.
+    pub fn largest_gpu_weight_bytes(file: &GgufFile<'_>, config: &LlamaConfig) -> u64 {
+        WeightName::all(config)
+            .filter(|&name| name.fused().first() == Some(&name))
+            .filter(|name| name.expected_dims(config).len() == 2)
+            .filter_map(|name| {
+                let parts = name
+                    .fused()
+                    .into_iter()
+                    .map(|p| file.tensor(&p.gguf_name()).ok());
+                Some(gpu_matrix_bytes(&parts.collect::<Option<Vec<_>>>()?))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The bytes of the largest buffer holding one of its weights: what
+    /// [`Llama::largest_gpu_weight_bytes`] foresees on wgpu.
+    pub fn largest_weight_bytes(&self) -> usize {
+        let blocks = self.blocks.iter();
+        [&self.token_embd, &self.output]
+            .into_iter()
+            .chain(blocks.flat_map(|b| [&b.w_qkv, &b.wo, &b.w_gate_up, &b.w_down]))
+            .map(Matrix::bytes)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The model's hyperparameters.
@@ -997,6 +1015,29 @@ fn gpu_words(words: Vec<u32>, rows: usize, form: BlockForm, device: &Device) -> 
         )),
         layout: Layout::Blocks(form),
         quant: None,
+    }
+}
+
+/// The bytes a wgpu device holds `parts` in, side by side (see
+/// [`Llama::largest_gpu_weight_bytes`]): the rule [`gpu_blocks`] and [`gpu_halves`]
+/// follow at load, from the tensors' types alone.
+fn gpu_matrix_bytes(parts: &[&TensorInfo]) -> u64 {
+    let values: u64 = parts.iter().map(|p| p.n_elements()).sum();
+    let whole_blocks = parts
+        .iter()
+        .all(|p| p.dims.first().is_some_and(|&k| k % 32 == 0));
+    let one = |form: fn(GgmlType) -> Option<BlockForm>| {
+        let first = form(parts.first()?.dtype)?;
+        parts
+            .iter()
+            .all(|p| form(p.dtype) == Some(first))
+            .then_some(first)
+    };
+    let quant = one(|t| QuantKind::of(t).map(BlockForm::Quant));
+    let half = one(|t| HalfFloat::of(t).map(BlockForm::Half));
+    match quant.or(half).filter(|_| whole_blocks) {
+        Some(form) => values / BLOCK as u64 * form.block_words() as u64 * 4,
+        None => values * 4,
     }
 }
 

@@ -124,6 +124,54 @@ fn a_file_mixing_block_types_in_a_fused_matrix_loads_on_wgpu() {
     assert_backends_agree("wgpu, mixed block types", &cpu, &on_gpu);
 }
 
+/// What a browser checks against its binding limit before loading a file
+/// (`Llama::largest_gpu_weight_bytes`) is the largest buffer the load then makes on wgpu,
+/// whichever form holds it: Q4_1 blocks, 16-bit floats, or f32 where the matrices held
+/// side by side differ in type.
+#[test]
+fn the_largest_buffer_foreseen_is_the_one_loaded() {
+    let Some(gpu) = wgpu_device() else { return };
+    let c = LlamaConfig::tiny_quantisable();
+    // The widest matrix (gate|up, or the embedding) decides; each case makes another
+    // form the largest.
+    type Writer = for<'w> fn(&'w mut GgufWriter, &str, &[u64], &[f32]) -> &'w mut GgufWriter;
+    let (q4_1, f16, f32s): (Writer, Writer, Writer) = (
+        GgufWriter::tensor_q4_1,
+        GgufWriter::tensor_f16,
+        GgufWriter::tensor_f32,
+    );
+    for (what, embedding, gate, up) in [
+        ("all Q4_1", q4_1, q4_1, q4_1),
+        ("f32 embedding", f32s, q4_1, q4_1),
+        ("F16 gate|up", q4_1, f16, f16),
+        ("gate in Q4_1 beside up in F16", q4_1, q4_1, f16),
+    ] {
+        let mut w = GgufWriter::new();
+        w.llama_config("llama", &c);
+        for name in WeightName::all(&c) {
+            let dims = name.expected_dims(&c);
+            let values: Vec<f32> = (0..dims.iter().product::<usize>())
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 16.0)
+                .collect();
+            let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+            let write = match name {
+                WeightName::Output => continue, // tied
+                _ if dims.len() == 1 => f32s,
+                WeightName::TokenEmbd => embedding,
+                WeightName::FfnGate(_) => gate,
+                WeightName::FfnUp(_) => up,
+                _ => q4_1,
+            };
+            write(&mut w, &name.gguf_name(), &dims, &values);
+        }
+        let bytes = w.to_bytes();
+        let file = GgufFile::parse(&bytes).expect("a valid file");
+        let model = Llama::from_gguf(&file, &gpu).expect("loads on wgpu");
+        let foreseen = Llama::largest_gpu_weight_bytes(&file, &c);
+        assert_eq!(foreseen, model.largest_weight_bytes() as u64, "{what}");
+    }
+}
+
 /// The dequantising kernel widens every block form to the f32s the host's dequantiser
 /// gives, exactly: each quantised kind, over rows of several blocks with scales of either
 /// sign, and 16-bit floats of every exponent, subnormals among them. The blocks' words,

@@ -153,14 +153,18 @@ fn cpu_info(fallback: bool, notice: Option<String>) -> DeviceInfo {
     }
 }
 
-/// Checks that every weight, once dequantised to f32, fits one buffer binding; otherwise
-/// the upload would fail deep inside the GPU runtime instead of with a message. Weights
-/// kept in their blocks are smaller, but a prefill's products widen each matrix to f32.
-pub fn check_fits(info: &DeviceInfo, config: &samd_model::LlamaConfig) -> Result<(), WebError> {
+/// Checks that every weight, as the device will hold it (in the file's blocks, as 16-bit
+/// floats, or as f32), fits one buffer binding; otherwise the upload would fail deep
+/// inside the GPU runtime instead of with a message.
+pub fn check_fits(
+    info: &DeviceInfo,
+    file: &samd_model::GgufFile<'_>,
+    config: &samd_model::LlamaConfig,
+) -> Result<(), WebError> {
     let Some(max) = info.max_binding else {
         return Ok(());
     };
-    let largest = samd_model::Llama::largest_weight_floats(config) as u64 * 4;
+    let largest = samd_model::Llama::largest_gpu_weight_bytes(file, config);
     if largest > max {
         return Err(WebError::new(
             ErrorKind::TooBig,

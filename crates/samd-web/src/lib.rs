@@ -267,7 +267,7 @@ impl Engine {
         // Everything about the file that can be checked before the old model goes.
         let config =
             Llama::check_gguf(&file).map_err(|e| named(&model_url, "cannot be run", e.into()))?;
-        device::check_fits(&self.info, &config)?;
+        device::check_fits(&self.info, &file, &config)?;
         report("tokenizer", size, Some(size));
         let tokenizer = Tokenizer::from_gguf(&file)
             .map_err(|e| named(&model_url, "has no usable tokenizer", e.into()))?;
