@@ -1,8 +1,8 @@
 //! Parses arbitrary bytes as GGUF, dequantises every tensor and reads it in blocks, builds
-//! the tokenizer, loads whatever has a valid config as a model on the CPU, and runs two
-//! tokens through what loads: any input must give `Ok` or `Err` (or `None`), never a
-//! panic, an abort or an out-of-memory, and a model that loads must run (to ids, or to
-//! the error that says its logits are NaN).
+//! the tokenizer, sizes what a GPU would hold, loads whatever has a valid config as a
+//! model on the CPU, and runs two tokens through what loads: any input must give `Ok` or
+//! `Err` (or `None`), never a panic, an abort or an out-of-memory, and a model that loads
+//! must run (to ids, or to the error that says its logits are NaN).
 //!
 //! Loading is where metadata sizes allocations (the RoPE table, the matrices), so it is
 //! where a file that claims more than it holds would do harm; the forward is where odd
@@ -26,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // Building a tokenizer exercises the metadata getters and the merge validation.
     let _ = samd_model::tokenizer::Tokenizer::from_gguf(&file);
+    // What the page checks against the WebGPU binding limit, before any load.
+    if let Ok(config) = Llama::check_gguf(&file) {
+        let _ = Llama::largest_gpu_weight_bytes(&file, &config);
+    }
     let Ok(model) = Llama::from_gguf(&file, &Device::flex()) else {
         return;
     };
