@@ -1023,9 +1023,13 @@ fn gpu_words(words: Vec<u32>, rows: usize, form: BlockForm, device: &Device) -> 
 /// follow at load, from the tensors' types alone.
 fn gpu_matrix_bytes(parts: &[&TensorInfo]) -> u64 {
     let values: u64 = parts.iter().map(|p| p.n_elements()).sum();
-    let whole_blocks = parts
-        .iter()
-        .all(|p| p.dims.first().is_some_and(|&k| k % 32 == 0));
+    // Rows of whole blocks, of the file's type and of the kernels' 32 values.
+    let whole_blocks = parts.iter().all(|p| {
+        let block = p.dtype.block_size().max(1);
+        p.dims
+            .first()
+            .is_some_and(|&k| k.is_multiple_of(block) && k.is_multiple_of(BLOCK as u64))
+    });
     let one = |form: fn(GgmlType) -> Option<BlockForm>| {
         let first = form(parts.first()?.dtype)?;
         parts
