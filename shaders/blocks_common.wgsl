@@ -1,6 +1,7 @@
-// The GGUF's quantised blocks, and its 16-bit floats, as the kernels read them: shared by
-// skinny_w_blocks.wgsl (a product over the blocks) and dequant_blocks.wgsl (the blocks widened
-// to an f32 matrix), which each declare `w`, the blocks (array<u32>), and K, a row's weights.
+// The GGUF's quantised blocks, and its 16-bit floats, as the kernels read them: shared
+// by skinny_w_blocks.wgsl (a product over the blocks) and dequant_blocks.wgsl (the blocks
+// widened to an f32 matrix), which each declare `w`, the blocks (array<u32>), and K, a
+// row's weights.
 //
 // W is out-major ([N, K]), each output's row in blocks of 32 weights along K, w = d·q + m.
 // A block is BLOCK_WORDS u32 words: d and m as f32 bits, then the file's quants as they
@@ -41,16 +42,17 @@ const BLOCK_WORDS: u32 = SCALE_WORDS + CODE_WORDS * UNIT_WORDS;
 const ROW_WORDS: u32 = K / 32u * BLOCK_WORDS;
 // Code words in a row of W.
 const CODES: u32 = K / 32u * CODE_WORDS;
-// How far along the row one code word's first weight is from the last's: a 4-bit
+// How far along the row a code word's first weight is from the previous word's: a 4-bit
 // word's low nibbles are 4 consecutive weights, its high ones 16 further.
 const WORD_SPAN: u32 = select(PER_WORD, 4u, FOUR_BIT);
 
 // Code word j of row n: its weights' d and m (as bits), and the word.
 fn load_word(n: u32, j: u32) -> vec3<u32> {
     let at = n * ROW_WORDS + j / CODE_WORDS * BLOCK_WORDS;
-    let word = w[at + SCALE_WORDS + j % CODE_WORDS * UNIT_WORDS];
+    let code = at + SCALE_WORDS + j % CODE_WORDS * UNIT_WORDS;
+    let word = w[code];
     if HALF_FLOAT != 0u {
-        return vec3<u32>(word, w[at + j % CODE_WORDS * 2u + 1u], 0u);
+        return vec3<u32>(word, w[code + 1u], 0u);
     }
     if SCALE_PER_16 {
         // The half's d, and an m of 0.0.

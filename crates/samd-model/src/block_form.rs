@@ -7,7 +7,7 @@
 //! that read quantised blocks read them (`shaders/blocks_common.wgsl`), and widen each to
 //! the f32 the file's value is, exactly.
 
-use crate::dequant::{f16_to_f32, f32_to_f16};
+use crate::dequant::{bf16_to_f32, f16_to_f32, f32_to_f16};
 use crate::gguf::GgmlType;
 use crate::quant_rows::{BLOCK, QuantKind};
 
@@ -52,7 +52,7 @@ impl HalfFloat {
     pub fn widen(self, bits: u16) -> f32 {
         match self {
             Self::F16 => f16_to_f32(bits),
-            Self::Bf16 => f32::from_bits(u32::from(bits) << 16),
+            Self::Bf16 => bf16_to_f32(bits),
         }
     }
 }
@@ -83,15 +83,6 @@ impl BlockForm {
             Self::Half(_) => BLOCK / 4,
         }
     }
-
-    /// The form's name: its GGUF type's, or Q8_16's.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Quant(kind) => kind.name(),
-            Self::Half(HalfFloat::F16) => "F16",
-            Self::Half(HalfFloat::Bf16) => "BF16",
-        }
-    }
 }
 
 /// `values` as [`BlockForm::Half`] of `half` reads them: value `2i` in the low half of
@@ -104,9 +95,9 @@ pub fn half_words(values: &[f32], half: HalfFloat) -> Option<Vec<u32>> {
     // One pass, and one verdict at the end: a loader packs hundreds of millions of values.
     let mut exact = true;
     let mut bits = |value: f32| {
-        let bits = half.nearest(value);
-        exact &= half.widen(bits).to_bits() == value.to_bits() && value.is_finite();
-        u32::from(bits)
+        let bits = half.bits(value);
+        exact &= bits.is_some();
+        u32::from(bits.unwrap_or(0))
     };
     let words = values
         .chunks_exact(2)
