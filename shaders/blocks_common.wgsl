@@ -5,7 +5,7 @@
 //
 // W is out-major ([N, K]), each output's row in blocks of 32 weights along K, w = d·q + m.
 // A block is BLOCK_WORDS u32 words: d and m as f32 bits, then the file's quants as they
-// are, CODE_WORDS words (samd-model's quant_rows.rs, `QuantRows::gpu_words`, packs them
+// are, CODE_WORDS words (samd-model's block_rows.rs, `BlockRows::gpu_words`, packs them
 // so; Q4_0's m is −8d and Q8_0's is 0). Word s of a 4-bit block holds weights 4s .. 4s + 3
 // in its low nibbles and 16 + 4s .. in its high ones; word s of an 8-bit block holds
 // weights 4s .. 4s + 3 as signed bytes. Blocks with a scale per 16 (Q3_K's and Q6_K's)

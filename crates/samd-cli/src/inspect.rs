@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use samd_model::block_form::HalfFloat;
+use samd_model::block_rows::QuantKind;
 use samd_model::dequant;
 use samd_model::gguf::{GgmlType, keys};
-use samd_model::quant_rows::QuantKind;
 
 use crate::args::InspectArgs;
 use crate::load::{LoadTimings, ModelBytes, init_device, timed};
@@ -159,11 +159,11 @@ pub fn run(args: &InspectArgs) -> Result<()> {
 
 /// How samd holds a type's matrices: the block kernels read Q8_0, Q4_0, Q4_1 and Q5_1
 /// blocks, and Q8_16's (Q8_0's codes with a scale per 16), and hold some other types in
-/// them exactly; on wgpu they read 16-bit floats as they are too. The rest are widened
-/// to f32 at load.
+/// them exactly; they read 16-bit floats as they are too. The rest are widened to f32
+/// at load.
 fn read_as(dtype: GgmlType) -> String {
     if HalfFloat::of(dtype).is_some() {
-        return "read as they are on wgpu, widened to f32 on the CPU".into();
+        return "matrices read as they are".into();
     }
     match QuantKind::of(dtype) {
         Some(QuantKind::Q8_16) => "matrices read as blocks of 8-bit codes, a scale per 16".into(),

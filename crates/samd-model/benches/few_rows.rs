@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use samd_model::GgufFile;
+use samd_model::block_rows::BlockRows;
 use samd_model::cpu_matmul::{few_rows_matmul, few_rows_matmul_quant};
-use samd_model::quant_rows::QuantRows;
 
 /// The matrices timed: a block's widest and deepest projections, and the tied head.
 const TENSORS: [&str; 3] = [
@@ -44,7 +44,7 @@ fn few_rows(c: &mut Criterion) {
         let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
         let values = file.tensor_f32(name).expect("the tensor dequantises");
         let raw = file.tensor_bytes(name).expect("the tensor's bytes");
-        let blocks = QuantRows::from_gguf(info.dtype, raw, n, k).expect("a kept block type");
+        let blocks = BlockRows::from_gguf(info.dtype, raw, n, k).expect("a kept block type");
         let mut group = c.benchmark_group(format!("{name} ({}, {k}x{n})", info.dtype));
         group.measurement_time(Duration::from_secs(3));
         for m in [1usize, 2, 4, 8, 16] {

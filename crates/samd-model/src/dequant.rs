@@ -170,7 +170,7 @@ fn q4_1(b: &[u8; 20], out: &mut Vec<f32>) {
 }
 
 /// A Q8_0 block's values from its scale `d` and 32 quants: `d·q`. Here and in the two
-/// below, the one place these formulas are written: [`crate::quant_rows::QuantRows`]
+/// below, the one place these formulas are written: [`crate::block_rows::BlockRows`]
 /// widens its blocks with them too, to the same bits.
 pub(crate) fn q8_0_values(d: f32, qs: &[u8], out: &mut Vec<f32>) {
     out.extend(qs.iter().map(|&q| d * f32::from(i8::from_le_bytes([q]))));
@@ -209,7 +209,7 @@ fn q5_1(b: &[u8; 24], out: &mut Vec<f32>) {
 }
 
 /// A Q5_1 block's values from its scale `d`, minimum `m` and 32 codes, a byte each:
-/// `d·q + m`. [`crate::quant_rows::QuantRows`] holds Q5_1 and Q5_K blocks so, and widens
+/// `d·q + m`. [`crate::block_rows::BlockRows`] holds Q5_1 and Q5_K blocks so, and widens
 /// them with this too.
 pub(crate) fn q5_1_values(d: f32, m: f32, codes: &[u8], out: &mut Vec<f32>) {
     out.extend(codes.iter().map(|&q| d * f32::from(q) + m));
@@ -429,29 +429,29 @@ pub(crate) fn q6_k_blocks(b: &[u8; 210]) -> impl Iterator<Item = ([f32; 2], [u8;
 }
 
 /// A block of 32 byte codes with a scale for each half (a Q3_K or Q6_K block of 32):
-/// `d·q`. [`crate::quant_rows::QuantRows`] holds such blocks, and widens them with this.
+/// `d·q`. [`crate::block_rows::BlockRows`] holds such blocks, and widens them with this.
 pub(crate) fn q8_16_values(d: [f32; 2], qs: &[u8], out: &mut Vec<f32>) {
     let ([d_low, d_high], (low, high)) = (d, qs.split_at(qs.len().min(16)));
     q8_0_values(d_low, low, out);
     q8_0_values(d_high, high, out);
 }
 
-/// IEEE 754 half precision to single, exactly (every f16 is an f32).
+/// IEEE 754 half precision to single, exactly (every f16 is an f32). Without branches,
+/// so that loops over many vectorise (a prompt's pass over an F16 model widens every
+/// matrix): the exponent and mantissa move to f32's places, and a product by 2^112, the
+/// difference of the two biases, rescales normal and subnormal values alike, exactly.
+/// Infinities and NaNs take f32's top exponent instead.
 pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let mant = u32::from(h & 0x3ff);
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, _) => {
-            // Subnormal: mant · 2^-24, exact in f32.
-            let v = f32::from(h & 0x3ff) * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-        (31, _) => sign | 0x7f80_0000 | (mant << 13),
-        _ => sign | ((exp + 112) << 23) | (mant << 13),
+    let h = u32::from(h);
+    let magnitude = (h & 0x7fff) << 13;
+    let sign = (h & 0x8000) << 16;
+    let rescaled = (f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)).to_bits();
+    let bits = if h & 0x7c00 == 0x7c00 {
+        magnitude | 0x7f80_0000
+    } else {
+        rescaled
     };
-    f32::from_bits(bits)
+    f32::from_bits(bits | sign)
 }
 
 /// Single precision to half, rounding to nearest even (as ggml's `GGML_FP32_TO_FP16`).

@@ -50,9 +50,9 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 
 use crate::block_form::{BlockForm, HalfFloat};
+use crate::block_rows::BLOCK;
 use crate::config::LlamaConfig;
 use crate::layer_ops::Layout;
-use crate::quant_rows::BLOCK;
 
 /// Most workgroups per grid dimension WebGPU guarantees. Kernels put nodes (or rows) on
 /// one dimension, so a forward of more nodes than this takes the reference ops.

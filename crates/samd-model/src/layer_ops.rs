@@ -13,6 +13,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::block_form::BlockForm;
+use crate::block_rows::BlockRows;
 use crate::cpu_attention::CpuAttention;
 use crate::cpu_kv_store::CpuKvStore;
 use crate::cpu_matmul::{CPU_MAX_ROWS, CpuKernels};
@@ -20,7 +21,6 @@ use crate::cpu_rms_norm::CpuRmsNorm;
 use crate::cpu_swiglu::CpuSwiglu;
 use crate::kernels::{BlockKernels, Heads, MAX_WORKGROUPS, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
-use crate::quant_rows::QuantRows;
 
 /// Which implementation of a block's fused pieces a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +62,8 @@ pub enum Layout {
     OutIn,
     /// Out-major, in blocks of 32 values (`[out, words per row]`, the words' bits in
     /// f32s): what the WGSL kernels read on wgpu where the file has blocks of a kind they
-    /// widen ([`QuantRows::gpu_words`]: a sixth of the bytes of f32 for Q4_1), or 16-bit
-    /// floats ([`crate::block_form::half_words`]: half the bytes).
+    /// widen, or 16-bit floats ([`BlockRows::gpu_words`]: a sixth of the bytes of f32 for
+    /// Q4_1, half for F16).
     Blocks(BlockForm),
 }
 
@@ -84,9 +84,9 @@ pub(crate) struct Matrix {
     /// kept (`quant`), which every product then reads.
     pub tensor: Option<Tensor<2>>,
     pub layout: Layout,
-    /// The same weights in the file's quantised blocks, on the CPU: what its products of
-    /// a few rows read, a sixth of the bytes of f32 for Q4_1.
-    pub quant: Option<Arc<QuantRows>>,
+    /// The same weights in the file's blocks, on the CPU: what its products of a few rows
+    /// read, a sixth of the bytes of f32 for Q4_1, half for F16.
+    pub quant: Option<Arc<BlockRows>>,
 }
 
 impl Matrix {
@@ -124,7 +124,7 @@ impl Matrix {
     }
 
     /// The blocks of a matrix that keeps them alone.
-    fn host_blocks(&self) -> &QuantRows {
+    fn host_blocks(&self) -> &BlockRows {
         self.quant
             .as_ref()
             .expect("invariant: a matrix without a tensor keeps its blocks")
@@ -208,7 +208,7 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
             );
             match &table.tensor {
                 Some(tensor) => tensor.clone().select(0, ids.clone()),
-                None => Tensor::from_dispatch(<Kernels as CpuKernels>::gather_quant_rows(
+                None => Tensor::from_dispatch(<Kernels as CpuKernels>::gather_block_rows(
                     ids.clone().into_dispatch(),
                     table.host_blocks(),
                 )),
@@ -221,13 +221,18 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
 /// products, which read the weights once where burn's packs them: over the file's blocks
 /// where the matrix has them ([`few_rows_matmul_quant`](crate::cpu_matmul::few_rows_matmul_quant)), else
 /// over f32 ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)). In wasm, a
-/// prompt's pass over blocks without an f32 copy takes our integer products too
-/// (`many_rows_matmul_quant`): a 650-token prefill took 4.6 s with burn's gemm over each
-/// matrix widened. Natively such a pass widens the matrix to f32, for that product
-/// alone, for burn's matmul on every core; so do blocks on wgpu, for the reference ops.
+/// prompt's pass over quantised blocks without an f32 copy takes our integer products
+/// too (`many_rows_matmul_quant`): a 650-token prefill took 4.6 s with burn's gemm over
+/// each matrix widened. Elsewhere such a pass widens the matrix to f32, for that product
+/// alone, for burn's matmul (natively on every core); so do blocks on wgpu, for the
+/// reference ops.
 fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     let few = x.dims()[0] <= CPU_MAX_ROWS;
-    let prompt_over_blocks = cfg!(target_arch = "wasm32") && w.tensor.is_none();
+    let prompt_over_blocks = cfg!(target_arch = "wasm32")
+        && w.tensor.is_none()
+        && w.quant
+            .as_ref()
+            .is_some_and(|q| matches!(q.form(), BlockForm::Quant(_)));
     match (w.layout, &w.tensor, &w.quant) {
         (Layout::OutIn, _, Some(quant)) if (few || prompt_over_blocks) && on_cpu(&x) => {
             Tensor::from_dispatch(<Kernels as CpuKernels>::matmul_quant(
@@ -241,7 +246,6 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
                 &tensor.clone().into_dispatch(),
             ))
         }
-        #[cfg(not(target_arch = "wasm32"))]
         (Layout::OutIn, None, Some(quant)) => {
             let dense = Tensor::<2>::from_data(
                 burn::tensor::TensorData::new(quant.widen(), [quant.rows(), quant.cols()]),

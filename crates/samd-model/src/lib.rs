@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod block_form;
+pub mod block_rows;
 pub mod config;
 pub mod cpu_attention;
 pub mod cpu_kv_store;
@@ -18,7 +19,6 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod layer_ops;
 pub mod llama;
-pub mod quant_rows;
 pub mod reference;
 pub mod sampler;
 pub mod step_graph;

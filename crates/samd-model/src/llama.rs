@@ -11,7 +11,7 @@
 //!   WGSL kernels read for steps and prefills alike; others are widened to f32 at load
 //!   and stored `[in, out]`. On the CPU matrices are f32 `[out, in]` as GGUF has them, and
 //!   on x86-64 with AVX2 the block kinds above also keep their blocks
-//!   ([`crate::quant_rows`]): a verify step reads those, a sixth of the bytes, and
+//!   ([`crate::block_rows`]): a verify step reads those, a sixth of the bytes, and
 //!   prefills take burn's matmul over the f32s.
 //! - RoPE: llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that the stored
 //!   weights expect *interleaved* RoPE (rotate pairs `(2i, 2i+1)`, ggml's "normal" mode).
@@ -36,15 +36,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::block_form::{BlockForm, HalfFloat, half_words};
+use crate::block_form::BlockForm;
+use crate::block_rows::{BLOCK, BlockRows};
 use crate::config::LlamaConfig;
 use crate::cpu_matmul::CPU_MAX_ROWS;
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{Heads, SKINNY_MAX_ROWS};
 use crate::kv_cache::KvCache;
 use crate::layer_ops::{self, AttentionInput, BlockOps, Layout, Matrix, Norm, QkvWeights};
-use crate::quant_rows::{BLOCK, QuantKind, QuantRows};
 use crate::sampler::Draw;
 use crate::step_graph::{HostStep, StepInputs, StepPadding, padded_nodes};
 
@@ -128,15 +128,16 @@ struct Block {
 }
 
 /// How a model holds the matrices its file stores in a type the block kernels read
-/// ([`QuantKind::of`]).
+/// ([`BlockForm::of`]: quantised blocks, or 16-bit floats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatrixForm {
     /// In the file's blocks alone: on wgpu as the kernels read them
-    /// ([`QuantRows::gpu_words`]), and on a CPU whose products read blocks
+    /// ([`BlockRows::gpu_words`]), and on a CPU whose products read blocks
     /// ([`crate::cpu_matmul::reads_blocks`]) as those do; a prompt's products there read
     /// them too in wasm (integer products), and natively widen each matrix to f32 for
-    /// that product alone. For Q4_1 a sixth of the memory of f32 (SmolLM2-135M: 92 MB
-    /// against 540), and no widening at load. The default everywhere: natively, with
+    /// that product alone (wasm's over 16-bit floats too). For Q4_1 a sixth of the
+    /// memory of f32 (SmolLM2-135M: 92 MB against 540), for F16 half, and no widening at
+    /// load. The default everywhere: natively, with
     /// widening on every core and freed memory kept in the process (the CLI's allocator
     /// policy), a 1,000-token prefill took as long as over f32 copies (BENCHMARKS).
     #[default]
@@ -209,7 +210,7 @@ impl Llama {
             }
             let values = expected.iter().product::<usize>();
             let finite = t.data.iter().all(|x| x.is_finite())
-                && t.quant.as_ref().is_none_or(QuantRows::is_finite);
+                && t.quant.as_ref().is_none_or(BlockRows::is_finite);
             if !finite {
                 return Err(Error::NonFiniteWeight {
                     name: name.gguf_name(),
@@ -252,7 +253,7 @@ impl Llama {
                 .iter_mut()
                 .map(|p| p.quant.take())
                 .collect::<Option<Vec<_>>>()
-                .and_then(QuantRows::stack);
+                .and_then(BlockRows::stack);
             if quant.is_none() && parts.iter().any(|p| p.data.is_empty()) {
                 return Err(Error::InvalidInput {
                     what: "a matrix came as blocks alone, but the matrices held beside it \
@@ -262,7 +263,6 @@ impl Llama {
             }
             Ok(match (layout, quant) {
                 (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
-                (Layout::InOut, None) if let Some(halves) = gpu_halves(&parts, device) => halves,
                 (Layout::InOut, None) => {
                     let parts = parts.into_iter().map(InOut::from_gguf).collect::<Vec<_>>();
                     let m = InOut::side_by_side(&parts);
@@ -293,7 +293,6 @@ impl Llama {
         // which a tied head reads out-major.
         let token_embd = match (layout, embd.quant.take()) {
             (Layout::InOut, Some(blocks)) => gpu_blocks(&blocks, device),
-            (Layout::InOut, None) if let Some(halves) = gpu_halves(&[&embd], device) => halves,
             (_, quant) => out_major(
                 embd.data,
                 [config.vocab_size, config.d_model],
@@ -325,7 +324,6 @@ impl Llama {
                         dims: Vec::new(),
                         data: parts.into_iter().flat_map(|p| p.data).collect(),
                         quant: None,
-                        half: None,
                     }))
                 }
                 false => None,
@@ -447,7 +445,7 @@ impl Llama {
             };
             let dims = weight_dims(info)?;
             let quant = keep_blocks
-                .then(|| QuantRows::of_tensor(file, info))
+                .then(|| BlockRows::of_tensor(file, info))
                 .flatten();
             // Where the products read a matrix's blocks alone, widening it on the host
             // would be wasted; but matrices held side by side stack their blocks only if
@@ -456,23 +454,14 @@ impl Llama {
                 && quant.is_some()
                 && name.fused().iter().all(|mate| {
                     file.tensor(&mate.gguf_name())
-                        .is_ok_and(|t| QuantKind::of(t.dtype) == QuantKind::of(info.dtype))
+                        .is_ok_and(|t| BlockForm::of(t.dtype) == BlockForm::of(info.dtype))
                 });
             let data = if blocks_only {
                 Vec::new()
             } else {
                 file.tensor_f32(&gguf_name)?
             };
-            // The kernels read a file's 16-bit floats as they are, as they read its blocks.
-            let half = (layout == Layout::InOut && form == MatrixForm::Blocks)
-                .then(|| HalfFloat::of(info.dtype))
-                .flatten();
-            Ok(Some(HostTensor {
-                dims,
-                data,
-                quant,
-                half,
-            }))
+            Ok(Some(HostTensor { dims, data, quant }))
         })
     }
 
@@ -963,7 +952,7 @@ fn rope_table(c: &LlamaConfig, device: &Device) -> Tensor<2> {
 fn out_major(
     data: Vec<f32>,
     dims: [usize; 2],
-    quant: Option<QuantRows>,
+    quant: Option<BlockRows>,
     device: &Device,
 ) -> Matrix {
     Matrix {
@@ -976,34 +965,9 @@ fn out_major(
 }
 
 /// A matrix's blocks on a wgpu device, as the WGSL kernels read them ([`Layout::Blocks`]).
-fn gpu_blocks(blocks: &QuantRows, device: &Device) -> Matrix {
-    let form = BlockForm::Quant(blocks.kind());
-    gpu_words(blocks.gpu_words(), blocks.rows(), form, device)
-}
-
-/// GGUF matrices (`[out, in]` row-major) side by side, their outputs one after another,
-/// on a wgpu device as the WGSL kernels read 16-bit floats ([`Layout::Blocks`] of
-/// [`BlockForm::Half`]): where every part holds values of one such type
-/// ([`HostTensor::half`]) and rows of whole blocks; `None` elsewhere.
-fn gpu_halves(parts: &[impl std::borrow::Borrow<HostTensor>], device: &Device) -> Option<Matrix> {
-    let first = parts.first()?.borrow();
-    let (half, n_in) = (first.half?, *first.dims.first()?);
-    let alike = |p: &HostTensor| p.half == Some(half) && p.dims.first() == Some(&n_in);
-    if !n_in.is_multiple_of(BLOCK) || !parts.iter().all(|p| alike(p.borrow())) {
-        return None;
-    }
-    let words = parts
-        .iter()
-        .map(|p| half_words(&p.borrow().data, half))
-        .collect::<Option<Vec<_>>>()?
-        .concat();
-    let rows = words.len() * 2 / n_in;
-    Some(gpu_words(words, rows, BlockForm::Half(half), device))
-}
-
-/// `words`, `rows` rows of a matrix in blocks of `form`, as a [`Layout::Blocks`] matrix on
-/// a wgpu device.
-fn gpu_words(words: Vec<u32>, rows: usize, form: BlockForm, device: &Device) -> Matrix {
+fn gpu_blocks(blocks: &BlockRows, device: &Device) -> Matrix {
+    let words = blocks.gpu_words();
+    let rows = blocks.rows();
     let row_words = words.len() / rows.max(1);
     // The words' bits, carried in f32s: kernels bind them as u32 and nothing computes on
     // them as floats.
@@ -1013,14 +977,14 @@ fn gpu_words(words: Vec<u32>, rows: usize, form: BlockForm, device: &Device) -> 
             TensorData::new(bits, [rows, row_words]),
             device,
         )),
-        layout: Layout::Blocks(form),
+        layout: Layout::Blocks(blocks.form()),
         quant: None,
     }
 }
 
 /// The bytes a wgpu device holds `parts` in, side by side (see
-/// [`Llama::largest_gpu_weight_bytes`]): the rule [`gpu_blocks`] and [`gpu_halves`]
-/// follow at load, from the tensors' types alone.
+/// [`Llama::largest_gpu_weight_bytes`]): the rule [`gpu_blocks`] follows at load, from
+/// the tensors' types alone.
 fn gpu_matrix_bytes(parts: &[&TensorInfo]) -> u64 {
     let values: u64 = parts.iter().map(|p| p.n_elements()).sum();
     // Rows of whole blocks, of the file's type and of the kernels' 32 values.
@@ -1030,16 +994,9 @@ fn gpu_matrix_bytes(parts: &[&TensorInfo]) -> u64 {
             .first()
             .is_some_and(|&k| k.is_multiple_of(block) && k.is_multiple_of(BLOCK as u64))
     });
-    let one = |form: fn(GgmlType) -> Option<BlockForm>| {
-        let first = form(parts.first()?.dtype)?;
-        parts
-            .iter()
-            .all(|p| form(p.dtype) == Some(first))
-            .then_some(first)
-    };
-    let quant = one(|t| QuantKind::of(t).map(BlockForm::Quant));
-    let half = one(|t| HalfFloat::of(t).map(BlockForm::Half));
-    match quant.or(half).filter(|_| whole_blocks) {
+    let first = parts.first().and_then(|p| BlockForm::of(p.dtype));
+    let one_form = parts.iter().all(|p| BlockForm::of(p.dtype) == first);
+    match first.filter(|_| whole_blocks && one_form) {
         Some(form) => values / BLOCK as u64 * form.block_words() as u64 * 4,
         None => values * 4,
     }

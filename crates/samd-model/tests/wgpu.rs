@@ -11,13 +11,13 @@ mod scenarios;
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Tensor, TensorData, read_sync};
 use common::wgpu_device;
-use samd_model::block_form::{BlockForm, HalfFloat, half_words};
+use samd_model::block_form::{BlockForm, HalfFloat};
+use samd_model::block_rows::{BlockRows, QuantKind};
 use samd_model::dequant::dequantize;
 use samd_model::gguf::GgmlType;
 use samd_model::gguf_writer::GgufWriter;
 use samd_model::kernel_check::{check_kernels, verify_scenario};
 use samd_model::kernels::BlockKernels;
-use samd_model::quant_rows::{QuantKind, QuantRows};
 use samd_model::{BlockOps, GgufFile, Llama, LlamaConfig, WeightName};
 use scenarios::assert_replays_match_launches;
 
@@ -219,15 +219,7 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
                     // Any finite value: an exponent field of all ones loses its top bit.
                     BlockForm::Half(half) => {
                         let h = u16::from_le_bytes([byte(), byte()]);
-                        let exp_ones = match half {
-                            HalfFloat::F16 => 0x7c00,
-                            HalfFloat::Bf16 => 0x7f80,
-                        };
-                        if h & exp_ones == exp_ones {
-                            h & !0x4000
-                        } else {
-                            h
-                        }
+                        if half.is_finite(h) { h } else { h & !0x4000 }
                     }
                     // Scales (and minimums) between 2^-7 and 2^-3 in size, of either sign.
                     BlockForm::Quant(_) => {
@@ -240,12 +232,9 @@ fn blocks_widen_on_wgpu_to_the_hosts_dequantised_values() {
             bytes.extend(b);
         }
         let host = dequantize(dtype, &bytes, (rows * cols) as u64).expect("host dequantises");
-        let words = match form {
-            BlockForm::Quant(_) => QuantRows::from_gguf(dtype, &bytes, rows, cols)
-                .expect("whole blocks")
-                .gpu_words(),
-            BlockForm::Half(half) => half_words(&host, half).expect("16-bit values"),
-        };
+        let held = BlockRows::from_gguf(dtype, &bytes, rows, cols).expect("whole blocks");
+        assert_eq!(held.form(), form, "{dtype}");
+        let words = held.gpu_words();
         let bits: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
         let row_words = words.len() / rows;
         let tensor = Tensor::<2>::from_data(TensorData::new(bits, [rows, row_words]), &gpu);

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = file.architecture();
     for info in file.tensors() {
         let _ = file.tensor_f32(&info.name);
-        let _ = samd_model::quant_rows::QuantRows::of_tensor(&file, info);
+        let _ = samd_model::block_rows::BlockRows::of_tensor(&file, info);
     }
     // Building a tokenizer exercises the metadata getters and the merge validation.
     let _ = samd_model::tokenizer::Tokenizer::from_gguf(&file);

@@ -1,5 +1,5 @@
-//! [`super`]'s dot products in AVX2 and FMA intrinsics, for x86-64 CPUs that have them
-//! (checked at run time by the caller).
+//! [`super`]'s dot products in AVX2 and FMA intrinsics (and F16C's conversion of
+//! halves), for x86-64 CPUs that have them (checked at run time by the caller).
 //!
 //! The portable loops compiled with these features were fast for one row of x, but for
 //! several rows the compiler kept the running sums on the stack, or fell back to scalar
@@ -15,12 +15,14 @@
 
 use std::arch::x86_64::{
     __m128i, __m256, _mm_and_si128, _mm_loadl_epi64, _mm_loadu_si128, _mm_set1_epi8,
-    _mm_srli_epi16, _mm_srli_si128, _mm256_add_ps, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps,
-    _mm256_cvtepu8_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_epi32,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_sub_epi32,
+    _mm_srli_epi16, _mm_srli_si128, _mm256_add_ps, _mm256_castsi256_ps, _mm256_cvtepi8_epi32,
+    _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_cvtepu16_epi32, _mm256_cvtph_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32,
 };
 
-use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow};
+use crate::block_form::HalfFloat;
+use crate::block_rows::{BLOCK, Codec, HalfCodec, HalfRow, QuantKind, QuantRow};
 
 /// Inputs each dot product sums at once: two vectors of eight, so that a group's
 /// running sums make eight independent chains, enough to keep both FMA units busy
@@ -34,8 +36,8 @@ const GROUP: usize = 4;
 /// read once, and dotted with up to [`GROUP`] rows of x at a time.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dots_by_row<W: WeightChunks>(
     x: &[f32],
     k: usize,
@@ -121,6 +123,52 @@ impl<C: Codec> WeightChunks for QuantRow<'_, C> {
 
     fn len(self) -> usize {
         QuantRow::len(&self)
+    }
+}
+
+impl<H: HalfCodec> WeightChunks for HalfRow<'_, H> {
+    /// Each 16-bit float widened exactly, as [`HalfFloat::widen`] does.
+    #[inline(always)]
+    unsafe fn each_chunk(self, mut f: impl FnMut(usize, __m256, __m256)) -> usize {
+        for (c, chunk) in self.bits().chunks_exact(2 * LANES).enumerate() {
+            // SAFETY: `chunk` holds 16 halves, 8 for each call; F16C by the caller.
+            unsafe {
+                let p = chunk.as_ptr();
+                f(
+                    c * LANES,
+                    widen_halves::<H>(p),
+                    widen_halves::<H>(p.add(16)),
+                );
+            }
+        }
+        HalfRow::len(&self)
+    }
+
+    fn value(self, _i: usize) -> f32 {
+        unreachable!("invariant: rows of whole blocks have no tail")
+    }
+
+    fn len(self) -> usize {
+        HalfRow::len(&self)
+    }
+}
+
+/// Eight 16-bit floats from `p` widened to f32: F16C's conversion, exact for every
+/// half (subnormals included), or bfloat16's bits moved to the top of each lane.
+///
+/// # Safety
+/// `p` points at 16 readable bytes; the CPU has AVX2 and F16C.
+#[inline(always)]
+unsafe fn widen_halves<H: HalfCodec>(p: *const u8) -> __m256 {
+    // SAFETY: the caller's promises.
+    unsafe {
+        let bits = _mm_loadu_si128(p.cast());
+        match H::HALF {
+            HalfFloat::F16 => _mm256_cvtph_ps(bits),
+            HalfFloat::Bf16 => {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(bits)))
+            }
+        }
     }
 }
 

@@ -24,7 +24,7 @@
 //!   minimum times `s · Σ xq`, summed in four lanes as the blocks' (block `b` in lane
 //!   `b % 4`) and folded the same way ([`finish`]).
 
-use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
+use crate::block_rows::{BLOCK, BlockRows, Codec, QuantKind, QuantRow};
 
 /// The largest magnitude of a rounded input.
 pub(super) const LEVELS: f32 = 32_767.0;
@@ -208,7 +208,7 @@ pub(super) fn fold(lanes: [f32; SUM_LANES]) -> f32 {
 
 /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks, `[m, n]` out, one dot product at a time
 /// in scalars: the reference the vector code is checked against.
-pub(crate) fn product(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
+pub(crate) fn product(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
     product_by::<InLanes>(x, m, w)
 }
 
@@ -229,15 +229,15 @@ impl ScalarDot for InLanes {
 
 /// `x · Wᵀ` (`[m, n]` out) with x rounded as [`round_block`] rounds it, each output
 /// from `D`'s dot product.
-pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &QuantRows) -> Vec<f32> {
-    use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
+pub(super) fn product_by<D: ScalarDot>(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
+    use crate::block_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
     let rounded = RoundedRows::with(x, w.cols(), round_block);
     let n = w.rows();
     let mut y = vec![0.0; m * n];
     for r in 0..m {
         let row = rounded.row(r);
         let out = &mut y[r * n..][..n];
-        match w.kind() {
+        match w.quant_kind() {
             QuantKind::Q8_0 => fill::<D, _>(out, w.rows_in::<Q8_0>(0..n), row),
             QuantKind::Q4_0 => fill::<D, _>(out, w.rows_in::<Q4_0>(0..n), row),
             QuantKind::Q4_1 => fill::<D, _>(out, w.rows_in::<Q4_1>(0..n), row),
@@ -262,10 +262,10 @@ fn fill<'a, D: ScalarDot, C: Codec>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_rows::{TYPES_OF_EACH_KIND, random_blocks, random_rows};
     use crate::cpu_matmul::{max_abs_diff, values};
     use crate::dequant::dequantize;
     use crate::gguf::GgmlType;
-    use crate::quant_rows::{TYPES_OF_EACH_KIND, random_blocks, random_rows};
 
     /// `x · Wᵀ` in f64 over W dequantised.
     fn exact(x: &[f32], m: usize, w: &[f32], k: usize) -> Vec<f32> {
@@ -313,7 +313,7 @@ mod tests {
     fn a_row_comes_out_the_same_alone_or_with_others() {
         let (n, k) = (24, 64);
         let bytes = random_blocks(GgmlType::Q4_1, n * k / BLOCK, 3);
-        let w = QuantRows::from_gguf(GgmlType::Q4_1, &bytes, n, k).unwrap();
+        let w = BlockRows::from_gguf(GgmlType::Q4_1, &bytes, n, k).unwrap();
         let x = values(4 * k, 4);
         let all = product(&x, 4, &w);
         for r in 0..4 {

@@ -27,7 +27,7 @@
 //! same passes over a prompt, so their outputs stay the same.
 
 use super::integer::{RoundedRow, ScalarDot, codes};
-use crate::quant_rows::{BLOCK, Codec, QuantKind, QuantRow, QuantRows};
+use crate::block_rows::{BLOCK, BlockRows, Codec, QuantKind, QuantRow};
 
 /// Rows of W packed side by side: the lanes of one vector of sums.
 pub(super) const PACKED_ROWS: usize = 4;
@@ -53,9 +53,9 @@ pub(super) struct PackedRows {
 impl PackedRows {
     /// `w` packed with `P`, its groups padded to a multiple of `groups_of`. A group's
     /// lanes past W's last row repeat that row's codes, with scales (and minimums) of 0.
-    pub(super) fn new<P: BlockPacking>(w: &QuantRows, groups_of: usize) -> Self {
-        use crate::quant_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
-        match w.kind() {
+    pub(super) fn new<P: BlockPacking>(w: &BlockRows, groups_of: usize) -> Self {
+        use crate::block_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
+        match w.quant_kind() {
             QuantKind::Q8_0 => Self::pack::<P, _>(w.rows_in::<Q8_0>(0..w.rows()), w, groups_of),
             QuantKind::Q4_0 => Self::pack::<P, _>(w.rows_in::<Q4_0>(0..w.rows()), w, groups_of),
             QuantKind::Q4_1 => Self::pack::<P, _>(w.rows_in::<Q4_1>(0..w.rows()), w, groups_of),
@@ -66,7 +66,7 @@ impl PackedRows {
 
     fn pack<'a, P: BlockPacking, C: Codec>(
         rows: impl Iterator<Item = QuantRow<'a, C>>,
-        w: &QuantRows,
+        w: &BlockRows,
         groups_of: usize,
     ) -> Self {
         let rows: Vec<QuantRow<'a, C>> = rows.collect();
@@ -198,18 +198,18 @@ impl ScalarDot for InBlockOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_rows::random_blocks;
     use crate::gguf::GgmlType;
-    use crate::quant_rows::random_blocks;
 
     #[test]
     fn packing_puts_each_code_scale_and_minimum_in_its_lane() {
         let (n, k) = (6, 64);
         let dtype = GgmlType::Q4_1;
         let bytes = random_blocks(dtype, n * k / BLOCK, 2);
-        let w = QuantRows::from_gguf(dtype, &bytes, n, k).unwrap();
+        let w = BlockRows::from_gguf(dtype, &bytes, n, k).unwrap();
         let packed = PackedRows::new::<InScalars>(&w, 2);
         assert_eq!((packed.groups(), packed.blocks()), (2, 2));
-        let rows: Vec<_> = w.rows_in::<crate::quant_rows::Q4_1>(0..n).collect();
+        let rows: Vec<_> = w.rows_in::<crate::block_rows::Q4_1>(0..n).collect();
         let pair_at = |b: usize, e: usize, lane: usize| {
             b * BLOCK * PACKED_ROWS + (e / 2 * PACKED_ROWS + lane) * 2 + e % 2
         };
@@ -219,7 +219,7 @@ mod tests {
             for (b, (d, m, quants)) in row.raw_blocks().enumerate() {
                 let at = b * PACKED_ROWS + lane;
                 assert_eq!((scales[at], mins[at]), (d[0], m), "row {j}, block {b}");
-                let want = codes::<crate::quant_rows::Q4_1>(quants);
+                let want = codes::<crate::block_rows::Q4_1>(quants);
                 for (e, &q) in want.iter().enumerate() {
                     assert_eq!(codes_g[pair_at(b, e, lane)], q, "row {j}, block {b}");
                 }
@@ -242,9 +242,9 @@ mod tests {
     #[test]
     fn packing_puts_each_half_blocks_scale_in_its_lane() {
         let n = 5;
-        let (_, w) = crate::quant_rows::random_rows(GgmlType::Q6_K, n, 256, 3);
+        let (_, w) = crate::block_rows::random_rows(GgmlType::Q6_K, n, 256, 3);
         let packed = PackedRows::new::<InScalars>(&w, 1);
-        let rows: Vec<_> = w.rows_in::<crate::quant_rows::Q8_16>(0..n).collect();
+        let rows: Vec<_> = w.rows_in::<crate::block_rows::Q8_16>(0..n).collect();
         for (j, row) in rows.iter().enumerate() {
             let (g, lane) = (j / PACKED_ROWS, j % PACKED_ROWS);
             let (_, scales, mins) = packed.group(g);

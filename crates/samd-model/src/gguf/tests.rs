@@ -434,7 +434,7 @@ fn parse_and_dequantise(bytes: &[u8]) {
         let _ = f.architecture();
         for t in f.tensors() {
             let _ = f.tensor_f32(&t.name);
-            let _ = crate::quant_rows::QuantRows::of_tensor(&f, t);
+            let _ = crate::block_rows::BlockRows::of_tensor(&f, t);
         }
     }
 }

@@ -5,11 +5,11 @@ use burn::tensor::Device;
 
 use super::{HostTensor, Llama, WeightName};
 use crate::block_form::HalfFloat;
+use crate::block_rows::BlockRows;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::gguf_writer::{q4_1_bytes, q5_1_bytes, q6_k_bytes, q8_0_bytes};
-use crate::quant_rows::QuantRows;
 
 impl Llama {
     /// A model with deterministic pseudo-random weights, for tests. `tied` leaves out
@@ -47,26 +47,15 @@ impl Llama {
             let [cols, rows] = t.dims[..] else {
                 return Ok(Some(t));
             };
-            let half = match name {
-                WeightName::AttnOutput(0) => Some(HalfFloat::F16),
-                WeightName::AttnOutput(_) => Some(HalfFloat::Bf16),
-                _ => None,
-            };
-            if let Some(half) = half {
-                let data = t.data.iter().map(|&v| half.widen(half.nearest(v)));
-                return Ok(Some(HostTensor {
-                    data: data.collect(),
-                    half: Some(half),
-                    ..t
-                }));
-            }
             let (dtype, bytes) = match name {
+                WeightName::AttnOutput(0) => (GgmlType::F16, half_bytes(HalfFloat::F16, &t.data)),
+                WeightName::AttnOutput(_) => (GgmlType::BF16, half_bytes(HalfFloat::Bf16, &t.data)),
                 WeightName::TokenEmbd => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
                 WeightName::FfnDown(1) if cols % 256 == 0 => (GgmlType::Q6_K, q6_k_bytes(&t.data)),
                 WeightName::FfnDown(_) => (GgmlType::Q5_1, q5_1_bytes(&t.data)),
                 _ => (GgmlType::Q4_1, q4_1_bytes(&t.data)),
             };
-            let quant = QuantRows::from_gguf(dtype, &bytes, rows, cols);
+            let quant = BlockRows::from_gguf(dtype, &bytes, rows, cols);
             if quant.is_none() {
                 return Err(Error::InvalidInput {
                     what: format!("{} is {rows} x {cols}: not whole blocks", name.gguf_name()),
@@ -82,10 +71,16 @@ impl Llama {
                 dims: t.dims,
                 data,
                 quant,
-                half: None,
             }))
         })
     }
+}
+
+/// `data` as a file stores it in the 16-bit float type `half`: each value's nearest.
+fn half_bytes(half: HalfFloat, data: &[f32]) -> Vec<u8> {
+    data.iter()
+        .flat_map(|&v| half.nearest(v).to_le_bytes())
+        .collect()
 }
 
 /// Deterministic pseudo-random weights (splitmix64 per tensor): norms near 1, biases in
@@ -129,6 +124,5 @@ pub(super) fn random_weight(c: &LlamaConfig, name: WeightName, seed: u64) -> Hos
         dims,
         data,
         quant: None,
-        half: None,
     }
 }

@@ -4,6 +4,7 @@
 use super::ids::step_ids;
 use super::random::random_weight;
 use super::*;
+use crate::block_form::HalfFloat;
 use crate::config::RopeStyle;
 use crate::cpu_matmul::max_abs_diff;
 use crate::gguf::GgmlType;
@@ -440,8 +441,9 @@ fn tiny_gguf(
 }
 
 /// A model's weight bytes are what it holds: its parameters as f32 (a tied head
-/// counted once), or, loaded from a file in Q8_0, its matrices' blocks where the
-/// CPU's products read them (36 bytes for 32 values: the codes, and the scale as f32).
+/// counted once), or, loaded from a file in Q8_0 or F16, its matrices' blocks where the
+/// CPU's products read them (36 bytes for 32 values in Q8_0: the codes, and the scale as
+/// f32; 64 in F16).
 #[test]
 fn weight_bytes_are_what_the_model_holds() {
     use crate::gguf_writer::GgufWriter;
@@ -455,29 +457,31 @@ fn weight_bytes_are_what_the_model_holds() {
         let model = Llama::random(c.clone(), 3, tied, &cpu()).expect("model");
         assert_eq!(model.weight_bytes(), 4 * values, "tied: {tied}");
     }
-    let mut w = GgufWriter::new();
-    w.llama_config("llama", &c);
-    for name in WeightName::all(&c) {
-        if name == WeightName::Output {
-            continue; // tied
+    for (dtype, bytes_per_block) in [(GgmlType::Q8_0, 36), (GgmlType::F16, 64)] {
+        let mut w = GgufWriter::new();
+        w.llama_config("llama", &c);
+        for name in WeightName::all(&c) {
+            if name == WeightName::Output {
+                continue; // tied
+            }
+            let t = random_weight(&c, name, 3);
+            let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
+            match (dims.len(), dtype) {
+                (2, GgmlType::Q8_0) => w.tensor_q8_0(&name.gguf_name(), &dims, &t.data),
+                (2, _) => w.tensor_f16(&name.gguf_name(), &dims, &t.data),
+                _ => w.tensor_f32(&name.gguf_name(), &dims, &t.data),
+            };
         }
-        let t = random_weight(&c, name, 3);
-        let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
-        if dims.len() == 2 {
-            w.tensor_q8_0(&name.gguf_name(), &dims, &t.data);
+        let bytes = w.to_bytes();
+        let file = GgufFile::parse(&bytes).expect("parse");
+        let model = Llama::from_gguf(&file, &cpu()).expect("load");
+        let held = if crate::cpu_matmul::reads_blocks() {
+            matrices / 32 * bytes_per_block
         } else {
-            w.tensor_f32(&name.gguf_name(), &dims, &t.data);
-        }
+            4 * matrices
+        };
+        assert_eq!(model.weight_bytes(), held + 4 * norms, "{dtype}");
     }
-    let bytes = w.to_bytes();
-    let file = GgufFile::parse(&bytes).expect("parse");
-    let model = Llama::from_gguf(&file, &cpu()).expect("load");
-    let held = if crate::cpu_matmul::reads_blocks() {
-        matrices / 32 * 36
-    } else {
-        4 * matrices
-    };
-    assert_eq!(model.weight_bytes(), held + 4 * norms);
 }
 
 #[test]
@@ -801,14 +805,16 @@ fn other_types_held_as_blocks_give_the_f32_models_logits() {
             WeightName::AttnOutput(0) => GgmlType::IQ4_NL,
             WeightName::AttnOutput(1) => GgmlType::Q5_1,
             WeightName::AttnOutput(_) => GgmlType::Q3_K,
-            WeightName::FfnGate(_) | WeightName::FfnUp(_) => GgmlType::Q4_K,
+            WeightName::FfnGate(0) | WeightName::FfnUp(0) => GgmlType::Q4_K,
+            WeightName::FfnGate(1) | WeightName::FfnUp(1) => GgmlType::F16,
+            WeightName::FfnGate(_) | WeightName::FfnUp(_) => GgmlType::BF16,
             WeightName::FfnDown(0) => GgmlType::IQ4_XS,
             WeightName::FfnDown(1) => GgmlType::Q5_K,
             WeightName::FfnDown(_) => GgmlType::Q6_K,
             _ => unreachable!("{name:?} is a vector, written above"),
         };
         let blocks = dims[0] * dims[1] / dtype.block_size() as usize;
-        let bytes = crate::quant_rows::random_blocks(dtype, blocks, seed);
+        let bytes = crate::block_rows::random_blocks(dtype, blocks, seed);
         let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
         w.tensor_raw(&name.gguf_name(), &dims, dtype, bytes);
     }
@@ -837,16 +843,31 @@ fn a_weight_that_is_not_a_finite_number_is_refused_by_name() {
         for name in WeightName::all(&c).filter(|&n| n != WeightName::Output) {
             let t = random_weight(&c, name, 3);
             let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
-            let mut bytes = match dims.len() {
-                2 => q8_0_bytes(&t.data),
-                _ => t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            // Matrices in Q8_0 but the attention's outputs, in F16; vectors in F32.
+            let (dtype, mut bytes) = match (dims.len(), name) {
+                (2, WeightName::AttnOutput(_)) => (
+                    GgmlType::F16,
+                    t.data
+                        .iter()
+                        .flat_map(|&x| HalfFloat::F16.nearest(x).to_le_bytes())
+                        .collect(),
+                ),
+                (2, _) => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
+                _ => (
+                    GgmlType::F32,
+                    t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
             };
             if name == damaged {
-                // The last block's scale (an f16), or the first float's top half.
-                let at = if dims.len() == 2 { bytes.len() - 34 } else { 2 };
+                // The last block's scale (an f16), the first f16, or the first float's
+                // top half.
+                let at = match dtype {
+                    GgmlType::Q8_0 => bytes.len() - 34,
+                    GgmlType::F16 => 0,
+                    _ => 2,
+                };
                 bytes[at..at + 2].copy_from_slice(&value);
             }
-            let dtype = [GgmlType::F32, GgmlType::Q8_0][dims.len() - 1];
             w.tensor_raw(&name.gguf_name(), &dims, dtype, bytes);
         }
         w.to_bytes()
@@ -855,6 +876,7 @@ fn a_weight_that_is_not_a_finite_number_is_refused_by_name() {
     for (damaged, value) in [
         (WeightName::FfnDown(1), nan),
         (WeightName::AttnQ(0), [0x00, 0x7c]),
+        (WeightName::AttnOutput(1), [0x00, 0xfc]),
         (WeightName::AttnNorm(1), infinity),
     ] {
         let bytes = file(damaged, value);

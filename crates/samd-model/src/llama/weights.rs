@@ -1,8 +1,7 @@
 //! The model's weights by name, and a weight as it comes off the file.
 
-use crate::block_form::HalfFloat;
+use crate::block_rows::BlockRows;
 use crate::config::{LlamaConfig, RopeStyle};
-use crate::quant_rows::QuantRows;
 
 /// Which of the model's weights; the one place tensor names are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,14 +155,11 @@ pub struct HostTensor {
     /// `dims.iter().product()` values; empty for a matrix on wgpu that comes as its
     /// `quant` blocks alone.
     pub data: Vec<f32>,
-    /// The file's quantised blocks of a matrix ([`QuantRows`]), kept where products read
-    /// them in place of `data`: the WGSL kernels on wgpu, and the CPU's products of a few
-    /// rows with AVX2. `None` elsewhere and for block types not kept.
-    pub quant: Option<QuantRows>,
-    /// The 16-bit float type every value of `data` is one of, where the file stores the
-    /// matrix so and the kernels on wgpu may hold it so, at half the bytes of f32
-    /// ([`crate::block_form::BlockForm::Half`]); `None` elsewhere.
-    pub half: Option<HalfFloat>,
+    /// The file's blocks of a matrix ([`BlockRows`]: quantised, or 16-bit floats), kept
+    /// where products read them in place of `data`: the WGSL kernels on wgpu, and the
+    /// CPU's products of a few rows with AVX2 and in wasm. `None` elsewhere and for types
+    /// not kept.
+    pub quant: Option<BlockRows>,
 }
 
 impl HostTensor {
@@ -200,7 +196,6 @@ impl HostTensor {
             data,
             quant: self.quant.map(|q| q.gather_rows(&order)),
             dims: self.dims,
-            half: self.half,
         }
     }
 }

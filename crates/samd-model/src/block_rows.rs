@@ -1,13 +1,15 @@
-//! A matrix's rows kept in the file's quantised blocks, for the CPU's products of a few
-//! rows.
+//! A matrix's rows kept in the file's blocks, for the CPU's products of a few rows, and
+//! on their way to the WGSL kernels: quantised blocks, or 16-bit floats.
 //!
 //! A one-node step on the CPU is bound by reading the weights: SmolLM2-135M's are 540 MB
-//! as f32 and 92 MB in the file's Q4_1 and Q8_0 blocks. The few-row products
-//! ([`crate::cpu_matmul`]) read the blocks and widen each to f32 in registers, with the
-//! operations [`crate::dequant`] does, so that a product over the blocks is bit for bit
-//! the product over the dequantised matrix. They do so only where they run AVX2
-//! ([`crate::cpu_matmul::reads_blocks`]); elsewhere models keep no blocks.
+//! as f32, 92 MB in the file's Q4_1 and Q8_0 blocks, and 270 MB in F16. The few-row
+//! products ([`crate::cpu_matmul`]) read the blocks and widen each to f32 in registers,
+//! with the operations [`crate::dequant`] does, so that a product over the blocks is bit
+//! for bit the product over the dequantised matrix. They do so only where they run
+//! AVX2 or wasm's SIMD ([`crate::cpu_matmul::reads_blocks`]); elsewhere models keep no
+//! blocks.
 
+use crate::block_form::{BlockForm, HalfFloat};
 use crate::dequant::{self, f16_to_f32};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 
@@ -87,46 +89,49 @@ impl QuantKind {
         matches!(self, Self::Q4_1 | Self::Q5_1)
     }
 
-    /// u32 words per block in [`QuantRows::gpu_words`]: d and m (or two d), then the
+    /// u32 words per block in [`BlockRows::gpu_words`]: d and m (or two d), then the
     /// quants.
     pub(crate) fn gpu_block_words(self) -> usize {
         2 + self.gpu_code_words()
     }
 
-    /// u32 words of quants per block in [`QuantRows::gpu_words`].
+    /// u32 words of quants per block in [`BlockRows::gpu_words`].
     pub(crate) fn gpu_code_words(self) -> usize {
         self.quant_bytes() / 4
     }
 }
 
-/// Rows of a matrix each task of [`QuantRows::widen`] widens: a few hundred KB of f32.
-#[cfg(not(target_arch = "wasm32"))]
+/// Rows of a matrix each task of [`BlockRows::widen`] widens: a few hundred KB of f32.
 const WIDEN_ROWS_PER_TASK: usize = 64;
 
-/// A `[rows, cols]` matrix in quantised blocks of 32 along each row, with the scales
-/// (and minimums) already widened from f16, and each in an array of its own so that
-/// a row's quants lie contiguous.
+/// A `[rows, cols]` matrix in blocks of 32 along each row: quantised blocks, with the
+/// scales (and minimums) already widened from f16, each in an array of its own so that
+/// a row's quants lie contiguous; or 16-bit floats as the file stores them, without
+/// scales.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QuantRows {
-    kind: QuantKind,
+pub struct BlockRows {
+    form: BlockForm,
     rows: usize,
     cols: usize,
-    /// [`QuantKind::scales_per_block`] per block.
+    /// [`BlockForm::scales_per_block`] per block.
     scales: Vec<f32>,
-    /// Empty for kinds without a minimum.
+    /// Empty for forms without a minimum.
     mins: Vec<f32>,
+    /// [`BlockForm::code_bytes`] per block: a quantised block's codes, or a 16-bit
+    /// float's two bytes, little-endian, per value.
     quants: Vec<u8>,
 }
 
-impl QuantRows {
+impl BlockRows {
     /// The rows of a GGUF tensor of type `dtype` and `rows × cols` values (`cols` being
     /// `ne0`), from its bytes; `None` if the type is not kept here or the bytes are not
-    /// exactly its blocks (the f32 path reports those).
+    /// exactly its blocks (the f32 path reports those). A 16-bit float matrix's rows
+    /// must be whole blocks of [`BLOCK`] values too, as the products read them so.
     pub fn from_gguf(dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
-        let kind = QuantKind::of(dtype)?;
+        let form = BlockForm::of(dtype)?;
         let file_block = usize::try_from(dtype.block_size()).ok()?;
         let file_block_bytes = usize::try_from(dtype.type_size()).ok()?;
-        if !cols.is_multiple_of(file_block) {
+        if !cols.is_multiple_of(file_block) || !cols.is_multiple_of(BLOCK) {
             return None;
         }
         let values = rows.checked_mul(cols)?;
@@ -135,13 +140,17 @@ impl QuantRows {
         }
         let blocks = values / BLOCK;
         let mut m = Self {
-            kind,
+            form,
             rows,
             cols,
-            scales: Vec::with_capacity(blocks * kind.scales_per_block()),
-            mins: Vec::with_capacity(if kind.has_min() { blocks } else { 0 }),
-            quants: Vec::with_capacity(blocks * kind.quant_bytes()),
+            scales: Vec::with_capacity(blocks * form.scales_per_block()),
+            mins: Vec::with_capacity(if form.has_min() { blocks } else { 0 }),
+            quants: Vec::with_capacity(blocks * form.code_bytes()),
         };
+        if let BlockForm::Half(_) = form {
+            m.quants.extend_from_slice(bytes);
+            return Some(m);
+        }
         for block in bytes.chunks_exact(file_block_bytes) {
             m.push_file_block(dtype, block);
         }
@@ -220,7 +229,7 @@ impl QuantRows {
                     self.push_halves(dequant::q6_k_blocks(block));
                 }
             }
-            _ => unreachable!("invariant: QuantKind::of keeps only the types above"),
+            _ => unreachable!("invariant: BlockForm::of keeps only the types above"),
         }
     }
 
@@ -238,7 +247,7 @@ impl QuantRows {
             for (c, q) in code.iter_mut().zip(codes) {
                 *c = q.to_le_bytes()[0];
             }
-            if self.kind.byte_codes() {
+            if matches!(self.form, BlockForm::Quant(kind) if kind.byte_codes()) {
                 self.quants.extend_from_slice(&code);
             } else {
                 let (low, high) = code.split_at(BLOCK / 2);
@@ -257,7 +266,7 @@ impl QuantRows {
     }
 
     /// The blocks of a matrix in `file`; `None` for tensors that are not matrices of a
-    /// kept type, or whose bytes are not exactly their blocks.
+    /// kept type, whose bytes are not exactly their blocks, or whose rows are not.
     pub fn of_tensor(file: &GgufFile<'_>, info: &TensorInfo) -> Option<Self> {
         let [cols, rows] = info.dims[..] else {
             return None;
@@ -266,18 +275,18 @@ impl QuantRows {
         Self::from_gguf(info.dtype, file.tensor_bytes(&info.name).ok()?, rows, cols)
     }
 
-    /// Matrices of one kind and width stacked row-wise (as a block's q, k and v
+    /// Matrices of one form and width stacked row-wise (as a block's q, k and v
     /// projections are); `None` if they differ.
     pub fn stack(parts: Vec<Self>) -> Option<Self> {
         let (first, rest) = parts.split_first()?;
         if rest
             .iter()
-            .any(|p| p.kind != first.kind || p.cols != first.cols)
+            .any(|p| p.form != first.form || p.cols != first.cols)
         {
             return None;
         }
         Some(Self {
-            kind: first.kind,
+            form: first.form,
             rows: parts.iter().map(|p| p.rows).sum(),
             cols: first.cols,
             scales: parts
@@ -292,10 +301,18 @@ impl QuantRows {
         })
     }
 
-    /// Whether every scale and minimum is a finite number: a corrupt file's (a random or
-    /// damaged f16) may read as NaN or infinity.
+    /// Whether every scale and minimum, or every 16-bit float, is a finite number: a
+    /// corrupt file's (a random or damaged f16) may read as NaN or infinity.
     pub fn is_finite(&self) -> bool {
-        self.scales.iter().chain(&self.mins).all(|x| x.is_finite())
+        let scales = self.scales.iter().chain(&self.mins).all(|x| x.is_finite());
+        scales
+            && match self.form {
+                BlockForm::Quant(_) => true,
+                BlockForm::Half(half) => self
+                    .quants
+                    .chunks_exact(2)
+                    .all(|b| half.is_finite(u16::from_le_bytes([b[0], b[1]]))),
+            }
     }
 
     /// Rows `order[0]`, `order[1]`, … of this matrix, in that order: each row's blocks
@@ -310,7 +327,7 @@ impl QuantRows {
                 .collect()
         }
         Self {
-            kind: self.kind,
+            form: self.form,
             rows: order.len(),
             cols: self.cols,
             scales: gather(&self.scales, self.rows, order),
@@ -320,52 +337,65 @@ impl QuantRows {
     }
 
     /// The blocks as the WGSL kernels read them (`shaders/blocks_common.wgsl`): row by
-    /// row, each block as [`QuantKind::gpu_block_words`] u32 words, `d` and `m` as f32
-    /// bits, then the file's quants as they are. Every kind is `w = d·q + m` there: Q4_0's
-    /// `d·(q − 8)` is `d·q + (−8d)`, exactly, and Q8_0's `m` is 0; Q8_16 has its second
-    /// half's `d` in place of `m`. Only copies and exact products: the kernels widen each
-    /// weight to the f32 [`crate::dequant`] gives.
+    /// row, each block as [`BlockForm::block_words`] u32 words. A quantised block is `d`
+    /// and `m` as f32 bits, then the file's quants as they are. Every kind is
+    /// `w = d·q + m` there: Q4_0's `d·(q − 8)` is `d·q + (−8d)`, exactly, and Q8_0's `m`
+    /// is 0; Q8_16 has its second half's `d` in place of `m`. 16-bit floats are two to a
+    /// word, the first in the low half, as the file stores them. Only copies and exact
+    /// products: the kernels widen each weight to the f32 [`crate::dequant`] gives.
     pub fn gpu_words(&self) -> Vec<u32> {
-        let quant_bytes = self.kind.quant_bytes();
+        let le_words = |bytes: &[u8]| {
+            bytes
+                .chunks_exact(4)
+                .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
+                .collect::<Vec<_>>()
+        };
+        let BlockForm::Quant(kind) = self.form else {
+            return le_words(&self.quants);
+        };
+        let quant_bytes = kind.quant_bytes();
         let blocks = self.quants.len() / quant_bytes;
-        let mut words = Vec::with_capacity(blocks * self.kind.gpu_block_words());
+        let mut words = Vec::with_capacity(blocks * kind.gpu_block_words());
         for (b, quants) in self.quants.chunks_exact(quant_bytes).enumerate() {
-            let d = self.scales[b * self.kind.scales_per_block()];
-            let m = match self.kind {
+            let d = self.scales[b * kind.scales_per_block()];
+            let m = match kind {
                 QuantKind::Q4_1 | QuantKind::Q5_1 => self.mins[b],
                 QuantKind::Q4_0 => -8.0 * d,
                 QuantKind::Q8_0 => 0.0,
                 QuantKind::Q8_16 => self.scales[2 * b + 1],
             };
             words.extend([d.to_bits(), m.to_bits()]);
-            words.extend(
-                quants
-                    .chunks_exact(4)
-                    .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]])),
-            );
+            words.extend(le_words(quants));
         }
         words
     }
 
     /// The matrix widened to f32, `[rows, cols]` row-major, each value the one
-    /// [`crate::dequant`] gives: a native prompt's pass over a model held in blocks alone
-    /// widens each matrix it multiplies (wasm's read the blocks). On every core: on one,
-    /// a 1,000-token prefill took 3–4% longer (BENCHMARKS).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// [`crate::dequant`] gives: a prompt's pass over a model held in blocks alone
+    /// widens each matrix it multiplies (but wasm's over quantised blocks, which read
+    /// them). On every core: on one, a 1,000-token prefill took 3–4% longer
+    /// (BENCHMARKS).
     pub fn widen(&self) -> Vec<f32> {
-        use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
         let mut values = vec![0.0; self.rows * self.cols];
-        values
-            .par_chunks_mut(self.cols.max(1) * WIDEN_ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                let mut row = Vec::with_capacity(self.cols);
-                for (i, out) in chunk.chunks_exact_mut(self.cols).enumerate() {
-                    row.clear();
-                    self.widen_row(task * WIDEN_ROWS_PER_TASK + i, &mut row);
-                    out.copy_from_slice(&row);
-                }
-            });
+        let widen_task = |(task, chunk): (usize, &mut [f32])| {
+            let mut row = Vec::with_capacity(self.cols);
+            for (i, out) in chunk.chunks_exact_mut(self.cols).enumerate() {
+                row.clear();
+                self.widen_row(task * WIDEN_ROWS_PER_TASK + i, &mut row);
+                out.copy_from_slice(&row);
+            }
+        };
+        let task_len = self.cols.max(1) * WIDEN_ROWS_PER_TASK;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
+            values
+                .par_chunks_mut(task_len)
+                .enumerate()
+                .for_each(widen_task);
+        }
+        #[cfg(target_arch = "wasm32")]
+        values.chunks_mut(task_len).enumerate().for_each(widen_task);
         values
     }
 
@@ -376,12 +406,31 @@ impl QuantRows {
     pub fn widen_row(&self, r: usize, out: &mut Vec<f32>) {
         assert!(r < self.rows, "invariant: rows in the matrix");
         let per_row = self.cols / BLOCK;
-        let quant_bytes = self.kind.quant_bytes();
-        let per_block = self.kind.scales_per_block();
+        let quant_bytes = self.form.code_bytes();
+        let kind = match self.form {
+            BlockForm::Quant(kind) => kind,
+            BlockForm::Half(half) => {
+                let codes = &self.quants[r * per_row * quant_bytes..][..per_row * quant_bytes];
+                let start = out.len();
+                out.resize(start + self.cols, 0.0);
+                // A loop the compiler vectorises: one type, values in place.
+                let widen = |convert: fn(u16) -> f32, out: &mut [f32]| {
+                    for (value, b) in out.iter_mut().zip(codes.chunks_exact(2)) {
+                        *value = convert(u16::from_le_bytes([b[0], b[1]]));
+                    }
+                };
+                match half {
+                    HalfFloat::F16 => widen(f16_to_f32, &mut out[start..]),
+                    HalfFloat::Bf16 => widen(dequant::bf16_to_f32, &mut out[start..]),
+                }
+                return;
+            }
+        };
+        let per_block = kind.scales_per_block();
         for b in r * per_row..(r + 1) * per_row {
             let quants = &self.quants[b * quant_bytes..][..quant_bytes];
             let d = &self.scales[b * per_block..][..per_block];
-            match self.kind {
+            match kind {
                 QuantKind::Q8_0 => dequant::q8_0_values(d[0], quants, out),
                 QuantKind::Q4_0 => dequant::q4_0_values(d[0], quants, out),
                 QuantKind::Q4_1 => dequant::q4_1_values(d[0], self.mins[b], quants, out),
@@ -396,9 +445,22 @@ impl QuantRows {
         self.quants.len() + 4 * (self.scales.len() + self.mins.len())
     }
 
-    /// The block type.
-    pub fn kind(&self) -> QuantKind {
-        self.kind
+    /// What the blocks are.
+    pub fn form(&self) -> BlockForm {
+        self.form
+    }
+
+    /// The kind of the quantised blocks, for the products that read no others (wasm's
+    /// integer products).
+    ///
+    /// # Panics
+    /// If the matrix holds 16-bit floats.
+    #[cfg(any(test, target_arch = "wasm32"))]
+    pub(crate) fn quant_kind(&self) -> QuantKind {
+        match self.form {
+            BlockForm::Quant(kind) => kind,
+            BlockForm::Half(_) => unreachable!("invariant: integer products read quantised blocks"),
+        }
     }
 
     /// Rows of the matrix.
@@ -413,7 +475,9 @@ impl QuantRows {
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
-pub(crate) use reading::{Codec, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantRow};
+pub(crate) use reading::{
+    Bf16, Codec, F16, HalfCodec, HalfRow, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantRow,
+};
 
 /// Rows as the products that read blocks read them: AVX2's and wasm's.
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
@@ -421,7 +485,7 @@ mod reading {
     use std::marker::PhantomData;
     use std::ops::Range;
 
-    use super::{BLOCK, QuantKind, QuantRows};
+    use super::{BLOCK, BlockForm, BlockRows, HalfFloat, QuantKind};
 
     /// A block type, for code compiled once per type.
     pub(crate) trait Codec: Copy + Send + Sync + 'static {
@@ -467,7 +531,29 @@ mod reading {
         const KIND: QuantKind = QuantKind::Q8_16;
     }
 
-    impl QuantRows {
+    /// A 16-bit float type, for code compiled once per type.
+    pub(crate) trait HalfCodec: Copy + Send + Sync + 'static {
+        /// The type this codec reads.
+        const HALF: HalfFloat;
+    }
+
+    /// [`HalfFloat::F16`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct F16;
+
+    /// [`HalfFloat::Bf16`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Bf16;
+
+    impl HalfCodec for F16 {
+        const HALF: HalfFloat = HalfFloat::F16;
+    }
+
+    impl HalfCodec for Bf16 {
+        const HALF: HalfFloat = HalfFloat::Bf16;
+    }
+
+    impl BlockRows {
         /// The rows in `range`, read with `C`.
         ///
         /// # Panics
@@ -476,16 +562,20 @@ mod reading {
             &self,
             range: Range<usize>,
         ) -> impl Iterator<Item = QuantRow<'_, C>> {
-            assert_eq!(C::KIND, self.kind, "invariant: rows read with their codec");
+            assert_eq!(
+                BlockForm::Quant(C::KIND),
+                self.form,
+                "invariant: rows read with their codec"
+            );
             assert!(range.end <= self.rows, "invariant: rows in the matrix");
             let per_row = self.cols / BLOCK;
-            let quant_bytes = self.kind.quant_bytes();
+            let quant_bytes = C::KIND.quant_bytes();
             let per_block = C::KIND.scales_per_block();
             range.map(move |j| {
                 let blocks = j * per_row..(j + 1) * per_row;
                 QuantRow {
                     scales: &self.scales[blocks.start * per_block..blocks.end * per_block],
-                    mins: if self.kind.has_min() {
+                    mins: if C::KIND.has_min() {
                         &self.mins[blocks.clone()]
                     } else {
                         &[]
@@ -495,9 +585,56 @@ mod reading {
                 }
             })
         }
+
+        /// The rows in `range` of a matrix of 16-bit floats, read with `H`.
+        ///
+        /// # Panics
+        /// If `H` is not this matrix's type, or the range is past its rows.
+        pub(crate) fn half_rows_in<H: HalfCodec>(
+            &self,
+            range: Range<usize>,
+        ) -> impl Iterator<Item = HalfRow<'_, H>> {
+            assert_eq!(
+                BlockForm::Half(H::HALF),
+                self.form,
+                "invariant: rows read with their codec"
+            );
+            assert!(range.end <= self.rows, "invariant: rows in the matrix");
+            let row_bytes = 2 * self.cols;
+            range.map(move |j| HalfRow {
+                bits: &self.quants[j * row_bytes..(j + 1) * row_bytes],
+                codec: PhantomData,
+            })
+        }
     }
 
-    /// One row of a [`QuantRows`].
+    /// One row of a [`BlockRows`] of 16-bit floats: their bytes, little-endian.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct HalfRow<'a, H> {
+        bits: &'a [u8],
+        codec: PhantomData<H>,
+    }
+
+    impl<'a, H: HalfCodec> HalfRow<'a, H> {
+        /// Values in the row.
+        pub(crate) fn len(&self) -> usize {
+            self.bits.len() / 2
+        }
+
+        /// The row's bytes: value `i` in bytes `2i` and `2i + 1`, little-endian.
+        #[inline(always)]
+        pub(crate) fn bits(&self) -> &'a [u8] {
+            self.bits
+        }
+
+        /// Value `i`, widened.
+        #[cfg(target_arch = "wasm32")]
+        pub(crate) fn value(&self, i: usize) -> f32 {
+            H::HALF.widen(u16::from_le_bytes([self.bits[2 * i], self.bits[2 * i + 1]]))
+        }
+    }
+
+    /// One row of a [`BlockRows`].
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct QuantRow<'a, C> {
         /// [`QuantKind::scales_per_block`] per block.
@@ -551,6 +688,9 @@ pub(crate) const TYPES_OF_EACH_KIND: [GgmlType; 6] = [
     GgmlType::Q3_K,
 ];
 
+/// The 16-bit float types, which the checks and tests of the products run over too.
+pub(crate) const HALF_TYPES: [GgmlType; 2] = [GgmlType::F16, GgmlType::BF16];
+
 /// `rows` rows of `dtype` in [`random_blocks`], as wide as the least multiple of its
 /// block from `min_cols` up: the file's bytes, and the rows held from them.
 pub(crate) fn random_rows(
@@ -558,25 +698,31 @@ pub(crate) fn random_rows(
     rows: usize,
     min_cols: usize,
     seed: u64,
-) -> (Vec<u8>, QuantRows) {
+) -> (Vec<u8>, BlockRows) {
     let block = usize::try_from(dtype.block_size()).expect("invariant: blocks of 32 or 256");
     let cols = min_cols.next_multiple_of(block);
     let bytes = random_blocks(dtype, rows * cols / block, seed);
-    let held = QuantRows::from_gguf(dtype, &bytes, rows, cols).expect("invariant: whole blocks");
+    let held = BlockRows::from_gguf(dtype, &bytes, rows, cols).expect("invariant: whole blocks");
     (bytes, held)
 }
 
-/// Blocks of `dtype` (a type [`QuantKind::of`] keeps) with every byte pseudo-random,
-/// scales and minimums kept to modest f16s: for the tests, and the check of the CPU's
+/// Blocks of `dtype` (a type [`BlockForm::of`] keeps; a 16-bit float's block is one
+/// value) with every byte pseudo-random, scales and minimums kept to modest f16s, and
+/// 16-bit floats to finite values under 2: for the tests, and the check of the CPU's
 /// block products.
 pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
-    use GgmlType::{IQ4_NL, IQ4_XS, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
-    // Where each block's f16 scale (and minimum) lie: first, or last in Q3_K and Q6_K.
-    let halves = match dtype {
-        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | IQ4_XS => 0..2,
-        Q4_1 | Q5_1 | Q4_K | Q5_K => 0..4,
-        Q3_K => 108..110,
-        Q6_K => 208..210,
+    use GgmlType::{
+        BF16, F16, IQ4_NL, IQ4_XS, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0,
+    };
+    // Where each block's f16 scale (and minimum) lie: first, or last in Q3_K and Q6_K;
+    // and the bits of their high bytes kept. f16 exponent bits 0b00xxx: magnitudes
+    // under 2^-8. A 16-bit float's top exponent bit clear: under 2, subnormals included.
+    let (halves, high_bits) = match dtype {
+        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | IQ4_XS => (0..2, 0x8f),
+        Q4_1 | Q5_1 | Q4_K | Q5_K => (0..4, 0x8f),
+        Q3_K => (108..110, 0x8f),
+        Q6_K => (208..210, 0x8f),
+        F16 | BF16 => (0..2, 0xbf),
         _ => panic!("{dtype} is not a type kept in blocks"),
     };
     let size = usize::try_from(dtype.type_size()).unwrap();
@@ -590,9 +736,8 @@ pub(crate) fn random_blocks(dtype: GgmlType, blocks: usize, seed: u64) -> Vec<u8
     (0..blocks)
         .flat_map(|_| {
             let mut block: Vec<u8> = (0..size).map(|_| next()).collect();
-            // f16 exponent bits 0b00xxx: magnitudes under 2^-8, finite.
             for half in block[halves.clone()].chunks_exact_mut(2) {
-                half[1] &= 0x8f;
+                half[1] &= high_bits;
             }
             block
         })
@@ -614,8 +759,8 @@ mod tests {
                 continue;
             };
             let cols = dtype.block_size() as usize;
-            let rows = QuantRows::from_gguf(dtype, &bytes, values.len() / cols, cols).unwrap();
-            assert_eq!(rows.kind, kind);
+            let rows = BlockRows::from_gguf(dtype, &bytes, values.len() / cols, cols).unwrap();
+            assert_eq!(rows.form, BlockForm::Quant(kind));
             let differ = rows
                 .widen()
                 .iter()
@@ -641,12 +786,12 @@ mod tests {
         // The kinds that hold their file's quants as they are (Q5_1's are repacked).
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             let bytes = random_blocks(dtype, rows * cols / BLOCK, 7);
-            let packed = QuantRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
-            let got: Vec<([f32; 2], f32, Vec<u8>)> = match packed.kind() {
-                QuantKind::Q8_0 => blocks_of::<Q8_0>(&packed),
-                QuantKind::Q4_0 => blocks_of::<Q4_0>(&packed),
-                QuantKind::Q4_1 => blocks_of::<Q4_1>(&packed),
-                QuantKind::Q5_1 | QuantKind::Q8_16 => unreachable!("not among the types above"),
+            let packed = BlockRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+            let got: Vec<([f32; 2], f32, Vec<u8>)> = match packed.form() {
+                BlockForm::Quant(QuantKind::Q8_0) => blocks_of::<Q8_0>(&packed),
+                BlockForm::Quant(QuantKind::Q4_0) => blocks_of::<Q4_0>(&packed),
+                BlockForm::Quant(QuantKind::Q4_1) => blocks_of::<Q4_1>(&packed),
+                _ => unreachable!("not among the types above"),
             };
             let size = dtype.type_size() as usize;
             let half = |b: &[u8]| f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
@@ -663,7 +808,7 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn blocks_of<C: Codec>(packed: &QuantRows) -> Vec<([f32; 2], f32, Vec<u8>)> {
+    fn blocks_of<C: Codec>(packed: &BlockRows) -> Vec<([f32; 2], f32, Vec<u8>)> {
         packed
             .rows_in::<C>(0..packed.rows())
             .flat_map(|row| {
@@ -677,7 +822,7 @@ mod tests {
     #[test]
     fn a_widened_row_is_that_row_dequantised_bit_for_bit() {
         let rows = 5;
-        for dtype in TYPES_OF_EACH_KIND {
+        for dtype in TYPES_OF_EACH_KIND.into_iter().chain(HALF_TYPES) {
             let (bytes, packed) = random_rows(dtype, rows, 96, 9);
             let cols = packed.cols();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
@@ -698,7 +843,7 @@ mod tests {
     fn a_widened_matrix_is_the_matrix_dequantised_bit_for_bit() {
         // Rows for two whole tasks of the parallel widening and part of a third.
         let rows = 2 * WIDEN_ROWS_PER_TASK + 7;
-        for dtype in TYPES_OF_EACH_KIND {
+        for dtype in TYPES_OF_EACH_KIND.into_iter().chain(HALF_TYPES) {
             let (bytes, packed) = random_rows(dtype, rows, 64, 4);
             let cols = packed.cols();
             let all = crate::dequant::dequantize(dtype, &bytes, (rows * cols) as u64).unwrap();
@@ -712,32 +857,63 @@ mod tests {
         }
     }
 
+    /// 16-bit floats are held as the file stores them: the kernels' words are its bytes,
+    /// rows move whole, and a value that is no finite number is found.
+    #[test]
+    fn half_rows_hold_the_files_bits() {
+        let (rows, cols) = (3, 64);
+        for dtype in HALF_TYPES {
+            let mut bytes = random_blocks(dtype, rows * cols, 5);
+            let held = BlockRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+            let words: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(held.gpu_words(), words, "{dtype}");
+            assert_eq!(held.bytes(), bytes.len());
+            let swapped = held.gather_rows(&[2, 0]);
+            let mut want = Vec::new();
+            held.widen_row(2, &mut want);
+            held.widen_row(0, &mut want);
+            assert_eq!(swapped.widen(), want, "{dtype}");
+            assert!(held.is_finite());
+            // The last value's exponent, all ones: an infinity or a NaN.
+            bytes[2 * rows * cols - 1] |= 0x7f;
+            bytes[2 * rows * cols - 2] |= 0x80;
+            let damaged = BlockRows::from_gguf(dtype, &bytes, rows, cols).unwrap();
+            assert!(!damaged.is_finite(), "{dtype}");
+        }
+    }
+
     #[test]
     fn stacked_parts_are_their_rows_in_order() {
         let dtype = GgmlType::Q4_1;
         let a = random_blocks(dtype, 2 * 2, 1);
         let b = random_blocks(dtype, 3 * 2, 2);
-        let stacked = QuantRows::stack(vec![
-            QuantRows::from_gguf(dtype, &a, 2, 64).unwrap(),
-            QuantRows::from_gguf(dtype, &b, 3, 64).unwrap(),
+        let stacked = BlockRows::stack(vec![
+            BlockRows::from_gguf(dtype, &a, 2, 64).unwrap(),
+            BlockRows::from_gguf(dtype, &b, 3, 64).unwrap(),
         ])
         .unwrap();
-        let whole = QuantRows::from_gguf(dtype, &[a, b].concat(), 5, 64).unwrap();
+        let whole = BlockRows::from_gguf(dtype, &[a, b].concat(), 5, 64).unwrap();
         assert_eq!(stacked, whole);
     }
 
     #[test]
     fn unkept_types_and_wrong_sizes_are_refused() {
         let bytes = random_blocks(GgmlType::Q8_0, 4, 3);
-        assert!(QuantRows::from_gguf(GgmlType::F16, &bytes, 1, 34).is_none());
-        assert!(QuantRows::from_gguf(GgmlType::Q6_K, &bytes, 1, 128).is_none());
-        assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes[1..], 2, 64).is_none());
-        assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 3, 64).is_none());
-        assert!(QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 4, 33).is_none());
+        assert!(BlockRows::from_gguf(GgmlType::F32, &bytes, 1, 34).is_none());
+        // 16-bit floats in rows that are not whole blocks of 32.
+        assert!(BlockRows::from_gguf(GgmlType::F16, &bytes[..64], 2, 16).is_none());
+        assert!(BlockRows::from_gguf(GgmlType::F16, &bytes[..64], 1, 32).is_some());
+        assert!(BlockRows::from_gguf(GgmlType::Q6_K, &bytes, 1, 128).is_none());
+        assert!(BlockRows::from_gguf(GgmlType::Q8_0, &bytes[1..], 2, 64).is_none());
+        assert!(BlockRows::from_gguf(GgmlType::Q8_0, &bytes, 3, 64).is_none());
+        assert!(BlockRows::from_gguf(GgmlType::Q8_0, &bytes, 4, 33).is_none());
         let mixed = vec![
-            QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 2, 64).unwrap(),
-            QuantRows::from_gguf(GgmlType::Q8_0, &bytes, 4, 32).unwrap(),
+            BlockRows::from_gguf(GgmlType::Q8_0, &bytes, 2, 64).unwrap(),
+            BlockRows::from_gguf(GgmlType::Q8_0, &bytes, 4, 32).unwrap(),
         ];
-        assert!(QuantRows::stack(mixed).is_none());
+        assert!(BlockRows::stack(mixed).is_none());
     }
 }
