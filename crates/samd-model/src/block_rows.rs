@@ -562,12 +562,7 @@ mod reading {
             &self,
             range: Range<usize>,
         ) -> impl Iterator<Item = QuantRow<'_, C>> {
-            assert_eq!(
-                BlockForm::Quant(C::KIND),
-                self.form,
-                "invariant: rows read with their codec"
-            );
-            assert!(range.end <= self.rows, "invariant: rows in the matrix");
+            self.check_read(BlockForm::Quant(C::KIND), &range);
             let per_row = self.cols / BLOCK;
             let quant_bytes = C::KIND.quant_bytes();
             let per_block = C::KIND.scales_per_block();
@@ -594,17 +589,18 @@ mod reading {
             &self,
             range: Range<usize>,
         ) -> impl Iterator<Item = HalfRow<'_, H>> {
-            assert_eq!(
-                BlockForm::Half(H::HALF),
-                self.form,
-                "invariant: rows read with their codec"
-            );
-            assert!(range.end <= self.rows, "invariant: rows in the matrix");
+            self.check_read(BlockForm::Half(H::HALF), &range);
             let row_bytes = 2 * self.cols;
             range.map(move |j| HalfRow {
                 bits: &self.quants[j * row_bytes..(j + 1) * row_bytes],
                 codec: PhantomData,
             })
+        }
+
+        /// That rows in `range` may be read as `form`.
+        fn check_read(&self, form: BlockForm, range: &Range<usize>) {
+            assert_eq!(form, self.form, "invariant: rows read with their codec");
+            assert!(range.end <= self.rows, "invariant: rows in the matrix");
         }
     }
 
