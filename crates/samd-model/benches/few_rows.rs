@@ -14,7 +14,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use samd_model::GgufFile;
 use samd_model::block_rows::BlockRows;
-use samd_model::cpu_matmul::{few_rows_matmul, few_rows_matmul_quant};
+use samd_model::cpu_matmul::{few_rows_matmul, few_rows_matmul_blocks};
 
 /// The matrices timed: a block's widest and deepest projections, and the tied head.
 const TENSORS: [&str; 3] = [
@@ -56,7 +56,7 @@ fn few_rows(c: &mut Criterion) {
                 b.iter(|| few_rows_matmul(&x, m, k, &values, n))
             });
             group.bench_function(BenchmarkId::new("blocks", m), |b| {
-                b.iter(|| few_rows_matmul_quant(&x, m, &blocks))
+                b.iter(|| few_rows_matmul_blocks(&x, m, &blocks))
             });
         }
         group.finish();

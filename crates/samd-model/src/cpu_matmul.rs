@@ -76,7 +76,7 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
     })
 }
 
-/// Whether this CPU's products read blocks ([`few_rows_matmul_quant`]), quantised or
+/// Whether this CPU's products read blocks ([`few_rows_matmul_blocks`]), quantised or
 /// 16-bit floats: on x86-64 with AVX2, FMA and F16C, and in wasm. There a model may keep
 /// a matrix's blocks alone ([`crate::MatrixForm::Blocks`]). Elsewhere the portable loops
 /// read W as f32: widening a block inside them left its values spilling from registers
@@ -105,7 +105,7 @@ fn runs_avx2() -> bool {
 ///
 /// # Panics
 /// Unless [`reads_blocks`]: models keep blocks only where they are read.
-pub fn few_rows_matmul_quant(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
+pub fn few_rows_matmul_blocks(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
     let k = w.cols();
     assert!(x.len() == m * k, "invariant: callers pass whole matrices");
     assert!(
@@ -206,7 +206,7 @@ pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
         .collect()
 }
 
-/// That this target's products over blocks ([`few_rows_matmul_quant`]) compute the
+/// That this target's products over blocks ([`few_rows_matmul_blocks`]) compute the
 /// arithmetic they specify, bit for bit, on random blocks of each form and 1 to 5 rows of
 /// x at once: the product over the dequantised values, but in wasm over quantised blocks
 /// the scalar integer code (`integer.rs`). No rows where products read no blocks.
@@ -234,7 +234,7 @@ fn first_block_mismatch(rows: &mut usize) -> Option<String> {
             // A block whose steps are 1, with values halfway between two: they round to
             // the even one.
             x[..8].copy_from_slice(&[32_767.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]);
-            if few_rows_matmul_quant(&x, m, &w) != block_reference(&x, m, &w, dtype, &bytes) {
+            if few_rows_matmul_blocks(&x, m, &w) != block_reference(&x, m, &w, dtype, &bytes) {
                 return Some(format!(
                     "the product over {dtype} blocks, {m} rows of x at once, differs from its reference"
                 ));
@@ -264,7 +264,7 @@ fn first_block_mismatch(rows: &mut usize) -> Option<String> {
     None
 }
 
-/// What [`few_rows_matmul_quant`] computes on this target, for `w` made from `bytes` of
+/// What [`few_rows_matmul_blocks`] computes on this target, for `w` made from `bytes` of
 /// `dtype`, the plain way.
 fn block_reference(x: &[f32], m: usize, w: &BlockRows, dtype: GgmlType, bytes: &[u8]) -> Vec<f32> {
     #[cfg(target_arch = "wasm32")]
@@ -445,10 +445,10 @@ pub trait CpuKernels: Backend {
     /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W`: `[n, k]`.
     fn few_rows_matmul(x: &FloatTensor<Self>, w: &FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `x · Wᵀ` for `x`: `[m, k]` and `W` in quantised blocks: at most [`CPU_MAX_ROWS`]
-    /// rows by [`few_rows_matmul_quant`], and in wasm more (a prompt's pass) by
+    /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks: by [`few_rows_matmul_blocks`], but in
+    /// wasm more than [`CPU_MAX_ROWS`] rows (a prompt's pass) over quantised blocks by
     /// `many_rows_matmul_quant`.
-    fn matmul_quant(x: &FloatTensor<Self>, w: &BlockRows) -> FloatTensor<Self>;
+    fn matmul_blocks(x: &FloatTensor<Self>, w: &BlockRows) -> FloatTensor<Self>;
 
     /// Rows `ids` (`[m]`, each below its rows) of `table`, widened to f32, `[m, k]`: a
     /// step's token embeddings where the model keeps the table's blocks alone.
@@ -464,17 +464,17 @@ impl CpuKernels for Flex {
         FlexTensor::from_data(TensorData::new(y, [m, n]))
     }
 
-    fn matmul_quant(x: &FlexTensor, w: &BlockRows) -> FlexTensor {
+    fn matmul_blocks(x: &FlexTensor, w: &BlockRows) -> FlexTensor {
         let x = x.to_contiguous();
         let m = x.layout().shape()[0];
         #[cfg(target_arch = "wasm32")]
-        let y = if m > CPU_MAX_ROWS {
+        let y = if m > CPU_MAX_ROWS && matches!(w.form(), BlockForm::Quant(_)) {
             many_rows_matmul_quant(f32s(&x), m, w)
         } else {
-            few_rows_matmul_quant(f32s(&x), m, w)
+            few_rows_matmul_blocks(f32s(&x), m, w)
         };
         #[cfg(not(target_arch = "wasm32"))]
-        let y = few_rows_matmul_quant(f32s(&x), m, w);
+        let y = few_rows_matmul_blocks(f32s(&x), m, w);
         FlexTensor::from_data(TensorData::new(y, [m, w.rows()]))
     }
 

@@ -219,7 +219,7 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
 
 /// `x @ W` through burn's matmul, or on burn's CPU backend for a few rows through our
 /// products, which read the weights once where burn's packs them: over the file's blocks
-/// where the matrix has them ([`few_rows_matmul_quant`](crate::cpu_matmul::few_rows_matmul_quant)), else
+/// where the matrix has them ([`few_rows_matmul_blocks`](crate::cpu_matmul::few_rows_matmul_blocks)), else
 /// over f32 ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)). In wasm, a
 /// prompt's pass over quantised blocks without an f32 copy takes our integer products
 /// too (`many_rows_matmul_quant`): a 650-token prefill took 4.6 s with burn's gemm over
@@ -235,7 +235,7 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
             .is_some_and(|q| matches!(q.form(), BlockForm::Quant(_)));
     match (w.layout, &w.tensor, &w.quant) {
         (Layout::OutIn, _, Some(quant)) if (few || prompt_over_blocks) && on_cpu(&x) => {
-            Tensor::from_dispatch(<Kernels as CpuKernels>::matmul_quant(
+            Tensor::from_dispatch(<Kernels as CpuKernels>::matmul_blocks(
                 &x.into_dispatch(),
                 quant,
             ))
