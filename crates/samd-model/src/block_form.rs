@@ -6,8 +6,8 @@
 //! A file of F16 or BF16 matrices widened to f32 takes twice its size, and every product
 //! reads twice the bytes: SmolLM2-135M in F16 is 270 MB, 540 MB as f32. Held in blocks of
 //! 32 values without a scale, the products that read quantised blocks read them too
-//! (`crate::cpu_matmul`, `shaders/blocks_common.wgsl`), and widen each to the f32 the
-//! file's value is, exactly.
+//! (`shaders/blocks_common.wgsl`, and `crate::cpu_matmul` on x86-64), and widen each to
+//! the f32 the file's value is, exactly.
 
 use crate::block_rows::{BLOCK, QuantKind};
 use crate::dequant::{bf16_to_f32, f16_to_f32, f32_to_f16};

@@ -6,8 +6,8 @@
 //! products ([`crate::cpu_matmul`]) read the blocks and widen each to f32 in registers,
 //! with the operations [`crate::dequant`] does, so that a product over the blocks is bit
 //! for bit the product over the dequantised matrix. They do so only where they run
-//! AVX2 or wasm's SIMD ([`crate::cpu_matmul::reads_blocks`]); elsewhere models keep no
-//! blocks.
+//! AVX2 or wasm's SIMD, and 16-bit floats only with AVX2
+//! ([`crate::cpu_matmul::reads_blocks_of`]); elsewhere models keep no blocks.
 
 use crate::block_form::{BlockForm, HalfFloat};
 use crate::dequant::{self, f16_to_f32};
@@ -102,6 +102,7 @@ impl QuantKind {
 }
 
 /// Rows of a matrix each task of [`BlockRows::widen`] widens: a few hundred KB of f32.
+#[cfg(not(target_arch = "wasm32"))]
 const WIDEN_ROWS_PER_TASK: usize = 64;
 
 /// A `[rows, cols]` matrix in blocks of 32 along each row: quantised blocks, with the
@@ -371,31 +372,24 @@ impl BlockRows {
     }
 
     /// The matrix widened to f32, `[rows, cols]` row-major, each value the one
-    /// [`crate::dequant`] gives: a prompt's pass over a model held in blocks alone
-    /// widens each matrix it multiplies (but wasm's over quantised blocks, which read
-    /// them). On every core: on one, a 1,000-token prefill took 3–4% longer
-    /// (BENCHMARKS).
+    /// [`crate::dequant`] gives: a native prompt's pass over a model held in blocks alone
+    /// widens each matrix it multiplies (wasm's read the blocks). On every core: on one,
+    /// a 1,000-token prefill took 3–4% longer (BENCHMARKS).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn widen(&self) -> Vec<f32> {
+        use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
         let mut values = vec![0.0; self.rows * self.cols];
-        let widen_task = |(task, chunk): (usize, &mut [f32])| {
-            let mut row = Vec::with_capacity(self.cols);
-            for (i, out) in chunk.chunks_exact_mut(self.cols).enumerate() {
-                row.clear();
-                self.widen_row(task * WIDEN_ROWS_PER_TASK + i, &mut row);
-                out.copy_from_slice(&row);
-            }
-        };
-        let task_len = self.cols.max(1) * WIDEN_ROWS_PER_TASK;
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
-            values
-                .par_chunks_mut(task_len)
-                .enumerate()
-                .for_each(widen_task);
-        }
-        #[cfg(target_arch = "wasm32")]
-        values.chunks_mut(task_len).enumerate().for_each(widen_task);
+        values
+            .par_chunks_mut(self.cols.max(1) * WIDEN_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let mut row = Vec::with_capacity(self.cols);
+                for (i, out) in chunk.chunks_exact_mut(self.cols).enumerate() {
+                    row.clear();
+                    self.widen_row(task * WIDEN_ROWS_PER_TASK + i, &mut row);
+                    out.copy_from_slice(&row);
+                }
+            });
         values
     }
 
@@ -475,9 +469,9 @@ impl BlockRows {
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
-pub(crate) use reading::{
-    Bf16, Codec, F16, HalfCodec, HalfRow, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantRow,
-};
+pub(crate) use reading::{Codec, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16, QuantRow};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use reading_halves::{Bf16, F16, HalfCodec, HalfRow};
 
 /// Rows as the products that read blocks read them: AVX2's and wasm's.
 #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
@@ -485,7 +479,7 @@ mod reading {
     use std::marker::PhantomData;
     use std::ops::Range;
 
-    use super::{BLOCK, BlockForm, BlockRows, HalfFloat, QuantKind};
+    use super::{BLOCK, BlockForm, BlockRows, QuantKind};
 
     /// A block type, for code compiled once per type.
     pub(crate) trait Codec: Copy + Send + Sync + 'static {
@@ -531,28 +525,6 @@ mod reading {
         const KIND: QuantKind = QuantKind::Q8_16;
     }
 
-    /// A 16-bit float type, for code compiled once per type.
-    pub(crate) trait HalfCodec: Copy + Send + Sync + 'static {
-        /// The type this codec reads.
-        const HALF: HalfFloat;
-    }
-
-    /// [`HalfFloat::F16`]'s codec.
-    #[derive(Debug, Clone, Copy)]
-    pub(crate) struct F16;
-
-    /// [`HalfFloat::Bf16`]'s codec.
-    #[derive(Debug, Clone, Copy)]
-    pub(crate) struct Bf16;
-
-    impl HalfCodec for F16 {
-        const HALF: HalfFloat = HalfFloat::F16;
-    }
-
-    impl HalfCodec for Bf16 {
-        const HALF: HalfFloat = HalfFloat::Bf16;
-    }
-
     impl BlockRows {
         /// The rows in `range`, read with `C`.
         ///
@@ -581,52 +553,10 @@ mod reading {
             })
         }
 
-        /// The rows in `range` of a matrix of 16-bit floats, read with `H`.
-        ///
-        /// # Panics
-        /// If `H` is not this matrix's type, or the range is past its rows.
-        pub(crate) fn half_rows_in<H: HalfCodec>(
-            &self,
-            range: Range<usize>,
-        ) -> impl Iterator<Item = HalfRow<'_, H>> {
-            self.check_read(BlockForm::Half(H::HALF), &range);
-            let row_bytes = 2 * self.cols;
-            range.map(move |j| HalfRow {
-                bits: &self.quants[j * row_bytes..(j + 1) * row_bytes],
-                codec: PhantomData,
-            })
-        }
-
         /// That rows in `range` may be read as `form`.
-        fn check_read(&self, form: BlockForm, range: &Range<usize>) {
+        pub(super) fn check_read(&self, form: BlockForm, range: &Range<usize>) {
             assert_eq!(form, self.form, "invariant: rows read with their codec");
             assert!(range.end <= self.rows, "invariant: rows in the matrix");
-        }
-    }
-
-    /// One row of a [`BlockRows`] of 16-bit floats: their bytes, little-endian.
-    #[derive(Debug, Clone, Copy)]
-    pub(crate) struct HalfRow<'a, H> {
-        bits: &'a [u8],
-        codec: PhantomData<H>,
-    }
-
-    impl<'a, H: HalfCodec> HalfRow<'a, H> {
-        /// Values in the row.
-        pub(crate) fn len(&self) -> usize {
-            self.bits.len() / 2
-        }
-
-        /// The row's bytes: value `i` in bytes `2i` and `2i + 1`, little-endian.
-        #[inline(always)]
-        pub(crate) fn bits(&self) -> &'a [u8] {
-            self.bits
-        }
-
-        /// Value `i`, widened.
-        #[cfg(target_arch = "wasm32")]
-        pub(crate) fn value(&self, i: usize) -> f32 {
-            H::HALF.widen(u16::from_le_bytes([self.bits[2 * i], self.bits[2 * i + 1]]))
         }
     }
 
@@ -669,6 +599,76 @@ mod reading {
                 .map(move |((scales, min), quants)| {
                     ([scales[0], scales[per_block - 1]], min, quants)
                 })
+        }
+    }
+}
+
+/// 16-bit float rows as the products that read them read them: AVX2's. Wasm holds 16-bit
+/// floats as f32 ([`crate::cpu_matmul::reads_blocks_of`]).
+#[cfg(target_arch = "x86_64")]
+mod reading_halves {
+    use std::marker::PhantomData;
+    use std::ops::Range;
+
+    use super::{BlockForm, BlockRows, HalfFloat};
+
+    /// A 16-bit float type, for code compiled once per type.
+    pub(crate) trait HalfCodec: Copy + Send + Sync + 'static {
+        /// The type this codec reads.
+        const HALF: HalfFloat;
+    }
+
+    /// [`HalfFloat::F16`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct F16;
+
+    /// [`HalfFloat::Bf16`]'s codec.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Bf16;
+
+    impl HalfCodec for F16 {
+        const HALF: HalfFloat = HalfFloat::F16;
+    }
+
+    impl HalfCodec for Bf16 {
+        const HALF: HalfFloat = HalfFloat::Bf16;
+    }
+
+    impl BlockRows {
+        /// The rows in `range` of a matrix of 16-bit floats, read with `H`.
+        ///
+        /// # Panics
+        /// If `H` is not this matrix's type, or the range is past its rows.
+        pub(crate) fn half_rows_in<H: HalfCodec>(
+            &self,
+            range: Range<usize>,
+        ) -> impl Iterator<Item = HalfRow<'_, H>> {
+            self.check_read(BlockForm::Half(H::HALF), &range);
+            let row_bytes = 2 * self.cols;
+            range.map(move |j| HalfRow {
+                bits: &self.quants[j * row_bytes..(j + 1) * row_bytes],
+                codec: PhantomData,
+            })
+        }
+    }
+
+    /// One row of a [`BlockRows`] of 16-bit floats: their bytes, little-endian.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct HalfRow<'a, H> {
+        bits: &'a [u8],
+        codec: PhantomData<H>,
+    }
+
+    impl<'a, H: HalfCodec> HalfRow<'a, H> {
+        /// Values in the row.
+        pub(crate) fn len(&self) -> usize {
+            self.bits.len() / 2
+        }
+
+        /// The row's bytes: value `i` in bytes `2i` and `2i + 1`, little-endian.
+        #[inline(always)]
+        pub(crate) fn bits(&self) -> &'a [u8] {
+            self.bits
         }
     }
 }

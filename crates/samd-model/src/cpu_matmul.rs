@@ -8,13 +8,13 @@
 //! product and multiplied into every row of x while it is in cache. A one-row step is
 //! bound by reading the weights, and a few rows read them no more.
 //!
-//! W comes as f32s or, for quantised and 16-bit float models on x86-64 with AVX2 and in
-//! wasm ([`reads_blocks`]), in the file's blocks ([`BlockRows`]): a sixth of the bytes
-//! of f32 for Q4_1, so a one-node step is no longer bound by memory, and half for F16.
-//! On x86-64 they are widened to f32 as they are read, so that a product over blocks is
-//! bit for bit the product over their dequantised values. Wasm, which has no FMA, does
-//! so for 16-bit floats; over quantised blocks it rounds x to 16-bit integers instead
-//! and sums in integers (`integer.rs`).
+//! W comes as f32s or, for quantised models on x86-64 with AVX2 and in wasm, and 16-bit
+//! float models on x86-64 with AVX2 ([`reads_blocks_of`]), in the file's blocks
+//! ([`BlockRows`]): a sixth of the bytes of f32 for Q4_1, so a one-node step is no
+//! longer bound by memory, and half for F16. On x86-64 they are widened to f32 as they
+//! are read, so that a product over blocks is bit for bit the product over their
+//! dequantised values; wasm, which has no FMA, rounds x to 16-bit integers instead and
+//! sums in integers (`integer.rs`).
 //!
 //! Each row's sums run over the inputs in the same order whatever the number of rows,
 //! so a row's result is bit for bit the same in a one-node step as in a tree's.
@@ -38,8 +38,9 @@ mod simd128;
 #[cfg(any(test, target_arch = "wasm32"))]
 mod tiled;
 
-use crate::block_form::{BlockForm, HalfFloat};
+use crate::block_form::BlockForm;
 use crate::block_rows::{BlockRows, HALF_TYPES, QuantKind, TYPES_OF_EACH_KIND, random_rows};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::dequant::dequantize;
 use crate::gguf::GgmlType;
 use crate::kernel_check::KernelCheck;
@@ -76,11 +77,12 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
     })
 }
 
-/// Whether this CPU's products read blocks ([`few_rows_matmul_blocks`]), quantised or
-/// 16-bit floats: on x86-64 with AVX2, FMA and F16C, and in wasm. There a model may keep
-/// a matrix's blocks alone ([`crate::MatrixForm::Blocks`]). Elsewhere the portable loops
-/// read W as f32: widening a block inside them left its values spilling from registers
-/// (in wasm, where that was tried first, plain decoding went from 44.6 to 18.9 tok/s).
+/// Whether this CPU's products read blocks ([`few_rows_matmul_blocks`]): on x86-64 with
+/// AVX2, FMA and F16C, and in wasm. There a model may keep a matrix's blocks alone
+/// ([`crate::MatrixForm::Blocks`]), of the forms [`reads_blocks_of`] takes. Elsewhere the
+/// portable loops read W as f32: widening a block inside them left its values spilling
+/// from registers (in wasm, where that was tried first, plain decoding went from 44.6 to
+/// 18.9 tok/s).
 pub fn reads_blocks() -> bool {
     #[cfg(target_arch = "x86_64")]
     return runs_avx2();
@@ -88,6 +90,16 @@ pub fn reads_blocks() -> bool {
     return true;
     #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
     false
+}
+
+/// Whether this CPU's products read blocks of `form`: quantised blocks wherever they
+/// read blocks, 16-bit floats only on x86-64. Wasm has neither FMA nor a conversion of
+/// halves, so its products are bound by arithmetic, not by reading the weights, and
+/// widening halves in them cost more than reading f32 saved: a one-node step of
+/// SmolLM2-135M in F16 took 92–113 ms in node, against 55 ms over f32 (BENCHMARKS). It
+/// holds them as f32.
+pub fn reads_blocks_of(form: BlockForm) -> bool {
+    reads_blocks() && (matches!(form, BlockForm::Quant(_)) || cfg!(target_arch = "x86_64"))
 }
 
 /// Whether this x86-64 CPU runs [`avx2`]'s code: AVX2 and FMA, and F16C, which every
@@ -100,20 +112,21 @@ fn runs_avx2() -> bool {
 }
 
 /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks; `[m, n]` out. Bit for bit
-/// [`few_rows_matmul`] over W dequantised, but in wasm over quantised blocks, where x
-/// is rounded to 16 bits (`integer.rs`).
+/// [`few_rows_matmul`] over W dequantised, but in wasm, where x is rounded to 16 bits
+/// (`integer.rs`).
 ///
 /// # Panics
-/// Unless [`reads_blocks`]: models keep blocks only where they are read.
+/// Unless [`reads_blocks_of`] W's form: models keep blocks only where they are read.
 pub fn few_rows_matmul_blocks(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
     let k = w.cols();
     assert!(x.len() == m * k, "invariant: callers pass whole matrices");
     assert!(
-        reads_blocks(),
+        reads_blocks_of(w.form()),
         "invariant: blocks are kept where they are read"
     );
     #[cfg(target_arch = "x86_64")]
     {
+        use crate::block_form::HalfFloat;
         use crate::block_rows::{Bf16, F16, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
         use BlockForm::{Half, Quant};
         product(m, w.rows(), &|rows, out| {
@@ -140,20 +153,8 @@ pub fn few_rows_matmul_blocks(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::block_rows::{Bf16, F16, Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
-        let kind = match w.form() {
-            BlockForm::Quant(kind) => kind,
-            BlockForm::Half(HalfFloat::F16) => {
-                return product(m, w.rows(), &|rows, out| {
-                    simd128::dots_by_row(x, k, w.half_rows_in::<F16>(rows), out)
-                });
-            }
-            BlockForm::Half(HalfFloat::Bf16) => {
-                return product(m, w.rows(), &|rows, out| {
-                    simd128::dots_by_row(x, k, w.half_rows_in::<Bf16>(rows), out)
-                });
-            }
-        };
+        use crate::block_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
+        let kind = w.quant_kind();
         let rounded = integer::RoundedRows::new(x, k);
         product(m, w.rows(), &|rows, out| match kind {
             QuantKind::Q8_0 => simd128::block_dots(&rounded, w.rows_in::<Q8_0>(rows), out),
@@ -170,9 +171,6 @@ pub fn few_rows_matmul_blocks(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
 /// `x · Wᵀ` for a prompt's many rows of x (`[m, k]`) and W in quantised blocks, `[m, n]`
 /// out, in wasm: `tiled.rs`'s integer products, in place of burn's gemm over W widened to
 /// f32.
-///
-/// # Panics
-/// If W holds 16-bit floats, which a prompt's pass widens.
 #[cfg(target_arch = "wasm32")]
 pub fn many_rows_matmul_quant(x: &[f32], m: usize, w: &BlockRows) -> Vec<f32> {
     use crate::block_rows::{Q4_0, Q4_1, Q5_1, Q8_0, Q8_16};
@@ -228,6 +226,9 @@ fn first_block_mismatch(rows: &mut usize) -> Option<String> {
         // Seven blocks a row, where Q4_1's minimums take four at once, then three one by
         // one; or a K-quant's super-block.
         let (bytes, w) = random_rows(dtype, n, 224, 5);
+        if !reads_blocks_of(w.form()) {
+            continue;
+        }
         let k = w.cols();
         for m in 1..=5 {
             let mut x = values(m * k, m as u64);
@@ -244,7 +245,7 @@ fn first_block_mismatch(rows: &mut usize) -> Option<String> {
         // A prompt's products: a partial tile of x's rows, and of W's (20 rows, not a
         // multiple of eight).
         #[cfg(target_arch = "wasm32")]
-        for m in [3, 6].into_iter().filter(|_| dtype.block_size() > 1) {
+        for m in [3, 6] {
             let x = values(m * k, 10 + m as u64);
             let w = BlockRows::from_gguf(dtype, &bytes[..bytes.len() / 6 * 5], 20, k)
                 .expect("invariant: whole blocks");
@@ -268,12 +269,16 @@ fn first_block_mismatch(rows: &mut usize) -> Option<String> {
 /// `dtype`, the plain way.
 fn block_reference(x: &[f32], m: usize, w: &BlockRows, dtype: GgmlType, bytes: &[u8]) -> Vec<f32> {
     #[cfg(target_arch = "wasm32")]
-    if let BlockForm::Quant(_) = w.form() {
-        return integer::product(x, m, w);
+    {
+        let _ = (dtype, bytes);
+        integer::product(x, m, w)
     }
-    let len = (w.rows() * w.cols()) as u64;
-    let dequantised = dequantize(dtype, bytes, len).expect("invariant: whole blocks");
-    few_rows_matmul(x, m, w.cols(), &dequantised, w.rows())
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let len = (w.rows() * w.cols()) as u64;
+        let dequantised = dequantize(dtype, bytes, len).expect("invariant: whole blocks");
+        few_rows_matmul(x, m, w.cols(), &dequantised, w.rows())
+    }
 }
 
 /// The `[m, n]` product whose outputs `part` computes for a range of W's rows, into
@@ -333,7 +338,7 @@ fn dots_into(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
         return unsafe { avx2::dots_by_row(x, k, w.chunks_exact(k), out) };
     }
     #[cfg(target_arch = "wasm32")]
-    simd128::dots_by_row(x, k, w.chunks_exact(k), out);
+    simd128::dots_by_row(x, k, w, out);
     #[cfg(not(target_arch = "wasm32"))]
     dots_by_row::<Separate, LANES, GROUP>(x, k, w, out);
 }
@@ -445,8 +450,8 @@ pub trait CpuKernels: Backend {
     /// `x · Wᵀ` for `x`: `[m, k]`, at most [`CPU_MAX_ROWS`] rows, and `W`: `[n, k]`.
     fn few_rows_matmul(x: &FloatTensor<Self>, w: &FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks: by [`few_rows_matmul_blocks`], but in
-    /// wasm more than [`CPU_MAX_ROWS`] rows (a prompt's pass) over quantised blocks by
+    /// `x · Wᵀ` for `x`: `[m, k]` and `W` in blocks: at most [`CPU_MAX_ROWS`] rows by
+    /// [`few_rows_matmul_blocks`], and in wasm more (a prompt's pass) by
     /// `many_rows_matmul_quant`.
     fn matmul_blocks(x: &FloatTensor<Self>, w: &BlockRows) -> FloatTensor<Self>;
 
@@ -468,7 +473,7 @@ impl CpuKernels for Flex {
         let x = x.to_contiguous();
         let m = x.layout().shape()[0];
         #[cfg(target_arch = "wasm32")]
-        let y = if m > CPU_MAX_ROWS && matches!(w.form(), BlockForm::Quant(_)) {
+        let y = if m > CPU_MAX_ROWS {
             many_rows_matmul_quant(f32s(&x), m, w)
         } else {
             few_rows_matmul_blocks(f32s(&x), m, w)

@@ -221,18 +221,13 @@ pub(crate) fn embed(table: &Matrix, ids: &Tensor<1, Int>) -> Tensor<2> {
 /// products, which read the weights once where burn's packs them: over the file's blocks
 /// where the matrix has them ([`few_rows_matmul_blocks`](crate::cpu_matmul::few_rows_matmul_blocks)), else
 /// over f32 ([`few_rows_matmul`](crate::cpu_matmul::few_rows_matmul)). In wasm, a
-/// prompt's pass over quantised blocks without an f32 copy takes our integer products
-/// too (`many_rows_matmul_quant`): a 650-token prefill took 4.6 s with burn's gemm over
-/// each matrix widened. Elsewhere such a pass widens the matrix to f32, for that product
-/// alone, for burn's matmul (natively on every core); so do blocks on wgpu, for the
-/// reference ops.
+/// prompt's pass over blocks without an f32 copy takes our integer products too
+/// (`many_rows_matmul_quant`): a 650-token prefill took 4.6 s with burn's gemm over each
+/// matrix widened. Natively such a pass widens the matrix to f32, for that product
+/// alone, for burn's matmul on every core; so do blocks on wgpu, for the reference ops.
 fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
     let few = x.dims()[0] <= CPU_MAX_ROWS;
-    let prompt_over_blocks = cfg!(target_arch = "wasm32")
-        && w.tensor.is_none()
-        && w.quant
-            .as_ref()
-            .is_some_and(|q| matches!(q.form(), BlockForm::Quant(_)));
+    let prompt_over_blocks = cfg!(target_arch = "wasm32") && w.tensor.is_none();
     match (w.layout, &w.tensor, &w.quant) {
         (Layout::OutIn, _, Some(quant)) if (few || prompt_over_blocks) && on_cpu(&x) => {
             Tensor::from_dispatch(<Kernels as CpuKernels>::matmul_blocks(
@@ -246,6 +241,7 @@ fn matmul(x: Tensor<2>, w: &Matrix) -> Tensor<2> {
                 &tensor.clone().into_dispatch(),
             ))
         }
+        #[cfg(not(target_arch = "wasm32"))]
         (Layout::OutIn, None, Some(quant)) => {
             let dense = Tensor::<2>::from_data(
                 burn::tensor::TensorData::new(quant.widen(), [quant.rows(), quant.cols()]),

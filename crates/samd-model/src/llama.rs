@@ -222,11 +222,10 @@ impl Llama {
             };
             // A matrix may come as its blocks alone where products read them: the
             // kernels on wgpu, and some CPUs' products.
-            let blocks_only = (layout == Layout::InOut || crate::cpu_matmul::reads_blocks())
-                && t.data.is_empty()
-                && t.quant
-                    .as_ref()
-                    .is_some_and(|q| q.rows() * q.cols() == values);
+            let blocks_only = t.data.is_empty()
+                && t.quant.as_ref().is_some_and(|q| {
+                    q.rows() * q.cols() == values && (layout == Layout::InOut || reads_on_cpu(q))
+                });
             if t.data.len() != values && !blocks_only {
                 return Err(Error::InvalidInput {
                     what: format!(
@@ -438,6 +437,8 @@ impl Llama {
             Layout::InOut => form == MatrixForm::Blocks,
             _ => crate::cpu_matmul::reads_blocks(),
         };
+        // What the CPU's products do not read, it holds as f32 alone.
+        let kept = |q: &BlockRows| layout == Layout::InOut || reads_on_cpu(q);
         Self::from_weights(config, device, |name| {
             let gguf_name = name.gguf_name();
             let Ok(info) = file.tensor(&gguf_name) else {
@@ -446,7 +447,8 @@ impl Llama {
             let dims = weight_dims(info)?;
             let quant = keep_blocks
                 .then(|| BlockRows::of_tensor(file, info))
-                .flatten();
+                .flatten()
+                .filter(kept);
             // Where the products read a matrix's blocks alone, widening it on the host
             // would be wasted; but matrices held side by side stack their blocks only if
             // all are kept as one kind, else they are widened together.
@@ -958,10 +960,13 @@ fn out_major(
     Matrix {
         tensor: (!data.is_empty()).then(|| Tensor::from_data(TensorData::new(data, dims), device)),
         layout: Layout::OutIn,
-        quant: quant
-            .filter(|_| crate::cpu_matmul::reads_blocks())
-            .map(Arc::new),
+        quant: quant.filter(reads_on_cpu).map(Arc::new),
     }
+}
+
+/// Whether this CPU's products read `blocks` ([`crate::cpu_matmul::reads_blocks_of`]).
+fn reads_on_cpu(blocks: &BlockRows) -> bool {
+    crate::cpu_matmul::reads_blocks_of(blocks.form())
 }
 
 /// A matrix's blocks on a wgpu device, as the WGSL kernels read them ([`Layout::Blocks`]).

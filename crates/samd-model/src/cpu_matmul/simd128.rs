@@ -14,7 +14,6 @@
 //! `Engine.checkKernels()` checks, under V8, that a tree's rows get what one-node steps
 //! get.
 //!
-//! Over 16-bit floats, [`dots_by_row`] widens each exactly and computes the same sums.
 //! Over quantised blocks, [`block_dots`] computes [`integer`](super::integer)'s
 //! arithmetic; `Engine.checkKernels()` compares it with the scalar code, bit for bit.
 #![allow(unsafe_code)]
@@ -22,34 +21,27 @@
 use core::arch::wasm32::{
     f32x4_add, f32x4_convert_i32x4, f32x4_extract_lane, f32x4_mul, f32x4_splat,
     i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i16x8_narrow_i32x4, i16x8_splat, i16x8_sub,
-    i32x4_add, i32x4_dot_i16x8, i32x4_extract_lane, i32x4_max, i32x4_shl, i32x4_shuffle,
-    i32x4_splat, i32x4_sub, u8x16_shr, u8x16_splat, u16x8_extend_high_u8x16,
-    u16x8_extend_low_u8x16, u32x4_extend_high_u16x8, u32x4_extend_low_u16x8, v128, v128_and,
-    v128_load, v128_load32_splat, v128_or, v128_store,
+    i32x4_add, i32x4_dot_i16x8, i32x4_extract_lane, i32x4_max, i32x4_shuffle, i32x4_splat,
+    i32x4_sub, u8x16_shr, u8x16_splat, u16x8_extend_high_u8x16, u16x8_extend_low_u8x16, v128,
+    v128_and, v128_load, v128_load32_splat, v128_store,
 };
 
 use super::LANES;
 use super::integer::{LEVELS, Rounded, RoundedRow, RoundedRows, SUM_LANES, fold};
 use super::tiled::{BlockPacking, PACKED_ROWS, PackedRows};
-use crate::block_form::HalfFloat;
-use crate::block_rows::{BLOCK, Codec, HalfCodec, HalfRow, QuantKind, QuantRow};
+use crate::block_rows::{BLOCK, Codec, QuantKind, QuantRow};
 
 /// Most rows of x multiplied per pass over a row of W: their eight sums and W's two
 /// vectors take 10 of the 16 registers V8 has on x86-64.
 const GROUP: usize = 4;
 
-/// `x`'s rows dotted with each row of `w`, into `out` (`[rows of w, m]`): each row of W
-/// read once, and dotted with up to [`GROUP`] rows of x at a time.
+/// `x`'s rows dotted with each row of `w` (`[rows, k]`), into `out` (`[rows of w, m]`):
+/// each row of W read once, and dotted with up to [`GROUP`] rows of x at a time.
 #[target_feature(enable = "simd128")]
-pub(super) fn dots_by_row<W: WeightVectors>(
-    x: &[f32],
-    k: usize,
-    w: impl Iterator<Item = W>,
-    out: &mut [f32],
-) {
+pub(super) fn dots_by_row(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     let rows: Vec<&[f32]> = x.chunks_exact(k).collect();
     let m = rows.len();
-    for (wj, out) in w.zip(out.chunks_exact_mut(m)) {
+    for (wj, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
         for (g, group) in rows.chunks(GROUP).enumerate() {
             let out = &mut out[g * GROUP..];
             match *group {
@@ -63,79 +55,9 @@ pub(super) fn dots_by_row<W: WeightVectors>(
     }
 }
 
-/// A row of W whose values come [`LANES`] at a time as two vectors.
-pub(super) trait WeightVectors: Copy {
-    /// Values `start..start + LANES`, widened to f32.
-    ///
-    /// # Safety
-    /// `start + LANES <= self.len()`.
-    unsafe fn vectors(self, start: usize) -> [v128; 2];
-
-    /// The row's value at `i`, for the tail past the whole vectors.
-    fn value(self, i: usize) -> f32;
-
-    /// Values in the row.
-    fn len(self) -> usize;
-}
-
-impl WeightVectors for &[f32] {
-    #[inline(always)]
-    unsafe fn vectors(self, start: usize) -> [v128; 2] {
-        // SAFETY: the caller's promise: eight floats from `start`.
-        unsafe {
-            let w = self.as_ptr().add(start);
-            [load(w), load(w.add(4))]
-        }
-    }
-
-    fn value(self, i: usize) -> f32 {
-        self[i]
-    }
-
-    fn len(self) -> usize {
-        <[f32]>::len(self)
-    }
-}
-
-impl<H: HalfCodec> WeightVectors for HalfRow<'_, H> {
-    /// Each 16-bit float widened exactly, as [`HalfFloat::widen`] does, in integer
-    /// operations but for one exact multiply.
-    #[inline(always)]
-    unsafe fn vectors(self, start: usize) -> [v128; 2] {
-        // SAFETY: the caller's promise: eight halves, 16 bytes, from `start`.
-        let bits = unsafe { v128_load(self.bits().as_ptr().add(2 * start).cast()) };
-        let (low, high) = (u32x4_extend_low_u16x8(bits), u32x4_extend_high_u16x8(bits));
-        match H::HALF {
-            HalfFloat::Bf16 => [i32x4_shl(low, 16), i32x4_shl(high, 16)],
-            HalfFloat::F16 => [widen_f16(low), widen_f16(high)],
-        }
-    }
-
-    fn value(self, i: usize) -> f32 {
-        HalfRow::value(&self, i)
-    }
-
-    fn len(self) -> usize {
-        HalfRow::len(&self)
-    }
-}
-
-/// Four f16s, one in the low half of each lane, as f32s: the exponent and mantissa
-/// moved to f32's places, then scaled by 2^112, the difference of the two exponent
-/// biases, which is exact for normal and subnormal halves alike (wasm's SIMD keeps
-/// subnormals); then the sign. Weights are finite (checked at load), so infinities and
-/// NaNs need no case of their own.
-#[inline(always)]
-fn widen_f16(bits: v128) -> v128 {
-    let magnitude = i32x4_shl(v128_and(bits, i32x4_splat(0x7fff)), 13);
-    let sign = i32x4_shl(v128_and(bits, i32x4_splat(0x8000)), 16);
-    let scaled = f32x4_mul(magnitude, f32x4_splat(f32::from_bits(0x7780_0000)));
-    v128_or(scaled, sign)
-}
-
 /// The dot products of `R` rows of x with `wj`, into `out[..R]`.
 #[inline(always)]
-fn dots<const R: usize, W: WeightVectors>(rows: [&[f32]; R], wj: W, out: &mut [f32]) {
+fn dots<const R: usize>(rows: [&[f32]; R], wj: &[f32], out: &mut [f32]) {
     let k = wj.len();
     assert!(
         rows.iter().all(|row| row.len() == k),
@@ -144,10 +66,11 @@ fn dots<const R: usize, W: WeightVectors>(rows: [&[f32]; R], wj: W, out: &mut [f
     let whole = k / LANES * LANES;
     let mut acc = [[f32x4_splat(0.0); 2]; R];
     for start in (0..whole).step_by(LANES) {
-        // SAFETY: `start + LANES <= whole <= k`, and every row of x holds `k` values, as
+        // SAFETY: `start + LANES <= whole <= k`, and every row of x holds `k` floats, as
         // W's does; `v128_load` reads unaligned.
         unsafe {
-            let [w0, w1] = wj.vectors(start);
+            let w = wj.as_ptr().add(start);
+            let (w0, w1) = (load(w), load(w.add(4)));
             for (acc, row) in acc.iter_mut().zip(rows) {
                 let p = row.as_ptr().add(start);
                 acc[0] = f32x4_add(f32x4_mul(load(p), w0), acc[0]);
@@ -163,8 +86,8 @@ fn dots<const R: usize, W: WeightVectors>(rows: [&[f32]; R], wj: W, out: &mut [f
             v128_store(lanes.as_mut_ptr().add(4).cast(), acc[1]);
         }
         let mut sum = lanes.iter().sum::<f32>();
-        for (i, xi) in row.iter().enumerate().skip(whole) {
-            sum += xi * wj.value(i);
+        for (xi, wi) in row[whole..].iter().zip(&wj[whole..]) {
+            sum += xi * wi;
         }
         *out = sum;
     }

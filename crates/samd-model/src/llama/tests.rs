@@ -475,7 +475,8 @@ fn weight_bytes_are_what_the_model_holds() {
         let bytes = w.to_bytes();
         let file = GgufFile::parse(&bytes).expect("parse");
         let model = Llama::from_gguf(&file, &cpu()).expect("load");
-        let held = if crate::cpu_matmul::reads_blocks() {
+        let form = crate::block_form::BlockForm::of(dtype).expect("a block form");
+        let held = if crate::cpu_matmul::reads_blocks_of(form) {
             matrices / 32 * bytes_per_block
         } else {
             4 * matrices

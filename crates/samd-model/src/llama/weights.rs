@@ -157,8 +157,8 @@ pub struct HostTensor {
     pub data: Vec<f32>,
     /// The file's blocks of a matrix ([`BlockRows`]: quantised, or 16-bit floats), kept
     /// where products read them in place of `data`: the WGSL kernels on wgpu, and the
-    /// CPU's products of a few rows with AVX2 and in wasm. `None` elsewhere and for types
-    /// not kept.
+    /// CPU's products of a few rows with AVX2 and in wasm
+    /// ([`crate::cpu_matmul::reads_blocks_of`]). `None` elsewhere and for types not kept.
     pub quant: Option<BlockRows>,
 }
 
