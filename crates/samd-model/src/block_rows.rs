@@ -405,17 +405,9 @@ impl BlockRows {
             BlockForm::Quant(kind) => kind,
             BlockForm::Half(half) => {
                 let codes = &self.quants[r * per_row * quant_bytes..][..per_row * quant_bytes];
-                let start = out.len();
-                out.resize(start + self.cols, 0.0);
-                // A loop the compiler vectorises: one type, values in place.
-                let widen = |convert: fn(u16) -> f32, out: &mut [f32]| {
-                    for (value, b) in out.iter_mut().zip(codes.chunks_exact(2)) {
-                        *value = convert(u16::from_le_bytes([b[0], b[1]]));
-                    }
-                };
                 match half {
-                    HalfFloat::F16 => widen(f16_to_f32, &mut out[start..]),
-                    HalfFloat::Bf16 => widen(dequant::bf16_to_f32, &mut out[start..]),
+                    HalfFloat::F16 => dequant::half_values(f16_to_f32, codes, out),
+                    HalfFloat::Bf16 => dequant::half_values(dequant::bf16_to_f32, codes, out),
                 }
                 return;
             }

@@ -19,6 +19,7 @@
 //! assert_eq!(file.tensor_f32("norm.weight").unwrap(), [1.0, 2.0, 3.0, 4.0]);
 //! ```
 
+use crate::block_form::HalfFloat;
 use crate::config::{LlamaConfig, keys};
 use crate::dequant::{f16_to_f32, f32_to_f16};
 use crate::gguf::{DEFAULT_ALIGNMENT, GgmlType, MAGIC, Value};
@@ -163,10 +164,7 @@ impl GgufWriter {
     /// If `data.len()` is not the product of `dims`.
     pub fn tensor_f16(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
         check_len(name, dims, data, 1);
-        let bytes = data
-            .iter()
-            .flat_map(|&x| f32_to_f16(x).to_le_bytes())
-            .collect();
+        let bytes = half_bytes(HalfFloat::F16, data);
         self.tensor_raw(name, dims, GgmlType::F16, bytes)
     }
 
@@ -219,6 +217,14 @@ impl GgufWriter {
         }
         out
     }
+}
+
+/// `data` in the 16-bit float type `half`, as a file stores it: each value's
+/// [`HalfFloat::nearest`], little-endian.
+pub fn half_bytes(half: HalfFloat, data: &[f32]) -> Vec<u8> {
+    data.iter()
+        .flat_map(|&x| half.nearest(x).to_le_bytes())
+        .collect()
 }
 
 /// `data` in Q8_0 blocks: per block of 32, `d = max|x| / 127` and `q = round(x / d)`.

@@ -9,7 +9,7 @@ use crate::block_rows::BlockRows;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
-use crate::gguf_writer::{q4_1_bytes, q5_1_bytes, q6_k_bytes, q8_0_bytes};
+use crate::gguf_writer::{half_bytes, q4_1_bytes, q5_1_bytes, q6_k_bytes, q8_0_bytes};
 
 impl Llama {
     /// A model with deterministic pseudo-random weights, for tests. `tied` leaves out
@@ -74,13 +74,6 @@ impl Llama {
             }))
         })
     }
-}
-
-/// `data` as a file stores it in the 16-bit float type `half`: each value's nearest.
-fn half_bytes(half: HalfFloat, data: &[f32]) -> Vec<u8> {
-    data.iter()
-        .flat_map(|&v| half.nearest(v).to_le_bytes())
-        .collect()
 }
 
 /// Deterministic pseudo-random weights (splitmix64 per tensor): norms near 1, biases in

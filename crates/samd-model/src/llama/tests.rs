@@ -836,7 +836,7 @@ fn other_types_held_as_blocks_give_the_f32_models_logits() {
 /// refused at load, by name: run, it would make every logit NaN.
 #[test]
 fn a_weight_that_is_not_a_finite_number_is_refused_by_name() {
-    use crate::gguf_writer::{GgufWriter, q8_0_bytes};
+    use crate::gguf_writer::{GgufWriter, half_bytes, q8_0_bytes};
     let c = LlamaConfig::tiny_quantisable();
     let file = |damaged: WeightName, value: [u8; 2]| {
         let mut w = GgufWriter::new();
@@ -846,13 +846,9 @@ fn a_weight_that_is_not_a_finite_number_is_refused_by_name() {
             let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
             // Matrices in Q8_0 but the attention's outputs, in F16; vectors in F32.
             let (dtype, mut bytes) = match (dims.len(), name) {
-                (2, WeightName::AttnOutput(_)) => (
-                    GgmlType::F16,
-                    t.data
-                        .iter()
-                        .flat_map(|&x| HalfFloat::F16.nearest(x).to_le_bytes())
-                        .collect(),
-                ),
+                (2, WeightName::AttnOutput(_)) => {
+                    (GgmlType::F16, half_bytes(HalfFloat::F16, &t.data))
+                }
                 (2, _) => (GgmlType::Q8_0, q8_0_bytes(&t.data)),
                 _ => (
                     GgmlType::F32,
